@@ -1,0 +1,130 @@
+// Package natstest starts real embedded NATS servers with JetStream for tests: port -1 (a free
+// port), the store in t.TempDir(), shut down when the test ends.
+package natstest
+
+import (
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// MaxPayload is the largest message the test servers accept; WasmWiz results carry up to
+// 1 MiB of stdout and 1 MiB of stderr.
+const MaxPayload = 8 << 20
+
+// RunJetStream starts a single JetStream-enabled server on a free port.
+func RunJetStream(tb testing.TB) *server.Server {
+	tb.Helper()
+	opts := &server.Options{
+		Host:       "127.0.0.1",
+		Port:       -1,
+		JetStream:  true,
+		StoreDir:   tb.TempDir(),
+		MaxPayload: MaxPayload,
+		NoLog:      true,
+		NoSigs:     true,
+	}
+	return run(tb, opts)
+}
+
+func run(tb testing.TB, opts *server.Options) *server.Server {
+	tb.Helper()
+	s, err := server.NewServer(opts)
+	if err != nil {
+		tb.Fatalf("natstest: new server: %v", err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		tb.Fatalf("natstest: server not ready")
+	}
+	tb.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	return s
+}
+
+// RunCluster starts a JetStream cluster of n servers on 127.0.0.1, all on free ports, and
+// waits until it has a meta leader.
+func RunCluster(tb testing.TB, n int) []*server.Server {
+	tb.Helper()
+	ports := make([]int, n)
+	for i := range ports {
+		ports[i] = freePort(tb)
+	}
+	routes := ""
+	for i, p := range ports {
+		if i > 0 {
+			routes += ","
+		}
+		routes += fmt.Sprintf("nats://127.0.0.1:%d", p)
+	}
+	servers := make([]*server.Server, n)
+	for i := range servers {
+		opts := &server.Options{
+			ServerName: fmt.Sprintf("n%d", i),
+			Host:       "127.0.0.1",
+			Port:       -1,
+			JetStream:  true,
+			StoreDir:   tb.TempDir(),
+			MaxPayload: MaxPayload,
+			NoLog:      true,
+			NoSigs:     true,
+			Cluster: server.ClusterOpts{
+				Name: "wasmwiz-test",
+				Host: "127.0.0.1",
+				Port: ports[i],
+			},
+			Routes: server.RoutesFromStr(routes),
+		}
+		servers[i] = run(tb, opts)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, s := range servers {
+			if s.JetStreamIsLeader() {
+				return servers
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	tb.Fatalf("natstest: cluster has no JetStream meta leader")
+	return nil
+}
+
+// Connect connects to s and closes the connection when the test ends.
+func Connect(tb testing.TB, s *server.Server) *nats.Conn {
+	tb.Helper()
+	nc, err := nats.Connect(s.ClientURL(), nats.Name(tb.Name()))
+	if err != nil {
+		tb.Fatalf("natstest: connect: %v", err)
+	}
+	tb.Cleanup(nc.Close)
+	return nc
+}
+
+// Eventually polls cond every 10ms until it is true or timeout passes.
+func Eventually(tb testing.TB, timeout time.Duration, cond func() bool, msg string, args ...any) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("eventually: "+msg, args...)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func freePort(tb testing.TB) int {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("natstest: free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}

@@ -1,0 +1,147 @@
+// Package streams declares WasmWiz's JetStream streams, consumers, KV buckets and object store,
+// and creates or updates them. Every role calls Ensure at start; it is idempotent, so several
+// replicas starting at once agree.
+package streams
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// Options sizes the streams. Zero values take the defaults.
+type Options struct {
+	Replicas        int           // 1 on a single server, 3 on a cluster
+	ResultsTTL      time.Duration // how long results stay readable; default 24h
+	EventsMaxAge    time.Duration // default 30 days
+	DuplicateWindow time.Duration // for exec requests and events; default 1h
+	Tiers           map[string]schemas.Tier
+}
+
+func (o *Options) defaults() {
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.ResultsTTL <= 0 {
+		o.ResultsTTL = 24 * time.Hour
+	}
+	if o.EventsMaxAge <= 0 {
+		o.EventsMaxAge = 30 * 24 * time.Hour
+	}
+	if o.DuplicateWindow <= 0 {
+		o.DuplicateWindow = time.Hour
+	}
+	if o.Tiers == nil {
+		o.Tiers = schemas.DefaultTiers()
+	}
+}
+
+// MaxDeliver is how often an execution request is delivered before it goes to the dead letters.
+const MaxDeliver = 5
+
+// AckWait is how long an executor may hold an execution request of a tier before JetStream
+// redelivers it: the tier's wall time plus room for queueing inside the node and writing the
+// result. Executors extend it with InProgress while a request waits for a worker.
+func AckWait(t schemas.Tier) time.Duration { return t.WallTime + 30*time.Second }
+
+// Ensure creates or updates everything WasmWiz stores in JetStream.
+func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
+	o.defaults()
+	streamsCfg := []jetstream.StreamConfig{
+		{
+			Name:        schemas.StreamExec,
+			Description: "WasmWiz execution requests, one work queue for all tiers",
+			Subjects:    []string{schemas.ExecSubjectAll},
+			Retention:   jetstream.WorkQueuePolicy,
+			Storage:     jetstream.FileStorage,
+			Replicas:    o.Replicas,
+			Duplicates:  o.DuplicateWindow,
+			MaxAge:      24 * time.Hour,
+		},
+		{
+			Name:        schemas.StreamEvents,
+			Description: "WasmWiz events: executions, modules, keys, rate limits",
+			Subjects:    []string{schemas.EventSubjectAll},
+			Retention:   jetstream.LimitsPolicy,
+			Storage:     jetstream.FileStorage,
+			Replicas:    o.Replicas,
+			Duplicates:  o.DuplicateWindow,
+			MaxAge:      o.EventsMaxAge,
+		},
+		{
+			Name:        schemas.StreamDLQ,
+			Description: "WasmWiz execution requests that exhausted their deliveries",
+			Subjects:    []string{schemas.SubjectDLQ},
+			Retention:   jetstream.LimitsPolicy,
+			Storage:     jetstream.FileStorage,
+			Replicas:    o.Replicas,
+			MaxAge:      30 * 24 * time.Hour,
+		},
+	}
+	for _, cfg := range streamsCfg {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("stream %s: %w", cfg.Name, err)
+		}
+	}
+	for name, t := range o.Tiers {
+		_, err := js.CreateOrUpdateConsumer(ctx, schemas.StreamExec, jetstream.ConsumerConfig{
+			Durable:       schemas.ExecConsumer(name),
+			Description:   "executors serving tier " + name,
+			FilterSubject: schemas.ExecSubjectTier(name),
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       AckWait(t),
+			MaxDeliver:    MaxDeliver,
+			MaxAckPending: 10_000,
+			Replicas:      o.Replicas,
+		})
+		if err != nil {
+			return fmt.Errorf("consumer %s: %w", schemas.ExecConsumer(name), err)
+		}
+	}
+	kvs := []jetstream.KeyValueConfig{
+		{Bucket: schemas.BucketResults, Description: "execution results by id", TTL: o.ResultsTTL, MaxValueSize: 8 << 20},
+		{Bucket: schemas.BucketKeys, Description: "API key records by sha256 of the secret"},
+		{Bucket: schemas.BucketTenants, Description: "tenants by id"},
+		{Bucket: schemas.BucketModuleOwner, Description: "module ownership: <tenant>.<sha256 hex>"},
+		{Bucket: schemas.BucketIdempotency, Description: "idempotency keys: <tenant>.<sha256 of key>", TTL: 24 * time.Hour},
+	}
+	for _, cfg := range kvs {
+		cfg.Storage = jetstream.FileStorage
+		cfg.Replicas = o.Replicas
+		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+			return fmt.Errorf("kv %s: %w", cfg.Bucket, err)
+		}
+	}
+	_, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      schemas.ObjectModules,
+		Description: "WebAssembly modules, content-addressed: sha256-<hex>",
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+		Compression: true,
+	})
+	if err != nil {
+		return fmt.Errorf("object store %s: %w", schemas.ObjectModules, err)
+	}
+	return nil
+}
+
+// EnsureWithRetry calls Ensure until it succeeds or ctx ends; a cluster that is still electing
+// its leaders answers with errors for a moment.
+func EnsureWithRetry(ctx context.Context, js jetstream.JetStream, o Options) error {
+	var err error
+	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 2*time.Second) {
+		if err = Ensure(ctx, js, o); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(ctx.Err(), err)
+		case <-time.After(delay):
+		}
+	}
+}

@@ -1,0 +1,77 @@
+package schemas
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// Code is a stable, machine-readable error code, part of the API contract.
+type Code string
+
+const (
+	CodeInvalid       Code = "invalid"        // 422 the request is well-formed but not acceptable
+	CodeBadRequest    Code = "bad_request"    // 400 the request cannot be parsed
+	CodeInvalidModule Code = "invalid_module" // 422 not a usable WASI preview 1 command module
+	CodeUnauthorized  Code = "unauthorized"   // 401 no or unknown credentials
+	CodeForbidden     Code = "forbidden"      // 403 known caller, not allowed
+	CodeNotFound      Code = "not_found"      // 404
+	CodeConflict      Code = "conflict"       // 409 e.g. idempotency key reused with another body
+	CodeTooLarge      Code = "too_large"      // 413
+	CodeRateLimited   Code = "rate_limited"   // 429
+	CodeUnavailable   Code = "unavailable"    // 503 a dependency (NATS, executors) is not reachable
+	CodeTimeout       Code = "timeout"        // 504
+	CodeInternal      Code = "internal"       // 500
+)
+
+// Status maps a code to its HTTP status. This is the one place where that mapping lives.
+func (c Code) Status() int {
+	switch c {
+	case CodeInvalid, CodeInvalidModule:
+		return http.StatusUnprocessableEntity
+	case CodeBadRequest:
+		return http.StatusBadRequest
+	case CodeUnauthorized:
+		return http.StatusUnauthorized
+	case CodeForbidden:
+		return http.StatusForbidden
+	case CodeNotFound:
+		return http.StatusNotFound
+	case CodeConflict:
+		return http.StatusConflict
+	case CodeTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case CodeRateLimited:
+		return http.StatusTooManyRequests
+	case CodeUnavailable:
+		return http.StatusServiceUnavailable
+	case CodeTimeout:
+		return http.StatusGatewayTimeout
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// Error is the one error type that crosses role boundaries and reaches users. Message is safe to
+// show to the caller; internal details are logged where they happen and never put here.
+type Error struct {
+	Code       Code   `json:"code"`
+	Message    string `json:"message"`
+	RetryAfter int    `json:"retry_after,omitempty"` // seconds, with rate_limited / unavailable
+}
+
+func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
+
+// Errorf makes an *Error with a formatted, lower-case message.
+func Errorf(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// AsError returns err as an *Error; anything else becomes an internal error with a generic message.
+func AsError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return &Error{Code: CodeInternal, Message: "internal error"}
+}

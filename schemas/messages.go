@@ -1,0 +1,120 @@
+package schemas
+
+import "time"
+
+// Status is the state of an execution.
+type Status string
+
+const (
+	StatusQueued    Status = "queued"
+	StatusRunning   Status = "running"
+	StatusSucceeded Status = "succeeded" // exit code 0
+	StatusFailed    Status = "failed"    // non-zero exit code, trap, or a module that cannot run
+	StatusTimedOut  Status = "timed_out" // stopped at its deadline
+	StatusKilled    Status = "killed"    // its worker process was killed (deadline ignored, memory backstop)
+)
+
+// Final reports whether no further change of status can happen.
+func (s Status) Final() bool {
+	return s == StatusSucceeded || s == StatusFailed || s == StatusTimedOut || s == StatusKilled
+}
+
+// ExecRequest is published by a gateway on ExecSubject and consumed by executors. It is also
+// the body an executor receives on redelivery, so it holds everything needed to run.
+type ExecRequest struct {
+	ExecutionID string            `json:"execution_id"`
+	TenantID    string            `json:"tenant_id"`
+	KeyID       string            `json:"key_id"`
+	Tier        string            `json:"tier"`
+	ModuleID    string            `json:"module_id"`   // sha256:<hex>
+	ModuleName  string            `json:"module_name"` // argv[0]
+	Stdin       []byte            `json:"stdin,omitempty"`
+	Args        []string          `json:"args,omitempty"`
+	Env         map[string]string `json:"env,omitempty"`
+	TimeoutMS   int64             `json:"timeout_ms"`
+	MemoryMB    int               `json:"memory_mb"`
+	StdoutMax   int               `json:"stdout_max"`
+	StderrMax   int               `json:"stderr_max"`
+	Async       bool              `json:"async,omitempty"`
+	CreatedAt   time.Time         `json:"created_at"`
+}
+
+// Result is what an execution produced. Stored in KV BucketResults under the execution id and
+// sent to the requester's reply subject. Gateways turn it into the API's Execution view.
+type Result struct {
+	ID              string     `json:"id"`
+	TenantID        string     `json:"tenant_id"`
+	KeyID           string     `json:"key_id,omitempty"`
+	Tier            string     `json:"tier,omitempty"`
+	ModuleID        string     `json:"module_id"`
+	Status          Status     `json:"status"`
+	ExitCode        int        `json:"exit_code"`
+	Error           string     `json:"error,omitempty"` // trap or kill reason, for the caller
+	Stdout          []byte     `json:"stdout,omitempty"`
+	Stderr          []byte     `json:"stderr,omitempty"`
+	StdoutTruncated bool       `json:"stdout_truncated,omitempty"`
+	StderrTruncated bool       `json:"stderr_truncated,omitempty"`
+	StdinBytes      int64      `json:"stdin_bytes,omitempty"`
+	StdoutBytes     int64      `json:"stdout_bytes,omitempty"` // written by the guest, kept or not
+	StderrBytes     int64      `json:"stderr_bytes,omitempty"`
+	DurationMS      float64    `json:"duration_ms"`
+	CPUMS           float64    `json:"cpu_ms,omitempty"`
+	MemoryPeakBytes int64      `json:"memory_peak_bytes"`
+	CreatedAt       time.Time  `json:"created_at"`
+	StartedAt       *time.Time `json:"started_at,omitempty"`
+	FinishedAt      *time.Time `json:"finished_at,omitempty"`
+	NodeID          string     `json:"node_id,omitempty"`
+}
+
+// CompileRequest asks an executor to compile a stored module under supervision.
+type CompileRequest struct {
+	ModuleID string `json:"module_id"`
+	Tier     string `json:"tier"`
+}
+
+// CompileReply answers a CompileRequest; Error is nil when the module compiled.
+type CompileReply struct {
+	Error     *Error  `json:"error,omitempty"`
+	CompileMS float64 `json:"compile_ms"`
+	NodeID    string  `json:"node_id"`
+}
+
+// Tenant is stored in KV BucketTenants under its id.
+type Tenant struct {
+	ID        string    `json:"id"`
+	Tier      string    `json:"tier"`
+	Suspended bool      `json:"suspended,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Key is an API key's record, stored in KV BucketKeys under the SHA-256 (hex) of the secret.
+// The secret itself is never stored.
+type Key struct {
+	ID        string     `json:"id"`
+	TenantID  string     `json:"tenant_id"`
+	Tier      string     `json:"tier"`
+	Name      string     `json:"name,omitempty"`
+	Prefix    string     `json:"prefix"` // first characters of the secret, to recognise it
+	Admin     bool       `json:"admin,omitempty"`
+	Scopes    []string   `json:"scopes,omitempty"`
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+}
+
+// Module is a tenant's reference to stored module bytes, in KV BucketModuleOwner.
+type Module struct {
+	ID        string    `json:"id"` // sha256:<hex>
+	Name      string    `json:"name"`
+	Size      int64     `json:"size"`
+	Imports   []string  `json:"imports"`
+	Exports   []string  `json:"exports"`
+	CreatedAt time.Time `json:"created_at"`
+	TenantID  string    `json:"tenant_id"`
+}
+
+// IdempotencyRecord binds a tenant's Idempotency-Key to one execution and one request body.
+type IdempotencyRecord struct {
+	ExecutionID string    `json:"execution_id"`
+	BodySHA256  string    `json:"body_sha256"`
+	CreatedAt   time.Time `json:"created_at"`
+}

@@ -1,0 +1,159 @@
+package schemas
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// Streams, consumers and buckets.
+const (
+	StreamExec   = "WASMWIZ_EXEC"
+	StreamEvents = "WASMWIZ_EVENTS"
+	StreamDLQ    = "WASMWIZ_DLQ"
+
+	// ConsumerAccounting is the durable consumer on StreamEvents that writes usage.
+	ConsumerAccounting = "accounting"
+
+	BucketResults     = "wasmwiz_results"     // KV: execution id -> Result
+	BucketKeys        = "wasmwiz_keys"        // KV: sha256(api key) hex -> Key
+	BucketTenants     = "wasmwiz_tenants"     // KV: tenant id -> Tenant
+	BucketModuleOwner = "wasmwiz_module_refs" // KV: <tenant>.<hex> -> Module (ownership metadata)
+	BucketIdempotency = "wasmwiz_idempotency" // KV: <tenant>.<sha256(idempotency key)> -> IdempotencyRecord
+	ObjectModules     = "wasmwiz_modules"     // object store: sha256-<hex> -> module bytes
+
+	SubjectDLQ = "wasmwiz.dlq.exec"
+
+	// SubjectCompile is served by executors in queue group QueueExecutors: compile a stored
+	// module under supervision (upload check, cache warm-up).
+	SubjectCompile = "wasmwiz.executor.v1.compile"
+	// SubjectExecutorPing is answered by every executor; gateways use it for readiness.
+	SubjectExecutorPing = "wasmwiz.executor.v1.ping"
+	QueueExecutors      = "wasmwiz-executors"
+)
+
+// NATS headers carried by execution requests and API calls.
+const (
+	HeaderMsgID         = "Nats-Msg-Id"
+	HeaderExecutionID   = "Wasmwiz-Execution-Id"
+	HeaderReply         = "Wasmwiz-Reply"    // core NATS subject the executor answers on
+	HeaderDeadline      = "Wasmwiz-Deadline" // unix milliseconds after which nobody waits for the reply
+	HeaderAuthorization = "Authorization"
+	HeaderRequestID     = "Wasmwiz-Request-Id"
+)
+
+var tokenRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// ValidToken reports whether s may be used as a tier or tenant id: it becomes one NATS subject
+// token and one KV key token, so it is restricted to lower-case letters, digits, '-' and '_'.
+func ValidToken(s string) bool { return tokenRE.MatchString(s) }
+
+// ExecConsumer is the durable pull consumer serving one tier: exec-<tier>.
+func ExecConsumer(tier string) string { return "exec-" + tier }
+
+// ExecSubject is the subject of an execution request.
+//
+//	wasmwiz.exec.<tier>.<tenant>
+func ExecSubject(tier, tenant string) string { return "wasmwiz.exec." + tier + "." + tenant }
+
+// ExecSubjectTier is the filter of a tier's consumer: wasmwiz.exec.<tier>.*
+func ExecSubjectTier(tier string) string { return "wasmwiz.exec." + tier + ".*" }
+
+// ExecSubjectAll matches every execution request: wasmwiz.exec.>
+const ExecSubjectAll = "wasmwiz.exec.>"
+
+// ParseExecSubject is the inverse of ExecSubject.
+func ParseExecSubject(subject string) (tier, tenant string, err error) {
+	parts := strings.Split(subject, ".")
+	if len(parts) != 4 || parts[0] != "wasmwiz" || parts[1] != "exec" || !ValidToken(parts[2]) || !ValidToken(parts[3]) {
+		return "", "", fmt.Errorf("not an execution subject: %q", subject)
+	}
+	return parts[2], parts[3], nil
+}
+
+// EventSubject is the subject of an event; the type has dots of its own.
+//
+//	wasmwiz.events.<type>.<tenant>   e.g. wasmwiz.events.execution.completed.acme
+func EventSubject(eventType, tenant string) string {
+	return "wasmwiz.events." + eventType + "." + tenant
+}
+
+// EventSubjectAll matches every event: wasmwiz.events.>
+const EventSubjectAll = "wasmwiz.events.>"
+
+// EventSubjectTenant matches one tenant's events: wasmwiz.events.*.*.<tenant>
+func EventSubjectTenant(tenant string) string { return "wasmwiz.events.*.*." + tenant }
+
+// ParseEventSubject is the inverse of EventSubject.
+func ParseEventSubject(subject string) (eventType, tenant string, err error) {
+	parts := strings.Split(subject, ".")
+	if len(parts) != 5 || parts[0] != "wasmwiz" || parts[1] != "events" {
+		return "", "", fmt.Errorf("not an event subject: %q", subject)
+	}
+	eventType = parts[2] + "." + parts[3]
+	if !KnownEventType(eventType) || !ValidToken(parts[4]) {
+		return "", "", fmt.Errorf("not an event subject: %q", subject)
+	}
+	return eventType, parts[4], nil
+}
+
+// APISubject is a direct NATS API operation (a NATS micro endpoint).
+//
+//	wasmwiz.api.v1.<operation>   e.g. wasmwiz.api.v1.executions.create
+func APISubject(operation string) string { return "wasmwiz.api.v1." + operation }
+
+// ParseAPISubject is the inverse of APISubject.
+func ParseAPISubject(subject string) (operation string, err error) {
+	op, ok := strings.CutPrefix(subject, "wasmwiz.api.v1.")
+	if !ok || op == "" || strings.ContainsAny(op, "*> \t") || strings.HasPrefix(op, ".") || strings.HasSuffix(op, ".") || strings.Contains(op, "..") {
+		return "", fmt.Errorf("not an API subject: %q", subject)
+	}
+	return op, nil
+}
+
+// AccountingSubject is a usage query served by accounting.
+//
+//	wasmwiz.accounting.v1.<operation>   e.g. wasmwiz.accounting.v1.usage
+func AccountingSubject(operation string) string { return "wasmwiz.accounting.v1." + operation }
+
+// API operations over direct NATS; each has the same JSON body as its REST twin.
+const (
+	OpExecutionsCreate = "executions.create"
+	OpExecutionsGet    = "executions.get"
+	OpModulesUpload    = "modules.upload"
+	OpModulesList      = "modules.list"
+	OpModulesGet       = "modules.get"
+	OpModulesDelete    = "modules.delete"
+	OpUsage            = "usage"
+)
+
+// ModuleObjectName is the object store name of a module: sha256-<hex>.
+func ModuleObjectName(hexDigest string) string { return "sha256-" + hexDigest }
+
+var moduleIDRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+
+// ParseModuleID checks a module id "sha256:<64 hex>" and returns the hex digest.
+func ParseModuleID(id string) (hexDigest string, err error) {
+	if !moduleIDRE.MatchString(id) {
+		return "", fmt.Errorf("module id must be sha256:<64 lower-case hex digits>, got %q", truncate(id, 80))
+	}
+	return id[len("sha256:"):], nil
+}
+
+// ModuleID makes a module id from a hex digest.
+func ModuleID(hexDigest string) string { return "sha256:" + hexDigest }
+
+// ModuleRefKey is the ownership key of a module: <tenant>.<hex>.
+func ModuleRefKey(tenant, hexDigest string) string { return tenant + "." + hexDigest }
+
+var executionIDRE = regexp.MustCompile(`^[0-9a-zA-Z_-]{16,64}$`)
+
+// ValidExecutionID reports whether id has the shape of an execution id (it is also a KV key).
+func ValidExecutionID(id string) bool { return executionIDRE.MatchString(id) }
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
