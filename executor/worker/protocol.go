@@ -1,0 +1,102 @@
+package worker
+
+import (
+	"time"
+
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// The pipe protocol. The node writes Requests to the worker's stdin and reads Responses from its
+// stdout, both as one encoding/gob stream per direction (gob sends each type once per stream, and
+// []byte fields are copied as they are, so a round trip costs little beyond the payload).
+//
+//	node → worker: Hello, then any number of Run or Compile, one at a time
+//	worker → node: Ready; per Run: Started, then Run; per Compile: Compile
+//
+// Started tells the supervisor that compilation is over and the guest's own clock is running,
+// so it can switch from the compile deadline to the execution deadline. Exactly one field of a
+// Request or Response is set.
+
+// Request is one frame from the node to a worker.
+type Request struct {
+	Hello   *Hello
+	Run     *RunJob
+	Compile *CompileJob
+}
+
+// Response is one frame from a worker to the node.
+type Response struct {
+	Ready   *Ready
+	Started *Started
+	Run     *RunResult
+	Compile *CompileResult
+}
+
+// Hello is the first frame a worker reads.
+type Hello struct {
+	// CacheDir holds wazero's compilation cache, shared by all workers of the node. Empty
+	// disables the file cache (the in-memory cache of compiled modules still works).
+	CacheDir string
+	// CompiledCacheSize bounds the in-memory cache of compiled modules; 0 means 64.
+	CompiledCacheSize int
+}
+
+// Ready answers Hello.
+type Ready struct {
+	PID    int
+	Engine string // "compiler" or "interpreter"
+	Error  string // non-empty if the worker cannot serve (it exits after sending Ready)
+}
+
+// RunJob runs a WASI command module once.
+type RunJob struct {
+	ModulePath  string // file holding the module bytes; read only when the module is not compiled yet
+	ModuleHash  string // hex sha256 of the module, the cache key
+	Name        string // argv[0]
+	Args        []string
+	Env         []string // KEY=value
+	Stdin       []byte
+	Timeout     time.Duration
+	MemoryPages uint32 // linear memory limit in 64 KiB pages
+	StdoutMax   int
+	StderrMax   int
+}
+
+// Started is sent when the module is compiled and about to be instantiated.
+type Started struct {
+	CompileCacheHit bool
+	CompileDuration time.Duration
+}
+
+// RunResult answers a RunJob.
+type RunResult struct {
+	Status          schemas.Status // succeeded, failed or timed_out
+	ExitCode        int            // -1 when the guest did not exit (trap, timeout, could not start)
+	Error           string
+	Stdout          []byte
+	Stderr          []byte
+	StdoutTruncated bool
+	StderrTruncated bool
+	StdoutBytes     int64 // everything the guest wrote, kept or not
+	StderrBytes     int64
+	Duration        time.Duration // instantiate + _start
+	CompileDuration time.Duration
+	CompileCacheHit bool
+	CPU             time.Duration // user + system time of the worker process during the run
+	MemoryPeakBytes int64         // linear memory size at the end (it only grows)
+	PeakRSSBytes    int64         // the worker's peak resident set during the job, 0 if unknown
+}
+
+// CompileJob compiles a module (upload check, cache warm-up).
+type CompileJob struct {
+	ModulePath  string
+	ModuleHash  string
+	MemoryPages uint32
+}
+
+// CompileResult answers a CompileJob. Error is wazero's message when the module is invalid.
+type CompileResult struct {
+	Error    string
+	Duration time.Duration
+	CacheHit bool
+}

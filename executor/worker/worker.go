@@ -1,0 +1,419 @@
+// Package worker is the child-process side of the executor: it runs untrusted WebAssembly
+// (WASI preview 1) for the node that started it, one job at a time, and nothing else.
+//
+// The node starts `wasmwiz worker`, which calls Main with the process's stdin and stdout. The
+// pipe carries the gob frames of protocol.go and nothing else: logs go to stderr. The worker
+// trusts the node and distrusts the guest. It gives the guest no host file system, no real
+// clocks, no real sleep and no real randomness (wazero's deterministic defaults), caps its
+// memory with WithMemoryLimitPages and its output with counting writers, and stops it at its
+// deadline with WithCloseOnContextDone. What wazero cannot stop (loop-free call trees,
+// compilation, host memory outside linear memory) is stopped by the node killing this process.
+package worker
+
+import (
+	"bufio"
+	"bytes"
+	"container/list"
+	"context"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+	"github.com/tetratelabs/wazero/sys"
+
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// maxRuntimes bounds the wazero runtimes a worker keeps, one per distinct memory limit.
+const maxRuntimes = 8
+
+// Main serves jobs read from in and writes responses to out until in ends (the node closed the
+// pipe: exit 0) or ctx ends. It returns the process exit code.
+func Main(ctx context.Context, in io.Reader, out io.Writer, stderr io.Writer) int {
+	// GOMAXPROCS 2, not 1 and not NumCPU. A guest runs as native code on one goroutine that Go
+	// cannot preempt (see wazero's RATIONALE.md), so with a single P the timer that fires the
+	// guest's deadline, and wazero's goroutine that closes the module when the context is done,
+	// would never get to run: WithCloseOnContextDone would not work. The second P serves those,
+	// the pipe and the GC. More would only let one worker take cores from the others: the node
+	// runs about one worker per core and each worker runs one guest at a time.
+	runtime.GOMAXPROCS(2)
+
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	br := bufio.NewReaderSize(in, 256<<10)
+	bw := bufio.NewWriterSize(out, 256<<10)
+	dec := gob.NewDecoder(br)
+	enc := gob.NewEncoder(bw)
+	send := func(r *Response) error {
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+		return bw.Flush()
+	}
+
+	var first Request
+	if err := dec.Decode(&first); err != nil {
+		log.Error("worker: reading hello", "err", err)
+		return 2
+	}
+	if first.Hello == nil {
+		log.Error("worker: first frame is not hello")
+		return 2
+	}
+	w, err := newWorker(ctx, *first.Hello, log)
+	if err != nil {
+		_ = send(&Response{Ready: &Ready{PID: os.Getpid(), Error: err.Error()}})
+		log.Error("worker: setup", "err", err)
+		return 1
+	}
+	defer w.close(context.WithoutCancel(ctx))
+	if err := send(&Response{Ready: &Ready{PID: os.Getpid(), Engine: w.engine}}); err != nil {
+		log.Error("worker: writing ready", "err", err)
+		return 2
+	}
+
+	done := make(chan int, 1)
+	go func() { done <- w.serve(ctx, dec, send) }()
+	select {
+	case code := <-done:
+		return code
+	case <-ctx.Done():
+		return 0
+	}
+}
+
+// serve handles frames until the pipe ends.
+func (w *worker) serve(ctx context.Context, dec *gob.Decoder, send func(*Response) error) int {
+	for {
+		var req Request
+		if err := dec.Decode(&req); err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return 0
+			}
+			w.log.Error("worker: reading job", "err", err)
+			return 2
+		}
+		var err error
+		switch {
+		case req.Run != nil:
+			res := w.run(ctx, req.Run, func(s *Started) error { return send(&Response{Started: s}) })
+			err = send(&Response{Run: res})
+		case req.Compile != nil:
+			err = send(&Response{Compile: w.compileJob(ctx, req.Compile)})
+		default:
+			w.log.Error("worker: unexpected frame")
+			return 2
+		}
+		if err != nil {
+			w.log.Error("worker: writing response", "err", err)
+			return 2
+		}
+	}
+}
+
+type worker struct {
+	log      *slog.Logger
+	engine   string
+	cache    wazero.CompilationCache
+	runtimes map[uint32]*list.Element // memory pages → element of lru holding *wazRuntime
+	rtLRU    *list.List
+	compiled *compiledLRU
+}
+
+type wazRuntime struct {
+	pages uint32
+	r     wazero.Runtime
+}
+
+func newWorker(ctx context.Context, h Hello, log *slog.Logger) (*worker, error) {
+	w := &worker{
+		log:      log,
+		engine:   "compiler",
+		runtimes: map[uint32]*list.Element{},
+		rtLRU:    list.New(),
+	}
+	n := h.CompiledCacheSize
+	if n <= 0 {
+		n = 64
+	}
+	w.compiled = newCompiledLRU(n)
+	if h.CacheDir != "" {
+		c, err := wazero.NewCompilationCacheWithDir(h.CacheDir)
+		if err != nil {
+			return nil, fmt.Errorf("compilation cache: %w", err)
+		}
+		w.cache = c
+	} else {
+		w.cache = wazero.NewCompilationCache()
+	}
+	if !compilerSupported() {
+		w.engine = "interpreter"
+	}
+	return w, nil
+}
+
+func (w *worker) close(ctx context.Context) {
+	w.compiled.closeAll(ctx)
+	for e := w.rtLRU.Front(); e != nil; e = e.Next() {
+		_ = e.Value.(*wazRuntime).r.Close(ctx)
+	}
+	_ = w.cache.Close(ctx)
+}
+
+// runtimeFor returns the runtime enforcing a memory limit. wazero applies the limit when it
+// decodes a module, so a compiled module belongs to one limit; the runtimes share one
+// compilation cache, and with it one engine, so machine code is compiled once per module
+// whatever the limit.
+func (w *worker) runtimeFor(ctx context.Context, pages uint32) (wazero.Runtime, error) {
+	if e, ok := w.runtimes[pages]; ok {
+		w.rtLRU.MoveToFront(e)
+		return e.Value.(*wazRuntime).r, nil
+	}
+	if pages == 0 || pages > 65536 {
+		return nil, fmt.Errorf("memory limit of %d pages is out of range", pages)
+	}
+	if w.rtLRU.Len() >= maxRuntimes {
+		old := w.rtLRU.Back()
+		rt := old.Value.(*wazRuntime)
+		w.rtLRU.Remove(old)
+		delete(w.runtimes, rt.pages)
+		w.compiled.removePages(ctx, rt.pages)
+		_ = rt.r.Close(ctx)
+	}
+	// NewRuntimeConfig picks the compiler (wazevo) wherever wazero supports it and the
+	// interpreter elsewhere.
+	cfg := wazero.NewRuntimeConfig().
+		WithCloseOnContextDone(true).
+		WithMemoryLimitPages(pages).
+		WithCompilationCache(w.cache).
+		WithDebugInfoEnabled(false)
+	r := wazero.NewRuntimeWithConfig(ctx, cfg)
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, r); err != nil {
+		_ = r.Close(ctx)
+		return nil, fmt.Errorf("wasi: %w", err)
+	}
+	w.runtimes[pages] = w.rtLRU.PushFront(&wazRuntime{pages: pages, r: r})
+	return r, nil
+}
+
+// compile returns the compiled module for (hash, pages), compiling it on a miss.
+func (w *worker) compile(ctx context.Context, path, hash string, pages uint32) (wazero.CompiledModule, bool, error) {
+	key := compiledKey{hash: hash, pages: pages}
+	if cm, ok := w.compiled.get(key); ok {
+		return cm, true, nil
+	}
+	r, err := w.runtimeFor(ctx, pages)
+	if err != nil {
+		return nil, false, err
+	}
+	bin, err := os.ReadFile(path)
+	if err != nil {
+		// The node owns the file; its name is not for the guest's owner.
+		w.log.Error("worker: reading module", "module_hash", hash, "err", err)
+		return nil, false, errors.New("module file is not readable")
+	}
+	cm, err := r.CompileModule(ctx, bin)
+	if err != nil {
+		return nil, false, err
+	}
+	w.compiled.put(ctx, key, cm)
+	return cm, false, nil
+}
+
+func (w *worker) compileJob(ctx context.Context, job *CompileJob) *CompileResult {
+	start := time.Now()
+	_, hit, err := w.compile(ctx, job.ModulePath, job.ModuleHash, job.MemoryPages)
+	res := &CompileResult{Duration: time.Since(start), CacheHit: hit}
+	if err != nil {
+		res.Error = cleanError(err)
+	}
+	return res
+}
+
+func (w *worker) run(ctx context.Context, job *RunJob, started func(*Started) error) *RunResult {
+	resetPeakRSS()
+	cpu0 := cpuTime()
+	t0 := time.Now()
+	res := &RunResult{ExitCode: -1}
+	cm, hit, err := w.compile(ctx, job.ModulePath, job.ModuleHash, job.MemoryPages)
+	res.CompileDuration = time.Since(t0)
+	res.CompileCacheHit = hit
+	finish := func() *RunResult {
+		res.CPU = cpuTime() - cpu0
+		res.PeakRSSBytes = peakRSS()
+		return res
+	}
+	if err != nil {
+		res.Status = schemas.StatusFailed
+		res.Error = "invalid module: " + cleanError(err)
+		return finish()
+	}
+	if err := started(&Started{CompileCacheHit: hit, CompileDuration: res.CompileDuration}); err != nil {
+		res.Status = schemas.StatusFailed
+		res.Error = "internal error"
+		return finish()
+	}
+
+	stdout := &cappedWriter{max: job.StdoutMax}
+	stderr := &cappedWriter{max: job.StderrMax}
+	// No WithFS / WithFSConfig: the guest sees no host file system. No WithSysWalltime,
+	// WithSysNanotime, WithSysNanosleep or WithRandSource: wazero's defaults are deterministic
+	// fakes, so a guest can neither measure the host nor sleep on it. No start functions:
+	// _start is called below, so that a module without one is an error rather than a silent
+	// success, and so that its memory can be measured after it exits.
+	mc := wazero.NewModuleConfig().
+		WithName("").
+		WithArgs(append([]string{job.Name}, job.Args...)...).
+		WithStdin(bytes.NewReader(job.Stdin)).
+		WithStdout(stdout).
+		WithStderr(stderr).
+		WithStartFunctions()
+	for _, kv := range job.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		mc = mc.WithEnv(k, v)
+	}
+
+	rctx, cancel := context.WithTimeout(ctx, job.Timeout)
+	defer cancel()
+	r, _ := w.runtimeFor(ctx, job.MemoryPages) // exists: compile succeeded
+	start := time.Now()
+	mod, err := r.InstantiateModule(rctx, cm, mc)
+	if err == nil {
+		if fn := mod.ExportedFunction("_start"); fn == nil {
+			err = errNoStart
+		} else {
+			_, err = fn.Call(rctx)
+		}
+		res.MemoryPeakBytes = memorySize(mod)
+		_ = mod.Close(ctx)
+	}
+	res.Duration = time.Since(start)
+	res.Stdout, res.StdoutBytes, res.StdoutTruncated = stdout.buf, stdout.n, stdout.n > int64(len(stdout.buf))
+	res.Stderr, res.StderrBytes, res.StderrTruncated = stderr.buf, stderr.n, stderr.n > int64(len(stderr.buf))
+	classify(res, err, rctx.Err(), ctx.Err())
+	return finish()
+}
+
+var errNoStart = errors.New("module has no _start export (not a WASI command)")
+
+// classify turns the outcome of _start into a status. rctxErr is the error of the execution's
+// context, parentErr that of the worker's.
+func classify(res *RunResult, err, rctxErr, parentErr error) {
+	if err == nil {
+		res.Status, res.ExitCode = schemas.StatusSucceeded, 0
+		return
+	}
+	var exit *sys.ExitError
+	if errors.As(err, &exit) {
+		code := exit.ExitCode()
+		switch {
+		case code == sys.ExitCodeDeadlineExceeded && errors.Is(rctxErr, context.DeadlineExceeded):
+			res.Status, res.ExitCode = schemas.StatusTimedOut, -1
+			res.Error = "execution exceeded its time limit"
+		case code == sys.ExitCodeContextCanceled && parentErr != nil:
+			res.Status, res.ExitCode = schemas.StatusFailed, -1
+			res.Error = "execution was canceled: the worker is shutting down"
+		case code == 0:
+			res.Status, res.ExitCode = schemas.StatusSucceeded, 0
+		default:
+			// A guest may pass any u32 to proc_exit, including wazero's two reserved codes:
+			// without the matching context error they are ordinary exit codes.
+			res.Status, res.ExitCode = schemas.StatusFailed, int(code)
+		}
+		return
+	}
+	res.Status, res.ExitCode = schemas.StatusFailed, -1
+	if errors.Is(err, errNoStart) {
+		res.Error = "invalid module: " + err.Error()
+		return
+	}
+	res.Error = "trap: " + cleanError(err)
+}
+
+// cleanError keeps the first line of a wazero error, without the "wasm error: " prefix and the
+// stack trace that follows it.
+func cleanError(err error) string {
+	s := err.Error()
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	s = strings.TrimSpace(s)
+	s = strings.TrimPrefix(s, "wasm error: ")
+	if s == "" {
+		return "unknown error"
+	}
+	return s
+}
+
+func memorySize(mod api.Module) int64 {
+	if m := mod.Memory(); m != nil { // defined or imported, exported or not
+		return int64(m.Size())
+	}
+	return 0
+}
+
+// cappedWriter keeps the first max bytes written and counts all of them. It never fails and
+// never blocks, so a guest flooding its output only fills a counter.
+type cappedWriter struct {
+	max int
+	buf []byte
+	n   int64
+}
+
+func (c *cappedWriter) Write(p []byte) (int, error) {
+	c.n += int64(len(p))
+	if room := c.max - len(c.buf); room > 0 {
+		c.buf = append(c.buf, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// resetPeakRSS resets VmHWM (Linux: "5" in /proc/self/clear_refs), so peakRSS measures one job.
+func resetPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
+
+// peakRSS reads VmHWM from /proc/self/status; 0 where there is no procfs.
+func peakRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			f := strings.Fields(v)
+			if len(f) >= 1 {
+				kb, _ := strconv.ParseInt(f[0], 10, 64)
+				return kb << 10
+			}
+		}
+	}
+	return 0
+}
+
+func compilerSupported() bool {
+	switch runtime.GOARCH {
+	case "amd64", "arm64":
+		switch runtime.GOOS {
+		case "linux", "darwin", "freebsd", "netbsd", "windows":
+			return true
+		}
+	}
+	return false
+}
