@@ -288,15 +288,19 @@ func (w *worker) run(ctx context.Context, job *RunJob, started func(*Started) er
 	r, _ := w.runtimeFor(ctx, job.MemoryPages) // exists: compile succeeded
 	start := time.Now()
 	mod, err := r.InstantiateModule(rctx, cm, mc)
-	if err == nil {
-		if fn := mod.ExportedFunction("_start"); fn == nil {
-			err = errNoStart
-		} else {
-			_, err = fn.Call(rctx)
-		}
-		res.MemoryPeakBytes = memorySize(mod)
-		_ = mod.Close(ctx)
+	if err != nil {
+		res.Duration = time.Since(start)
+		res.Status = schemas.StatusFailed
+		res.Error = "cannot instantiate module: " + cleanError(err)
+		return finish()
 	}
+	if fn := mod.ExportedFunction("_start"); fn == nil {
+		err = errNoStart
+	} else {
+		_, err = fn.Call(rctx)
+	}
+	res.MemoryPeakBytes = memorySize(mod)
+	_ = mod.Close(ctx)
 	res.Duration = time.Since(start)
 	res.Stdout, res.StdoutBytes, res.StdoutTruncated = stdout.buf, stdout.n, stdout.n > int64(len(stdout.buf))
 	res.Stderr, res.StderrBytes, res.StderrTruncated = stderr.buf, stderr.n, stderr.n > int64(len(stderr.buf))

@@ -139,7 +139,7 @@ func TestWorker_Run(t *testing.T) {
 		{name: "memgrow", job: RunJob{MemoryPages: 16}, status: schemas.StatusSucceeded, stdout: "16\n"},
 		{name: "sleep", status: schemas.StatusSucceeded, stdout: "woke\n"},
 		{name: "nostart", status: schemas.StatusFailed, exit: -1, errorHas: "no _start"},
-		{name: "badimport", status: schemas.StatusFailed, exit: -1, errorHas: "env"},
+		{name: "badimport", status: schemas.StatusFailed, exit: -1, errorHas: "cannot instantiate module: module[env] not instantiated"},
 		{name: "bigmem", status: schemas.StatusFailed, exit: -1, errorHas: "invalid module"},
 	}
 	for _, tt := range tests {
