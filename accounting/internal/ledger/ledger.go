@@ -1,0 +1,306 @@
+// Package ledger is the dialect-free part of accounting's stores: it checks events, turns them
+// into the rows both stores write, computes the daily rollup deltas of the rows a transaction
+// really inserted, and normalises usage requests. Both accounting/postgres and
+// accounting/sqlite use it, so the two stores agree on every number by construction.
+package ledger
+
+import (
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// Entry is one event as read from the events stream, with its stream sequence.
+type Entry struct {
+	Seq   uint64
+	Event schemas.Event
+}
+
+// InsertResult counts what one Insert did.
+type InsertResult struct {
+	Executions int // execution rows inserted
+	Events     int // audit (non-execution) events inserted
+	Duplicates int // executions and events skipped: already stored, or twice in the batch
+}
+
+// DayFormat is the format of a day key.
+const DayFormat = "2006-01-02"
+
+// Execution is the row stored for one execution event.
+type Execution struct {
+	ExecutionID     string
+	TenantID        string
+	KeyID           string
+	Tier            string
+	ModuleID        string
+	Status          string
+	ExitCode        int
+	WallMS          float64 // as measured
+	CPUMS           float64
+	MemoryPeakBytes int64
+	StdinBytes      int64
+	StdoutBytes     int64
+	StderrBytes     int64
+	QueuedAt        time.Time // zero when unknown
+	StartedAt       time.Time // zero when unknown
+	FinishedAt      time.Time // never zero; the time usage is accounted at
+	Day             string    // FinishedAt's UTC day
+	NodeID          string
+	EventID         string
+	EventSeq        uint64
+	BilledWallMS    int64 // ceil(WallMS)
+	MemoryMBMS      int64 // ceil(MemoryPeakBytes / MiB) * BilledWallMS
+}
+
+// Totals is the usage one execution adds.
+func (e *Execution) Totals() schemas.UsageTotals {
+	t := schemas.UsageTotals{
+		Executions: 1,
+		WallMS:     e.BilledWallMS,
+		MemoryMBMS: e.MemoryMBMS,
+		BytesIn:    e.StdinBytes,
+		BytesOut:   e.StdoutBytes + e.StderrBytes,
+	}
+	switch schemas.Status(e.Status) {
+	case schemas.StatusSucceeded:
+		t.Succeeded = 1
+	case schemas.StatusTimedOut:
+		t.TimedOut = 1
+	default: // failed, killed
+		t.Failed = 1
+	}
+	return t
+}
+
+// Audit is the row stored for a non-execution event.
+type Audit struct {
+	ID       string
+	Type     string
+	TenantID string
+	Time     time.Time
+	Data     []byte // the event as JSON
+	EventSeq uint64
+}
+
+// IsExecution reports whether an event type is an execution event.
+func IsExecution(eventType string) bool { return strings.HasPrefix(eventType, "execution.") }
+
+// Validate checks an event decoded from a message on subject. An event that fails here can
+// never be stored, so the consumer terminates it instead of retrying it.
+func Validate(ev *schemas.Event, subject string) error {
+	if ev.ID == "" || len(ev.ID) > 200 {
+		return errors.New("event id missing or too long")
+	}
+	if ev.Type == "" || len(ev.Type) > 100 {
+		return errors.New("event type missing or too long")
+	}
+	if !schemas.ValidToken(ev.TenantID) {
+		return fmt.Errorf("invalid tenant id %q", trunc(ev.TenantID))
+	}
+	if subject != "" {
+		typ, tenant, err := schemas.ParseEventSubject(subject)
+		if err == nil && (typ != ev.Type || tenant != ev.TenantID) {
+			return fmt.Errorf("subject %q does not match event type %q and tenant %q", subject, trunc(ev.Type), ev.TenantID)
+		}
+	}
+	if !IsExecution(ev.Type) {
+		return nil
+	}
+	x := ev.Execution
+	switch {
+	case x == nil:
+		return errors.New("execution event without execution")
+	case !schemas.ValidExecutionID(x.ExecutionID):
+		return fmt.Errorf("invalid execution id %q", trunc(x.ExecutionID))
+	case !x.Status.Final():
+		return fmt.Errorf("execution status %q is not final", trunc(string(x.Status)))
+	case x.WallMS < 0 || x.CPUMS < 0 || x.MemoryPeakBytes < 0 || x.StdinBytes < 0 || x.StdoutBytes < 0 || x.StderrBytes < 0:
+		return errors.New("negative usage figure")
+	case math.IsNaN(x.WallMS) || math.IsInf(x.WallMS, 0) || x.WallMS > 1e12 || math.IsNaN(x.CPUMS) || math.IsInf(x.CPUMS, 0):
+		return errors.New("wall or cpu time out of range")
+	case x.FinishedAt.IsZero() && ev.Time.IsZero():
+		return errors.New("execution without finish time")
+	}
+	return nil
+}
+
+func trunc(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
+// Rows turns a batch of valid entries into execution and audit rows, each sorted by its key
+// (so that concurrent transactions lock rows in the same order), keeping only the first of
+// entries that share an execution id (or an event id, for audit events). It returns how many
+// entries it dropped as duplicates.
+func Rows(entries []Entry) (execs []Execution, audits []Audit, dups int, err error) {
+	seenExec := make(map[string]bool)
+	seenEvent := make(map[string]bool)
+	for i := range entries {
+		ev := &entries[i].Event
+		if IsExecution(ev.Type) {
+			if ev.Execution == nil {
+				return nil, nil, 0, fmt.Errorf("event %s: execution event without execution", ev.ID)
+			}
+			if seenExec[ev.Execution.ExecutionID] {
+				dups++
+				continue
+			}
+			seenExec[ev.Execution.ExecutionID] = true
+			execs = append(execs, ExecutionRow(ev, entries[i].Seq))
+			continue
+		}
+		if seenEvent[ev.ID] {
+			dups++
+			continue
+		}
+		seenEvent[ev.ID] = true
+		data, err := json.Marshal(ev)
+		if err != nil {
+			return nil, nil, 0, fmt.Errorf("event %s: %w", ev.ID, err)
+		}
+		audits = append(audits, Audit{ID: ev.ID, Type: ev.Type, TenantID: ev.TenantID, Time: ev.Time.UTC(), Data: data, EventSeq: entries[i].Seq})
+	}
+	slices.SortFunc(execs, func(a, b Execution) int { return strings.Compare(a.ExecutionID, b.ExecutionID) })
+	slices.SortFunc(audits, func(a, b Audit) int { return strings.Compare(a.ID, b.ID) })
+	return execs, audits, dups, nil
+}
+
+// ExecutionRow makes the row of an execution event.
+func ExecutionRow(ev *schemas.Event, seq uint64) Execution {
+	x := ev.Execution
+	finished := x.FinishedAt
+	if finished.IsZero() {
+		finished = ev.Time
+	}
+	finished = finished.UTC().Truncate(time.Microsecond) // both databases keep microseconds
+	wall := int64(math.Ceil(x.WallMS))
+	mib := (x.MemoryPeakBytes + schemas.MiB - 1) / schemas.MiB
+	return Execution{
+		ExecutionID:     x.ExecutionID,
+		TenantID:        ev.TenantID,
+		KeyID:           x.KeyID,
+		Tier:            x.Tier,
+		ModuleID:        x.ModuleID,
+		Status:          string(x.Status),
+		ExitCode:        x.ExitCode,
+		WallMS:          x.WallMS,
+		CPUMS:           x.CPUMS,
+		MemoryPeakBytes: x.MemoryPeakBytes,
+		StdinBytes:      x.StdinBytes,
+		StdoutBytes:     x.StdoutBytes,
+		StderrBytes:     x.StderrBytes,
+		QueuedAt:        utcMicro(x.QueuedAt),
+		StartedAt:       utcMicro(x.StartedAt),
+		FinishedAt:      finished,
+		Day:             finished.Format(DayFormat),
+		NodeID:          x.NodeID,
+		EventID:         ev.ID,
+		EventSeq:        seq,
+		BilledWallMS:    wall,
+		MemoryMBMS:      mib * wall,
+	}
+}
+
+func utcMicro(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return t.UTC().Truncate(time.Microsecond)
+}
+
+// DailyDelta is what a transaction adds to one row of usage_daily.
+type DailyDelta struct {
+	TenantID string
+	Day      string
+	schemas.UsageTotals
+}
+
+// Rollup sums the rows a transaction really inserted into per tenant and day deltas, sorted by
+// (tenant, day) so that concurrent transactions update usage_daily rows in the same order.
+func Rollup(inserted []Execution) []DailyDelta {
+	type k struct{ tenant, day string }
+	m := make(map[k]*DailyDelta)
+	for i := range inserted {
+		e := &inserted[i]
+		key := k{e.TenantID, e.Day}
+		d := m[key]
+		if d == nil {
+			d = &DailyDelta{TenantID: e.TenantID, Day: e.Day}
+			m[key] = d
+		}
+		d.Add(e.Totals())
+	}
+	out := make([]DailyDelta, 0, len(m))
+	for _, d := range m {
+		out = append(out, *d)
+	}
+	slices.SortFunc(out, func(a, b DailyDelta) int {
+		return cmp.Or(strings.Compare(a.TenantID, b.TenantID), strings.Compare(a.Day, b.Day))
+	})
+	return out
+}
+
+// MaxUsageRange is the longest time range a usage query may cover.
+const MaxUsageRange = 400 * 24 * time.Hour
+
+// NormalizeUsage checks a usage request and fills in its defaults: To defaults to now, From to
+// the start of the UTC day 30 days before To, GroupBy to day. Times become UTC, truncated to
+// microseconds. Errors are *schemas.Error with CodeInvalid.
+func NormalizeUsage(req schemas.UsageRequest, now time.Time) (schemas.UsageRequest, error) {
+	if !schemas.ValidToken(req.TenantID) {
+		return req, schemas.Errorf(schemas.CodeInvalid, "tenant_id must be a valid tenant id")
+	}
+	switch req.GroupBy {
+	case "":
+		req.GroupBy = schemas.UsageByDay
+	case schemas.UsageByDay, schemas.UsageByModule, schemas.UsageByKey:
+	default:
+		return req, schemas.Errorf(schemas.CodeInvalid, "group_by must be day, module or key")
+	}
+	if req.To.IsZero() {
+		req.To = now
+	}
+	req.To = req.To.UTC().Truncate(time.Microsecond)
+	if req.From.IsZero() {
+		req.From = req.To.AddDate(0, 0, -30).Truncate(24 * time.Hour)
+	}
+	req.From = req.From.UTC().Truncate(time.Microsecond)
+	if !req.From.Before(req.To) {
+		return req, schemas.Errorf(schemas.CodeInvalid, "from must be before to")
+	}
+	if req.To.Sub(req.From) > MaxUsageRange {
+		return req, schemas.Errorf(schemas.CodeInvalid, "the range from..to must not exceed %d days", int(MaxUsageRange/(24*time.Hour)))
+	}
+	return req, nil
+}
+
+// DayAligned reports whether t is a UTC midnight, so that usage from t can be read from the
+// daily rollup.
+func DayAligned(t time.Time) bool { return t.Equal(t.UTC().Truncate(24 * time.Hour)) }
+
+// UseRollup reports whether a normalised request can be answered from usage_daily alone.
+func UseRollup(req schemas.UsageRequest) bool {
+	return req.GroupBy == schemas.UsageByDay && DayAligned(req.From) && DayAligned(req.To)
+}
+
+// Response assembles the answer to a normalised request from its rows, computing the total.
+func Response(req schemas.UsageRequest, rows []schemas.UsageRow) schemas.UsageResponse {
+	if rows == nil {
+		rows = []schemas.UsageRow{}
+	}
+	resp := schemas.UsageResponse{From: req.From, To: req.To, GroupBy: req.GroupBy, Rows: rows}
+	for _, r := range rows {
+		resp.Total.Add(r.UsageTotals)
+	}
+	return resp
+}
