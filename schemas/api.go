@@ -1,0 +1,96 @@
+package schemas
+
+import (
+	"encoding/base64"
+	"time"
+	"unicode/utf8"
+)
+
+// API request and response bodies, shared by REST and the direct NATS API (same JSON).
+
+// ExecutionRequest is the body of POST /v1/executions and wasmwiz.api.v1.executions.create.
+type ExecutionRequest struct {
+	ModuleID     string            `json:"module_id,omitempty" doc:"id of an uploaded module (sha256:<hex>); or give module_base64" example:"sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"`
+	ModuleBase64 string            `json:"module_base64,omitempty" doc:"the module inline, base64; it is stored like an upload named \"inline\""`
+	Stdin        string            `json:"stdin,omitempty" doc:"stdin as text"`
+	StdinBase64  string            `json:"stdin_base64,omitempty" doc:"stdin as base64, for binary input"`
+	Args         []string          `json:"args,omitempty" doc:"argv[1:]; argv[0] is the module's name" maxItems:"1024"`
+	Env          map[string]string `json:"env,omitempty" doc:"environment variables"`
+	TimeoutMS    int64             `json:"timeout_ms,omitempty" doc:"wall-time limit; default and maximum: the tier's" minimum:"0"`
+	MemoryMB     int               `json:"memory_mb,omitempty" doc:"linear memory cap; default and maximum: the tier's" minimum:"0"`
+	Async        bool              `json:"async,omitempty" doc:"answer 202 at once and run in the background; poll GET /v1/executions/{id}"`
+}
+
+// Execution is an execution as callers see it.
+type Execution struct {
+	ID              string     `json:"id"`
+	Status          Status     `json:"status" enum:"queued,running,succeeded,failed,timed_out,killed"`
+	ExitCode        *int       `json:"exit_code,omitempty" doc:"the guest's exit code; -1 after a trap, timeout or kill"`
+	Error           string     `json:"error,omitempty" doc:"why the execution failed, when it did not exit by itself"`
+	Stdout          string     `json:"stdout"`
+	StdoutEncoding  string     `json:"stdout_encoding,omitempty" enum:"utf-8,base64" doc:"base64 when stdout is not valid UTF-8"`
+	Stderr          string     `json:"stderr"`
+	StderrEncoding  string     `json:"stderr_encoding,omitempty" enum:"utf-8,base64"`
+	StdoutTruncated bool       `json:"stdout_truncated"`
+	StderrTruncated bool       `json:"stderr_truncated"`
+	DurationMS      float64    `json:"duration_ms"`
+	MemoryPeakBytes int64      `json:"memory_peak_bytes"`
+	ModuleID        string     `json:"module_id"`
+	CreatedAt       time.Time  `json:"created_at"`
+	StartedAt       *time.Time `json:"started_at,omitempty"`
+	FinishedAt      *time.Time `json:"finished_at,omitempty"`
+}
+
+// ExecutionView turns a stored result into what callers see.
+func ExecutionView(r *Result) *Execution {
+	e := &Execution{
+		ID: r.ID, Status: r.Status, Error: r.Error,
+		StdoutTruncated: r.StdoutTruncated, StderrTruncated: r.StderrTruncated,
+		DurationMS: r.DurationMS, MemoryPeakBytes: r.MemoryPeakBytes, ModuleID: r.ModuleID,
+		CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
+	}
+	if r.Status.Final() {
+		code := r.ExitCode
+		e.ExitCode = &code
+	}
+	e.Stdout, e.StdoutEncoding = encodeOutput(r.Stdout)
+	e.Stderr, e.StderrEncoding = encodeOutput(r.Stderr)
+	return e
+}
+
+func encodeOutput(b []byte) (string, string) {
+	if utf8.Valid(b) {
+		return string(b), ""
+	}
+	return base64.StdEncoding.EncodeToString(b), "base64"
+}
+
+// IDRequest names one resource, for direct NATS operations that take an id.
+type IDRequest struct {
+	ID string `json:"id"`
+}
+
+// ModuleList is the body of GET /v1/modules.
+type ModuleList struct {
+	Modules []Module `json:"modules"`
+}
+
+// CreateTenantRequest is the body of POST /v1/admin/tenants.
+type CreateTenantRequest struct {
+	ID   string `json:"id" doc:"tenant id: lower-case letters, digits, '-' and '_'" pattern:"^[a-z0-9][a-z0-9_-]{0,62}$"`
+	Tier string `json:"tier" doc:"tier name" example:"free"`
+}
+
+// CreateKeyRequest is the body of POST /v1/admin/keys.
+type CreateKeyRequest struct {
+	TenantID string `json:"tenant_id"`
+	Tier     string `json:"tier,omitempty" doc:"defaults to the tenant's tier"`
+	Name     string `json:"name,omitempty" maxLength:"128"`
+	Admin    bool   `json:"admin,omitempty" doc:"an operator key for /v1/admin"`
+}
+
+// CreatedKey is a new key: the only time its secret is shown.
+type CreatedKey struct {
+	Key    string `json:"key" doc:"the API key; shown once, store it now"`
+	Record Key    `json:"record"`
+}
