@@ -255,7 +255,7 @@ const MaxUsageRange = 400 * 24 * time.Hour
 
 // NormalizeUsage checks a usage request and fills in its defaults: To defaults to now, From to
 // the start of the UTC day 30 days before To, GroupBy to day. Times become UTC, truncated to
-// microseconds. Errors are *schemas.Error with CodeInvalid.
+// microseconds (rounded up, which selects the same rows). Errors are *schemas.Error with CodeInvalid.
 func NormalizeUsage(req schemas.UsageRequest, now time.Time) (schemas.UsageRequest, error) {
 	if !schemas.ValidToken(req.TenantID) {
 		return req, schemas.Errorf(schemas.CodeInvalid, "tenant_id must be a valid tenant id")
@@ -270,11 +270,11 @@ func NormalizeUsage(req schemas.UsageRequest, now time.Time) (schemas.UsageReque
 	if req.To.IsZero() {
 		req.To = now
 	}
-	req.To = req.To.UTC().Truncate(time.Microsecond)
+	req.To = ceilMicro(req.To)
 	if req.From.IsZero() {
 		req.From = req.To.AddDate(0, 0, -30).Truncate(24 * time.Hour)
 	}
-	req.From = req.From.UTC().Truncate(time.Microsecond)
+	req.From = ceilMicro(req.From)
 	if !req.From.Before(req.To) {
 		return req, schemas.Errorf(schemas.CodeInvalid, "from must be before to")
 	}
@@ -282,6 +282,16 @@ func NormalizeUsage(req schemas.UsageRequest, now time.Time) (schemas.UsageReque
 		return req, schemas.Errorf(schemas.CodeInvalid, "the range from..to must not exceed %d days", int(MaxUsageRange/(24*time.Hour)))
 	}
 	return req, nil
+}
+
+// ceilMicro rounds t up to a microsecond, in UTC: rows keep microseconds, so for a row time r,
+// r >= t exactly when r >= ceilMicro(t), and likewise for <.
+func ceilMicro(t time.Time) time.Time {
+	t = t.UTC()
+	if u := t.Truncate(time.Microsecond); !u.Equal(t) {
+		return u.Add(time.Microsecond)
+	}
+	return t
 }
 
 // DayAligned reports whether t is a UTC midnight, so that usage from t can be read from the

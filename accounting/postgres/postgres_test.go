@@ -1,0 +1,12 @@
+package postgres_test
+
+import (
+	"testing"
+
+	"github.com/wasmwiz/wasmwiz/accounting/storetest"
+)
+
+func TestStore_Contract(t *testing.T) {
+	storetest.DatabaseURL(t)
+	storetest.Run(t, storetest.Factories["postgres"])
+}

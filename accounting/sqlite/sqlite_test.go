@@ -1,0 +1,11 @@
+package sqlite_test
+
+import (
+	"testing"
+
+	"github.com/wasmwiz/wasmwiz/accounting/storetest"
+)
+
+func TestStore_Contract(t *testing.T) {
+	storetest.Run(t, storetest.Factories["sqlite"])
+}
