@@ -1,0 +1,165 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+
+	"github.com/danielgtaylor/huma/v2"
+
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// The original WasmWiz API: POST /api/execute with multipart fields "wasm" (the module) and
+// "input" (stdin), answering {"output": ..., "error": ...}. Kept so its clients keep working.
+const (
+	compatMaxWasm  = 10 << 20
+	compatMaxInput = 1 << 20
+)
+
+type compatResponse struct {
+	Output *string `json:"output"`
+	Error  *string `json:"error"`
+}
+
+func compatOperation() *huma.Operation {
+	return &huma.Operation{
+		OperationID: "compat-execute", Method: http.MethodPost, Path: "/api/execute", Tags: []string{"compat"},
+		Summary:     "Run a module (original WasmWiz API)",
+		Description: "multipart/form-data with file field `wasm` (≤ 10 MiB) and text field `input` (≤ 1 MiB, stdin). Answers {\"output\": stdout, \"error\": null}, or {\"output\": null, \"error\": message} with 400 (not wasm), 413 (too big), 422 (failed or timed out), 401 (no key).",
+		Security:    bearer,
+		RequestBody: &huma.RequestBody{Required: true, Content: map[string]*huma.MediaType{"multipart/form-data": {Schema: &huma.Schema{
+			Type: "object", Required: []string{"wasm"},
+			Properties: map[string]*huma.Schema{
+				"wasm":  {Type: "string", Format: "binary", ContentEncoding: "binary"},
+				"input": {Type: "string"},
+			},
+		}}}},
+		Responses: map[string]*huma.Response{
+			"200": {Description: "the module exited 0", Content: map[string]*huma.MediaType{"application/json": {Schema: compatSchema()}}},
+			"400": {Description: "not WebAssembly or a bad form"},
+			"401": {Description: "missing or unknown API key"},
+			"413": {Description: "module or input too large"},
+			"422": {Description: "the module failed, trapped or timed out"},
+		},
+	}
+}
+
+func compatSchema() *huma.Schema {
+	return &huma.Schema{Type: "object", Properties: map[string]*huma.Schema{
+		"output": {Type: "string", Nullable: true}, "error": {Type: "string", Nullable: true},
+	}}
+}
+
+func writeCompat(w http.ResponseWriter, status int, output, errMsg *string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(compatResponse{Output: output, Error: errMsg})
+}
+
+func compatError(w http.ResponseWriter, status int, msg string) { writeCompat(w, status, nil, &msg) }
+
+func (g *Gateway) compatExecute(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	p, err := g.keyring.authenticate(ctx, r.Header.Get("Authorization"))
+	if err != nil {
+		se := g.publicError(ctx, "compat-execute", err)
+		compatError(w, se.Code.Status(), se.Message)
+		return
+	}
+	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
+		compatError(w, http.StatusBadRequest, "expected multipart/form-data with fields wasm and input")
+		return
+	}
+	body := http.MaxBytesReader(w, r.Body, compatMaxWasm+compatMaxInput+64<<10)
+	mr := multipart.NewReader(body, params["boundary"])
+	var wasm, input []byte
+	gotWasm := false
+	for {
+		part, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				compatError(w, http.StatusRequestEntityTooLarge, "request is too large: wasm may be 10 MiB and input 1 MiB")
+				return
+			}
+			compatError(w, http.StatusBadRequest, "malformed multipart body")
+			return
+		}
+		var limit int64
+		switch part.FormName() {
+		case "wasm":
+			limit = compatMaxWasm
+		case "input":
+			limit = compatMaxInput
+		default:
+			continue
+		}
+		b, err := io.ReadAll(io.LimitReader(part, limit+1))
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				compatError(w, http.StatusRequestEntityTooLarge, "request is too large: wasm may be 10 MiB and input 1 MiB")
+				return
+			}
+			compatError(w, http.StatusBadRequest, "malformed multipart body")
+			return
+		}
+		if int64(len(b)) > limit {
+			compatError(w, http.StatusRequestEntityTooLarge, part.FormName()+" is too large: wasm may be 10 MiB and input 1 MiB")
+			return
+		}
+		if part.FormName() == "wasm" {
+			wasm, gotWasm = b, true
+		} else {
+			input = b
+		}
+	}
+	if !gotWasm {
+		compatError(w, http.StatusBadRequest, "missing form field wasm")
+		return
+	}
+	if len(wasm) < 8 || string(wasm[:4]) != "\x00asm" {
+		compatError(w, http.StatusBadRequest, "wasm is not a WebAssembly module")
+		return
+	}
+	m, err := g.uploadModule(ctx, p, "main.wasm", wasm)
+	if err != nil {
+		se := g.publicError(ctx, "compat-execute", err)
+		compatError(w, se.Code.Status(), se.Message)
+		return
+	}
+	req := &schemas.ExecutionRequest{ModuleID: m.ID, Stdin: string(input)}
+	if len(input) > 0 && !isUTF8(input) {
+		req = &schemas.ExecutionRequest{ModuleID: m.ID, StdinBase64: encodeB64(input)}
+	}
+	out, err := g.createExecution(ctx, p, req, "", "")
+	if err != nil {
+		se := g.publicError(ctx, "compat-execute", err)
+		compatError(w, se.Code.Status(), se.Message)
+		return
+	}
+	e := out.Execution
+	switch {
+	case out.Accepted:
+		compatError(w, http.StatusUnprocessableEntity, "execution did not finish in time: "+e.ID)
+	case e.Status == schemas.StatusSucceeded:
+		stdout := e.Stdout
+		writeCompat(w, http.StatusOK, &stdout, nil)
+	default:
+		msg := string(e.Status)
+		if e.Error != "" {
+			msg += ": " + e.Error
+		} else if e.ExitCode != nil {
+			msg += ": exit code " + itoa(*e.ExitCode)
+		}
+		compatError(w, http.StatusUnprocessableEntity, msg)
+	}
+}

@@ -1,0 +1,27 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// publicError turns any error from the service layer into a caller-safe *schemas.Error. Internal
+// details are logged here, once, and never sent to the caller.
+func (g *Gateway) publicError(ctx context.Context, op string, err error) *schemas.Error {
+	var se *schemas.Error
+	if errors.As(err, &se) {
+		return se
+	}
+	var de *dependencyError
+	if errors.As(err, &de) {
+		g.log.ErrorContext(ctx, "dependency failed", "op", op, "dependency", de.what, "err", de.err)
+		return schemas.Errorf(schemas.CodeUnavailable, "%s is unavailable; try again shortly", de.what)
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return schemas.Errorf(schemas.CodeTimeout, "the request was cancelled or timed out")
+	}
+	g.log.ErrorContext(ctx, "internal error", "op", op, "err", err)
+	return &schemas.Error{Code: schemas.CodeInternal, Message: "internal error"}
+}

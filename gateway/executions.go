@@ -1,0 +1,294 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
+
+// newExecutionID is "ex_" + 26 base32 characters: 128 random bits, or, with an idempotency
+// key, 128 bits of SHA-256(tenant, key), so the same key always names the same execution.
+func newExecutionID(tenant, idempotencyKey string) string {
+	var b [16]byte
+	if idempotencyKey == "" {
+		_, _ = rand.Read(b[:])
+	} else {
+		sum := sha256.Sum256([]byte(tenant + "\x00" + idempotencyKey))
+		copy(b[:], sum[:])
+	}
+	return "ex_" + idEncoding.EncodeToString(b[:])
+}
+
+const (
+	maxArgs         = 1024
+	maxArgEnvBytes  = 64 << 10
+	maxIdemKeyBytes = 255
+)
+
+// execOutcome is what createExecution answers: a final result (200) or an accepted one (202).
+type execOutcome struct {
+	Execution *schemas.Execution
+	Accepted  bool
+}
+
+// createExecution validates, publishes and (unless async) waits for one execution.
+// bodyHash identifies the request body for Idempotency-Key conflict checks.
+func (g *Gateway) createExecution(ctx context.Context, p *Principal, req *schemas.ExecutionRequest, idemKey string, bodyHash string) (*execOutcome, error) {
+	g.inflight.Add(1)
+	defer g.inflight.Done()
+	er, err := g.buildRequest(ctx, p, req)
+	if err != nil {
+		return nil, err
+	}
+	if len(idemKey) > maxIdemKeyBytes {
+		return nil, schemas.Errorf(schemas.CodeInvalid, "Idempotency-Key is longer than %d bytes", maxIdemKeyBytes)
+	}
+	er.ExecutionID = newExecutionID(p.TenantID, idemKey)
+	if idemKey != "" {
+		rec, _ := json.Marshal(schemas.IdempotencyRecord{ExecutionID: er.ExecutionID, BodySHA256: bodyHash, CreatedAt: er.CreatedAt})
+		ikey := p.TenantID + "." + hex.EncodeToString(sha256Sum(idemKey))
+		if _, err := g.idempotency.Create(ctx, ikey, rec); err != nil {
+			if !errors.Is(err, jetstream.ErrKeyExists) {
+				return nil, unavailable("idempotency store", err)
+			}
+			e, err := g.idempotency.Get(ctx, ikey)
+			if err != nil {
+				return nil, unavailable("idempotency store", err)
+			}
+			var prev schemas.IdempotencyRecord
+			if err := json.Unmarshal(e.Value(), &prev); err != nil {
+				return nil, unavailable("idempotency store", err)
+			}
+			if prev.BodySHA256 != bodyHash {
+				return nil, schemas.Errorf(schemas.CodeConflict, "Idempotency-Key was already used with a different request body")
+			}
+			// The same request again: if it finished, answer with its result. Otherwise publish
+			// again below; the stream's duplicate window drops the copy if the first one made it
+			// in, and the executor never runs a finished execution twice.
+			if r, err := g.loadResult(ctx, er.ExecutionID); err == nil && r.Status.Final() {
+				return &execOutcome{Execution: schemas.ExecutionView(r)}, nil
+			}
+		}
+	}
+	wait := g.syncWait(p.Tier, er.TimeoutMS)
+	var replies <-chan *nats.Msg
+	if !req.Async {
+		ch, done := g.waiters.add(er.ExecutionID)
+		defer done()
+		replies = ch
+	} else {
+		g.storeQueued(ctx, er)
+	}
+	if err := g.publishExec(ctx, er, time.Now().Add(wait)); err != nil {
+		return nil, err
+	}
+	g.metrics.executionsPublished.WithLabelValues(p.Tier.Name).Inc()
+	if req.Async {
+		return &execOutcome{Execution: queuedView(er), Accepted: true}, nil
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case msg := <-replies:
+		var r schemas.Result
+		if err := json.Unmarshal(msg.Data, &r); err == nil && r.Status.Final() {
+			return &execOutcome{Execution: schemas.ExecutionView(&r)}, nil
+		}
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	// The reply did not come in time (or was lost): the results KV is the source of truth.
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if r, err := g.loadResult(lctx, er.ExecutionID); err == nil && r.Status.Final() {
+		return &execOutcome{Execution: schemas.ExecutionView(r)}, nil
+	}
+	g.storeQueued(lctx, er)
+	if r, err := g.loadResult(lctx, er.ExecutionID); err == nil {
+		return &execOutcome{Execution: schemas.ExecutionView(r), Accepted: !r.Status.Final()}, nil
+	}
+	return &execOutcome{Execution: queuedView(er), Accepted: true}, nil
+}
+
+func sha256Sum(s string) []byte {
+	sum := sha256.Sum256([]byte(s))
+	return sum[:]
+}
+
+func queuedView(er *schemas.ExecRequest) *schemas.Execution {
+	return &schemas.Execution{ID: er.ExecutionID, Status: schemas.StatusQueued, ModuleID: er.ModuleID, CreatedAt: er.CreatedAt}
+}
+
+// storeQueued records a queued execution unless the executor has written something already.
+func (g *Gateway) storeQueued(ctx context.Context, er *schemas.ExecRequest) {
+	r := schemas.Result{ID: er.ExecutionID, TenantID: er.TenantID, KeyID: er.KeyID, Tier: er.Tier, ModuleID: er.ModuleID, Status: schemas.StatusQueued, ExitCode: -1, CreatedAt: er.CreatedAt}
+	b, _ := json.Marshal(r)
+	if _, err := g.results.Create(ctx, er.ExecutionID, b); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		g.log.Warn("store queued execution", "execution_id", er.ExecutionID, "err", err)
+	}
+}
+
+// syncWait is how long a synchronous request waits: the execution's own timeout plus room for
+// queueing, bounded by SyncWait when set.
+func (g *Gateway) syncWait(t schemas.Tier, timeoutMS int64) time.Duration {
+	w := time.Duration(timeoutMS)*time.Millisecond + 10*time.Second
+	if g.cfg.SyncWait > 0 && w > g.cfg.SyncWait {
+		w = g.cfg.SyncWait
+	}
+	return w
+}
+
+func (g *Gateway) publishExec(ctx context.Context, er *schemas.ExecRequest, deadline time.Time) error {
+	body, err := json.Marshal(er)
+	if err != nil {
+		return err
+	}
+	msg := nats.NewMsg(schemas.ExecSubject(er.Tier, er.TenantID))
+	msg.Data = body
+	msg.Header.Set(schemas.HeaderMsgID, er.ExecutionID)
+	msg.Header.Set(schemas.HeaderExecutionID, er.ExecutionID)
+	msg.Header.Set(schemas.HeaderReply, g.waiters.subject(er.ExecutionID))
+	msg.Header.Set(schemas.HeaderDeadline, strconv.FormatInt(deadline.UnixMilli(), 10))
+	if _, err := g.js.PublishMsg(ctx, msg); err != nil {
+		if strings.Contains(err.Error(), "maximum messages per subject exceeded") {
+			return schemas.Errorf(schemas.CodeRateLimited, "too many executions in flight for tenant %s on the %s tier", er.TenantID, er.Tier)
+		}
+		return unavailable("execution queue", err)
+	}
+	return nil
+}
+
+// buildRequest validates an API request against the caller's tier and makes the message.
+func (g *Gateway) buildRequest(ctx context.Context, p *Principal, req *schemas.ExecutionRequest) (*schemas.ExecRequest, error) {
+	t := p.Tier
+	er := &schemas.ExecRequest{
+		TenantID: p.TenantID, KeyID: p.KeyID, Tier: t.Name, Async: req.Async,
+		Args: req.Args, Env: req.Env, CreatedAt: time.Now().UTC(),
+		StdoutMax: t.StdoutMax, StderrMax: t.StdoutMax,
+	}
+	switch {
+	case req.TimeoutMS < 0:
+		return nil, schemas.Errorf(schemas.CodeInvalid, "timeout_ms must not be negative")
+	case req.TimeoutMS > t.WallTime.Milliseconds():
+		return nil, schemas.Errorf(schemas.CodeInvalid, "timeout_ms %d is over the %s tier's %d", req.TimeoutMS, t.Name, t.WallTime.Milliseconds())
+	case req.TimeoutMS == 0:
+		er.TimeoutMS = t.WallTime.Milliseconds()
+	default:
+		er.TimeoutMS = req.TimeoutMS
+	}
+	switch {
+	case req.MemoryMB < 0:
+		return nil, schemas.Errorf(schemas.CodeInvalid, "memory_mb must not be negative")
+	case req.MemoryMB > t.MemoryMB:
+		return nil, schemas.Errorf(schemas.CodeInvalid, "memory_mb %d is over the %s tier's %d", req.MemoryMB, t.Name, t.MemoryMB)
+	case req.MemoryMB == 0:
+		er.MemoryMB = t.MemoryMB
+	default:
+		er.MemoryMB = req.MemoryMB
+	}
+	if len(req.Args) > maxArgs {
+		return nil, schemas.Errorf(schemas.CodeInvalid, "at most %d args", maxArgs)
+	}
+	size := 0
+	for _, a := range req.Args {
+		size += len(a) + 1
+		if strings.IndexByte(a, 0) >= 0 {
+			return nil, schemas.Errorf(schemas.CodeInvalid, "args must not contain NUL bytes")
+		}
+	}
+	for k, v := range req.Env {
+		size += len(k) + len(v) + 2
+		if k == "" || strings.ContainsAny(k, "=\x00") || strings.IndexByte(v, 0) >= 0 {
+			return nil, schemas.Errorf(schemas.CodeInvalid, "env names must be non-empty without '=' or NUL, values without NUL")
+		}
+	}
+	if size > maxArgEnvBytes {
+		return nil, schemas.Errorf(schemas.CodeTooLarge, "args and env together are over %d bytes", maxArgEnvBytes)
+	}
+	switch {
+	case req.Stdin != "" && req.StdinBase64 != "":
+		return nil, schemas.Errorf(schemas.CodeInvalid, "give stdin or stdin_base64, not both")
+	case req.StdinBase64 != "":
+		b, err := base64.StdEncoding.DecodeString(req.StdinBase64)
+		if err != nil {
+			return nil, schemas.Errorf(schemas.CodeInvalid, "stdin_base64 is not valid base64")
+		}
+		er.Stdin = b
+	default:
+		er.Stdin = []byte(req.Stdin)
+	}
+	if len(er.Stdin) > t.StdinMax {
+		return nil, schemas.Errorf(schemas.CodeTooLarge, "stdin is %d bytes; the %s tier allows %d", len(er.Stdin), t.Name, t.StdinMax)
+	}
+	switch {
+	case req.ModuleID != "" && req.ModuleBase64 != "":
+		return nil, schemas.Errorf(schemas.CodeInvalid, "give module_id or module_base64, not both")
+	case req.ModuleID != "":
+		m, err := g.getModule(ctx, p, req.ModuleID)
+		if err != nil {
+			return nil, err
+		}
+		er.ModuleID, er.ModuleName = m.ID, m.Name
+	case req.ModuleBase64 != "":
+		if int64(base64.StdEncoding.DecodedLen(len(req.ModuleBase64))) > t.ModuleSize+3 {
+			return nil, schemas.Errorf(schemas.CodeTooLarge, "module is over the %s tier's %d bytes", t.Name, t.ModuleSize)
+		}
+		wasm, err := base64.StdEncoding.DecodeString(req.ModuleBase64)
+		if err != nil {
+			return nil, schemas.Errorf(schemas.CodeInvalid, "module_base64 is not valid base64")
+		}
+		m, err := g.uploadModule(ctx, p, "inline", wasm)
+		if err != nil {
+			return nil, err
+		}
+		er.ModuleID, er.ModuleName = m.ID, m.Name
+	default:
+		return nil, schemas.Errorf(schemas.CodeInvalid, "give module_id (an uploaded module) or module_base64")
+	}
+	return er, nil
+}
+
+func (g *Gateway) loadResult(ctx context.Context, id string) (*schemas.Result, error) {
+	e, err := g.results.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	var r schemas.Result
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+func (g *Gateway) getExecution(ctx context.Context, p *Principal, id string) (*schemas.Execution, error) {
+	notFound := schemas.Errorf(schemas.CodeNotFound, "execution %s not found", truncateID(id))
+	if !schemas.ValidExecutionID(id) {
+		return nil, notFound
+	}
+	r, err := g.loadResult(ctx, id)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil, notFound
+		}
+		return nil, unavailable("results store", err)
+	}
+	if r.TenantID != p.TenantID {
+		return nil, notFound
+	}
+	return schemas.ExecutionView(r), nil
+}

@@ -1,0 +1,217 @@
+// Package gateway is WasmWiz's front door: it authenticates callers, validates their requests,
+// stores modules, publishes execution requests to JetStream and waits for the executors'
+// replies. It serves one contract twice: REST (Huma v2, OpenAPI 3.1) and a NATS micro service
+// (wasmwiz.api.v1.*). It is stateless and speaks only NATS: no database, no guest code.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/wasmwiz/wasmwiz/internal/streams"
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// Config configures a gateway. Zero values take the defaults.
+type Config struct {
+	HTTPAddr string // default 127.0.0.1:8080; "" with Listener set
+	Listener net.Listener
+	Tiers    map[string]schemas.Tier
+	// SyncWait bounds how long a synchronous execution request waits for its result before
+	// answering 202; default the tier's wall time + 10s.
+	SyncWait       time.Duration
+	CompileTimeout time.Duration // how long an upload waits for an executor's compile; default 30s
+	Replicas       int           // stream replicas for streams.Ensure
+	DrainTimeout   time.Duration // default 30s
+	Logger         *slog.Logger
+	Registerer     prometheus.Registerer
+	Gatherer       prometheus.Gatherer // served at /metrics; default prometheus.DefaultGatherer
+}
+
+func (c *Config) defaults() {
+	if c.HTTPAddr == "" && c.Listener == nil {
+		c.HTTPAddr = "127.0.0.1:8080"
+	}
+	if c.Tiers == nil {
+		c.Tiers = schemas.DefaultTiers()
+	}
+	if c.CompileTimeout <= 0 {
+		c.CompileTimeout = 30 * time.Second
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Gatherer == nil {
+		c.Gatherer = prometheus.DefaultGatherer
+	}
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	for name, t := range c.Tiers {
+		if name != t.Name {
+			return fmt.Errorf("tier %q is named %q inside", name, t.Name)
+		}
+		if err := t.Validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Gateway serves the WasmWiz API.
+type Gateway struct {
+	cfg     Config
+	log     *slog.Logger
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	id      string
+	metrics *metrics
+
+	results     jetstream.KeyValue
+	moduleRefs  jetstream.KeyValue
+	idempotency jetstream.KeyValue
+	tenants     jetstream.KeyValue
+	keysKV      jetstream.KeyValue
+	modules     jetstream.ObjectStore
+	keyring     *keyring
+	waiters     *waiters
+
+	handler   http.Handler
+	lastPing  atomic.Int64 // unix nanos of the last executor answer
+	streamsOK atomic.Bool
+	draining  atomic.Bool
+	inflight  sync.WaitGroup
+}
+
+// New connects a gateway to NATS; it creates streams and buckets it needs.
+func New(ctx context.Context, cfg Config, nc *nats.Conn) (*Gateway, error) {
+	cfg.defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	g := &Gateway{cfg: cfg, log: cfg.Logger.With("role", "gateway"), nc: nc, js: js, id: nuid.Next()}
+	g.metrics = newMetrics(cfg.Registerer)
+	if err := streams.EnsureWithRetry(ctx, js, streams.Options{Replicas: cfg.Replicas, Tiers: cfg.Tiers}); err != nil {
+		return nil, fmt.Errorf("ensure streams: %w", err)
+	}
+	g.streamsOK.Store(true)
+	for _, b := range []struct {
+		name string
+		kv   *jetstream.KeyValue
+	}{
+		{schemas.BucketResults, &g.results},
+		{schemas.BucketModuleOwner, &g.moduleRefs},
+		{schemas.BucketIdempotency, &g.idempotency},
+		{schemas.BucketTenants, &g.tenants},
+		{schemas.BucketKeys, &g.keysKV},
+	} {
+		if *b.kv, err = js.KeyValue(ctx, b.name); err != nil {
+			return nil, fmt.Errorf("kv %s: %w", b.name, err)
+		}
+	}
+	if g.modules, err = js.ObjectStore(ctx, schemas.ObjectModules); err != nil {
+		return nil, fmt.Errorf("object store: %w", err)
+	}
+	g.keyring = newKeyring(g.keysKV, g.tenants, cfg.Tiers, g.log)
+	g.waiters = newWaiters(nc, "_INBOX.wasmwiz."+g.id)
+	g.handler = g.routes()
+	return g, nil
+}
+
+// Handler is the gateway's HTTP handler (REST API, compat endpoint, health, metrics).
+func (g *Gateway) Handler() http.Handler { return g.handler }
+
+// Ready reports whether the gateway can take work: NATS connected, streams present, keys
+// loaded, and an executor answered within the last 10 seconds.
+func (g *Gateway) Ready() bool {
+	return !g.draining.Load() && g.nc.IsConnected() && g.streamsOK.Load() && g.keyring.isSynced() &&
+		time.Since(time.Unix(0, g.lastPing.Load())) < 10*time.Second
+}
+
+// Run serves HTTP and the NATS micro service until ctx ends, then drains: it stops accepting,
+// lets in-flight requests finish within DrainTimeout, and returns.
+func (g *Gateway) Run(ctx context.Context) error {
+	if err := g.waiters.start(); err != nil {
+		return err
+	}
+	defer g.waiters.stop()
+	svc, err := g.startMicro()
+	if err != nil {
+		return fmt.Errorf("nats micro service: %w", err)
+	}
+	ln := g.cfg.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", g.cfg.HTTPAddr); err != nil {
+			return err
+		}
+	}
+	srv := &http.Server{Handler: g.handler, ReadHeaderTimeout: 10 * time.Second}
+	grp, gctx := errgroup.WithContext(ctx)
+	grp.Go(func() error { return g.keyring.run(gctx) })
+	grp.Go(func() error { g.pingExecutors(gctx); return nil })
+	grp.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	grp.Go(func() error {
+		<-gctx.Done()
+		g.draining.Store(true)
+		_ = svc.Stop()
+		sctx, cancel := context.WithTimeout(context.Background(), g.cfg.DrainTimeout)
+		defer cancel()
+		err := srv.Shutdown(sctx)
+		done := make(chan struct{})
+		go func() { g.inflight.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-sctx.Done():
+		}
+		return err
+	})
+	g.log.Info("gateway listening", "addr", ln.Addr().String(), "gateway_id", g.id)
+	err = grp.Wait()
+	if ctx.Err() != nil && err == nil {
+		return nil
+	}
+	return err
+}
+
+// pingExecutors keeps lastPing fresh while any executor answers.
+func (g *Gateway) pingExecutors(ctx context.Context) {
+	for {
+		interval := 2 * time.Second
+		if _, err := g.nc.Request(schemas.SubjectExecutorPing, nil, time.Second); err == nil {
+			g.lastPing.Store(time.Now().UnixNano())
+		} else {
+			interval = 250 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+	}
+}

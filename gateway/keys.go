@@ -1,0 +1,256 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"log/slog"
+	"math/big"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// API keys look like ww_<43 base62 characters: 256 random bits>_<6 base62 characters: CRC-32 of
+// the random part>. The checksum lets the gateway turn away mistyped or made-up keys without a
+// lookup; only the SHA-256 of the whole key is stored.
+const (
+	keyPrefix      = "ww_"
+	keyRandomBytes = 32
+	keyRandomLen   = 43
+	keyCheckLen    = 6
+	base62         = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+)
+
+// NewAPIKey returns a new random API key.
+func NewAPIKey() (string, error) {
+	b := make([]byte, keyRandomBytes)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	r := encodeBase62(b, keyRandomLen)
+	return keyPrefix + r + "_" + keyChecksum(r), nil
+}
+
+func keyChecksum(random string) string {
+	return encodeBase62(big.NewInt(int64(crc32.ChecksumIEEE([]byte(random)))).Bytes(), keyCheckLen)
+}
+
+func encodeBase62(b []byte, width int) string {
+	n := new(big.Int).SetBytes(b)
+	out := make([]byte, width)
+	base := big.NewInt(62)
+	mod := new(big.Int)
+	for i := width - 1; i >= 0; i-- {
+		n.DivMod(n, base, mod)
+		out[i] = base62[mod.Int64()]
+	}
+	return string(out)
+}
+
+// WellFormedAPIKey reports whether s has the shape and checksum of an API key.
+func WellFormedAPIKey(s string) bool {
+	rest, ok := strings.CutPrefix(s, keyPrefix)
+	if !ok || len(rest) != keyRandomLen+1+keyCheckLen || rest[keyRandomLen] != '_' {
+		return false
+	}
+	for i := 0; i < len(rest); i++ {
+		if i != keyRandomLen && strings.IndexByte(base62, rest[i]) < 0 {
+			return false
+		}
+	}
+	return keyChecksum(rest[:keyRandomLen]) == rest[keyRandomLen+1:]
+}
+
+// HashAPIKey is the KV key under which an API key's record is stored: hex SHA-256.
+func HashAPIKey(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:])
+}
+
+// Principal is an authenticated caller.
+type Principal struct {
+	TenantID string
+	KeyID    string
+	Tier     schemas.Tier
+	Admin    bool
+}
+
+// keyring is the gateway's watched, in-memory copy of the keys and tenants buckets, so that
+// authentication costs no round trip and a revocation applies at once.
+type keyring struct {
+	keys    jetstream.KeyValue
+	tenants jetstream.KeyValue
+	tiers   map[string]schemas.Tier
+	log     *slog.Logger
+
+	mu         sync.RWMutex
+	bySelector map[string]keyEntry // first 16 hex digits of the hash -> record
+	tenantByID map[string]schemas.Tenant
+	synced     chan struct{}
+}
+
+func newKeyring(keys, tenants jetstream.KeyValue, tiers map[string]schemas.Tier, log *slog.Logger) *keyring {
+	return &keyring{
+		keys: keys, tenants: tenants, tiers: tiers, log: log,
+		bySelector: map[string]keyEntry{},
+		tenantByID: map[string]schemas.Tenant{},
+		synced:     make(chan struct{}),
+	}
+}
+
+// run watches both buckets until ctx ends. synced is closed once both initial states are loaded.
+func (k *keyring) run(ctx context.Context) error {
+	kw, err := k.keys.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch keys: %w", err)
+	}
+	defer kw.Stop()
+	tw, err := k.tenants.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch tenants: %w", err)
+	}
+	defer tw.Stop()
+	keysDone, tenantsDone := false, false
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-kw.Updates():
+			if !ok {
+				return errors.New("keys watcher closed")
+			}
+			if e == nil {
+				keysDone = true
+			} else {
+				k.applyKey(e)
+			}
+		case e, ok := <-tw.Updates():
+			if !ok {
+				return errors.New("tenants watcher closed")
+			}
+			if e == nil {
+				tenantsDone = true
+			} else {
+				k.applyTenant(e)
+			}
+		}
+		if keysDone && tenantsDone {
+			select {
+			case <-k.synced:
+			default:
+				close(k.synced)
+			}
+		}
+	}
+}
+
+func (k *keyring) applyKey(e jetstream.KeyValueEntry) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if len(e.Key()) != sha256.Size*2 {
+		return
+	}
+	if e.Operation() != jetstream.KeyValuePut {
+		delete(k.bySelector, e.Key()[:16])
+		return
+	}
+	var rec schemas.Key
+	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+		k.log.Error("undecodable key record", "err", err)
+		return
+	}
+	k.bySelector[e.Key()[:16]] = keyEntry{hash: e.Key(), rec: rec}
+}
+
+// keyEntry is a key record with the hash it is stored under. Lookups go by a selector (the
+// hash's first 16 hex digits); the whole hash is then compared in constant time, so the
+// decision never depends on how many leading bytes of a guess matched.
+type keyEntry struct {
+	hash string
+	rec  schemas.Key
+}
+
+func (k *keyring) applyTenant(e jetstream.KeyValueEntry) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if e.Operation() != jetstream.KeyValuePut {
+		delete(k.tenantByID, e.Key())
+		return
+	}
+	var t schemas.Tenant
+	if err := json.Unmarshal(e.Value(), &t); err != nil {
+		k.log.Error("undecodable tenant record", "err", err)
+		return
+	}
+	k.tenantByID[e.Key()] = t
+}
+
+func (k *keyring) isSynced() bool {
+	select {
+	case <-k.synced:
+		return true
+	default:
+		return false
+	}
+}
+
+var errUnauthorized = schemas.Errorf(schemas.CodeUnauthorized, "missing or unknown API key: send Authorization: Bearer <key>")
+
+// authenticate checks an Authorization header value ("Bearer <key>" or the bare key).
+func (k *keyring) authenticate(ctx context.Context, authorization string) (*Principal, error) {
+	token := strings.TrimSpace(authorization)
+	if t, ok := strings.CutPrefix(token, "Bearer "); ok {
+		token = strings.TrimSpace(t)
+	}
+	if !WellFormedAPIKey(token) {
+		return nil, errUnauthorized
+	}
+	h := HashAPIKey(token)
+	k.mu.RLock()
+	ent, ok := k.bySelector[h[:16]]
+	k.mu.RUnlock()
+	if !ok {
+		// A key created a moment ago through another gateway may not have reached our watcher yet.
+		e, err := k.keys.Get(ctx, h)
+		if err != nil {
+			if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+				return nil, errUnauthorized
+			}
+			return nil, schemas.Errorf(schemas.CodeUnavailable, "key store unreachable")
+		}
+		if e.Operation() != jetstream.KeyValuePut || json.Unmarshal(e.Value(), &ent.rec) != nil {
+			return nil, errUnauthorized
+		}
+		ent.hash = e.Key()
+		k.applyKey(e)
+	}
+	if subtle.ConstantTimeCompare([]byte(ent.hash), []byte(h)) != 1 {
+		return nil, errUnauthorized
+	}
+	rec := ent.rec
+	if rec.ExpiresAt != nil && time.Now().After(*rec.ExpiresAt) {
+		return nil, schemas.Errorf(schemas.CodeUnauthorized, "API key expired")
+	}
+	k.mu.RLock()
+	tenant, tok := k.tenantByID[rec.TenantID]
+	k.mu.RUnlock()
+	if tok && tenant.Suspended {
+		return nil, schemas.Errorf(schemas.CodeForbidden, "tenant %s is suspended", rec.TenantID)
+	}
+	tier, ok := k.tiers[rec.Tier]
+	if !ok {
+		return nil, schemas.Errorf(schemas.CodeForbidden, "key's tier %q is not configured", rec.Tier)
+	}
+	return &Principal{TenantID: rec.TenantID, KeyID: rec.ID, Tier: tier, Admin: rec.Admin}, nil
+}

@@ -1,0 +1,44 @@
+package gateway
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	httpRequests        *prometheus.CounterVec
+	httpDuration        *prometheus.HistogramVec
+	natsRequests        *prometheus.CounterVec
+	natsDuration        *prometheus.HistogramVec
+	executionsPublished *prometheus.CounterVec
+	compileSeconds      prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasmwiz_http_requests_total", Help: "HTTP requests by method, route and status.",
+		}, []string{"method", "route", "status"}),
+		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "wasmwiz_http_request_duration_seconds", Help: "HTTP request duration by method and route.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18),
+		}, []string{"method", "route"}),
+		natsRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasmwiz_nats_api_requests_total", Help: "Direct NATS API requests by operation and status.",
+		}, []string{"operation", "status"}),
+		natsDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "wasmwiz_nats_api_request_duration_seconds", Help: "Direct NATS API request duration by operation.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18),
+		}, []string{"operation"}),
+		executionsPublished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasmwiz_executions_published_total", Help: "Execution requests published to JetStream by tier.",
+		}, []string{"tier"}),
+		compileSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "wasmwiz_upload_compile_duration_seconds", Help: "Compile time of uploaded modules, as reported by executors.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.httpRequests, m.httpDuration, m.natsRequests, m.natsDuration, m.executionsPublished, m.compileSeconds)
+	}
+	return m
+}

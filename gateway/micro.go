@@ -1,0 +1,131 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// HeaderIdempotencyKey and HeaderModuleName carry what REST puts in a header or the query.
+const (
+	HeaderIdempotencyKey = "Idempotency-Key"
+	HeaderModuleName     = "Wasmwiz-Module-Name"
+)
+
+// maxMicroConcurrency bounds the NATS API requests served at once by one gateway.
+const maxMicroConcurrency = 1024
+
+// startMicro serves the direct NATS API: a NATS micro service whose endpoints take the same
+// JSON bodies as REST (a module upload takes the raw module bytes), with the API key in an
+// Authorization header. Errors are micro errors whose code is the HTTP status and whose body is
+// the same problem JSON as REST.
+func (g *Gateway) startMicro() (micro.Service, error) {
+	svc, err := micro.AddService(g.nc, micro.Config{
+		Name:        "wasmwiz-api",
+		Version:     APIVersion,
+		Description: "WasmWiz API over NATS: same bodies as REST",
+		QueueGroup:  "wasmwiz-gateways",
+	})
+	if err != nil {
+		return nil, err
+	}
+	sem := make(chan struct{}, maxMicroConcurrency)
+	add := func(op string, h func(ctx context.Context, p *Principal, req micro.Request) (any, error)) error {
+		return svc.AddEndpoint(op, micro.HandlerFunc(func(req micro.Request) {
+			sem <- struct{}{}
+			// micro calls handlers one at a time per endpoint; executions wait, so run each apart.
+			go func() {
+				defer func() { <-sem }()
+				g.serveMicro(op, req, h)
+			}()
+		}), micro.WithEndpointSubject(schemas.APISubject(op)))
+	}
+	for op, h := range map[string]func(context.Context, *Principal, micro.Request) (any, error){
+		schemas.OpExecutionsCreate: func(ctx context.Context, p *Principal, req micro.Request) (any, error) {
+			var body schemas.ExecutionRequest
+			if err := decodeJSON(req.Data(), &body); err != nil {
+				return nil, err
+			}
+			out, err := g.createExecution(ctx, p, &body, req.Headers().Get(HeaderIdempotencyKey), requestHash(&body))
+			if err != nil {
+				return nil, err
+			}
+			return out.Execution, nil
+		},
+		schemas.OpExecutionsGet: func(ctx context.Context, p *Principal, req micro.Request) (any, error) {
+			var body schemas.IDRequest
+			if err := decodeJSON(req.Data(), &body); err != nil {
+				return nil, err
+			}
+			return g.getExecution(ctx, p, body.ID)
+		},
+		schemas.OpModulesUpload: func(ctx context.Context, p *Principal, req micro.Request) (any, error) {
+			return g.uploadModule(ctx, p, req.Headers().Get(HeaderModuleName), req.Data())
+		},
+		schemas.OpModulesList: func(ctx context.Context, p *Principal, req micro.Request) (any, error) {
+			return g.listModules(ctx, p)
+		},
+		schemas.OpModulesGet: func(ctx context.Context, p *Principal, req micro.Request) (any, error) {
+			var body schemas.IDRequest
+			if err := decodeJSON(req.Data(), &body); err != nil {
+				return nil, err
+			}
+			return g.getModule(ctx, p, body.ID)
+		},
+		schemas.OpModulesDelete: func(ctx context.Context, p *Principal, req micro.Request) (any, error) {
+			var body schemas.IDRequest
+			if err := decodeJSON(req.Data(), &body); err != nil {
+				return nil, err
+			}
+			if err := g.deleteModule(ctx, p, body.ID); err != nil {
+				return nil, err
+			}
+			return struct{}{}, nil
+		},
+	} {
+		if err := add(op, h); err != nil {
+			_ = svc.Stop()
+			return nil, err
+		}
+	}
+	return svc, nil
+}
+
+func decodeJSON(data []byte, v any) error {
+	if err := json.Unmarshal(data, v); err != nil {
+		return schemas.Errorf(schemas.CodeBadRequest, "request body is not valid JSON for this operation: %v", err)
+	}
+	return nil
+}
+
+func (g *Gateway) serveMicro(op string, req micro.Request, h func(context.Context, *Principal, micro.Request) (any, error)) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	status := 200
+	defer func() {
+		g.metrics.natsRequests.WithLabelValues(op, strconv.Itoa(status)).Inc()
+		g.metrics.natsDuration.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	}()
+	p, err := g.keyring.authenticate(ctx, req.Headers().Get(schemas.HeaderAuthorization))
+	var out any
+	if err == nil {
+		out, err = h(ctx, p, req)
+	}
+	if err != nil {
+		se := g.publicError(ctx, op, err)
+		status = se.Code.Status()
+		body, _ := json.Marshal(problemFrom(se))
+		_ = req.Error(strconv.Itoa(status), se.Message, body)
+		return
+	}
+	if e, ok := out.(*schemas.Execution); ok && !e.Status.Final() {
+		status = 202
+	}
+	_ = req.RespondJSON(out)
+}

@@ -1,0 +1,220 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wasmwiz/wasmwiz/schemas"
+	"github.com/wasmwiz/wasmwiz/wasmmodule"
+)
+
+func validModuleName(name string) error {
+	if len(name) > 128 {
+		return schemas.Errorf(schemas.CodeInvalid, "module name is longer than 128 bytes")
+	}
+	for _, r := range name {
+		if !unicode.IsPrint(r) || r == '/' || r == '\\' {
+			return schemas.Errorf(schemas.CodeInvalid, "module name may hold only printable characters and no slashes")
+		}
+	}
+	return nil
+}
+
+// uploadModule checks, stores and compiles a module for p's tenant. It returns the module and
+// whether the tenant already had it.
+func (g *Gateway) uploadModule(ctx context.Context, p *Principal, name string, wasm []byte) (*schemas.Module, error) {
+	if name == "" {
+		name = "module"
+	}
+	if err := validModuleName(name); err != nil {
+		return nil, err
+	}
+	if int64(len(wasm)) > p.Tier.ModuleSize {
+		return nil, schemas.Errorf(schemas.CodeTooLarge, "module is %d bytes; the %s tier allows %d", len(wasm), p.Tier.Name, p.Tier.ModuleSize)
+	}
+	info, err := wasmmodule.Inspect(wasm)
+	if err != nil {
+		return nil, err
+	}
+	if err := wasmmodule.Check(info, wasmmodule.PolicyFor(p.Tier)); err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(wasm)
+	digest := hex.EncodeToString(sum[:])
+	refKey := schemas.ModuleRefKey(p.TenantID, digest)
+	if e, err := g.moduleRefs.Get(ctx, refKey); err == nil {
+		var m schemas.Module
+		if json.Unmarshal(e.Value(), &m) == nil {
+			return &m, nil
+		}
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, unavailable("module store", err)
+	}
+	objName := schemas.ModuleObjectName(digest)
+	if _, err := g.modules.GetInfo(ctx, objName); err != nil {
+		if !errors.Is(err, jetstream.ErrObjectNotFound) {
+			return nil, unavailable("module store", err)
+		}
+		if _, err := g.modules.Put(ctx, jetstream.ObjectMeta{Name: objName}, bytes.NewReader(wasm)); err != nil {
+			return nil, unavailable("module store", err)
+		}
+	}
+	if err := g.compile(ctx, digest, p.Tier.Name); err != nil {
+		var se *schemas.Error
+		if errors.As(err, &se) && se.Code == schemas.CodeInvalidModule {
+			g.deleteObjectIfUnreferenced(ctx, digest)
+		}
+		return nil, err
+	}
+	m := &schemas.Module{
+		ID: schemas.ModuleID(digest), Name: name, Size: int64(len(wasm)),
+		Imports: nonNil(info.Imports), Exports: nonNil(info.Exports),
+		CreatedAt: time.Now().UTC(), TenantID: p.TenantID,
+	}
+	b, _ := json.Marshal(m)
+	if _, err := g.moduleRefs.Create(ctx, refKey, b); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) { // uploaded twice at once: the first one stands
+			if e, err := g.moduleRefs.Get(ctx, refKey); err == nil && json.Unmarshal(e.Value(), m) == nil {
+				return m, nil
+			}
+		}
+		return nil, unavailable("module store", err)
+	}
+	g.publishEvent(ctx, schemas.EventModuleUploaded, p.TenantID, "module.uploaded:"+refKey+":"+m.CreatedAt.Format(time.RFC3339Nano), func(e *schemas.Event) {
+		e.Module = &schemas.ModuleEvent{ModuleID: m.ID, Name: m.Name, Size: m.Size, KeyID: p.KeyID}
+	})
+	return m, nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// compile asks an executor to compile the stored module under supervision.
+func (g *Gateway) compile(ctx context.Context, digest, tier string) error {
+	req, _ := json.Marshal(schemas.CompileRequest{ModuleID: schemas.ModuleID(digest), Tier: tier})
+	cctx, cancel := context.WithTimeout(ctx, g.cfg.CompileTimeout)
+	defer cancel()
+	msg, err := g.nc.RequestWithContext(cctx, schemas.SubjectCompile, req)
+	if err != nil {
+		if errors.Is(err, nats.ErrNoResponders) {
+			return schemas.Errorf(schemas.CodeUnavailable, "no executor is available to compile the module; try again shortly")
+		}
+		return unavailable("executor (compile)", err)
+	}
+	var rep schemas.CompileReply
+	if err := json.Unmarshal(msg.Data, &rep); err != nil {
+		return unavailable("executor (compile)", err)
+	}
+	if rep.Error != nil {
+		return rep.Error
+	}
+	g.metrics.compileSeconds.Observe(rep.CompileMS / 1000)
+	return nil
+}
+
+func (g *Gateway) deleteObjectIfUnreferenced(ctx context.Context, digest string) {
+	lister, err := g.moduleRefs.ListKeysFiltered(ctx, "*."+digest)
+	if err != nil {
+		return
+	}
+	for range lister.Keys() {
+		_ = lister.Stop()
+		return // someone still owns it
+	}
+	if err := g.modules.Delete(ctx, schemas.ModuleObjectName(digest)); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		g.log.Warn("delete module object", "module_id", schemas.ModuleID(digest), "err", err)
+	}
+}
+
+func (g *Gateway) getModule(ctx context.Context, p *Principal, id string) (*schemas.Module, error) {
+	digest, err := schemas.ParseModuleID(id)
+	if err != nil {
+		return nil, schemas.Errorf(schemas.CodeNotFound, "module %s not found", truncateID(id))
+	}
+	e, err := g.moduleRefs.Get(ctx, schemas.ModuleRefKey(p.TenantID, digest))
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil, schemas.Errorf(schemas.CodeNotFound, "module %s not found", id)
+		}
+		return nil, unavailable("module store", err)
+	}
+	var m schemas.Module
+	if err := json.Unmarshal(e.Value(), &m); err != nil {
+		return nil, unavailable("module store", err)
+	}
+	return &m, nil
+}
+
+func (g *Gateway) listModules(ctx context.Context, p *Principal) (*schemas.ModuleList, error) {
+	lister, err := g.moduleRefs.ListKeysFiltered(ctx, p.TenantID+".*")
+	if err != nil {
+		return nil, unavailable("module store", err)
+	}
+	out := &schemas.ModuleList{Modules: []schemas.Module{}}
+	seen := map[string]bool{}
+	for k := range lister.Keys() {
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		e, err := g.moduleRefs.Get(ctx, k)
+		if err != nil {
+			continue // deleted meanwhile
+		}
+		var m schemas.Module
+		if json.Unmarshal(e.Value(), &m) == nil {
+			out.Modules = append(out.Modules, m)
+		}
+	}
+	return out, nil
+}
+
+func (g *Gateway) deleteModule(ctx context.Context, p *Principal, id string) error {
+	m, err := g.getModule(ctx, p, id)
+	if err != nil {
+		return err
+	}
+	digest, _ := schemas.ParseModuleID(m.ID)
+	if err := g.moduleRefs.Purge(ctx, schemas.ModuleRefKey(p.TenantID, digest)); err != nil {
+		return unavailable("module store", err)
+	}
+	g.deleteObjectIfUnreferenced(ctx, digest)
+	g.publishEvent(ctx, schemas.EventModuleDeleted, p.TenantID, "module.deleted:"+p.TenantID+"."+digest+":"+time.Now().UTC().Format(time.RFC3339Nano), func(e *schemas.Event) {
+		e.Module = &schemas.ModuleEvent{ModuleID: m.ID, Name: m.Name, Size: m.Size, KeyID: p.KeyID}
+	})
+	return nil
+}
+
+func truncateID(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return strings.ToValidUTF8(s, "?")
+}
+
+// unavailable logs a dependency failure once and returns the caller-safe 503.
+func unavailable(what string, err error) error {
+	return &dependencyError{what: what, err: err}
+}
+
+type dependencyError struct {
+	what string
+	err  error
+}
+
+func (e *dependencyError) Error() string { return e.what + ": " + e.err.Error() }
+func (e *dependencyError) Unwrap() error { return e.err }

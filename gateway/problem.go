@@ -1,0 +1,82 @@
+package gateway
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/danielgtaylor/huma/v2"
+
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// Problem is an RFC 9457 problem+json body with WasmWiz's stable error code.
+type Problem struct {
+	Type    string              `json:"type,omitempty"`
+	Title   string              `json:"title"`
+	Status  int                 `json:"status"`
+	Code    schemas.Code        `json:"code" doc:"stable machine-readable error code"`
+	Detail  string              `json:"detail,omitempty"`
+	Errors  []*huma.ErrorDetail `json:"errors,omitempty"`
+	headers http.Header
+}
+
+func (p *Problem) Error() string             { return p.Detail }
+func (p *Problem) GetStatus() int            { return p.Status }
+func (p *Problem) ContentType(string) string { return "application/problem+json" }
+func (p *Problem) GetHeaders() http.Header   { return p.headers }
+
+// codeForStatus gives errors that Huma makes itself (validation, body size) a stable code.
+func codeForStatus(status int) schemas.Code {
+	switch status {
+	case http.StatusBadRequest:
+		return schemas.CodeBadRequest
+	case http.StatusUnauthorized:
+		return schemas.CodeUnauthorized
+	case http.StatusForbidden:
+		return schemas.CodeForbidden
+	case http.StatusNotFound:
+		return schemas.CodeNotFound
+	case http.StatusConflict:
+		return schemas.CodeConflict
+	case http.StatusRequestEntityTooLarge:
+		return schemas.CodeTooLarge
+	case http.StatusUnprocessableEntity:
+		return schemas.CodeInvalid
+	case http.StatusTooManyRequests:
+		return schemas.CodeRateLimited
+	case http.StatusServiceUnavailable:
+		return schemas.CodeUnavailable
+	case http.StatusGatewayTimeout:
+		return schemas.CodeTimeout
+	}
+	return schemas.CodeInternal
+}
+
+func newProblem(status int, msg string, errs ...error) *Problem {
+	p := &Problem{Title: http.StatusText(status), Status: status, Code: codeForStatus(status), Detail: msg}
+	for _, err := range errs {
+		var d *huma.ErrorDetail
+		if errors.As(err, &d) {
+			p.Errors = append(p.Errors, d)
+		} else if err != nil {
+			p.Errors = append(p.Errors, &huma.ErrorDetail{Message: err.Error()})
+		}
+	}
+	return p
+}
+
+func init() {
+	huma.NewError = func(status int, msg string, errs ...error) huma.StatusError {
+		return newProblem(status, msg, errs...)
+	}
+}
+
+// problemFrom turns a schemas.Error into a Problem.
+func problemFrom(e *schemas.Error) *Problem {
+	p := &Problem{Title: http.StatusText(e.Code.Status()), Status: e.Code.Status(), Code: e.Code, Detail: e.Message}
+	if e.RetryAfter > 0 {
+		p.headers = http.Header{"Retry-After": []string{strconv.Itoa(e.RetryAfter)}}
+	}
+	return p
+}
