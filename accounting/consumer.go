@@ -1,0 +1,397 @@
+package accounting
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wasmwiz/wasmwiz/internal/streams"
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// ServiceName is the NATS micro service accounting serves usage queries as.
+const ServiceName = "wasmwiz-accounting"
+
+// Config configures a Consumer. Zero values take the defaults.
+type Config struct {
+	Store      Store         // required
+	BatchSize  int           // events per batch at most; default 256
+	BatchWait  time.Duration // how long a batch waits to fill; default 200ms
+	Replicas   int           // replicas of the streams and of the consumer; default 1
+	AckWait    time.Duration // redelivery timeout of a held event; default 30s
+	MaxBackoff time.Duration // cap of the retry delay when the store fails; default 5s
+	// QueryTimeout bounds one usage query; default 10s.
+	QueryTimeout time.Duration
+	Logger       *slog.Logger          // default slog.Default()
+	Registerer   prometheus.Registerer // default: a private registry (metrics not exported)
+}
+
+func (c *Config) defaults() {
+	if c.BatchSize <= 0 {
+		c.BatchSize = 256
+	}
+	if c.BatchWait <= 0 {
+		c.BatchWait = 200 * time.Millisecond
+	}
+	if c.Replicas <= 0 {
+		c.Replicas = 1
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = 30 * time.Second
+	}
+	if c.MaxBackoff <= 0 {
+		c.MaxBackoff = 5 * time.Second
+	}
+	if c.QueryTimeout <= 0 {
+		c.QueryTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Registerer == nil {
+		c.Registerer = prometheus.NewRegistry()
+	}
+}
+
+// Validate checks the configuration, after defaults.
+func (c *Config) Validate() error {
+	switch {
+	case c.Store == nil:
+		return errors.New("accounting: config: Store is required")
+	case c.BatchSize > 10_000:
+		return errors.New("accounting: config: BatchSize must be at most 10000")
+	case c.AckWait < 4*c.BatchWait || c.AckWait < 5*time.Second:
+		return errors.New("accounting: config: AckWait must be at least 5s and 4 x BatchWait")
+	}
+	return nil
+}
+
+// maxAckPending is how many events the consumer lets all replicas hold unacked at once.
+func (c *Config) maxAckPending() int { return max(20_000, 8*c.BatchSize*c.Replicas) }
+
+// insertTimeout bounds one attempt to store a batch; held events are kept alive with
+// InProgress meanwhile, so an attempt may exceed AckWait.
+func (c *Config) insertTimeout() time.Duration { return max(c.AckWait, 30*time.Second) }
+
+// Consumer is the accounting role: it stores every event of schemas.StreamEvents exactly once
+// and answers usage queries. Create it with New, then call Run.
+type Consumer struct {
+	cfg   Config
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	log   *slog.Logger
+	m     *metrics
+	ready atomic.Bool
+}
+
+// New makes a Consumer that reads events from nc and writes them to cfg.Store.
+func New(cfg Config, nc *nats.Conn) (*Consumer, error) {
+	cfg.defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if nc == nil {
+		return nil, errors.New("accounting: nil NATS connection")
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("accounting: jetstream: %w", err)
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("accounting: metrics: %w", err)
+	}
+	return &Consumer{cfg: cfg, nc: nc, js: js, log: cfg.Logger, m: m}, nil
+}
+
+// Ready reports whether the consumer is set up and its last batch was stored (or none failed).
+func (c *Consumer) Ready() bool { return c.ready.Load() }
+
+// Run consumes events until ctx ends, then finishes the batch in hand (stores and acks it, or
+// naks it if the store keeps failing) and returns. It returns an error only if it could not set
+// up; store and NATS errors after that are retried.
+func (c *Consumer) Run(ctx context.Context) error {
+	defer c.ready.Store(false)
+	if err := streams.EnsureWithRetry(ctx, c.js, streams.Options{Replicas: c.cfg.Replicas}); err != nil {
+		return fmt.Errorf("accounting: streams: %w", err)
+	}
+	cons, err := c.consumer(ctx)
+	if err != nil {
+		return err
+	}
+	svc, err := c.serve(ctx)
+	if err != nil {
+		return err
+	}
+	defer svc.Stop()
+
+	var wg sync.WaitGroup
+	wg.Go(func() { c.watchPending(ctx, cons) })
+	defer wg.Wait()
+
+	c.ready.Store(true)
+	c.log.Info("accounting consumer running", "stream", schemas.StreamEvents, "consumer", schemas.ConsumerAccounting,
+		"batch_size", c.cfg.BatchSize, "batch_wait_ms", c.cfg.BatchWait.Milliseconds())
+	backoff := newBackoff(c.cfg.MaxBackoff)
+	for ctx.Err() == nil {
+		// Fetch is not cancelled by ctx: it returns within BatchWait, and what it has
+		// delivered by then is stored before Run returns.
+		batch, err := cons.Fetch(c.cfg.BatchSize, jetstream.FetchMaxWait(c.cfg.BatchWait))
+		if err == nil {
+			msgs := make([]jetstream.Msg, 0, c.cfg.BatchSize)
+			for msg := range batch.Messages() {
+				msgs = append(msgs, msg)
+			}
+			err = batch.Error()
+			if len(msgs) > 0 {
+				c.handle(ctx, msgs)
+			}
+			if err == nil || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) {
+				backoff.reset()
+				continue
+			}
+		}
+		c.log.Warn("accounting fetch failed", "error", err)
+		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+			if fresh, cerr := c.consumer(ctx); cerr == nil {
+				cons = fresh
+			}
+		}
+		sleep(ctx, backoff.next())
+	}
+	c.log.Info("accounting consumer stopped")
+	return nil
+}
+
+// consumer creates or updates the durable consumer, retrying until ctx ends.
+func (c *Consumer) consumer(ctx context.Context) (jetstream.Consumer, error) {
+	cfg := jetstream.ConsumerConfig{
+		Durable:       schemas.ConsumerAccounting,
+		Description:   "accounting: stores every event once",
+		FilterSubject: schemas.EventSubjectAll,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       c.cfg.AckWait,
+		MaxDeliver:    -1, // billing events are never given up on
+		MaxAckPending: c.cfg.maxAckPending(),
+		MaxWaiting:    512,
+		Replicas:      c.cfg.Replicas,
+	}
+	backoff := newBackoff(2 * time.Second)
+	for {
+		cons, err := c.js.CreateOrUpdateConsumer(ctx, schemas.StreamEvents, cfg)
+		if err == nil {
+			return cons, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("accounting: consumer %s: %w", schemas.ConsumerAccounting, errors.Join(ctx.Err(), err))
+		}
+		c.log.Warn("accounting consumer setup failed", "error", err)
+		sleep(ctx, backoff.next())
+	}
+}
+
+// watchPending refreshes the pending gauges from the consumer's info.
+func (c *Consumer) watchPending(ctx context.Context, cons jetstream.Consumer) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if info, err := cons.Info(ictx); err == nil {
+			c.m.pending.Set(float64(info.NumPending))
+			c.m.ackPending.Set(float64(info.NumAckPending))
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// handle decodes a fetched batch, terminates what can never be stored, stores the rest in one
+// transaction, retrying with backoff, and acks after the commit.
+func (c *Consumer) handle(ctx context.Context, msgs []jetstream.Msg) {
+	start := time.Now()
+	entries := make([]Entry, 0, len(msgs))
+	held := make([]jetstream.Msg, 0, len(msgs))
+	for _, msg := range msgs {
+		meta, err := msg.Metadata()
+		if err != nil {
+			c.terminate(msg, 0, fmt.Errorf("no metadata: %w", err))
+			continue
+		}
+		var ev schemas.Event
+		if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+			c.terminate(msg, meta.Sequence.Stream, fmt.Errorf("undecodable event: %w", err))
+			continue
+		}
+		if err := ValidateEvent(&ev, msg.Subject()); err != nil {
+			c.terminate(msg, meta.Sequence.Stream, err)
+			continue
+		}
+		entries = append(entries, Entry{Seq: meta.Sequence.Stream, Event: ev})
+		held = append(held, msg)
+	}
+	if len(entries) == 0 {
+		return
+	}
+	res, ok := c.store(ctx, entries, held)
+	if !ok {
+		return
+	}
+	committed := time.Now()
+	for _, msg := range held {
+		if err := msg.Ack(); err != nil {
+			// Stored; a redelivery will find it and insert nothing.
+			c.log.Warn("accounting ack failed", "subject", msg.Subject(), "error", err)
+		}
+	}
+	// Acks are fire-and-forget publishes; make sure they reached the server before the next
+	// batch (or before Run returns and the caller closes the connection).
+	if err := c.nc.FlushTimeout(5 * time.Second); err != nil {
+		c.log.Warn("accounting ack flush failed", "error", err)
+	}
+	c.m.batchSize.Observe(float64(len(entries)))
+	c.m.batchDuration.Observe(committed.Sub(start).Seconds())
+	c.m.rows.WithLabelValues("executions").Add(float64(res.Executions))
+	c.m.rows.WithLabelValues("events").Add(float64(res.Events))
+	c.m.duplicates.Add(float64(res.Duplicates))
+	for i := range entries {
+		if t := entries[i].Event.Time; !t.IsZero() {
+			c.m.lag.Observe(max(0, committed.Sub(t).Seconds()))
+		}
+	}
+	c.ready.Store(true)
+}
+
+// store inserts a batch until it succeeds, or until ctx ends, when it naks the batch so that
+// JetStream redelivers it (to this or another replica) and reports false. While it retries it
+// keeps the held messages from being redelivered with InProgress.
+func (c *Consumer) store(ctx context.Context, entries []Entry, held []jetstream.Msg) (InsertResult, bool) {
+	backoff := newBackoff(c.cfg.MaxBackoff)
+	lastProgress := time.Now()
+	for attempt := 1; ; attempt++ {
+		// The attempt is not cancelled by ctx: a batch under way at shutdown is committed.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.insertTimeout())
+		res, err := c.cfg.Store.Insert(actx, entries)
+		cancel()
+		if err == nil {
+			return res, true
+		}
+		c.m.insertErrors.Inc()
+		c.ready.Store(false)
+		c.log.Error("accounting insert failed", "events", len(entries), "attempt", attempt, "error", err)
+		if ctx.Err() == nil {
+			sleep(ctx, backoff.next())
+		}
+		if ctx.Err() != nil {
+			for _, msg := range held {
+				msg.Nak()
+			}
+			c.log.Warn("accounting batch abandoned at shutdown; naked for redelivery", "events", len(entries))
+			return InsertResult{}, false
+		}
+		if time.Since(lastProgress) > c.cfg.AckWait/3 {
+			for _, msg := range held {
+				msg.InProgress()
+			}
+			lastProgress = time.Now()
+		}
+	}
+}
+
+func (c *Consumer) terminate(msg jetstream.Msg, seq uint64, reason error) {
+	c.m.invalid.Inc()
+	c.log.Error("accounting terminated an event it cannot store", "subject", msg.Subject(), "stream_seq", seq, "error", reason)
+	if err := msg.Term(); err != nil {
+		c.log.Warn("accounting term failed", "subject", msg.Subject(), "error", err)
+	}
+}
+
+// serve starts the usage micro service; it is stopped when Run returns.
+func (c *Consumer) serve(ctx context.Context) (micro.Service, error) {
+	svc, err := micro.AddService(c.nc, micro.Config{
+		Name:        ServiceName,
+		Version:     "1.0.0",
+		Description: "WasmWiz usage queries",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("accounting: micro service: %w", err)
+	}
+	err = svc.AddEndpoint(schemas.OpUsage, micro.ContextHandler(ctx, c.handleUsage),
+		micro.WithEndpointSubject(schemas.AccountingSubject(schemas.OpUsage)))
+	if err != nil {
+		svc.Stop()
+		return nil, fmt.Errorf("accounting: micro endpoint: %w", err)
+	}
+	return svc, nil
+}
+
+// handleUsage answers one usage query. The tenant is taken from the request: callers (the
+// gateway) authorise it, and NATS permissions restrict who may call.
+func (c *Consumer) handleUsage(ctx context.Context, req micro.Request) {
+	var ur schemas.UsageRequest
+	if err := json.Unmarshal(req.Data(), &ur); err != nil {
+		c.respondError(req, schemas.Errorf(schemas.CodeBadRequest, "the body must be a JSON usage request"))
+		return
+	}
+	qctx, cancel := context.WithTimeout(ctx, c.cfg.QueryTimeout)
+	defer cancel()
+	resp, err := c.cfg.Store.Usage(qctx, ur)
+	if err != nil {
+		e := schemas.AsError(err)
+		if e.Code == schemas.CodeInternal {
+			c.log.Error("accounting usage query failed", "tenant_id", ur.TenantID, "error", err)
+		}
+		c.respondError(req, e)
+		return
+	}
+	c.m.usageQueries.WithLabelValues("").Inc()
+	if err := req.RespondJSON(resp); err != nil {
+		c.log.Warn("accounting usage reply failed", "error", err)
+	}
+}
+
+func (c *Consumer) respondError(req micro.Request, e *schemas.Error) {
+	c.m.usageQueries.WithLabelValues(string(e.Code)).Inc()
+	body, _ := json.Marshal(e)
+	if err := req.Error(strconv.Itoa(e.Code.Status()), e.Message, body); err != nil {
+		c.log.Warn("accounting usage error reply failed", "error", err)
+	}
+}
+
+// backoff doubles a delay from 100ms up to a cap.
+type backoff struct {
+	cur, max time.Duration
+}
+
+func newBackoff(maxDelay time.Duration) *backoff { return &backoff{max: maxDelay} }
+
+func (b *backoff) next() time.Duration {
+	b.cur = min(max(2*b.cur, 100*time.Millisecond), b.max)
+	return b.cur
+}
+
+func (b *backoff) reset() { b.cur = 0 }
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
