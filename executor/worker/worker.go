@@ -29,6 +29,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"github.com/tetratelabs/wazero/sys"
 
@@ -283,7 +284,9 @@ func (w *worker) run(ctx context.Context, job *RunJob, started func(*Started) er
 		mc = mc.WithEnv(k, v)
 	}
 
-	rctx, cancel := context.WithTimeout(ctx, job.Timeout)
+	var mem jobMemory
+	defer mem.release() // after the guest has stopped: deferred calls run after the call below
+	rctx, cancel := context.WithTimeout(experimental.WithMemoryAllocator(ctx, mem.allocator()), job.Timeout)
 	defer cancel()
 	r, _ := w.runtimeFor(ctx, job.MemoryPages) // exists: compile succeeded
 	start := time.Now()

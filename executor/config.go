@@ -1,0 +1,108 @@
+package executor
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// Config configures a Node. Zero values take the defaults documented on each field.
+type Config struct {
+	NodeID         string                  // default <hostname>-<random>
+	Workers        int                     // worker processes; default max(2, runtime.NumCPU())
+	WorkerCommand  []string                // default {os.Executable(), "worker"}
+	WorkerEnv      []string                // KEY=value added to the workers' environment (tests re-exec themselves)
+	CacheDir       string                  // required: <CacheDir>/modules holds module files, <CacheDir>/wazero wazero's compile cache
+	Tiers          map[string]schemas.Tier // default schemas.DefaultTiers()
+	KillGrace      time.Duration           // default 500ms: a guest past deadline+grace is killed with its worker
+	CompileTimeout time.Duration           // default 10s: a compile past it is killed with its worker
+	Replicas       int                     // stream replicas for streams.Ensure; default 1
+	Logger         *slog.Logger            // default slog.Default()
+	Registerer     prometheus.Registerer   // may be nil: metrics are kept but not exported
+
+	// WorkerMemoryLimit is the address-space limit (RLIMIT_AS) set on each worker process, an
+	// OS-level backstop behind wazero's memory limit. Default: three times the largest tier's
+	// memory (linear memory is reallocated, not grown in place, so a grow briefly holds the old
+	// and the new copy) plus 2 GiB for the Go runtime, the compiled code and the reservations
+	// that both make. Negative disables it.
+	WorkerMemoryLimit int64
+}
+
+func (c *Config) setDefaults() error {
+	if c.NodeID == "" {
+		host, _ := os.Hostname()
+		if host == "" {
+			host = "executor"
+		}
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		c.NodeID = host + "-" + hex.EncodeToString(b[:])
+	}
+	if c.Workers <= 0 {
+		c.Workers = max(2, runtime.NumCPU())
+	}
+	if len(c.WorkerCommand) == 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("executor: worker command: %w", err)
+		}
+		c.WorkerCommand = []string{exe, "worker"}
+	}
+	if c.Tiers == nil {
+		c.Tiers = schemas.DefaultTiers()
+	}
+	if c.KillGrace <= 0 {
+		c.KillGrace = 500 * time.Millisecond
+	}
+	if c.CompileTimeout <= 0 {
+		c.CompileTimeout = 10 * time.Second
+	}
+	if c.Replicas <= 0 {
+		c.Replicas = 1
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.WorkerMemoryLimit == 0 {
+		maxMB := 0
+		for _, t := range c.Tiers {
+			maxMB = max(maxMB, t.MemoryMB)
+		}
+		c.WorkerMemoryLimit = 3*int64(maxMB)*schemas.MiB + 2<<30
+	}
+	return nil
+}
+
+// Validate fills in the defaults and checks the configuration.
+func (c *Config) Validate() error {
+	if err := c.setDefaults(); err != nil {
+		return err
+	}
+	var errs []error
+	if c.CacheDir == "" {
+		errs = append(errs, errors.New("executor: cache dir is required"))
+	}
+	if len(c.NodeID) > 200 {
+		errs = append(errs, fmt.Errorf("executor: node id %q is too long", c.NodeID))
+	}
+	if len(c.Tiers) == 0 {
+		errs = append(errs, errors.New("executor: no tiers"))
+	}
+	for name, t := range c.Tiers {
+		if err := t.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("executor: %w", err))
+		} else if name != t.Name {
+			errs = append(errs, fmt.Errorf("executor: tier %q is named %q", name, t.Name))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,65 @@
+package executor
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the node's Prometheus collectors, all named wasmwiz_*.
+type metrics struct {
+	executions      *prometheus.CounterVec   // tier, status
+	duration        *prometheus.HistogramVec // tier
+	queueWait       *prometheus.HistogramVec // tier
+	cacheHits       *prometheus.CounterVec   // cache = file | compiled
+	cacheMisses     *prometheus.CounterVec   // cache = file | compiled
+	workerRestarts  *prometheus.CounterVec   // reason
+	workers         *prometheus.GaugeVec     // state = idle | busy
+	compileDuration prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		executions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasmwiz_executions_total",
+			Help: "Executions finished by this node, by tier and final status.",
+		}, []string{"tier", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "wasmwiz_execution_duration_seconds",
+			Help:    "Wall time of executions (instantiate and _start, in the worker).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10), // 0.5ms .. ~131s
+		}, []string{"tier"}),
+		queueWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "wasmwiz_queue_wait_seconds",
+			Help:    "Time from the request's creation to the start of its execution.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+		}, []string{"tier"}),
+		cacheHits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasmwiz_module_cache_hits_total",
+			Help: "Module cache hits: cache=file (node's module files), cache=compiled (worker's compiled modules).",
+		}, []string{"cache"}),
+		cacheMisses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasmwiz_module_cache_misses_total",
+			Help: "Module cache misses: cache=file (fetched from the object store), cache=compiled (compiled).",
+		}, []string{"cache"}),
+		workerRestarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasmwiz_worker_restarts_total",
+			Help: "Worker processes replaced, by reason: deadline (killed past its deadline), compile_timeout, crashed.",
+		}, []string{"reason"}),
+		workers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wasmwiz_workers",
+			Help: "Worker processes by state.",
+		}, []string{"state"}),
+		compileDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "wasmwiz_compile_duration_seconds",
+			Help:    "Compilation time of modules in workers (cache misses only).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9),
+		}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.executions, m.duration, m.queueWait, m.cacheHits, m.cacheMisses, m.workerRestarts, m.workers, m.compileDuration} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}

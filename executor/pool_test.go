@@ -1,0 +1,174 @@
+package executor
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/wasmwiz/wasmwiz/executor/worker"
+	"github.com/wasmwiz/wasmwiz/internal/fixtures"
+	"github.com/wasmwiz/wasmwiz/internal/natstest"
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+func testLogger(tb testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type tbWriter struct{ tb testing.TB }
+
+func (w tbWriter) Write(p []byte) (int, error) {
+	w.tb.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func newTestPool(tb testing.TB, size int, mod func(*poolConfig)) (*pool, *metrics) {
+	tb.Helper()
+	m, err := newMetrics(nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg := poolConfig{
+		command:        []string{os.Args[0]},
+		env:            []string{workerEnv},
+		cacheDir:       filepath.Join(tb.TempDir(), "wazero"),
+		size:           size,
+		killGrace:      300 * time.Millisecond,
+		compileTimeout: 10 * time.Second,
+		memoryLimit:    3*512*schemas.MiB + 2<<30,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	p, err := newPool(context.Background(), cfg, testLogger(tb), m)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(p.close)
+	return p, m
+}
+
+func writeModule(tb testing.TB, bin []byte) (path, hash string) {
+	tb.Helper()
+	sum := sha256.Sum256(bin)
+	hash = hex.EncodeToString(sum[:])
+	path = filepath.Join(tb.TempDir(), hash+".wasm")
+	if err := os.WriteFile(path, bin, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	return path, hash
+}
+
+func runJob(tb testing.TB, name string, timeout time.Duration, memMB int) *worker.RunJob {
+	path, hash := writeModule(tb, fixtures.Wasm(name))
+	return &worker.RunJob{ModulePath: path, ModuleHash: hash, Name: name, Timeout: timeout,
+		MemoryPages: uint32(memMB * 16), StdoutMax: 1 << 20, StderrMax: 1 << 20}
+}
+
+func TestPool_Run(t *testing.T) {
+	p, _ := newTestPool(t, 2, nil)
+	res, err := p.run(context.Background(), runJob(t, "hello", time.Second, 128))
+	if err != nil || res.Status != schemas.StatusSucceeded || string(res.Stdout) != "hello, world\n" {
+		t.Fatalf("hello: %+v %v", res, err)
+	}
+	// The largest tier's memory, under the worker's RLIMIT_AS.
+	res, err = p.run(context.Background(), runJob(t, "memgrow", 10*time.Second, 512))
+	if err != nil || res.Status != schemas.StatusSucceeded || string(res.Stdout) != "8192\n" {
+		t.Fatalf("memgrow 512 MiB: %+v %v", res, err)
+	}
+	t.Logf("memgrow 512 MiB: worker peak RSS %d MiB, %v", res.PeakRSSBytes>>20, res.Duration)
+}
+
+func TestPool_Run_KillsDeadlineIgnorer(t *testing.T) {
+	p, m := newTestPool(t, 1, nil)
+	start := time.Now()
+	_, err := p.run(context.Background(), runJob(t, "expcalls", 300*time.Millisecond, 128))
+	var ke *killedError
+	if !errors.As(err, &ke) || ke.compiling {
+		t.Fatalf("expcalls: %v, want a kill", err)
+	}
+	if d := time.Since(start); d > 300*time.Millisecond+time.Second {
+		t.Errorf("killed after %v", d)
+	}
+	t.Logf("killed: %v after %v", err, time.Since(start))
+	// The replacement serves the next job.
+	res, err := p.run(context.Background(), runJob(t, "hello", time.Second, 128))
+	if err != nil || res.Status != schemas.StatusSucceeded {
+		t.Fatalf("hello after kill: %+v %v", res, err)
+	}
+	if got := counterValue(t, m.workerRestarts.WithLabelValues("deadline")); got != 1 {
+		t.Errorf("restarts{deadline} = %v", got)
+	}
+}
+
+func TestPool_Run_WorkerCrash(t *testing.T) {
+	p, m := newTestPool(t, 1, nil)
+	// Kill the worker from outside while it runs a loop: the job reports a crash, the node lives.
+	done := make(chan error, 1)
+	go func() {
+		_, err := p.run(context.Background(), runJob(t, "loop", 20*time.Second, 128))
+		done <- err
+	}()
+	var pid int
+	natstest.Eventually(t, 5*time.Second, func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.busy == 1
+	}, "worker never busy")
+	// The only worker is the busy one; find its pid through the idle channel's absence.
+	pid = busyPID(t, p)
+	killGroup(pid)
+	select {
+	case err := <-done:
+		if !errors.Is(err, errWorkerCrashed) {
+			t.Fatalf("err = %v, want worker crashed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer after the worker died")
+	}
+	res, err := p.run(context.Background(), runJob(t, "hello", time.Second, 128))
+	if err != nil || res.Status != schemas.StatusSucceeded {
+		t.Fatalf("hello after crash: %+v %v", res, err)
+	}
+	if got := counterValue(t, m.workerRestarts.WithLabelValues("crashed")); got != 1 {
+		t.Errorf("restarts{crashed} = %v", got)
+	}
+}
+
+func busyPID(tb testing.TB, p *pool) int {
+	tb.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for pr := range p.all {
+		return pr.pid
+	}
+	tb.Fatal("no worker")
+	return 0
+}
+
+func counterValue(tb testing.TB, c prometheus.Metric) float64 {
+	tb.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		tb.Fatal(err)
+	}
+	switch {
+	case m.Counter != nil:
+		return m.Counter.GetValue()
+	case m.Gauge != nil:
+		return m.Gauge.GetValue()
+	case m.Histogram != nil:
+		return float64(m.Histogram.GetSampleCount())
+	}
+	return 0
+}
