@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/wasmwiz/wasmwiz/accounting"
+	"github.com/wasmwiz/wasmwiz/executor"
+	"github.com/wasmwiz/wasmwiz/gateway"
+	"github.com/wasmwiz/wasmwiz/internal/streams"
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// runDev runs the whole system in one process: an embedded nats-server with JetStream stored in
+// the data dir, the gateway, one executor node with its worker processes, and accounting on
+// SQLite (or Postgres with DATABASE_URL). The first start creates an admin key and a tenant
+// "dev" with a key, written to <data dir>/admin-api-key and <data dir>/dev-api-key.
+func runDev(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("dev", getenv, stderr)
+	httpAddr := fs.string("http-addr", "127.0.0.1:8080", "REST API address")
+	natsAddr := fs.string("nats-addr", "127.0.0.1:4222", "address the embedded NATS server listens on for direct NATS clients")
+	dataDir := fs.string("data-dir", "./wasmwiz-data", "where JetStream, the accounting database, caches and dev keys live")
+	workers := fs.int("workers", 0, "worker processes (default: number of CPUs, at least 2)")
+	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "Postgres URL for accounting ($DATABASE_URL); empty: SQLite in the data dir")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{"unexpected arguments: " + strings.Join(fs.Args(), " ")}
+	}
+	log := newLogger(stderr, getenv, true)
+	if err := mkdirData(*dataDir); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	ns, err := startEmbeddedNATS(*natsAddr, filepath.Join(*dataDir, "jetstream"))
+	if err != nil {
+		return err
+	}
+	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+
+	dial := func(name string) (*nats.Conn, error) {
+		return nats.Connect(ns.ClientURL(), nats.Name(name), nats.InProcessServer(ns), nats.MaxReconnects(-1))
+	}
+	reg := newRegistry()
+	tiers := schemas.DefaultTiers()
+
+	bootNC, err := dial("wasmwiz-dev")
+	if err != nil {
+		return err
+	}
+	defer bootNC.Close()
+	js, err := jetstream.New(bootNC)
+	if err != nil {
+		return err
+	}
+	if err := streams.EnsureWithRetry(ctx, js, streams.Options{Tiers: tiers}); err != nil {
+		return fmt.Errorf("create streams: %w", err)
+	}
+	keys, err := bootstrapKeys(ctx, js, tiers, *dataDir)
+	if err != nil {
+		return fmt.Errorf("create dev keys: %w", err)
+	}
+
+	var store accounting.Store
+	if *dbURL == "" {
+		store, err = accounting.Open(ctx, "", filepath.Join(*dataDir, "accounting.db"))
+	} else {
+		store, err = accounting.Open(ctx, *dbURL, "")
+	}
+	if err != nil {
+		return fmt.Errorf("open accounting store: %w", err)
+	}
+	defer store.Close()
+
+	exNC, err := dial("wasmwiz-executor")
+	if err != nil {
+		return err
+	}
+	defer exNC.Close()
+	node, err := executor.New(executor.Config{Workers: *workers, CacheDir: filepath.Join(*dataDir, "cache"), Tiers: tiers, Logger: log, Registerer: reg}, exNC)
+	if err != nil {
+		return err
+	}
+	acNC, err := dial("wasmwiz-accounting")
+	if err != nil {
+		return err
+	}
+	defer acNC.Close()
+	acct, err := accounting.New(accounting.Config{Store: store, Logger: log, Registerer: reg}, acNC)
+	if err != nil {
+		return err
+	}
+	gwNC, err := dial("wasmwiz-gateway")
+	if err != nil {
+		return err
+	}
+	defer gwNC.Close()
+	ln, err := net.Listen("tcp", *httpAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", *httpAddr, err)
+	}
+	gw, err := gateway.New(ctx, gateway.Config{Listener: ln, Tiers: tiers, Logger: log, Registerer: reg, Gatherer: reg}, gwNC)
+	if err != nil {
+		return err
+	}
+
+	grp, gctx := errgroup.WithContext(ctx)
+	grp.Go(func() error { return node.Run(gctx) })
+	grp.Go(func() error { return acct.Run(gctx) })
+	grp.Go(func() error { return gw.Run(gctx) })
+	grp.Go(func() error {
+		for !gw.Ready() {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		url := "http://" + ln.Addr().String()
+		fmt.Fprintf(stdout, "WasmWiz dev\n  API:       %s  (OpenAPI %s/openapi.json, docs %s/docs)\n  NATS:      %s\n  data dir:  %s\n", url, url, url, ns.ClientURL(), *dataDir)
+		if keys.created {
+			fmt.Fprintf(stdout, "  admin key: %s\n  dev key:   %s  (tenant dev, tier pro)\n  (shown once; also in %s and %s)\n",
+				keys.admin, keys.dev, keys.adminFile, keys.devFile)
+		} else {
+			fmt.Fprintf(stdout, "  keys:      %s, %s\n", keys.adminFile, keys.devFile)
+		}
+		fmt.Fprintf(stdout, "ready: %s\n", url)
+		return nil
+	})
+	err = grp.Wait()
+	if ctx.Err() != nil {
+		fmt.Fprintln(stdout, "stopped")
+		return nil
+	}
+	return err
+}
+
+func startEmbeddedNATS(addr, storeDir string) (*server.Server, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, usageError{fmt.Sprintf("nats address %q: %v", addr, err)}
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, usageError{fmt.Sprintf("nats address %q: bad port", addr)}
+	}
+	ns, err := server.NewServer(&server.Options{
+		ServerName: "wasmwiz-dev",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   storeDir,
+		MaxPayload: 8 << 20,
+		NoSigs:     true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS: %w", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("embedded NATS did not start on %s (is the port taken? set WASMWIZ_NATS_ADDR)", addr)
+	}
+	return ns, nil
+}
+
+type devKeys struct {
+	admin, dev         string
+	adminFile, devFile string
+	created            bool
+}
+
+// bootstrapKeys makes the admin and dev keys on first start. Later starts keep them, unless the
+// key files no longer match the key store (a wiped JetStream dir), in which case they are made anew.
+func bootstrapKeys(ctx context.Context, js jetstream.JetStream, tiers map[string]schemas.Tier, dataDir string) (*devKeys, error) {
+	admin, err := gateway.NewAdmin(ctx, js, tiers)
+	if err != nil {
+		return nil, err
+	}
+	k := &devKeys{adminFile: filepath.Join(dataDir, "admin-api-key"), devFile: filepath.Join(dataDir, "dev-api-key")}
+	if keyFileValid(ctx, admin, k.adminFile) && keyFileValid(ctx, admin, k.devFile) {
+		return k, nil
+	}
+	for _, t := range []struct{ id, tier string }{{"admin", schemas.TierUnlimited}, {"dev", schemas.TierPro}} {
+		if _, err := admin.CreateTenant(ctx, t.id, t.tier); err != nil {
+			var se *schemas.Error
+			if !errors.As(err, &se) || se.Code != schemas.CodeConflict {
+				return nil, err
+			}
+		}
+	}
+	ak, err := admin.CreateKey(ctx, schemas.CreateKeyRequest{TenantID: "admin", Name: "dev admin", Admin: true})
+	if err != nil {
+		return nil, err
+	}
+	dk, err := admin.CreateKey(ctx, schemas.CreateKeyRequest{TenantID: "dev", Name: "dev"})
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(k.adminFile, []byte(ak.Key+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(k.devFile, []byte(dk.Key+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	k.admin, k.dev, k.created = ak.Key, dk.Key, true
+	return k, nil
+}
+
+func keyFileValid(ctx context.Context, a *gateway.Admin, path string) bool {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	key := strings.TrimSpace(string(b))
+	if !gateway.WellFormedAPIKey(key) {
+		return false
+	}
+	_, err = a.Keys.Get(ctx, gateway.HashAPIKey(key))
+	return err == nil
+}

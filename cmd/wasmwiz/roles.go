@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/wasmwiz/wasmwiz/accounting"
+	"github.com/wasmwiz/wasmwiz/executor"
+	"github.com/wasmwiz/wasmwiz/executor/worker"
+	"github.com/wasmwiz/wasmwiz/gateway"
+)
+
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "wasmwiz_build_info", Help: "Build information; always 1."}, []string{"version", "goversion"})
+	buildInfo.WithLabelValues(version(), goVersion()).Set(1)
+	reg.MustRegister(buildInfo)
+	return reg
+}
+
+// connect dials NATS and keeps reconnecting for ever: roles ride out a NATS restart.
+func connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
+	return nats.Connect(url,
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
+	)
+}
+
+// serveOps serves /metrics and /health/{live,ready} for roles that have no API of their own.
+func serveOps(ctx context.Context, addr string, reg *prometheus.Registry, ready func() bool, log *slog.Logger) error {
+	if addr == "" {
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /health/live", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, `{"status":"ok"}`) })
+	readyH := func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if !ready() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, `{"status":"unavailable"}`)
+			return
+		}
+		_, _ = io.WriteString(w, `{"status":"ok"}`)
+	}
+	mux.HandleFunc("GET /health/ready", readyH)
+	mux.HandleFunc("GET /health", readyH)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	log.Info("ops endpoint listening", "addr", ln.Addr().String())
+	go func() { _ = srv.Serve(ln) }()
+	return nil
+}
+
+func runGatewayCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("gateway", getenv, stderr)
+	httpAddr := fs.string("http-addr", "127.0.0.1:8080", "REST API address")
+	natsURL := fs.string("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
+	replicas := fs.int("replicas", 1, "JetStream replicas for streams and buckets (3 on a cluster)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log := newLogger(stderr, getenv, false)
+	nc, err := connect(*natsURL, "wasmwiz-gateway", log)
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
+	}
+	defer nc.Close()
+	reg := newRegistry()
+	g, err := gateway.New(ctx, gateway.Config{HTTPAddr: *httpAddr, Replicas: *replicas, Logger: log, Registerer: reg, Gatherer: reg}, nc)
+	if err != nil {
+		return err
+	}
+	return g.Run(ctx)
+}
+
+func runExecutorCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("executor", getenv, stderr)
+	natsURL := fs.string("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
+	cacheDir := fs.string("cache-dir", "./wasmwiz-cache", "module files and the compilation cache")
+	workers := fs.int("workers", 0, "worker processes (default: number of CPUs, at least 2)")
+	replicas := fs.int("replicas", 1, "JetStream replicas for streams and buckets (3 on a cluster)")
+	nodeID := fs.string("node-id", "", "node id (default: hostname-random)")
+	metricsAddr := fs.string("metrics-addr", "127.0.0.1:9091", "address for /metrics and /health (empty: off)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log := newLogger(stderr, getenv, false)
+	nc, err := connect(*natsURL, "wasmwiz-executor", log)
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
+	}
+	defer nc.Close()
+	reg := newRegistry()
+	n, err := executor.New(executor.Config{
+		NodeID: *nodeID, Workers: *workers, CacheDir: *cacheDir, Replicas: *replicas, Logger: log, Registerer: reg,
+	}, nc)
+	if err != nil {
+		return err
+	}
+	if err := serveOps(ctx, *metricsAddr, reg, n.Ready, log); err != nil {
+		return err
+	}
+	return n.Run(ctx)
+}
+
+func runAccountingCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("accounting", getenv, stderr)
+	natsURL := fs.string("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
+	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "Postgres URL ($DATABASE_URL); empty: SQLite at --sqlite-path")
+	sqlitePath := fs.string("sqlite-path", "./wasmwiz-data/accounting.db", "SQLite file when no database URL is set")
+	replicas := fs.int("replicas", 1, "JetStream replicas for streams and consumers (3 on a cluster)")
+	metricsAddr := fs.string("metrics-addr", "127.0.0.1:9092", "address for /metrics and /health (empty: off)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log := newLogger(stderr, getenv, false)
+	nc, err := connect(*natsURL, "wasmwiz-accounting", log)
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
+	}
+	defer nc.Close()
+	reg := newRegistry()
+	if *dbURL == "" {
+		if err := mkdirData(filepath.Dir(*sqlitePath)); err != nil {
+			return err
+		}
+	}
+	store, err := accounting.Open(ctx, *dbURL, *sqlitePath)
+	if err != nil {
+		return fmt.Errorf("open accounting store: %w", err)
+	}
+	defer store.Close()
+	c, err := accounting.New(accounting.Config{Store: store, Replicas: *replicas, Logger: log, Registerer: reg}, nc)
+	if err != nil {
+		return err
+	}
+	if err := serveOps(ctx, *metricsAddr, reg, c.Ready, log); err != nil {
+		return err
+	}
+	return c.Run(ctx)
+}
+
+// runWorker is the executor's child process: jobs on stdin, results on stdout.
+func runWorker(ctx context.Context) int {
+	return worker.Main(ctx, os.Stdin, os.Stdout, os.Stderr)
+}

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+)
+
+const usage = `wasmwiz runs untrusted WebAssembly (WASI preview 1) modules as a service.
+
+Usage: wasmwiz <command> [flags]
+
+Servers:
+  dev          everything in one process: embedded NATS + JetStream, gateway, executor, accounting
+  gateway      the REST + NATS API role
+  executor     an executor node (runs guests in worker processes)
+  accounting   the usage/billing role (Postgres with DATABASE_URL, else SQLite)
+  worker       an executor's child process (started by executors, not by hand)
+
+Operators:
+  admin bootstrap  create the streams and a first admin key, straight over NATS
+
+Clients:
+  run          run a module: wasmwiz run [flags] <module.wasm | sha256:id> [-- args...]
+  modules      upload, list, get or delete modules
+
+Every flag can also be set by environment (WASMWIZ_<FLAG>, e.g. WASMWIZ_HTTP_ADDR).
+Run 'wasmwiz <command> -h' for a command's flags.
+`
+
+// run is the whole program, testable: it returns the exit code.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	var err error
+	switch cmd {
+	case "dev":
+		err = runDev(ctx, rest, getenv, stdout, stderr)
+	case "gateway":
+		err = runGatewayCmd(ctx, rest, getenv, stdout, stderr)
+	case "executor":
+		err = runExecutorCmd(ctx, rest, getenv, stdout, stderr)
+	case "accounting":
+		err = runAccountingCmd(ctx, rest, getenv, stdout, stderr)
+	case "worker":
+		return runWorker(ctx)
+	case "run":
+		err = runClientRun(ctx, rest, getenv, stdout, stderr)
+	case "admin":
+		err = runAdmin(ctx, rest, getenv, stdout, stderr)
+	case "modules":
+		err = runClientModules(ctx, rest, getenv, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "wasmwiz: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(stderr, "wasmwiz %s: %v\n", cmd, err)
+			return 2
+		}
+		fmt.Fprintf(stderr, "wasmwiz %s: %v\n", cmd, err)
+		return 1
+	}
+	return 0
+}
+
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+// flagSet is a flag.FlagSet whose defaults come from the environment (WASMWIZ_<NAME>).
+type flagSet struct {
+	*flag.FlagSet
+	getenv func(string) string
+}
+
+func newFlagSet(name string, getenv func(string) string, stderr io.Writer) *flagSet {
+	fs := flag.NewFlagSet("wasmwiz "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return &flagSet{FlagSet: fs, getenv: getenv}
+}
+
+func envName(flagName string) string {
+	return "WASMWIZ_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func (f *flagSet) string(name, def, help string) *string {
+	if v := f.getenv(envName(name)); v != "" {
+		def = v
+	}
+	return f.String(name, def, help+" ($"+envName(name)+")")
+}
+
+func (f *flagSet) int(name string, def int, help string) *int {
+	if v := f.getenv(envName(name)); v != "" {
+		if n, err := strconv.Atoi(v); err == nil {
+			def = n
+		}
+	}
+	return f.Int(name, def, help+" ($"+envName(name)+")")
+}
+
+// newLogger logs JSON (production) or text (dev) to w at the level in $WASMWIZ_LOG_LEVEL.
+func newLogger(w io.Writer, getenv func(string) string, text bool) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(getenv("WASMWIZ_LOG_LEVEL")))
+	opts := &slog.HandlerOptions{Level: level}
+	if text {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func mkdirData(dir string) error {
+	return os.MkdirAll(dir, 0o700)
+}

@@ -1,0 +1,301 @@
+// Package test holds WasmWiz's end-to-end tests: the real wasmwiz binary, started as real
+// processes (dev mode, or the roles apart against embedded nats-servers), driven over REST and
+// NATS exactly as users do.
+package test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+var binPath string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "wasmwiz-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binPath = filepath.Join(dir, "wasmwiz")
+	build := exec.Command("go", "build", "-o", binPath, "../cmd/wasmwiz")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build wasmwiz:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// proc is a running wasmwiz process whose output is kept for failure reports.
+type proc struct {
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	out  bytes.Buffer
+	done chan struct{}
+	err  error
+}
+
+func (p *proc) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.Write(b)
+}
+
+func (p *proc) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+// start runs the binary with args and env; it is stopped (SIGTERM, then SIGKILL) when the test ends.
+func start(t testing.TB, env []string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(binPath, args...), done: make(chan struct{})}
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = p, p
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.stop(t)
+		if t.Failed() {
+			t.Logf("output of wasmwiz %s:\n%s", strings.Join(args, " "), lastLines(p.output(), 60))
+		}
+	})
+	return p
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// stop sends SIGTERM and waits for a clean exit; it reports a process that will not stop.
+func (p *proc) stop(t testing.TB) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+		t.Errorf("wasmwiz %v did not stop within 30s of SIGTERM", p.cmd.Args[1:])
+	}
+}
+
+func (p *proc) alive() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// system is a running WasmWiz reachable over HTTP (and NATS).
+type system struct {
+	URL      string
+	NATSURL  string
+	AdminKey string
+	DevKey   string
+	DataDir  string
+	procs    []*proc
+}
+
+// startDev runs `wasmwiz dev` on free ports with dataDir and waits until it is ready.
+func startDev(t testing.TB, dataDir string) *system {
+	t.Helper()
+	httpAddr, natsAddr := freeAddr(t), freeAddr(t)
+	p := start(t, []string{
+		"WASMWIZ_HTTP_ADDR=" + httpAddr, "WASMWIZ_NATS_ADDR=" + natsAddr, "WASMWIZ_DATA_DIR=" + dataDir,
+		"WASMWIZ_WORKERS=2", "DATABASE_URL=",
+	}, "dev")
+	s := &system{URL: "http://" + httpAddr, NATSURL: "nats://" + natsAddr, DataDir: dataDir, procs: []*proc{p}}
+	waitReady(t, s.URL, p)
+	s.AdminKey = readKey(t, filepath.Join(dataDir, "admin-api-key"))
+	s.DevKey = readKey(t, filepath.Join(dataDir, "dev-api-key"))
+	return s
+}
+
+func readKey(t testing.TB, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(path)
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("%s has mode %v, want 0600", path, fi.Mode().Perm())
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func waitReady(t testing.TB, url string, procs ...*proc) {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, p := range procs {
+			if !p.alive() {
+				t.Fatalf("wasmwiz %v exited before it was ready: %v\n%s", p.cmd.Args[1:], p.err, lastLines(p.output(), 40))
+			}
+		}
+		resp, err := http.Get(url + "/health/ready")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s not ready after 90s", url)
+}
+
+// response is an HTTP answer.
+type response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+func (r *response) decode(t testing.TB, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.Body, v); err != nil {
+		t.Fatalf("decode %s: %v", r.Body, err)
+	}
+}
+
+// problem decodes a problem+json body.
+func (r *response) problem(t testing.TB) (code string, detail string) {
+	t.Helper()
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/problem+json") {
+		t.Errorf("error response has Content-Type %q, want application/problem+json; body %s", ct, r.Body)
+	}
+	var p struct {
+		Code   string `json:"code"`
+		Detail string `json:"detail"`
+	}
+	r.decode(t, &p)
+	return p.Code, p.Detail
+}
+
+func (s *system) do(t testing.TB, method, path, key, contentType string, body []byte, headers ...string) *response {
+	t.Helper()
+	req, err := http.NewRequest(method, s.URL+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	resp, err := http.DefaultClient.Do(req.WithContext(ctx))
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return &response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+}
+
+func (s *system) upload(t testing.TB, key, name string, wasm []byte) *schemas.Module {
+	t.Helper()
+	r := s.do(t, http.MethodPost, "/v1/modules?name="+name, key, "application/wasm", wasm)
+	if r.Status != http.StatusCreated {
+		t.Fatalf("upload %s: %d %s", name, r.Status, r.Body)
+	}
+	var m schemas.Module
+	r.decode(t, &m)
+	return &m
+}
+
+func (s *system) execute(t testing.TB, key string, req schemas.ExecutionRequest, headers ...string) (*response, *schemas.Execution) {
+	t.Helper()
+	body, _ := json.Marshal(req)
+	r := s.do(t, http.MethodPost, "/v1/executions", key, "application/json", body, headers...)
+	var e schemas.Execution
+	if r.Status == 200 || r.Status == 202 {
+		r.decode(t, &e)
+	}
+	return r, &e
+}
+
+// run executes and insists on a 200.
+func (s *system) run(t testing.TB, key string, req schemas.ExecutionRequest) *schemas.Execution {
+	t.Helper()
+	r, e := s.execute(t, key, req)
+	if r.Status != 200 {
+		t.Fatalf("execute: %d %s", r.Status, r.Body)
+	}
+	return e
+}
+
+// newTenant creates a tenant on tier with a key, through the admin API.
+func (s *system) newTenant(t testing.TB, id, tier string) string {
+	t.Helper()
+	b, _ := json.Marshal(schemas.CreateTenantRequest{ID: id, Tier: tier})
+	if r := s.do(t, http.MethodPost, "/v1/admin/tenants", s.AdminKey, "application/json", b); r.Status != 201 {
+		t.Fatalf("create tenant: %d %s", r.Status, r.Body)
+	}
+	b, _ = json.Marshal(schemas.CreateKeyRequest{TenantID: id})
+	r := s.do(t, http.MethodPost, "/v1/admin/keys", s.AdminKey, "application/json", b)
+	if r.Status != 201 {
+		t.Fatalf("create key: %d %s", r.Status, r.Body)
+	}
+	var k schemas.CreatedKey
+	r.decode(t, &k)
+	return k.Key
+}
+
+func scanLines(s string) []string {
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(s))
+	for sc.Scan() {
+		out = append(out, sc.Text())
+	}
+	return out
+}
