@@ -30,10 +30,11 @@ type Config struct {
 	Registerer     prometheus.Registerer   // may be nil: metrics are kept but not exported
 
 	// WorkerMemoryLimit is the address-space limit (RLIMIT_AS) set on each worker process, an
-	// OS-level backstop behind wazero's memory limit. Default: three times the largest tier's
-	// memory (linear memory is reallocated, not grown in place, so a grow briefly holds the old
-	// and the new copy) plus 2 GiB for the Go runtime, the compiled code and the reservations
-	// that both make. Negative disables it.
+	// OS-level backstop behind wazero's memory limit for what wazero does not count (tables,
+	// compiled code, runtime structures). Default: twice the largest tier's memory plus 3 GiB.
+	// An idle worker already reserves about 2 GiB of address space (Go runtime arenas, wazero's
+	// executable mappings, the guest stack), and a guest's linear memory is one reservation of
+	// its limit. Negative disables it.
 	WorkerMemoryLimit int64
 }
 
@@ -77,7 +78,7 @@ func (c *Config) setDefaults() error {
 		for _, t := range c.Tiers {
 			maxMB = max(maxMB, t.MemoryMB)
 		}
-		c.WorkerMemoryLimit = 3*int64(maxMB)*schemas.MiB + 2<<30
+		c.WorkerMemoryLimit = 2*int64(maxMB)*schemas.MiB + 3<<30
 	}
 	return nil
 }

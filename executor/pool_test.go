@@ -45,7 +45,7 @@ func newTestPool(tb testing.TB, size int, mod func(*poolConfig)) (*pool, *metric
 		size:           size,
 		killGrace:      300 * time.Millisecond,
 		compileTimeout: 10 * time.Second,
-		memoryLimit:    3*512*schemas.MiB + 2<<30,
+		memoryLimit:    2*512*schemas.MiB + 3<<30,
 	}
 	if mod != nil {
 		mod(&cfg)

@@ -1,0 +1,97 @@
+package executor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/wasmwiz/wasmwiz/executor/worker"
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// serveCompile answers a CompileRequest: fetch the module (warming the node's file cache),
+// compile it in a worker under the compile timeout (warming wazero's file cache and the
+// worker's compiled modules), reply with a CompileReply.
+func (n *Node) serveCompile(ctx context.Context, m *nats.Msg) {
+	select {
+	case n.compile <- struct{}{}:
+	default:
+		n.respondCompile(m, &schemas.CompileReply{Error: schemas.Errorf(schemas.CodeUnavailable, "executor is busy compiling, retry later")})
+		return
+	}
+	n.work.Add(1)
+	go func() {
+		defer n.work.Done()
+		defer func() { <-n.compile }()
+		n.respondCompile(m, n.compileModule(ctx, m))
+	}()
+}
+
+func (n *Node) compileModule(ctx context.Context, m *nats.Msg) *schemas.CompileReply {
+	var req schemas.CompileRequest
+	if err := json.Unmarshal(m.Data, &req); err != nil {
+		return &schemas.CompileReply{Error: schemas.Errorf(schemas.CodeBadRequest, "compile request is not valid JSON")}
+	}
+	hexDigest, err := schemas.ParseModuleID(req.ModuleID)
+	if err != nil {
+		return &schemas.CompileReply{Error: schemas.Errorf(schemas.CodeInvalid, "%s", err.Error())}
+	}
+	tier, ok := n.cfg.Tiers[req.Tier]
+	if !ok {
+		return &schemas.CompileReply{Error: schemas.Errorf(schemas.CodeInvalid, "unknown tier %q", req.Tier)}
+	}
+	log := n.log.With("module_id", req.ModuleID, "tier", tier.Name)
+	mctx, cancel := context.WithTimeout(ctx, natsTimeout)
+	path, err := n.mods.get(mctx, hexDigest, tier.ModuleSize)
+	cancel()
+	var merr *moduleError
+	switch {
+	case errors.Is(err, errModuleNotFound):
+		return &schemas.CompileReply{Error: schemas.Errorf(schemas.CodeNotFound, "module not found")}
+	case errors.As(err, &merr):
+		return &schemas.CompileReply{Error: schemas.Errorf(schemas.CodeInvalidModule, "%s", merr.msg)}
+	case err != nil:
+		log.Error("executor: compile: module fetch", "err", err)
+		return &schemas.CompileReply{Error: schemas.Errorf(schemas.CodeUnavailable, "module could not be loaded")}
+	}
+	res, err := n.pool.compile(ctx, &worker.CompileJob{ModulePath: path, ModuleHash: hexDigest, MemoryPages: uint32(tier.MemoryMB * 16)})
+	var killed *killedError
+	switch {
+	case errors.As(err, &killed):
+		log.Warn("executor: compile killed", "err", err)
+		return &schemas.CompileReply{
+			Error:     schemas.Errorf(schemas.CodeInvalidModule, "module too expensive to compile: compilation ran past %v and was stopped", n.cfg.CompileTimeout),
+			CompileMS: ms(killed.after),
+		}
+	case errors.Is(err, errWorkerCrashed):
+		log.Warn("executor: worker crashed while compiling")
+		return &schemas.CompileReply{Error: schemas.Errorf(schemas.CodeInvalidModule, "module too expensive to compile: its compiler crashed")}
+	case err != nil:
+		log.Error("executor: compile: worker pool", "err", err)
+		return &schemas.CompileReply{Error: schemas.Errorf(schemas.CodeUnavailable, "no worker available")}
+	}
+	if res.CacheHit {
+		n.m.cacheHits.WithLabelValues("compiled").Inc()
+	} else {
+		n.m.cacheMisses.WithLabelValues("compiled").Inc()
+		n.m.compileDuration.Observe(res.Duration.Seconds())
+	}
+	reply := &schemas.CompileReply{CompileMS: ms(res.Duration)}
+	if res.Error != "" {
+		reply.Error = schemas.Errorf(schemas.CodeInvalidModule, "%s", res.Error)
+	}
+	return reply
+}
+
+func (n *Node) respondCompile(m *nats.Msg, r *schemas.CompileReply) {
+	r.NodeID = n.cfg.NodeID
+	b, err := json.Marshal(r)
+	if err != nil {
+		return
+	}
+	if err := m.Respond(b); err != nil && !errors.Is(err, nats.ErrMsgNoReply) {
+		n.log.Warn("executor: compile reply", "err", err)
+	}
+}

@@ -1,0 +1,392 @@
+package executor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wasmwiz/wasmwiz/executor/worker"
+	"github.com/wasmwiz/wasmwiz/internal/streams"
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// HeaderDLQReason is set on a request moved to the dead letters: why it could not be handled.
+const HeaderDLQReason = "Wasmwiz-Dlq-Reason"
+
+// handle takes one request from fetch to Ack. Every delivery may be a redelivery.
+func (n *Node) handle(ctx context.Context, q *tierQueue, it *queued) {
+	msg := it.msg
+	log := n.log.With("tier", q.tier.Name, "subject", msg.Subject())
+	if id := msg.Headers().Get(schemas.HeaderExecutionID); id != "" {
+		log = log.With("execution_id", id)
+	}
+	if id := msg.Headers().Get(schemas.HeaderRequestID); id != "" {
+		log = log.With("request_id", id)
+	}
+	var req schemas.ExecRequest
+	if err := json.Unmarshal(msg.Data(), &req); err != nil {
+		log.Error("executor: undecodable request, terminated", "err", err)
+		_ = msg.TermWithReason("undecodable request")
+		return
+	}
+	if err := checkRequest(&req); err != nil {
+		log.Error("executor: invalid request, terminated", "err", err)
+		_ = msg.TermWithReason("invalid request")
+		return
+	}
+	log = log.With("execution_id", req.ExecutionID, "tenant_id", req.TenantID)
+	if req.Tier != q.tier.Name {
+		// The subject decides the tier (it is what the gateway published under and what
+		// the consumer filters on); the body is only informative.
+		log.Warn("executor: request tier differs from its subject's", "request_tier", req.Tier)
+	}
+	err := n.execute(ctx, log, q.tier, msg, &req)
+	if err == nil {
+		return
+	}
+	delivered := uint64(1)
+	if meta, merr := msg.Metadata(); merr == nil {
+		delivered = meta.NumDelivered
+	}
+	if delivered >= streams.MaxDeliver {
+		log.Error("executor: giving up on request, moving it to the dead letters", "err", err, "deliveries", delivered)
+		if derr := n.deadLetter(ctx, msg, err.Error()); derr != nil {
+			log.Error("executor: dead letter", "err", derr)
+			_ = msg.Nak() // better another try than a lost request
+			return
+		}
+		_ = msg.TermWithReason("moved to " + schemas.SubjectDLQ)
+		n.giveUp(ctx, log, q.tier, &req)
+		return
+	}
+	log.Warn("executor: request failed for an internal reason, will be redelivered", "err", err, "deliveries", delivered)
+	_ = msg.NakWithDelay(time.Duration(delivered) * time.Second)
+}
+
+// giveUp stores a final failed result for a request moved to the dead letters, if it can, so
+// that readers of the result see an end rather than "running" forever.
+func (n *Node) giveUp(ctx context.Context, log *slog.Logger, tier schemas.Tier, req *schemas.ExecRequest) {
+	now := time.Now().UTC()
+	res := &schemas.Result{
+		ID: req.ExecutionID, TenantID: req.TenantID, KeyID: req.KeyID, Tier: tier.Name, ModuleID: req.ModuleID,
+		Status: schemas.StatusFailed, ExitCode: -1, Error: "internal error: the execution could not be completed",
+		CreatedAt: req.CreatedAt, FinishedAt: &now, NodeID: n.cfg.NodeID,
+	}
+	b, err := json.Marshal(res)
+	if err != nil {
+		return
+	}
+	pctx, cancel := context.WithTimeout(ctx, natsTimeout)
+	defer cancel()
+	entry, err := n.results.Get(pctx, req.ExecutionID)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		_, err = n.results.Create(pctx, req.ExecutionID, b)
+	case err == nil:
+		var prev schemas.Result
+		if json.Unmarshal(entry.Value(), &prev) == nil && prev.Status.Final() {
+			return
+		}
+		_, err = n.results.Update(pctx, req.ExecutionID, b, entry.Revision())
+	}
+	if err != nil {
+		log.Warn("executor: store given-up result", "err", err)
+	}
+}
+
+func checkRequest(r *schemas.ExecRequest) error {
+	switch {
+	case !schemas.ValidExecutionID(r.ExecutionID):
+		return fmt.Errorf("bad execution id %q", r.ExecutionID)
+	case !schemas.ValidToken(r.TenantID):
+		return fmt.Errorf("bad tenant id %q", r.TenantID)
+	}
+	if _, err := schemas.ParseModuleID(r.ModuleID); err != nil {
+		return err
+	}
+	return nil
+}
+
+// execute runs one request and records it. An error means an internal failure (NATS, the
+// pool): the request should be delivered again; everything about the guest is a Result.
+func (n *Node) execute(ctx context.Context, log *slog.Logger, tier schemas.Tier, msg jetstream.Msg, req *schemas.ExecRequest) error {
+	// A result already stored means an earlier delivery got as far as recording it: finish
+	// what that delivery may not have (event, reply, ack) without running the guest again.
+	gctx, cancel := context.WithTimeout(ctx, natsTimeout)
+	entry, err := n.results.Get(gctx, req.ExecutionID)
+	cancel()
+	switch {
+	case err == nil:
+		var prev schemas.Result
+		if jerr := json.Unmarshal(entry.Value(), &prev); jerr == nil && prev.Status.Final() {
+			log.Info("executor: redelivered execution already has a result", "status", prev.Status)
+			return n.finish(ctx, log, msg, &prev, false)
+		}
+	case !errors.Is(err, jetstream.ErrKeyNotFound):
+		return fmt.Errorf("read result: %w", err)
+	}
+
+	started := time.Now().UTC()
+	_ = msg.InProgress() // the ack timer restarts with the execution
+	res := &schemas.Result{
+		ID:         req.ExecutionID,
+		TenantID:   req.TenantID,
+		KeyID:      req.KeyID,
+		Tier:       tier.Name,
+		ModuleID:   req.ModuleID,
+		Status:     schemas.StatusRunning,
+		ExitCode:   -1,
+		StdinBytes: int64(len(req.Stdin)),
+		CreatedAt:  req.CreatedAt,
+		StartedAt:  &started,
+		NodeID:     n.cfg.NodeID,
+	}
+	if !req.CreatedAt.IsZero() {
+		n.m.queueWait.WithLabelValues(tier.Name).Observe(max(0, started.Sub(req.CreatedAt).Seconds()))
+	}
+	// "running" is written without waiting: publishes on one connection keep their order, so it
+	// lands before the final result, and nothing depends on it but status readers.
+	if b, err := json.Marshal(res); err == nil {
+		if _, err := n.js.PublishAsync("$KV."+schemas.BucketResults+"."+req.ExecutionID, b); err != nil {
+			log.Warn("executor: write running status", "err", err)
+		}
+	}
+
+	if err := n.run(ctx, log, tier, req, res); err != nil {
+		return err
+	}
+	finished := time.Now().UTC()
+	res.FinishedAt = &finished
+	n.m.executions.WithLabelValues(tier.Name, string(res.Status)).Inc()
+	n.m.duration.WithLabelValues(tier.Name).Observe(res.DurationMS / 1000)
+	log.Info("executor: execution finished", "status", res.Status, "exit_code", res.ExitCode,
+		"duration_ms", res.DurationMS, "cpu_ms", res.CPUMS, "memory_peak_bytes", res.MemoryPeakBytes)
+	return n.finish(ctx, log, msg, res, true)
+}
+
+// run fills res with the outcome of the guest. An error is an internal failure.
+func (n *Node) run(ctx context.Context, log *slog.Logger, tier schemas.Tier, req *schemas.ExecRequest, res *schemas.Result) error {
+	fail := func(status schemas.Status, msg string) {
+		res.Status, res.ExitCode, res.Error = status, -1, msg
+	}
+	if len(req.Stdin) > tier.StdinMax {
+		fail(schemas.StatusFailed, fmt.Sprintf("stdin is larger than the tier allows (%d bytes)", tier.StdinMax))
+		return nil
+	}
+	hexDigest, _ := schemas.ParseModuleID(req.ModuleID) // checked by checkRequest
+	mctx, cancel := context.WithTimeout(ctx, natsTimeout)
+	path, err := n.mods.get(mctx, hexDigest, tier.ModuleSize)
+	cancel()
+	var merr *moduleError
+	switch {
+	case errors.Is(err, errModuleNotFound):
+		fail(schemas.StatusFailed, "module not found")
+		return nil
+	case errors.As(err, &merr):
+		fail(schemas.StatusFailed, merr.msg)
+		return nil
+	case err != nil:
+		return fmt.Errorf("load module: %w", err)
+	}
+
+	job := &worker.RunJob{
+		ModulePath:  path,
+		ModuleHash:  hexDigest,
+		Name:        req.ModuleName,
+		Args:        req.Args,
+		Stdin:       req.Stdin,
+		Timeout:     clampDuration(time.Duration(req.TimeoutMS)*time.Millisecond, tier.WallTime),
+		MemoryPages: uint32(clampInt(req.MemoryMB, tier.MemoryMB) * 16), // 16 pages of 64 KiB per MiB
+		StdoutMax:   clampInt(req.StdoutMax, tier.StdoutMax),
+		StderrMax:   clampInt(req.StderrMax, tier.StdoutMax),
+	}
+	if job.Name == "" {
+		job.Name = "main.wasm"
+	}
+	for _, k := range slices.Sorted(maps.Keys(req.Env)) {
+		job.Env = append(job.Env, k+"="+req.Env[k])
+	}
+	wres, err := n.pool.run(ctx, job)
+	var killed *killedError
+	switch {
+	case errors.As(err, &killed):
+		if killed.compiling {
+			fail(schemas.StatusKilled, "module too expensive to compile: compilation ran past "+n.cfg.CompileTimeout.String()+" and was killed with its worker")
+		} else {
+			fail(schemas.StatusKilled, "execution ignored its deadline and was killed with its worker")
+		}
+		res.DurationMS = ms(killed.after)
+		log.Warn("executor: worker killed", "err", err)
+		return nil
+	case errors.Is(err, errWorkerCrashed):
+		fail(schemas.StatusKilled, "worker crashed")
+		log.Warn("executor: worker crashed during execution")
+		return nil
+	case err != nil:
+		return fmt.Errorf("worker pool: %w", err)
+	}
+	if wres.CompileCacheHit {
+		n.m.cacheHits.WithLabelValues("compiled").Inc()
+	} else {
+		n.m.cacheMisses.WithLabelValues("compiled").Inc()
+		n.m.compileDuration.Observe(wres.CompileDuration.Seconds())
+	}
+	res.Status, res.ExitCode, res.Error = wres.Status, wres.ExitCode, wres.Error
+	res.Stdout, res.Stderr = wres.Stdout, wres.Stderr
+	res.StdoutTruncated, res.StderrTruncated = wres.StdoutTruncated, wres.StderrTruncated
+	res.StdoutBytes, res.StderrBytes = wres.StdoutBytes, wres.StderrBytes
+	res.DurationMS = ms(wres.Duration)
+	res.CPUMS = ms(wres.CPU)
+	res.MemoryPeakBytes = wres.MemoryPeakBytes
+	log.Debug("executor: worker stats", "compile_cache_hit", wres.CompileCacheHit,
+		"compile_ms", ms(wres.CompileDuration), "worker_rss_peak_bytes", wres.PeakRSSBytes)
+	return nil
+}
+
+// finish records a final result, in this order: results KV (the source of truth), event,
+// reply, ack. Each step is idempotent, so a crash between two steps is repaired by the
+// redelivery that follows. store is false when the result came from the KV.
+func (n *Node) finish(ctx context.Context, log *slog.Logger, msg jetstream.Msg, res *schemas.Result, store bool) error {
+	b, err := json.Marshal(res)
+	if err != nil {
+		return fmt.Errorf("encode result: %w", err)
+	}
+	if store {
+		pctx, cancel := context.WithTimeout(ctx, natsTimeout)
+		_, err := n.results.Put(pctx, res.ID, b)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("store result: %w", err)
+		}
+	}
+	if err := n.publishEvent(ctx, res); err != nil {
+		return err
+	}
+	n.reply(log, msg.Headers(), res, b)
+	// Ack, not AckSync: a lost ack only means a redelivery, which finds the stored result and
+	// repeats the idempotent steps above without running the guest; waiting for the server's
+	// confirmation would add a round trip to every execution.
+	if err := msg.Ack(); err != nil {
+		log.Warn("executor: ack", "err", err)
+	}
+	return nil
+}
+
+// eventType is execution.completed when the guest ran to an exit code, execution.failed
+// otherwise (trap, timeout, kill, a module that could not run).
+func eventType(res *schemas.Result) string {
+	if res.Status == schemas.StatusSucceeded || (res.Status == schemas.StatusFailed && res.ExitCode >= 0) {
+		return schemas.EventExecutionCompleted
+	}
+	return schemas.EventExecutionFailed
+}
+
+func (n *Node) publishEvent(ctx context.Context, res *schemas.Result) error {
+	typ := eventType(res)
+	ev := schemas.Event{
+		ID:       res.ID + ":" + typ,
+		Type:     typ,
+		Version:  schemas.EventVersion,
+		TenantID: res.TenantID,
+		Execution: &schemas.ExecutionEvent{
+			ExecutionID:     res.ID,
+			KeyID:           res.KeyID,
+			Tier:            res.Tier,
+			ModuleID:        res.ModuleID,
+			Status:          res.Status,
+			ExitCode:        res.ExitCode,
+			WallMS:          res.DurationMS,
+			CPUMS:           res.CPUMS,
+			MemoryPeakBytes: res.MemoryPeakBytes,
+			StdinBytes:      res.StdinBytes,
+			StdoutBytes:     res.StdoutBytes,
+			StderrBytes:     res.StderrBytes,
+			QueuedAt:        res.CreatedAt,
+			NodeID:          res.NodeID,
+		},
+	}
+	if res.StartedAt != nil {
+		ev.Execution.StartedAt = *res.StartedAt
+	}
+	if res.FinishedAt != nil {
+		ev.Time = *res.FinishedAt
+		ev.Execution.FinishedAt = *res.FinishedAt
+	}
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return fmt.Errorf("encode event: %w", err)
+	}
+	m := nats.NewMsg(schemas.EventSubject(typ, res.TenantID))
+	m.Data = b
+	m.Header.Set(schemas.HeaderExecutionID, res.ID)
+	pctx, cancel := context.WithTimeout(ctx, natsTimeout)
+	defer cancel()
+	// The event id as Nats-Msg-Id: a redelivered execution publishes the same fact again and
+	// the stream stores it once.
+	if _, err := n.js.PublishMsg(pctx, m, jetstream.WithMsgID(ev.ID)); err != nil {
+		return fmt.Errorf("publish event: %w", err)
+	}
+	return nil
+}
+
+// reply sends the result to the requester's inbox if somebody may still be waiting.
+func (n *Node) reply(log *slog.Logger, h nats.Header, res *schemas.Result, body []byte) {
+	to := h.Get(schemas.HeaderReply)
+	if to == "" {
+		return
+	}
+	if d := h.Get(schemas.HeaderDeadline); d != "" {
+		if msec, err := strconv.ParseInt(d, 10, 64); err == nil && time.Now().UnixMilli() > msec {
+			return // nobody waits any more; the result is in the KV
+		}
+	}
+	m := nats.NewMsg(to)
+	m.Data = body
+	m.Header.Set(schemas.HeaderExecutionID, res.ID)
+	if id := h.Get(schemas.HeaderRequestID); id != "" {
+		m.Header.Set(schemas.HeaderRequestID, id)
+	}
+	if err := n.nc.PublishMsg(m); err != nil {
+		log.Warn("executor: reply", "err", err)
+	}
+}
+
+// deadLetter copies a request to the dead letters with the reason it was given up on.
+func (n *Node) deadLetter(ctx context.Context, msg jetstream.Msg, reason string) error {
+	m := nats.NewMsg(schemas.SubjectDLQ)
+	m.Data = msg.Data()
+	for k, v := range msg.Headers() {
+		m.Header[k] = slices.Clone(v)
+	}
+	m.Header.Set(HeaderDLQReason, reason)
+	m.Header.Set("Wasmwiz-Dlq-Subject", msg.Subject())
+	pctx, cancel := context.WithTimeout(ctx, natsTimeout)
+	defer cancel()
+	_, err := n.js.PublishMsg(pctx, m)
+	return err
+}
+
+func clampDuration(asked, limit time.Duration) time.Duration {
+	if asked <= 0 || asked > limit {
+		return limit
+	}
+	return asked
+}
+
+func clampInt(asked, limit int) int {
+	if asked <= 0 || asked > limit {
+		return limit
+	}
+	return asked
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

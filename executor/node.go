@@ -1,0 +1,407 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wasmwiz/wasmwiz/internal/streams"
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+const (
+	// fetchWait bounds one pull request. It is also how long a draining node may wait for its
+	// last pull requests to end.
+	fetchWait = time.Second
+	// starveAfter is how many dispatches in a row a tier with waiting work may be passed over
+	// for higher tiers before it is served (see pick).
+	starveAfter = 3
+	// progressEvery is how often a request waiting inside the node tells JetStream it is still
+	// being handled (InProgress), well inside the shortest AckWait (wall time + 30 s).
+	progressEvery = 10 * time.Second
+	// natsTimeout bounds each KV, object store and publish call of the node.
+	natsTimeout = 10 * time.Second
+)
+
+// Node is an executor node: it pulls execution requests, runs them in its worker processes and
+// records their results, and serves compile requests.
+type Node struct {
+	cfg   Config
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	log   *slog.Logger
+	m     *metrics
+	ready atomic.Bool
+
+	// Set by Run.
+	pool    *pool
+	mods    *moduleCache
+	results jetstream.KeyValue
+	sched   *scheduler
+	slots   chan struct{} // one per worker: executions in flight
+	compile chan struct{} // bounds compile requests in flight
+	work    sync.WaitGroup
+}
+
+// New checks cfg and prepares a node on nc. Nothing runs until Run.
+func New(cfg Config, nc *nats.Conn) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if nc == nil {
+		return nil, errors.New("executor: no NATS connection")
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("executor: %w", err)
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("executor: metrics: %w", err)
+	}
+	for _, d := range []string{filepath.Join(cfg.CacheDir, "modules"), filepath.Join(cfg.CacheDir, "wazero")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("executor: cache dir: %w", err)
+		}
+	}
+	return &Node{cfg: cfg, nc: nc, js: js, log: cfg.Logger.With("node_id", cfg.NodeID), m: m}, nil
+}
+
+// NodeID is the node's id, as reported in results.
+func (n *Node) NodeID() string { return n.cfg.NodeID }
+
+// Ready reports whether the node is serving: streams ensured, at least one worker alive, not
+// draining.
+func (n *Node) Ready() bool {
+	return n.ready.Load() && n.pool != nil && n.pool.ready()
+}
+
+// Run serves until ctx ends, then drains: it stops fetching, gives back (Nak) requests it
+// fetched but did not start, lets started executions finish (each is bounded by its deadline,
+// the kill grace and the compile timeout), stops the workers and returns.
+func (n *Node) Run(ctx context.Context) error {
+	if err := streams.EnsureWithRetry(ctx, n.js, streams.Options{Replicas: n.cfg.Replicas, Tiers: n.cfg.Tiers}); err != nil {
+		return fmt.Errorf("executor: ensure streams: %w", err)
+	}
+	var err error
+	if n.results, err = n.js.KeyValue(ctx, schemas.BucketResults); err != nil {
+		return fmt.Errorf("executor: results bucket: %w", err)
+	}
+	store, err := n.js.ObjectStore(ctx, schemas.ObjectModules)
+	if err != nil {
+		return fmt.Errorf("executor: module store: %w", err)
+	}
+	n.mods = &moduleCache{dir: filepath.Join(n.cfg.CacheDir, "modules"), store: store, m: n.m}
+
+	n.pool, err = newPool(ctx, poolConfig{
+		command:        n.cfg.WorkerCommand,
+		env:            n.cfg.WorkerEnv,
+		cacheDir:       filepath.Join(n.cfg.CacheDir, "wazero"),
+		size:           n.cfg.Workers,
+		killGrace:      n.cfg.KillGrace,
+		compileTimeout: n.cfg.CompileTimeout,
+		memoryLimit:    n.cfg.WorkerMemoryLimit,
+	}, n.log, n.m)
+	if err != nil {
+		return fmt.Errorf("executor: workers: %w", err)
+	}
+	defer n.pool.close()
+
+	// Work keeps NATS usable while draining: it is not canceled with ctx.
+	work := context.WithoutCancel(ctx)
+	n.slots = make(chan struct{}, n.cfg.Workers)
+	n.compile = make(chan struct{}, 2*n.cfg.Workers)
+
+	ping, err := n.nc.Subscribe(schemas.SubjectExecutorPing, func(m *nats.Msg) {
+		if n.Ready() {
+			_ = m.Respond([]byte(n.cfg.NodeID))
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("executor: subscribe ping: %w", err)
+	}
+	defer ping.Unsubscribe()
+	compileSub, err := n.nc.QueueSubscribe(schemas.SubjectCompile, schemas.QueueExecutors, func(m *nats.Msg) {
+		n.serveCompile(work, m)
+	})
+	if err != nil {
+		return fmt.Errorf("executor: subscribe compile: %w", err)
+	}
+	defer compileSub.Unsubscribe()
+
+	n.sched = newScheduler(n.cfg.Tiers, n.cfg.Workers)
+	for _, q := range n.sched.queues {
+		if q.cons, err = n.js.Consumer(ctx, schemas.StreamExec, schemas.ExecConsumer(q.tier.Name)); err != nil {
+			return fmt.Errorf("executor: consumer %s: %w", schemas.ExecConsumer(q.tier.Name), err)
+		}
+	}
+
+	stopping := make(chan struct{})
+	var loops sync.WaitGroup
+	for _, q := range n.sched.queues {
+		loops.Go(func() { n.fetchLoop(q, stopping) })
+	}
+	loops.Go(func() { n.progressLoop(stopping) })
+	loops.Go(func() { n.dispatchLoop(work, stopping) })
+
+	n.ready.Store(true)
+	n.log.Info("executor: serving", "workers", n.cfg.Workers, "tiers", len(n.cfg.Tiers))
+	<-ctx.Done()
+
+	// Drain.
+	n.ready.Store(false)
+	n.log.Info("executor: draining")
+	_ = compileSub.Unsubscribe()
+	close(stopping)
+	loops.Wait() // fetchers end within fetchWait; the dispatcher starts nothing more
+	for _, it := range n.sched.takeAll() {
+		_ = it.msg.Nak()
+	}
+	n.work.Wait() // started executions and compiles: each bounded by its own deadlines
+	if err := n.nc.Flush(); err != nil {
+		n.log.Warn("executor: flush on drain", "err", err)
+	}
+	n.log.Info("executor: drained")
+	return nil
+}
+
+// fetchLoop keeps a tier's queue inside the node filled up to its limit, never more: requests
+// stay in the stream, where any node can take them, until this node can start them soon.
+func (n *Node) fetchLoop(q *tierQueue, stopping <-chan struct{}) {
+	backoff := 100 * time.Millisecond
+	for {
+		select {
+		case <-stopping:
+			return
+		default:
+		}
+		want := n.sched.room(q)
+		if want <= 0 {
+			select {
+			case <-q.space:
+			case <-stopping:
+				return
+			}
+			continue
+		}
+		batch, err := q.cons.Fetch(want, jetstream.FetchMaxWait(fetchWait))
+		if err != nil {
+			n.log.Warn("executor: fetch", "tier", q.tier.Name, "err", err)
+			select {
+			case <-time.After(backoff):
+				backoff = min(2*backoff, 5*time.Second)
+			case <-stopping:
+				return
+			}
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		for msg := range batch.Messages() {
+			select {
+			case <-stopping:
+				_ = msg.Nak() // draining: let another node have it at once
+				continue
+			default:
+			}
+			n.sched.push(q, msg)
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
+			n.log.Warn("executor: fetch batch", "tier", q.tier.Name, "err", err)
+		}
+	}
+}
+
+// dispatchLoop starts queued requests as execution slots free up, choosing by priority.
+func (n *Node) dispatchLoop(work context.Context, stopping <-chan struct{}) {
+	for {
+		// Wait for work first, then for a slot, so that the choice is made when the slot is
+		// free, among everything that arrived meanwhile.
+		for !n.sched.waiting() {
+			select {
+			case <-n.sched.wake:
+			case <-stopping:
+				return
+			}
+		}
+		select {
+		case n.slots <- struct{}{}:
+		case <-stopping:
+			return
+		}
+		it, q, ok := n.sched.pick()
+		if !ok {
+			<-n.slots
+			continue
+		}
+		n.work.Add(1)
+		go func() {
+			defer n.work.Done()
+			defer func() { <-n.slots }()
+			n.handle(work, q, it)
+		}()
+	}
+}
+
+// progressLoop tells JetStream that requests waiting inside the node are still being handled.
+func (n *Node) progressLoop(stopping <-chan struct{}) {
+	t := time.NewTicker(progressEvery / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			for _, msg := range n.sched.stale(progressEvery) {
+				_ = msg.InProgress()
+			}
+		case <-stopping:
+			return
+		}
+	}
+}
+
+// scheduler holds the requests a node has fetched but not started, one queue per tier.
+//
+// Priority: a free slot goes to the highest-priority tier with waiting work, except that a
+// tier passed over starveAfter times in a row while it had work waiting is served next (the
+// highest such tier first). Under a full backlog on every tier, pro gets about three dispatches
+// in five and basic and free one each; a lone lower tier waits at most starveAfter dispatches.
+type scheduler struct {
+	mu     sync.Mutex
+	queues []*tierQueue // by priority, highest first
+	limit  int          // fetched-but-not-started requests per tier
+	wake   chan struct{}
+}
+
+type tierQueue struct {
+	tier  schemas.Tier
+	cons  jetstream.Consumer
+	items []*queued
+	skips int
+	space chan struct{} // signaled when an item leaves the queue
+}
+
+type queued struct {
+	msg      jetstream.Msg
+	at       time.Time
+	progress time.Time
+}
+
+func newScheduler(tiers map[string]schemas.Tier, limit int) *scheduler {
+	s := &scheduler{limit: max(1, limit), wake: make(chan struct{}, 1)}
+	for _, t := range tiers {
+		s.queues = append(s.queues, &tierQueue{tier: t, space: make(chan struct{}, 1)})
+	}
+	sort.Slice(s.queues, func(i, j int) bool {
+		a, b := s.queues[i].tier, s.queues[j].tier
+		if a.Priority != b.Priority {
+			return a.Priority > b.Priority
+		}
+		return a.Name < b.Name
+	})
+	return s
+}
+
+func (s *scheduler) room(q *tierQueue) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.limit - len(q.items)
+}
+
+func (s *scheduler) push(q *tierQueue, msg jetstream.Msg) {
+	now := time.Now()
+	s.mu.Lock()
+	q.items = append(q.items, &queued{msg: msg, at: now, progress: now})
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *scheduler) waiting() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, q := range s.queues {
+		if len(q.items) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// pick takes the next request to start; see scheduler for the rule.
+func (s *scheduler) pick() (*queued, *tierQueue, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var chosen *tierQueue
+	for _, q := range s.queues {
+		if len(q.items) > 0 && q.skips >= starveAfter {
+			chosen = q
+			break
+		}
+	}
+	if chosen == nil {
+		for _, q := range s.queues {
+			if len(q.items) > 0 {
+				chosen = q
+				break
+			}
+		}
+	}
+	if chosen == nil {
+		return nil, nil, false
+	}
+	for _, q := range s.queues {
+		if q != chosen && len(q.items) > 0 {
+			q.skips++
+		}
+	}
+	chosen.skips = 0
+	it := chosen.items[0]
+	chosen.items[0] = nil
+	chosen.items = chosen.items[1:]
+	select {
+	case chosen.space <- struct{}{}:
+	default:
+	}
+	return it, chosen, true
+}
+
+// stale returns the messages that have waited longer than d since their last progress report,
+// and marks them reported.
+func (s *scheduler) stale(d time.Duration) []jetstream.Msg {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []jetstream.Msg
+	for _, q := range s.queues {
+		for _, it := range q.items {
+			if now.Sub(it.progress) >= d {
+				it.progress = now
+				out = append(out, it.msg)
+			}
+		}
+	}
+	return out
+}
+
+// takeAll empties every queue.
+func (s *scheduler) takeAll() []*queued {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*queued
+	for _, q := range s.queues {
+		out = append(out, q.items...)
+		q.items = nil
+	}
+	return out
+}
