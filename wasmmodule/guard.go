@@ -262,6 +262,8 @@ func (s *sectionReader) walk(id byte) error {
 		_, err := s.u32("index")
 		return err
 	case secMemory:
+		// wabin reads one memory even when the count is 0 (and then fails on the section's
+		// length), so a valid but empty memory section is refused; toolchains do not emit one.
 		n, err := s.count("memories", 2)
 		if err != nil {
 			return err
@@ -277,7 +279,7 @@ func (s *sectionReader) walk(id byte) error {
 		return nil
 	}
 
-	n, err := s.count("entries", 1)
+	n, err := s.count("entries", minEntrySize[id])
 	if err != nil {
 		return err
 	}
@@ -287,6 +289,13 @@ func (s *sectionReader) walk(id byte) error {
 		}
 	}
 	return nil
+}
+
+// minEntrySize is the fewest bytes an entry of each vector section can take: a function type is
+// at least 0x60 and two empty vectors, an import two empty names, a kind and an index, and so on.
+var minEntrySize = [...]int{
+	secType: 3, secImport: 4, secFunction: 1, secTable: 3, secGlobal: 4, secExport: 3,
+	secElement: 2, secCode: 3, secData: 2,
 }
 
 // entry checks one entry of a vector section.

@@ -1,7 +1,12 @@
 package wasmmodule
 
 import (
+	"bytes"
 	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -9,6 +14,10 @@ import (
 	"github.com/wasmwiz/wasmwiz/internal/fixtures"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
+
+// testdata/kitchen.wasm is committed; regenerate it with go generate ./wasmmodule.
+//
+//go:generate wat2wasm --debug-names testdata/kitchen.wat -o testdata/kitchen.wasm
 
 func freePolicy() Policy { return PolicyFor(schemas.DefaultTiers()[schemas.TierFree]) }
 
@@ -212,5 +221,59 @@ func TestAllowedImports(t *testing.T) {
 	got[0] = "changed"
 	if AllowedImports()[0] != "args_get" {
 		t.Fatal("AllowedImports returned its own slice")
+	}
+}
+
+func TestInspect_Kitchen(t *testing.T) {
+	wasm, err := os.ReadFile("testdata/kitchen.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := exec.LookPath("wat2wasm"); err == nil {
+		out := filepath.Join(t.TempDir(), "kitchen.wasm")
+		if msg, err := exec.Command("wat2wasm", "--debug-names", "testdata/kitchen.wat", "-o", out).CombinedOutput(); err != nil {
+			t.Fatalf("wat2wasm: %v\n%s", err, msg)
+		}
+		if fresh, _ := os.ReadFile(out); !bytes.Equal(fresh, wasm) {
+			t.Fatal("testdata/kitchen.wasm is stale: run go generate ./wasmmodule")
+		}
+	}
+
+	info, err := Inspect(wasm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Info{
+		Size:               int64(len(wasm)),
+		Imports:            []string{"wasi_snapshot_preview1.fd_write", "wasi_snapshot_preview1.proc_exit"},
+		NonFuncs:           []string{"env.g (global)", "env.t (table)"},
+		Exports:            []string{"_start", "a", "g", "memory", "t"},
+		IsCommand:          true,
+		HasStart:           true,
+		HasMemory:          true,
+		Functions:          4,
+		LargestBody:        info.LargestBody,
+		Globals:            8,
+		DataSegments:       3,
+		Tables:             3,
+		TableMin:           50, // $t3, defined without a maximum
+		TableMax:           8,  // $t1; the imported table's maximum is 2
+		HasTableMax:        false,
+		Memories:           1,
+		MemoryMinPages:     2,
+		MemoryMaxPages:     100,
+		HasMemoryMax:       true,
+		CustomSections:     1,
+		CustomSectionBytes: 185, // the "name" section: 182 bytes of content, an id and a 2-byte size
+	}
+	if info.LargestBody < 10 {
+		t.Errorf("largest body %d bytes", info.LargestBody)
+	}
+	if !reflect.DeepEqual(*info, want) {
+		t.Fatalf("info\n%+v\nwant\n%+v", *info, want)
+	}
+	err = Check(info, freePolicy())
+	if err == nil || !strings.Contains(err.Error(), "import env.g (global) is not allowed: a module must define its own memory, tables and globals") {
+		t.Fatalf("Check: %v", err)
 	}
 }
