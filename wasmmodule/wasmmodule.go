@@ -33,14 +33,14 @@ const features = wasm.CoreFeaturesV2
 type Info struct {
 	Size int64 // bytes
 
-	Imports     []string // imported functions as "module.name", sorted, deduplicated
-	NonFuncs    []string // imported tables, memories and globals as "module.name (kind)", sorted
-	Exports     []string // export names, sorted
-	IsCommand   bool     // exports a function "_start" of type () -> ()
-	HasStart    bool     // exports something named "_start" (IsCommand says whether it is usable)
-	HasMemory   bool     // exports a memory named "memory"
-	Functions   int      // functions defined (not imported)
-	LargestBody int      // bytes of the largest function body
+	Imports      []string // imported functions as "module.name", sorted, deduplicated
+	OtherImports []string // imported tables, memories and globals as "module.name (kind)", sorted
+	Exports      []string // export names, sorted
+	IsCommand    bool     // exports a function "_start" of type () -> ()
+	HasStart     bool     // exports something named "_start" (IsCommand says whether it is usable)
+	HasMemory    bool     // exports a memory named "memory"
+	Functions    int      // functions defined (not imported)
+	LargestBody  int      // bytes of the largest function body
 
 	Globals      int // globals defined
 	DataSegments int
@@ -109,14 +109,14 @@ func Inspect(b []byte) (*Info, error) {
 			funcTypes = append(funcTypes, im.DescFunc)
 		case wasm.ExternTypeTable:
 			tables = append(tables, im.DescTable)
-			info.NonFuncs = append(info.NonFuncs, name+" (table)")
+			info.OtherImports = append(info.OtherImports, name+" (table)")
 		default:
-			info.NonFuncs = append(info.NonFuncs, name+" ("+wasm.ExternTypeName(im.Type)+")")
+			info.OtherImports = append(info.OtherImports, name+" ("+wasm.ExternTypeName(im.Type)+")")
 		}
 	}
 	slices.Sort(info.Imports)
 	info.Imports = slices.Compact(info.Imports)
-	slices.Sort(info.NonFuncs)
+	slices.Sort(info.OtherImports)
 	funcTypes = append(funcTypes, m.FunctionSection...)
 
 	for _, c := range m.CodeSection {
@@ -224,8 +224,8 @@ func Check(info *Info, p Policy) error {
 			return invalid("import %s is not a WASI preview 1 function (allowed: %s)", name, strings.Join(AllowedImports(), ", "))
 		}
 	}
-	if len(info.NonFuncs) > 0 {
-		return invalid("import %s is not allowed: a module must define its own memory, tables and globals", info.NonFuncs[0])
+	if len(info.OtherImports) > 0 {
+		return invalid("import %s is not allowed: a module must define its own memory, tables and globals", info.OtherImports[0])
 	}
 	if len(info.Imports) > 0 && !info.HasMemory {
 		return invalid("module imports WASI functions but exports no memory named \"memory\"")

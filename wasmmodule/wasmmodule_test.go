@@ -163,7 +163,7 @@ func TestCheck_Rules(t *testing.T) {
 		{"size", func(i *Info) { i.Size = 10*schemas.MiB + 1 }, schemas.CodeTooLarge, "module is 10485761 bytes, over the limit of 10485760 bytes"},
 		{"start not nullary", func(i *Info) { i.IsCommand = false }, schemas.CodeInvalidModule, "its _start export is not a function with no parameters and no results"},
 		{"unknown wasi function", func(i *Info) { i.Imports = []string{"wasi_snapshot_preview1.sock_open"} }, schemas.CodeInvalidModule, "import wasi_snapshot_preview1.sock_open is not a WASI preview 1 function"},
-		{"imported memory", func(i *Info) { i.NonFuncs = []string{"env.memory (memory)"} }, schemas.CodeInvalidModule, "import env.memory (memory) is not allowed"},
+		{"imported memory", func(i *Info) { i.OtherImports = []string{"env.memory (memory)"} }, schemas.CodeInvalidModule, "import env.memory (memory) is not allowed"},
 		{"no memory export", func(i *Info) { i.HasMemory = false }, schemas.CodeInvalidModule, "exports no memory named \"memory\""},
 		{"table max", func(i *Info) { i.TableMin, i.TableMax, i.HasTableMax = 1, 200_000, true }, schemas.CodeInvalidModule, "table with a maximum of 200000 elements is over the limit of 100000"},
 		{"functions", func(i *Info) { i.Functions = 100_001 }, schemas.CodeInvalidModule, "module has 100001 functions, over the limit of 100000"},
@@ -246,7 +246,7 @@ func TestInspect_Kitchen(t *testing.T) {
 	want := Info{
 		Size:               int64(len(wasm)),
 		Imports:            []string{"wasi_snapshot_preview1.fd_write", "wasi_snapshot_preview1.proc_exit"},
-		NonFuncs:           []string{"env.g (global)", "env.t (table)"},
+		OtherImports:       []string{"env.g (global)", "env.t (table)"},
 		Exports:            []string{"_start", "a", "g", "memory", "t"},
 		IsCommand:          true,
 		HasStart:           true,
