@@ -9,6 +9,7 @@ import (
 	"math"
 	"reflect"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -165,6 +166,7 @@ func Run(t *testing.T, newStore func(testing.TB) accounting.Store) {
 	t.Run("AuditEvents", func(t *testing.T) { t.Parallel(); testAuditEvents(t, newStore(t)) })
 	t.Run("Concurrent", func(t *testing.T) { t.Parallel(); testConcurrent(t, newStore(t)) })
 	t.Run("Defaults", func(t *testing.T) { t.Parallel(); testDefaults(t, newStore(t)) })
+	t.Run("Extremes", func(t *testing.T) { t.Parallel(); testExtremes(t, newStore(t)) })
 }
 
 // MustInsert inserts entries and fails the test on error.
@@ -438,5 +440,59 @@ func testDefaults(t *testing.T, s accounting.Store) {
 	}
 	if got.To.Before(now) || got.To.Sub(got.From) < 30*24*time.Hour || got.To.Sub(got.From) > 31*24*time.Hour {
 		t.Errorf("default range %s..%s", got.From, got.To)
+	}
+}
+
+// testExtremes stores events at the edges of what accounting.ValidateEvent accepts: whatever
+// passes validation must be storable, or one event would block the stream for ever.
+func testExtremes(t *testing.T, s accounting.Store) {
+	base := Exec{Tenant: "acme", Module: "m", Key: "k", Status: schemas.StatusKilled, Finished: Day0}
+	var evs []schemas.Event
+	add := func(mod func(*schemas.Event)) {
+		x := base
+		x.ID = ExecID("edge", len(evs))
+		ev := x.Event(0)
+		mod(&ev)
+		if err := accounting.ValidateEvent(&ev, ""); err != nil {
+			t.Fatalf("edge %d not valid: %v", len(evs), err)
+		}
+		evs = append(evs, ev)
+	}
+	add(func(e *schemas.Event) {
+		e.Execution.WallMS, e.Execution.CPUMS, e.Execution.MemoryPeakBytes = 1e9, 1e9, 1<<40
+		e.Execution.StdinBytes, e.Execution.StdoutBytes, e.Execution.StderrBytes = 1<<40, 1<<40, 1<<40
+	})
+	add(func(e *schemas.Event) {
+		e.Execution.KeyID, e.Execution.NodeID = "clé-ключ-鍵-🔑", "n\\u0000'; --"
+		e.Execution.ModuleID = strings.Repeat("m", 200)
+	})
+	add(func(e *schemas.Event) {
+		e.Execution.FinishedAt = time.Time{}
+		e.Execution.QueuedAt, e.Execution.StartedAt = time.Time{}, time.Time{}
+	})
+	add(func(e *schemas.Event) {
+		e.Execution.FinishedAt = time.Date(9999, 12, 31, 23, 59, 59, 999_999_999, time.UTC)
+		e.Execution.ExitCode = math.MinInt32
+	})
+	add(func(e *schemas.Event) {
+		e.Execution.FinishedAt = time.Date(1970, 1, 1, 0, 0, 0, 1, time.FixedZone("", 7200)).Add(2 * time.Hour)
+		e.Execution.ExitCode = math.MaxInt32
+	})
+	add(func(e *schemas.Event) {
+		e.Type, e.Execution = schemas.EventRateLimitRejected, nil
+		e.RateLimit = &schemas.RateLimitEvent{KeyID: "k", Limit: "per_minute", Reason: "ünïcödé \\u0000 \"quoted\""}
+	})
+	entries := make([]accounting.Entry, len(evs))
+	for i, ev := range evs {
+		entries[i] = accounting.Entry{Seq: math.MaxInt64, Event: ev}
+	}
+	res := MustInsert(t, s, entries)
+	if res.Executions != len(evs)-1 || res.Events != 1 {
+		t.Fatalf("inserted %+v, want %d executions and 1 event", res, len(evs)-1)
+	}
+	got := MustUsage(t, s, schemas.UsageRequest{TenantID: "acme", From: Day0, To: Day0.AddDate(0, 0, 1), GroupBy: schemas.UsageByKey})
+	want := schemas.UsageTotals{Executions: 3, Failed: 3, WallMS: 1e9, MemoryMBMS: 1e9 << 20, BytesIn: 1 << 40, BytesOut: 2 << 40}
+	if got.Total != want {
+		t.Errorf("day 0: %+v, want %+v", got.Total, want)
 	}
 }
