@@ -25,22 +25,19 @@ const HeaderDLQReason = "Wasmwiz-Dlq-Reason"
 // handle takes one request from fetch to Ack. Every delivery may be a redelivery.
 func (n *Node) handle(ctx context.Context, q *tierQueue, it *queued) {
 	msg := it.msg
-	log := n.log.With("tier", q.tier.Name, "subject", msg.Subject())
-	if id := msg.Headers().Get(schemas.HeaderExecutionID); id != "" {
-		log = log.With("execution_id", id)
-	}
+	log := n.log.With("tier", q.tier.Name)
 	if id := msg.Headers().Get(schemas.HeaderRequestID); id != "" {
 		log = log.With("request_id", id)
 	}
 	var req schemas.ExecRequest
-	if err := json.Unmarshal(msg.Data(), &req); err != nil {
-		log.Error("executor: undecodable request, terminated", "err", err)
-		_ = msg.TermWithReason("undecodable request")
-		return
+	err := json.Unmarshal(msg.Data(), &req)
+	if err == nil {
+		err = checkRequest(&req)
 	}
-	if err := checkRequest(&req); err != nil {
-		log.Error("executor: invalid request, terminated", "err", err)
-		_ = msg.TermWithReason("invalid request")
+	if err != nil {
+		log.Error("executor: bad request, terminated", "subject", msg.Subject(),
+			"execution_id", msg.Headers().Get(schemas.HeaderExecutionID), "err", err)
+		_ = msg.TermWithReason("bad request")
 		return
 	}
 	log = log.With("execution_id", req.ExecutionID, "tenant_id", req.TenantID)
@@ -49,7 +46,7 @@ func (n *Node) handle(ctx context.Context, q *tierQueue, it *queued) {
 		// the consumer filters on); the body is only informative.
 		log.Warn("executor: request tier differs from its subject's", "request_tier", req.Tier)
 	}
-	err := n.execute(ctx, log, q.tier, msg, &req)
+	err = n.execute(ctx, log, q.tier, msg, &req)
 	if err == nil {
 		return
 	}

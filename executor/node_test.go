@@ -1,0 +1,448 @@
+package executor
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wasmwiz/wasmwiz/internal/fixtures"
+	"github.com/wasmwiz/wasmwiz/internal/natstest"
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// env is a running node on a real embedded JetStream server, seen from a gateway's side.
+type env struct {
+	tb      testing.TB
+	srv     *server.Server
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	node    *Node
+	results jetstream.KeyValue
+	modules jetstream.ObjectStore
+	stop    context.CancelFunc
+	done    chan error
+}
+
+func testConfig(tb testing.TB) Config {
+	return Config{
+		NodeID:         "node-" + tb.Name(),
+		Workers:        2,
+		WorkerCommand:  []string{os.Args[0]},
+		WorkerEnv:      []string{workerEnv},
+		CacheDir:       tb.TempDir(),
+		KillGrace:      300 * time.Millisecond,
+		CompileTimeout: time.Minute, // compiling the Go probe takes seconds on a busy machine
+		Logger:         testLogger(tb),
+		Registerer:     prometheus.NewRegistry(),
+	}
+}
+
+func startEnv(tb testing.TB, mod func(*Config)) *env {
+	tb.Helper()
+	s := natstest.RunJetStream(tb)
+	e := &env{tb: tb, srv: s, nc: natstest.Connect(tb, s)}
+	e.startNode(mod)
+	var err error
+	if e.js, err = jetstream.New(e.nc); err != nil {
+		tb.Fatal(err)
+	}
+	ctx := context.Background()
+	if e.results, err = e.js.KeyValue(ctx, schemas.BucketResults); err != nil {
+		tb.Fatal(err)
+	}
+	if e.modules, err = e.js.ObjectStore(ctx, schemas.ObjectModules); err != nil {
+		tb.Fatal(err)
+	}
+	return e
+}
+
+// startNode starts a node (another one, if one runs already) on the env's server.
+func (e *env) startNode(mod func(*Config)) *Node {
+	e.tb.Helper()
+	cfg := testConfig(e.tb)
+	if mod != nil {
+		mod(&cfg)
+	}
+	node, err := New(cfg, natstest.Connect(e.tb, e.srv))
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- node.Run(ctx) }()
+	e.tb.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			e.tb.Errorf("node %s did not stop", cfg.NodeID)
+		}
+	})
+	natstest.Eventually(e.tb, 30*time.Second, node.Ready, "node %s not ready", cfg.NodeID)
+	e.node, e.stop, e.done = node, cancel, done
+	return node
+}
+
+// putModule stores a module as the gateway does and returns its id.
+func (e *env) putModule(bin []byte) string {
+	e.tb.Helper()
+	sum := sha256.Sum256(bin)
+	h := hex.EncodeToString(sum[:])
+	if _, err := e.modules.PutBytes(context.Background(), schemas.ModuleObjectName(h), bin); err != nil {
+		e.tb.Fatal(err)
+	}
+	return schemas.ModuleID(h)
+}
+
+func newExecutionID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "ex_" + hex.EncodeToString(b[:])
+}
+
+func newRequest(tier, moduleID string) *schemas.ExecRequest {
+	return &schemas.ExecRequest{
+		ExecutionID: newExecutionID(),
+		TenantID:    "acme",
+		KeyID:       "key1",
+		Tier:        tier,
+		ModuleID:    moduleID,
+		ModuleName:  "guest.wasm",
+		CreatedAt:   time.Now().UTC(),
+	}
+}
+
+// publish sends req the way a gateway does, with a reply inbox; it returns the subscription
+// that receives the reply.
+func (e *env) publish(req *schemas.ExecRequest, msgID string) *nats.Subscription {
+	e.tb.Helper()
+	inbox := e.nc.NewRespInbox()
+	sub, err := e.nc.SubscribeSync(inbox)
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	e.tb.Cleanup(func() { _ = sub.Unsubscribe() })
+	b, err := json.Marshal(req)
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	m := nats.NewMsg(schemas.ExecSubject(req.Tier, req.TenantID))
+	m.Data = b
+	if msgID == "" {
+		msgID = req.ExecutionID
+	}
+	m.Header.Set(schemas.HeaderMsgID, msgID)
+	m.Header.Set(schemas.HeaderExecutionID, req.ExecutionID)
+	m.Header.Set(schemas.HeaderRequestID, "req-"+req.ExecutionID)
+	m.Header.Set(schemas.HeaderReply, inbox)
+	m.Header.Set(schemas.HeaderDeadline, strconv.FormatInt(time.Now().Add(time.Minute).UnixMilli(), 10))
+	if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
+		e.tb.Fatal(err)
+	}
+	return sub
+}
+
+func (e *env) wait(sub *nats.Subscription, timeout time.Duration) *schemas.Result {
+	e.tb.Helper()
+	m, err := sub.NextMsg(timeout)
+	if err != nil {
+		e.tb.Fatalf("no reply: %v", err)
+	}
+	var res schemas.Result
+	if err := json.Unmarshal(m.Data, &res); err != nil {
+		e.tb.Fatal(err)
+	}
+	if got := m.Header.Get(schemas.HeaderExecutionID); got != res.ID {
+		e.tb.Errorf("reply header execution id %q, result %q", got, res.ID)
+	}
+	return &res
+}
+
+func (e *env) execute(req *schemas.ExecRequest) *schemas.Result {
+	e.tb.Helper()
+	return e.wait(e.publish(req, ""), 60*time.Second)
+}
+
+func (e *env) stored(id string) *schemas.Result {
+	e.tb.Helper()
+	entry, err := e.results.Get(context.Background(), id)
+	if err != nil {
+		e.tb.Fatalf("result %s: %v", id, err)
+	}
+	var res schemas.Result
+	if err := json.Unmarshal(entry.Value(), &res); err != nil {
+		e.tb.Fatal(err)
+	}
+	return &res
+}
+
+// events returns the events stored for an execution.
+func (e *env) events(executionID string) []schemas.Event {
+	e.tb.Helper()
+	ctx := context.Background()
+	c, err := e.js.OrderedConsumer(ctx, schemas.StreamEvents, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	info, err := e.js.Stream(ctx, schemas.StreamEvents)
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	total := int(info.CachedInfo().State.Msgs)
+	var out []schemas.Event
+	for i := 0; i < total; i++ {
+		m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			e.tb.Fatal(err)
+		}
+		var ev schemas.Event
+		if err := json.Unmarshal(m.Data(), &ev); err != nil {
+			e.tb.Fatal(err)
+		}
+		if ev.Execution != nil && ev.Execution.ExecutionID == executionID {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func TestNode_Execute(t *testing.T) {
+	e := startEnv(t, nil)
+	probe := e.putModule(fixtures.Probe(t))
+	stdin := bytes.Repeat([]byte("0123456789"), 50_000)
+	tests := []struct {
+		name     string
+		module   string
+		edit     func(*schemas.ExecRequest)
+		status   schemas.Status
+		exit     int
+		stdout   string
+		errorHas string
+		event    string
+	}{
+		{name: "hello", module: "hello", status: schemas.StatusSucceeded, stdout: "hello, world\n", event: schemas.EventExecutionCompleted},
+		{name: "echo", module: "echo", edit: func(r *schemas.ExecRequest) { r.Stdin = []byte("ping") }, status: schemas.StatusSucceeded, stdout: "ping"},
+		{name: "probe sha256", edit: func(r *schemas.ExecRequest) { r.ModuleID, r.Stdin = probe, stdin }, status: schemas.StatusSucceeded,
+			stdout: fmt.Sprintf("%x\n", sha256.Sum256(stdin))},
+		{name: "probe args env", edit: func(r *schemas.ExecRequest) {
+			r.ModuleID, r.Args, r.Env = probe, []string{"args", "a b"}, map[string]string{"Z": "1", "A": "2"}
+		}, status: schemas.StatusSucceeded, stdout: "guest.wasm\nargs\na b\n--\nA=2\nZ=1\n"},
+		{name: "exit7", module: "exit7", status: schemas.StatusFailed, exit: 7, event: schemas.EventExecutionCompleted},
+		{name: "trap", module: "trap", status: schemas.StatusFailed, exit: -1, errorHas: "trap: unreachable", event: schemas.EventExecutionFailed},
+		{name: "divzero", module: "divzero", status: schemas.StatusFailed, exit: -1, errorHas: "trap: integer divide by zero"},
+		{name: "recursion", module: "recursion", status: schemas.StatusFailed, exit: -1, errorHas: "trap: stack overflow"},
+		{name: "memgrow 128 MiB", module: "memgrow", edit: func(r *schemas.ExecRequest) { r.MemoryMB = 128 }, status: schemas.StatusSucceeded, stdout: "2048\n"},
+		{name: "memgrow clamped to tier", module: "memgrow", edit: func(r *schemas.ExecRequest) { r.MemoryMB = 4096 }, status: schemas.StatusSucceeded, stdout: "2048\n"},
+		{name: "memgrow 2 MiB", module: "memgrow", edit: func(r *schemas.ExecRequest) { r.MemoryMB = 2 }, status: schemas.StatusSucceeded, stdout: "32\n"},
+		{name: "sleep", module: "sleep", status: schemas.StatusSucceeded, stdout: "woke\n"},
+		{name: "nostart", module: "nostart", status: schemas.StatusFailed, exit: -1, errorHas: "no _start"},
+		{name: "missing module", edit: func(r *schemas.ExecRequest) { r.ModuleID = schemas.ModuleID(hex.EncodeToString(make([]byte, 32))) },
+			status: schemas.StatusFailed, exit: -1, errorHas: "module not found", event: schemas.EventExecutionFailed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := newRequest(schemas.TierFree, "")
+			if tt.module != "" {
+				req.ModuleID = e.putModule(fixtures.Wasm(tt.module))
+			}
+			if tt.edit != nil {
+				tt.edit(req)
+			}
+			start := time.Now()
+			res := e.execute(req)
+			if res.Status != tt.status || res.ExitCode != tt.exit {
+				t.Fatalf("status %s exit %d error %q, want %s exit %d", res.Status, res.ExitCode, res.Error, tt.status, tt.exit)
+			}
+			if tt.stdout != "" && string(res.Stdout) != tt.stdout {
+				t.Errorf("stdout %q, want %q", truncate(res.Stdout), tt.stdout)
+			}
+			if !bytes.Contains([]byte(res.Error), []byte(tt.errorHas)) {
+				t.Errorf("error %q, want %q", res.Error, tt.errorHas)
+			}
+			if res.ID != req.ExecutionID || res.TenantID != "acme" || res.KeyID != "key1" || res.Tier != schemas.TierFree ||
+				res.ModuleID != req.ModuleID || res.NodeID != e.node.NodeID() || res.StartedAt == nil || res.FinishedAt == nil ||
+				!res.CreatedAt.Equal(req.CreatedAt) || res.StdinBytes != int64(len(req.Stdin)) {
+				t.Errorf("result fields: %+v", res)
+			}
+			if tt.name == "sleep" && time.Since(start) > 5*time.Second {
+				t.Errorf("sleep took %v: the guest slept on the host clock", time.Since(start))
+			}
+			stored := e.stored(req.ExecutionID)
+			if stored.Status != res.Status || !bytes.Equal(stored.Stdout, res.Stdout) || !stored.FinishedAt.Equal(*res.FinishedAt) {
+				t.Errorf("stored result %+v differs from the reply %+v", stored, res)
+			}
+			if tt.event != "" {
+				evs := e.events(req.ExecutionID)
+				if len(evs) != 1 || evs[0].Type != tt.event || evs[0].ID != req.ExecutionID+":"+tt.event ||
+					evs[0].Execution.Status != res.Status || evs[0].Execution.ExitCode != res.ExitCode || evs[0].TenantID != "acme" {
+					t.Errorf("events %+v, want one %s", evs, tt.event)
+				}
+			}
+		})
+	}
+}
+
+func truncate(b []byte) string {
+	if len(b) > 100 {
+		return string(b[:100]) + "…"
+	}
+	return string(b)
+}
+
+func TestNode_Execute_Output(t *testing.T) {
+	e := startEnv(t, nil)
+	req := newRequest(schemas.TierFree, e.putModule(fixtures.Wasm("stdoutflood")))
+	req.StdoutMax = 1000
+	res := e.execute(req)
+	if res.Status != schemas.StatusSucceeded || len(res.Stdout) != 1000 || !res.StdoutTruncated || res.StdoutBytes != 4<<20 {
+		t.Errorf("stdoutflood: %s, %d bytes kept, truncated %v, %d written", res.Status, len(res.Stdout), res.StdoutTruncated, res.StdoutBytes)
+	}
+	// Without a request limit, the tier's (1 MiB) applies.
+	req = newRequest(schemas.TierFree, e.putModule(fixtures.Wasm("stderrflood")))
+	res = e.execute(req)
+	if res.Status != schemas.StatusSucceeded || len(res.Stderr) != schemas.MiB || !res.StderrTruncated || res.StderrBytes != 4<<20 {
+		t.Errorf("stderrflood: %s, %d bytes kept, truncated %v, %d written", res.Status, len(res.Stderr), res.StderrTruncated, res.StderrBytes)
+	}
+}
+
+// TestNode_Execute_Deterministic runs clock twice: a guest sees neither the host's clock nor
+// its randomness, so both runs print the same.
+func TestNode_Execute_Deterministic(t *testing.T) {
+	e := startEnv(t, nil)
+	mod := e.putModule(fixtures.Wasm("clock"))
+	a := e.execute(newRequest(schemas.TierFree, mod))
+	b := e.execute(newRequest(schemas.TierFree, mod))
+	if a.Status != schemas.StatusSucceeded || len(a.Stdout) == 0 || !bytes.Equal(a.Stdout, b.Stdout) {
+		t.Errorf("clock: %s %q then %q", a.Status, a.Stdout, b.Stdout)
+	}
+}
+
+func TestNode_Execute_Timeout(t *testing.T) {
+	e := startEnv(t, nil)
+	req := newRequest(schemas.TierFree, e.putModule(fixtures.Wasm("loop")))
+	req.TimeoutMS = 500
+	start := time.Now()
+	res := e.execute(req)
+	took := time.Since(start)
+	if res.Status != schemas.StatusTimedOut || res.ExitCode != -1 || res.Error == "" {
+		t.Fatalf("loop: %s exit %d %q", res.Status, res.ExitCode, res.Error)
+	}
+	if res.DurationMS < 450 || took > 500*time.Millisecond+2*time.Second {
+		t.Errorf("timed out after %.0f ms (reply after %v), deadline 500 ms", res.DurationMS, took)
+	}
+	if evs := e.events(req.ExecutionID); len(evs) != 1 || evs[0].Type != schemas.EventExecutionFailed {
+		t.Errorf("events %+v", evs)
+	}
+}
+
+// TestNode_Execute_KillsDeadlineIgnorer runs a loop-free exponential call tree, which wazero's
+// deadline cannot stop: the node kills its worker, and goes on serving.
+func TestNode_Execute_KillsDeadlineIgnorer(t *testing.T) {
+	e := startEnv(t, nil)
+	req := newRequest(schemas.TierFree, e.putModule(fixtures.Wasm("expcalls")))
+	req.TimeoutMS = 500
+	start := time.Now()
+	res := e.execute(req)
+	took := time.Since(start)
+	if res.Status != schemas.StatusKilled || res.Error != "execution ignored its deadline and was killed with its worker" {
+		t.Fatalf("expcalls: %s %q", res.Status, res.Error)
+	}
+	if took > 500*time.Millisecond+time.Second {
+		t.Errorf("killed %v after publishing, deadline 500 ms", took)
+	}
+	if !e.node.Ready() {
+		t.Error("node not ready after a kill")
+	}
+	for range 3 { // more runs than workers: the replacement serves too
+		if res := e.execute(newRequest(schemas.TierFree, e.putModule(fixtures.Wasm("hello")))); res.Status != schemas.StatusSucceeded {
+			t.Fatalf("hello after kill: %s %q", res.Status, res.Error)
+		}
+	}
+	if got := counterValue(t, e.node.m.workerRestarts.WithLabelValues("deadline")); got != 1 {
+		t.Errorf("worker restarts{deadline} = %v, want 1", got)
+	}
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		return counterValue(t, e.node.m.workers.WithLabelValues("idle")) == 2
+	}, "workers not back to 2 idle")
+}
+
+// TestNode_Execute_Redelivery delivers executions again and checks that none runs twice.
+func TestNode_Execute_Redelivery(t *testing.T) {
+	e := startEnv(t, nil)
+	mod := e.putModule(fixtures.Wasm("hello"))
+
+	t.Run("after completion", func(t *testing.T) {
+		req := newRequest(schemas.TierFree, mod)
+		first := e.execute(req)
+		runs := counterValue(t, e.node.m.executions.WithLabelValues(schemas.TierFree, string(schemas.StatusSucceeded)))
+		// The same request again (a new stream message, as a redelivery would be).
+		second := e.wait(e.publish(req, req.ExecutionID+"-again"), 30*time.Second)
+		if !second.StartedAt.Equal(*first.StartedAt) || !second.FinishedAt.Equal(*first.FinishedAt) || second.Status != first.Status {
+			t.Errorf("second reply %+v, want the stored result %+v", second, first)
+		}
+		if got := counterValue(t, e.node.m.executions.WithLabelValues(schemas.TierFree, string(schemas.StatusSucceeded))); got != runs {
+			t.Errorf("executions went from %v to %v: ran twice", runs, got)
+		}
+		if evs := e.events(req.ExecutionID); len(evs) != 1 {
+			t.Errorf("%d events, want 1", len(evs))
+		}
+	})
+
+	t.Run("result stored, event lost", func(t *testing.T) {
+		// A node stored the result and died before publishing the event: the redelivery
+		// publishes it (once) and replies, without running the guest.
+		req := newRequest(schemas.TierFree, mod)
+		now := time.Now().UTC()
+		prev := schemas.Result{ID: req.ExecutionID, TenantID: req.TenantID, Tier: schemas.TierFree, ModuleID: mod,
+			Status: schemas.StatusSucceeded, Stdout: []byte("from before"), CreatedAt: req.CreatedAt, StartedAt: &now, FinishedAt: &now, NodeID: "old-node"}
+		b, _ := json.Marshal(prev)
+		if _, err := e.results.Put(context.Background(), req.ExecutionID, b); err != nil {
+			t.Fatal(err)
+		}
+		res := e.execute(req)
+		if string(res.Stdout) != "from before" || res.NodeID != "old-node" {
+			t.Errorf("reply %+v, want the stored result", res)
+		}
+		evs := e.events(req.ExecutionID)
+		if len(evs) != 1 || evs[0].Execution.NodeID != "old-node" {
+			t.Errorf("events %+v, want the stored result's", evs)
+		}
+		e.wait(e.publish(req, req.ExecutionID+"-again"), 30*time.Second) // once more: still one event
+		if evs := e.events(req.ExecutionID); len(evs) != 1 {
+			t.Errorf("%d events after a second redelivery, want 1", len(evs))
+		}
+	})
+}
+
+func TestNode_Execute_BadRequest(t *testing.T) {
+	e := startEnv(t, nil)
+	for _, body := range []string{"{not json", `{"execution_id":"short","tenant_id":"acme","module_id":"x"}`} {
+		m := nats.NewMsg(schemas.ExecSubject(schemas.TierFree, "acme"))
+		m.Data = []byte(body)
+		if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Terminated, so gone from the work queue and never redelivered.
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		info, err := e.js.Stream(context.Background(), schemas.StreamExec)
+		return err == nil && info.CachedInfo().State.Msgs == 0
+	}, "bad requests still in the stream")
+	// And the node still serves.
+	if res := e.execute(newRequest(schemas.TierFree, e.putModule(fixtures.Wasm("hello")))); res.Status != schemas.StatusSucceeded {
+		t.Fatalf("hello: %s", res.Status)
+	}
+}
