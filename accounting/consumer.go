@@ -33,8 +33,11 @@ type Config struct {
 	MaxBackoff time.Duration // cap of the retry delay when the store fails; default 5s
 	// QueryTimeout bounds one usage query; default 10s.
 	QueryTimeout time.Duration
-	Logger       *slog.Logger          // default slog.Default()
-	Registerer   prometheus.Registerer // default: a private registry (metrics not exported)
+	// RejectedRetry is how long an event the store refuses (while it accepts others) waits
+	// before it is delivered again; default 1m.
+	RejectedRetry time.Duration
+	Logger        *slog.Logger          // default slog.Default()
+	Registerer    prometheus.Registerer // default: a private registry (metrics not exported)
 }
 
 func (c *Config) defaults() {
@@ -55,6 +58,9 @@ func (c *Config) defaults() {
 	}
 	if c.QueryTimeout <= 0 {
 		c.QueryTimeout = 10 * time.Second
+	}
+	if c.RejectedRetry <= 0 {
+		c.RejectedRetry = time.Minute
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -245,11 +251,42 @@ func (c *Consumer) handle(ctx context.Context, msgs []jetstream.Msg) {
 		entries = append(entries, Entry{Seq: meta.Sequence.Stream, Event: ev})
 		held = append(held, msg)
 	}
-	if len(entries) == 0 {
-		return
+	if len(entries) > 0 {
+		c.commit(ctx, entries, held, start)
 	}
-	res, ok := c.store(ctx, entries, held)
-	if !ok {
+}
+
+// errRejected means the store is up but refuses the batch: some event in it cannot be stored.
+var errRejected = errors.New("store is up but rejects the batch")
+
+// errAbandoned means ctx ended while the store was failing.
+var errAbandoned = errors.New("batch abandoned at shutdown")
+
+// commit stores entries in one transaction and acks their messages after the commit. If the
+// store is up but refuses the batch, it splits the batch in halves and commits each, so that
+// one event the database refuses (a bug, a schema drift) cannot block the stream: that event
+// alone is naked, with a delay, for as long as it is refused, and never acked.
+func (c *Consumer) commit(ctx context.Context, entries []Entry, held []jetstream.Msg, start time.Time) {
+	res, err := c.insert(ctx, entries, held)
+	switch {
+	case errors.Is(err, errAbandoned):
+		for _, msg := range held {
+			msg.Nak()
+		}
+		c.log.Warn("accounting batch abandoned at shutdown; naked for redelivery", "events", len(entries))
+		return
+	case errors.Is(err, errRejected) && len(entries) == 1:
+		c.m.rejected.Inc()
+		ev := &entries[0].Event
+		c.log.Error("accounting store rejects an event; it stays in the stream and is retried",
+			"event_id", ev.ID, "type", ev.Type, "tenant_id", ev.TenantID, "stream_seq", entries[0].Seq,
+			"retry_in", c.cfg.RejectedRetry.String())
+		held[0].NakWithDelay(c.cfg.RejectedRetry)
+		return
+	case errors.Is(err, errRejected):
+		half := len(entries) / 2
+		c.commit(ctx, entries[:half], held[:half], start)
+		c.commit(ctx, entries[half:], held[half:], start)
 		return
 	}
 	committed := time.Now()
@@ -277,10 +314,11 @@ func (c *Consumer) handle(ctx context.Context, msgs []jetstream.Msg) {
 	c.ready.Store(true)
 }
 
-// store inserts a batch until it succeeds, or until ctx ends, when it naks the batch so that
-// JetStream redelivers it (to this or another replica) and reports false. While it retries it
-// keeps the held messages from being redelivered with InProgress.
-func (c *Consumer) store(ctx context.Context, entries []Entry, held []jetstream.Msg) (InsertResult, bool) {
+// insert stores a batch, retrying with capped exponential backoff while the store is down
+// (its Ping fails). It gives up with errRejected when the store is up and the batch has
+// failed twice, and with errAbandoned when ctx ends. While it retries it keeps the held
+// messages from being redelivered with InProgress.
+func (c *Consumer) insert(ctx context.Context, entries []Entry, held []jetstream.Msg) (InsertResult, error) {
 	backoff := newBackoff(c.cfg.MaxBackoff)
 	lastProgress := time.Now()
 	for attempt := 1; ; attempt++ {
@@ -289,20 +327,25 @@ func (c *Consumer) store(ctx context.Context, entries []Entry, held []jetstream.
 		res, err := c.cfg.Store.Insert(actx, entries)
 		cancel()
 		if err == nil {
-			return res, true
+			return res, nil
 		}
 		c.m.insertErrors.Inc()
 		c.ready.Store(false)
 		c.log.Error("accounting insert failed", "events", len(entries), "attempt", attempt, "error", err)
-		if ctx.Err() == nil {
-			sleep(ctx, backoff.next())
-		}
 		if ctx.Err() != nil {
-			for _, msg := range held {
-				msg.Nak()
+			return res, errAbandoned
+		}
+		if attempt >= 2 {
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			up := c.cfg.Store.Ping(pctx) == nil
+			cancel()
+			if up {
+				return res, errRejected
 			}
-			c.log.Warn("accounting batch abandoned at shutdown; naked for redelivery", "events", len(entries))
-			return InsertResult{}, false
+		}
+		sleep(ctx, backoff.next())
+		if ctx.Err() != nil {
+			return res, errAbandoned
 		}
 		if time.Since(lastProgress) > c.cfg.AckWait/3 {
 			for _, msg := range held {

@@ -42,12 +42,17 @@ func eachStore(t *testing.T, test func(t *testing.T, newStore func(testing.TB) a
 	}
 }
 
-// recordingStore wraps a Store: it counts attempts and what was inserted, fails while failing
-// is set (or while failuresLeft > 0), and blocks inside Insert while block is non-nil.
+// recordingStore wraps a Store: it counts attempts and what was inserted, and injects faults:
+// failing is a database that is down (Insert and Ping fail); failuresLeft counts transient
+// Insert errors; lostCommits counts inserts that commit but report an error (the reply was
+// lost); poison is an execution id the database refuses while accepting others; block holds
+// Insert until it is closed.
 type recordingStore struct {
 	accounting.Store
 	failing      atomic.Bool
 	failuresLeft atomic.Int64
+	lostCommits  atomic.Int64
+	poison       atomic.Value // string
 	attempts     atomic.Int64
 
 	mu         sync.Mutex
@@ -72,14 +77,31 @@ func (s *recordingStore) Insert(ctx context.Context, entries []accounting.Entry)
 	if s.failuresLeft.Add(-1) >= 0 {
 		return accounting.InsertResult{}, errors.New("injected failure")
 	}
+	if p, _ := s.poison.Load().(string); p != "" {
+		for _, e := range entries {
+			if e.Event.Execution != nil && e.Event.Execution.ExecutionID == p {
+				return accounting.InsertResult{}, errors.New("injected failure: value refused")
+			}
+		}
+	}
 	res, err := s.Store.Insert(ctx, entries)
 	if err == nil {
 		s.mu.Lock()
 		s.inserted += res.Executions
 		s.duplicates += res.Duplicates
 		s.mu.Unlock()
+		if s.lostCommits.Add(-1) >= 0 {
+			return accounting.InsertResult{}, errors.New("injected failure: connection lost during commit")
+		}
 	}
 	return res, err
+}
+
+func (s *recordingStore) Ping(ctx context.Context) error {
+	if s.failing.Load() {
+		return errors.New("injected failure: database down")
+	}
+	return s.Store.Ping(ctx)
 }
 
 func (s *recordingStore) counts() (inserted, duplicates int) {
@@ -504,4 +526,62 @@ func TestNew_Validates(t *testing.T) {
 	if _, err := accounting.New(accounting.Config{Store: storetest.OpenSQLite(t)}, nil); err == nil {
 		t.Error("New without a connection succeeded")
 	}
+}
+
+func TestConsumer_CommitReplyLost_StoredOnce(t *testing.T) {
+	eachStore(t, func(t *testing.T, newStore func(testing.TB) accounting.Store) {
+		e := newEnv(t, newStore(t))
+		e.store.lostCommits.Store(3)
+		e.start(t, nil)
+		execs := storetest.Fixture(150)
+		e.publishExecs(t, execs, 0)
+		natstest.Eventually(t, wait, func() bool { return e.settled(t) }, "not settled: %+v", e.info(t))
+		if ins, dups := e.store.counts(); ins != 150 || dups == 0 {
+			t.Errorf("inserted %d with %d duplicates, want 150 and some (the retried commits)", ins, dups)
+		}
+		if n := stored(t, e.store); n != 150 {
+			t.Fatalf("stored %d, want 150", n)
+		}
+		checkAllUsage(t, e.store, execs)
+	})
+}
+
+func TestConsumer_RejectedEvent_DoesNotBlockTheStream(t *testing.T) {
+	eachStore(t, func(t *testing.T, newStore func(testing.TB) accounting.Store) {
+		e := newEnv(t, newStore(t))
+		execs := storetest.Fixture(100)
+		e.store.poison.Store(execs[37].ID)
+		e.start(t, func(c *accounting.Config) { c.RejectedRetry = 300 * time.Millisecond })
+		e.publishExecs(t, execs, 0)
+
+		natstest.Eventually(t, wait, func() bool { return stored(t, e.store) == 99 }, "the other 99 not stored")
+		natstest.Eventually(t, wait, func() bool { return metric(t, e.reg, "wasmwiz_accounting_rejected_events_total") >= 2 },
+			"the refused event is not retried")
+		if info := e.info(t); info.NumAckPending == 0 && info.NumPending == 0 && info.NumRedelivered == 0 {
+			t.Fatalf("the refused event was acked: %+v", info)
+		}
+		e.store.poison.Store("")
+		natstest.Eventually(t, wait, func() bool { return e.settled(t) }, "not settled after the fix: %+v", e.info(t))
+		if ins, _ := e.store.counts(); ins != 100 {
+			t.Errorf("inserted %d, want 100", ins)
+		}
+		checkAllUsage(t, e.store, execs)
+	})
+}
+
+func TestConsumer_Replicas_ShareTheWork(t *testing.T) {
+	eachStore(t, func(t *testing.T, newStore func(testing.TB) accounting.Store) {
+		e := newEnv(t, newStore(t))
+		for range 3 {
+			e.start(t, func(c *accounting.Config) { c.BatchSize = 16 })
+		}
+		execs := storetest.Fixture(400)
+		e.publishExecs(t, execs, 0)
+		e.publishExecs(t, execs[:100], 1)
+		natstest.Eventually(t, wait, func() bool { return e.settled(t) }, "not settled: %+v", e.info(t))
+		if ins, dups := e.store.counts(); ins != 400 || dups != 100 {
+			t.Errorf("inserted %d with %d duplicates, want 400 and 100", ins, dups)
+		}
+		checkAllUsage(t, e.store, execs)
+	})
 }

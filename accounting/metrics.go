@@ -13,6 +13,7 @@ type metrics struct {
 	duplicates    prometheus.Counter
 	insertErrors  prometheus.Counter
 	invalid       prometheus.Counter
+	rejected      prometheus.Counter
 	lag           prometheus.Histogram
 	pending       prometheus.Gauge
 	ackPending    prometheus.Gauge
@@ -36,6 +37,8 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Name: "insert_errors_total", Help: "Failed attempts to store a batch (each is retried)."}),
 		invalid: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "invalid_events_total", Help: "Messages terminated because they cannot be decoded or stored."}),
+		rejected: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "rejected_events_total", Help: "Valid events the store refused while accepting others; each is naked and retried later."}),
 		lag: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub,
 			Name: "lag_seconds", Help: "Seconds from an event's time to the commit that stored it.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 16)}),
@@ -53,6 +56,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 	m.duplicates = register(r, m.duplicates, &err)
 	m.insertErrors = register(r, m.insertErrors, &err)
 	m.invalid = register(r, m.invalid, &err)
+	m.rejected = register(r, m.rejected, &err)
 	m.lag = register(r, m.lag, &err)
 	m.pending = register(r, m.pending, &err)
 	m.ackPending = register(r, m.ackPending, &err)
