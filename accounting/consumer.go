@@ -88,7 +88,7 @@ func (c *Config) maxAckPending() int { return max(20_000, 8*c.BatchSize*c.Replic
 
 // insertTimeout bounds one attempt to store a batch; held events are kept alive with
 // InProgress meanwhile, so an attempt may exceed AckWait.
-func (c *Config) insertTimeout() time.Duration { return max(c.AckWait, 30*time.Second) }
+func (c *Config) insertTimeout() time.Duration { return 30 * time.Second }
 
 // Consumer is the accounting role: it stores every event of schemas.StreamEvents exactly once
 // and answers usage queries. Create it with New, then call Run.
@@ -316,11 +316,26 @@ func (c *Consumer) commit(ctx context.Context, entries []Entry, held []jetstream
 
 // insert stores a batch, retrying with capped exponential backoff while the store is down
 // (its Ping fails). It gives up with errRejected when the store is up and the batch has
-// failed twice, and with errAbandoned when ctx ends. While it retries it keeps the held
-// messages from being redelivered with InProgress.
+// failed twice, and with errAbandoned when ctx ends. Meanwhile it keeps the held messages from
+// being redelivered with InProgress every AckWait/3.
 func (c *Consumer) insert(ctx context.Context, entries []Entry, held []jetstream.Msg) (InsertResult, error) {
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		t := time.NewTicker(c.cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				for _, msg := range held {
+					msg.InProgress()
+				}
+			}
+		}
+	}()
 	backoff := newBackoff(c.cfg.MaxBackoff)
-	lastProgress := time.Now()
 	for attempt := 1; ; attempt++ {
 		// The attempt is not cancelled by ctx: a batch under way at shutdown is committed.
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.insertTimeout())
@@ -346,12 +361,6 @@ func (c *Consumer) insert(ctx context.Context, entries []Entry, held []jetstream
 		sleep(ctx, backoff.next())
 		if ctx.Err() != nil {
 			return res, errAbandoned
-		}
-		if time.Since(lastProgress) > c.cfg.AckWait/3 {
-			for _, msg := range held {
-				msg.InProgress()
-			}
-			lastProgress = time.Now()
 		}
 	}
 }
