@@ -33,7 +33,8 @@ type env struct {
 	results jetstream.KeyValue
 	modules jetstream.ObjectStore
 	stop    context.CancelFunc
-	done    chan error
+	done    chan struct{} // closed when Run has returned
+	runErr  *error
 }
 
 func testConfig(tb testing.TB) Config {
@@ -81,8 +82,12 @@ func (e *env) startNode(mod func(*Config)) *Node {
 		e.tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- node.Run(ctx) }()
+	done := make(chan struct{})
+	var runErr error
+	go func() {
+		defer close(done)
+		runErr = node.Run(ctx)
+	}()
 	e.tb.Cleanup(func() {
 		cancel()
 		select {
@@ -92,7 +97,7 @@ func (e *env) startNode(mod func(*Config)) *Node {
 		}
 	})
 	natstest.Eventually(e.tb, 30*time.Second, node.Ready, "node %s not ready", cfg.NodeID)
-	e.node, e.stop, e.done = node, cancel, done
+	e.node, e.stop, e.done, e.runErr = node, cancel, done, &runErr
 	return node
 }
 

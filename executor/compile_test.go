@@ -1,0 +1,134 @@
+package executor
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wasmwiz/wasmwiz/internal/fixtures"
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+func (e *env) compile(moduleID, tier string) *schemas.CompileReply {
+	e.tb.Helper()
+	b, _ := json.Marshal(schemas.CompileRequest{ModuleID: moduleID, Tier: tier})
+	m, err := e.nc.Request(schemas.SubjectCompile, b, time.Minute)
+	if err != nil {
+		e.tb.Fatalf("compile request: %v", err)
+	}
+	var r schemas.CompileReply
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		e.tb.Fatal(err)
+	}
+	return &r
+}
+
+func TestNode_Compile(t *testing.T) {
+	e := startEnv(t, nil)
+	hello := e.putModule(fixtures.Wasm("hello"))
+	r := e.compile(hello, schemas.TierFree)
+	if r.Error != nil || r.NodeID != e.node.NodeID() || r.CompileMS <= 0 {
+		t.Fatalf("hello: %+v", r)
+	}
+	// The compile warmed the caches: the execution finds the file and the compiled module.
+	if res := e.execute(newRequest(schemas.TierFree, hello)); res.Status != schemas.StatusSucceeded {
+		t.Fatalf("hello: %s", res.Status)
+	}
+	if hits := counterValue(t, e.node.m.cacheHits.WithLabelValues("file")); hits < 1 {
+		t.Errorf("file cache hits %v", hits)
+	}
+
+	r = e.compile(e.putModule([]byte("\x00asm\x01\x00\x00\x00\x01\x05")), schemas.TierFree)
+	if r.Error == nil || r.Error.Code != schemas.CodeInvalidModule || r.Error.Message == "" {
+		t.Errorf("garbage: %+v", r.Error)
+	}
+	t.Logf("garbage: %v", r.Error)
+	r = e.compile(e.putModule(fixtures.Wasm("bigmem")), schemas.TierFree)
+	if r.Error == nil || r.Error.Code != schemas.CodeInvalidModule || !strings.Contains(r.Error.Message, "over limit") {
+		t.Errorf("bigmem: %+v", r.Error)
+	}
+	r = e.compile(schemas.ModuleID(strings.Repeat("ab", 32)), schemas.TierFree)
+	if r.Error == nil || r.Error.Code != schemas.CodeNotFound {
+		t.Errorf("missing: %+v", r.Error)
+	}
+	r = e.compile(hello, "platinum")
+	if r.Error == nil || r.Error.Code != schemas.CodeInvalid {
+		t.Errorf("unknown tier: %+v", r.Error)
+	}
+
+	// Ping: every executor answers with its id.
+	m, err := e.nc.Request(schemas.SubjectExecutorPing, nil, 10*time.Second)
+	if err != nil || string(m.Data) != e.node.NodeID() {
+		t.Errorf("ping: %v %q", err, m.Data)
+	}
+}
+
+// TestNode_Compile_TooExpensive compiles a small module whose compilation time grows
+// quadratically (thousands of blocks over a thousand live locals): the worker is killed at the
+// compile timeout and the node stays healthy.
+func TestNode_Compile_TooExpensive(t *testing.T) {
+	e := startEnv(t, func(c *Config) { c.CompileTimeout = 500 * time.Millisecond })
+	bomb := e.putModule(compileBomb(1000, 10_000))
+	start := time.Now()
+	r := e.compile(bomb, schemas.TierFree)
+	if r.Error == nil || r.Error.Code != schemas.CodeInvalidModule || !strings.HasPrefix(r.Error.Message, "module too expensive to compile: ") {
+		t.Fatalf("compile bomb: %+v", r.Error)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("answered after %v, compile timeout 500ms", took)
+	}
+	// Executing it is stopped the same way.
+	res := e.execute(newRequest(schemas.TierFree, bomb))
+	if res.Status != schemas.StatusKilled || !strings.HasPrefix(res.Error, "module too expensive to compile") {
+		t.Errorf("executing the bomb: %s %q", res.Status, res.Error)
+	}
+	if got := counterValue(t, e.node.m.workerRestarts.WithLabelValues("compile_timeout")); got != 2 {
+		t.Errorf("restarts{compile_timeout} = %v, want 2", got)
+	}
+	if !e.node.Ready() {
+		t.Error("node not ready")
+	}
+}
+
+// compileBomb builds a module with one function of `blocks` blocks, each reading and writing
+// some of `locals` i32 locals and branching out: cheap to store, slow to compile.
+func compileBomb(locals, blocks int) []byte {
+	body := append([]byte{1}, leb128(locals)...)
+	body = append(body, 0x7f) // i32
+	for i := range blocks {
+		a, b := leb128(i%locals), leb128((i*7+3)%locals)
+		body = append(body, 0x02, 0x40) // block
+		body = append(body, 0x20)       // local.get a
+		body = append(body, a...)
+		body = append(body, 0x20) // local.get b
+		body = append(body, b...)
+		body = append(body, 0x6a, 0x21) // i32.add; local.set a
+		body = append(body, a...)
+		body = append(body, 0x20) // local.get a
+		body = append(body, a...)
+		body = append(body, 0x0d, 0x00, 0x0b) // br_if 0; end
+	}
+	body = append(body, 0x0b)
+	section := func(id byte, content []byte) []byte {
+		return append(append([]byte{id}, leb128(len(content))...), content...)
+	}
+	m := []byte("\x00asm\x01\x00\x00\x00")
+	m = append(m, section(1, []byte{1, 0x60, 0, 0})...)                                     // type: () -> ()
+	m = append(m, section(3, []byte{1, 0})...)                                              // one function of type 0
+	m = append(m, section(7, append([]byte{1, 6}, append([]byte("_start"), 0, 0)...))...)   // export _start
+	m = append(m, section(10, append([]byte{1}, append(leb128(len(body)), body...)...))...) // code
+	return m
+}
+
+func leb128(n int) []byte {
+	var out []byte
+	for {
+		b := byte(n & 0x7f)
+		n >>= 7
+		if n == 0 {
+			return append(out, b)
+		}
+		out = append(out, b|0x80)
+	}
+}
