@@ -172,3 +172,5 @@ func counterValue(tb testing.TB, c prometheus.Metric) float64 {
 	}
 	return 0
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

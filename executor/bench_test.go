@@ -1,0 +1,74 @@
+package executor
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/wasmwiz/wasmwiz/internal/fixtures"
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// BenchmarkWorker_RoundTrip is one warm hello through a real worker process: pipe out, run,
+// pipe back (no NATS).
+func BenchmarkWorker_RoundTrip(b *testing.B) {
+	p, _ := newTestPool(b, 1, nil)
+	job := runJob(b, "hello", time.Second, 128)
+	if res, err := p.run(context.Background(), job); err != nil || res.Status != schemas.StatusSucceeded {
+		b.Fatalf("warm-up: %+v %v", res, err)
+	}
+	var guest time.Duration
+	b.ResetTimer()
+	for b.Loop() {
+		res, err := p.run(context.Background(), job)
+		if err != nil || res.Status != schemas.StatusSucceeded || !res.CompileCacheHit {
+			b.Fatalf("%+v %v", res, err)
+		}
+		guest += res.Duration
+	}
+	b.ReportMetric(float64(guest.Microseconds())/float64(b.N), "guest-µs/op")
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "execs/s")
+}
+
+// BenchmarkNode_Execute is one warm hello from a gateway's publish to its reply: JetStream
+// publish, fetch, results KV read and write, worker round trip, event publish, reply, ack.
+func BenchmarkNode_Execute(b *testing.B) {
+	e := startEnv(b, func(c *Config) { c.Logger = discardLogger() })
+	mod := e.putModule(fixtures.Wasm("hello"))
+	if res := e.execute(newRequest(schemas.TierPro, mod)); res.Status != schemas.StatusSucceeded {
+		b.Fatalf("warm-up: %s", res.Status)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		sub := e.publish(newRequest(schemas.TierPro, mod), "")
+		if res := e.wait(sub, 10*time.Second); res.Status != schemas.StatusSucceeded {
+			b.Fatalf("%s %q", res.Status, res.Error)
+		}
+		_ = sub.Unsubscribe()
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/exec")
+}
+
+// BenchmarkNode_Execute_Parallel keeps many executions in flight, to measure throughput.
+func BenchmarkNode_Execute_Parallel(b *testing.B) {
+	e := startEnv(b, func(c *Config) { c.Logger = discardLogger() })
+	mod := e.putModule(fixtures.Wasm("hello"))
+	if res := e.execute(newRequest(schemas.TierPro, mod)); res.Status != schemas.StatusSucceeded {
+		b.Fatalf("warm-up: %s", res.Status)
+	}
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req := newRequest(schemas.TierPro, mod)
+			req.TenantID = "bench"
+			sub := e.publish(req, "")
+			if res := e.wait(sub, 30*time.Second); res.Status != schemas.StatusSucceeded {
+				b.Errorf("%s %q", res.Status, res.Error)
+				return
+			}
+			_ = sub.Unsubscribe()
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "execs/s")
+}
