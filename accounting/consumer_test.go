@@ -478,6 +478,26 @@ func TestConsumer_Usage(t *testing.T) {
 			if got.Total.Executions == 0 {
 				t.Errorf("by %s: empty usage", by)
 			}
+			// The wire shape of issue 6: rows are flat objects with snake_case fields.
+			var raw struct {
+				GroupBy string           `json:"group_by"`
+				Rows    []map[string]any `json:"rows"`
+				Total   map[string]any   `json:"total"`
+			}
+			if err := json.Unmarshal(msg.Data, &raw); err != nil {
+				t.Fatal(err)
+			}
+			for _, field := range []string{"key", "executions", "succeeded", "failed", "timed_out", "wall_ms", "memory_mb_ms", "bytes_in", "bytes_out"} {
+				if _, ok := raw.Rows[0][field]; !ok {
+					t.Errorf("row has no %q: %s", field, msg.Data)
+				}
+				if _, ok := raw.Total[field]; !ok && field != "key" {
+					t.Errorf("total has no %q: %s", field, msg.Data)
+				}
+			}
+			if raw.GroupBy != by {
+				t.Errorf("group_by %q", raw.GroupBy)
+			}
 		}
 
 		for _, tc := range []struct {
