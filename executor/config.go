@@ -29,12 +29,14 @@ type Config struct {
 	Logger         *slog.Logger            // default slog.Default()
 	Registerer     prometheus.Registerer   // may be nil: metrics are kept but not exported
 
-	// WorkerMemoryLimit is the address-space limit (RLIMIT_AS) set on each worker process, an
-	// OS-level backstop behind wazero's memory limit for what wazero does not count (tables,
-	// compiled code, runtime structures). Default: twice the largest tier's memory plus 3 GiB.
-	// An idle worker already reserves about 2 GiB of address space (Go runtime arenas, wazero's
-	// executable mappings, the guest stack), and a guest's linear memory is one reservation of
-	// its limit. Negative disables it.
+	// WorkerMemoryLimit is the data-size limit (RLIMIT_DATA: private writable memory) set on
+	// each worker process, an OS-level backstop behind wazero's memory limit for what wazero
+	// does not count (tables, compiled code, runtime structures): a worker past it dies and its
+	// job ends as "worker crashed". Default: the largest tier's memory plus 1 GiB. RLIMIT_AS
+	// would be the classic choice but counts address space the Go runtime merely reserves
+	// (about 2 GiB in an idle worker), so it can only be loose; RLIMIT_DATA counts what can be
+	// written to, which includes a guest's linear memory (one reservation of its limit, see
+	// executor/worker). Negative disables it.
 	WorkerMemoryLimit int64
 }
 
@@ -78,7 +80,7 @@ func (c *Config) setDefaults() error {
 		for _, t := range c.Tiers {
 			maxMB = max(maxMB, t.MemoryMB)
 		}
-		c.WorkerMemoryLimit = 2*int64(maxMB)*schemas.MiB + 3<<30
+		c.WorkerMemoryLimit = int64(maxMB)*schemas.MiB + 1<<30
 	}
 	return nil
 }

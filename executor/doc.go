@@ -13,7 +13,7 @@
 // gives it CompileTimeout to get there and then the job's timeout plus KillGrace to finish.
 // Past either, the node kills the worker's process group with SIGKILL, reports the execution
 // as killed ("execution ignored its deadline and was killed with its worker"), and starts a
-// replacement in the background. A worker that dies on its own (crash, its RLIMIT_AS backstop)
+// replacement in the background. A worker that dies on its own (crash, its RLIMIT_DATA backstop)
 // costs only its current job ("worker crashed"). The node never runs guest code.
 //
 // # Scheduling

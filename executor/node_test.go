@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -449,5 +450,31 @@ func TestNode_Execute_BadRequest(t *testing.T) {
 	// And the node still serves.
 	if res := e.execute(newRequest(schemas.TierFree, e.putModule(fixtures.Wasm("hello")))); res.Status != schemas.StatusSucceeded {
 		t.Fatalf("hello: %s", res.Status)
+	}
+}
+
+// TestNode_Execute_TableBombs runs guests whose table growth is outside wazero's memory limit:
+// they are stopped by the worker's memory backstop or killed at their deadline, never by
+// taking the node down.
+func TestNode_Execute_TableBombs(t *testing.T) {
+	e := startEnv(t, nil)
+	for _, name := range []string{"tablebomb", "tablegrow"} {
+		req := newRequest(schemas.TierFree, e.putModule(fixtures.Wasm(name)))
+		req.TimeoutMS = 2000
+		start := time.Now()
+		res := e.execute(req)
+		t.Logf("%s: %s %q after %v", name, res.Status, res.Error, time.Since(start))
+		switch {
+		case res.Status == schemas.StatusKilled && (res.Error == "worker crashed" || strings.HasPrefix(res.Error, "execution ignored its deadline")):
+		case res.Status == schemas.StatusTimedOut:
+		default:
+			t.Errorf("%s: %s %q, want killed or timed out", name, res.Status, res.Error)
+		}
+		if time.Since(start) > 2*time.Second+5*time.Second {
+			t.Errorf("%s: took %v", name, time.Since(start))
+		}
+	}
+	if res := e.execute(newRequest(schemas.TierFree, e.putModule(fixtures.Wasm("hello")))); res.Status != schemas.StatusSucceeded {
+		t.Fatalf("hello afterwards: %s %q", res.Status, res.Error)
 	}
 }

@@ -42,7 +42,7 @@ type poolConfig struct {
 	size           int
 	killGrace      time.Duration
 	compileTimeout time.Duration
-	memoryLimit    int64 // RLIMIT_AS of each worker; <= 0 for none
+	memoryLimit    int64 // RLIMIT_DATA of each worker; <= 0 for none
 }
 
 // pool supervises the worker processes. Each runs one job at a time; a job holds its worker

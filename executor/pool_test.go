@@ -45,7 +45,7 @@ func newTestPool(tb testing.TB, size int, mod func(*poolConfig)) (*pool, *metric
 		size:           size,
 		killGrace:      300 * time.Millisecond,
 		compileTimeout: 10 * time.Second,
-		memoryLimit:    2*512*schemas.MiB + 3<<30,
+		memoryLimit:    512*schemas.MiB + 1<<30,
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -81,7 +81,7 @@ func TestPool_Run(t *testing.T) {
 	if err != nil || res.Status != schemas.StatusSucceeded || string(res.Stdout) != "hello, world\n" {
 		t.Fatalf("hello: %+v %v", res, err)
 	}
-	// The largest tier's memory, under the worker's RLIMIT_AS.
+	// The largest tier's memory, under the worker's RLIMIT_DATA (the default: that memory + 1 GiB).
 	res, err = p.run(context.Background(), runJob(t, "memgrow", 10*time.Second, 512))
 	if err != nil || res.Status != schemas.StatusSucceeded || string(res.Stdout) != "8192\n" {
 		t.Fatalf("memgrow 512 MiB: %+v %v", res, err)

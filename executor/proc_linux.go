@@ -17,15 +17,16 @@ func killGroup(pid int) {
 	_ = syscall.Kill(pid, syscall.SIGKILL)
 }
 
-// limitMemory sets RLIMIT_AS on a started worker: an allocation past it fails, and the Go
-// runtime in the worker dies of it, which the node sees as a crashed worker. It is a backstop
-// for memory wazero does not count (tables, compiled code, the runtime itself).
+// limitMemory sets RLIMIT_DATA on a started worker (before its handshake, so before any guest
+// runs): an allocation past it fails, and the Go runtime in the worker dies of it, which the
+// node sees as a crashed worker. It is a backstop for memory wazero does not count (tables,
+// compiled code, the runtime itself). See Config.WorkerMemoryLimit for why not RLIMIT_AS.
 func limitMemory(pid int, limit int64) error {
 	if limit <= 0 {
 		return nil
 	}
 	rl := unix.Rlimit{Cur: uint64(limit), Max: uint64(limit)}
-	return unix.Prlimit(pid, unix.RLIMIT_AS, &rl, nil)
+	return unix.Prlimit(pid, unix.RLIMIT_DATA, &rl, nil)
 }
 
 // waitExited waits until pid has exited without reaping it.

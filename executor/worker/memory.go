@@ -7,7 +7,7 @@ import "github.com/tetratelabs/wazero/experimental"
 //
 // Why: wazero's default linear memory is a Go slice that grows by copying (append), so a guest
 // growing to N bytes briefly holds the old and the new copy and leaves garbage for the GC —
-// about 3N of heap for an N-byte memory, which an RLIMIT_AS backstop would mistake for abuse.
+// about 3N of heap for an N-byte memory, which a memory backstop (RLIMIT_DATA) would mistake for abuse.
 // A mapping of the maximum size, reserved without committing, grows in place: resident memory
 // is what the guest touched, and the address space used is the limit itself.
 //
