@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/micro"
@@ -36,7 +37,8 @@ func (g *Gateway) startMicro() (micro.Service, error) {
 	}
 	sem := make(chan struct{}, maxMicroConcurrency)
 	add := func(op string, h func(ctx context.Context, p *Principal, req micro.Request) (any, error)) error {
-		return svc.AddEndpoint(op, micro.HandlerFunc(func(req micro.Request) {
+		// Endpoint names may not hold dots; the subject keeps the operation's dotted name.
+		return svc.AddEndpoint(strings.ReplaceAll(op, ".", "_"), micro.HandlerFunc(func(req micro.Request) {
 			sem <- struct{}{}
 			// micro calls handlers one at a time per endpoint; executions wait, so run each apart.
 			go func() {
