@@ -373,7 +373,7 @@ func (c *Consumer) terminate(msg jetstream.Msg, seq uint64, reason error) {
 	}
 }
 
-// serve starts the usage micro service; it is stopped when Run returns.
+// serve starts the micro service (usage and reconcile queries); it is stopped when Run returns.
 func (c *Consumer) serve(ctx context.Context) (micro.Service, error) {
 	svc, err := micro.AddService(c.nc, micro.Config{
 		Name:        ServiceName,
@@ -383,37 +383,44 @@ func (c *Consumer) serve(ctx context.Context) (micro.Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("accounting: micro service: %w", err)
 	}
-	err = svc.AddEndpoint(schemas.OpUsage, micro.ContextHandler(ctx, c.handleUsage),
-		micro.WithEndpointSubject(schemas.AccountingSubject(schemas.OpUsage)))
-	if err != nil {
-		svc.Stop()
-		return nil, fmt.Errorf("accounting: micro endpoint: %w", err)
+	endpoints := map[string]micro.Handler{
+		schemas.OpUsage:     micro.ContextHandler(ctx, query(c, schemas.OpUsage, c.cfg.Store.Usage)),
+		schemas.OpReconcile: micro.ContextHandler(ctx, query(c, schemas.OpReconcile, c.cfg.Store.Reconcile)),
+	}
+	for op, h := range endpoints {
+		if err := svc.AddEndpoint(op, h, micro.WithEndpointSubject(schemas.AccountingSubject(op))); err != nil {
+			svc.Stop()
+			return nil, fmt.Errorf("accounting: micro endpoint %s: %w", op, err)
+		}
 	}
 	return svc, nil
 }
 
-// handleUsage answers one usage query. The tenant is taken from the request: callers (the
-// gateway) authorise it, and NATS permissions restrict who may call.
-func (c *Consumer) handleUsage(ctx context.Context, req micro.Request) {
-	var ur schemas.UsageRequest
-	if err := json.Unmarshal(req.Data(), &ur); err != nil {
-		c.respondError(req, schemas.Errorf(schemas.CodeBadRequest, "the body must be a JSON usage request"))
-		return
-	}
-	qctx, cancel := context.WithTimeout(ctx, c.cfg.QueryTimeout)
-	defer cancel()
-	resp, err := c.cfg.Store.Usage(qctx, ur)
-	if err != nil {
-		e := schemas.AsError(err)
-		if e.Code == schemas.CodeInternal {
-			c.log.Error("accounting usage query failed", "tenant_id", ur.TenantID, "error", err)
+// query makes the handler of a JSON query endpoint. The tenant is taken from the request:
+// callers (the gateway, the operator's CLI) authorise it, and NATS permissions restrict who may
+// call.
+func query[Req, Resp any](c *Consumer, op string, run func(context.Context, Req) (Resp, error)) func(context.Context, micro.Request) {
+	return func(ctx context.Context, req micro.Request) {
+		var in Req
+		if err := json.Unmarshal(req.Data(), &in); err != nil {
+			c.respondError(req, schemas.Errorf(schemas.CodeBadRequest, "the body must be a JSON %s request", op))
+			return
 		}
-		c.respondError(req, e)
-		return
-	}
-	c.m.usageQueries.WithLabelValues("").Inc()
-	if err := req.RespondJSON(resp); err != nil {
-		c.log.Warn("accounting usage reply failed", "error", err)
+		qctx, cancel := context.WithTimeout(ctx, c.cfg.QueryTimeout)
+		defer cancel()
+		out, err := run(qctx, in)
+		if err != nil {
+			e := schemas.AsError(err)
+			if e.Code == schemas.CodeInternal {
+				c.log.Error("accounting query failed", "operation", op, "error", err)
+			}
+			c.respondError(req, e)
+			return
+		}
+		c.m.usageQueries.WithLabelValues("").Inc()
+		if err := req.RespondJSON(out); err != nil {
+			c.log.Warn("accounting query reply failed", "operation", op, "error", err)
+		}
 	}
 }
 

@@ -522,6 +522,34 @@ func TestConsumer_Usage(t *testing.T) {
 			}
 		}
 
+		// Reconcile, two pages.
+		var ids []string
+		req := schemas.ReconcileRequest{From: storetest.Day0, To: storetest.Day0.AddDate(0, 0, 4), Limit: 50}
+		for page := 0; page < 2; page++ {
+			body, _ := json.Marshal(req)
+			msg, err := e.nc.Request(schemas.AccountingSubject(schemas.OpReconcile), body, 5*time.Second)
+			if err != nil {
+				t.Fatalf("reconcile: %v", err)
+			}
+			var resp schemas.ReconcileResponse
+			if err := json.Unmarshal(msg.Data, &resp); err != nil || msg.Header.Get(micro.ErrorCodeHeader) != "" {
+				t.Fatalf("reconcile: %s (%v)", msg.Data, err)
+			}
+			if page == 0 && (resp.Count != 90 || len(resp.ExecutionIDs) != 50 || resp.Next == "" || len(resp.RollupMismatches) != 0) {
+				t.Errorf("first page: count %d, %d ids, next %q, mismatches %v", resp.Count, len(resp.ExecutionIDs), resp.Next, resp.RollupMismatches)
+			}
+			if page == 1 && (len(resp.ExecutionIDs) != 40 || resp.Next != "") {
+				t.Errorf("last page: %d ids, next %q", len(resp.ExecutionIDs), resp.Next)
+			}
+			ids = append(ids, resp.ExecutionIDs...)
+			req.After = resp.Next
+		}
+		for i, x := range execs {
+			if i >= len(ids) || ids[i] != x.ID { // the fixture's ids are already in order
+				t.Fatalf("reconcile ids differ at %d", i)
+			}
+		}
+
 		// The service is discoverable as wasmwiz-accounting.
 		msg, err := e.nc.Request("$SRV.PING."+accounting.ServiceName, nil, 5*time.Second)
 		if err != nil {

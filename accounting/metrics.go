@@ -47,7 +47,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		ackPending: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "consumer_ack_pending", Help: "Events delivered to the accounting consumer and not yet acked."}),
 		usageQueries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "usage_queries_total", Help: "Usage queries answered, by error code (empty when ok)."}, []string{"code"}),
+			Name: "queries_total", Help: "Usage and reconcile queries answered, by error code (empty when ok)."}, []string{"code"}),
 	}
 	var err error
 	m.batchSize = register(r, m.batchSize, &err)

@@ -27,6 +27,9 @@ type Store interface {
 	Insert(ctx context.Context, entries []Entry) (InsertResult, error)
 	// Usage answers a usage query for one tenant. Invalid requests fail with a *schemas.Error.
 	Usage(ctx context.Context, req schemas.UsageRequest) (schemas.UsageResponse, error)
+	// Reconcile lists the stored execution ids of a time range, a page at a time, and checks
+	// the daily rollup against the raw rows.
+	Reconcile(ctx context.Context, req schemas.ReconcileRequest) (schemas.ReconcileResponse, error)
 	// Ping checks the database is reachable.
 	Ping(ctx context.Context) error
 	Close() error

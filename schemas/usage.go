@@ -61,3 +61,39 @@ type UsageResponse struct {
 	Rows    []UsageRow  `json:"rows"`
 	Total   UsageTotals `json:"total"`
 }
+
+// OpReconcile is the accounting operation behind `wasmwiz accounting reconcile`:
+// AccountingSubject(OpReconcile) = wasmwiz.accounting.v1.reconcile.
+const OpReconcile = "reconcile"
+
+// ReconcileRequest asks accounting which executions it stored as finished in [From, To), one
+// page of ids at a time, and whether its daily rollup agrees with its raw rows. Zero From/To
+// take the same defaults as UsageRequest.
+type ReconcileRequest struct {
+	TenantID string    `json:"tenant_id,omitempty"` // empty: every tenant
+	From     time.Time `json:"from,omitzero"`
+	To       time.Time `json:"to,omitzero"`
+	After    string    `json:"after,omitempty"` // the Next of the previous page
+	Limit    int       `json:"limit,omitempty"` // ids per page; default 10000, at most 100000
+}
+
+// ReconcileResponse answers a ReconcileRequest. Count and RollupMismatches are computed on the
+// first page only (After empty).
+type ReconcileResponse struct {
+	From         time.Time `json:"from"`
+	To           time.Time `json:"to"`
+	Count        int64     `json:"count"`         // executions stored in the range, all pages
+	ExecutionIDs []string  `json:"execution_ids"` // sorted
+	Next         string    `json:"next,omitempty"`
+	// RollupMismatches lists the (tenant, day) pairs, for the UTC days overlapping the range,
+	// where the daily rollup differs from the sums of the raw rows. Empty when consistent.
+	RollupMismatches []RollupMismatch `json:"rollup_mismatches"`
+}
+
+// RollupMismatch is one day of one tenant whose rollup disagrees with its raw rows.
+type RollupMismatch struct {
+	TenantID string      `json:"tenant_id"`
+	Day      string      `json:"day"`
+	Rollup   UsageTotals `json:"rollup"`
+	Raw      UsageTotals `json:"raw"`
+}

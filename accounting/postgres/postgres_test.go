@@ -53,3 +53,22 @@ func TestOpen_ConcurrentMigrations(t *testing.T) {
 		t.Errorf("%d migrations recorded, want 1", applied)
 	}
 }
+
+func TestStore_Reconcile_RollupDrift(t *testing.T) {
+	url := storetest.NewSchema(t)
+	s, err := postgres.Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	storetest.RunRollupDrift(t, s, func(q string) {
+		if _, err := conn.Exec(context.Background(), q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	})
+}

@@ -167,6 +167,7 @@ func Run(t *testing.T, newStore func(testing.TB) accounting.Store) {
 	t.Run("Concurrent", func(t *testing.T) { t.Parallel(); testConcurrent(t, newStore(t)) })
 	t.Run("Defaults", func(t *testing.T) { t.Parallel(); testDefaults(t, newStore(t)) })
 	t.Run("Extremes", func(t *testing.T) { t.Parallel(); testExtremes(t, newStore(t)) })
+	t.Run("Reconcile", func(t *testing.T) { t.Parallel(); testReconcile(t, newStore(t)) })
 }
 
 // MustInsert inserts entries and fails the test on error.

@@ -200,3 +200,20 @@ func TestHasNULEscape(t *testing.T) {
 		}
 	}
 }
+
+func TestDayRange(t *testing.T) {
+	d := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		from, to    time.Time
+		first, last string
+	}{
+		{d, d.AddDate(0, 0, 1), "2026-03-01", "2026-03-02"},
+		{d.Add(time.Hour), d.Add(2 * time.Hour), "2026-03-01", "2026-03-02"},
+		{d.Add(-time.Microsecond), d.Add(time.Microsecond), "2026-02-28", "2026-03-02"},
+	} {
+		first, last := DayRange(tc.from, tc.to)
+		if first != tc.first || last != tc.last {
+			t.Errorf("%s..%s: %s..%s, want %s..%s", tc.from, tc.to, first, last, tc.first, tc.last)
+		}
+	}
+}
