@@ -1,8 +1,8 @@
 // Package accounting is the WasmWiz role that turns events into usage: it is the only role that
 // speaks SQL. A Consumer reads schemas.StreamEvents through the durable pull consumer
 // schemas.ConsumerAccounting, writes each batch to a Store in one transaction, acks the batch
-// only after the commit, and answers usage queries on AccountingSubject(OpUsage) as the NATS
-// micro service "wasmwiz-accounting".
+// only after the commit, and answers usage and reconcile queries on AccountingSubject(OpUsage)
+// and AccountingSubject(OpReconcile) as the NATS micro service "wasmwiz-accounting".
 //
 // # Exactly once, without a window
 //
