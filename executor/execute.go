@@ -253,7 +253,7 @@ func (n *Node) run(ctx context.Context, log *slog.Logger, tier schemas.Tier, req
 // reply, ack. Each step is idempotent, so a crash between two steps is repaired by the
 // redelivery that follows. store is false when the result came from the KV.
 func (n *Node) finish(ctx context.Context, log *slog.Logger, msg jetstream.Msg, res *schemas.Result, store bool) error {
-	b, err := json.Marshal(res)
+	b, err := fitResult(res, int(n.nc.MaxPayload())-16<<10) // room for headers and the KV's envelope
 	if err != nil {
 		return fmt.Errorf("encode result: %w", err)
 	}
@@ -370,6 +370,27 @@ func (n *Node) deadLetter(ctx context.Context, msg jetstream.Msg, reason string)
 	defer cancel()
 	_, err := n.js.PublishMsg(pctx, m)
 	return err
+}
+
+// fitResult encodes res, cutting its output further if the JSON would not fit in one NATS
+// message of limit bytes (servers default to 1 MiB; base64 makes 1 MiB of stdout 1.33 MiB).
+// The cut output is marked truncated; the byte counts still say what the guest wrote.
+func fitResult(res *schemas.Result, limit int) ([]byte, error) {
+	for {
+		b, err := json.Marshal(res)
+		if err != nil || len(b) <= limit || len(res.Stdout)+len(res.Stderr) == 0 {
+			return b, err
+		}
+		over := len(b) - limit
+		cut := over*3/4 + 1024 // base64 expands by 4/3
+		if len(res.Stdout) >= len(res.Stderr) {
+			res.Stdout = res.Stdout[:max(0, len(res.Stdout)-cut)]
+			res.StdoutTruncated = true
+		} else {
+			res.Stderr = res.Stderr[:max(0, len(res.Stderr)-cut)]
+			res.StderrTruncated = true
+		}
+	}
 }
 
 func clampDuration(asked, limit time.Duration) time.Duration {

@@ -1,0 +1,80 @@
+package executor
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/wasmwiz/wasmwiz/internal/fixtures"
+	"github.com/wasmwiz/wasmwiz/internal/natstest"
+	"github.com/wasmwiz/wasmwiz/internal/streams"
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+func TestFitResult(t *testing.T) {
+	res := &schemas.Result{ID: "x", Stdout: bytes.Repeat([]byte("o"), 1<<20), Stderr: bytes.Repeat([]byte("e"), 100<<10), StdoutBytes: 4 << 20}
+	b, err := fitResult(res, 1<<20-16<<10)
+	if err != nil || len(b) > 1<<20-16<<10 {
+		t.Fatalf("%d bytes, %v", len(b), err)
+	}
+	if !res.StdoutTruncated || len(res.Stdout) >= 1<<20 || len(res.Stdout) < 600<<10 || res.StdoutBytes != 4<<20 {
+		t.Errorf("stdout kept %d, truncated %v", len(res.Stdout), res.StdoutTruncated)
+	}
+	var back schemas.Result
+	if err := json.Unmarshal(b, &back); err != nil || !bytes.Equal(back.Stdout, res.Stdout) {
+		t.Errorf("round trip: %v", err)
+	}
+	small := &schemas.Result{ID: "y", Stdout: []byte("hi")}
+	if b, _ := fitResult(small, 1<<20); small.StdoutTruncated || !bytes.Contains(b, []byte(`"aGk="`)) {
+		t.Errorf("small result changed: %s", b)
+	}
+}
+
+// TestNode_Execute_DeadLetter makes every delivery of a request fail for an internal reason
+// (the results bucket is gone): after streams.MaxDeliver deliveries it is moved to the dead
+// letters with its headers and a reason, and terminated.
+func TestNode_Execute_DeadLetter(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the redelivery delays (about 10 s)")
+	}
+	e := startEnv(t, nil)
+	req := newRequest(schemas.TierFree, e.putModule(fixtures.Wasm("hello")))
+	if err := e.js.DeleteKeyValue(context.Background(), schemas.BucketResults); err != nil {
+		t.Fatal(err)
+	}
+	e.publish(req, "")
+	dlq, err := e.js.Stream(context.Background(), schemas.StreamDLQ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 40*time.Second, func() bool {
+		info, err := dlq.Info(context.Background())
+		return err == nil && info.State.Msgs == 1
+	}, "request not dead-lettered")
+	m, err := dlq.GetLastMsgForSubject(context.Background(), schemas.SubjectDLQ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got schemas.ExecRequest
+	if err := json.Unmarshal(m.Data, &got); err != nil || got.ExecutionID != req.ExecutionID {
+		t.Errorf("dead letter body: %v %+v", err, got)
+	}
+	if m.Header.Get(HeaderDLQReason) == "" || m.Header.Get(schemas.HeaderExecutionID) != req.ExecutionID {
+		t.Errorf("dead letter headers: %v", m.Header)
+	}
+	t.Logf("reason: %s", m.Header.Get(HeaderDLQReason))
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		info, err := e.js.Stream(context.Background(), schemas.StreamExec)
+		return err == nil && info.CachedInfo().State.Msgs == 0
+	}, "request still in the work queue")
+	cons, err := e.js.Consumer(context.Background(), schemas.StreamExec, schemas.ExecConsumer(schemas.TierFree))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(context.Background())
+	if err != nil || info.Delivered.Consumer != streams.MaxDeliver {
+		t.Errorf("delivered %d times, want %d (%v)", info.Delivered.Consumer, streams.MaxDeliver, err)
+	}
+}
