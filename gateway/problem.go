@@ -43,6 +43,8 @@ func codeForStatus(status int) schemas.Code {
 		return schemas.CodeTooLarge
 	case http.StatusUnprocessableEntity:
 		return schemas.CodeInvalid
+	case http.StatusUnsupportedMediaType:
+		return schemas.CodeUnsupported
 	case http.StatusTooManyRequests:
 		return schemas.CodeRateLimited
 	case http.StatusServiceUnavailable:

@@ -48,6 +48,12 @@ func (g *Gateway) routes() http.Handler {
 	g.register(api)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.cfg.Gatherer, promhttp.HandlerOpts{}))
 	mux.Handle("POST /api/execute", g.instrument("/api/execute", http.HandlerFunc(g.compatExecute)))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		p := newProblem(http.StatusNotFound, "no such endpoint: "+r.Method+" "+truncateID(r.URL.Path)+"; see /openapi.json")
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(p.Status)
+		_ = json.NewEncoder(w).Encode(p)
+	})
 	return mux
 }
 

@@ -10,18 +10,19 @@ import (
 type Code string
 
 const (
-	CodeInvalid       Code = "invalid"        // 422 the request is well-formed but not acceptable
-	CodeBadRequest    Code = "bad_request"    // 400 the request cannot be parsed
-	CodeInvalidModule Code = "invalid_module" // 422 not a usable WASI preview 1 command module
-	CodeUnauthorized  Code = "unauthorized"   // 401 no or unknown credentials
-	CodeForbidden     Code = "forbidden"      // 403 known caller, not allowed
-	CodeNotFound      Code = "not_found"      // 404
-	CodeConflict      Code = "conflict"       // 409 e.g. idempotency key reused with another body
-	CodeTooLarge      Code = "too_large"      // 413
-	CodeRateLimited   Code = "rate_limited"   // 429
-	CodeUnavailable   Code = "unavailable"    // 503 a dependency (NATS, executors) is not reachable
-	CodeTimeout       Code = "timeout"        // 504
-	CodeInternal      Code = "internal"       // 500
+	CodeInvalid       Code = "invalid"                // 422 the request is well-formed but not acceptable
+	CodeBadRequest    Code = "bad_request"            // 400 the request cannot be parsed
+	CodeInvalidModule Code = "invalid_module"         // 422 not a usable WASI preview 1 command module
+	CodeUnauthorized  Code = "unauthorized"           // 401 no or unknown credentials
+	CodeForbidden     Code = "forbidden"              // 403 known caller, not allowed
+	CodeNotFound      Code = "not_found"              // 404
+	CodeConflict      Code = "conflict"               // 409 e.g. idempotency key reused with another body
+	CodeTooLarge      Code = "too_large"              // 413
+	CodeUnsupported   Code = "unsupported_media_type" // 415 send Content-Type: application/json (or application/wasm)
+	CodeRateLimited   Code = "rate_limited"           // 429
+	CodeUnavailable   Code = "unavailable"            // 503 a dependency (NATS, executors) is not reachable
+	CodeTimeout       Code = "timeout"                // 504
+	CodeInternal      Code = "internal"               // 500
 )
 
 // Status maps a code to its HTTP status. This is the one place where that mapping lives.
@@ -41,6 +42,8 @@ func (c Code) Status() int {
 		return http.StatusConflict
 	case CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
+	case CodeUnsupported:
+		return http.StatusUnsupportedMediaType
 	case CodeRateLimited:
 		return http.StatusTooManyRequests
 	case CodeUnavailable:
