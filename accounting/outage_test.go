@@ -3,11 +3,15 @@ package accounting_test
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/wasmwiz/wasmwiz/accounting"
 	"github.com/wasmwiz/wasmwiz/accounting/postgres"
 	"github.com/wasmwiz/wasmwiz/accounting/storetest"
 	"github.com/wasmwiz/wasmwiz/internal/natstest"
@@ -116,3 +120,58 @@ func TestConsumer_PostgresOutage(t *testing.T) {
 	}
 	checkAllUsage(t, store, execs)
 }
+
+// A replica that starts while PostgreSQL is down waits for it.
+func TestOpenWithRetry_WaitsForPostgres(t *testing.T) {
+	t.Parallel()
+	dbURL := storetest.NewSchema(t)
+	u, err := url.Parse(dbURL)
+	if err != nil || u.Host == "" {
+		t.Skipf("cannot proxy database url %q", dbURL)
+	}
+	p := newProxy(t, u.Host)
+	p.setDown(true)
+	u.Host = p.ln.Addr().String()
+	var warned atomic.Int64
+	log := slog.New(countingHandler{&warned})
+	type result struct {
+		s   accounting.Store
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		s, err := accounting.OpenWithRetry(context.Background(), u.String(), "", log)
+		done <- result{s, err}
+	}()
+	natstest.Eventually(t, wait, func() bool { return warned.Load() >= 2 }, "no retries while the database is down")
+	select {
+	case r := <-done:
+		t.Fatalf("OpenWithRetry returned while the database was down: %v", r.err)
+	default:
+	}
+	p.setDown(false)
+	select {
+	case r := <-done:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		defer r.s.Close()
+		if err := r.s.Ping(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(wait):
+		t.Fatal("OpenWithRetry did not return after the database came back")
+	}
+}
+
+type countingHandler struct{ n *atomic.Int64 }
+
+func (h countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h countingHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn {
+		h.n.Add(1)
+	}
+	return nil
+}
+func (h countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h countingHandler) WithGroup(string) slog.Handler      { return h }

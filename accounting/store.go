@@ -2,9 +2,12 @@ package accounting
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/wasmwiz/wasmwiz/accounting/internal/ledger"
 	"github.com/wasmwiz/wasmwiz/accounting/postgres"
@@ -56,4 +59,25 @@ func Open(ctx context.Context, databaseURL, sqlitePath string) (Store, error) {
 		return nil, fmt.Errorf("accounting: %w", err)
 	}
 	return sqlite.Open(ctx, sqlitePath)
+}
+
+// OpenWithRetry is Open retried with capped exponential backoff until it succeeds or ctx ends,
+// so that a replica starting while PostgreSQL is down waits for it instead of exiting.
+func OpenWithRetry(ctx context.Context, databaseURL, sqlitePath string, log *slog.Logger) (Store, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	b := newBackoff(10 * time.Second)
+	for {
+		s, err := Open(ctx, databaseURL, sqlitePath)
+		if err == nil {
+			return s, nil
+		}
+		if ctx.Err() != nil {
+			return nil, errors.Join(ctx.Err(), err)
+		}
+		d := b.next()
+		log.Warn("accounting store not available; retrying", "error", err, "retry_in", d.String())
+		sleep(ctx, d)
+	}
 }
