@@ -80,10 +80,10 @@ func New(cfg Config, nc *nats.Conn) (*Node, error) {
 // NodeID is the node's id, as reported in results.
 func (n *Node) NodeID() string { return n.cfg.NodeID }
 
-// Ready reports whether the node is serving: streams ensured, at least one worker alive, not
-// draining.
+// Ready reports whether the node is serving: streams ensured, connected to NATS, at least one
+// worker alive, not draining.
 func (n *Node) Ready() bool {
-	return n.ready.Load() && n.pool != nil && n.pool.ready()
+	return n.ready.Load() && n.nc.IsConnected() && n.pool.ready()
 }
 
 // Run serves until ctx ends, then drains: it stops fetching, gives back (Nak) requests it

@@ -75,6 +75,7 @@ type proc struct {
 	resp   chan worker.Response // closed when the worker's stdout ends
 	exited chan struct{}        // closed when the process has been reaped
 	killed atomic.Bool
+	dead   atomic.Bool // its stdout ended: it will answer nothing more
 	engine string
 
 	mu     sync.Mutex
@@ -180,6 +181,7 @@ func (p *pool) start(ctx context.Context) (*proc, error) {
 			}
 			pr.resp <- r
 		}
+		pr.dead.Store(true)
 		close(pr.resp)
 		outR.Close()
 		// Reap after the pipe is drained. A worker that closed its stdout without exiting is
@@ -224,11 +226,9 @@ func (p *pool) acquire(ctx context.Context) (*proc, error) {
 	for {
 		select {
 		case pr := <-p.idle:
-			select {
-			case <-pr.exited: // died while idle (OOM killer, operator)
+			if pr.dead.Load() { // died while idle (OOM killer, operator)
 				p.lose(pr, "crashed", false)
 				continue
-			default:
 			}
 			p.mu.Lock()
 			p.busy++

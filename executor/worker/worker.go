@@ -243,12 +243,12 @@ func (w *worker) compileJob(ctx context.Context, job *CompileJob) *CompileResult
 
 func (w *worker) run(ctx context.Context, job *RunJob, started func(*Started) error) *RunResult {
 	resetPeakRSS()
-	cpu0 := cpuTime()
 	t0 := time.Now()
 	res := &RunResult{ExitCode: -1}
 	cm, hit, err := w.compile(ctx, job.ModulePath, job.ModuleHash, job.MemoryPages)
 	res.CompileDuration = time.Since(t0)
 	res.CompileCacheHit = hit
+	cpu0 := cpuTime() // the guest's CPU time, not the compiler's
 	finish := func() *RunResult {
 		res.CPU = cpuTime() - cpu0
 		res.PeakRSSBytes = peakRSS()
