@@ -110,7 +110,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	defer gwNC.Close()
 	ln, err := net.Listen("tcp", *httpAddr)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", *httpAddr, err)
+		return fmt.Errorf("API cannot listen on %s (%w): set WASMWIZ_HTTP_ADDR to a free address", *httpAddr, err)
 	}
 	gw, err := gateway.New(ctx, gateway.Config{Listener: ln, Tiers: tiers, Logger: log, Registerer: reg, Gatherer: reg}, gwNC)
 	if err != nil {
@@ -157,6 +157,12 @@ func startEmbeddedNATS(addr, storeDir string) (*server.Server, error) {
 	if err != nil {
 		return nil, usageError{fmt.Sprintf("nats address %q: bad port", addr)}
 	}
+	// nats-server does not report a taken port to its caller; find out first, and say so plainly.
+	probe, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS cannot listen on %s (%v): set WASMWIZ_NATS_ADDR to a free address", addr, err)
+	}
+	probe.Close()
 	ns, err := server.NewServer(&server.Options{
 		ServerName: "wasmwiz-dev",
 		Host:       host,
