@@ -42,12 +42,15 @@ const maxRuntimes = 8
 // Main serves jobs read from in and writes responses to out until in ends (the node closed the
 // pipe: exit 0) or ctx ends. It returns the process exit code.
 func Main(ctx context.Context, in io.Reader, out io.Writer, stderr io.Writer) int {
-	// GOMAXPROCS 2, not 1 and not NumCPU. A guest runs as native code on one goroutine that Go
-	// cannot preempt (see wazero's RATIONALE.md), so with a single P the timer that fires the
-	// guest's deadline, and wazero's goroutine that closes the module when the context is done,
-	// would never get to run: WithCloseOnContextDone would not work. The second P serves those,
-	// the pipe and the GC. More would only let one worker take cores from the others: the node
-	// runs about one worker per core and each worker runs one guest at a time.
+	// GOMAXPROCS 2, not 1 and not NumCPU. A running guest holds one P: it is native code that
+	// Go cannot preempt, and it enters Go only at loop headers (wazero's deadline check) and in
+	// host calls. A second P lets the rest of the worker — the goroutine that closes the module
+	// at its deadline, the GC's background work, the pipe — run at once instead of at the
+	// guest's next entry into Go. (The deadline does still work with 1, because of those
+	// entries; a guest that never makes one is the node's to kill, whatever GOMAXPROCS is.)
+	// More than 2 buys nothing: a worker runs one guest at a time, wazero compiles on one
+	// goroutine, and the node starts about one worker per core, so a larger GOMAXPROCS would
+	// only let one worker's GC spread onto the cores of the others.
 	runtime.GOMAXPROCS(2)
 
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
