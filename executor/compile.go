@@ -15,13 +15,21 @@ import (
 // compile it in a worker under the compile timeout (warming wazero's file cache and the
 // worker's compiled modules), reply with a CompileReply.
 func (n *Node) serveCompile(ctx context.Context, m *nats.Msg) {
+	n.drainMu.Lock()
+	if n.draining {
+		n.drainMu.Unlock()
+		n.respondCompile(m, &schemas.CompileReply{Error: schemas.Errorf(schemas.CodeUnavailable, "executor is shutting down, retry")})
+		return
+	}
 	select {
 	case n.compile <- struct{}{}:
 	default:
+		n.drainMu.Unlock()
 		n.respondCompile(m, &schemas.CompileReply{Error: schemas.Errorf(schemas.CodeUnavailable, "executor is busy compiling, retry later")})
 		return
 	}
-	n.work.Add(1)
+	n.work.Add(1) // under drainMu, so never concurrent with the drain's Wait
+	n.drainMu.Unlock()
 	go func() {
 		defer n.work.Done()
 		defer func() { <-n.compile }()

@@ -265,7 +265,7 @@ func (n *Node) finish(ctx context.Context, log *slog.Logger, msg jetstream.Msg, 
 			return fmt.Errorf("store result: %w", err)
 		}
 	}
-	if err := n.publishEvent(ctx, res); err != nil {
+	if err := n.publishEvent(ctx, msg.Headers(), res); err != nil {
 		return err
 	}
 	n.reply(log, msg.Headers(), res, b)
@@ -287,7 +287,7 @@ func eventType(res *schemas.Result) string {
 	return schemas.EventExecutionFailed
 }
 
-func (n *Node) publishEvent(ctx context.Context, res *schemas.Result) error {
+func (n *Node) publishEvent(ctx context.Context, h nats.Header, res *schemas.Result) error {
 	typ := eventType(res)
 	ev := schemas.Event{
 		ID:       res.ID + ":" + typ,
@@ -325,6 +325,9 @@ func (n *Node) publishEvent(ctx context.Context, res *schemas.Result) error {
 	m := nats.NewMsg(schemas.EventSubject(typ, res.TenantID))
 	m.Data = b
 	m.Header.Set(schemas.HeaderExecutionID, res.ID)
+	if id := h.Get(schemas.HeaderRequestID); id != "" {
+		m.Header.Set(schemas.HeaderRequestID, id)
+	}
 	pctx, cancel := context.WithTimeout(ctx, natsTimeout)
 	defer cancel()
 	// The event id as Nats-Msg-Id: a redelivered execution publishes the same fact again and

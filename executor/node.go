@@ -51,6 +51,9 @@ type Node struct {
 	slots   chan struct{} // one per worker: executions in flight
 	compile chan struct{} // bounds compile requests in flight
 	work    sync.WaitGroup
+
+	drainMu  sync.Mutex
+	draining bool // set when Run starts draining: no new compile jobs
 }
 
 // New checks cfg and prepares a node on nc. Nothing runs until Run.
@@ -162,6 +165,9 @@ func (n *Node) Run(ctx context.Context) error {
 	n.ready.Store(false)
 	n.log.Info("executor: draining")
 	_ = compileSub.Unsubscribe()
+	n.drainMu.Lock()
+	n.draining = true
+	n.drainMu.Unlock()
 	close(stopping)
 	loops.Wait() // fetchers end within fetchWait; the dispatcher starts nothing more
 	for _, it := range n.sched.takeAll() {
