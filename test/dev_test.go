@@ -196,6 +196,31 @@ func TestDev_REST(t *testing.T) {
 		}
 	})
 
+	t.Run("sync wait runs out", func(t *testing.T) {
+		// The dev system waits at most 2s (WASMWIZ_SYNC_WAIT); the execution goes on after the 202.
+		loop := s.upload(t, key, "loop", fixtures.Wasm("loop"))
+		r, e := s.execute(t, key, schemas.ExecutionRequest{ModuleID: loop.ID, TimeoutMS: 4000})
+		if r.Status != 202 || e.Status.Final() {
+			t.Fatalf("long sync request: %d %s", r.Status, r.Body)
+		}
+		if got := poll(t, s, key, e.ID); got.Status != schemas.StatusTimedOut || got.DurationMS < 3900 {
+			t.Errorf("after the 202: %+v", got)
+		}
+	})
+
+	t.Run("binary output", func(t *testing.T) {
+		echo := s.upload(t, key, "echo", fixtures.Wasm("echo"))
+		bin := []byte{0xff, 0xfe, 0x00, 'x'}
+		e := s.run(t, key, schemas.ExecutionRequest{ModuleID: echo.ID, StdinBase64: base64.StdEncoding.EncodeToString(bin)})
+		if e.StdoutEncoding != "base64" || e.Stdout != base64.StdEncoding.EncodeToString(bin) {
+			t.Errorf("non-UTF-8 stdout: %q encoding %q", e.Stdout, e.StdoutEncoding)
+		}
+		e = s.run(t, key, schemas.ExecutionRequest{ModuleID: echo.ID, Stdin: "héllo"})
+		if e.StdoutEncoding != "" || e.Stdout != "héllo" {
+			t.Errorf("UTF-8 stdout: %q encoding %q", e.Stdout, e.StdoutEncoding)
+		}
+	})
+
 	t.Run("idempotency", func(t *testing.T) {
 		req := schemas.ExecutionRequest{ModuleID: probe.ID, Stdin: "once"}
 		r1, e1 := s.execute(t, key, req, "Idempotency-Key", "k-1")

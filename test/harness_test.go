@@ -145,7 +145,7 @@ func startDev(t testing.TB, dataDir string) *system {
 	httpAddr, natsAddr := freeAddr(t), freeAddr(t)
 	p := start(t, []string{
 		"WASMWIZ_HTTP_ADDR=" + httpAddr, "WASMWIZ_NATS_ADDR=" + natsAddr, "WASMWIZ_DATA_DIR=" + dataDir,
-		"WASMWIZ_WORKERS=2", "DATABASE_URL=",
+		"WASMWIZ_WORKERS=2", "DATABASE_URL=", "WASMWIZ_SYNC_WAIT=2s",
 	}, "dev")
 	s := &system{URL: "http://" + httpAddr, NATSURL: "nats://" + natsAddr, DataDir: dataDir, procs: []*proc{p}}
 	waitReady(t, s.URL, p)

@@ -34,6 +34,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	natsAddr := fs.string("nats-addr", "127.0.0.1:4222", "address the embedded NATS server listens on for direct NATS clients")
 	dataDir := fs.string("data-dir", "./wasmwiz-data", "where JetStream, the accounting database, caches and dev keys live")
 	workers := fs.int("workers", 0, "worker processes (default: number of CPUs, at least 2)")
+	syncWait := fs.duration("sync-wait", 0, "longest a synchronous execution request waits before answering 202 (default: its timeout + 10s)")
 	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "Postgres URL for accounting ($DATABASE_URL); empty: SQLite in the data dir")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -112,7 +113,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err != nil {
 		return fmt.Errorf("API cannot listen on %s (%w): set WASMWIZ_HTTP_ADDR to a free address", *httpAddr, err)
 	}
-	gw, err := gateway.New(ctx, gateway.Config{Listener: ln, Tiers: tiers, Logger: log, Registerer: reg, Gatherer: reg}, gwNC)
+	gw, err := gateway.New(ctx, gateway.Config{Listener: ln, SyncWait: *syncWait, Tiers: tiers, Logger: log, Registerer: reg, Gatherer: reg}, gwNC)
 	if err != nil {
 		return err
 	}

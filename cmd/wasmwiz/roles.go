@@ -86,6 +86,7 @@ func runGatewayCmd(ctx context.Context, args []string, getenv func(string) strin
 	httpAddr := fs.string("http-addr", "127.0.0.1:8080", "REST API address")
 	natsURL := fs.string("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
 	replicas := fs.int("replicas", 1, "JetStream replicas for streams and buckets (3 on a cluster)")
+	syncWait := fs.duration("sync-wait", 0, "longest a synchronous execution request waits before answering 202 (default: its timeout + 10s)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -96,7 +97,7 @@ func runGatewayCmd(ctx context.Context, args []string, getenv func(string) strin
 	}
 	defer nc.Close()
 	reg := newRegistry()
-	g, err := gateway.New(ctx, gateway.Config{HTTPAddr: *httpAddr, Replicas: *replicas, Logger: log, Registerer: reg, Gatherer: reg}, nc)
+	g, err := gateway.New(ctx, gateway.Config{HTTPAddr: *httpAddr, SyncWait: *syncWait, Replicas: *replicas, Logger: log, Registerer: reg, Gatherer: reg}, nc)
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 const usage = `wasmwiz runs untrusted WebAssembly (WASI preview 1) modules as a service.
@@ -115,6 +116,15 @@ func (f *flagSet) int(name string, def int, help string) *int {
 		}
 	}
 	return f.Int(name, def, help+" ($"+envName(name)+")")
+}
+
+func (f *flagSet) duration(name string, def time.Duration, help string) *time.Duration {
+	if v := f.getenv(envName(name)); v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			def = d
+		}
+	}
+	return f.Duration(name, def, help+" ($"+envName(name)+")")
 }
 
 // newLogger logs JSON (production) or text (dev) to w at the level in $WASMWIZ_LOG_LEVEL.
