@@ -85,6 +85,12 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		return fmt.Errorf("open accounting store: %w", err)
 	}
 	defer store.Close()
+	if err := registerOps(reg, bootNC, opsGateway|opsExecutor|opsAccounting); err != nil {
+		return err
+	}
+	if err := registerDatabaseUp(reg, store.Ping); err != nil {
+		return err
+	}
 
 	exNC, err := dial("wasmwiz-executor")
 	if err != nil {

@@ -97,6 +97,9 @@ func runGatewayCmd(ctx context.Context, args []string, getenv func(string) strin
 	}
 	defer nc.Close()
 	reg := newRegistry()
+	if err := registerOps(reg, nc, opsGateway); err != nil {
+		return err
+	}
 	g, err := gateway.New(ctx, gateway.Config{HTTPAddr: *httpAddr, SyncWait: *syncWait, Replicas: *replicas, Logger: log, Registerer: reg, Gatherer: reg}, nc)
 	if err != nil {
 		return err
@@ -122,6 +125,9 @@ func runExecutorCmd(ctx context.Context, args []string, getenv func(string) stri
 	}
 	defer nc.Close()
 	reg := newRegistry()
+	if err := registerOps(reg, nc, opsExecutor); err != nil {
+		return err
+	}
 	n, err := executor.New(executor.Config{
 		NodeID: *nodeID, Workers: *workers, CacheDir: *cacheDir, Replicas: *replicas, Logger: log, Registerer: reg,
 	}, nc)
@@ -161,6 +167,12 @@ func runAccountingCmd(ctx context.Context, args []string, getenv func(string) st
 		return fmt.Errorf("open accounting store: %w", err)
 	}
 	defer store.Close()
+	if err := registerOps(reg, nc, opsAccounting); err != nil {
+		return err
+	}
+	if err := registerDatabaseUp(reg, store.Ping); err != nil {
+		return err
+	}
 	c, err := accounting.New(accounting.Config{Store: store, Replicas: *replicas, Logger: log, Registerer: reg}, nc)
 	if err != nil {
 		return err
