@@ -80,18 +80,23 @@ func Main(ctx context.Context, in io.Reader, out io.Writer, stderr io.Writer) in
 		log.Error("worker: setup", "err", err)
 		return 1
 	}
-	defer w.close(context.WithoutCancel(ctx))
 	if err := send(&Response{Ready: &Ready{PID: os.Getpid(), Engine: w.engine}}); err != nil {
 		log.Error("worker: writing ready", "err", err)
 		return 2
 	}
 
 	done := make(chan int, 1)
-	go func() { done <- w.serve(ctx, dec, send) }()
+	go func() {
+		code := w.serve(ctx, dec, send)
+		w.close(context.WithoutCancel(ctx))
+		done <- code
+	}()
 	select {
 	case code := <-done:
 		return code
 	case <-ctx.Done():
+		// The job under way (if any) sees ctx too; the process is about to exit, which frees
+		// everything, so do not wait for a compile that cannot be interrupted.
 		return 0
 	}
 }
