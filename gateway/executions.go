@@ -9,8 +9,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -44,45 +46,37 @@ const (
 type execOutcome struct {
 	Execution *schemas.Execution
 	Accepted  bool
+	Limit     *Decision // nil for idempotent replays, which use no quota
 }
 
-// createExecution validates, publishes and (unless async) waits for one execution.
-// bodyHash identifies the request body for Idempotency-Key conflict checks.
+// createExecution validates, admits (rate limits), publishes and, unless async, waits for one
+// execution. bodyHash identifies the request body for Idempotency-Key conflict checks.
 func (g *Gateway) createExecution(ctx context.Context, p *Principal, req *schemas.ExecutionRequest, idemKey string, bodyHash string) (*execOutcome, error) {
 	g.inflight.Add(1)
 	defer g.inflight.Done()
+	if len(idemKey) > maxIdemKeyBytes {
+		return nil, schemas.Errorf(schemas.CodeInvalid, "Idempotency-Key is longer than %d bytes", maxIdemKeyBytes)
+	}
 	er, err := g.buildRequest(ctx, p, req)
 	if err != nil {
 		return nil, err
 	}
-	if len(idemKey) > maxIdemKeyBytes {
-		return nil, schemas.Errorf(schemas.CodeInvalid, "Idempotency-Key is longer than %d bytes", maxIdemKeyBytes)
-	}
 	er.ExecutionID = newExecutionID(p.TenantID, idemKey)
+	replay := false
 	if idemKey != "" {
-		rec, _ := json.Marshal(schemas.IdempotencyRecord{ExecutionID: er.ExecutionID, BodySHA256: bodyHash, CreatedAt: er.CreatedAt})
-		ikey := p.TenantID + "." + hex.EncodeToString(sha256Sum(idemKey))
-		if _, err := g.idempotency.Create(ctx, ikey, rec); err != nil {
-			if !errors.Is(err, jetstream.ErrKeyExists) {
-				return nil, unavailable("idempotency store", err)
-			}
-			e, err := g.idempotency.Get(ctx, ikey)
-			if err != nil {
-				return nil, unavailable("idempotency store", err)
-			}
-			var prev schemas.IdempotencyRecord
-			if err := json.Unmarshal(e.Value(), &prev); err != nil {
-				return nil, unavailable("idempotency store", err)
-			}
-			if prev.BodySHA256 != bodyHash {
-				return nil, schemas.Errorf(schemas.CodeConflict, "Idempotency-Key was already used with a different request body")
-			}
-			// The same request again: if it finished, answer with its result. Otherwise publish
-			// again below; the stream's duplicate window drops the copy if the first one made it
-			// in, and the executor never runs a finished execution twice.
-			if r, err := g.loadResult(ctx, er.ExecutionID); err == nil && r.Status.Final() {
-				return &execOutcome{Execution: schemas.ExecutionView(r)}, nil
-			}
+		var done *schemas.Result
+		if replay, done, err = g.claimIdempotencyKey(ctx, p, er, idemKey, bodyHash); err != nil {
+			return nil, err
+		}
+		if done != nil {
+			return &execOutcome{Execution: schemas.ExecutionView(done)}, nil
+		}
+	}
+	// A replay of an accepted request uses no quota: it was counted when first accepted.
+	var limit *Decision
+	if !replay {
+		if limit, err = g.admit(ctx, p); err != nil {
+			return nil, err
 		}
 	}
 	wait := g.syncWait(p.Tier, er.TimeoutMS)
@@ -91,15 +85,96 @@ func (g *Gateway) createExecution(ctx context.Context, p *Principal, req *schema
 		ch, done := g.waiters.add(er.ExecutionID)
 		defer done()
 		replies = ch
-	} else {
-		g.storeQueued(ctx, er)
 	}
 	if err := g.publishExec(ctx, er, time.Now().Add(wait)); err != nil {
+		if limit != nil {
+			g.limiter.Release(context.WithoutCancel(ctx), p.Tier.Name, limit)
+		}
+		if le := (*limitedError)(nil); errors.As(err, &le) {
+			g.rejected(ctx, p, "in_flight", le.err.Message)
+		}
 		return nil, err
 	}
 	g.metrics.executionsPublished.WithLabelValues(p.Tier.Name).Inc()
-	if req.Async {
-		return &execOutcome{Execution: queuedView(er), Accepted: true}, nil
+	// Remaining and Reset are two reads; they run while the execution does.
+	var status sync.WaitGroup
+	if limit != nil && limit.Limit > 0 {
+		status.Go(func() {
+			if err := g.limiter.Status(context.WithoutCancel(ctx), p.TenantID, p.Tier, limit); err != nil {
+				g.log.Warn("rate limit status", "tenant_id", p.TenantID, "err", err)
+			}
+		})
+	}
+	out := g.await(ctx, er, req.Async, replies, wait)
+	status.Wait()
+	out.Limit = limit
+	return out, nil
+}
+
+// claimIdempotencyKey records (tenant, key) → execution and body. It reports whether the key
+// was already used for this body (a replay) and, if that execution finished, its result.
+func (g *Gateway) claimIdempotencyKey(ctx context.Context, p *Principal, er *schemas.ExecRequest, idemKey, bodyHash string) (bool, *schemas.Result, error) {
+	rec, _ := json.Marshal(schemas.IdempotencyRecord{ExecutionID: er.ExecutionID, BodySHA256: bodyHash, CreatedAt: er.CreatedAt})
+	ikey := p.TenantID + "." + hex.EncodeToString(sha256Sum(idemKey))
+	if _, err := g.idempotency.Create(ctx, ikey, rec); err == nil {
+		return false, nil, nil
+	} else if !errors.Is(err, jetstream.ErrKeyExists) {
+		return false, nil, unavailable("idempotency store", err)
+	}
+	e, err := g.idempotency.Get(ctx, ikey)
+	if err != nil {
+		return false, nil, unavailable("idempotency store", err)
+	}
+	var prev schemas.IdempotencyRecord
+	if err := json.Unmarshal(e.Value(), &prev); err != nil {
+		return false, nil, unavailable("idempotency store", err)
+	}
+	if prev.BodySHA256 != bodyHash {
+		return false, nil, schemas.Errorf(schemas.CodeConflict, "Idempotency-Key was already used with a different request body")
+	}
+	// The same request again: if it finished, answer with its result. Otherwise the caller
+	// publishes again; the stream's duplicate window drops the copy if the first one made it in,
+	// and an executor never runs a finished execution twice.
+	if r, err := g.loadResult(ctx, er.ExecutionID); err == nil && r.Status.Final() {
+		return true, r, nil
+	}
+	return true, nil, nil
+}
+
+// admit applies the tier's rate limits; a refusal is a 429 with the real Retry-After.
+func (g *Gateway) admit(ctx context.Context, p *Principal) (*Decision, error) {
+	d, err := g.limiter.Admit(ctx, p.TenantID, p.Tier)
+	if err != nil {
+		g.metrics.rateLimitErrors.Inc()
+		return nil, err
+	}
+	if !d.Allowed {
+		per := map[string]string{schemas.WindowMinute: "minute", schemas.WindowDay: "day"}[d.Window]
+		e := &limitedError{err: &schemas.Error{
+			Code:       schemas.CodeRateLimited,
+			Message:    fmt.Sprintf("rate limit reached: the %s tier allows %d executions per %s; retry in %ds", p.Tier.Name, d.Limit, per, seconds(d.RetryAfter)),
+			RetryAfter: seconds(d.RetryAfter),
+		}, d: d}
+		g.rejected(ctx, p, "per_"+per, e.err.Message)
+		return nil, e
+	}
+	return d, nil
+}
+
+// rejected counts a rate-limit rejection and publishes its ratelimit.rejected event.
+func (g *Gateway) rejected(ctx context.Context, p *Principal, limit, reason string) {
+	g.metrics.rateLimited.WithLabelValues(p.Tier.Name, limit).Inc()
+	id := "ratelimit.rejected:" + newExecutionID(p.TenantID, "")
+	g.publishEvent(ctx, schemas.EventRateLimitRejected, p.TenantID, id, func(e *schemas.Event) {
+		e.RateLimit = &schemas.RateLimitEvent{KeyID: p.KeyID, Limit: limit, Reason: reason}
+	})
+}
+
+// await waits for a published execution's result, up to wait; then the results KV decides.
+func (g *Gateway) await(ctx context.Context, er *schemas.ExecRequest, async bool, replies <-chan *nats.Msg, wait time.Duration) *execOutcome {
+	if async {
+		g.storeQueued(ctx, er)
+		return &execOutcome{Execution: queuedView(er), Accepted: true}
 	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
@@ -107,7 +182,7 @@ func (g *Gateway) createExecution(ctx context.Context, p *Principal, req *schema
 	case msg := <-replies:
 		var r schemas.Result
 		if err := json.Unmarshal(msg.Data, &r); err == nil && r.Status.Final() {
-			return &execOutcome{Execution: schemas.ExecutionView(&r)}, nil
+			return &execOutcome{Execution: schemas.ExecutionView(&r)}
 		}
 	case <-timer.C:
 	case <-ctx.Done():
@@ -116,13 +191,13 @@ func (g *Gateway) createExecution(ctx context.Context, p *Principal, req *schema
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
 	if r, err := g.loadResult(lctx, er.ExecutionID); err == nil && r.Status.Final() {
-		return &execOutcome{Execution: schemas.ExecutionView(r)}, nil
+		return &execOutcome{Execution: schemas.ExecutionView(r)}
 	}
 	g.storeQueued(lctx, er)
 	if r, err := g.loadResult(lctx, er.ExecutionID); err == nil {
-		return &execOutcome{Execution: schemas.ExecutionView(r), Accepted: !r.Status.Final()}, nil
+		return &execOutcome{Execution: schemas.ExecutionView(r), Accepted: !r.Status.Final()}
 	}
-	return &execOutcome{Execution: queuedView(er), Accepted: true}, nil
+	return &execOutcome{Execution: queuedView(er), Accepted: true}
 }
 
 func sha256Sum(s string) []byte {
@@ -166,7 +241,8 @@ func (g *Gateway) publishExec(ctx context.Context, er *schemas.ExecRequest, dead
 	msg.Header.Set(schemas.HeaderDeadline, strconv.FormatInt(deadline.UnixMilli(), 10))
 	if _, err := g.js.PublishMsg(ctx, msg); err != nil {
 		if strings.Contains(err.Error(), "maximum messages per subject exceeded") {
-			return schemas.Errorf(schemas.CodeRateLimited, "too many executions in flight for tenant %s on the %s tier", er.TenantID, er.Tier)
+			return &limitedError{err: &schemas.Error{Code: schemas.CodeRateLimited, RetryAfter: 1,
+				Message: fmt.Sprintf("too many executions in flight: the %s tier allows %d queued or running at once; retry when one finishes", er.Tier, g.cfg.Tiers[er.Tier].InFlight)}}
 		}
 		return unavailable("execution queue", err)
 	}

@@ -92,6 +92,7 @@ type Gateway struct {
 	modules     jetstream.ObjectStore
 	keyring     *keyring
 	waiters     *waiters
+	limiter     *Limiter
 
 	handler   http.Handler
 	lastPing  atomic.Int64 // unix nanos of the last executor answer
@@ -135,6 +136,7 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn) (*Gateway, error) {
 	}
 	g.keyring = newKeyring(g.keysKV, g.tenants, cfg.Tiers, g.log)
 	g.waiters = newWaiters(nc, "_INBOX.wasmwiz."+g.id)
+	g.limiter = NewLimiter(js)
 	g.handler = g.routes()
 	return g, nil
 }

@@ -11,6 +11,8 @@ type metrics struct {
 	natsDuration        *prometheus.HistogramVec
 	executionsPublished *prometheus.CounterVec
 	compileSeconds      prometheus.Histogram
+	rateLimited         *prometheus.CounterVec
+	rateLimitErrors     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -36,9 +38,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "wasmwiz_upload_compile_duration_seconds", Help: "Compile time of uploaded modules, as reported by executors.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 		}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasmwiz_ratelimit_rejections_total", Help: "Execution requests refused by a limit, by tier and limit (per_minute, per_day, in_flight).",
+		}, []string{"tier", "limit"}),
+		rateLimitErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wasmwiz_ratelimit_errors_total", Help: "Execution requests refused because the rate limiter's store was unreachable (fail closed).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.httpRequests, m.httpDuration, m.natsRequests, m.natsDuration, m.executionsPublished, m.compileSeconds)
+		reg.MustRegister(m.httpRequests, m.httpDuration, m.natsRequests, m.natsDuration, m.executionsPublished, m.compileSeconds, m.rateLimited, m.rateLimitErrors)
 	}
 	return m
 }

@@ -69,6 +69,7 @@ func (g *Gateway) startMicro() (micro.Service, error) {
 		schemas.OpModulesUpload: func(ctx context.Context, p *Principal, req micro.Request) (any, error) {
 			return g.uploadModule(ctx, p, req.Headers().Get(HeaderModuleName), req.Data())
 		},
+		schemas.OpUsage: g.microUsage,
 		schemas.OpModulesList: func(ctx context.Context, p *Principal, req micro.Request) (any, error) {
 			return g.listModules(ctx, p)
 		},

@@ -97,6 +97,26 @@ func ParseEventSubject(subject string) (eventType, tenant string, err error) {
 	return eventType, parts[4], nil
 }
 
+// Rate-limit windows. Each (tier, window) has a stream whose per-subject message cap is the
+// tier's limit and whose MaxAge is the window: the messages in a tenant's subject are exactly the
+// executions admitted in the last window, counted by the server.
+const (
+	WindowMinute = "minute"
+	WindowDay    = "day"
+)
+
+// RateLimitStream names the counter stream of a tier's window: WASMWIZ_RL_<TIER>_<WINDOW>.
+func RateLimitStream(tier, window string) string {
+	return "WASMWIZ_RL_" + strings.ToUpper(tier) + "_" + strings.ToUpper(window)
+}
+
+// RateLimitSubject is one tenant's counter in a tier's window.
+//
+//	wasmwiz.rl.<tier>.<window>.<tenant>
+func RateLimitSubject(tier, window, tenant string) string {
+	return "wasmwiz.rl." + tier + "." + window + "." + tenant
+}
+
 // APISubject is a direct NATS API operation (a NATS micro endpoint).
 //
 //	wasmwiz.api.v1.<operation>   e.g. wasmwiz.api.v1.executions.create

@@ -83,6 +83,31 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 			MaxAge:      30 * 24 * time.Hour,
 		},
 	}
+	for name, t := range o.Tiers {
+		for _, w := range []struct {
+			window string
+			limit  int
+			age    time.Duration
+		}{{schemas.WindowMinute, t.ExecPerMinute, time.Minute}, {schemas.WindowDay, t.ExecPerDay, 24 * time.Hour}} {
+			if w.limit <= 0 {
+				continue
+			}
+			streamsCfg = append(streamsCfg, jetstream.StreamConfig{
+				Name:                 schemas.RateLimitStream(name, w.window),
+				Description:          "rate-limit counters: executions admitted per tenant in the last " + w.window,
+				Subjects:             []string{schemas.RateLimitSubject(name, w.window, "*")},
+				Retention:            jetstream.LimitsPolicy,
+				Storage:              jetstream.FileStorage,
+				Replicas:             o.Replicas,
+				MaxAge:               w.age,
+				MaxMsgsPerSubject:    int64(w.limit),
+				Discard:              jetstream.DiscardNew,
+				DiscardNewPerSubject: true,
+				MaxMsgs:              -1,
+				MaxBytes:             -1,
+			})
+		}
+	}
 	for _, cfg := range streamsCfg {
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("stream %s: %w", cfg.Name, err)

@@ -1,0 +1,245 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// Limiter admits executions against a tier's per-minute and per-day limits, exactly, across any
+// number of gateways. Each (tier, window) has a JetStream stream whose per-subject cap is the
+// limit (DiscardNewPerSubject) and whose MaxAge is the window: admitting is publishing one empty
+// message to the tenant's subject, and the server refuses the publish when the tenant already
+// has `limit` messages younger than the window. The count lives in one place and is changed
+// atomically by the server, so racing gateways can never admit more than the limit; the window
+// slides (a message leaves exactly one window after it was admitted). See RATIONALE.md.
+type Limiter struct {
+	js jetstream.JetStream
+
+	mu      sync.Mutex
+	streams map[string]jetstream.Stream
+}
+
+// NewLimiter makes a limiter on js; streams.Ensure creates its streams.
+func NewLimiter(js jetstream.JetStream) *Limiter {
+	return &Limiter{js: js, streams: map[string]jetstream.Stream{}}
+}
+
+// Decision is the outcome of Admit, with what the RateLimit-* headers report (the tightest
+// window's figures).
+type Decision struct {
+	Allowed    bool
+	Window     string        // the window that decided (or the tightest one)
+	Limit      int           // 0 when the tier is unlimited
+	Remaining  int           // executions left in Window
+	Reset      time.Duration // until Remaining grows by at least one (0 when nothing is used)
+	RetryAfter time.Duration // with !Allowed: until an execution would be admitted in Window
+
+	held []heldSlot // what Release gives back
+}
+
+type heldSlot struct {
+	window string
+	seq    uint64
+}
+
+// Release gives an admitted decision's quota back (the execution was not accepted after all).
+func (l *Limiter) Release(ctx context.Context, tier string, d *Decision) {
+	for _, h := range d.held {
+		l.release(ctx, tier, h.window, h.seq)
+	}
+	d.held = nil
+}
+
+type window struct {
+	name  string
+	limit int
+	span  time.Duration
+}
+
+func windows(t schemas.Tier) []window {
+	var ws []window
+	if t.ExecPerMinute > 0 {
+		ws = append(ws, window{schemas.WindowMinute, t.ExecPerMinute, time.Minute})
+	}
+	if t.ExecPerDay > 0 {
+		ws = append(ws, window{schemas.WindowDay, t.ExecPerDay, 24 * time.Hour})
+	}
+	return ws
+}
+
+// errLimiterUnavailable makes the gateway refuse (503) rather than let traffic through.
+var errLimiterUnavailable = schemas.Errorf(schemas.CodeUnavailable, "rate limiter is unavailable; the request was not admitted, try again shortly")
+
+// Admit counts one execution for tenant, or refuses it. Both windows are published to at once;
+// if one refuses, the other's admission is deleted again, so a refused request never uses quota.
+func (l *Limiter) Admit(ctx context.Context, tenant string, t schemas.Tier) (*Decision, error) {
+	ws := windows(t)
+	if len(ws) == 0 {
+		return &Decision{Allowed: true}, nil
+	}
+	type outcome struct {
+		seq     uint64
+		refused bool
+		err     error
+	}
+	futures := make([]jetstream.PubAckFuture, len(ws))
+	for i, w := range ws {
+		f, err := l.js.PublishAsync(schemas.RateLimitSubject(t.Name, w.name, tenant), nil)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", errLimiterUnavailable, err)
+		}
+		futures[i] = f
+	}
+	outs := make([]outcome, len(ws))
+	for i, f := range futures {
+		select {
+		case ack := <-f.Ok():
+			outs[i].seq = ack.Sequence
+		case err := <-f.Err():
+			var apiErr *jetstream.APIError
+			if errors.As(err, &apiErr) && strings.Contains(apiErr.Description, "maximum messages per subject") {
+				outs[i].refused = true
+			} else {
+				outs[i].err = err
+			}
+		case <-ctx.Done():
+			outs[i].err = ctx.Err()
+		}
+	}
+	refusedAt := -1
+	var failure error
+	for i, o := range outs {
+		if o.err != nil && failure == nil {
+			failure = o.err
+		}
+		if o.refused && refusedAt < 0 {
+			refusedAt = i
+		}
+	}
+	if refusedAt >= 0 || failure != nil {
+		// Give back what the other window admitted.
+		for i, o := range outs {
+			if o.seq != 0 {
+				l.release(context.WithoutCancel(ctx), t.Name, ws[i].name, o.seq)
+			}
+		}
+	}
+	if failure != nil {
+		return nil, errLimiterUnavailable
+	}
+	if refusedAt >= 0 {
+		w := ws[refusedAt]
+		d := &Decision{Window: w.name, Limit: w.limit}
+		if oldest, err := l.oldest(ctx, t.Name, w.name, tenant); err == nil {
+			d.RetryAfter = max(time.Until(oldest.Add(w.span)), time.Second)
+		} else {
+			d.RetryAfter = w.span
+		}
+		d.Reset = d.RetryAfter
+		return d, nil
+	}
+	d := &Decision{Allowed: true, Window: ws[0].name, Limit: ws[0].limit}
+	for i, o := range outs {
+		d.held = append(d.held, heldSlot{ws[i].name, o.seq})
+	}
+	return d, nil
+}
+
+// Status fills in Remaining and Reset for an admitted decision's window. It costs two reads, so
+// the gateway runs it while the execution runs.
+func (l *Limiter) Status(ctx context.Context, tenant string, t schemas.Tier, d *Decision) error {
+	if d.Limit == 0 {
+		return nil
+	}
+	var w window
+	for _, x := range windows(t) {
+		if x.name == d.Window {
+			w = x
+		}
+	}
+	s, err := l.stream(ctx, t.Name, w.name)
+	if err != nil {
+		return err
+	}
+	subj := schemas.RateLimitSubject(t.Name, w.name, tenant)
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		return err
+	}
+	used := int(info.State.Subjects[subj])
+	d.Remaining = max(w.limit-used, 0)
+	if used > 0 {
+		if oldest, err := l.oldest(ctx, t.Name, w.name, tenant); err == nil {
+			d.Reset = max(time.Until(oldest.Add(w.span)), 0)
+		}
+	}
+	return nil
+}
+
+func (l *Limiter) oldest(ctx context.Context, tier, win, tenant string) (time.Time, error) {
+	s, err := l.stream(ctx, tier, win)
+	if err != nil {
+		return time.Time{}, err
+	}
+	m, err := s.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(schemas.RateLimitSubject(tier, win, tenant)))
+	if err != nil {
+		return time.Time{}, err
+	}
+	return m.Time, nil
+}
+
+func (l *Limiter) release(ctx context.Context, tier, win string, seq uint64) {
+	if s, err := l.stream(ctx, tier, win); err == nil {
+		_ = s.DeleteMsg(ctx, seq)
+	}
+}
+
+func (l *Limiter) stream(ctx context.Context, tier, win string) (jetstream.Stream, error) {
+	name := schemas.RateLimitStream(tier, win)
+	l.mu.Lock()
+	s, ok := l.streams[name]
+	l.mu.Unlock()
+	if ok {
+		return s, nil
+	}
+	s, err := l.js.Stream(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.streams[name] = s
+	l.mu.Unlock()
+	return s, nil
+}
+
+// headers are the RateLimit-* header values of a decision ("" when the tier is unlimited).
+func (d *Decision) headers() (limit, remaining, reset string) {
+	if d == nil || d.Limit == 0 {
+		return "", "", ""
+	}
+	return strconv.Itoa(d.Limit), strconv.Itoa(d.Remaining), strconv.Itoa(seconds(d.Reset))
+}
+
+// limitedError is a 429 with the decision behind it, for the Retry-After and RateLimit headers.
+type limitedError struct {
+	err *schemas.Error
+	d   *Decision
+}
+
+func (e *limitedError) Error() string { return e.err.Error() }
+func (e *limitedError) Unwrap() error { return e.err }
+
+// seconds rounds a duration up to whole seconds for Retry-After and RateLimit-Reset.
+func seconds(d time.Duration) int {
+	return int(math.Ceil(d.Seconds()))
+}

@@ -1,0 +1,156 @@
+package gateway
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wasmwiz/wasmwiz/internal/natstest"
+	"github.com/wasmwiz/wasmwiz/internal/streams"
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+func limiterTiers() map[string]schemas.Tier {
+	tiers := schemas.DefaultTiers()
+	t := tiers[schemas.TierFree]
+	t.ExecPerMinute, t.ExecPerDay = 10, 25
+	tiers[schemas.TierFree] = t
+	return tiers
+}
+
+func newTestLimiters(t *testing.T, n int) ([]*Limiter, schemas.Tier) {
+	t.Helper()
+	srv := natstest.RunJetStream(t)
+	tiers := limiterTiers()
+	var ls []*Limiter
+	for i := range n {
+		js, err := jetstream.New(natstest.Connect(t, srv))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			if err := streams.Ensure(context.Background(), js, streams.Options{Tiers: tiers}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ls = append(ls, NewLimiter(js))
+	}
+	return ls, tiers[schemas.TierFree]
+}
+
+// Three gateways' limiters race for one tenant's per-minute limit: exactly the limit is admitted.
+func TestLimiter_ExactAcrossGateways(t *testing.T) {
+	ls, free := newTestLimiters(t, 3)
+	var admitted, refused atomic.Int64
+	var wg sync.WaitGroup
+	for _, l := range ls {
+		for range 8 {
+			wg.Go(func() {
+				for range 5 {
+					d, err := l.Admit(context.Background(), "acme", free)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if d.Allowed {
+						admitted.Add(1)
+					} else {
+						refused.Add(1)
+						if d.RetryAfter <= 0 || d.RetryAfter > time.Minute {
+							t.Errorf("retry after %v", d.RetryAfter)
+						}
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if admitted.Load() != int64(free.ExecPerMinute) || refused.Load() != 120-int64(free.ExecPerMinute) {
+		t.Fatalf("admitted %d refused %d, want %d admitted", admitted.Load(), refused.Load(), free.ExecPerMinute)
+	}
+	// Another tenant has its own quota.
+	if d, err := ls[0].Admit(context.Background(), "other", free); err != nil || !d.Allowed {
+		t.Fatalf("other tenant: %+v %v", d, err)
+	}
+}
+
+// A refusal by the minute window gives back what the day window admitted, so refused requests
+// never eat the daily quota; Release gives back an admission the gateway could not use.
+func TestLimiter_RefusalUsesNoQuota(t *testing.T) {
+	ls, free := newTestLimiters(t, 1)
+	l, ctx := ls[0], context.Background()
+	for range free.ExecPerMinute {
+		if d, _ := l.Admit(ctx, "acme", free); !d.Allowed {
+			t.Fatal("refused below the limit")
+		}
+	}
+	for range 5 {
+		d, err := l.Admit(ctx, "acme", free)
+		if err != nil || d.Allowed || d.Window != schemas.WindowMinute {
+			t.Fatalf("over the minute limit: %+v %v", d, err)
+		}
+	}
+	day, err := l.stream(ctx, free.Name, schemas.WindowDay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj := schemas.RateLimitSubject(free.Name, schemas.WindowDay, "acme")
+	info, err := day.Info(ctx, jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.State.Subjects[subj]; got != uint64(free.ExecPerMinute) {
+		t.Fatalf("day window counts %d, want %d (refusals must not count)", got, free.ExecPerMinute)
+	}
+	d := &Decision{Allowed: true, Window: schemas.WindowMinute, Limit: free.ExecPerMinute}
+	if err := l.Status(ctx, "acme", free, d); err != nil || d.Remaining != 0 || d.Reset <= 0 || d.Reset > time.Minute {
+		t.Fatalf("status at the limit: %+v %v", d, err)
+	}
+}
+
+// With its store gone the limiter refuses: it never lets traffic through unchecked.
+func TestLimiter_FailsClosed(t *testing.T) {
+	srv := natstest.RunJetStream(t)
+	nc := natstest.Connect(t, srv)
+	js, _ := jetstream.New(nc)
+	tiers := limiterTiers()
+	if err := streams.Ensure(context.Background(), js, streams.Options{Tiers: tiers}); err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(context.Background(), schemas.RateLimitStream(schemas.TierFree, schemas.WindowMinute)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := NewLimiter(js).Admit(ctx, "acme", tiers[schemas.TierFree])
+	if se := schemas.AsError(err); se.Code != schemas.CodeUnavailable {
+		t.Fatalf("admit without its stream: %v, want unavailable", err)
+	}
+}
+
+// BenchmarkLimiter_Admit is the limiter's own cost per admitted request (both windows).
+func BenchmarkLimiter_Admit(b *testing.B) {
+	srv := natstest.RunJetStream(b)
+	js, _ := jetstream.New(natstest.Connect(b, srv))
+	tiers := schemas.DefaultTiers()
+	pro := tiers[schemas.TierPro]
+	pro.ExecPerMinute, pro.ExecPerDay = 1<<30, 1<<30
+	tiers[schemas.TierPro] = pro
+	if err := streams.Ensure(context.Background(), js, streams.Options{Tiers: tiers}); err != nil {
+		b.Fatal(err)
+	}
+	l := NewLimiter(js)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if d, err := l.Admit(context.Background(), "bench", pro); err != nil || !d.Allowed {
+				b.Fatal(d, err)
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "admits/s")
+}
