@@ -4,12 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/wasmwiz/wasmwiz/executor/worker"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
+
+// compileWaitForWorker bounds how long a compile request waits for a free worker.
+const compileWaitForWorker = 15 * time.Second
 
 // serveCompile answers a CompileRequest: fetch the module (warming the node's file cache),
 // compile it in a worker under the compile timeout (warming wazero's file cache and the
@@ -64,7 +68,11 @@ func (n *Node) compileModule(ctx context.Context, m *nats.Msg) *schemas.CompileR
 		log.Error("executor: compile: module fetch", "err", err)
 		return &schemas.CompileReply{Error: schemas.Errorf(schemas.CodeUnavailable, "module could not be loaded")}
 	}
-	res, err := n.pool.compile(ctx, &worker.CompileJob{ModulePath: path, ModuleHash: hexDigest, MemoryPages: uint32(tier.MemoryMB * 16)})
+	// Wait for a worker no longer than a gateway waits for the answer (it gives up after 30 s
+	// by default); the compile itself then has its own timeout.
+	actx, cancel := context.WithTimeout(ctx, compileWaitForWorker)
+	defer cancel()
+	res, err := n.pool.compile(actx, &worker.CompileJob{ModulePath: path, ModuleHash: hexDigest, MemoryPages: uint32(tier.MemoryMB * 16)})
 	var killed *killedError
 	switch {
 	case errors.As(err, &killed):

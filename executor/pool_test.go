@@ -4,7 +4,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -174,3 +177,33 @@ func counterValue(tb testing.TB, c prometheus.Metric) float64 {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestForwardStderr checks that a worker's stderr reaches the log as bounded lines.
+func TestForwardStderr(t *testing.T) {
+	var buf strings.Builder
+	log := slog.New(slog.NewJSONHandler(&buf, nil))
+	var in strings.Builder
+	in.WriteString(strings.Repeat("x", 10_000) + "\n")
+	for i := range 300 {
+		fmt.Fprintf(&in, "line %d\n", i)
+	}
+	forwardStderr(log, 42, io.NopCloser(strings.NewReader(in.String())))
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 101 { // 100 lines, then one summary of the dropped ones
+		t.Fatalf("%d log lines", len(lines))
+	}
+	var first, last struct {
+		Line    string `json:"line"`
+		PID     int    `json:"worker_pid"`
+		Dropped int    `json:"dropped"`
+	}
+	if err := json.Unmarshal([]byte(lines[0]), &first); err != nil || first.PID != 42 || len(first.Line) != 4096 {
+		t.Errorf("first line: %v pid %d, %d bytes", err, first.PID, len(first.Line))
+	}
+	if err := json.Unmarshal([]byte(lines[100]), &last); err != nil || last.Dropped != 201 {
+		t.Errorf("summary: %v %+v", err, last)
+	}
+	if !strings.Contains(lines[1], `"line 0"`) {
+		t.Errorf("second log line %s, want line 0", lines[1])
+	}
+}
