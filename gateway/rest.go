@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 	"time"
@@ -111,7 +112,20 @@ func (w *statusWriter) WriteHeader(code int) { w.status = code; w.ResponseWriter
 
 // fail converts a service error into the Problem Huma writes.
 func (g *Gateway) fail(ctx context.Context, op string, err error) error {
-	return problemFrom(g.publicError(ctx, op, err))
+	p := problemFrom(g.publicError(ctx, op, err))
+	var le *limitedError
+	if errors.As(err, &le) && le.d != nil {
+		limit, remaining, reset := le.d.headers()
+		if limit != "" {
+			if p.headers == nil {
+				p.headers = http.Header{}
+			}
+			p.headers.Set("RateLimit-Limit", limit)
+			p.headers.Set("RateLimit-Remaining", remaining)
+			p.headers.Set("RateLimit-Reset", reset)
+		}
+	}
+	return p
 }
 
 type moduleUploadInput struct {
@@ -137,9 +151,12 @@ type executionInput struct {
 }
 
 type executionOutput struct {
-	Status   int
-	Location string `header:"Location"`
-	Body     *schemas.Execution
+	Status             int
+	Location           string `header:"Location"`
+	RateLimitLimit     string `header:"RateLimit-Limit" doc:"executions allowed in the tightest window (absent on unlimited tiers)"`
+	RateLimitRemaining string `header:"RateLimit-Remaining" doc:"executions left in that window"`
+	RateLimitReset     string `header:"RateLimit-Reset" doc:"seconds until one more execution is available"`
+	Body               *schemas.Execution
 }
 
 type executionIDInput struct {
@@ -246,7 +263,9 @@ func (g *Gateway) register(api huma.API) {
 		if out.Accepted {
 			status = http.StatusAccepted
 		}
-		return &executionOutput{Status: status, Location: "/v1/executions/" + out.Execution.ID, Body: out.Execution}, nil
+		o := &executionOutput{Status: status, Location: "/v1/executions/" + out.Execution.ID, Body: out.Execution}
+		o.RateLimitLimit, o.RateLimitRemaining, o.RateLimitReset = out.Limit.headers()
+		return o, nil
 	})
 	huma.Register(api, huma.Operation{
 		OperationID: "get-execution", Method: http.MethodGet, Path: "/v1/executions/{id}", Tags: []string{"executions"},
