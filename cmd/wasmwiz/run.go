@@ -26,10 +26,13 @@ Servers:
 
 Operators:
   admin bootstrap  create the streams and a first admin key, straight over NATS
+  events tail      print events live as JSON lines, straight from the events stream
+  accounting reconcile  compare the events stream with the usage accounting stored
 
 Clients:
   run          run a module: wasmwiz run [flags] <module.wasm | sha256:id> [-- args...]
   modules      upload, list, get or delete modules
+  usage        your usage (executions, wall time, memory, bytes) by day, module or key
 
 Every flag can also be set by environment (WASMWIZ_<FLAG>, e.g. WASMWIZ_HTTP_ADDR).
 Run 'wasmwiz <command> -h' for a command's flags.
@@ -51,6 +54,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "executor":
 		err = runExecutorCmd(ctx, rest, getenv, stdout, stderr)
 	case "accounting":
+		if len(rest) > 0 && rest[0] == "reconcile" {
+			err = runReconcile(ctx, rest[1:], getenv, stdout, stderr)
+			break
+		}
 		err = runAccountingCmd(ctx, rest, getenv, stdout, stderr)
 	case "worker":
 		return runWorker(ctx)
@@ -60,6 +67,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = runAdmin(ctx, rest, getenv, stdout, stderr)
 	case "modules":
 		err = runClientModules(ctx, rest, getenv, stdout, stderr)
+	case "usage":
+		err = runClientUsage(ctx, rest, getenv, stdout, stderr)
+	case "events":
+		err = runEvents(ctx, rest, getenv, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -1,0 +1,237 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+const eventsUsage = "usage: wasmwiz events tail [--type T]... [--tenant ID]... [--since-seq N | --since TIME] [--follow=false] [--nats-url URL]"
+
+// listFlag is a repeatable, comma-separated string flag.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error {
+	for v := range strings.SplitSeq(s, ",") {
+		if v = strings.TrimSpace(v); v != "" && !slices.Contains(*l, v) {
+			*l = append(*l, v)
+		}
+	}
+	return nil
+}
+
+// runEvents is the audit subscriber, straight on the events stream (an operator command: it
+// reads every tenant's events, as far as its NATS credentials allow).
+//
+//	wasmwiz events tail [--type execution.completed] [--tenant acme] [--since-seq N | --since 1h]
+//
+// prints one JSON object per line: the event with its stream sequence added as "stream_seq"
+// (resume with --since-seq <stream_seq + 1>).
+func runEvents(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "tail" {
+		return usageError{eventsUsage}
+	}
+	fs := newFlagSet("events tail", getenv, stderr)
+	natsURL := fs.string("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
+	var types, tenants listFlag
+	fs.Var(&types, "type", "only events of this type, e.g. execution.completed or execution.* (repeatable, comma separated)")
+	fs.Var(&tenants, "tenant", "only this tenant's events (repeatable, comma separated)")
+	sinceSeq := fs.Uint64("since-seq", 0, "start at this stream sequence")
+	since := fs.String("since", "", "start at this time: RFC 3339, or a duration ago such as 1h")
+	follow := fs.Bool("follow", true, "keep printing new events; with --follow=false stop at the end of the stream")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{eventsUsage}
+	}
+	filters, err := eventFilters(types, tenants)
+	if err != nil {
+		return err
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters, DeliverPolicy: jetstream.DeliverNewPolicy}
+	switch {
+	case *sinceSeq > 0 && *since != "":
+		return usageError{"give --since-seq or --since, not both"}
+	case *sinceSeq > 0:
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, *sinceSeq
+	case *since != "":
+		t, err := parseSince(*since, time.Now())
+		if err != nil {
+			return err
+		}
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
+	case !*follow:
+		cfg.DeliverPolicy = jetstream.DeliverAllPolicy // nothing new would ever end the command
+	}
+	nc, js, err := connectJetStream(*natsURL, "wasmwiz-events-tail")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	var line bytes.Buffer
+	print := func(m jetstream.Msg) error {
+		md, err := m.Metadata()
+		if err != nil {
+			return nil
+		}
+		line.Reset()
+		if err := eventLine(&line, md.Sequence.Stream, m.Data()); err != nil {
+			fmt.Fprintf(stderr, "wasmwiz events tail: skipping stream sequence %d on %s: %v\n", md.Sequence.Stream, m.Subject(), err)
+			return nil
+		}
+		_, err = stdout.Write(line.Bytes())
+		return err
+	}
+	if !*follow {
+		return readEvents(ctx, js, cfg, print)
+	}
+	cons, err := js.OrderedConsumer(ctx, schemas.StreamEvents, cfg)
+	if err != nil {
+		return fmt.Errorf("events stream: %w", err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("events stream: %w", err)
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	defer it.Stop()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return nil
+			}
+			return fmt.Errorf("events stream: %w", err)
+		}
+		if err := print(m); err != nil {
+			return err
+		}
+	}
+}
+
+var typePatternRE = regexp.MustCompile(`^[a-z]+\.\*$`)
+
+// eventFilters turns --type and --tenant into the consumer's filter subjects (types × tenants).
+func eventFilters(types, tenants []string) ([]string, error) {
+	if len(types) == 0 {
+		types = []string{"*.*"}
+	}
+	if len(tenants) == 0 {
+		tenants = []string{"*"}
+	} else {
+		for _, t := range tenants {
+			if !schemas.ValidToken(t) {
+				return nil, usageError{fmt.Sprintf("--tenant %q is not a tenant id", t)}
+			}
+		}
+	}
+	for _, t := range types {
+		if t != "*.*" && !schemas.KnownEventType(t) && !typePatternRE.MatchString(t) {
+			return nil, usageError{fmt.Sprintf("--type %q is not an event type (execution.completed, execution.failed, module.uploaded, module.deleted, key.created, key.revoked, tenant.created, ratelimit.rejected) or a pattern such as execution.*", t)}
+		}
+	}
+	var out []string
+	for _, typ := range types {
+		for _, tenant := range tenants {
+			out = append(out, schemas.EventSubject(typ, tenant))
+		}
+	}
+	return out, nil
+}
+
+// eventLine writes an event as one JSON line with "stream_seq" first.
+func eventLine(w *bytes.Buffer, seq uint64, data []byte) error {
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, data); err != nil {
+		return fmt.Errorf("not JSON: %w", err)
+	}
+	b := compact.Bytes()
+	if len(b) < 2 || b[0] != '{' {
+		return errors.New("not a JSON object")
+	}
+	fmt.Fprintf(w, `{"stream_seq":%d`, seq)
+	if len(b) > 2 {
+		w.WriteByte(',')
+	}
+	w.Write(b[1:])
+	w.WriteByte('\n')
+	return nil
+}
+
+// parseSince reads an RFC 3339 time, a date (its UTC midnight) or a duration before now.
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		return now.Add(-d), nil
+	}
+	if t, err := parseTime(s); err == nil {
+		return t, nil
+	}
+	return time.Time{}, usageError{fmt.Sprintf("--since %q: want an RFC 3339 time, a date or a duration such as 1h", s)}
+}
+
+// parseTime reads an RFC 3339 time or a date YYYY-MM-DD (its UTC midnight).
+func parseTime(s string) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	return time.Parse(time.DateOnly, s)
+}
+
+func connectJetStream(url, name string) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := nats.Connect(url, nats.Name(name))
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
+}
+
+// readEvents reads the matching events from cfg's start up to the end of the stream as it
+// was when the consumer was created, then returns.
+func readEvents(ctx context.Context, js jetstream.JetStream, cfg jetstream.OrderedConsumerConfig, fn func(jetstream.Msg) error) error {
+	cons, err := js.OrderedConsumer(ctx, schemas.StreamEvents, cfg)
+	if err != nil {
+		return fmt.Errorf("events stream: %w", err)
+	}
+	for {
+		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return fmt.Errorf("events stream: %w", err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			if err := fn(m); err != nil {
+				return err
+			}
+			if md, err := m.Metadata(); err == nil && md.NumPending == 0 {
+				return ctx.Err() // the last one there was
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
+			return fmt.Errorf("events stream: %w", err)
+		}
+		if n == 0 {
+			return ctx.Err()
+		}
+	}
+}
