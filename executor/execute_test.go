@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/wasmwiz/wasmwiz/internal/fixtures"
 	"github.com/wasmwiz/wasmwiz/internal/natstest"
 	"github.com/wasmwiz/wasmwiz/internal/streams"
@@ -66,15 +68,71 @@ func TestNode_Execute_DeadLetter(t *testing.T) {
 	}
 	t.Logf("reason: %s", m.Header.Get(HeaderDLQReason))
 	natstest.Eventually(t, 10*time.Second, func() bool {
-		info, err := e.js.Stream(context.Background(), schemas.StreamExec)
+		info, err := e.js.Stream(context.Background(), schemas.ExecStream(schemas.TierFree))
 		return err == nil && info.CachedInfo().State.Msgs == 0
 	}, "request still in the work queue")
-	cons, err := e.js.Consumer(context.Background(), schemas.StreamExec, schemas.ExecConsumer(schemas.TierFree))
+	cons, err := e.js.Consumer(context.Background(), schemas.ExecStream(schemas.TierFree), schemas.ExecConsumer(schemas.TierFree))
 	if err != nil {
 		t.Fatal(err)
 	}
 	info, err := cons.Info(context.Background())
 	if err != nil || info.Delivered.Consumer != streams.MaxDeliver {
 		t.Errorf("delivered %d times, want %d (%v)", info.Delivered.Consumer, streams.MaxDeliver, err)
+	}
+}
+
+// TestNode_Metrics checks the node's collectors are registered under their names and count.
+func TestNode_Metrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	e := startEnv(t, func(c *Config) { c.Registerer = reg })
+	mod := e.putModule(fixtures.Wasm("hello"))
+	for range 2 {
+		if res := e.execute(newRequest(schemas.TierBasic, mod)); res.Status != schemas.StatusSucceeded {
+			t.Fatalf("hello: %s", res.Status)
+		}
+	}
+	req := newRequest(schemas.TierBasic, e.putModule(fixtures.Wasm("loop")))
+	req.TimeoutMS = 100
+	if res := e.execute(req); res.Status != schemas.StatusTimedOut || res.CPUMS <= 0 || res.DurationMS < 100 {
+		t.Fatalf("loop: %s cpu %v ms wall %v ms", res.Status, res.CPUMS, res.DurationMS)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			key := f.GetName()
+			for _, l := range m.GetLabel() {
+				key += "," + l.GetName() + "=" + l.GetValue()
+			}
+			switch {
+			case m.Counter != nil:
+				got[key] = m.Counter.GetValue()
+			case m.Gauge != nil:
+				got[key] = m.Gauge.GetValue()
+			case m.Histogram != nil:
+				got[key] = float64(m.Histogram.GetSampleCount())
+			}
+		}
+	}
+	want := map[string]float64{
+		"wasmwiz_executions_total,status=succeeded,tier=basic": 2,
+		"wasmwiz_executions_total,status=timed_out,tier=basic": 1,
+		"wasmwiz_execution_duration_seconds,tier=basic":        3,
+		"wasmwiz_queue_wait_seconds,tier=basic":                3,
+		"wasmwiz_module_cache_misses_total,cache=file":         2,
+		"wasmwiz_module_cache_hits_total,cache=file":           1,
+		"wasmwiz_module_cache_misses_total,cache=compiled":     2,
+		"wasmwiz_module_cache_hits_total,cache=compiled":       1,
+		"wasmwiz_compile_duration_seconds":                     2,
+		"wasmwiz_workers,state=busy":                           0,
+		"wasmwiz_workers,state=idle":                           2,
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v", k, got[k], v)
+		}
 	}
 }

@@ -144,7 +144,7 @@ func (n *Node) Run(ctx context.Context) error {
 
 	n.sched = newScheduler(n.cfg.Tiers, n.cfg.Workers)
 	for _, q := range n.sched.queues {
-		if q.cons, err = n.js.Consumer(ctx, schemas.StreamExec, schemas.ExecConsumer(q.tier.Name)); err != nil {
+		if q.cons, err = n.js.Consumer(ctx, schemas.ExecStream(q.tier.Name), schemas.ExecConsumer(q.tier.Name)); err != nil {
 			return fmt.Errorf("executor: consumer %s: %w", schemas.ExecConsumer(q.tier.Name), err)
 		}
 	}

@@ -38,8 +38,20 @@ type env struct {
 	runErr  *error
 }
 
+// testTiers are the default tiers with room for many requests of one tenant in flight: these
+// tests fill the queues on purpose (the gateway's tests cover the in-flight cap).
+func testTiers() map[string]schemas.Tier {
+	tiers := schemas.DefaultTiers()
+	for name, t := range tiers {
+		t.InFlight = 1000
+		tiers[name] = t
+	}
+	return tiers
+}
+
 func testConfig(tb testing.TB) Config {
 	return Config{
+		Tiers:          testTiers(),
 		NodeID:         "node-" + tb.Name(),
 		Workers:        2,
 		WorkerCommand:  []string{os.Args[0]},
@@ -444,7 +456,7 @@ func TestNode_Execute_BadRequest(t *testing.T) {
 	}
 	// Terminated, so gone from the work queue and never redelivered.
 	natstest.Eventually(t, 10*time.Second, func() bool {
-		info, err := e.js.Stream(context.Background(), schemas.StreamExec)
+		info, err := e.js.Stream(context.Background(), schemas.ExecStream(schemas.TierFree))
 		return err == nil && info.CachedInfo().State.Msgs == 0
 	}, "bad requests still in the stream")
 	// And the node still serves.

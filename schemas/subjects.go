@@ -8,7 +8,6 @@ import (
 
 // Streams, consumers and buckets.
 const (
-	StreamExec   = "WASMWIZ_EXEC"
 	StreamEvents = "WASMWIZ_EVENTS"
 	StreamDLQ    = "WASMWIZ_DLQ"
 
@@ -48,6 +47,11 @@ var tokenRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 // token and one KV key token, so it is restricted to lower-case letters, digits, '-' and '_'.
 func ValidToken(s string) bool { return tokenRE.MatchString(s) }
 
+// ExecStream is the work-queue stream of one tier's execution requests: WASMWIZ_EXEC_<TIER>.
+// One stream per tier, because its per-subject message cap is the tier's in-flight limit:
+// queued + running requests of a tenant are exactly its messages not yet acked.
+func ExecStream(tier string) string { return "WASMWIZ_EXEC_" + strings.ToUpper(tier) }
+
 // ExecConsumer is the durable pull consumer serving one tier: exec-<tier>.
 func ExecConsumer(tier string) string { return "exec-" + tier }
 
@@ -58,9 +62,6 @@ func ExecSubject(tier, tenant string) string { return "wasmwiz.exec." + tier + "
 
 // ExecSubjectTier is the filter of a tier's consumer: wasmwiz.exec.<tier>.*
 func ExecSubjectTier(tier string) string { return "wasmwiz.exec." + tier + ".*" }
-
-// ExecSubjectAll matches every execution request: wasmwiz.exec.>
-const ExecSubjectAll = "wasmwiz.exec.>"
 
 // ParseExecSubject is the inverse of ExecSubject.
 func ParseExecSubject(subject string) (tier, tenant string, err error) {

@@ -29,9 +29,10 @@ func registerOps(reg prometheus.Registerer, nc *nats.Conn, roles int) error {
 		}
 		sort.Strings(tiers)
 		for _, name := range tiers {
-			cfg.Consumers = append(cfg.Consumers, opsmetrics.ConsumerRef{Stream: schemas.StreamExec, Consumer: schemas.ExecConsumer(name)})
+			cfg.Consumers = append(cfg.Consumers, opsmetrics.ConsumerRef{Stream: schemas.ExecStream(name), Consumer: schemas.ExecConsumer(name)})
+			cfg.Streams = append(cfg.Streams, schemas.ExecStream(name))
 		}
-		cfg.Streams = append(cfg.Streams, schemas.StreamExec, schemas.StreamDLQ)
+		cfg.Streams = append(cfg.Streams, schemas.StreamDLQ)
 	}
 	if roles&opsAccounting != 0 {
 		cfg.Consumers = append(cfg.Consumers, opsmetrics.ConsumerRef{Stream: schemas.StreamEvents, Consumer: schemas.ConsumerAccounting})

@@ -54,16 +54,6 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 	o.defaults()
 	streamsCfg := []jetstream.StreamConfig{
 		{
-			Name:        schemas.StreamExec,
-			Description: "WasmWiz execution requests, one work queue for all tiers",
-			Subjects:    []string{schemas.ExecSubjectAll},
-			Retention:   jetstream.WorkQueuePolicy,
-			Storage:     jetstream.FileStorage,
-			Replicas:    o.Replicas,
-			Duplicates:  o.DuplicateWindow,
-			MaxAge:      24 * time.Hour,
-		},
-		{
 			Name:        schemas.StreamEvents,
 			Description: "WasmWiz events: executions, modules, keys, rate limits",
 			Subjects:    []string{schemas.EventSubjectAll},
@@ -84,6 +74,22 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 		},
 	}
 	for name, t := range o.Tiers {
+		streamsCfg = append(streamsCfg, jetstream.StreamConfig{
+			Name:        schemas.ExecStream(name),
+			Description: "WasmWiz execution requests of tier " + name + "; a tenant's subject holds its queued and running executions",
+			Subjects:    []string{schemas.ExecSubjectTier(name)},
+			Retention:   jetstream.WorkQueuePolicy,
+			Storage:     jetstream.FileStorage,
+			Replicas:    o.Replicas,
+			Duplicates:  o.DuplicateWindow,
+			MaxAge:      24 * time.Hour,
+			// The tier's in-flight cap, enforced by the server for every gateway at once.
+			MaxMsgsPerSubject:    int64(t.InFlight),
+			Discard:              jetstream.DiscardNew,
+			DiscardNewPerSubject: true,
+			MaxMsgs:              -1,
+			MaxBytes:             -1,
+		})
 		for _, w := range []struct {
 			window string
 			limit  int
@@ -114,7 +120,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 		}
 	}
 	for name, t := range o.Tiers {
-		_, err := js.CreateOrUpdateConsumer(ctx, schemas.StreamExec, jetstream.ConsumerConfig{
+		_, err := js.CreateOrUpdateConsumer(ctx, schemas.ExecStream(name), jetstream.ConsumerConfig{
 			Durable:       schemas.ExecConsumer(name),
 			Description:   "executors serving tier " + name,
 			FilterSubject: schemas.ExecSubjectTier(name),
