@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,12 +51,15 @@ type poolConfig struct {
 // from acquire to release. A worker that overruns its deadline is killed (its whole process
 // group, SIGKILL) and replaced in the background; so is one that dies on its own.
 type pool struct {
-	cfg  poolConfig
-	log  *slog.Logger
-	m    *metrics
-	idle chan *proc
+	cfg poolConfig
+	log *slog.Logger
+	m   *metrics
+	// Idle workers: tokens holds one token per worker in idle, so that waiting for a worker
+	// can be a select; idle itself (under mu) lets acquire choose which one.
+	tokens chan struct{}
 
 	mu     sync.Mutex
+	idle   []*proc            // most recently released last
 	all    map[*proc]struct{} // started and not lost
 	alive  int
 	busy   int
@@ -77,6 +82,7 @@ type proc struct {
 	killed atomic.Bool
 	dead   atomic.Bool // its stdout ended: it will answer nothing more
 	engine string
+	warm   warmSet
 
 	mu     sync.Mutex
 	reaped bool // the pid may belong to another process now: never signal it
@@ -105,7 +111,7 @@ func (pr *proc) signal() {
 }
 
 func newPool(ctx context.Context, cfg poolConfig, log *slog.Logger, m *metrics) (*pool, error) {
-	p := &pool{cfg: cfg, log: log, m: m, idle: make(chan *proc, cfg.size), done: make(chan struct{}), all: map[*proc]struct{}{}}
+	p := &pool{cfg: cfg, log: log, m: m, tokens: make(chan struct{}, cfg.size), done: make(chan struct{}), all: map[*proc]struct{}{}}
 	p.ctx, p.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	for range cfg.size {
 		pr, err := p.start(ctx)
@@ -117,7 +123,7 @@ func newPool(ctx context.Context, cfg poolConfig, log *slog.Logger, m *metrics) 
 		p.alive++
 		p.all[pr] = struct{}{}
 		p.mu.Unlock()
-		p.idle <- pr
+		p.putIdle(pr)
 	}
 	p.gauges()
 	return p, nil
@@ -221,33 +227,57 @@ func (p *pool) start(ctx context.Context) (*proc, error) {
 	return pr, nil
 }
 
-// acquire takes an idle worker, waiting for one.
-func (p *pool) acquire(ctx context.Context) (*proc, error) {
+// acquire takes an idle worker, waiting for one. It prefers a worker that has recently run
+// the module key (its compiled module is likely still in that worker's cache), then the most
+// recently used one.
+func (p *pool) acquire(ctx context.Context, key string) (*proc, error) {
 	for {
 		select {
-		case pr := <-p.idle:
-			if pr.dead.Load() { // died while idle (OOM killer, operator)
-				p.lose(pr, "crashed", false)
-				continue
-			}
-			p.mu.Lock()
-			p.busy++
-			p.mu.Unlock()
-			p.gauges()
-			return pr, nil
+		case <-p.tokens:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-p.done:
 			return nil, errPoolClosed
 		}
+		p.mu.Lock()
+		i := len(p.idle) - 1
+		for j := len(p.idle) - 1; j >= 0 && key != ""; j-- {
+			if p.idle[j].warm.has(key) {
+				i = j
+				break
+			}
+		}
+		pr := p.idle[i]
+		p.idle = append(p.idle[:i], p.idle[i+1:]...)
+		p.mu.Unlock()
+		if pr.dead.Load() { // died while idle (OOM killer, operator)
+			p.lose(pr, "crashed", false)
+			continue
+		}
+		p.mu.Lock()
+		p.busy++
+		p.mu.Unlock()
+		p.gauges()
+		if key != "" {
+			pr.warm.add(key)
+		}
+		return pr, nil
 	}
+}
+
+// putIdle makes pr available. It never blocks: there are never more workers than tokens.
+func (p *pool) putIdle(pr *proc) {
+	p.mu.Lock()
+	p.idle = append(p.idle, pr)
+	p.mu.Unlock()
+	p.tokens <- struct{}{}
 }
 
 func (p *pool) release(pr *proc) {
 	p.mu.Lock()
 	p.busy--
 	p.mu.Unlock()
-	p.idle <- pr // never blocks: there are never more workers than slots
+	p.putIdle(pr)
 	p.gauges()
 }
 
@@ -285,7 +315,7 @@ func (p *pool) lose(pr *proc, reason string, busy bool) {
 				p.alive++
 				p.all[npr] = struct{}{}
 				p.mu.Unlock()
-				p.idle <- npr
+				p.putIdle(npr)
 				p.gauges()
 				return
 			}
@@ -316,9 +346,9 @@ func (p *pool) gauges() {
 
 // do sends req to a worker and waits for its final response. The worker is killed if it has
 // not answered within first, or, once it reports Started, within second.
-func (p *pool) do(ctx context.Context, req *worker.Request, first, second time.Duration) (worker.Response, error) {
+func (p *pool) do(ctx context.Context, key string, req *worker.Request, first, second time.Duration) (worker.Response, error) {
 	for attempt := 0; ; attempt++ {
-		pr, err := p.acquire(ctx)
+		pr, err := p.acquire(ctx, key)
 		if err != nil {
 			return worker.Response{}, err
 		}
@@ -387,7 +417,7 @@ func reason(started bool) string {
 // run executes a guest. The worker gets the compile timeout to compile (or find) the module,
 // then the job's timeout plus the kill grace to run it.
 func (p *pool) run(ctx context.Context, job *worker.RunJob) (*worker.RunResult, error) {
-	r, err := p.do(ctx, &worker.Request{Run: job}, p.cfg.compileTimeout, job.Timeout+p.cfg.killGrace)
+	r, err := p.do(ctx, warmKey(job.ModuleHash, job.MemoryPages), &worker.Request{Run: job}, p.cfg.compileTimeout, job.Timeout+p.cfg.killGrace)
 	if err != nil {
 		return nil, err
 	}
@@ -399,7 +429,7 @@ func (p *pool) run(ctx context.Context, job *worker.RunJob) (*worker.RunResult, 
 
 // compile compiles a module in a worker, killing it past the compile timeout.
 func (p *pool) compile(ctx context.Context, job *worker.CompileJob) (*worker.CompileResult, error) {
-	r, err := p.do(ctx, &worker.Request{Compile: job}, p.cfg.compileTimeout, p.cfg.compileTimeout)
+	r, err := p.do(ctx, warmKey(job.ModuleHash, job.MemoryPages), &worker.Request{Compile: job}, p.cfg.compileTimeout, p.cfg.compileTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -422,18 +452,48 @@ func (p *pool) close() {
 	p.cancel()
 	p.mu.Unlock()
 	p.wg.Wait()
-	for {
-		select {
-		case pr := <-p.idle:
-			p.stop(pr)
-			p.mu.Lock()
-			p.alive--
-			delete(p.all, pr)
-			p.mu.Unlock()
-		default:
-			p.gauges()
-			return
-		}
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	for _, pr := range idle {
+		p.stop(pr)
+		p.mu.Lock()
+		p.alive--
+		delete(p.all, pr)
+		p.mu.Unlock()
+	}
+	p.gauges()
+}
+
+func warmKey(hash string, pages uint32) string {
+	return hash + "/" + strconv.FormatUint(uint64(pages), 10)
+}
+
+// warmSet remembers the modules a worker ran last, mirroring (approximately) the worker's own
+// cache of compiled modules, which holds the 64 most recent.
+type warmSet struct {
+	mu   sync.Mutex
+	keys []string // oldest first
+}
+
+const warmSize = 64
+
+func (w *warmSet) has(key string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Contains(w.keys, key)
+}
+
+func (w *warmSet) add(key string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if i := slices.Index(w.keys, key); i >= 0 {
+		w.keys = append(w.keys[:i], w.keys[i+1:]...)
+	}
+	w.keys = append(w.keys, key)
+	if len(w.keys) > warmSize {
+		w.keys = w.keys[1:]
 	}
 }
 
