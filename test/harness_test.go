@@ -5,6 +5,7 @@ package test
 
 import (
 	"bufio"
+	"encoding/base64"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -299,3 +300,5 @@ func scanLines(s string) []string {
 	}
 	return out
 }
+
+func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
