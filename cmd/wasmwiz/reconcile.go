@@ -127,8 +127,9 @@ func reconcile(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, tenan
 	if err != nil {
 		return nil, fmt.Errorf("events stream: %w", err)
 	}
-	first := info.CachedInfo().State.FirstTime
-	rep.StreamCovers = info.CachedInfo().State.Msgs == 0 || !first.After(start)
+	// The stream covers the range when it never dropped a message or still holds the start.
+	st := info.CachedInfo().State
+	rep.StreamCovers = st.FirstSeq <= 1 || !st.FirstTime.After(start)
 	events := map[string]int{}
 	err = readEvents(ctx, js, cfg, func(m jetstream.Msg) error {
 		var ev schemas.Event
