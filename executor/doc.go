@@ -14,7 +14,9 @@
 // Past either, the node kills the worker's process group with SIGKILL, reports the execution
 // as killed ("execution ignored its deadline and was killed with its worker"), and starts a
 // replacement in the background. A worker that dies on its own (crash, its RLIMIT_DATA backstop)
-// costs only its current job ("worker crashed"). The node never runs guest code.
+// costs only its current job ("worker crashed"). The node never runs guest code. A job goes
+// to an idle worker that ran the same module recently, if any: each worker keeps its own cache
+// of compiled modules (and all share wazero's compilation cache on disk).
 //
 // # Scheduling
 //

@@ -1,0 +1,37 @@
+package executor
+
+import (
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+func TestConfig_Validate(t *testing.T) {
+	c := Config{CacheDir: t.TempDir()}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Workers != max(2, runtime.NumCPU()) || c.KillGrace != 500*time.Millisecond || c.CompileTimeout != 10*time.Second ||
+		len(c.WorkerCommand) != 2 || c.WorkerCommand[1] != "worker" || c.NodeID == "" || len(c.Tiers) != len(schemas.DefaultTiers()) ||
+		c.WorkerMemoryLimit != 512*schemas.MiB+1<<30 || c.Logger == nil || c.Replicas != 1 {
+		t.Errorf("defaults: %+v", c)
+	}
+
+	bad := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"no cache dir", Config{}, "cache dir"},
+		{"bad tier", Config{CacheDir: "x", Tiers: map[string]schemas.Tier{"free": {Name: "free"}}}, "memory_mb"},
+		{"misnamed tier", Config{CacheDir: "x", Tiers: map[string]schemas.Tier{"a": schemas.DefaultTiers()[schemas.TierFree]}}, "is named"},
+	}
+	for _, tt := range bad {
+		if err := tt.cfg.Validate(); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want an error about %q", tt.name, err, tt.want)
+		}
+	}
+}
