@@ -2,7 +2,9 @@ package test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -257,5 +259,41 @@ func TestOps_Consistency(t *testing.T) {
 	scrapes = append(scrapes, f)
 
 	checkQueries(t, cat, scrapes)
+	checkSyntax(t)
 	t.Logf("catalogue: %d metrics", len(cat))
+}
+
+// checkSyntax has promtool parse every dashboard query (as recording rules; Grafana's
+// $__rate_interval becomes 5m). promtool is required in CI (.ci/run installs it).
+func checkSyntax(t *testing.T) {
+	t.Helper()
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("promtool not found (CI installs Debian's prometheus package)")
+		}
+		t.Log("promtool not found: dashboard query syntax not checked")
+		return
+	}
+	type rule struct {
+		Record string `yaml:"record"`
+		Expr   string `yaml:"expr"`
+	}
+	var rules []rule
+	for file, exprs := range queries(t) {
+		if !strings.HasSuffix(file, ".json") {
+			continue
+		}
+		for i, e := range exprs {
+			rules = append(rules, rule{Record: fmt.Sprintf("dashboard:%s:%d", strings.TrimSuffix(filepath.Base(file), ".json"), i), Expr: strings.ReplaceAll(e, "$__rate_interval", "5m")})
+		}
+	}
+	b, _ := yaml.Marshal(map[string]any{"groups": []any{map[string]any{"name": "dashboards", "rules": rules}}})
+	path := filepath.Join(t.TempDir(), "dashboards.yml")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(promtool, "check", "rules", path).CombinedOutput(); err != nil {
+		t.Errorf("dashboard queries do not parse: %v\n%s", err, out)
+	}
 }
