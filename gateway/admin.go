@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -100,6 +102,14 @@ func (a *Admin) CreateKey(ctx context.Context, req schemas.CreateKeyRequest) (*s
 	if _, ok := a.Tiers[tier]; !ok {
 		return nil, schemas.Errorf(schemas.CodeInvalid, "unknown tier %q", tier)
 	}
+	for _, sc := range req.Scopes {
+		if !slices.Contains(schemas.AllScopes, sc) {
+			return nil, schemas.Errorf(schemas.CodeInvalid, "unknown scope %q (known: %s)", sc, strings.Join(schemas.AllScopes, ", "))
+		}
+	}
+	if req.ExpiresAt != nil && !req.ExpiresAt.After(time.Now()) {
+		return nil, schemas.Errorf(schemas.CodeInvalid, "expires_at is in the past")
+	}
 	secret, err := NewAPIKey()
 	if err != nil {
 		return nil, err
@@ -107,7 +117,7 @@ func (a *Admin) CreateKey(ctx context.Context, req schemas.CreateKeyRequest) (*s
 	h := HashAPIKey(secret)
 	rec := schemas.Key{
 		ID: "key_" + h[:16], TenantID: t.ID, Tier: tier, Name: req.Name, Prefix: secret[:10],
-		Admin: req.Admin, CreatedAt: time.Now().UTC(),
+		Admin: req.Admin, Scopes: req.Scopes, CreatedAt: time.Now().UTC(), ExpiresAt: req.ExpiresAt,
 	}
 	b, _ := json.Marshal(rec)
 	if _, err := a.Keys.Create(ctx, h, b); err != nil {

@@ -65,6 +65,9 @@ func compatError(w http.ResponseWriter, status int, msg string) { writeCompat(w,
 func (g *Gateway) compatExecute(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	p, err := g.keyring.authenticate(ctx, r.Header.Get("Authorization"))
+	if err == nil {
+		err = p.require(schemas.ScopeExecute)
+	}
 	if err != nil {
 		se := g.publicError(ctx, "compat-execute", err)
 		compatError(w, se.Code.Status(), se.Message)

@@ -36,6 +36,8 @@ type Config struct {
 	CompileTimeout time.Duration // how long an upload waits for an executor's compile; default 30s
 	Replicas       int           // stream replicas for streams.Ensure
 	DrainTimeout   time.Duration // default 30s
+	JWTKeyFile     string        // Ed25519 PKCS#8 PEM; empty: no tokens issued or accepted
+	TokenTTL       time.Duration // default 15m
 	Logger         *slog.Logger
 	Registerer     prometheus.Registerer
 	Gatherer       prometheus.Gatherer // served at /metrics; default prometheus.DefaultGatherer
@@ -50,6 +52,9 @@ func (c *Config) defaults() {
 	}
 	if c.CompileTimeout <= 0 {
 		c.CompileTimeout = 30 * time.Second
+	}
+	if c.TokenTTL <= 0 {
+		c.TokenTTL = TokenTTL
 	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 30 * time.Second
@@ -93,6 +98,7 @@ type Gateway struct {
 	keyring     *keyring
 	waiters     *waiters
 	limiter     *Limiter
+	keyUsage    *keyUsage
 
 	handler   http.Handler
 	lastPing  atomic.Int64 // unix nanos of the last executor answer
@@ -135,6 +141,16 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn) (*Gateway, error) {
 		return nil, fmt.Errorf("object store: %w", err)
 	}
 	g.keyring = newKeyring(g.keysKV, g.tenants, cfg.Tiers, g.log)
+	if cfg.JWTKeyFile != "" {
+		if g.keyring.signer, err = LoadSigner(cfg.JWTKeyFile, false); err != nil {
+			return nil, fmt.Errorf("JWT signing key: %w", err)
+		}
+	}
+	usageKV, err := js.KeyValue(ctx, schemas.BucketKeyUsage)
+	if err != nil {
+		return nil, fmt.Errorf("kv %s: %w", schemas.BucketKeyUsage, err)
+	}
+	g.keyUsage = &keyUsage{kv: usageKV, m: map[string]time.Time{}}
 	g.waiters = newWaiters(nc, "_INBOX.wasmwiz."+g.id)
 	g.limiter = NewLimiter(js)
 	g.handler = g.routes()
@@ -172,6 +188,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	grp, gctx := errgroup.WithContext(ctx)
 	grp.Go(func() error { return g.keyring.run(gctx) })
 	grp.Go(func() error { g.pingExecutors(gctx); return nil })
+	grp.Go(func() error { g.keyUsage.run(gctx); return nil })
 	grp.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err

@@ -12,6 +12,7 @@ import (
 	"hash/crc32"
 	"log/slog"
 	"math/big"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -84,6 +85,21 @@ type Principal struct {
 	KeyID    string
 	Tier     schemas.Tier
 	Admin    bool
+	Scopes   []string
+	ViaToken bool // authenticated by a JWT rather than the API key itself
+}
+
+// can reports whether the caller holds scope (admin keys hold every scope).
+func (p *Principal) can(scope string) bool {
+	return p.Admin || slices.Contains(p.Scopes, scope)
+}
+
+// require is can as an error: 403 naming the missing scope.
+func (p *Principal) require(scope string) error {
+	if p.can(scope) {
+		return nil
+	}
+	return schemas.Errorf(schemas.CodeForbidden, "this key lacks the %s scope", scope)
 }
 
 // keyring is the gateway's watched, in-memory copy of the keys and tenants buckets, so that
@@ -94,8 +110,10 @@ type keyring struct {
 	tiers   map[string]schemas.Tier
 	log     *slog.Logger
 
+	signer     *Signer // nil: tokens are neither issued nor accepted
 	mu         sync.RWMutex
 	bySelector map[string]keyEntry // first 16 hex digits of the hash -> record
+	byID       map[string]string   // key id -> selector
 	tenantByID map[string]schemas.Tenant
 	synced     chan struct{}
 }
@@ -104,6 +122,7 @@ func newKeyring(keys, tenants jetstream.KeyValue, tiers map[string]schemas.Tier,
 	return &keyring{
 		keys: keys, tenants: tenants, tiers: tiers, log: log,
 		bySelector: map[string]keyEntry{},
+		byID:       map[string]string{},
 		tenantByID: map[string]schemas.Tenant{},
 		synced:     make(chan struct{}),
 	}
@@ -161,8 +180,12 @@ func (k *keyring) applyKey(e jetstream.KeyValueEntry) {
 	if len(e.Key()) != sha256.Size*2 {
 		return
 	}
+	sel := e.Key()[:16]
+	if old, ok := k.bySelector[sel]; ok {
+		delete(k.byID, old.rec.ID)
+	}
 	if e.Operation() != jetstream.KeyValuePut {
-		delete(k.bySelector, e.Key()[:16])
+		delete(k.bySelector, sel)
 		return
 	}
 	var rec schemas.Key
@@ -170,7 +193,8 @@ func (k *keyring) applyKey(e jetstream.KeyValueEntry) {
 		k.log.Error("undecodable key record", "err", err)
 		return
 	}
-	k.bySelector[e.Key()[:16]] = keyEntry{hash: e.Key(), rec: rec}
+	k.bySelector[sel] = keyEntry{hash: e.Key(), rec: rec}
+	k.byID[rec.ID] = sel
 }
 
 // keyEntry is a key record with the hash it is stored under. Lookups go by a selector (the
@@ -207,14 +231,46 @@ func (k *keyring) isSynced() bool {
 
 var errUnauthorized = schemas.Errorf(schemas.CodeUnauthorized, "missing or unknown API key: send Authorization: Bearer <key>")
 
-// authenticate checks an Authorization header value ("Bearer <key>" or the bare key).
+// authenticate checks an Authorization header value: "Bearer <API key or token>" (or bare).
 func (k *keyring) authenticate(ctx context.Context, authorization string) (*Principal, error) {
 	token := strings.TrimSpace(authorization)
 	if t, ok := strings.CutPrefix(token, "Bearer "); ok {
 		token = strings.TrimSpace(t)
 	}
+	if strings.HasPrefix(token, keyPrefix) {
+		rec, err := k.lookupKey(ctx, token)
+		if err != nil {
+			return nil, err
+		}
+		return k.principal(rec, rec.Scopes, false)
+	}
+	if strings.Count(token, ".") == 2 && k.signer != nil {
+		c, err := k.signer.verify(token)
+		if err != nil {
+			return nil, schemas.Errorf(schemas.CodeUnauthorized, "invalid or expired token")
+		}
+		k.mu.RLock()
+		ent, ok := k.bySelector[k.byID[c.KeyID]]
+		k.mu.RUnlock()
+		if !ok || ent.rec.ID != c.KeyID || ent.rec.TenantID != c.Tenant {
+			return nil, schemas.Errorf(schemas.CodeUnauthorized, "the key this token came from was revoked")
+		}
+		// The token may narrow the key's scopes, never widen them.
+		var scopes []string
+		for _, sc := range c.Scopes {
+			if ent.rec.Admin || slices.Contains(effectiveScopes(ent.rec), sc) {
+				scopes = append(scopes, sc)
+			}
+		}
+		return k.principal(ent.rec, scopes, true)
+	}
+	return nil, errUnauthorized
+}
+
+// lookupKey finds an API key's record, comparing the full hash in constant time.
+func (k *keyring) lookupKey(ctx context.Context, token string) (schemas.Key, error) {
 	if !WellFormedAPIKey(token) {
-		return nil, errUnauthorized
+		return schemas.Key{}, errUnauthorized
 	}
 	h := HashAPIKey(token)
 	k.mu.RLock()
@@ -225,20 +281,32 @@ func (k *keyring) authenticate(ctx context.Context, authorization string) (*Prin
 		e, err := k.keys.Get(ctx, h)
 		if err != nil {
 			if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-				return nil, errUnauthorized
+				return schemas.Key{}, errUnauthorized
 			}
-			return nil, schemas.Errorf(schemas.CodeUnavailable, "key store unreachable")
+			return schemas.Key{}, schemas.Errorf(schemas.CodeUnavailable, "key store unreachable")
 		}
 		if e.Operation() != jetstream.KeyValuePut || json.Unmarshal(e.Value(), &ent.rec) != nil {
-			return nil, errUnauthorized
+			return schemas.Key{}, errUnauthorized
 		}
 		ent.hash = e.Key()
 		k.applyKey(e)
 	}
 	if subtle.ConstantTimeCompare([]byte(ent.hash), []byte(h)) != 1 {
-		return nil, errUnauthorized
+		return schemas.Key{}, errUnauthorized
 	}
-	rec := ent.rec
+	return ent.rec, nil
+}
+
+func effectiveScopes(rec schemas.Key) []string {
+	if rec.Scopes == nil {
+		return schemas.AllScopes
+	}
+	return rec.Scopes
+}
+
+// principal checks a key record (expiry, tenant) and makes the caller it stands for. The tier is
+// the key's, capped by the tenant's current tier, so lowering a tenant's tier lowers its keys.
+func (k *keyring) principal(rec schemas.Key, scopes []string, viaToken bool) (*Principal, error) {
 	if rec.ExpiresAt != nil && time.Now().After(*rec.ExpiresAt) {
 		return nil, schemas.Errorf(schemas.CodeUnauthorized, "API key expired")
 	}
@@ -248,9 +316,68 @@ func (k *keyring) authenticate(ctx context.Context, authorization string) (*Prin
 	if tok && tenant.Suspended {
 		return nil, schemas.Errorf(schemas.CodeForbidden, "tenant %s is suspended", rec.TenantID)
 	}
-	tier, ok := k.tiers[rec.Tier]
-	if !ok {
-		return nil, schemas.Errorf(schemas.CodeForbidden, "key's tier %q is not configured", rec.Tier)
+	tierName := rec.Tier
+	if tok && !tierWithin(k.tiers, tierName, tenant.Tier) {
+		tierName = tenant.Tier
 	}
-	return &Principal{TenantID: rec.TenantID, KeyID: rec.ID, Tier: tier, Admin: rec.Admin}, nil
+	tier, ok := k.tiers[tierName]
+	if !ok {
+		return nil, schemas.Errorf(schemas.CodeForbidden, "tier %q is not configured", tierName)
+	}
+	if !viaToken {
+		scopes = effectiveScopes(rec)
+	}
+	return &Principal{TenantID: rec.TenantID, KeyID: rec.ID, Tier: tier, Admin: rec.Admin, Scopes: scopes, ViaToken: viaToken}, nil
 }
+
+// tierWithin reports whether tier a is at most tier b: the same tier, or one served at a lower
+// priority. Tiers of equal priority but different names (pro and unlimited) are not within each
+// other, so no tenant can mint itself a key of a tier it was not given.
+func tierWithin(tiers map[string]schemas.Tier, a, b string) bool {
+	if a == b {
+		return true
+	}
+	ta, okA := tiers[a]
+	tb, okB := tiers[b]
+	return okA && okB && ta.Priority < tb.Priority
+}
+
+// tenantKeys lists a tenant's key records (never secrets), from the watched copy.
+func (k *keyring) tenantKeys(tenant string) []schemas.Key {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	var out []schemas.Key
+	for _, e := range k.bySelector {
+		if e.rec.TenantID == tenant || tenant == "" {
+			out = append(out, e.rec)
+		}
+	}
+	slices.SortFunc(out, func(a, b schemas.Key) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return out
+}
+
+// keyByID finds a key's record and KV key (its hash) by id.
+func (k *keyring) keyByID(id string) (schemas.Key, string, bool) {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	e, ok := k.bySelector[k.byID[id]]
+	if !ok || e.rec.ID != id {
+		return schemas.Key{}, "", false
+	}
+	return e.rec, e.hash, true
+}
+
+// forget drops a key at once (its revocation reached this gateway first).
+func (k *keyring) forget(hash string) {
+	if len(hash) != sha256.Size*2 {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if old, ok := k.bySelector[hash[:16]]; ok && old.hash == hash {
+		delete(k.byID, old.rec.ID)
+		delete(k.bySelector, hash[:16])
+	}
+}
+
+func (k *keyring) signerJWKS() *JWKS { return k.signer.jwks() }

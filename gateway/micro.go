@@ -99,6 +99,17 @@ func (g *Gateway) startMicro() (micro.Service, error) {
 	return svc, nil
 }
 
+// microScopes is the scope each direct NATS operation needs, as operationScopes is for REST.
+var microScopes = map[string]string{
+	schemas.OpExecutionsCreate: schemas.ScopeExecute,
+	schemas.OpExecutionsGet:    schemas.ScopeExecute,
+	schemas.OpModulesUpload:    schemas.ScopeModulesWrite,
+	schemas.OpModulesDelete:    schemas.ScopeModulesWrite,
+	schemas.OpModulesList:      schemas.ScopeModulesRead,
+	schemas.OpModulesGet:       schemas.ScopeModulesRead,
+	schemas.OpUsage:            schemas.ScopeUsageRead,
+}
+
 func decodeJSON(data []byte, v any) error {
 	if err := json.Unmarshal(data, v); err != nil {
 		return schemas.Errorf(schemas.CodeBadRequest, "request body is not valid JSON for this operation: %v", err)
@@ -116,8 +127,14 @@ func (g *Gateway) serveMicro(op string, req micro.Request, h func(context.Contex
 		g.metrics.natsDuration.WithLabelValues(op).Observe(time.Since(start).Seconds())
 	}()
 	p, err := g.keyring.authenticate(ctx, req.Headers().Get(schemas.HeaderAuthorization))
+	if err == nil {
+		if scope := microScopes[op]; scope != "" {
+			err = p.require(scope)
+		}
+	}
 	var out any
 	if err == nil {
+		g.keyUsage.touch(p.KeyID)
 		out, err = h(ctx, p, req)
 	}
 	if err != nil {

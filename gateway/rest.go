@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
@@ -78,8 +79,34 @@ func (g *Gateway) authenticate(api huma.API) func(huma.Context, func(huma.Contex
 			_ = huma.WriteErr(api, ctx, se.Code.Status(), se.Message)
 			return
 		}
+		op := ctx.Operation().OperationID
+		// Admin operations refuse tenant keys before reading the body: a tenant learns nothing.
+		if strings.HasPrefix(op, "admin-") && !p.Admin {
+			_ = huma.WriteErr(api, ctx, http.StatusForbidden, "this endpoint needs an admin key")
+			return
+		}
+		if scope := operationScopes[op]; scope != "" {
+			if err := p.require(scope); err != nil {
+				se := g.publicError(ctx.Context(), "authenticate", err)
+				_ = huma.WriteErr(api, ctx, se.Code.Status(), se.Message)
+				return
+			}
+		}
+		g.keyUsage.touch(p.KeyID)
 		next(huma.WithValue(ctx, principalKey{}, p))
 	}
+}
+
+// operationScopes is the scope each tenant operation needs (admin keys hold all). Key
+// management checks keys:manage itself, admin operations check the admin flag.
+var operationScopes = map[string]string{
+	"upload-module":    schemas.ScopeModulesWrite,
+	"delete-module":    schemas.ScopeModulesWrite,
+	"list-modules":     schemas.ScopeModulesRead,
+	"get-module":       schemas.ScopeModulesRead,
+	"create-execution": schemas.ScopeExecute,
+	"get-execution":    schemas.ScopeExecute,
+	"compat-execute":   schemas.ScopeExecute,
 }
 
 func (g *Gateway) observe(api huma.API) func(huma.Context, func(huma.Context)) {
@@ -313,6 +340,7 @@ func (g *Gateway) register(api huma.API) {
 		func(ctx context.Context, _ *struct{}) (*healthOutput, error) {
 			return &healthOutput{Status: http.StatusOK, Body: &HealthStatus{Status: "ok"}}, nil
 		})
+	g.registerKeys(api)
 	api.OpenAPI().AddOperation(compatOperation())
 	g.registerUsage(api)
 }

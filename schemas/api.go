@@ -83,10 +83,48 @@ type CreateTenantRequest struct {
 
 // CreateKeyRequest is the body of POST /v1/admin/keys.
 type CreateKeyRequest struct {
-	TenantID string `json:"tenant_id"`
-	Tier     string `json:"tier,omitempty" doc:"defaults to the tenant's tier"`
-	Name     string `json:"name,omitempty" maxLength:"128"`
-	Admin    bool   `json:"admin,omitempty" doc:"an operator key for /v1/admin"`
+	TenantID  string     `json:"tenant_id"`
+	Tier      string     `json:"tier,omitempty" doc:"defaults to the tenant's tier"`
+	Name      string     `json:"name,omitempty" maxLength:"128"`
+	Admin     bool       `json:"admin,omitempty" doc:"an operator key for /v1/admin"`
+	Scopes    []string   `json:"scopes,omitempty" doc:"default: all (execute, modules:write, modules:read, keys:manage, usage:read)"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+}
+
+// NewKeyRequest is the body of POST /v1/keys: a key for the caller's own tenant.
+type NewKeyRequest struct {
+	Name      string     `json:"name,omitempty" maxLength:"128"`
+	Tier      string     `json:"tier,omitempty" doc:"at most the caller's own tier; default the caller's"`
+	Scopes    []string   `json:"scopes,omitempty" doc:"at most the caller's own scopes; default the caller's"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+}
+
+// RotateKeyRequest is the body of POST /v1/keys/{id}/rotate.
+type RotateKeyRequest struct {
+	OldKeyExpiresIn int64 `json:"old_key_expires_in_seconds,omitempty" doc:"how long the old key stays valid; default 86400 (a day), 0 < n <= 30 days" minimum:"0"`
+}
+
+// KeyList is the body of GET /v1/keys and GET /v1/admin/keys.
+type KeyList struct {
+	Keys []Key `json:"keys"`
+}
+
+// TenantList is the body of GET /v1/admin/tenants.
+type TenantList struct {
+	Tenants []Tenant `json:"tenants"`
+}
+
+// UpdateTenantRequest is the body of PATCH /v1/admin/tenants/{id}.
+type UpdateTenantRequest struct {
+	Tier      string `json:"tier,omitempty"`
+	Suspended *bool  `json:"suspended,omitempty"`
+}
+
+// TokenResponse is the body of POST /v1/auth/token.
+type TokenResponse struct {
+	Token     string    `json:"token" doc:"an EdDSA JWT; send it as Authorization: Bearer <token>"`
+	TokenType string    `json:"token_type" example:"Bearer"`
+	ExpiresAt time.Time `json:"expires_at"`
 }
 
 // CreatedKey is a new key: the only time its secret is shown.

@@ -99,7 +99,21 @@ type Key struct {
 	Scopes    []string   `json:"scopes,omitempty"`
 	CreatedAt time.Time  `json:"created_at"`
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	// LastUsedAt is filled in when keys are listed (from BucketKeyUsage), never stored here.
+	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
 }
+
+// Scopes a key may hold. A key may do only what its scopes allow; admin keys may do everything.
+const (
+	ScopeExecute      = "execute"       // run modules, read executions
+	ScopeModulesWrite = "modules:write" // upload and delete modules
+	ScopeModulesRead  = "modules:read"  // list and get modules
+	ScopeKeysManage   = "keys:manage"   // list, create, revoke and rotate the tenant's own keys
+	ScopeUsageRead    = "usage:read"    // usage and the event stream
+)
+
+// AllScopes are the scopes a key gets when none are asked for.
+var AllScopes = []string{ScopeExecute, ScopeModulesWrite, ScopeModulesRead, ScopeKeysManage, ScopeUsageRead}
 
 // Module is a tenant's reference to stored module bytes, in KV BucketModuleOwner.
 type Module struct {

@@ -19,6 +19,7 @@ const (
 	BucketTenants     = "wasmwiz_tenants"     // KV: tenant id -> Tenant
 	BucketModuleOwner = "wasmwiz_module_refs" // KV: <tenant>.<hex> -> Module (ownership metadata)
 	BucketIdempotency = "wasmwiz_idempotency" // KV: <tenant>.<sha256(idempotency key)> -> IdempotencyRecord
+	BucketKeyUsage    = "wasmwiz_key_usage"   // KV: key id -> last use (RFC 3339), flushed by gateways
 	ObjectModules     = "wasmwiz_modules"     // object store: sha256-<hex> -> module bytes
 
 	SubjectDLQ = "wasmwiz.dlq.exec"

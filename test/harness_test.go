@@ -302,3 +302,5 @@ func scanLines(s string) []string {
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+func b64URL(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }

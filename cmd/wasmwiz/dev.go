@@ -119,7 +119,11 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err != nil {
 		return fmt.Errorf("API cannot listen on %s (%w): set WASMWIZ_HTTP_ADDR to a free address", *httpAddr, err)
 	}
-	gw, err := gateway.New(ctx, gateway.Config{Listener: ln, SyncWait: *syncWait, Tiers: tiers, Logger: log, Registerer: reg, Gatherer: reg}, gwNC)
+	jwtKey := filepath.Join(*dataDir, "jwt-key.pem")
+	if _, err := gateway.LoadSigner(jwtKey, true); err != nil {
+		return fmt.Errorf("JWT signing key: %w", err)
+	}
+	gw, err := gateway.New(ctx, gateway.Config{Listener: ln, JWTKeyFile: jwtKey, SyncWait: *syncWait, Tiers: tiers, Logger: log, Registerer: reg, Gatherer: reg}, gwNC)
 	if err != nil {
 		return err
 	}

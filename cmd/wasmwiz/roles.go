@@ -87,6 +87,7 @@ func runGatewayCmd(ctx context.Context, args []string, getenv func(string) strin
 	natsURL := fs.string("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
 	replicas := fs.int("replicas", 1, "JetStream replicas for streams and buckets (3 on a cluster)")
 	syncWait := fs.duration("sync-wait", 0, "longest a synchronous execution request waits before answering 202 (default: its timeout + 10s)")
+	jwtKey := fs.string("jwt-key-file", "", "Ed25519 private key (PKCS#8 PEM) that signs tokens; empty: no tokens (wasmwiz secrets generate makes one)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -100,7 +101,7 @@ func runGatewayCmd(ctx context.Context, args []string, getenv func(string) strin
 	if err := registerOps(reg, nc, opsGateway); err != nil {
 		return err
 	}
-	g, err := gateway.New(ctx, gateway.Config{HTTPAddr: *httpAddr, SyncWait: *syncWait, Replicas: *replicas, Logger: log, Registerer: reg, Gatherer: reg}, nc)
+	g, err := gateway.New(ctx, gateway.Config{HTTPAddr: *httpAddr, JWTKeyFile: *jwtKey, SyncWait: *syncWait, Replicas: *replicas, Logger: log, Registerer: reg, Gatherer: reg}, nc)
 	if err != nil {
 		return err
 	}
@@ -134,7 +135,10 @@ func runExecutorCmd(ctx context.Context, args []string, getenv func(string) stri
 	if err != nil {
 		return err
 	}
-	if err := serveOps(ctx, *metricsAddr, reg, n.Ready, log); err != nil {
+	// The ops endpoint outlives the drain: live, and not ready, until Run returns.
+	opsCtx, stopOps := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopOps()
+	if err := serveOps(opsCtx, *metricsAddr, reg, n.Ready, log); err != nil {
 		return err
 	}
 	return n.Run(ctx)
@@ -177,7 +181,10 @@ func runAccountingCmd(ctx context.Context, args []string, getenv func(string) st
 	if err != nil {
 		return err
 	}
-	if err := serveOps(ctx, *metricsAddr, reg, c.Ready, log); err != nil {
+	// The ops endpoint outlives the drain: live, and not ready, until Run returns.
+	opsCtx, stopOps := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopOps()
+	if err := serveOps(opsCtx, *metricsAddr, reg, c.Ready, log); err != nil {
 		return err
 	}
 	return c.Run(ctx)

@@ -139,6 +139,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 		{Bucket: schemas.BucketKeys, Description: "API key records by sha256 of the secret"},
 		{Bucket: schemas.BucketTenants, Description: "tenants by id"},
 		{Bucket: schemas.BucketModuleOwner, Description: "module ownership: <tenant>.<sha256 hex>"},
+		{Bucket: schemas.BucketKeyUsage, Description: "last use of each API key, flushed by gateways"},
 		{Bucket: schemas.BucketIdempotency, Description: "idempotency keys: <tenant>.<sha256 of key>", TTL: 24 * time.Hour},
 	}
 	for _, cfg := range kvs {
