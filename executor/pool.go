@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -150,7 +151,7 @@ func (p *pool) start(ctx context.Context) (*proc, error) {
 		return nil, err
 	}
 	cmd := exec.Command(p.cfg.command[0], p.cfg.command[1:]...)
-	cmd.Env = append(os.Environ(), p.cfg.env...)
+	cmd.Env = append(workerEnviron(), p.cfg.env...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
 	cmd.SysProcAttr = sysProcAttr()
 	err = cmd.Start()
@@ -172,8 +173,8 @@ func (p *pool) start(ctx context.Context) (*proc, error) {
 		resp:   make(chan worker.Response, 2),
 		exited: make(chan struct{}),
 	}
-	if err := limitMemory(pr.pid, p.cfg.memoryLimit); err != nil {
-		p.log.Warn("executor: cannot limit worker memory", "worker_pid", pr.pid, "err", err)
+	if err := limitWorker(pr.pid, p.cfg.memoryLimit); err != nil {
+		p.log.Warn("executor: cannot set worker limits", "worker_pid", pr.pid, "err", err)
 	}
 	pr.bw = bufio.NewWriterSize(inW, 256<<10)
 	pr.enc = gob.NewEncoder(pr.bw)
@@ -405,6 +406,22 @@ func (p *pool) exchange(pr *proc, req *worker.Request, first, second time.Durati
 	}
 	p.lose(pr, "crashed", true)
 	return resp, true, errWorkerCrashed
+}
+
+// workerEnviron is the part of the node's environment a worker inherits: what the Go runtime
+// and the system need, nothing else. The node's environment may hold credentials (database
+// URLs, NATS credentials); guests never see the worker's environment, but a worker is the
+// process that runs hostile code, so it gets none of them.
+func workerEnviron() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "PATH", "HOME", "TMPDIR", "LANG", "TZ", "GODEBUG", "GOTRACEBACK", "GOCOVERDIR":
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 func reason(started bool) string {

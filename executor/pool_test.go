@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,6 +12,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -205,5 +209,35 @@ func TestForwardStderr(t *testing.T) {
 	}
 	if !strings.Contains(lines[1], `"line 0"`) {
 		t.Errorf("second log line %s, want line 0", lines[1])
+	}
+}
+
+// TestPool_WorkerHardening checks a worker's environment and resource limits.
+func TestPool_WorkerHardening(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("procfs and prlimit are Linux's")
+	}
+	t.Setenv("WASMWIZ_TEST_SECRET", "hunter2")
+	p, _ := newTestPool(t, 1, nil)
+	pid := strconv.Itoa(busyPID(t, p))
+	env, err := os.ReadFile("/proc/" + pid + "/environ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(env, []byte("hunter2")) || !bytes.Contains(env, []byte(workerEnv)) {
+		t.Errorf("worker environment: %q", env)
+	}
+	limits, err := os.ReadFile("/proc/" + pid + "/limits")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`Max data size\s+` + strconv.Itoa(512<<20+1<<30) + `\s`),
+		regexp.MustCompile(`Max core file size\s+0\s`),
+		regexp.MustCompile(`Max open files\s+256\s`),
+	} {
+		if !want.Match(limits) {
+			t.Errorf("limits lack %s:\n%s", want, limits)
+		}
 	}
 }

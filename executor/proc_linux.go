@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"errors"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -17,16 +18,21 @@ func killGroup(pid int) {
 	_ = syscall.Kill(pid, syscall.SIGKILL)
 }
 
-// limitMemory sets RLIMIT_DATA on a started worker (before its handshake, so before any guest
-// runs): an allocation past it fails, and the Go runtime in the worker dies of it, which the
-// node sees as a crashed worker. It is a backstop for memory wazero does not count (tables,
-// compiled code, the runtime itself). See Config.WorkerMemoryLimit for why not RLIMIT_AS.
-func limitMemory(pid int, limit int64) error {
-	if limit <= 0 {
-		return nil
+// limitWorker sets a started worker's resource limits, before its handshake and so before
+// any guest runs. RLIMIT_DATA: an allocation past it fails, and the Go runtime in the worker
+// dies of it, which the node sees as a crashed worker; a backstop for memory wazero does not
+// count (tables, compiled code, the runtime itself); see Config.WorkerMemoryLimit for why not
+// RLIMIT_AS. RLIMIT_CORE 0: a crashing worker must not write guest memory to disk.
+// RLIMIT_NOFILE: a worker needs its three pipes and a few cache files.
+func limitWorker(pid int, memory int64) error {
+	var errs []error
+	if memory > 0 {
+		rl := unix.Rlimit{Cur: uint64(memory), Max: uint64(memory)}
+		errs = append(errs, unix.Prlimit(pid, unix.RLIMIT_DATA, &rl, nil))
 	}
-	rl := unix.Rlimit{Cur: uint64(limit), Max: uint64(limit)}
-	return unix.Prlimit(pid, unix.RLIMIT_DATA, &rl, nil)
+	errs = append(errs, unix.Prlimit(pid, unix.RLIMIT_CORE, &unix.Rlimit{}, nil))
+	errs = append(errs, unix.Prlimit(pid, unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: 256, Max: 256}, nil))
+	return errors.Join(errs...)
 }
 
 // waitExited waits until pid has exited without reaping it.

@@ -16,7 +16,7 @@ func killGroup(pid int) {
 	}
 }
 
-// limitMemory is Linux-only (prlimit); elsewhere workers run without the OS backstop.
-func limitMemory(pid int, limit int64) error { return nil }
+// limitWorker is Linux-only (prlimit); elsewhere workers run without the OS backstops.
+func limitWorker(pid int, memory int64) error { return nil }
 
 func waitExited(pid int) {}
