@@ -34,6 +34,12 @@ func (n *Node) handle(ctx context.Context, q *tierQueue, it *queued) {
 	if err == nil {
 		err = checkRequest(&req)
 	}
+	if err == nil {
+		// The subject is what the stream's per-tenant cap counted; the body must agree.
+		if _, tenant, perr := schemas.ParseExecSubject(msg.Subject()); perr != nil || tenant != req.TenantID {
+			err = fmt.Errorf("request of tenant %q on subject %q", req.TenantID, msg.Subject())
+		}
+	}
 	if err != nil {
 		log.Error("executor: bad request, terminated", "subject", msg.Subject(),
 			"execution_id", msg.Headers().Get(schemas.HeaderExecutionID), "err", err)

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -447,7 +448,10 @@ func TestNode_Execute_Redelivery(t *testing.T) {
 
 func TestNode_Execute_BadRequest(t *testing.T) {
 	e := startEnv(t, nil)
-	for _, body := range []string{"{not json", `{"execution_id":"short","tenant_id":"acme","module_id":"x"}`} {
+	other := newRequest(schemas.TierFree, e.putModule(fixtures.Wasm("hello")))
+	other.TenantID = "mallory" // published on acme's subject
+	wrongTenant, _ := json.Marshal(other)
+	for _, body := range []string{"{not json", `{"execution_id":"short","tenant_id":"acme","module_id":"x"}`, string(wrongTenant)} {
 		m := nats.NewMsg(schemas.ExecSubject(schemas.TierFree, "acme"))
 		m.Data = []byte(body)
 		if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
@@ -459,6 +463,9 @@ func TestNode_Execute_BadRequest(t *testing.T) {
 		info, err := e.js.Stream(context.Background(), schemas.ExecStream(schemas.TierFree))
 		return err == nil && info.CachedInfo().State.Msgs == 0
 	}, "bad requests still in the stream")
+	if _, err := e.results.Get(context.Background(), other.ExecutionID); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("the request with a wrong tenant has a result: %v", err)
+	}
 	// And the node still serves.
 	if res := e.execute(newRequest(schemas.TierFree, e.putModule(fixtures.Wasm("hello")))); res.Status != schemas.StatusSucceeded {
 		t.Fatalf("hello: %s", res.Status)
