@@ -110,11 +110,21 @@ func sigterm(t *testing.T, r *role) {
 		t.Fatal(err)
 	}
 	start := time.Now()
+	notReady := false
 	for r.p.alive() {
 		if resp, err := http.Get(r.opsURL + "/health/ready"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 && r.p.alive() && time.Since(start) > 100*time.Millisecond {
 				t.Errorf("%s %s still reports ready %v after SIGTERM", r.name, r.opsURL, time.Since(start))
+			}
+			if resp.StatusCode == 503 {
+				notReady = true
+			}
+			if resp, err := http.Get(r.opsURL + "/health/live"); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode != 200 && r.p.alive() {
+					t.Errorf("%s: /health/live %d while draining", r.name, resp.StatusCode)
+				}
 			}
 		}
 		select {
@@ -124,6 +134,11 @@ func sigterm(t *testing.T, r *role) {
 		if time.Since(start) > 60*time.Second {
 			t.Fatalf("%s did not exit within 60s of SIGTERM", r.name)
 		}
+	}
+	// An executor's ops endpoint stays up while it drains and answers 503 to readiness (and 200
+	// to liveness). A gateway's health is on its API listener, which closes at once.
+	if r.name == "executor" && !notReady {
+		t.Errorf("executor never answered 503 on /health/ready while draining")
 	}
 	if r.p.err != nil {
 		t.Errorf("%s exited with %v after SIGTERM, want 0\n%s", r.name, r.p.err, lastLines(r.p.output(), 20))
