@@ -55,6 +55,13 @@ func BenchmarkConsumer_Ingest(b *testing.B) {
 					if _, err := js.PublishAsync(schemas.EventSubject(ev.Type, ev.TenantID), data, jetstream.WithMsgID(ev.ID)); err != nil {
 						b.Fatal(err)
 					}
+					if i%1000 == 999 { // stay below the async publisher's limit of outstanding messages
+						select {
+						case <-js.PublishAsyncComplete():
+						case <-time.After(time.Minute):
+							b.Fatal("publish did not complete")
+						}
+					}
 				}
 				select {
 				case <-js.PublishAsyncComplete():
