@@ -26,6 +26,7 @@ Servers:
 
 Operators:
   admin bootstrap  create the streams and a first admin key, straight over NATS
+  secrets generate  make the secret files a deployment mounts (mode 0600)
   events tail      print events live as JSON lines, straight from the events stream
   accounting reconcile  compare the events stream with the usage accounting stored
 
@@ -65,6 +66,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = runClientRun(ctx, rest, getenv, stdout, stderr)
 	case "admin":
 		err = runAdmin(ctx, rest, getenv, stdout, stderr)
+	case "secrets":
+		err = runSecrets(ctx, rest, getenv, stdout, stderr)
 	case "modules":
 		err = runClientModules(ctx, rest, getenv, stdout, stderr)
 	case "usage":
