@@ -29,6 +29,9 @@ type Config struct {
 	BatchSize  int           // events per batch at most; default 256
 	BatchWait  time.Duration // how long a batch waits to fill; default 200ms
 	Replicas   int           // replicas of the streams and of the consumer; default 1
+	// Tiers are the deployment's tiers (the same file as every other role): streams.Ensure
+	// declares per-tier streams too, and must not put back the defaults. Default schemas.DefaultTiers().
+	Tiers map[string]schemas.Tier
 	AckWait    time.Duration // redelivery timeout of a held event; default 30s
 	MaxBackoff time.Duration // cap of the retry delay when the store fails; default 5s
 	// QueryTimeout bounds one usage query; default 10s.
@@ -129,7 +132,7 @@ func (c *Consumer) Ready() bool { return c.ready.Load() }
 // up; store and NATS errors after that are retried.
 func (c *Consumer) Run(ctx context.Context) error {
 	defer c.ready.Store(false)
-	if err := streams.EnsureWithRetry(ctx, c.js, streams.Options{Replicas: c.cfg.Replicas}); err != nil {
+	if err := streams.EnsureWithRetry(ctx, c.js, streams.Options{Replicas: c.cfg.Replicas, Tiers: c.cfg.Tiers}); err != nil {
 		return fmt.Errorf("accounting: streams: %w", err)
 	}
 	cons, err := c.consumer(ctx)

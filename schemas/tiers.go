@@ -1,6 +1,8 @@
 package schemas
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -56,4 +58,58 @@ func (t Tier) Validate() error {
 		return fmt.Errorf("tier %s: rate limits must not be negative", t.Name)
 	}
 	return nil
+}
+
+// tierFile is one tier in a tiers file; absent fields keep the defaults (or zero for a new tier).
+type tierFile struct {
+	ExecPerMinute *int   `json:"exec_per_minute"`
+	ExecPerDay    *int   `json:"exec_per_day"`
+	MemoryMB      *int   `json:"memory_mb"`
+	WallTimeMS    *int64 `json:"wall_time_ms"`
+	ModuleSize    *int64 `json:"module_size"`
+	InFlight      *int   `json:"in_flight"`
+	StdinMax      *int   `json:"stdin_max"`
+	StdoutMax     *int   `json:"stdout_max"`
+	Priority      *int   `json:"priority"`
+}
+
+// ParseTiers reads a tiers file: a JSON object of tier name → fields, laid over DefaultTiers
+// (so a file may change one figure of one tier, or add tiers). Every role of a deployment must
+// read the same file.
+//
+//	{"free": {"exec_per_minute": 20, "in_flight": 2}, "team": {"memory_mb": 256, "wall_time_ms": 10000, ...}}
+func ParseTiers(data []byte) (map[string]Tier, error) {
+	var file map[string]tierFile
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&file); err != nil {
+		return nil, fmt.Errorf("tiers file: %w", err)
+	}
+	tiers := DefaultTiers()
+	for name, f := range file {
+		t := tiers[name]
+		t.Name = name
+		set(&t.ExecPerMinute, f.ExecPerMinute)
+		set(&t.ExecPerDay, f.ExecPerDay)
+		set(&t.MemoryMB, f.MemoryMB)
+		set(&t.ModuleSize, f.ModuleSize)
+		set(&t.InFlight, f.InFlight)
+		set(&t.StdinMax, f.StdinMax)
+		set(&t.StdoutMax, f.StdoutMax)
+		set(&t.Priority, f.Priority)
+		if f.WallTimeMS != nil {
+			t.WallTime = time.Duration(*f.WallTimeMS) * time.Millisecond
+		}
+		if err := t.Validate(); err != nil {
+			return nil, fmt.Errorf("tiers file: %w", err)
+		}
+		tiers[name] = t
+	}
+	return tiers, nil
+}
+
+func set[T any](dst *T, src *T) {
+	if src != nil {
+		*dst = *src
+	}
 }

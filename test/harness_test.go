@@ -143,11 +143,17 @@ type system struct {
 // startDev runs `wasmwiz dev` on free ports with dataDir and waits until it is ready.
 func startDev(t testing.TB, dataDir string) *system {
 	t.Helper()
+	return startDevEnv(t, dataDir)
+}
+
+// startDevEnv is startDev with extra environment.
+func startDevEnv(t testing.TB, dataDir string, env ...string) *system {
+	t.Helper()
 	httpAddr, natsAddr := freeAddr(t), freeAddr(t)
-	p := start(t, []string{
+	p := start(t, append([]string{
 		"WASMWIZ_HTTP_ADDR=" + httpAddr, "WASMWIZ_NATS_ADDR=" + natsAddr, "WASMWIZ_DATA_DIR=" + dataDir,
 		"WASMWIZ_WORKERS=2", "DATABASE_URL=", "WASMWIZ_SYNC_WAIT=2s",
-	}, "dev")
+	}, env...), "dev")
 	s := &system{URL: "http://" + httpAddr, NATSURL: "nats://" + natsAddr, DataDir: dataDir, procs: []*proc{p}}
 	waitReady(t, s.URL, p)
 	s.AdminKey = readKey(t, filepath.Join(dataDir, "admin-api-key"))

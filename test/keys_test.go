@@ -203,8 +203,6 @@ func TestDev_KeysTokensIsolation(t *testing.T) {
 			}
 		}
 		// Bad credentials, over REST and NATS.
-		k, _ := json.Marshal(a)
-		_ = k
 		badKeys := map[string]string{
 			"malformed":      "not-a-key",
 			"truncated":      a[:len(a)-3],

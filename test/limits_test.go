@@ -2,8 +2,11 @@ package test
 
 import (
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/wasmwiz/wasmwiz/internal/fixtures"
@@ -83,4 +86,60 @@ func TestDev_InFlightLimit(t *testing.T) {
 	if e := s.run(t, basic, schemas.ExecutionRequest{ModuleID: hello.ID}); e.Status != schemas.StatusSucceeded {
 		t.Errorf("after the queue drained: %+v", e)
 	}
+}
+
+// Three gateways (the dev process's and two `wasmwiz gateway` processes on its NATS) hammer one
+// tenant's per-minute limit at once: exactly the limit is admitted.
+func TestGateways_LimitExactUnderRace(t *testing.T) {
+	// A tiers file (read by every role) gives free room in flight, so only the rate limit refuses.
+	tiersFile := filepath.Join(t.TempDir(), "tiers.json")
+	if err := os.WriteFile(tiersFile, []byte(`{"free": {"in_flight": 100}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startDevEnv(t, t.TempDir(), "WASMWIZ_TIERS_FILE="+tiersFile)
+	urls := []string{s.URL}
+	for range 2 {
+		addr := freeAddr(t)
+		p := start(t, []string{"WASMWIZ_NATS_URL=" + s.NATSURL, "WASMWIZ_HTTP_ADDR=" + addr, "WASMWIZ_TIERS_FILE=" + tiersFile}, "gateway")
+		waitReady(t, "http://"+addr, p)
+		urls = append(urls, "http://"+addr)
+	}
+	free := s.newTenant(t, "racer", "free")
+	m := s.upload(t, free, "hello", fixtures.Wasm("hello"))
+	body := mustJSON(schemas.ExecutionRequest{ModuleID: m.ID, Async: true})
+	var mu sync.Mutex
+	statuses := map[int]int{}
+	var wg sync.WaitGroup
+	for i := range 30 {
+		wg.Go(func() {
+			g := &system{URL: urls[i%len(urls)]}
+			r := g.do(t, http.MethodPost, "/v1/executions", free, "application/json", body)
+			mu.Lock()
+			statuses[r.Status]++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	limit := schemas.DefaultTiers()[schemas.TierFree].ExecPerMinute
+	if statuses[202] != limit || statuses[429] != 30-limit {
+		t.Fatalf("statuses %v, want %d accepted and %d refused", statuses, limit, 30-limit)
+	}
+	var rejectedPerMinute int
+	for _, u := range urls {
+		body := string((&system{URL: u}).do(t, http.MethodGet, "/metrics", "", "", nil).Body)
+		rejectedPerMinute += counter(body, `wasmwiz_ratelimit_rejections_total{limit="per_minute",tier="free"}`)
+	}
+	if rejectedPerMinute != 30-limit {
+		t.Errorf("per-minute rejections %d across gateways, want %d (statuses %v)", rejectedPerMinute, 30-limit, statuses)
+	}
+}
+
+func counter(metrics, series string) int {
+	for _, line := range strings.Split(metrics, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return 0
 }

@@ -29,8 +29,13 @@ func runAdmin(ctx context.Context, args []string, getenv func(string) string, st
 	natsURL := fs.string("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
 	replicas := fs.int("replicas", 1, "JetStream replicas for streams and buckets (3 on a cluster)")
 	keyFile := fs.String("key-file", "", "also write the key to this file (mode 0600)")
+	loadTiers := fs.tiersFlag()
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
+	}
+	tiers, err := loadTiers()
+	if err != nil {
+		return usageError{err.Error()}
 	}
 	nc, err := nats.Connect(*natsURL, nats.Name("wasmwiz-admin"))
 	if err != nil {
@@ -41,7 +46,6 @@ func runAdmin(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
-	tiers := schemas.DefaultTiers()
 	if err := streams.EnsureWithRetry(ctx, js, streams.Options{Replicas: *replicas, Tiers: tiers}); err != nil {
 		return fmt.Errorf("create streams: %w", err)
 	}

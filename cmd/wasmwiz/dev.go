@@ -36,8 +36,13 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	workers := fs.int("workers", 0, "worker processes (default: number of CPUs, at least 2)")
 	syncWait := fs.duration("sync-wait", 0, "longest a synchronous execution request waits before answering 202 (default: its timeout + 10s)")
 	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "Postgres URL for accounting ($DATABASE_URL); empty: SQLite in the data dir")
+	loadTiers := fs.tiersFlag()
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	tiers, err := loadTiers()
+	if err != nil {
+		return usageError{err.Error()}
 	}
 	if fs.NArg() > 0 {
 		return usageError{"unexpected arguments: " + strings.Join(fs.Args(), " ")}
@@ -56,7 +61,6 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		return nats.Connect(ns.ClientURL(), nats.Name(name), nats.InProcessServer(ns), nats.MaxReconnects(-1))
 	}
 	reg := newRegistry()
-	tiers := schemas.DefaultTiers()
 
 	bootNC, err := dial("wasmwiz-dev")
 	if err != nil {
@@ -106,7 +110,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		return err
 	}
 	defer acNC.Close()
-	acct, err := accounting.New(accounting.Config{Store: store, Logger: log, Registerer: reg}, acNC)
+	acct, err := accounting.New(accounting.Config{Store: store, Tiers: tiers, Logger: log, Registerer: reg}, acNC)
 	if err != nil {
 		return err
 	}

@@ -88,8 +88,13 @@ func runGatewayCmd(ctx context.Context, args []string, getenv func(string) strin
 	replicas := fs.int("replicas", 1, "JetStream replicas for streams and buckets (3 on a cluster)")
 	syncWait := fs.duration("sync-wait", 0, "longest a synchronous execution request waits before answering 202 (default: its timeout + 10s)")
 	jwtKey := fs.string("jwt-key-file", "", "Ed25519 private key (PKCS#8 PEM) that signs tokens; empty: no tokens (wasmwiz secrets generate makes one)")
+	loadTiers := fs.tiersFlag()
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	tiers, err := loadTiers()
+	if err != nil {
+		return usageError{err.Error()}
 	}
 	log := newLogger(stderr, getenv, false)
 	nc, err := connect(*natsURL, "wasmwiz-gateway", log)
@@ -101,7 +106,7 @@ func runGatewayCmd(ctx context.Context, args []string, getenv func(string) strin
 	if err := registerOps(reg, nc, opsGateway); err != nil {
 		return err
 	}
-	g, err := gateway.New(ctx, gateway.Config{HTTPAddr: *httpAddr, JWTKeyFile: *jwtKey, SyncWait: *syncWait, Replicas: *replicas, Logger: log, Registerer: reg, Gatherer: reg}, nc)
+	g, err := gateway.New(ctx, gateway.Config{HTTPAddr: *httpAddr, Tiers: tiers, JWTKeyFile: *jwtKey, SyncWait: *syncWait, Replicas: *replicas, Logger: log, Registerer: reg, Gatherer: reg}, nc)
 	if err != nil {
 		return err
 	}
@@ -116,8 +121,13 @@ func runExecutorCmd(ctx context.Context, args []string, getenv func(string) stri
 	replicas := fs.int("replicas", 1, "JetStream replicas for streams and buckets (3 on a cluster)")
 	nodeID := fs.string("node-id", "", "node id (default: hostname-random)")
 	metricsAddr := fs.string("metrics-addr", "127.0.0.1:9091", "address for /metrics and /health (empty: off)")
+	loadTiers := fs.tiersFlag()
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	tiers, err := loadTiers()
+	if err != nil {
+		return usageError{err.Error()}
 	}
 	log := newLogger(stderr, getenv, false)
 	nc, err := connect(*natsURL, "wasmwiz-executor", log)
@@ -130,7 +140,7 @@ func runExecutorCmd(ctx context.Context, args []string, getenv func(string) stri
 		return err
 	}
 	n, err := executor.New(executor.Config{
-		NodeID: *nodeID, Workers: *workers, CacheDir: *cacheDir, Replicas: *replicas, Logger: log, Registerer: reg,
+		NodeID: *nodeID, Workers: *workers, CacheDir: *cacheDir, Tiers: tiers, Replicas: *replicas, Logger: log, Registerer: reg,
 	}, nc)
 	if err != nil {
 		return err
@@ -151,8 +161,13 @@ func runAccountingCmd(ctx context.Context, args []string, getenv func(string) st
 	sqlitePath := fs.string("sqlite-path", "./wasmwiz-data/accounting.db", "SQLite file when no database URL is set")
 	replicas := fs.int("replicas", 1, "JetStream replicas for streams and consumers (3 on a cluster)")
 	metricsAddr := fs.string("metrics-addr", "127.0.0.1:9092", "address for /metrics and /health (empty: off)")
+	loadTiers := fs.tiersFlag()
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	tiers, err := loadTiers()
+	if err != nil {
+		return usageError{err.Error()}
 	}
 	log := newLogger(stderr, getenv, false)
 	nc, err := connect(*natsURL, "wasmwiz-accounting", log)
@@ -177,7 +192,7 @@ func runAccountingCmd(ctx context.Context, args []string, getenv func(string) st
 	if err := registerDatabaseUp(reg, store.Ping); err != nil {
 		return err
 	}
-	c, err := accounting.New(accounting.Config{Store: store, Replicas: *replicas, Logger: log, Registerer: reg}, nc)
+	c, err := accounting.New(accounting.Config{Store: store, Tiers: tiers, Replicas: *replicas, Logger: log, Registerer: reg}, nc)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
 const usage = `wasmwiz runs untrusted WebAssembly (WASI preview 1) modules as a service.
@@ -139,6 +141,21 @@ func (f *flagSet) duration(name string, def time.Duration, help string) *time.Du
 		}
 	}
 	return f.Duration(name, def, help+" ($"+envName(name)+")")
+}
+
+// tiersFlag adds --tiers-file; the returned func reads it (or gives the default tiers).
+func (f *flagSet) tiersFlag() func() (map[string]schemas.Tier, error) {
+	path := f.string("tiers-file", "", "JSON tiers file laid over the default tiers; every role must read the same one")
+	return func() (map[string]schemas.Tier, error) {
+		if *path == "" {
+			return schemas.DefaultTiers(), nil
+		}
+		b, err := os.ReadFile(*path)
+		if err != nil {
+			return nil, err
+		}
+		return schemas.ParseTiers(b)
+	}
 }
 
 // newLogger logs JSON (production) or text (dev) to w at the level in $WASMWIZ_LOG_LEVEL.
