@@ -1,0 +1,25 @@
+# syntax=docker/dockerfile:1
+# The one WasmWiz image: a static binary on distroless (no shell, no package manager), running
+# as the distroless "nonroot" user (65532). Every role is an argument: gateway, executor,
+# accounting, admin bootstrap, ... Secrets are mounted at run time, never copied in
+# (.dockerignore keeps secrets/ and data directories out of the build context).
+#
+#   docker build -t wasmwiz .
+#
+# The root filesystem can be read-only: executors need a writable --cache-dir (a volume or
+# tmpfs) and nothing else writes.
+
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN --mount=type=cache,target=/root/go/pkg/mod go mod download
+COPY . .
+RUN --mount=type=cache,target=/root/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
+    CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags="-s -w" -o /out/wasmwiz ./cmd/wasmwiz
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/wasmwiz /usr/local/bin/wasmwiz
+USER 65532:65532
+EXPOSE 8080 9091 9092
+ENTRYPOINT ["/usr/local/bin/wasmwiz"]
+CMD ["help"]
