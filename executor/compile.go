@@ -68,6 +68,7 @@ func (n *Node) compileModule(ctx context.Context, m *nats.Msg) *schemas.CompileR
 		log.Error("executor: compile: module fetch", "err", err)
 		return &schemas.CompileReply{Error: schemas.Errorf(schemas.CodeUnavailable, "module could not be loaded")}
 	}
+	defer n.mods.release(hexDigest)
 	// Wait for a worker no longer than a gateway waits for the answer (it gives up after 30 s
 	// by default); the compile itself then has its own timeout.
 	actx, cancel := context.WithTimeout(ctx, compileWaitForWorker)

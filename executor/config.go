@@ -38,6 +38,12 @@ type Config struct {
 	// written to, which includes a guest's linear memory (one reservation of its limit, see
 	// executor/worker). Negative disables it.
 	WorkerMemoryLimit int64
+
+	// ModuleCacheBytes bounds the module files kept in <CacheDir>/modules (least recently used
+	// go first; files in use stay). Default 4 GiB; negative: no bound. wazero's compilation
+	// cache in <CacheDir>/wazero has no bound of its own: clear it when it grows too large
+	// (any time; it only costs recompilation).
+	ModuleCacheBytes int64
 }
 
 func (c *Config) setDefaults() error {
@@ -74,6 +80,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.ModuleCacheBytes == 0 {
+		c.ModuleCacheBytes = 4 << 30
 	}
 	if c.WorkerMemoryLimit == 0 {
 		maxMB := 0

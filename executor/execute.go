@@ -200,6 +200,7 @@ func (n *Node) run(ctx context.Context, log *slog.Logger, tier schemas.Tier, req
 	case err != nil:
 		return fmt.Errorf("load module: %w", err)
 	}
+	defer n.mods.release(hexDigest)
 
 	job := &worker.RunJob{
 		ModulePath:  path,

@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/singleflight"
@@ -26,27 +28,115 @@ func (e *moduleError) Error() string { return e.msg }
 // moduleCache keeps module files on the node's disk, <dir>/<hex>.wasm, fetched from the object
 // store on first use. Files are written under a temporary name and renamed once their SHA-256
 // matches their name, so a file that exists is complete and correct; workers read them by path.
+//
+// The cache holds at most maxBytes (beyond the files in use): past it, the least recently used
+// files that no job holds are removed. A job holds its module from get to release, so a worker
+// never finds its file gone.
 type moduleCache struct {
-	dir   string
-	store jetstream.ObjectStore
-	m     *metrics
-	group singleflight.Group // one fetch per module at a time
+	dir      string
+	store    jetstream.ObjectStore
+	m        *metrics
+	maxBytes int64
+	group    singleflight.Group // one fetch per module at a time
+
+	mu    sync.Mutex
+	files map[string]*cachedFile // by hex digest
+	total int64
+	clock uint64
+}
+
+type cachedFile struct {
+	size  int64
+	used  uint64 // clock value of the last get
+	inUse int
+}
+
+// newModuleCache opens the cache in dir, keeping the files already there (a restarted node
+// starts warm) and removing temporary files left by a crash.
+func newModuleCache(dir string, store jetstream.ObjectStore, m *metrics, maxBytes int64) (*moduleCache, error) {
+	c := &moduleCache{dir: dir, store: store, m: m, maxBytes: maxBytes, files: map[string]*cachedFile{}}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasSuffix(name, ".tmp") {
+			_ = os.Remove(filepath.Join(dir, name))
+			continue
+		}
+		h, ok := strings.CutSuffix(name, ".wasm")
+		if !ok {
+			continue
+		}
+		if fi, err := e.Info(); err == nil {
+			c.files[h] = &cachedFile{size: fi.Size()}
+			c.total += fi.Size()
+		}
+	}
+	c.mu.Lock()
+	c.evictLocked()
+	c.mu.Unlock()
+	return c, nil
+}
+
+// hold marks a cached file used and in use; false if it is not cached.
+func (c *moduleCache) hold(hexDigest string) (*cachedFile, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f, ok := c.files[hexDigest]
+	if ok {
+		c.clock++
+		f.used = c.clock
+		f.inUse++
+	}
+	return f, ok
+}
+
+// release ends a hold taken by a successful get.
+func (c *moduleCache) release(hexDigest string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f, ok := c.files[hexDigest]; ok && f.inUse > 0 {
+		f.inUse--
+	}
+	c.evictLocked()
+}
+
+// evictLocked removes least recently used files not in use until the cache fits.
+func (c *moduleCache) evictLocked() {
+	for c.maxBytes > 0 && c.total > c.maxBytes {
+		var victim string
+		var oldest *cachedFile
+		for h, f := range c.files {
+			if f.inUse == 0 && (oldest == nil || f.used < oldest.used) {
+				victim, oldest = h, f
+			}
+		}
+		if oldest == nil {
+			return // everything is in use
+		}
+		delete(c.files, victim)
+		c.total -= oldest.size
+		_ = os.Remove(c.path(victim))
+	}
 }
 
 func (c *moduleCache) path(hexDigest string) string {
 	return filepath.Join(c.dir, hexDigest+".wasm")
 }
 
-// get returns the path of the module's file, fetching it if needed. maxSize is the tier's
-// module size limit.
+// get returns the path of the module's file, fetching it if needed, and holds the file until
+// release. maxSize is the tier's module size limit.
 func (c *moduleCache) get(ctx context.Context, hexDigest string, maxSize int64) (string, error) {
-	p := c.path(hexDigest)
-	if fi, err := os.Stat(p); err == nil {
-		if fi.Size() > maxSize {
-			return "", &moduleError{msg: fmt.Sprintf("module is larger than the tier allows (%d bytes)", maxSize)}
-		}
+	tooLarge := &moduleError{msg: fmt.Sprintf("module is larger than the tier allows (%d bytes)", maxSize)}
+	if f, ok := c.hold(hexDigest); ok {
 		c.m.cacheHits.WithLabelValues("file").Inc()
-		return p, nil
+		if f.size > maxSize {
+			c.release(hexDigest)
+			return "", tooLarge
+		}
+		return c.path(hexDigest), nil
 	}
 	c.m.cacheMisses.WithLabelValues("file").Inc()
 	_, err, _ := c.group.Do(hexDigest, func() (any, error) {
@@ -55,16 +145,22 @@ func (c *moduleCache) get(ctx context.Context, hexDigest string, maxSize int64) 
 	if err != nil {
 		return "", err
 	}
-	if fi, err := os.Stat(p); err != nil {
-		return "", err
-	} else if fi.Size() > maxSize { // fetched for a tier with a larger limit
-		return "", &moduleError{msg: fmt.Sprintf("module is larger than the tier allows (%d bytes)", maxSize)}
+	f, ok := c.hold(hexDigest)
+	if !ok { // evicted by another job's release between the fetch and now: rare, retried
+		return "", fmt.Errorf("module %s left the cache as it arrived", hexDigest)
 	}
-	return p, nil
+	if f.size > maxSize { // fetched for a tier with a larger limit
+		c.release(hexDigest)
+		return "", tooLarge
+	}
+	return c.path(hexDigest), nil
 }
 
 func (c *moduleCache) fetch(ctx context.Context, hexDigest string, maxSize int64) error {
-	if _, err := os.Stat(c.path(hexDigest)); err == nil {
+	c.mu.Lock()
+	_, ok := c.files[hexDigest]
+	c.mu.Unlock()
+	if ok {
 		return nil // fetched by a call that finished just before ours started
 	}
 	obj, err := c.store.Get(ctx, schemas.ModuleObjectName(hexDigest))
@@ -99,5 +195,10 @@ func (c *moduleCache) fetch(ctx context.Context, hexDigest string, maxSize int64
 	if err := os.Rename(tmp.Name(), c.path(hexDigest)); err != nil {
 		return fmt.Errorf("module cache: %w", err)
 	}
+	c.mu.Lock()
+	c.clock++
+	c.files[hexDigest] = &cachedFile{size: n, used: c.clock}
+	c.total += n // trimmed by the release that follows every get
+	c.mu.Unlock()
 	return nil
 }

@@ -104,7 +104,9 @@ func (n *Node) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("executor: module store: %w", err)
 	}
-	n.mods = &moduleCache{dir: filepath.Join(n.cfg.CacheDir, "modules"), store: store, m: n.m}
+	if n.mods, err = newModuleCache(filepath.Join(n.cfg.CacheDir, "modules"), store, n.m, n.cfg.ModuleCacheBytes); err != nil {
+		return fmt.Errorf("executor: module cache: %w", err)
+	}
 
 	n.pool, err = newPool(ctx, poolConfig{
 		command:        n.cfg.WorkerCommand,
