@@ -173,10 +173,18 @@ func runClientRun(ctx context.Context, args []string, getenv func(string) string
 		if ex.Error != "" {
 			msg += ": " + ex.Error
 		}
-		return fmt.Errorf("%s", msg)
+		return exitError{msg: msg, code: code}
 	}
 	return nil
 }
+
+// exitError makes `wasmwiz run` exit with the module's own exit code (1 when it has none).
+type exitError struct {
+	msg  string
+	code int
+}
+
+func (e exitError) Error() string { return e.msg }
 
 func writeOutput(w io.Writer, s, encoding string) {
 	if encoding == "base64" {
@@ -197,7 +205,8 @@ func runClientModules(ctx context.Context, args []string, getenv func(string) st
 	fs := newFlagSet("modules "+sub, getenv, stderr)
 	mk, _ := newClient(fs)
 	name := fs.String("name", "", "module name (upload; default: the file name)")
-	if err := fs.Parse(rest); err != nil {
+	pos, err := fs.parseInterspersed(rest)
+	if err != nil {
 		return err
 	}
 	c, err := mk()
@@ -205,18 +214,19 @@ func runClientModules(ctx context.Context, args []string, getenv func(string) st
 		return err
 	}
 	var out any
+	arg := func(i int) string { return pos[i] }
 	switch sub {
 	case "upload":
-		if fs.NArg() != 1 {
+		if len(pos) != 1 {
 			return usageError{"usage: wasmwiz modules upload <file> [--name N]"}
 		}
-		b, err := os.ReadFile(fs.Arg(0))
+		b, err := os.ReadFile(arg(0))
 		if err != nil {
 			return err
 		}
 		n := *name
 		if n == "" {
-			n = filepath.Base(fs.Arg(0))
+			n = filepath.Base(arg(0))
 		}
 		var m schemas.Module
 		if _, err := c.do(ctx, http.MethodPost, "/v1/modules?name="+url.QueryEscape(n), "application/wasm", bytes.NewReader(b), &m); err != nil {
@@ -230,7 +240,7 @@ func runClientModules(ctx context.Context, args []string, getenv func(string) st
 		}
 		out = l
 	case "get", "delete":
-		if fs.NArg() != 1 {
+		if len(pos) != 1 {
 			return usageError{"usage: wasmwiz modules " + sub + " <sha256:id>"}
 		}
 		method := http.MethodGet
@@ -238,11 +248,11 @@ func runClientModules(ctx context.Context, args []string, getenv func(string) st
 			method = http.MethodDelete
 		}
 		var m schemas.Module
-		if _, err := c.do(ctx, method, "/v1/modules/"+url.PathEscape(fs.Arg(0)), "", nil, &m); err != nil {
+		if _, err := c.do(ctx, method, "/v1/modules/"+url.PathEscape(arg(0)), "", nil, &m); err != nil {
 			return err
 		}
 		if sub == "delete" {
-			fmt.Fprintf(stdout, "deleted %s\n", fs.Arg(0))
+			fmt.Fprintf(stdout, "deleted %s\n", arg(0))
 			return nil
 		}
 		out = m

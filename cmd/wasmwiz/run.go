@@ -35,6 +35,7 @@ Operators:
 Clients:
   run          run a module: wasmwiz run [flags] <module.wasm | sha256:id> [-- args...]
   modules      upload, list, get or delete modules
+  keys         keys, tokens and (admin) tenants: list, create, revoke, rotate, token, ...
   usage        your usage (executions, wall time, memory, bytes) by day, module or key
 
 Every flag can also be set by environment (WASMWIZ_<FLAG>, e.g. WASMWIZ_HTTP_ADDR).
@@ -70,6 +71,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = runAdmin(ctx, rest, getenv, stdout, stderr)
 	case "secrets":
 		err = runSecrets(ctx, rest, getenv, stdout, stderr)
+	case "keys":
+		err = runKeys(ctx, rest, getenv, stdout, stderr)
 	case "modules":
 		err = runClientModules(ctx, rest, getenv, stdout, stderr)
 	case "usage":
@@ -86,6 +89,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
+		}
+		var ee exitError
+		if errors.As(err, &ee) {
+			fmt.Fprintf(stderr, "wasmwiz %s: %v\n", cmd, err)
+			if ee.code > 0 && ee.code < 256 {
+				return ee.code
+			}
+			return 1
 		}
 		var ue usageError
 		if errors.As(err, &ue) {
@@ -141,6 +152,22 @@ func (f *flagSet) duration(name string, def time.Duration, help string) *time.Du
 		}
 	}
 	return f.Duration(name, def, help+" ($"+envName(name)+")")
+}
+
+// parseInterspersed parses flags that may come after positional arguments
+// ("keys tenant-create acme --tier free"); the positionals are returned in order.
+func (f *flagSet) parseInterspersed(args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := f.Parse(args); err != nil {
+			return nil, err
+		}
+		if f.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, f.Arg(0))
+		args = f.Args()[1:]
+	}
 }
 
 // tiersFlag adds --tiers-file; the returned func reads it (or gives the default tiers).

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+const keysUsage = `usage: wasmwiz keys <command> [flags]
+
+  list                              your tenant's keys
+  create [--name N] [--tier T] [--scopes a,b] [--expires-in 720h]
+                                    a new key for your tenant (printed once)
+  revoke <key id>                   revoke a key and every token made from it
+  rotate <key id> [--grace 24h]     a new key now; the old one stays valid for the grace
+  token                             trade your key for a 15-minute JWT
+  tenants                           (admin) list tenants
+  tenant-create <id> --tier T       (admin) create a tenant
+  tenant-update <id> [--tier T] [--suspend | --resume]
+                                    (admin) change a tenant's tier or suspend it
+  admin-create --tenant ID [--tier T] [--name N] [--admin]
+                                    (admin) a key for any tenant (printed once)
+
+Flags common to all: --url (WASMWIZ_URL), --key (WASMWIZ_KEY; default ./wasmwiz-data/dev-api-key)`
+
+// runKeys manages keys, tokens and tenants through the REST API.
+func runKeys(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "help" {
+		return usageError{keysUsage}
+	}
+	sub, rest := args[0], args[1:]
+	fs := newFlagSet("keys "+sub, getenv, stderr)
+	mk, _ := newClient(fs)
+	name := fs.String("name", "", "key name")
+	tier := fs.String("tier", "", "tier")
+	scopes := fs.String("scopes", "", "comma-separated scopes: "+strings.Join(schemas.AllScopes, ","))
+	expiresIn := fs.Duration("expires-in", 0, "the key expires after this long (default: never)")
+	grace := fs.Duration("grace", 24*time.Hour, "rotate: how long the old key stays valid")
+	tenant := fs.String("tenant", "", "tenant id")
+	admin := fs.Bool("admin", false, "admin-create: an operator key")
+	suspend := fs.Bool("suspend", false, "tenant-update: suspend the tenant")
+	resume := fs.Bool("resume", false, "tenant-update: lift a suspension")
+	pos, err := fs.parseInterspersed(rest)
+	if err != nil {
+		return err
+	}
+	c, err := mk()
+	if err != nil {
+		return err
+	}
+	var scopeList []string
+	if *scopes != "" {
+		scopeList = strings.Split(*scopes, ",")
+	}
+	var expires *time.Time
+	if *expiresIn > 0 {
+		t := time.Now().Add(*expiresIn).UTC()
+		expires = &t
+	}
+	post := func(path string, body, out any) error {
+		b, _ := json.Marshal(body)
+		_, err := c.do(ctx, http.MethodPost, path, "application/json", bytes.NewReader(b), out)
+		return err
+	}
+	arg := func(what string) (string, error) {
+		if len(pos) != 1 {
+			return "", usageError{fmt.Sprintf("usage: wasmwiz keys %s <%s>", sub, what)}
+		}
+		return pos[0], nil
+	}
+	switch sub {
+	case "list":
+		var l schemas.KeyList
+		if _, err := c.do(ctx, http.MethodGet, "/v1/keys", "", nil, &l); err != nil {
+			return err
+		}
+		printKeys(stdout, l.Keys)
+	case "create":
+		var k schemas.CreatedKey
+		if err := post("/v1/keys", schemas.NewKeyRequest{Name: *name, Tier: *tier, Scopes: scopeList, ExpiresAt: expires}, &k); err != nil {
+			return err
+		}
+		printCreated(stdout, &k)
+	case "revoke":
+		id, err := arg("key id")
+		if err != nil {
+			return err
+		}
+		if _, err := c.do(ctx, http.MethodDelete, "/v1/keys/"+url.PathEscape(id), "", nil, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "revoked %s (and every token made from it)\n", id)
+	case "rotate":
+		id, err := arg("key id")
+		if err != nil {
+			return err
+		}
+		var k schemas.CreatedKey
+		if err := post("/v1/keys/"+url.PathEscape(id)+"/rotate", schemas.RotateKeyRequest{OldKeyExpiresIn: int64(grace.Seconds())}, &k); err != nil {
+			return err
+		}
+		printCreated(stdout, &k)
+		fmt.Fprintf(stdout, "the old key %s stays valid for %s\n", id, *grace)
+	case "token":
+		var tok schemas.TokenResponse
+		if err := post("/v1/auth/token", struct{}{}, &tok); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, tok.Token)
+		fmt.Fprintf(stderr, "expires at %s\n", tok.ExpiresAt.Format(time.RFC3339))
+	case "tenants":
+		var l schemas.TenantList
+		if _, err := c.do(ctx, http.MethodGet, "/v1/admin/tenants", "", nil, &l); err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "TENANT\tTIER\tSUSPENDED\tCREATED")
+		for _, t := range l.Tenants {
+			fmt.Fprintf(tw, "%s\t%s\t%v\t%s\n", t.ID, t.Tier, t.Suspended, t.CreatedAt.Format(time.RFC3339))
+		}
+		return tw.Flush()
+	case "tenant-create":
+		id, err := arg("tenant id")
+		if err != nil {
+			return err
+		}
+		var t schemas.Tenant
+		if err := post("/v1/admin/tenants", schemas.CreateTenantRequest{ID: id, Tier: *tier}, &t); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "created tenant %s on tier %s\n", t.ID, t.Tier)
+	case "tenant-update":
+		id, err := arg("tenant id")
+		if err != nil {
+			return err
+		}
+		req := schemas.UpdateTenantRequest{Tier: *tier}
+		if *suspend || *resume {
+			v := *suspend
+			req.Suspended = &v
+		}
+		b, _ := json.Marshal(req)
+		var t schemas.Tenant
+		if _, err := c.do(ctx, http.MethodPatch, "/v1/admin/tenants/"+url.PathEscape(id), "application/json", bytes.NewReader(b), &t); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "tenant %s: tier %s, suspended %v\n", t.ID, t.Tier, t.Suspended)
+	case "admin-create":
+		var k schemas.CreatedKey
+		if err := post("/v1/admin/keys", schemas.CreateKeyRequest{TenantID: *tenant, Tier: *tier, Name: *name, Admin: *admin, Scopes: scopeList, ExpiresAt: expires}, &k); err != nil {
+			return err
+		}
+		printCreated(stdout, &k)
+	default:
+		return usageError{"unknown keys command " + sub + "\n\n" + keysUsage}
+	}
+	return nil
+}
+
+func printKeys(w io.Writer, keys []schemas.Key) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tPREFIX\tNAME\tTIER\tSCOPES\tCREATED\tLAST USED\tEXPIRES")
+	for _, k := range keys {
+		scopes := "all"
+		if k.Scopes != nil {
+			scopes = strings.Join(k.Scopes, ",")
+		}
+		if k.Admin {
+			scopes = "admin"
+		}
+		fmt.Fprintf(tw, "%s\t%s…\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Prefix, k.Name, k.Tier, scopes,
+			k.CreatedAt.Format(time.RFC3339), fmtTime(k.LastUsedAt, "never"), fmtTime(k.ExpiresAt, "never"))
+	}
+	_ = tw.Flush()
+}
+
+func fmtTime(t *time.Time, none string) string {
+	if t == nil {
+		return none
+	}
+	return t.Format(time.RFC3339)
+}
+
+func printCreated(w io.Writer, k *schemas.CreatedKey) {
+	fmt.Fprintf(w, "%s\n\nkey id %s, tenant %s, tier %s, expires %s\nThis is the only time the key is shown: store it now.\n",
+		k.Key, k.Record.ID, k.Record.TenantID, k.Record.Tier, fmtTime(k.Record.ExpiresAt, "never"))
+}
