@@ -122,8 +122,12 @@ func parseTimeParam(name, s string) (time.Time, error) {
 	return time.Time{}, schemas.Errorf(schemas.CodeInvalid, "%s must be an RFC 3339 time (2006-01-02T15:04:05Z) or a date (2006-01-02)", name)
 }
 
-// scopeTenant decides whose data p may read: its own tenant, or any tenant for an admin.
+// scopeTenant decides whose usage and events p may read: its own tenant's with the usage:read
+// scope, or any tenant's for an admin.
 func (g *Gateway) scopeTenant(ctx context.Context, p *Principal, requested string) (string, error) {
+	if err := p.require(schemas.ScopeUsageRead); err != nil {
+		return "", err
+	}
 	if requested == "" || requested == p.TenantID {
 		return p.TenantID, nil
 	}
@@ -231,10 +235,13 @@ func (g *Gateway) openEvents(ctx context.Context, p *Principal, in *eventsInput)
 	return it, nil
 }
 
-// streamEvents writes the iterator's messages as Server-Sent Events until the client goes away, the
-// consumer fails, or the gateway drains (the client then resumes with Last-Event-ID).
+// streamEvents writes the iterator's messages as Server-Sent Events until the client goes away,
+// the consumer fails, the gateway drains (the client then resumes with Last-Event-ID), or the
+// caller's credentials stop being valid: a revoked key or an expired token ends its streams
+// within a second, as it ends its requests.
 func (g *Gateway) streamEvents(hctx huma.Context, it jetstream.MessagesContext) {
 	ctx := hctx.Context()
+	authorization := hctx.Header("Authorization")
 	msgs := make(chan jetstream.Msg)
 	errc := make(chan error, 1)
 	done := make(chan struct{})
@@ -307,6 +314,9 @@ func (g *Gateway) streamEvents(hctx huma.Context, it jetstream.MessagesContext) 
 			idle = time.Now()
 		case <-tick.C:
 			if g.draining.Load() {
+				return
+			}
+			if _, err := g.keyring.authenticate(ctx, authorization); err != nil {
 				return
 			}
 			if time.Since(idle) >= eventsKeepalive {

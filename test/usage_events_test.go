@@ -107,6 +107,19 @@ func (st *sseStream) until(t *testing.T, stop func(sseEvent) bool) []sseEvent {
 	}
 }
 
+// adminKey creates a key through the admin API.
+func (s *system) adminKey(t *testing.T, req schemas.CreateKeyRequest) schemas.CreatedKey {
+	t.Helper()
+	b, _ := json.Marshal(req)
+	r := s.do(t, http.MethodPost, "/v1/admin/keys", s.AdminKey, "application/json", b)
+	if r.Status != 201 {
+		t.Fatalf("create key: %d %s", r.Status, r.Body)
+	}
+	var k schemas.CreatedKey
+	r.decode(t, &k)
+	return k
+}
+
 func isExecution(id string) func(sseEvent) bool {
 	return func(ev sseEvent) bool { return ev.Data.Execution != nil && ev.Data.Execution.ExecutionID == id }
 }
@@ -171,6 +184,31 @@ func TestUsageEvents_Roles(t *testing.T) {
 	}
 	if r := s.do(t, http.MethodGet, "/v1/events", "", "", nil); r.Status != 401 {
 		t.Errorf("GET /v1/events without a key: %d", r.Status)
+	}
+
+	// A key without the usage:read scope reads neither; a revoked key's stream ends.
+	runOnly := s.adminKey(t, schemas.CreateKeyRequest{TenantID: "acme", Scopes: []string{schemas.ScopeExecute}})
+	for _, path := range []string{"/v1/usage", "/v1/events"} {
+		if r := s.do(t, http.MethodGet, path, runOnly.Key, "", nil); r.Status != 403 {
+			t.Errorf("GET %s with an execute-only key: %d %s", path, r.Status, r.Body)
+		}
+	}
+	doomed := s.adminKey(t, schemas.CreateKeyRequest{TenantID: "acme"})
+	doomedEvents := s.openEvents(t, doomed.Key, nil)
+	if r := s.do(t, http.MethodDelete, "/v1/admin/keys/"+doomed.Record.ID, s.AdminKey, "", nil); r.Status != 204 {
+		t.Fatalf("revoke: %d %s", r.Status, r.Body)
+	}
+	for ended := false; !ended; { // it may still see its own key.revoked event, then it ends
+		select {
+		case <-doomedEvents.errc:
+			ended = true
+		case ev := <-doomedEvents.events:
+			if ev.Event != schemas.EventKeyRevoked {
+				t.Fatalf("a revoked key's stream delivered %+v", ev)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("the event stream of a revoked key is still open after 30s")
+		}
 	}
 
 	acmeEvents := s.openEvents(t, acme, nil)
