@@ -39,6 +39,9 @@ type ReconcileReport struct {
 	// StreamCovers is false when the events stream no longer holds the start of the range
 	// (its limits removed older events): rows without events are then not counted as errors.
 	StreamCovers bool `json:"stream_covers"`
+	// Backlog is what the accounting consumer had not yet stored when the check began (pending
+	// plus delivered but unacked events): missing rows may be only late.
+	Backlog uint64 `json:"backlog"`
 }
 
 // Failed reports whether the report shows anything wrong.
@@ -130,6 +133,11 @@ func reconcile(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, tenan
 	// The stream covers the range when it never dropped a message or still holds the start.
 	st := info.CachedInfo().State
 	rep.StreamCovers = st.FirstSeq <= 1 || !st.FirstTime.After(start)
+	if c, err := js.Consumer(ctx, schemas.StreamEvents, schemas.ConsumerAccounting); err == nil {
+		if ci, err := c.Info(ctx); err == nil {
+			rep.Backlog = ci.NumPending + uint64(ci.NumAckPending)
+		}
+	}
 	events := map[string]int{}
 	err = readEvents(ctx, js, cfg, func(m jetstream.Msg) error {
 		var ev schemas.Event
@@ -231,7 +239,11 @@ func printReport(w io.Writer, r *ReconcileReport) {
 	fmt.Fprintf(w, "range        %s .. %s (%s, by finish time)\n", r.From.Format(time.RFC3339Nano), r.To.Format(time.RFC3339Nano), scope)
 	fmt.Fprintf(w, "events       %d execution events, %d distinct executions\n", r.Events, r.EventExecutions)
 	fmt.Fprintf(w, "stored       %d usage rows\n", r.Stored)
-	fmt.Fprintf(w, "missing      %d\n", len(r.Missing))
+	late := ""
+	if len(r.Missing) > 0 && r.Backlog > 0 {
+		late = fmt.Sprintf(" (accounting had %d events not yet stored: run again once it has caught up)", r.Backlog)
+	}
+	fmt.Fprintf(w, "missing      %d%s\n", len(r.Missing), late)
 	fmt.Fprintf(w, "duplicates   %d\n", len(r.Duplicates))
 	note := ""
 	if !r.StreamCovers {
