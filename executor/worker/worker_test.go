@@ -267,3 +267,18 @@ func TestCappedWriter(t *testing.T) {
 		t.Errorf("max 0: kept %q counted %d", w.buf, w.n)
 	}
 }
+
+// TestWorker_ManyMemoryLimits uses more distinct memory limits than the worker keeps runtimes
+// for: old runtimes (and their compiled modules) are dropped, and everything still runs.
+func TestWorker_ManyMemoryLimits(t *testing.T) {
+	c := startClient(t)
+	bin := fixtures.Wasm("memgrow")
+	for round := range 2 {
+		for mb := 1; mb <= maxRuntimes+3; mb++ {
+			res, _ := c.run(bin, RunJob{MemoryPages: uint32(mb * 16)})
+			if want := fmt.Sprintf("%d\n", mb*16); res.Status != schemas.StatusSucceeded || string(res.Stdout) != want {
+				t.Fatalf("round %d, %d MiB: %s %q %q", round, mb, res.Status, res.Stdout, res.Error)
+			}
+		}
+	}
+}
