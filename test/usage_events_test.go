@@ -3,7 +3,9 @@ package test
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"os/exec"
@@ -16,6 +18,8 @@ import (
 	"github.com/wasmwiz/wasmwiz/internal/fixtures"
 	"github.com/wasmwiz/wasmwiz/internal/natstest"
 	"github.com/wasmwiz/wasmwiz/schemas"
+
+	_ "modernc.org/sqlite" // to lose a row on purpose
 )
 
 // sseEvent is one Server-Sent Events message.
@@ -337,6 +341,24 @@ func TestUsageEvents_Roles(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "missing      0\n") || !strings.Contains(string(out), "duplicates   0\n") ||
 		!strings.Contains(string(out), "events       6 execution events, 6 distinct executions") || !strings.Contains(string(out), "stored       6 usage rows") {
 		t.Errorf("reconcile: %v\n%s", err, out)
+	}
+
+	// Reconcile notices a lost row: delete one behind accounting's back.
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "acct.db")+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if res, err := db.Exec(`DELETE FROM executions WHERE execution_id = ?`, betaIDs[0]); err != nil {
+		t.Fatal(err)
+	} else if n, _ := res.RowsAffected(); n != 1 {
+		t.Fatalf("deleted %d rows", n)
+	}
+	out, err = exec.Command(binPath, "accounting", "reconcile", "--nats-url", srv.ClientURL(), "--from", today, "--to", tomorrow).CombinedOutput()
+	var exitErr *exec.ExitError
+	if !errors.As(err, &exitErr) || exitErr.ExitCode() != 1 || !strings.Contains(string(out), "missing      1\n") ||
+		!strings.Contains(string(out), "  missing "+betaIDs[0]) || !strings.Contains(string(out), "rollup       1 mismatches") {
+		t.Errorf("reconcile after a lost row: %v\n%s", err, out)
 	}
 
 	tail := start(t, common, "events", "tail", "--tenant", "acme", "--type", "execution.*")
