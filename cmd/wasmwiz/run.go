@@ -31,6 +31,7 @@ Operators:
   secrets generate  make the secret files a deployment mounts (mode 0600)
   events tail      print events live as JSON lines, straight from the events stream
   accounting reconcile  compare the events stream with the usage accounting stored
+  accounting migrate    apply the accounting database migrations and exit
 
 Clients:
   run          run a module: wasmwiz run [flags] <module.wasm | sha256:id> [-- args...]
@@ -60,6 +61,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "accounting":
 		if len(rest) > 0 && rest[0] == "reconcile" {
 			err = runReconcile(ctx, rest[1:], getenv, stdout, stderr)
+			break
+		}
+		if len(rest) > 0 && rest[0] == "migrate" {
+			err = runMigrate(ctx, rest[1:], getenv, stdout, stderr)
 			break
 		}
 		err = runAccountingCmd(ctx, rest, getenv, stdout, stderr)
