@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
@@ -23,6 +24,38 @@ import (
 
 // accountingTimeout bounds a usage query to the accounting role.
 const accountingTimeout = 15 * time.Second
+
+// maxEventStreams bounds the event streams one tenant may hold open on one gateway; each is an
+// ordered consumer on the NATS server.
+const maxEventStreams = 32
+
+// eventStreams counts open event streams per gateway and tenant.
+var eventStreams = struct {
+	sync.Mutex
+	open map[string]int
+}{open: map[string]int{}}
+
+// acquireStream reserves one of tenant's event streams on this gateway; release gives it back.
+func (g *Gateway) acquireStream(tenant string) (release func(), err error) {
+	k := g.id + "/" + tenant
+	eventStreams.Lock()
+	defer eventStreams.Unlock()
+	if eventStreams.open[k] >= maxEventStreams {
+		return nil, &schemas.Error{Code: schemas.CodeRateLimited, RetryAfter: 5,
+			Message: fmt.Sprintf("at most %d event streams per tenant may be open at once", maxEventStreams)}
+	}
+	eventStreams.open[k]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			eventStreams.Lock()
+			defer eventStreams.Unlock()
+			if eventStreams.open[k]--; eventStreams.open[k] <= 0 {
+				delete(eventStreams.open, k)
+			}
+		})
+	}, nil
+}
 
 // eventsKeepalive is how often an idle event stream gets an SSE comment, so that proxies and
 // clients see the connection alive.
@@ -70,17 +103,20 @@ func (g *Gateway) registerUsage(api huma.API) {
 		Summary: "Stream your tenant's events (Server-Sent Events)",
 		Description: "Your tenant's events, live, as text/event-stream: each message has `id:` (the stream sequence, for resuming), `event:` (the event type) and `data:` (the event as JSON, one line). " +
 			"Without since_seq or since it starts with the next event. Idle streams get a comment every 15 s. A tenant only ever sees its own events.",
-		Security: bearer, Errors: []int{401, 403, 404, 422, 503},
+		Security: bearer, Errors: []int{401, 403, 404, 422, 429, 503},
 		Responses: map[string]*huma.Response{"200": {
 			Description: "a stream of events",
 			Content:     map[string]*huma.MediaType{"text/event-stream": {Schema: eventSchema}},
 		}},
 	}, func(ctx context.Context, in *eventsInput) (*huma.StreamResponse, error) {
-		it, err := g.openEvents(ctx, principalFrom(ctx), in)
+		it, release, err := g.openEvents(ctx, principalFrom(ctx), in)
 		if err != nil {
 			return nil, g.fail(ctx, "stream-events", err)
 		}
-		return &huma.StreamResponse{Body: func(hctx huma.Context) { g.streamEvents(hctx, it) }}, nil
+		return &huma.StreamResponse{Body: func(hctx huma.Context) {
+			defer release()
+			g.streamEvents(hctx, it)
+		}}, nil
 	})
 }
 
@@ -183,10 +219,10 @@ func (g *Gateway) usage(ctx context.Context, p *Principal, req schemas.UsageRequ
 // openEvents starts an ordered, ephemeral consumer on the events of one tenant: p's own, or
 // for an admin the one asked for. The filter holds the tenant token itself, so the server
 // never delivers another tenant's events.
-func (g *Gateway) openEvents(ctx context.Context, p *Principal, in *eventsInput) (jetstream.MessagesContext, error) {
+func (g *Gateway) openEvents(ctx context.Context, p *Principal, in *eventsInput) (_ jetstream.MessagesContext, release func(), err error) {
 	tenant, err := g.scopeTenant(ctx, p, in.Tenant)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy, InactiveThreshold: time.Minute}
 	for _, t := range in.Types {
@@ -196,7 +232,7 @@ func (g *Gateway) openEvents(ctx context.Context, p *Principal, in *eventsInput)
 				continue
 			}
 			if !schemas.KnownEventType(typ) {
-				return nil, schemas.Errorf(schemas.CodeInvalid, "unknown event type %q", truncateID(typ))
+				return nil, nil, schemas.Errorf(schemas.CodeInvalid, "unknown event type %q", truncateID(typ))
 			}
 			if s := schemas.EventSubject(typ, tenant); !slices.Contains(cfg.FilterSubjects, s) {
 				cfg.FilterSubjects = append(cfg.FilterSubjects, s)
@@ -210,29 +246,34 @@ func (g *Gateway) openEvents(ctx context.Context, p *Principal, in *eventsInput)
 	case in.LastEventID != "":
 		seq, err := strconv.ParseUint(in.LastEventID, 10, 64)
 		if err != nil {
-			return nil, schemas.Errorf(schemas.CodeInvalid, "Last-Event-ID must be the id of an event message")
+			return nil, nil, schemas.Errorf(schemas.CodeInvalid, "Last-Event-ID must be the id of an event message")
 		}
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, seq+1
 	case in.SinceSeq > 0 && in.Since != "":
-		return nil, schemas.Errorf(schemas.CodeInvalid, "give since_seq or since, not both")
+		return nil, nil, schemas.Errorf(schemas.CodeInvalid, "give since_seq or since, not both")
 	case in.SinceSeq > 0:
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, in.SinceSeq
 	case in.Since != "":
 		t, err := time.Parse(time.RFC3339Nano, in.Since)
 		if err != nil {
-			return nil, schemas.Errorf(schemas.CodeInvalid, "since must be an RFC 3339 time (2006-01-02T15:04:05Z)")
+			return nil, nil, schemas.Errorf(schemas.CodeInvalid, "since must be an RFC 3339 time (2006-01-02T15:04:05Z)")
 		}
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
 	}
+	if release, err = g.acquireStream(tenant); err != nil {
+		return nil, nil, err
+	}
 	cons, err := g.js.OrderedConsumer(ctx, schemas.StreamEvents, cfg)
 	if err != nil {
-		return nil, unavailable("event stream", err)
+		release()
+		return nil, nil, unavailable("event stream", err)
 	}
 	it, err := cons.Messages()
 	if err != nil {
-		return nil, unavailable("event stream", err)
+		release()
+		return nil, nil, unavailable("event stream", err)
 	}
-	return it, nil
+	return it, release, nil
 }
 
 // streamEvents writes the iterator's messages as Server-Sent Events until the client goes away,

@@ -361,6 +361,37 @@ func TestUsageEvents_Roles(t *testing.T) {
 		t.Errorf("reconcile after a lost row: %v\n%s", err, out)
 	}
 
+	// A tenant holds at most 32 streams on a gateway; closing one frees its place.
+	gamma := s.newTenant(t, "gamma", "basic")
+	openRaw := func() (*http.Response, context.CancelFunc) {
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+"/v1/events", nil)
+		req.Header.Set("Authorization", "Bearer "+gamma)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, cancel
+	}
+	var cancels []context.CancelFunc
+	for i := range 32 {
+		resp, cancel := openRaw()
+		if resp.StatusCode != 200 {
+			t.Fatalf("event stream %d: %d", i+1, resp.StatusCode)
+		}
+		cancels = append(cancels, cancel)
+	}
+	if resp, _ := openRaw(); resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("event stream 33: %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	cancels[0]()
+	natstest.Eventually(t, 30*time.Second, func() bool {
+		resp, cancel := openRaw()
+		defer cancel()
+		return resp.StatusCode == 200
+	}, "a closed event stream never freed its place")
+
 	tail := start(t, common, "events", "tail", "--tenant", "acme", "--type", "execution.*")
 	// The tail starts with new events; run executions until one shows up (the first may
 	// precede the tail's consumer).
