@@ -54,6 +54,56 @@ func compatSchema() *huma.Schema {
 	}}
 }
 
+// parseCompatForm reads the compat endpoint's multipart form: the wasm file and the input text.
+// A non-zero status is the error to answer with. It is pure and fuzzed (FuzzParseCompatForm).
+func parseCompatForm(body io.Reader, boundary string) (wasm, input []byte, status int, msg string) {
+	const tooLarge = "request is too large: wasm may be 10 MiB and input 1 MiB"
+	mr := multipart.NewReader(body, boundary)
+	gotWasm := false
+	for {
+		part, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return nil, nil, http.StatusRequestEntityTooLarge, tooLarge
+			}
+			return nil, nil, http.StatusBadRequest, "malformed multipart body"
+		}
+		var limit int64
+		switch part.FormName() {
+		case "wasm":
+			limit = compatMaxWasm
+		case "input":
+			limit = compatMaxInput
+		default:
+			continue
+		}
+		b, err := io.ReadAll(io.LimitReader(part, limit+1))
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return nil, nil, http.StatusRequestEntityTooLarge, tooLarge
+			}
+			return nil, nil, http.StatusBadRequest, "malformed multipart body"
+		}
+		if int64(len(b)) > limit {
+			return nil, nil, http.StatusRequestEntityTooLarge, part.FormName() + " is too large: wasm may be 10 MiB and input 1 MiB"
+		}
+		if part.FormName() == "wasm" {
+			wasm, gotWasm = b, true
+		} else {
+			input = b
+		}
+	}
+	if !gotWasm {
+		return nil, nil, http.StatusBadRequest, "missing form field wasm"
+	}
+	return wasm, input, 0, ""
+}
+
 func writeCompat(w http.ResponseWriter, status int, output, errMsg *string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
@@ -79,54 +129,9 @@ func (g *Gateway) compatExecute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body := http.MaxBytesReader(w, r.Body, compatMaxWasm+compatMaxInput+64<<10)
-	mr := multipart.NewReader(body, params["boundary"])
-	var wasm, input []byte
-	gotWasm := false
-	for {
-		part, err := mr.NextPart()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				compatError(w, http.StatusRequestEntityTooLarge, "request is too large: wasm may be 10 MiB and input 1 MiB")
-				return
-			}
-			compatError(w, http.StatusBadRequest, "malformed multipart body")
-			return
-		}
-		var limit int64
-		switch part.FormName() {
-		case "wasm":
-			limit = compatMaxWasm
-		case "input":
-			limit = compatMaxInput
-		default:
-			continue
-		}
-		b, err := io.ReadAll(io.LimitReader(part, limit+1))
-		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				compatError(w, http.StatusRequestEntityTooLarge, "request is too large: wasm may be 10 MiB and input 1 MiB")
-				return
-			}
-			compatError(w, http.StatusBadRequest, "malformed multipart body")
-			return
-		}
-		if int64(len(b)) > limit {
-			compatError(w, http.StatusRequestEntityTooLarge, part.FormName()+" is too large: wasm may be 10 MiB and input 1 MiB")
-			return
-		}
-		if part.FormName() == "wasm" {
-			wasm, gotWasm = b, true
-		} else {
-			input = b
-		}
-	}
-	if !gotWasm {
-		compatError(w, http.StatusBadRequest, "missing form field wasm")
+	wasm, input, status, msg := parseCompatForm(body, params["boundary"])
+	if status != 0 {
+		compatError(w, status, msg)
 		return
 	}
 	if len(wasm) < 8 || string(wasm[:4]) != "\x00asm" {

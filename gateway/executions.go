@@ -251,6 +251,31 @@ func (g *Gateway) publishExec(ctx context.Context, er *schemas.ExecRequest, dead
 
 // buildRequest validates an API request against the caller's tier and makes the message.
 func (g *Gateway) buildRequest(ctx context.Context, p *Principal, req *schemas.ExecutionRequest) (*schemas.ExecRequest, error) {
+	er, err := validateRequest(p, req)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case req.ModuleID != "":
+		m, err := g.getModule(ctx, p, req.ModuleID)
+		if err != nil {
+			return nil, err
+		}
+		er.ModuleID, er.ModuleName = m.ID, m.Name
+	default:
+		wasm, _ := base64.StdEncoding.DecodeString(req.ModuleBase64) // checked by validateRequest
+		m, err := g.uploadModule(ctx, p, "inline", wasm)
+		if err != nil {
+			return nil, err
+		}
+		er.ModuleID, er.ModuleName = m.ID, m.Name
+	}
+	return er, nil
+}
+
+// validateRequest checks everything about a request that needs no lookup, and makes the message
+// without its module. It is pure, so it is fuzzed (FuzzValidateRequest).
+func validateRequest(p *Principal, req *schemas.ExecutionRequest) (*schemas.ExecRequest, error) {
 	t := p.Tier
 	er := &schemas.ExecRequest{
 		TenantID: p.TenantID, KeyID: p.KeyID, Tier: t.Name, Async: req.Async,
@@ -315,24 +340,16 @@ func (g *Gateway) buildRequest(ctx context.Context, p *Principal, req *schemas.E
 	case req.ModuleID != "" && req.ModuleBase64 != "":
 		return nil, schemas.Errorf(schemas.CodeInvalid, "give module_id or module_base64, not both")
 	case req.ModuleID != "":
-		m, err := g.getModule(ctx, p, req.ModuleID)
-		if err != nil {
-			return nil, err
+		if _, err := schemas.ParseModuleID(req.ModuleID); err != nil {
+			return nil, schemas.Errorf(schemas.CodeNotFound, "module %s not found", truncateID(req.ModuleID))
 		}
-		er.ModuleID, er.ModuleName = m.ID, m.Name
 	case req.ModuleBase64 != "":
 		if int64(base64.StdEncoding.DecodedLen(len(req.ModuleBase64))) > t.ModuleSize+3 {
 			return nil, schemas.Errorf(schemas.CodeTooLarge, "module is over the %s tier's %d bytes", t.Name, t.ModuleSize)
 		}
-		wasm, err := base64.StdEncoding.DecodeString(req.ModuleBase64)
-		if err != nil {
+		if _, err := base64.StdEncoding.DecodeString(req.ModuleBase64); err != nil {
 			return nil, schemas.Errorf(schemas.CodeInvalid, "module_base64 is not valid base64")
 		}
-		m, err := g.uploadModule(ctx, p, "inline", wasm)
-		if err != nil {
-			return nil, err
-		}
-		er.ModuleID, er.ModuleName = m.ID, m.Name
 	default:
 		return nil, schemas.Errorf(schemas.CodeInvalid, "give module_id (an uploaded module) or module_base64")
 	}
