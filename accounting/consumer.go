@@ -25,13 +25,13 @@ const ServiceName = "wasmwiz-accounting"
 
 // Config configures a Consumer. Zero values take the defaults.
 type Config struct {
-	Store      Store         // required
-	BatchSize  int           // events per batch at most; default 256
-	BatchWait  time.Duration // how long a batch waits to fill; default 200ms
-	Replicas   int           // replicas of the streams and of the consumer; default 1
+	Store     Store         // required
+	BatchSize int           // events per batch at most; default 256
+	BatchWait time.Duration // how long a batch waits to fill; default 200ms
+	Replicas  int           // replicas of the streams and of the consumer; default 1
 	// Tiers are the deployment's tiers (the same file as every other role): streams.Ensure
 	// declares per-tier streams too, and must not put back the defaults. Default schemas.DefaultTiers().
-	Tiers map[string]schemas.Tier
+	Tiers      map[string]schemas.Tier
 	AckWait    time.Duration // redelivery timeout of a held event; default 30s
 	MaxBackoff time.Duration // cap of the retry delay when the store fails; default 5s
 	// QueryTimeout bounds one usage query; default 10s.
