@@ -38,6 +38,8 @@ Clients:
   modules      upload, list, get or delete modules
   keys         keys, tokens and (admin) tenants: list, create, revoke, rotate, token, ...
   usage        your usage (executions, wall time, memory, bytes) by day, module or key
+  load         load generator for a running WasmWiz (REST or NATS): throughput, latency percentiles
+  bench        start a system in-process and measure it side by side with its floors and peers
 
 Every flag can also be set by environment (WASMWIZ_<FLAG>, e.g. WASMWIZ_HTTP_ADDR).
 Run 'wasmwiz <command> -h' for a command's flags.
@@ -84,6 +86,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = runClientUsage(ctx, rest, getenv, stdout, stderr)
 	case "events":
 		err = runEvents(ctx, rest, getenv, stdout, stderr)
+	case "load":
+		err = runLoad(ctx, rest, getenv, stdout, stderr)
+	case "bench":
+		err = runBench(ctx, rest, getenv, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
