@@ -250,6 +250,7 @@ func TestOps_Consistency(t *testing.T) {
 		checkScrape(t, r.name, f, cat)
 		scrapes = append(scrapes, f)
 	}
+	checkProbes(t, k8sProbes(t), split.roles())
 
 	dev := startDev(t, t.TempDir())
 	driveTraffic(t, dev)

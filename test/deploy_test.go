@@ -1,0 +1,404 @@
+package test
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+var updateK8sRules = flag.Bool("update-k8s-rules", false, "rewrite deploy/k8s/overlays/production/prometheusrule.yaml from deploy/prometheus/wasmwiz-rules.yml")
+
+type obj = map[string]any
+
+// get walks a decoded YAML object: get(o, "spec", "template", "spec").
+func get(o any, path ...any) any {
+	for _, p := range path {
+		switch k := p.(type) {
+		case string:
+			m, _ := o.(map[string]any)
+			o = m[k]
+		case int:
+			s, _ := o.([]any)
+			if k >= len(s) {
+				return nil
+			}
+			o = s[k]
+		}
+	}
+	return o
+}
+
+func str(o any, path ...any) string {
+	s, _ := get(o, path...).(string)
+	return s
+}
+
+func render(t *testing.T, dir string) []obj {
+	t.Helper()
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	rm, err := k.Run(filesys.MakeFsOnDisk(), dir)
+	if err != nil {
+		t.Fatalf("kustomize %s: %v", dir, err)
+	}
+	var out []obj
+	for _, r := range rm.Resources() {
+		m, err := r.Map()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// probe is an HTTP probe of a rendered Deployment: the role it runs and the path it asks.
+type probe struct{ role, kind, path string }
+
+// checkWorkloads checks every Deployment and Job of a rendering and returns the probes.
+func checkWorkloads(t *testing.T, name string, objs []obj) (probes []probe, args [][]string) {
+	t.Helper()
+	var pdbs []obj
+	for _, o := range objs {
+		if o["kind"] == "PodDisruptionBudget" {
+			pdbs = append(pdbs, o)
+		}
+	}
+	deployments := 0
+	for _, o := range objs {
+		kind, oname := str(o, "kind"), str(o, "metadata", "name")
+		if kind != "Deployment" && kind != "Job" {
+			continue
+		}
+		where := name + ": " + kind + " " + oname
+		pod := get(o, "spec", "template", "spec")
+		if get(pod, "securityContext", "runAsNonRoot") != true || str(pod, "securityContext", "seccompProfile", "type") != "RuntimeDefault" {
+			t.Errorf("%s: pod securityContext %v, want runAsNonRoot and seccomp RuntimeDefault", where, get(pod, "securityContext"))
+		}
+		role := str(o, "spec", "template", "metadata", "labels", "app.kubernetes.io/component")
+		containers, _ := get(pod, "containers").([]any)
+		if len(containers) == 0 {
+			t.Errorf("%s: no containers", where)
+		}
+		for _, c := range containers {
+			cname := where + " container " + str(c, "name")
+			sc := get(c, "securityContext")
+			drop, _ := get(sc, "capabilities", "drop").([]any)
+			if get(sc, "allowPrivilegeEscalation") != false || get(sc, "readOnlyRootFilesystem") != true || !slices.Contains(drop, any("ALL")) {
+				t.Errorf("%s: securityContext %v, want no privilege escalation, read-only root, drop ALL", cname, sc)
+			}
+			for _, r := range []string{"requests", "limits"} {
+				for _, res := range []string{"cpu", "memory"} {
+					if get(c, "resources", r, res) == nil {
+						t.Errorf("%s: no resources.%s.%s", cname, r, res)
+					}
+				}
+			}
+			var a []string
+			for _, x := range get(c, "args").([]any) {
+				a = append(a, fmt.Sprint(x))
+			}
+			args = append(args, a)
+			if kind != "Deployment" {
+				continue
+			}
+			ports := map[string]int{}
+			for _, p := range get(c, "ports").([]any) {
+				ports[str(p, "name")] = get(p, "containerPort").(int)
+			}
+			for _, pk := range []string{"startupProbe", "readinessProbe", "livenessProbe"} {
+				hg := get(c, pk, "httpGet")
+				if hg == nil {
+					t.Errorf("%s: no %s.httpGet", cname, pk)
+					continue
+				}
+				port, ok := ports[fmt.Sprint(get(hg, "port"))]
+				if !ok {
+					t.Errorf("%s: %s port %v is not a named container port", cname, pk, get(hg, "port"))
+				}
+				// The role must listen on that port: --http-addr (gateway) or --metrics-addr.
+				listens := false
+				for i := 0; i+1 < len(a); i++ {
+					if a[i] == "--http-addr" || a[i] == "--metrics-addr" {
+						if _, p, _ := net.SplitHostPort(a[i+1]); p == fmt.Sprint(port) {
+							listens = true
+						}
+					}
+				}
+				if !listens {
+					t.Errorf("%s: %s on port %d, but args %v do not listen there", cname, pk, port, a)
+				}
+				probes = append(probes, probe{role: role, kind: pk, path: str(hg, "path")})
+			}
+		}
+		if kind == "Deployment" {
+			deployments++
+			labels := get(o, "spec", "template", "metadata", "labels").(map[string]any)
+			covered := false
+			for _, p := range pdbs {
+				sel, _ := get(p, "spec", "selector", "matchLabels").(map[string]any)
+				match := len(sel) > 0
+				for k, v := range sel {
+					match = match && labels[k] == v
+				}
+				covered = covered || match
+			}
+			if !covered {
+				t.Errorf("%s: no PodDisruptionBudget selects its pods", where)
+			}
+		}
+	}
+	if deployments != 3 {
+		t.Errorf("%s: %d Deployments, want 3 (gateway, executor, accounting)", name, deployments)
+	}
+	return probes, args
+}
+
+// checkArgs runs the binary with each argument list plus -h: every subcommand and flag a
+// manifest uses must exist (an unknown flag exits 2).
+func checkArgs(t *testing.T, where string, args [][]string) {
+	t.Helper()
+	for _, a := range args {
+		cmd := exec.Command(binPath, append(append([]string{}, a...), "-h")...)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("%s: wasmwiz %s: %v\n%s", where, strings.Join(a, " "), err, lastLines(string(out), 5))
+		}
+	}
+}
+
+func rulesFile(t *testing.T) map[string]any {
+	t.Helper()
+	b, err := os.ReadFile("../deploy/prometheus/wasmwiz-rules.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rules map[string]any
+	if err := yaml.Unmarshal(b, &rules); err != nil {
+		t.Fatal(err)
+	}
+	return rules
+}
+
+// TestOps_Kubernetes renders deploy/k8s (base and production) with kustomize's Go API and
+// checks what operators rely on. The probe paths are checked against running roles in
+// TestOps_Consistency (k8sProbes).
+func TestOps_Kubernetes(t *testing.T) {
+	const ruleFile = "../deploy/k8s/overlays/production/prometheusrule.yaml"
+	if *updateK8sRules {
+		var buf bytes.Buffer
+		buf.WriteString("# Generated from deploy/prometheus/wasmwiz-rules.yml (the rules promtool tests) by\n#   go test ./test -run TestOps_Kubernetes -update-k8s-rules\n# TestOps_Kubernetes fails when the two differ.\n")
+		enc := yaml.NewEncoder(&buf)
+		enc.SetIndent(2)
+		if err := enc.Encode(obj{"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
+			"metadata": obj{"name": "wasmwiz"}, "spec": rulesFile(t)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(ruleFile, buf.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base := render(t, "../deploy/k8s/base")
+	_, args := checkWorkloads(t, "base", base)
+	checkArgs(t, "deploy/k8s/base", args)
+
+	prod := render(t, "../deploy/k8s/overlays/production")
+	checkWorkloads(t, "production", prod)
+	byKind := map[string][]obj{}
+	names := map[string]bool{}
+	for _, o := range prod {
+		byKind[str(o, "kind")] = append(byKind[str(o, "kind")], o)
+		names[str(o, "kind")+"/"+str(o, "metadata", "name")] = true
+		if ns := str(o, "metadata", "namespace"); str(o, "kind") != "Namespace" && ns != "wasmwiz" {
+			t.Errorf("production: %s %s in namespace %q", str(o, "kind"), str(o, "metadata", "name"), ns)
+		}
+	}
+	for _, kind := range []string{"HorizontalPodAutoscaler", "ScaledObject", "PodMonitor", "PrometheusRule", "NetworkPolicy", "Cluster", "ScheduledBackup", "Job"} {
+		if len(byKind[kind]) == 0 {
+			t.Errorf("production has no %s", kind)
+		}
+	}
+	for _, h := range byKind["HorizontalPodAutoscaler"] {
+		if target := "Deployment/" + str(h, "spec", "scaleTargetRef", "name"); !names[target] || !strings.HasSuffix(target, "gateway") {
+			t.Errorf("HPA scales %s", target)
+		}
+	}
+	// KEDA: one trigger per tier, on that tier's stream and consumer as schemas names them.
+	for _, so := range byKind["ScaledObject"] {
+		if target := "Deployment/" + str(so, "spec", "scaleTargetRef", "name"); !names[target] || !strings.HasSuffix(target, "executor") {
+			t.Errorf("ScaledObject scales %s", target)
+		}
+		var got, want []string
+		for _, tr := range get(so, "spec", "triggers").([]any) {
+			got = append(got, str(tr, "metadata", "stream")+"/"+str(tr, "metadata", "consumer"))
+		}
+		for tier := range schemas.DefaultTiers() {
+			want = append(want, schemas.ExecStream(tier)+"/"+schemas.ExecConsumer(tier))
+		}
+		sort.Strings(got)
+		sort.Strings(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("KEDA triggers %v, want %v", got, want)
+		}
+	}
+	// PodMonitor ports are container port names.
+	portNames := map[string]bool{}
+	for _, d := range byKind["Deployment"] {
+		for _, c := range get(d, "spec", "template", "spec", "containers").([]any) {
+			for _, p := range get(c, "ports").([]any) {
+				portNames[str(p, "name")] = true
+			}
+		}
+	}
+	for _, pm := range byKind["PodMonitor"] {
+		for _, ep := range get(pm, "spec", "podMetricsEndpoints").([]any) {
+			if !portNames[str(ep, "port")] {
+				t.Errorf("PodMonitor endpoint port %q is no container's", str(ep, "port"))
+			}
+		}
+	}
+	// The PrometheusRule is the promtool-tested rules file.
+	for _, pr := range byKind["PrometheusRule"] {
+		b, _ := yaml.Marshal(get(pr, "spec"))
+		var spec map[string]any
+		_ = yaml.Unmarshal(b, &spec)
+		if !reflect.DeepEqual(spec, rulesFile(t)) {
+			t.Errorf("%s differs from deploy/prometheus/wasmwiz-rules.yml: run go test ./test -run TestOps_Kubernetes -update-k8s-rules", ruleFile)
+		}
+	}
+}
+
+// k8sProbes are the probes of the rendered base, for TestOps_Consistency to ask running roles.
+func k8sProbes(t *testing.T) []probe {
+	probes, _ := checkWorkloads(t, "base", render(t, "../deploy/k8s/base"))
+	return probes
+}
+
+// checkProbes asks each role of a running system every path Kubernetes would probe it on:
+// liveness and startup must answer 200, readiness 200 (the roles are ready).
+func checkProbes(t *testing.T, probes []probe, roles []*role) {
+	t.Helper()
+	if len(probes) == 0 {
+		t.Fatal("no probes")
+	}
+	for _, p := range probes {
+		i := slices.IndexFunc(roles, func(r *role) bool { return r.name == p.role })
+		if i < 0 {
+			t.Errorf("probe for unknown role %q", p.role)
+			continue
+		}
+		resp, err := http.Get(roles[i].opsURL + p.path)
+		if err != nil {
+			t.Errorf("%s %s %s: %v", p.role, p.kind, p.path, err)
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("%s %s %s: %d, want 200", p.role, p.kind, p.path, resp.StatusCode)
+		}
+	}
+}
+
+// TestOps_Compose checks docker-compose.yml beyond `docker-compose config` (which CI runs):
+// WasmWiz services run as non-root on a read-only root with no capabilities, their commands'
+// flags exist, Prometheus scrapes the ports they listen on, and every secret file is one
+// that `wasmwiz secrets generate` makes.
+func TestOps_Compose(t *testing.T) {
+	b, err := os.ReadFile("../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c obj
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
+	}
+	services := get(c, "services").(map[string]any)
+	var args [][]string
+	listen := map[string]string{} // service -> port
+	n := 0
+	for name, s := range services {
+		if str(s, "image") != "wasmwiz:latest" {
+			continue
+		}
+		n++
+		if u := str(s, "user"); u == "" || strings.HasPrefix(u, "0:") || strings.HasPrefix(u, "root") {
+			t.Errorf("%s runs as %q", name, u)
+		}
+		drop, _ := get(s, "cap_drop").([]any)
+		if get(s, "read_only") != true || !slices.Contains(drop, any("ALL")) {
+			t.Errorf("%s: read_only %v cap_drop %v", name, get(s, "read_only"), drop)
+		}
+		var a []string
+		for _, x := range get(s, "command").([]any) {
+			a = append(a, fmt.Sprint(x))
+		}
+		args = append(args, a)
+		for i := 0; i+1 < len(a); i++ {
+			if a[i] == "--http-addr" || a[i] == "--metrics-addr" {
+				_, port, _ := net.SplitHostPort(a[i+1])
+				listen[name] = port
+			}
+		}
+	}
+	if n < 5 {
+		t.Errorf("%d WasmWiz services, want bootstrap, gateway, two executors, accounting", n)
+	}
+	checkArgs(t, "docker-compose.yml", args)
+
+	pb, err := os.ReadFile("../deploy/prometheus/prometheus.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prom obj
+	if err := yaml.Unmarshal(pb, &prom); err != nil {
+		t.Fatal(err)
+	}
+	scraped := map[string]bool{}
+	for _, sc := range get(prom, "scrape_configs").([]any) {
+		for _, st := range get(sc, "static_configs").([]any) {
+			for _, target := range get(st, "targets").([]any) {
+				scraped[fmt.Sprint(target)] = true
+				if role := str(st, "labels", "role"); role == "" {
+					t.Errorf("prometheus.yml target %v has no role label", target)
+				}
+			}
+		}
+	}
+	for svc, port := range listen {
+		if !scraped[svc+":"+port] {
+			t.Errorf("prometheus.yml does not scrape %s:%s", svc, port)
+		}
+	}
+	for target := range scraped {
+		host, port, _ := net.SplitHostPort(target)
+		if listen[host] != port {
+			t.Errorf("prometheus.yml scrapes %s, which listens on %q", target, listen[host])
+		}
+	}
+
+	dir := t.TempDir()
+	gen := exec.Command(binPath, "secrets", "generate", "--dir", dir)
+	if out, err := gen.CombinedOutput(); err != nil {
+		t.Fatalf("secrets generate: %v\n%s", err, out)
+	}
+	for name, s := range get(c, "secrets").(map[string]any) {
+		if _, err := os.Stat(filepath.Join(dir, filepath.Base(str(s, "file")))); err != nil {
+			t.Errorf("compose secret %s (%s) is not made by wasmwiz secrets generate", name, str(s, "file"))
+		}
+	}
+}
