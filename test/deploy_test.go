@@ -228,7 +228,7 @@ func TestOps_Kubernetes(t *testing.T) {
 			t.Errorf("production: %s %s in namespace %q", str(o, "kind"), str(o, "metadata", "name"), ns)
 		}
 	}
-	for _, kind := range []string{"HorizontalPodAutoscaler", "ScaledObject", "PodMonitor", "PrometheusRule", "NetworkPolicy", "Cluster", "ScheduledBackup", "Job"} {
+	for _, kind := range []string{"HorizontalPodAutoscaler", "ScaledObject", "PodMonitor", "PrometheusRule", "NetworkPolicy", "Cluster", "ScheduledBackup", "ObjectStore", "Job"} {
 		if len(byKind[kind]) == 0 {
 			t.Errorf("production has no %s", kind)
 		}
