@@ -22,8 +22,9 @@ import (
 // HeaderDLQReason is set on a request moved to the dead letters: why it could not be handled.
 const HeaderDLQReason = "Wasmwiz-Dlq-Reason"
 
-// handle takes one request from fetch to Ack. Every delivery may be a redelivery.
-func (n *Node) handle(ctx context.Context, q *tierQueue, it *queued) {
+// handle takes one request from fetch to Ack. Every delivery may be a redelivery. free gives
+// the execution slot back; handle calls it once the guest has run.
+func (n *Node) handle(ctx context.Context, q *tierQueue, it *queued, free func()) {
 	msg := it.msg
 	log := n.log.With("tier", q.tier.Name)
 	if id := msg.Headers().Get(schemas.HeaderRequestID); id != "" {
@@ -52,7 +53,7 @@ func (n *Node) handle(ctx context.Context, q *tierQueue, it *queued) {
 		// the consumer filters on); the body is only informative.
 		log.Warn("executor: request tier differs from its subject's", "request_tier", req.Tier)
 	}
-	err = n.execute(ctx, log, q.tier, msg, &req)
+	err = n.execute(ctx, log, q.tier, msg, &req, free)
 	if err == nil {
 		return
 	}
@@ -121,7 +122,7 @@ func checkRequest(r *schemas.ExecRequest) error {
 
 // execute runs one request and records it. An error means an internal failure (NATS, the
 // pool): the request should be delivered again; everything about the guest is a Result.
-func (n *Node) execute(ctx context.Context, log *slog.Logger, tier schemas.Tier, msg jetstream.Msg, req *schemas.ExecRequest) error {
+func (n *Node) execute(ctx context.Context, log *slog.Logger, tier schemas.Tier, msg jetstream.Msg, req *schemas.ExecRequest, free func()) error {
 	// A result already stored means an earlier delivery got as far as recording it: finish
 	// what that delivery may not have (event, reply, ack) without running the guest again.
 	gctx, cancel := context.WithTimeout(ctx, natsTimeout)
@@ -164,7 +165,9 @@ func (n *Node) execute(ctx context.Context, log *slog.Logger, tier schemas.Tier,
 		}
 	}
 
-	if err := n.run(ctx, log, tier, req, res); err != nil {
+	err = n.run(ctx, log, tier, req, res)
+	free() // the worker is done with it; recording the result needs no slot
+	if err != nil {
 		return err
 	}
 	finished := time.Now().UTC()

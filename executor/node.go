@@ -31,6 +31,9 @@ const (
 	progressEvery = 10 * time.Second
 	// natsTimeout bounds each KV, object store and publish call of the node.
 	natsTimeout = 10 * time.Second
+	// finishingPerWorker × workers bounds the executions in flight in a node, counting those
+	// whose guest has run and which are recording their results.
+	finishingPerWorker = 4
 )
 
 // Node is an executor node: it pulls execution requests, runs them in its worker processes and
@@ -48,7 +51,8 @@ type Node struct {
 	mods    *moduleCache
 	results jetstream.KeyValue
 	sched   *scheduler
-	slots   chan struct{} // one per worker: executions in flight
+	slots   chan struct{} // one per worker: executions until their guest has run
+	handles chan struct{} // executions in flight, including those recording their results
 	compile chan struct{} // bounds compile requests in flight
 	work    sync.WaitGroup
 
@@ -125,6 +129,7 @@ func (n *Node) Run(ctx context.Context) error {
 	// Work keeps NATS usable while draining: it is not canceled with ctx.
 	work := context.WithoutCancel(ctx)
 	n.slots = make(chan struct{}, n.cfg.Workers)
+	n.handles = make(chan struct{}, finishingPerWorker*n.cfg.Workers)
 	n.compile = make(chan struct{}, 2*n.cfg.Workers)
 
 	ping, err := n.nc.Subscribe(schemas.SubjectExecutorPing, func(m *nats.Msg) {
@@ -230,6 +235,10 @@ func (n *Node) fetchLoop(q *tierQueue, stopping <-chan struct{}) {
 }
 
 // dispatchLoop starts queued requests as execution slots free up, choosing by priority.
+//
+// A slot is held from the pick until the guest has run; the result's recording (results KV,
+// event, reply, ack: three round trips) happens after the slot is given back, so the workers
+// run the next guests meanwhile. handles bounds the executions in flight in all.
 func (n *Node) dispatchLoop(work context.Context, stopping <-chan struct{}) {
 	for {
 		// Wait for work first, then for a slot, so that the choice is made when the slot is
@@ -242,20 +251,30 @@ func (n *Node) dispatchLoop(work context.Context, stopping <-chan struct{}) {
 			}
 		}
 		select {
+		case n.handles <- struct{}{}:
+		case <-stopping:
+			return
+		}
+		select {
 		case n.slots <- struct{}{}:
 		case <-stopping:
+			<-n.handles
 			return
 		}
 		it, q, ok := n.sched.pick()
 		if !ok {
 			<-n.slots
+			<-n.handles
 			continue
 		}
 		n.work.Add(1)
 		go func() {
 			defer n.work.Done()
-			defer func() { <-n.slots }()
-			n.handle(work, q, it)
+			defer func() { <-n.handles }()
+			var once sync.Once
+			free := func() { once.Do(func() { <-n.slots }) }
+			defer free()
+			n.handle(work, q, it, free)
 		}()
 	}
 }

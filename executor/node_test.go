@@ -58,7 +58,7 @@ func testConfig(tb testing.TB) Config {
 		WorkerCommand:  []string{os.Args[0]},
 		WorkerEnv:      []string{workerEnv},
 		CacheDir:       tb.TempDir(),
-		KillGrace:      300 * time.Millisecond,
+		KillGrace:      500 * time.Millisecond,
 		CompileTimeout: time.Minute, // compiling the Go probe takes seconds on a busy machine
 		Logger:         testLogger(tb),
 		Registerer:     prometheus.NewRegistry(),

@@ -50,7 +50,7 @@ func newTestPool(tb testing.TB, size int, mod func(*poolConfig)) (*pool, *metric
 		env:            []string{workerEnv},
 		cacheDir:       filepath.Join(tb.TempDir(), "wazero"),
 		size:           size,
-		killGrace:      300 * time.Millisecond,
+		killGrace:      500 * time.Millisecond,
 		compileTimeout: 10 * time.Second,
 		memoryLimit:    512*schemas.MiB + 1<<30,
 	}

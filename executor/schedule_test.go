@@ -57,7 +57,8 @@ func TestNode_Priority(t *testing.T) {
 	}, "requests not fetched: free %d pro %d (want at most the worker count each)", e.node.queued(schemas.TierFree), e.node.queued(schemas.TierPro))
 
 	for _, b := range blockers {
-		if res := e.wait(b, 30*time.Second); res.Status != schemas.StatusTimedOut {
+		// Timed out, or killed if a starved machine made it miss the kill grace too.
+		if res := e.wait(b, 30*time.Second); res.Status != schemas.StatusTimedOut && res.Status != schemas.StatusKilled {
 			t.Fatalf("blocker: %s", res.Status)
 		}
 	}
