@@ -2,6 +2,7 @@ package test
 
 import (
 	"bytes"
+	"context"
 	"flag"
 	"fmt"
 	"net"
@@ -14,7 +15,11 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.yaml.in/yaml/v3"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
@@ -389,6 +394,52 @@ func TestOps_Compose(t *testing.T) {
 		if listen[host] != port {
 			t.Errorf("prometheus.yml scrapes %s, which listens on %q", target, listen[host])
 		}
+	}
+
+	// The NATS config the three servers share parses, with JetStream, the WasmWiz account's
+	// storage limit (for wasmwiz_jetstream_store_limit_bytes) and the payload results need.
+	t.Setenv("NATS_SERVER_NAME", "nats1")
+	nopts, err := server.ProcessConfigFile("../deploy/nats/nats.conf")
+	if err != nil {
+		t.Fatalf("deploy/nats/nats.conf: %v", err)
+	}
+	if !nopts.JetStream || nopts.ServerName != "nats1" || nopts.Cluster.Port != 6222 || len(nopts.Routes) != 3 || nopts.MaxPayload < 4<<20 || nopts.NoAuthUser != "wasmwiz" {
+		t.Errorf("nats.conf: jetstream %v name %q cluster port %d routes %d max payload %d no_auth_user %q",
+			nopts.JetStream, nopts.ServerName, nopts.Cluster.Port, len(nopts.Routes), nopts.MaxPayload, nopts.NoAuthUser)
+	}
+	limited := false
+	for _, a := range nopts.Accounts {
+		if a.Name == "WASMWIZ" {
+			for _, u := range nopts.Users {
+				limited = limited || (u.Username == "wasmwiz" && u.Account == a)
+			}
+		}
+	}
+	if !limited {
+		t.Error("nats.conf: user wasmwiz is not in account WASMWIZ")
+	}
+	// Run one server on it (alone, on free ports): a client without credentials lands in the
+	// WasmWiz account and sees its storage limit, as the collector will.
+	nopts.Cluster, nopts.Routes = server.ClusterOpts{}, nil
+	nopts.Host, nopts.Port, nopts.HTTPPort, nopts.StoreDir, nopts.NoSigs = "127.0.0.1", -1, 0, t.TempDir(), true
+	ns, err := server.NewServer(nopts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	defer ns.Shutdown()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server from nats.conf not ready")
+	}
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ai, err := js.AccountInfo(context.Background())
+	if err != nil || ai.Limits.MaxStore <= 0 {
+		t.Errorf("account info from nats.conf: %+v %v, want a file storage limit", ai, err)
 	}
 
 	dir := t.TempDir()
