@@ -315,6 +315,16 @@ func TestUsageEvents_Roles(t *testing.T) {
 	if r := s.do(t, http.MethodGet, "/v1/usage?from=2026-01-02&to=2026-01-01", acme, "", nil); r.Status != 422 {
 		t.Errorf("usage with from after to: %d %s", r.Status, r.Body)
 	}
+	cli := exec.Command(binPath, "usage", "--url", s.URL, "--group-by", "module", "--json")
+	cli.Env = append(cli.Environ(), "WASMWIZ_KEY="+acme)
+	if out, err := cli.Output(); err != nil || json.Unmarshal(out, &u) != nil || u.Total.Executions != 4 || u.GroupBy != "module" {
+		t.Errorf("wasmwiz usage --json: %v\n%s", err, out)
+	}
+	cli = exec.Command(binPath, "usage", "--url", s.URL, "--from", "2026-01-02", "--to", "2026-01-01")
+	cli.Env = append(cli.Environ(), "WASMWIZ_KEY="+acme)
+	if out, err := cli.CombinedOutput(); err == nil || !strings.Contains(string(out), "422 invalid") {
+		t.Errorf("wasmwiz usage with from after to: %v\n%s", err, out)
+	}
 
 	// The CLI: a snapshot of beta's events, reconcile over today, and a live tail.
 	out, err := exec.Command(binPath, "events", "tail", "--nats-url", srv.ClientURL(), "--tenant", "beta", "--follow=false").Output()
