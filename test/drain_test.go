@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -143,7 +144,11 @@ func sigterm(t *testing.T, r *role) {
 	if r.p.err != nil {
 		t.Errorf("%s exited with %v after SIGTERM, want 0\n%s", r.name, r.p.err, lastLines(r.p.output(), 20))
 	}
-	t.Logf("%s drained and exited 0 in %v", r.name, time.Since(start).Round(time.Millisecond))
+	finishedWhileDraining := 0
+	if out := r.p.output(); strings.Contains(out, "draining") {
+		finishedWhileDraining = strings.Count(out[strings.LastIndex(out, "draining"):], "execution finished")
+	}
+	t.Logf("%s drained and exited 0 in %v (executions finished while draining: %d)", r.name, time.Since(start).Round(time.Millisecond), finishedWhileDraining)
 }
 
 // TestOps_RollingRestart restarts two executors and then two gateways, one at a time, with
