@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The one WasmWiz image: a static binary on distroless (no shell, no package manager), running
 # as the distroless "nonroot" user (65532). Every role is an argument: gateway, executor,
 # accounting, admin bootstrap, ... Secrets are mounted at run time, never copied in
@@ -12,10 +11,9 @@
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
-RUN --mount=type=cache,target=/root/go/pkg/mod go mod download
+RUN go mod download
 COPY . .
-RUN --mount=type=cache,target=/root/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
-    CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags="-s -w" -o /out/wasmwiz ./cmd/wasmwiz
+RUN CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags="-s -w" -o /out/wasmwiz ./cmd/wasmwiz
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/wasmwiz /usr/local/bin/wasmwiz

@@ -85,6 +85,11 @@ func checkScrape(t *testing.T, role string, f families, cat map[string]catalogue
 		if !strings.HasPrefix(name, "wasmwiz_") {
 			continue
 		}
+		for _, l := range f.labelNames(name) {
+			if l == "tenant" || strings.HasSuffix(l, "_id") || l == "module" || l == "key" || l == "execution" {
+				t.Errorf("%s: %s has label %q: ids are unbounded and never labels", role, name, l)
+			}
+		}
 		c, ok := cat[name]
 		switch {
 		case !ok:
