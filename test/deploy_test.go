@@ -453,3 +453,59 @@ func TestOps_Compose(t *testing.T) {
 		}
 	}
 }
+
+// TestOps_AlertTests holds every alert to having promtool unit tests both ways: a case where
+// it fires and one where it stays silent (CI runs them with promtool test rules).
+func TestOps_AlertTests(t *testing.T) {
+	var tests struct {
+		RuleFiles []string `yaml:"rule_files"`
+		Tests     []struct {
+			AlertRuleTest []struct {
+				Alertname string `yaml:"alertname"`
+				ExpAlerts []any  `yaml:"exp_alerts"`
+			} `yaml:"alert_rule_test"`
+		} `yaml:"tests"`
+	}
+	b, err := os.ReadFile("../deploy/prometheus/wasmwiz-rules.test.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(b, &tests); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(tests.RuleFiles, []string{"wasmwiz-rules.yml"}) {
+		t.Errorf("rule_files %v", tests.RuleFiles)
+	}
+	fires, silent := map[string]int{}, map[string]int{}
+	for _, tc := range tests.Tests {
+		for _, a := range tc.AlertRuleTest {
+			if len(a.ExpAlerts) > 0 {
+				fires[a.Alertname]++
+			} else {
+				silent[a.Alertname]++
+			}
+		}
+	}
+	n := 0
+	for _, g := range get(rulesFile(t), "groups").([]any) {
+		for _, r := range get(g, "rules").([]any) {
+			name := str(r, "alert")
+			if name == "" {
+				continue
+			}
+			n++
+			if fires[name] == 0 || silent[name] == 0 {
+				t.Errorf("%s: %d firing and %d silent promtool cases, want at least one of each", name, fires[name], silent[name])
+			}
+			delete(fires, name)
+			delete(silent, name)
+		}
+	}
+	for name := range fires {
+		t.Errorf("promtool tests for unknown alert %s", name)
+	}
+	for name := range silent {
+		t.Errorf("promtool tests for unknown alert %s", name)
+	}
+	t.Logf("%d alerts, each tested firing and silent", n)
+}
