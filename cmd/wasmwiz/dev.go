@@ -34,6 +34,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	natsAddr := fs.string("nats-addr", "127.0.0.1:4222", "address the embedded NATS server listens on for direct NATS clients")
 	dataDir := fs.string("data-dir", "./wasmwiz-data", "where JetStream, the accounting database, caches and dev keys live")
 	workers := fs.int("workers", 0, "worker processes (default: number of CPUs, at least 2)")
+	compileTimeout := fs.duration("compile-timeout", 0, "longest a module may take to compile before its worker is killed (default 10s)")
 	syncWait := fs.duration("sync-wait", 0, "longest a synchronous execution request waits before answering 202 (default: its timeout + 10s)")
 	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "Postgres URL for accounting ($DATABASE_URL); empty: SQLite in the data dir")
 	loadTiers := fs.tiersFlag()
@@ -101,7 +102,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		return err
 	}
 	defer exNC.Close()
-	node, err := executor.New(executor.Config{Workers: *workers, CacheDir: filepath.Join(*dataDir, "cache"), Tiers: tiers, Logger: log, Registerer: reg}, exNC)
+	node, err := executor.New(executor.Config{Workers: *workers, CompileTimeout: *compileTimeout, CacheDir: filepath.Join(*dataDir, "cache"), Tiers: tiers, Logger: log, Registerer: reg}, exNC)
 	if err != nil {
 		return err
 	}

@@ -119,6 +119,7 @@ func runExecutorCmd(ctx context.Context, args []string, getenv func(string) stri
 	natsURL := fs.string("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
 	cacheDir := fs.string("cache-dir", "./wasmwiz-cache", "module files and the compilation cache")
 	workers := fs.int("workers", 0, "worker processes (default: number of CPUs, at least 2)")
+	compileTimeout := fs.duration("compile-timeout", 0, "longest a module may take to compile before its worker is killed (default 10s)")
 	replicas := fs.int("replicas", 1, "JetStream replicas for streams and buckets (3 on a cluster)")
 	nodeID := fs.string("node-id", "", "node id (default: hostname-random)")
 	metricsAddr := fs.string("metrics-addr", "127.0.0.1:9091", "address for /metrics and /health (empty: off)")
@@ -141,7 +142,7 @@ func runExecutorCmd(ctx context.Context, args []string, getenv func(string) stri
 		return err
 	}
 	n, err := executor.New(executor.Config{
-		NodeID: *nodeID, Workers: *workers, CacheDir: *cacheDir, Tiers: tiers, Replicas: *replicas, Logger: log, Registerer: reg,
+		NodeID: *nodeID, Workers: *workers, CompileTimeout: *compileTimeout, CacheDir: *cacheDir, Tiers: tiers, Replicas: *replicas, Logger: log, Registerer: reg,
 	}, nc)
 	if err != nil {
 		return err
