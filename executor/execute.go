@@ -53,7 +53,7 @@ func (n *Node) handle(ctx context.Context, q *tierQueue, it *queued, free func()
 		// the consumer filters on); the body is only informative.
 		log.Warn("executor: request tier differs from its subject's", "request_tier", req.Tier)
 	}
-	err = n.execute(ctx, log, q.tier, msg, &req, free)
+	err = n.execute(ctx, log, q.tier, msg, &req, it.pre, free)
 	if err == nil {
 		return
 	}
@@ -122,12 +122,10 @@ func checkRequest(r *schemas.ExecRequest) error {
 
 // execute runs one request and records it. An error means an internal failure (NATS, the
 // pool): the request should be delivered again; everything about the guest is a Result.
-func (n *Node) execute(ctx context.Context, log *slog.Logger, tier schemas.Tier, msg jetstream.Msg, req *schemas.ExecRequest, free func()) error {
+func (n *Node) execute(ctx context.Context, log *slog.Logger, tier schemas.Tier, msg jetstream.Msg, req *schemas.ExecRequest, pre *precheck, free func()) error {
 	// A result already stored means an earlier delivery got as far as recording it: finish
 	// what that delivery may not have (event, reply, ack) without running the guest again.
-	gctx, cancel := context.WithTimeout(ctx, natsTimeout)
-	entry, err := n.results.Get(gctx, req.ExecutionID)
-	cancel()
+	entry, err := pre.result(ctx, n.results, req.ExecutionID)
 	switch {
 	case err == nil:
 		var prev schemas.Result
@@ -421,3 +419,55 @@ func clampInt(asked, limit int) int {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// precheckFresh is how old a result lookup made while the request waited in the node may be
+// when the request starts; an older one is made again. Every delivery reads the results KV
+// before running the guest (see execute); reading it while the request waits for a slot takes
+// that round trip out of the slot. It widens the window in which another delivery of the same
+// execution could store a result unseen by at most this much, against the guest's whole run
+// time that the read-then-run order leaves open anyway.
+const precheckFresh = 50 * time.Millisecond
+
+// precheck is a results KV lookup started when a request was fetched.
+type precheck struct {
+	id    string
+	done  chan struct{}
+	entry jetstream.KeyValueEntry
+	err   error
+	at    time.Time // when the answer came
+}
+
+// precheck starts looking up the stored result of msg's execution (by its execution id header;
+// execute checks it against the body's).
+func (n *Node) precheck(msg jetstream.Msg) *precheck {
+	id := msg.Headers().Get(schemas.HeaderExecutionID)
+	if id == "" {
+		return nil
+	}
+	p := &precheck{id: id, done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		ctx, cancel := context.WithTimeout(context.Background(), natsTimeout)
+		defer cancel()
+		p.entry, p.err = n.results.Get(ctx, id)
+		p.at = time.Now()
+	}()
+	return p
+}
+
+// result is the stored result of execution id: the precheck's answer when it is for id and
+// fresh, else a new read.
+func (p *precheck) result(ctx context.Context, results jetstream.KeyValue, id string) (jetstream.KeyValueEntry, error) {
+	if p != nil && p.id == id {
+		select {
+		case <-p.done:
+			if time.Since(p.at) <= precheckFresh {
+				return p.entry, p.err
+			}
+		case <-ctx.Done():
+		}
+	}
+	gctx, cancel := context.WithTimeout(ctx, natsTimeout)
+	defer cancel()
+	return results.Get(gctx, id)
+}

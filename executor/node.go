@@ -226,7 +226,7 @@ func (n *Node) fetchLoop(q *tierQueue, stopping <-chan struct{}) {
 				continue
 			default:
 			}
-			n.sched.push(q, msg)
+			n.sched.add(q, msg, n.precheck(msg))
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
 			n.log.Warn("executor: fetch batch", "tier", q.tier.Name, "err", err)
@@ -320,6 +320,7 @@ type queued struct {
 	msg      jetstream.Msg
 	at       time.Time
 	progress time.Time
+	pre      *precheck // the results KV lookup, started when the request was fetched
 }
 
 func newScheduler(tiers map[string]schemas.Tier, limit int) *scheduler {
@@ -343,10 +344,13 @@ func (s *scheduler) room(q *tierQueue) int {
 	return s.limit - len(q.items)
 }
 
-func (s *scheduler) push(q *tierQueue, msg jetstream.Msg) {
+func (s *scheduler) push(q *tierQueue, msg jetstream.Msg) { s.add(q, msg, nil) }
+
+// add queues msg with its result lookup already under way (pre may be nil).
+func (s *scheduler) add(q *tierQueue, msg jetstream.Msg, pre *precheck) {
 	now := time.Now()
 	s.mu.Lock()
-	q.items = append(q.items, &queued{msg: msg, at: now, progress: now})
+	q.items = append(q.items, &queued{msg: msg, at: now, progress: now, pre: pre})
 	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
