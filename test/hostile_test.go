@@ -348,3 +348,45 @@ func metricSum(metrics, name string) string {
 	}
 	return strconv.FormatFloat(sum, 'f', -1, 64)
 }
+
+// TestHostile_ExpensiveCompile uploads a module within every upload policy limit that takes
+// seconds to compile (one 7.7 MB function of 1.1 million adds: about 3.5 s and 400 MB in
+// wazero's compiler on a 2-core machine) to a node whose compile timeout is 500 ms: the compile
+// is killed with its worker, the upload is a 422 naming the rule, the module is not kept, and
+// the node compiles and runs the next module normally.
+func TestHostile_ExpensiveCompile(t *testing.T) {
+	s := startDevEnv(t, t.TempDir(), "WASMWIZ_COMPILE_TIMEOUT=500ms", "WASMWIZ_SYNC_WAIT=30s")
+	key := s.DevKey
+	pid := s.procs[0].cmd.Process.Pid
+	before := procMem(t, pid)
+	wasm := genModule(1, patAdd, 1_100_000)
+	start := time.Now()
+	r := s.do(t, http.MethodPost, "/v1/modules?name=expensive", key, "application/wasm", wasm)
+	took := time.Since(start)
+	code, detail := "", ""
+	if r.Status >= 400 {
+		code, detail = r.problem(t)
+	}
+	if r.Status != 422 || code != string(schemas.CodeInvalidModule) || !strings.Contains(detail, "module too expensive to compile") {
+		t.Fatalf("upload of an expensive module: %d %s", r.Status, r.Body)
+	}
+	if took > 5*time.Second {
+		t.Errorf("the refusal took %v; the compile should be stopped at 500 ms (+ grace)", took)
+	}
+	var l schemas.ModuleList
+	s.do(t, http.MethodGet, "/v1/modules", key, "", nil).decode(t, &l)
+	if len(l.Modules) != 0 {
+		t.Errorf("the refused module is listed: %+v", l.Modules)
+	}
+	hello := s.upload(t, key, "hello", fixtures.Wasm("hello"))
+	if e := s.run(t, key, schemas.ExecutionRequest{ModuleID: hello.ID}); e.Status != schemas.StatusSucceeded || e.Stdout != "hello, world\n" {
+		t.Errorf("hello after the killed compile: %+v", e)
+	}
+	after := procMem(t, pid)
+	t.Logf("expensive compile (%d bytes, one function): %d %s: %s, after %v; node healthy after: yes; "+
+		"dev process VmRSS %.0f → %.0f MiB, VmHWM %.0f → %.0f MiB",
+		len(wasm), r.Status, code, detail, took.Round(time.Millisecond), mib(before.rss), mib(after.rss), mib(before.hwm), mib(after.hwm))
+	if grow := after.hwm - before.hwm; grow > 128<<20 {
+		t.Errorf("the dev process's peak RSS grew by %.0f MiB: the compile must not happen in it", mib(grow))
+	}
+}
