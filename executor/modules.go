@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/singleflight"
@@ -156,7 +157,25 @@ func (c *moduleCache) get(ctx context.Context, hexDigest string, maxSize int64) 
 	return c.path(hexDigest), nil
 }
 
+// fetch copies a module from the object store into the file cache. A read that nats.go reports
+// as corrupt (its digest check failed) is tried again: seen on a fresh R3 cluster, where the
+// object store's ordered consumer can restart mid-object; the bytes on the server are intact.
 func (c *moduleCache) fetch(ctx context.Context, hexDigest string, maxSize int64) error {
+	var err error
+	for attempt := range 3 {
+		if err = c.fetchOnce(ctx, hexDigest, maxSize); !errors.Is(err, jetstream.ErrDigestMismatch) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt+1) * 50 * time.Millisecond):
+		}
+	}
+	return err
+}
+
+func (c *moduleCache) fetchOnce(ctx context.Context, hexDigest string, maxSize int64) error {
 	c.mu.Lock()
 	_, ok := c.files[hexDigest]
 	c.mu.Unlock()
