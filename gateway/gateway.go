@@ -36,11 +36,14 @@ type Config struct {
 	CompileTimeout time.Duration // how long an upload waits for an executor's compile; default 30s
 	Replicas       int           // stream replicas for streams.Ensure
 	DrainTimeout   time.Duration // default 30s
-	JWTKeyFile     string        // Ed25519 PKCS#8 PEM; empty: no tokens issued or accepted
-	TokenTTL       time.Duration // default 15m
-	Logger         *slog.Logger
-	Registerer     prometheus.Registerer
-	Gatherer       prometheus.Gatherer // served at /metrics; default prometheus.DefaultGatherer
+	// DrainDelay is how long a draining gateway keeps serving, answering 503 on /health/ready,
+	// before it stops accepting: time for load balancers to take it out. Default 0.
+	DrainDelay time.Duration
+	JWTKeyFile string        // Ed25519 PKCS#8 PEM; empty: no tokens issued or accepted
+	TokenTTL   time.Duration // default 15m
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Gatherer   prometheus.Gatherer // served at /metrics; default prometheus.DefaultGatherer
 }
 
 func (c *Config) defaults() {
@@ -198,6 +201,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 	grp.Go(func() error {
 		<-gctx.Done()
 		g.draining.Store(true)
+		if g.cfg.DrainDelay > 0 {
+			g.log.Info("gateway draining: not ready, still serving", "drain_delay", g.cfg.DrainDelay.String())
+			time.Sleep(g.cfg.DrainDelay)
+		}
 		_ = svc.Stop()
 		sctx, cancel := context.WithTimeout(context.Background(), g.cfg.DrainTimeout)
 		defer cancel()

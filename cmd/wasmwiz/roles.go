@@ -88,6 +88,7 @@ func runGatewayCmd(ctx context.Context, args []string, getenv func(string) strin
 	replicas := fs.int("replicas", 1, "JetStream replicas for streams and buckets (3 on a cluster)")
 	syncWait := fs.duration("sync-wait", 0, "longest a synchronous execution request waits before answering 202 (default: its timeout + 10s)")
 	drainTimeout := fs.duration("drain-timeout", 30*time.Second, "after SIGTERM, how long in-flight requests may take to finish")
+	drainDelay := fs.duration("drain-delay", 0, "after SIGTERM, how long to keep serving while /health/ready answers 503, before refusing new connections")
 	jwtKey := fs.string("jwt-key-file", "", "Ed25519 private key (PKCS#8 PEM) that signs tokens; empty: no tokens (wasmwiz secrets generate makes one)")
 	loadTiers := fs.tiersFlag()
 	if err := fs.Parse(args); err != nil {
@@ -107,7 +108,7 @@ func runGatewayCmd(ctx context.Context, args []string, getenv func(string) strin
 	if err := registerOps(reg, nc, opsGateway); err != nil {
 		return err
 	}
-	g, err := gateway.New(ctx, gateway.Config{HTTPAddr: *httpAddr, Tiers: tiers, JWTKeyFile: *jwtKey, SyncWait: *syncWait, DrainTimeout: *drainTimeout, Replicas: *replicas, Logger: log, Registerer: reg, Gatherer: reg}, nc)
+	g, err := gateway.New(ctx, gateway.Config{HTTPAddr: *httpAddr, Tiers: tiers, JWTKeyFile: *jwtKey, SyncWait: *syncWait, DrainTimeout: *drainTimeout, DrainDelay: *drainDelay, Replicas: *replicas, Logger: log, Registerer: reg, Gatherer: reg}, nc)
 	if err != nil {
 		return err
 	}
