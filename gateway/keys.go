@@ -130,6 +130,14 @@ func newKeyring(keys, tenants jetstream.KeyValue, tiers map[string]schemas.Tier,
 
 // run watches both buckets until ctx ends. synced is closed once both initial states are loaded.
 func (k *keyring) run(ctx context.Context) error {
+	err := k.watch(ctx)
+	if ctx.Err() != nil {
+		return nil // stopping; an error on the way out is not a failure
+	}
+	return err
+}
+
+func (k *keyring) watch(ctx context.Context) error {
 	kw, err := k.keys.WatchAll(ctx)
 	if err != nil {
 		return fmt.Errorf("watch keys: %w", err)
