@@ -115,7 +115,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	workers := fs.int("workers", 0, "executor worker processes (default: the executor's default)")
 	asJSON := fs.Bool("json", false, "print the results as JSON")
 	progress := fs.Bool("progress", false, "progress line on stderr even when it is not a terminal")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process, taken only while --profile-mode cells run")
+	cpuProfile := fs.String("cpuprofile", "", "write CPU profiles of this process (<path>.<module>.c<N>), one per --profile-mode cell")
 	memProfile := fs.String("memprofile", "", "write an allocation profile (alloc_space since start) after the run")
 	profileMode := fs.String("profile-mode", modeREST, "the mode whose cells --cpuprofile covers")
 	wazeroBin := fs.String("wazero", "", "wazero CLI for peer-process (default: on PATH, else go install'ed into the user cache dir)")
@@ -264,13 +264,6 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		}
 	}
 
-	var prof *os.File
-	if *cpuProfile != "" {
-		if prof, err = os.Create(*cpuProfile); err != nil {
-			return err
-		}
-		defer prof.Close()
-	}
 	total := len(mods) * len(levels) * len(modes)
 	i := 0
 	maxC := levels[len(levels)-1]
@@ -287,10 +280,17 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 				}
 				cfg := loadConfig{Concurrency: inflight, Duration: *cellDur, Progress: prog,
 					Label: fmt.Sprintf("[%d/%d] %-5s %-12s c=%-3d ", i, total, m.Name, mode, c)}
-				if prof != nil && mode == *profileMode {
+				// One profile per cell (a CPU profile cannot be paused): <path>.<module>.c<N>;
+				// `go tool pprof` merges several given together.
+				var prof *os.File
+				if *cpuProfile != "" && mode == *profileMode {
+					if prof, err = os.Create(fmt.Sprintf("%s.%s.c%d", *cpuProfile, m.Name, c)); err != nil {
+						return err
+					}
 					if err := pprof.StartCPUProfile(prof); err != nil {
 						return err
 					}
+					out.Notes = append(out.Notes, "CPU profile: "+prof.Name())
 				}
 				var sampler *rssSampler
 				if mode == modeREST && c == maxC {
@@ -300,8 +300,9 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 				if sampler != nil {
 					out.RSSProcess, out.RSSWorkers = sampler.stop()
 				}
-				if prof != nil && mode == *profileMode {
+				if prof != nil {
 					pprof.StopCPUProfile()
+					prof.Close()
 				}
 				out.Cells = append(out.Cells, benchCell{Module: m.Name, Mode: mode, Concurrency: c, InFlight: inflight, Report: rep})
 			}
