@@ -16,6 +16,10 @@ import (
 
 	"github.com/wasmwiz/wasmwiz/executor/worker"
 	"github.com/wasmwiz/wasmwiz/internal/streams"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/wasmwiz/wasmwiz/internal/telemetry"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
@@ -26,6 +30,9 @@ const HeaderDLQReason = "Wasmwiz-Dlq-Reason"
 // the execution slot back; handle calls it once the guest has run.
 func (n *Node) handle(ctx context.Context, q *tierQueue, it *queued, free func()) {
 	msg := it.msg
+	ctx, span := tracer.Start(telemetry.Extract(ctx, msg.Headers()), "execute",
+		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attribute.String("wasmwiz.tier", q.tier.Name)))
+	defer span.End()
 	log := n.log.With("tier", q.tier.Name)
 	if id := msg.Headers().Get(schemas.HeaderRequestID); id != "" {
 		log = log.With("request_id", id)
@@ -234,7 +241,13 @@ func (n *Node) run(ctx context.Context, log *slog.Logger, tier schemas.Tier, req
 		return nil
 	case errors.Is(err, errWorkerCrashed):
 		fail(schemas.StatusKilled, "worker crashed")
-		log.Warn("executor: worker crashed during execution")
+		// The guest ran until its worker died (often of its memory backstop): report that
+		// time, as for a kill, so that a crash is not a free run.
+		var crashed *crashedError
+		if errors.As(err, &crashed) {
+			res.DurationMS = ms(crashed.after)
+		}
+		log.Warn("executor: worker crashed during execution", "err", err)
 		return nil
 	case err != nil:
 		return fmt.Errorf("worker pool: %w", err)
@@ -336,6 +349,7 @@ func (n *Node) publishEvent(ctx context.Context, h nats.Header, res *schemas.Res
 	if id := h.Get(schemas.HeaderRequestID); id != "" {
 		m.Header.Set(schemas.HeaderRequestID, id)
 	}
+	telemetry.Inject(ctx, m.Header)
 	pctx, cancel := context.WithTimeout(ctx, natsTimeout)
 	defer cancel()
 	// The event id as Nats-Msg-Id: a redelivered execution publishes the same fact again and

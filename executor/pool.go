@@ -25,6 +25,14 @@ var (
 	errWorkerCrashed = errors.New("worker crashed")
 )
 
+// crashedError reports a job whose worker died on its own (a crash, its memory backstop)
+// after running it for after (since the guest started, or since the job was sent); it is
+// errWorkerCrashed.
+type crashedError struct{ after time.Duration }
+
+func (e *crashedError) Error() string        { return fmt.Sprintf("worker crashed after %v", e.after) }
+func (e *crashedError) Is(target error) bool { return target == errWorkerCrashed }
+
 // killedError reports a job whose worker was killed by the supervisor.
 type killedError struct {
 	compiling bool // killed before the guest started: compilation overran
@@ -405,7 +413,7 @@ func (p *pool) exchange(pr *proc, req *worker.Request, first, second time.Durati
 		return resp, true, &killedError{compiling: !started, after: time.Since(start)}
 	}
 	p.lose(pr, "crashed", true)
-	return resp, true, errWorkerCrashed
+	return resp, true, &crashedError{after: time.Since(start)}
 }
 
 // workerEnviron is the part of the node's environment a worker inherits: what the Go runtime

@@ -112,6 +112,10 @@ func TestHostile(t *testing.T) {
 				if e.Error != "worker crashed" && !strings.Contains(e.Error, "ignored its deadline") {
 					t.Errorf("error %q, want the worker crashed or killed", e.Error)
 				}
+				// Either way it ran until then, and its duration says so (a crash is no free run).
+				if e.DurationMS < 50 {
+					t.Errorf("duration %.0f ms reported for a guest that ran until its worker died", e.DurationMS)
+				}
 			}},
 		{name: "4 GiB initial memory", wasm: fixtures.Wasm("bigmem"),
 			uploadStatus: 422, uploadDetail: "memory minimum of 65536 pages (4096 MiB) is over the tier's 512 MiB"},
