@@ -16,12 +16,12 @@ func (g *Gateway) publicError(ctx context.Context, op string, err error) *schema
 	}
 	var de *dependencyError
 	if errors.As(err, &de) {
-		g.log.ErrorContext(ctx, "dependency failed", "op", op, "dependency", de.what, "err", de.err)
+		g.log.ErrorContext(ctx, "dependency failed", "op", op, "request_id", requestIDFrom(ctx), "dependency", de.what, "err", de.err)
 		return schemas.Errorf(schemas.CodeUnavailable, "%s is unavailable; try again shortly", de.what)
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return schemas.Errorf(schemas.CodeTimeout, "the request was cancelled or timed out")
 	}
-	g.log.ErrorContext(ctx, "internal error", "op", op, "err", err)
+	g.log.ErrorContext(ctx, "internal error", "op", op, "request_id", requestIDFrom(ctx), "err", err)
 	return &schemas.Error{Code: schemas.CodeInternal, Message: "internal error"}
 }

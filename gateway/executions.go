@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wasmwiz/wasmwiz/internal/telemetry"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
@@ -239,6 +240,10 @@ func (g *Gateway) publishExec(ctx context.Context, er *schemas.ExecRequest, dead
 	msg.Header.Set(schemas.HeaderExecutionID, er.ExecutionID)
 	msg.Header.Set(schemas.HeaderReply, g.waiters.subject(er.ExecutionID))
 	msg.Header.Set(schemas.HeaderDeadline, strconv.FormatInt(deadline.UnixMilli(), 10))
+	if id := requestIDFrom(ctx); id != "" {
+		msg.Header.Set(schemas.HeaderRequestID, id)
+	}
+	telemetry.Inject(ctx, msg.Header)
 	if _, err := g.js.PublishMsg(ctx, msg); err != nil {
 		if strings.Contains(err.Error(), "maximum messages per subject exceeded") {
 			return &limitedError{err: &schemas.Error{Code: schemas.CodeRateLimited, RetryAfter: 1,

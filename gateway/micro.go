@@ -7,8 +7,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/wasmwiz/wasmwiz/internal/telemetry"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
@@ -121,6 +124,10 @@ func (g *Gateway) serveMicro(op string, req micro.Request, h func(context.Contex
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
+	hdr := nats.Header(req.Headers())
+	ctx = withRequestID(telemetry.Extract(ctx, hdr), requestID(hdr.Get(schemas.HeaderRequestID)))
+	ctx, span := tracer.Start(ctx, "nats "+op, trace.WithSpanKind(trace.SpanKindServer))
+	defer span.End()
 	status := 200
 	defer func() {
 		g.metrics.natsRequests.WithLabelValues(op, strconv.Itoa(status)).Inc()

@@ -46,7 +46,7 @@ var bearer = []map[string][]string{{"bearer": {}}}
 func (g *Gateway) routes() http.Handler {
 	mux := http.NewServeMux()
 	api := newAPI(mux)
-	api.UseMiddleware(g.observe(api), g.authenticate(api))
+	api.UseMiddleware(g.observe(api), g.traced(api), g.authenticate(api))
 	g.register(api)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.cfg.Gatherer, promhttp.HandlerOpts{}))
 	mux.Handle("POST /api/execute", g.instrument("/api/execute", http.HandlerFunc(g.compatExecute)))

@@ -49,6 +49,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		return usageError{"unexpected arguments: " + strings.Join(fs.Args(), " ")}
 	}
 	log := newLogger(stderr, getenv, true)
+	defer setupTracing(ctx, "wasmwiz-dev", getenv, log)()
 	if err := mkdirData(*dataDir); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/wasmwiz/wasmwiz/executor"
 	"github.com/wasmwiz/wasmwiz/executor/worker"
 	"github.com/wasmwiz/wasmwiz/gateway"
+	"github.com/wasmwiz/wasmwiz/internal/telemetry"
 )
 
 func newRegistry() *prometheus.Registry {
@@ -44,6 +45,21 @@ func connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
 	)
+}
+
+// setupTracing starts OpenTelemetry for a role (an exporter only when OTEL_EXPORTER_OTLP_ENDPOINT
+// is set); the returned func flushes it.
+func setupTracing(ctx context.Context, service string, getenv func(string) string, log *slog.Logger) func() {
+	shutdown, err := telemetry.Setup(ctx, service, func(k string) string { return getenv(k) })
+	if err != nil {
+		log.Warn("tracing disabled", "err", err)
+		return func() {}
+	}
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = shutdown(sctx)
+	}
 }
 
 // serveOps serves /metrics and /health/{live,ready} for roles that have no API of their own.
@@ -99,6 +115,7 @@ func runGatewayCmd(ctx context.Context, args []string, getenv func(string) strin
 		return usageError{err.Error()}
 	}
 	log := newLogger(stderr, getenv, false)
+	defer setupTracing(ctx, "wasmwiz-gateway", getenv, log)()
 	nc, err := connect(*natsURL, "wasmwiz-gateway", log)
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
@@ -133,6 +150,7 @@ func runExecutorCmd(ctx context.Context, args []string, getenv func(string) stri
 		return usageError{err.Error()}
 	}
 	log := newLogger(stderr, getenv, false)
+	defer setupTracing(ctx, "wasmwiz-executor", getenv, log)()
 	nc, err := connect(*natsURL, "wasmwiz-executor", log)
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
@@ -173,6 +191,7 @@ func runAccountingCmd(ctx context.Context, args []string, getenv func(string) st
 		return usageError{err.Error()}
 	}
 	log := newLogger(stderr, getenv, false)
+	defer setupTracing(ctx, "wasmwiz-accounting", getenv, log)()
 	nc, err := connect(*natsURL, "wasmwiz-accounting", log)
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
