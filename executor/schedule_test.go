@@ -162,7 +162,9 @@ func TestNode_Drain(t *testing.T) {
 		t.Fatal("Run did not return")
 	}
 	t.Logf("drained in %v", time.Since(start))
-	if res := e.wait(running, 5*time.Second); res.Status != schemas.StatusTimedOut || res.NodeID != "first" {
+	// The running one finishes on the draining node (timed out; on a starved machine the
+	// supervisor may have had to kill it instead, which is still finishing it there).
+	if res := e.wait(running, 5*time.Second); (res.Status != schemas.StatusTimedOut && res.Status != schemas.StatusKilled) || res.NodeID != "first" {
 		t.Errorf("running execution: %s on %s", res.Status, res.NodeID)
 	}
 	// Both are served by the next node well before their ack wait (35 s) would have expired:
