@@ -38,7 +38,7 @@ import (
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
-// benchCPUWasm is benchdata/cpu.wat (20 million rounds of an integer mix), built with
+// benchCPUWasm is benchdata/cpu.wat (1 million rounds of an integer mix), built with
 //
 //	wat2wasm benchdata/cpu.wat -o benchdata/cpu.wasm
 //
@@ -110,7 +110,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	quick := fs.Bool("quick", false, "short cells (0.6s) for a quick look")
 	cellDur := fs.duration("cell", 2*time.Second, "how long each cell sends")
 	concs := fs.string("concurrency", "1,16,64", "concurrency levels, comma-separated")
-	modulesFlag := fs.string("modules", "echo,probe,cpu", "modules: echo (tiny .wat), probe (Go wasip1 SHA-256), cpu (20M-round loop)")
+	modulesFlag := fs.string("modules", "echo,probe,cpu", "modules: echo (tiny .wat), probe (Go wasip1 SHA-256), cpu (1M-round integer loop)")
 	modesFlag := fs.string("modes", strings.Join(benchModes, ","), "modes to measure")
 	workers := fs.int("workers", 0, "executor worker processes (default: the executor's default)")
 	asJSON := fs.Bool("json", false, "print the results as JSON")
@@ -385,6 +385,7 @@ func (o *benchOutput) print(w io.Writer, mods []*benchModule, levels []int, mode
 		}
 	}
 	fmt.Fprintf(w, "\n* peers run at most %d in flight (2 × CPUs): they are CPU-bound, more would only queue.\n", 2*o.CPUs)
+	fmt.Fprintln(w, "limit, bare and the workers run guests WithCloseOnContextDone (deadlines); the peers do not (see README: Performance).")
 	fmt.Fprintln(w, "\nratios of exec/s:")
 	for _, m := range mods {
 		for _, c := range levels {
