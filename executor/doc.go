@@ -24,7 +24,10 @@
 // of running them (the rest stay in the stream for other nodes) and reports progress on those
 // that wait. When a worker slot frees, the highest-priority tier with waiting work is served,
 // except that a tier passed over starveAfter (3) times in a row while it had work waiting goes
-// next: pro is served first, yet free always moves.
+// next: pro is served first, yet free always moves. Because a lower tier's guests may run for
+// its whole wall time, it never takes a node's last free slot while a higher tier is active
+// (work waiting or running, or a request within the last activeWindow): a tenant firing
+// long-running guests from a lower tier cannot hold every worker of a node.
 //
 // # Draining
 //

@@ -26,6 +26,9 @@ const (
 	// starveAfter is how many dispatches in a row a tier with waiting work may be passed over
 	// for higher tiers before it is served (see pick).
 	starveAfter = 3
+	// activeWindow is how long after its last request a tier still counts as active: while a
+	// tier is active, lower tiers leave it the node's last free slot (see scheduler).
+	activeWindow = 10 * time.Second
 	// progressEvery is how often a request waiting inside the node tells JetStream it is still
 	// being handled (InProgress), well inside the shortest AckWait (wall time + 30 s).
 	progressEvery = 10 * time.Second
@@ -243,9 +246,18 @@ func (n *Node) dispatchLoop(work context.Context, stopping <-chan struct{}) {
 	for {
 		// Wait for work first, then for a slot, so that the choice is made when the slot is
 		// free, among everything that arrived meanwhile.
-		for !n.sched.waiting() {
+		for {
+			ok, retry := n.sched.pickable()
+			if ok {
+				break
+			}
+			var recheck <-chan time.Time
+			if retry > 0 { // the last slot is kept for a tier that may go quiet meanwhile
+				recheck = time.After(retry)
+			}
 			select {
 			case <-n.sched.wake:
+			case <-recheck:
 			case <-stopping:
 				return
 			}
@@ -272,7 +284,7 @@ func (n *Node) dispatchLoop(work context.Context, stopping <-chan struct{}) {
 			defer n.work.Done()
 			defer func() { <-n.handles }()
 			var once sync.Once
-			free := func() { once.Do(func() { <-n.slots }) }
+			free := func() { once.Do(func() { n.sched.done(q); <-n.slots }) }
 			defer free()
 			n.handle(work, q, it, free)
 		}()
@@ -301,19 +313,31 @@ func (n *Node) progressLoop(stopping <-chan struct{}) {
 // tier passed over starveAfter times in a row while it had work waiting is served next (the
 // highest such tier first). Under a full backlog on every tier, pro gets about three dispatches
 // in five and basic and free one each; a lone lower tier waits at most starveAfter dispatches.
+//
+// Dispatches are not time: a lower tier's guests may run for its whole wall time while a
+// higher tier's finish in a millisecond, so counting dispatches alone lets a lower tier take
+// back every slot that frees and hold all of them. So, with two slots or more, a tier never
+// takes the node's last free slot while a higher tier is active (has work waiting or running,
+// or had a request within activeWindow): lower tiers together hold at most all slots but one,
+// and the higher tier's next request finds that one free.
 type scheduler struct {
 	mu     sync.Mutex
 	queues []*tierQueue // by priority, highest first
 	limit  int          // fetched-but-not-started requests per tier
+	slots  int          // execution slots (workers)
+	busy   int          // slots held by started requests (from pick to done)
 	wake   chan struct{}
+	now    func() time.Time
 }
 
 type tierQueue struct {
-	tier  schemas.Tier
-	cons  jetstream.Consumer
-	items []*queued
-	skips int
-	space chan struct{} // signaled when an item leaves the queue
+	tier    schemas.Tier
+	cons    jetstream.Consumer
+	items   []*queued
+	skips   int
+	running int           // started, not done
+	last    time.Time     // when a request last arrived
+	space   chan struct{} // signaled when an item leaves the queue
 }
 
 type queued struct {
@@ -324,7 +348,7 @@ type queued struct {
 }
 
 func newScheduler(tiers map[string]schemas.Tier, limit int) *scheduler {
-	s := &scheduler{limit: max(1, limit), wake: make(chan struct{}, 1)}
+	s := &scheduler{limit: max(1, limit), slots: max(1, limit), wake: make(chan struct{}, 1), now: time.Now}
 	for _, t := range tiers {
 		s.queues = append(s.queues, &tierQueue{tier: t, space: make(chan struct{}, 1)})
 	}
@@ -351,6 +375,7 @@ func (s *scheduler) add(q *tierQueue, msg jetstream.Msg, pre *precheck) {
 	now := time.Now()
 	s.mu.Lock()
 	q.items = append(q.items, &queued{msg: msg, at: now, progress: now, pre: pre})
+	q.last = s.now()
 	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
@@ -369,28 +394,89 @@ func (s *scheduler) waiting() bool {
 	return false
 }
 
+// pickable reports whether pick, given a free slot, would take something. When it would not
+// only because the last slot is kept for an active higher tier, retry says when that tier
+// goes quiet if nothing else happens.
+func (s *scheduler) pickable() (ok bool, retry time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	for _, q := range s.queues {
+		if len(q.items) == 0 {
+			continue
+		}
+		keep, until := s.keptFrom(q, now)
+		if !keep {
+			return true, 0
+		}
+		if retry == 0 || until < retry {
+			retry = until
+		}
+	}
+	return false, retry
+}
+
+// keptFrom reports whether the next free slot is kept from q: it is the last one and a tier of
+// higher priority is active; until is how long that stays so if nothing else happens.
+func (s *scheduler) keptFrom(q *tierQueue, now time.Time) (keep bool, until time.Duration) {
+	if s.slots < 2 || s.busy < s.slots-1 {
+		return false, 0
+	}
+	for _, h := range s.queues {
+		if h.tier.Priority <= q.tier.Priority {
+			continue
+		}
+		if len(h.items) > 0 || h.running > 0 {
+			return true, activeWindow
+		}
+		if left := activeWindow - now.Sub(h.last); !h.last.IsZero() && left > 0 {
+			keep, until = true, max(until, left)
+		}
+	}
+	return keep, until
+}
+
+// done gives back the slot of a request of q that pick started.
+func (s *scheduler) done(q *tierQueue) {
+	s.mu.Lock()
+	q.running--
+	s.busy--
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
 // pick takes the next request to start; see scheduler for the rule.
 func (s *scheduler) pick() (*queued, *tierQueue, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	now := s.now()
 	var chosen *tierQueue
 	for _, q := range s.queues {
 		if len(q.items) > 0 && q.skips >= starveAfter {
-			chosen = q
-			break
-		}
-	}
-	if chosen == nil {
-		for _, q := range s.queues {
-			if len(q.items) > 0 {
+			if keep, _ := s.keptFrom(q, now); !keep {
 				chosen = q
 				break
 			}
 		}
 	}
 	if chosen == nil {
+		for _, q := range s.queues {
+			if len(q.items) > 0 {
+				if keep, _ := s.keptFrom(q, now); !keep {
+					chosen = q
+					break
+				}
+			}
+		}
+	}
+	if chosen == nil {
 		return nil, nil, false
 	}
+	chosen.running++
+	s.busy++
 	for _, q := range s.queues {
 		if q != chosen && len(q.items) > 0 {
 			q.skips++
