@@ -27,11 +27,18 @@ type Limiter struct {
 
 	mu      sync.Mutex
 	streams map[string]jetstream.Stream
+	// oldestAt remembers, per tier, window and tenant, when the oldest admission still in the
+	// window was made, for Status's Reset. Only the RateLimit-Reset header uses it: admission
+	// is decided by the server and Retry-After is read afresh on every refusal.
+	oldestAt map[string]time.Time
 }
+
+// maxOldestEntries bounds the Reset cache; past it the cache starts over.
+const maxOldestEntries = 100_000
 
 // NewLimiter makes a limiter on js; streams.Ensure creates its streams.
 func NewLimiter(js jetstream.JetStream) *Limiter {
-	return &Limiter{js: js, streams: map[string]jetstream.Stream{}}
+	return &Limiter{js: js, streams: map[string]jetstream.Stream{}, oldestAt: map[string]time.Time{}}
 }
 
 // Decision is the outcome of Admit, with what the RateLimit-* headers report (the tightest
@@ -44,7 +51,8 @@ type Decision struct {
 	Reset      time.Duration // until Remaining grows by at least one (0 when nothing is used)
 	RetryAfter time.Duration // with !Allowed: until an execution would be admitted in Window
 
-	held []heldSlot // what Release gives back
+	held   []heldSlot // what Release gives back
+	tenant string
 }
 
 type heldSlot struct {
@@ -58,7 +66,15 @@ func (l *Limiter) Release(ctx context.Context, tier string, d *Decision) {
 		l.release(ctx, tier, h.window, h.seq)
 	}
 	d.held = nil
+	// The released admission may have been the oldest one: read it again next time.
+	l.mu.Lock()
+	for _, w := range []string{schemas.WindowMinute, schemas.WindowDay} {
+		delete(l.oldestAt, oldestKey(tier, w, d.tenant))
+	}
+	l.mu.Unlock()
 }
+
+func oldestKey(tier, win, tenant string) string { return tier + "\x00" + win + "\x00" + tenant }
 
 type window struct {
 	name  string
@@ -148,15 +164,18 @@ func (l *Limiter) Admit(ctx context.Context, tenant string, t schemas.Tier) (*De
 		d.Reset = d.RetryAfter
 		return d, nil
 	}
-	d := &Decision{Allowed: true, Window: ws[0].name, Limit: ws[0].limit}
+	d := &Decision{Allowed: true, Window: ws[0].name, Limit: ws[0].limit, tenant: tenant}
 	for i, o := range outs {
 		d.held = append(d.held, heldSlot{ws[i].name, o.seq})
 	}
 	return d, nil
 }
 
-// Status fills in Remaining and Reset for an admitted decision's window. It costs two reads, so
-// the gateway runs it while the execution runs.
+// Status fills in Remaining and Reset for an admitted decision's window. It costs one read (the
+// tenant's count), and a second one (the oldest admission's time) only when that admission is
+// not known yet or has left the window: until it leaves, at its time + the window, it stays
+// the oldest (admissions leave oldest first; a Release here forgets it). The gateway runs it
+// while the execution runs.
 func (l *Limiter) Status(ctx context.Context, tenant string, t schemas.Tier, d *Decision) error {
 	if d.Limit == 0 {
 		return nil
@@ -178,11 +197,28 @@ func (l *Limiter) Status(ctx context.Context, tenant string, t schemas.Tier, d *
 	}
 	used := int(info.State.Subjects[subj])
 	d.Remaining = max(w.limit-used, 0)
-	if used > 0 {
-		if oldest, err := l.oldest(ctx, t.Name, w.name, tenant); err == nil {
-			d.Reset = max(time.Until(oldest.Add(w.span)), 0)
-		}
+	key := oldestKey(t.Name, w.name, tenant)
+	if used == 0 {
+		l.mu.Lock()
+		delete(l.oldestAt, key)
+		l.mu.Unlock()
+		return nil
 	}
+	l.mu.Lock()
+	oldest, ok := l.oldestAt[key]
+	l.mu.Unlock()
+	if !ok || !time.Now().Before(oldest.Add(w.span)) {
+		if oldest, err = l.oldest(ctx, t.Name, w.name, tenant); err != nil {
+			return nil // Reset stays 0: the header is advisory
+		}
+		l.mu.Lock()
+		if len(l.oldestAt) >= maxOldestEntries {
+			clear(l.oldestAt)
+		}
+		l.oldestAt[key] = oldest
+		l.mu.Unlock()
+	}
+	d.Reset = max(time.Until(oldest.Add(w.span)), 0)
 	return nil
 }
 
