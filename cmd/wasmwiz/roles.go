@@ -21,6 +21,7 @@ import (
 	"github.com/wasmwiz/wasmwiz/executor/worker"
 	"github.com/wasmwiz/wasmwiz/gateway"
 	"github.com/wasmwiz/wasmwiz/internal/telemetry"
+	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
 func newRegistry() *prometheus.Registry {
@@ -97,35 +98,88 @@ func serveOps(ctx context.Context, addr string, reg *prometheus.Registry, ready 
 	return nil
 }
 
+// roleCommon holds the flags and the start-up that every server role shares.
+type roleCommon struct {
+	name      string
+	natsURL   *string
+	replicas  *int
+	loadTiers func() (map[string]schemas.Tier, error)
+}
+
+func commonRoleFlags(fs *flagSet, name string) *roleCommon {
+	return &roleCommon{
+		name:      name,
+		natsURL:   fs.string("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated"),
+		replicas:  fs.int("replicas", 1, "JetStream replicas for streams, buckets and consumers (3 on a cluster)"),
+		loadTiers: fs.tiersFlag(),
+	}
+}
+
+// roleEnv is what a role starts with: its tiers, logger, NATS connection and metrics registry.
+type roleEnv struct {
+	tiers       map[string]schemas.Tier
+	log         *slog.Logger
+	nc          *nats.Conn
+	reg         *prometheus.Registry
+	stopTracing func()
+	replicas    int
+}
+
+// start parses the flags, loads the tiers, and sets up logging, tracing, NATS and metrics.
+func (rc *roleCommon) start(ctx context.Context, fs *flagSet, args []string, getenv func(string) string, stderr io.Writer, ops int) (*roleEnv, error) {
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	tiers, err := rc.loadTiers()
+	if err != nil {
+		return nil, usageError{err.Error()}
+	}
+	e := &roleEnv{tiers: tiers, log: newLogger(stderr, getenv, false), reg: newRegistry(), replicas: *rc.replicas}
+	e.stopTracing = setupTracing(ctx, "wasmwiz-"+rc.name, getenv, e.log)
+	if e.nc, err = connect(*rc.natsURL, "wasmwiz-"+rc.name, e.log); err != nil {
+		e.stopTracing()
+		return nil, fmt.Errorf("connect to NATS at %s: %w", *rc.natsURL, err)
+	}
+	if err := registerOps(e.reg, e.nc, ops); err != nil {
+		e.close()
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *roleEnv) close() {
+	e.nc.Close()
+	e.stopTracing()
+}
+
+// serveUntilDrained serves the ops endpoint for a role without an API of its own, for as long
+// as run runs: live, and not ready, through the drain.
+func (e *roleEnv) serveUntilDrained(ctx context.Context, addr string, ready func() bool, run func(context.Context) error) error {
+	opsCtx, stopOps := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopOps()
+	if err := serveOps(opsCtx, addr, e.reg, ready, e.log); err != nil {
+		return err
+	}
+	return run(ctx)
+}
+
 func runGatewayCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("gateway", getenv, stderr)
+	rc := commonRoleFlags(fs, "gateway")
 	httpAddr := fs.string("http-addr", "127.0.0.1:8080", "REST API address")
-	natsURL := fs.string("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
-	replicas := fs.int("replicas", 1, "JetStream replicas for streams and buckets (3 on a cluster)")
 	syncWait := fs.duration("sync-wait", 0, "longest a synchronous execution request waits before answering 202 (default: its timeout + 10s)")
 	drainTimeout := fs.duration("drain-timeout", 30*time.Second, "after SIGTERM, how long in-flight requests may take to finish")
 	drainDelay := fs.duration("drain-delay", 0, "after SIGTERM, how long to keep serving while /health/ready answers 503, before refusing new connections")
 	jwtKey := fs.string("jwt-key-file", "", "Ed25519 private key (PKCS#8 PEM) that signs tokens; empty: no tokens (wasmwiz secrets generate makes one)")
-	loadTiers := fs.tiersFlag()
-	if err := fs.Parse(args); err != nil {
+	e, err := rc.start(ctx, fs, args, getenv, stderr, opsGateway)
+	if err != nil {
 		return err
 	}
-	tiers, err := loadTiers()
-	if err != nil {
-		return usageError{err.Error()}
-	}
-	log := newLogger(stderr, getenv, false)
-	defer setupTracing(ctx, "wasmwiz-gateway", getenv, log)()
-	nc, err := connect(*natsURL, "wasmwiz-gateway", log)
-	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
-	}
-	defer nc.Close()
-	reg := newRegistry()
-	if err := registerOps(reg, nc, opsGateway); err != nil {
-		return err
-	}
-	g, err := gateway.New(ctx, gateway.Config{HTTPAddr: *httpAddr, Tiers: tiers, JWTKeyFile: *jwtKey, SyncWait: *syncWait, DrainTimeout: *drainTimeout, DrainDelay: *drainDelay, Replicas: *replicas, Logger: log, Registerer: reg, Gatherer: reg}, nc)
+	defer e.close()
+	g, err := gateway.New(ctx, gateway.Config{
+		HTTPAddr: *httpAddr, Tiers: e.tiers, JWTKeyFile: *jwtKey, SyncWait: *syncWait, DrainTimeout: *drainTimeout,
+		DrainDelay: *drainDelay, Replicas: e.replicas, Logger: e.log, Registerer: e.reg, Gatherer: e.reg,
+	}, e.nc)
 	if err != nil {
 		return err
 	}
@@ -134,70 +188,38 @@ func runGatewayCmd(ctx context.Context, args []string, getenv func(string) strin
 
 func runExecutorCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("executor", getenv, stderr)
-	natsURL := fs.string("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
+	rc := commonRoleFlags(fs, "executor")
 	cacheDir := fs.string("cache-dir", "./wasmwiz-cache", "module files and the compilation cache")
 	workers := fs.int("workers", 0, "worker processes (default: number of CPUs, at least 2)")
 	compileTimeout := fs.duration("compile-timeout", 0, "longest a module may take to compile before its worker is killed (default 10s)")
-	replicas := fs.int("replicas", 1, "JetStream replicas for streams and buckets (3 on a cluster)")
 	nodeID := fs.string("node-id", "", "node id (default: hostname-random)")
 	metricsAddr := fs.string("metrics-addr", "127.0.0.1:9091", "address for /metrics and /health (empty: off)")
-	loadTiers := fs.tiersFlag()
-	if err := fs.Parse(args); err != nil {
+	e, err := rc.start(ctx, fs, args, getenv, stderr, opsExecutor)
+	if err != nil {
 		return err
 	}
-	tiers, err := loadTiers()
-	if err != nil {
-		return usageError{err.Error()}
-	}
-	log := newLogger(stderr, getenv, false)
-	defer setupTracing(ctx, "wasmwiz-executor", getenv, log)()
-	nc, err := connect(*natsURL, "wasmwiz-executor", log)
-	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
-	}
-	defer nc.Close()
-	reg := newRegistry()
-	if err := registerOps(reg, nc, opsExecutor); err != nil {
-		return err
-	}
+	defer e.close()
 	n, err := executor.New(executor.Config{
-		NodeID: *nodeID, Workers: *workers, CompileTimeout: *compileTimeout, CacheDir: *cacheDir, Tiers: tiers, Replicas: *replicas, Logger: log, Registerer: reg,
-	}, nc)
+		NodeID: *nodeID, Workers: *workers, CompileTimeout: *compileTimeout, CacheDir: *cacheDir, Tiers: e.tiers,
+		Replicas: e.replicas, Logger: e.log, Registerer: e.reg,
+	}, e.nc)
 	if err != nil {
 		return err
 	}
-	// The ops endpoint outlives the drain: live, and not ready, until Run returns.
-	opsCtx, stopOps := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopOps()
-	if err := serveOps(opsCtx, *metricsAddr, reg, n.Ready, log); err != nil {
-		return err
-	}
-	return n.Run(ctx)
+	return e.serveUntilDrained(ctx, *metricsAddr, n.Ready, n.Run)
 }
 
 func runAccountingCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("accounting", getenv, stderr)
-	natsURL := fs.string("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
+	rc := commonRoleFlags(fs, "accounting")
 	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "Postgres URL ($DATABASE_URL); empty: SQLite at --sqlite-path")
 	sqlitePath := fs.string("sqlite-path", "./wasmwiz-data/accounting.db", "SQLite file when no database URL is set")
-	replicas := fs.int("replicas", 1, "JetStream replicas for streams and consumers (3 on a cluster)")
 	metricsAddr := fs.string("metrics-addr", "127.0.0.1:9092", "address for /metrics and /health (empty: off)")
-	loadTiers := fs.tiersFlag()
-	if err := fs.Parse(args); err != nil {
+	e, err := rc.start(ctx, fs, args, getenv, stderr, opsAccounting)
+	if err != nil {
 		return err
 	}
-	tiers, err := loadTiers()
-	if err != nil {
-		return usageError{err.Error()}
-	}
-	log := newLogger(stderr, getenv, false)
-	defer setupTracing(ctx, "wasmwiz-accounting", getenv, log)()
-	nc, err := connect(*natsURL, "wasmwiz-accounting", log)
-	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
-	}
-	defer nc.Close()
-	reg := newRegistry()
+	defer e.close()
 	if *dbURL == "" {
 		if err := mkdirData(filepath.Dir(*sqlitePath)); err != nil {
 			return err
@@ -208,23 +230,14 @@ func runAccountingCmd(ctx context.Context, args []string, getenv func(string) st
 		return fmt.Errorf("open accounting store: %w", err)
 	}
 	defer store.Close()
-	if err := registerOps(reg, nc, opsAccounting); err != nil {
+	if err := registerDatabaseUp(e.reg, store.Ping); err != nil {
 		return err
 	}
-	if err := registerDatabaseUp(reg, store.Ping); err != nil {
-		return err
-	}
-	c, err := accounting.New(accounting.Config{Store: store, Tiers: tiers, Replicas: *replicas, Logger: log, Registerer: reg}, nc)
+	c, err := accounting.New(accounting.Config{Store: store, Tiers: e.tiers, Replicas: e.replicas, Logger: e.log, Registerer: e.reg}, e.nc)
 	if err != nil {
 		return err
 	}
-	// The ops endpoint outlives the drain: live, and not ready, until Run returns.
-	opsCtx, stopOps := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopOps()
-	if err := serveOps(opsCtx, *metricsAddr, reg, c.Ready, log); err != nil {
-		return err
-	}
-	return c.Run(ctx)
+	return e.serveUntilDrained(ctx, *metricsAddr, c.Ready, c.Run)
 }
 
 // runWorker is the executor's child process: jobs on stdin, results on stdout.
