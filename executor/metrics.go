@@ -42,7 +42,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"cache"}),
 		workerRestarts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wasmwiz_worker_restarts_total",
-			Help: "Worker processes replaced, by reason: deadline (killed past its deadline), compile_timeout, crashed.",
+			Help: "Worker processes replaced, by reason: deadline (killed past its deadline), compile_timeout, crashed, recycled (a guest left it holding too much memory).",
 		}, []string{"reason"}),
 		workers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "wasmwiz_workers",

@@ -28,14 +28,15 @@ var (
 // crashedError reports a job whose worker died on its own (a crash, its memory backstop)
 // after running it for after (since the guest started, or since the job was sent); it is
 // errWorkerCrashed.
-type crashedError struct{ after time.Duration }
+type crashedError struct{ after, cpu time.Duration }
 
 func (e *crashedError) Error() string        { return fmt.Sprintf("worker crashed after %v", e.after) }
 func (e *crashedError) Is(target error) bool { return target == errWorkerCrashed }
 
 // killedError reports a job whose worker was killed by the supervisor.
 type killedError struct {
-	compiling bool // killed before the guest started: compilation overran
+	cpu       time.Duration // the guest's CPU time, from the dead worker's rusage (0 if unknown)
+	compiling bool          // killed before the guest started: compilation overran
 	after     time.Duration
 }
 
@@ -376,6 +377,7 @@ func (p *pool) do(ctx context.Context, key string, req *worker.Request, first, s
 func (p *pool) exchange(pr *proc, req *worker.Request, first, second time.Duration) (resp worker.Response, sent bool, err error) {
 	start := time.Now()
 	started := false
+	var cpu0 time.Duration // the worker's CPU time when the guest started
 	timer := time.AfterFunc(first, pr.kill)
 	defer timer.Stop()
 	if err := pr.send(req); err != nil {
@@ -392,14 +394,20 @@ func (p *pool) exchange(pr *proc, req *worker.Request, first, second time.Durati
 			if !timer.Stop() {
 				continue // the kill is under way; the channel will close
 			}
-			started = true
+			started, cpu0 = true, r.Started.CPU
 			start = time.Now()
 			timer.Reset(second)
 		case r.Run != nil || r.Compile != nil:
-			if !timer.Stop() || pr.killed.Load() {
+			switch {
+			case !timer.Stop() || pr.killed.Load():
 				// Finished just as the kill fired: the answer is good, the worker is gone.
 				p.lose(pr, reason(started), true)
-			} else {
+			case r.Run != nil && p.cfg.memoryLimit > 0 && r.Run.RuntimeBytes > p.cfg.memoryLimit/4:
+				// The guest left the worker's Go runtime holding much of its memory backstop
+				// (tables are Go heap, and Go never unmaps it): the next guest, perhaps another
+				// tenant's, would die of it. Replace the worker.
+				p.lose(pr, "recycled", true)
+			default:
 				p.release(pr)
 			}
 			return r, true, nil
@@ -410,10 +418,31 @@ func (p *pool) exchange(pr *proc, req *worker.Request, first, second time.Durati
 	}
 	if pr.killed.Load() {
 		p.lose(pr, reason(started), true)
-		return resp, true, &killedError{compiling: !started, after: time.Since(start)}
+		after := time.Since(start)
+		return resp, true, &killedError{compiling: !started, after: after, cpu: guestCPU(pr, started, cpu0)}
 	}
 	p.lose(pr, "crashed", true)
-	return resp, true, &crashedError{after: time.Since(start)}
+	after := time.Since(start)
+	return resp, true, &crashedError{after: after, cpu: guestCPU(pr, started, cpu0)}
+}
+
+// guestCPU is the CPU time a guest used in a worker that died running it: the dead process's
+// total less what it had used when the guest started. It waits briefly for the process to be
+// reaped (it has been killed); 0 when the guest had not started or the total is unknown.
+func guestCPU(pr *proc, started bool, cpu0 time.Duration) time.Duration {
+	if !started {
+		return 0
+	}
+	select {
+	case <-pr.exited:
+	case <-time.After(time.Second):
+		return 0
+	}
+	ps := pr.cmd.ProcessState
+	if ps == nil {
+		return 0
+	}
+	return max(0, ps.UserTime()+ps.SystemTime()-cpu0)
 }
 
 // workerEnviron is the part of the node's environment a worker inherits: what the Go runtime

@@ -66,6 +66,7 @@ type RunJob struct {
 type Started struct {
 	CompileCacheHit bool
 	CompileDuration time.Duration
+	CPU             time.Duration // the worker process's CPU time so far: the supervisor bills a killed guest the rest
 }
 
 // RunResult answers a RunJob.
@@ -85,6 +86,7 @@ type RunResult struct {
 	CPU             time.Duration // user + system time of the worker process during the run
 	MemoryPeakBytes int64         // linear memory size at the end (it only grows)
 	PeakRSSBytes    int64         // the worker's peak resident set during the job, 0 if unknown
+	RuntimeBytes    int64         // memory the worker's Go runtime has mapped after the job (tables are Go heap)
 }
 
 // CompileJob compiles a module (upload check, cache warm-up).

@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"time"
@@ -127,6 +128,18 @@ func (w *worker) serve(ctx context.Context, dec *gob.Decoder, send func(*Respons
 			return 2
 		}
 	}
+}
+
+// runtimeBytes is the memory the worker's Go runtime has mapped (heap, stacks, its own
+// structures; not linear memories, which are mappings of their own, see jobMemory). Go never
+// gives heap address space back, so a guest that grew a table (Go heap) leaves it mapped.
+func runtimeBytes() int64 {
+	sample := []metrics.Sample{{Name: "/memory/classes/total:bytes"}}
+	metrics.Read(sample)
+	if sample[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return int64(sample[0].Value.Uint64())
 }
 
 type worker struct {
@@ -259,6 +272,7 @@ func (w *worker) run(ctx context.Context, job *RunJob, started func(*Started) er
 	finish := func() *RunResult {
 		res.CPU = cpuTime() - cpu0
 		res.PeakRSSBytes = peakRSS()
+		res.RuntimeBytes = runtimeBytes()
 		return res
 	}
 	if err != nil {
@@ -266,7 +280,7 @@ func (w *worker) run(ctx context.Context, job *RunJob, started func(*Started) er
 		res.Error = "invalid module: " + cleanError(err)
 		return finish()
 	}
-	if err := started(&Started{CompileCacheHit: hit, CompileDuration: res.CompileDuration}); err != nil {
+	if err := started(&Started{CompileCacheHit: hit, CompileDuration: res.CompileDuration, CPU: cpu0}); err != nil {
 		res.Status = schemas.StatusFailed
 		res.Error = "internal error"
 		return finish()

@@ -1,0 +1,77 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// TestPool_KilledAndCrashedJobsReportTheirCost: a guest that ignores its deadline (a loop-free
+// call tree) and one whose table growth takes its worker to the memory backstop both burn CPU
+// until their worker dies; the supervisor reports how long each ran and the CPU it used (from
+// the dead worker's rusage, less what the worker had used before the guest started), so that
+// neither is a free run in the execution's event.
+func TestPool_KilledAndCrashedJobsReportTheirCost(t *testing.T) {
+	p, _ := newTestPool(t, 1, func(c *poolConfig) { c.memoryLimit = 512 << 20 })
+	// Warm the worker: its CPU so far (compiling, running hello) must not be billed to the guest.
+	if res, err := p.run(context.Background(), runJob(t, "hello", time.Second, 16)); err != nil || res.Error != "" {
+		t.Fatalf("hello: %+v %v", res, err)
+	}
+	_, err := p.run(context.Background(), runJob(t, "expcalls", 400*time.Millisecond, 16))
+	var ke *killedError
+	if !errors.As(err, &ke) || ke.compiling {
+		t.Fatalf("expcalls: %v, want a kill", err)
+	}
+	// It spins on one core from start to kill (400 ms + 500 ms grace); allow for a busy machine
+	// and for the worker's other threads (the Go GC runs beside the guest).
+	if ke.after < 400*time.Millisecond || ke.cpu < 100*time.Millisecond || ke.cpu > ke.after*time.Duration(runtime.NumCPU())+200*time.Millisecond {
+		t.Errorf("killed after %v having used %v of CPU", ke.after, ke.cpu)
+	}
+	t.Logf("expcalls killed after %v, CPU %v", ke.after, ke.cpu)
+
+	_, err = p.run(context.Background(), runJob(t, "tablegrow", 20*time.Second, 16))
+	var ce *crashedError
+	if !errors.As(err, &ce) || !errors.Is(err, errWorkerCrashed) {
+		t.Fatalf("tablegrow under a 512 MiB RLIMIT_DATA: %v, want a crash", err)
+	}
+	if ce.after <= 0 || ce.cpu <= 0 || ce.cpu > ce.after*time.Duration(runtime.NumCPU())+200*time.Millisecond {
+		t.Errorf("crashed after %v having used %v of CPU", ce.after, ce.cpu)
+	}
+	t.Logf("tablegrow crashed its worker after %v, CPU %v", ce.after, ce.cpu)
+}
+
+// TestPool_RecyclesWorkerLeftWithBigTables: a guest that grows a table to ~200 MB and then
+// returns normally leaves that Go heap mapped in its worker (Go never unmaps heap), which counts
+// against the worker's RLIMIT_DATA. The next guest on that worker, reserving its own linear
+// memory, would die of it: the pool replaces such a worker instead of reusing it.
+func TestPool_RecyclesWorkerLeftWithBigTables(t *testing.T) {
+	p, m := newTestPool(t, 1, func(c *poolConfig) { c.memoryLimit = 1 << 30 })
+	res, err := p.run(context.Background(), runJob(t, "tablefill", 20*time.Second, 16))
+	if err != nil || res.Status != schemas.StatusSucceeded {
+		t.Fatalf("tablefill: %+v %v", res, err)
+	}
+	t.Logf("tablefill: worker runtime holds %d MiB after the job", res.RuntimeBytes>>20)
+	if res.RuntimeBytes <= 1<<30/4 {
+		t.Fatalf("tablefill left only %d MiB in its worker; the test needs more than a quarter of the limit", res.RuntimeBytes>>20)
+	}
+	if got := counterValue(t, m.workerRestarts.WithLabelValues("recycled")); got != 1 {
+		t.Errorf("restarts{recycled} = %v, want 1", got)
+	}
+	// The next guest reserves 512 MiB of linear memory under the 1 GiB limit: fine on a fresh
+	// worker, fatal on the one tablefill left behind.
+	res, err = p.run(context.Background(), runJob(t, "memgrow", 10*time.Second, 512))
+	if err != nil || res.Status != schemas.StatusSucceeded || string(res.Stdout) != "8192\n" {
+		t.Fatalf("memgrow 512 MiB after tablefill: %+v %v", res, err)
+	}
+	// A light guest does not cost its worker.
+	if _, err := p.run(context.Background(), runJob(t, "hello", time.Second, 16)); err != nil {
+		t.Fatal(err)
+	}
+	if got := counterValue(t, m.workerRestarts.WithLabelValues("recycled")); got != 1 {
+		t.Errorf("restarts{recycled} = %v after light guests, want still 1", got)
+	}
+}
