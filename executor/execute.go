@@ -236,7 +236,7 @@ func (n *Node) run(ctx context.Context, log *slog.Logger, tier schemas.Tier, req
 		} else {
 			fail(schemas.StatusKilled, "execution ignored its deadline and was killed with its worker")
 		}
-		res.DurationMS = ms(killed.after)
+		res.DurationMS, res.CPUMS = ms(killed.after), ms(killed.cpu)
 		log.Warn("executor: worker killed", "err", err)
 		return nil
 	case errors.Is(err, errWorkerCrashed):
@@ -245,7 +245,7 @@ func (n *Node) run(ctx context.Context, log *slog.Logger, tier schemas.Tier, req
 		// time, as for a kill, so that a crash is not a free run.
 		var crashed *crashedError
 		if errors.As(err, &crashed) {
-			res.DurationMS = ms(crashed.after)
+			res.DurationMS, res.CPUMS = ms(crashed.after), ms(crashed.cpu)
 		}
 		log.Warn("executor: worker crashed during execution", "err", err)
 		return nil
