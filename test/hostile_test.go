@@ -117,6 +117,10 @@ func TestHostile(t *testing.T) {
 					t.Errorf("duration %.0f ms reported for a guest that ran until its worker died", e.DurationMS)
 				}
 			}},
+		{name: "table grown to 24M elements, then exit 0", wasm: fixtures.Wasm("tablefill"),
+			status: schemas.StatusSucceeded}, // its worker is replaced after (see executor's TestPool_RecyclesWorkerLeftWithBigTables)
+		{name: "memory.grow to 512 MiB right after it", wasm: fixtures.Wasm("memgrow"),
+			status: schemas.StatusSucceeded, check: stdoutIs(strconv.Itoa(pro.MemoryMB*16) + "\n")},
 		{name: "4 GiB initial memory", wasm: fixtures.Wasm("bigmem"),
 			uploadStatus: 422, uploadDetail: "memory minimum of 65536 pages (4096 MiB) is over the tier's 512 MiB"},
 		{name: "huge function body (8 MiB + 20 bytes, over the policy)", wasm: genModule(1, []byte{0x01}, 8<<20+16), // nops
