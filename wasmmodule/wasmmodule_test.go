@@ -54,6 +54,12 @@ func TestInspect_Fixtures(t *testing.T) {
 				t.Errorf("info %+v", info)
 			}
 		}},
+		{name: "tablefill", check: func(t *testing.T, info *Info) {
+			// like tablegrow: small as declared, grown at run time
+			if info.Tables != 1 || info.TableMin != 1 || info.HasTableMax {
+				t.Errorf("info %+v", info)
+			}
+		}},
 		{name: "nostart", wantErr: "module is not a WASI command: it exports no _start function"},
 		{name: "badimport", wantErr: "import env.foo is not allowed: only wasi_snapshot_preview1 functions may be imported (allowed: args_get, "},
 		{name: "bigmem", wantErr: "memory minimum of 65536 pages (4096 MiB) is over the tier's 128 MiB"},
