@@ -244,7 +244,19 @@ func (g *Gateway) publishExec(ctx context.Context, er *schemas.ExecRequest, dead
 		msg.Header.Set(schemas.HeaderRequestID, id)
 	}
 	telemetry.Inject(ctx, msg.Header)
-	if _, err := g.js.PublishMsg(ctx, msg); err != nil {
+	// An executor replies before its ack reaches the server, so a client that sends its next
+	// request as soon as the last one answered can find that one still counted in flight for a
+	// moment. A refusal by the in-flight cap is therefore tried again briefly before it is final.
+	for _, wait := range []time.Duration{2 * time.Millisecond, 5 * time.Millisecond, 10 * time.Millisecond, 20 * time.Millisecond, 0} {
+		if _, err = g.js.PublishMsg(ctx, msg); err == nil || !strings.Contains(err.Error(), "maximum messages per subject exceeded") || wait == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
+	if err != nil {
 		if strings.Contains(err.Error(), "maximum messages per subject exceeded") {
 			return &limitedError{err: &schemas.Error{Code: schemas.CodeRateLimited, RetryAfter: 1,
 				Message: fmt.Sprintf("too many executions in flight: the %s tier allows %d queued or running at once; retry when one finishes", er.Tier, g.cfg.Tiers[er.Tier].InFlight)}}
