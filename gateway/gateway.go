@@ -102,6 +102,7 @@ type Gateway struct {
 	waiters     *waiters
 	limiter     *Limiter
 	keyUsage    *keyUsage
+	refCache    moduleRefCache
 
 	handler   http.Handler
 	lastPing  atomic.Int64 // unix nanos of the last executor answer

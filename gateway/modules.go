@@ -145,7 +145,11 @@ func (g *Gateway) getModule(ctx context.Context, p *Principal, id string) (*sche
 	if err != nil {
 		return nil, schemas.Errorf(schemas.CodeNotFound, "module %s not found", truncateID(id))
 	}
-	e, err := g.moduleRefs.Get(ctx, schemas.ModuleRefKey(p.TenantID, digest))
+	key := schemas.ModuleRefKey(p.TenantID, digest)
+	if m, ok := g.refCache.get(key); ok {
+		return m, nil
+	}
+	e, err := g.moduleRefs.Get(ctx, key)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return nil, schemas.Errorf(schemas.CodeNotFound, "module %s not found", id)
@@ -156,6 +160,7 @@ func (g *Gateway) getModule(ctx context.Context, p *Principal, id string) (*sche
 	if err := json.Unmarshal(e.Value(), &m); err != nil {
 		return nil, unavailable("module store", err)
 	}
+	g.refCache.put(key, &m)
 	return &m, nil
 }
 
@@ -189,6 +194,7 @@ func (g *Gateway) deleteModule(ctx context.Context, p *Principal, id string) err
 		return err
 	}
 	digest, _ := schemas.ParseModuleID(m.ID)
+	g.refCache.drop(schemas.ModuleRefKey(p.TenantID, digest))
 	if err := g.moduleRefs.Purge(ctx, schemas.ModuleRefKey(p.TenantID, digest)); err != nil {
 		return unavailable("module store", err)
 	}
