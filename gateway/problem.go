@@ -26,37 +26,8 @@ func (p *Problem) GetStatus() int            { return p.Status }
 func (p *Problem) ContentType(string) string { return "application/problem+json" }
 func (p *Problem) GetHeaders() http.Header   { return p.headers }
 
-// codeForStatus gives errors that Huma makes itself (validation, body size) a stable code.
-func codeForStatus(status int) schemas.Code {
-	switch status {
-	case http.StatusBadRequest:
-		return schemas.CodeBadRequest
-	case http.StatusUnauthorized:
-		return schemas.CodeUnauthorized
-	case http.StatusForbidden:
-		return schemas.CodeForbidden
-	case http.StatusNotFound:
-		return schemas.CodeNotFound
-	case http.StatusConflict:
-		return schemas.CodeConflict
-	case http.StatusRequestEntityTooLarge:
-		return schemas.CodeTooLarge
-	case http.StatusUnprocessableEntity:
-		return schemas.CodeInvalid
-	case http.StatusUnsupportedMediaType:
-		return schemas.CodeUnsupported
-	case http.StatusTooManyRequests:
-		return schemas.CodeRateLimited
-	case http.StatusServiceUnavailable:
-		return schemas.CodeUnavailable
-	case http.StatusGatewayTimeout:
-		return schemas.CodeTimeout
-	}
-	return schemas.CodeInternal
-}
-
 func newProblem(status int, msg string, errs ...error) *Problem {
-	p := &Problem{Title: http.StatusText(status), Status: status, Code: codeForStatus(status), Detail: msg}
+	p := &Problem{Title: http.StatusText(status), Status: status, Code: schemas.CodeForStatus(status), Detail: msg}
 	for _, err := range errs {
 		var d *huma.ErrorDetail
 		if errors.As(err, &d) {

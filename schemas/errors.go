@@ -55,6 +55,22 @@ func (c Code) Status() int {
 	}
 }
 
+// codes lists every code; where several share a status, the first is the generic one.
+var codes = []Code{CodeInvalid, CodeInvalidModule, CodeBadRequest, CodeUnauthorized, CodeForbidden,
+	CodeNotFound, CodeConflict, CodeTooLarge, CodeUnsupported, CodeRateLimited, CodeUnavailable,
+	CodeTimeout, CodeInternal}
+
+// CodeForStatus is the generic code of an HTTP status, for errors made by HTTP machinery (body
+// too large, validation) rather than by WasmWiz; the inverse of Status.
+func CodeForStatus(status int) Code {
+	for _, c := range codes {
+		if c.Status() == status {
+			return c
+		}
+	}
+	return CodeInternal
+}
+
 // Error is the one error type that crosses role boundaries and reaches users. Message is safe to
 // show to the caller; internal details are logged where they happen and never put here.
 type Error struct {
