@@ -96,12 +96,13 @@ func (c *Config) insertTimeout() time.Duration { return 30 * time.Second }
 // Consumer is the accounting role: it stores every event of schemas.StreamEvents exactly once
 // and answers usage queries. Create it with New, then call Run.
 type Consumer struct {
-	cfg   Config
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	log   *slog.Logger
-	m     *metrics
-	ready atomic.Bool
+	cfg      Config
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	log      *slog.Logger
+	m        *metrics
+	ready    atomic.Bool
+	stopping atomic.Bool // ctx ended: draining, so not ready any more
 }
 
 // New makes a Consumer that reads events from nc and writes them to cfg.Store.
@@ -125,13 +126,15 @@ func New(cfg Config, nc *nats.Conn) (*Consumer, error) {
 }
 
 // Ready reports whether the consumer is set up and its last batch was stored (or none failed).
-func (c *Consumer) Ready() bool { return c.ready.Load() }
+func (c *Consumer) Ready() bool { return c.ready.Load() && !c.stopping.Load() }
 
 // Run consumes events until ctx ends, then finishes the batch in hand (stores and acks it, or
 // naks it if the store keeps failing) and returns. It returns an error only if it could not set
 // up; store and NATS errors after that are retried.
 func (c *Consumer) Run(ctx context.Context) error {
 	defer c.ready.Store(false)
+	stop := context.AfterFunc(ctx, func() { c.stopping.Store(true) }) // not ready while draining
+	defer stop()
 	if err := streams.EnsureWithRetry(ctx, c.js, streams.Options{Replicas: c.cfg.Replicas, Tiers: c.cfg.Tiers}); err != nil {
 		return fmt.Errorf("accounting: streams: %w", err)
 	}
