@@ -67,9 +67,17 @@ wasmwiz_nats_connected 1
 # TYPE wasmwiz_stream_messages gauge
 wasmwiz_stream_messages{stream="S"} 5
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "wasmwiz_consumer_pending", "wasmwiz_consumer_ack_pending",
-		"wasmwiz_jetstream_up", "wasmwiz_nats_connected", "wasmwiz_stream_messages"); err != nil {
-		t.Error(err)
+	// Consumer state is read from the server at scrape time; on a loaded machine the first scrape
+	// can come before the server has counted the fetch, so poll for the expected state.
+	for until := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		err := testutil.GatherAndCompare(reg, strings.NewReader(want), "wasmwiz_consumer_pending", "wasmwiz_consumer_ack_pending",
+			"wasmwiz_jetstream_up", "wasmwiz_nats_connected", "wasmwiz_stream_messages")
+		if err == nil {
+			break
+		}
+		if time.Now().After(until) {
+			t.Fatal(err)
+		}
 	}
 	mfs, _ := reg.Gather()
 	for _, mf := range mfs {
