@@ -3,28 +3,13 @@ package gateway
 import (
 	"context"
 	"testing"
-
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/wasmwiz/wasmwiz/internal/natstest"
-	"github.com/wasmwiz/wasmwiz/internal/streams"
-	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
 // BenchmarkLimiter_AdmitStatus is what a rate-limited execution costs the limiter: Admit (both
 // windows) and then Status (the RateLimit-Remaining and -Reset figures), as createExecution
 // does. 16 tenants, so that reads of one tenant's window are not all the same message.
 func BenchmarkLimiter_AdmitStatus(b *testing.B) {
-	srv := natstest.RunJetStream(b)
-	js, _ := jetstream.New(natstest.Connect(b, srv))
-	tiers := schemas.DefaultTiers()
-	pro := tiers[schemas.TierPro]
-	pro.ExecPerMinute, pro.ExecPerDay = 1<<30, 1<<30
-	tiers[schemas.TierPro] = pro
-	if err := streams.Ensure(context.Background(), js, streams.Options{Tiers: tiers}); err != nil {
-		b.Fatal(err)
-	}
-	l := NewLimiter(js)
+	l, pro := benchLimiter(b)
 	tenants := []string{"t0", "t1", "t2", "t3", "t4", "t5", "t6", "t7", "t8", "t9", "ta", "tb", "tc", "td", "te", "tf"}
 	b.SetParallelism(8)
 	b.ReportAllocs()
