@@ -310,3 +310,28 @@ func scanLines(s string) []string {
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
 
 func b64URL(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+// bootstrap runs `wasmwiz admin bootstrap` with env (streams, buckets, a first admin key) and
+// returns the admin key it wrote into dir.
+func bootstrap(t testing.TB, env []string, dir string) string {
+	t.Helper()
+	boot := start(t, env, "admin", "bootstrap", "--key-file", filepath.Join(dir, "admin-key"))
+	<-boot.done
+	if boot.err != nil {
+		t.Fatalf("admin bootstrap: %v\n%s", boot.err, boot.output())
+	}
+	return readKey(t, filepath.Join(dir, "admin-key"))
+}
+
+// startCore bootstraps, then runs one gateway and one executor process with env (which names
+// the NATS server) and waits until the gateway is ready. Accounting is the caller's to start.
+func startCore(t testing.TB, env []string, dir string) *system {
+	t.Helper()
+	adminKey := bootstrap(t, env, dir)
+	httpAddr := freeAddr(t)
+	gw := start(t, append(env, "WASMWIZ_HTTP_ADDR="+httpAddr), "gateway")
+	ex := start(t, append(env, "WASMWIZ_CACHE_DIR="+filepath.Join(dir, "cache"), "WASMWIZ_WORKERS=2", "WASMWIZ_METRICS_ADDR="+freeAddr(t)), "executor")
+	s := &system{URL: "http://" + httpAddr, AdminKey: adminKey, procs: []*proc{gw, ex}}
+	waitReady(t, s.URL, gw, ex)
+	return s
+}

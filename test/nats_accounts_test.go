@@ -3,7 +3,6 @@ package test
 import (
 	"encoding/json"
 	"net/url"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -44,17 +43,7 @@ func TestNATSAccounts_TenantsSeeNothingOfEachOther(t *testing.T) {
 	// The roles run in account WASMWIZ.
 	dir := t.TempDir()
 	common := []string{"WASMWIZ_NATS_URL=" + withUser("wasmwiz", "CHANGE-ME-wasmwiz")}
-	boot := start(t, common, "admin", "bootstrap", "--key-file", filepath.Join(dir, "admin-key"))
-	<-boot.done
-	if boot.err != nil {
-		t.Fatalf("bootstrap: %v\n%s", boot.err, boot.output())
-	}
-	httpAddr := freeAddr(t)
-	gw := start(t, append(common, "WASMWIZ_HTTP_ADDR="+httpAddr), "gateway")
-	ex := start(t, append(common, "WASMWIZ_CACHE_DIR="+filepath.Join(dir, "cache"), "WASMWIZ_WORKERS=2", "WASMWIZ_METRICS_ADDR="+freeAddr(t)), "executor")
-	s := &system{URL: "http://" + httpAddr}
-	waitReady(t, s.URL, gw, ex)
-	s.AdminKey = readKey(t, filepath.Join(dir, "admin-key"))
+	s := startCore(t, common, dir)
 	keyB := s.newTenant(t, "globex", "basic")
 
 	spy, err := nats.Connect(withUser("acme", "CHANGE-ME-acme"))

@@ -59,11 +59,7 @@ func startSplit(t *testing.T, natsURL string, gateways, executors int, extra ...
 	t.Helper()
 	dir := t.TempDir()
 	common := append([]string{"WASMWIZ_NATS_URL=" + natsURL, "WASMWIZ_REPLICAS=1"}, extra...)
-	boot := start(t, common, "admin", "bootstrap", "--key-file", filepath.Join(dir, "admin-key"))
-	<-boot.done
-	if boot.err != nil {
-		t.Fatalf("admin bootstrap: %v\n%s", boot.err, boot.output())
-	}
+	adminKey := bootstrap(t, common, dir)
 	s := &splitRoles{system: &system{NATSURL: natsURL}}
 	for i := range gateways {
 		addr := freeAddr(t)
@@ -84,7 +80,7 @@ func startSplit(t *testing.T, natsURL string, gateways, executors int, extra ...
 		waitReady(t, r.opsURL, r.p)
 		s.procs = append(s.procs, r.p)
 	}
-	s.AdminKey = readKey(t, filepath.Join(dir, "admin-key"))
+	s.AdminKey = adminKey
 	return s
 }
 

@@ -23,18 +23,11 @@ func startRoles(t *testing.T, servers []*server.Server, replicas string) *system
 	dir := t.TempDir()
 	common := []string{"WASMWIZ_NATS_URL=" + natsURL, "WASMWIZ_REPLICAS=" + replicas}
 
-	boot := start(t, common, "admin", "bootstrap", "--key-file", filepath.Join(dir, "admin-key"))
-	<-boot.done
-	if boot.err != nil {
-		t.Fatalf("admin bootstrap: %v\n%s", boot.err, boot.output())
-	}
-	httpAddr := freeAddr(t)
-	gw := start(t, append(common, "WASMWIZ_HTTP_ADDR="+httpAddr), "gateway")
-	ex := start(t, append(common, "WASMWIZ_CACHE_DIR="+filepath.Join(dir, "cache"), "WASMWIZ_WORKERS=2", "WASMWIZ_METRICS_ADDR="+freeAddr(t)), "executor")
+	s := startCore(t, common, dir)
+	s.NATSURL = natsURL
 	ac := start(t, append(common, "WASMWIZ_SQLITE_PATH="+filepath.Join(dir, "acct.db"), "DATABASE_URL=", "WASMWIZ_METRICS_ADDR="+freeAddr(t)), "accounting")
-	s := &system{URL: "http://" + httpAddr, NATSURL: natsURL, procs: []*proc{gw, ex, ac}}
-	waitReady(t, s.URL, gw, ex, ac)
-	s.AdminKey = readKey(t, filepath.Join(dir, "admin-key"))
+	s.procs = append(s.procs, ac)
+	waitReady(t, s.URL, s.procs...)
 	return s
 }
 

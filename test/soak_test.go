@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -55,19 +54,10 @@ func TestSoak_AccountingExactlyOnce(t *testing.T) {
 	srv := natstest.RunJetStream(t)
 	dir := t.TempDir()
 	common := []string{"WASMWIZ_NATS_URL=" + srv.ClientURL()}
-	boot := start(t, common, "admin", "bootstrap", "--key-file", filepath.Join(dir, "admin-key"))
-	<-boot.done
-	if boot.err != nil {
-		t.Fatalf("admin bootstrap: %v\n%s", boot.err, boot.output())
-	}
-	httpAddr := freeAddr(t)
-	gw := start(t, append(common, "WASMWIZ_HTTP_ADDR="+httpAddr), "gateway")
-	ex := start(t, append(common, "WASMWIZ_CACHE_DIR="+filepath.Join(dir, "cache"), "WASMWIZ_WORKERS=2", "WASMWIZ_METRICS_ADDR="+freeAddr(t)), "executor")
+	s := startCore(t, common, dir)
+	s.NATSURL = srv.ClientURL()
 	acctEnv := append(common, "DATABASE_URL="+dbURL, "WASMWIZ_METRICS_ADDR=")
 	ac := start(t, acctEnv, "accounting")
-	s := &system{URL: "http://" + httpAddr, NATSURL: srv.ClientURL()}
-	waitReady(t, s.URL, gw, ex)
-	s.AdminKey = readKey(t, filepath.Join(dir, "admin-key"))
 	key := s.newTenant(t, "soak", schemas.TierUnlimited)
 	m := s.upload(t, key, "hello", fixtures.Wasm("hello"))
 	began := time.Now().UTC()
