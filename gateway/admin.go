@@ -153,12 +153,5 @@ func (g *Gateway) createKey(ctx context.Context, p *Principal, req *schemas.Crea
 	if err := requireAdmin(p); err != nil {
 		return nil, err
 	}
-	k, err := g.admin().CreateKey(ctx, *req)
-	if err != nil {
-		return nil, err
-	}
-	g.publishEvent(ctx, schemas.EventKeyCreated, k.Record.TenantID, "key.created:"+k.Record.ID, func(e *schemas.Event) {
-		e.Key = &schemas.KeyEvent{KeyID: k.Record.ID, Tier: k.Record.Tier, Admin: k.Record.Admin}
-	})
-	return k, nil
+	return g.createKeyEvent(ctx, p, *req)
 }
