@@ -93,7 +93,7 @@ func TestPool_Run(t *testing.T) {
 	if err != nil || res.Status != schemas.StatusSucceeded || string(res.Stdout) != "8192\n" {
 		t.Fatalf("memgrow 512 MiB: %+v %v", res, err)
 	}
-	t.Logf("memgrow 512 MiB: worker peak RSS %d MiB, %v", res.PeakRSSBytes>>20, res.Duration)
+	t.Logf("memgrow 512 MiB: linear memory %d MiB, %v", res.MemoryPeakBytes>>20, res.Duration)
 }
 
 func TestPool_Run_KillsDeadlineIgnorer(t *testing.T) {

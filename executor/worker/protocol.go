@@ -85,7 +85,6 @@ type RunResult struct {
 	CompileCacheHit bool
 	CPU             time.Duration // user + system time of the worker process during the run
 	MemoryPeakBytes int64         // linear memory size at the end (it only grows)
-	PeakRSSBytes    int64         // the worker's peak resident set during the job, 0 if unknown
 	RuntimeBytes    int64         // memory the worker's Go runtime has mapped after the job (tables are Go heap)
 }
 

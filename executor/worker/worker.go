@@ -23,7 +23,6 @@ import (
 	"os"
 	"runtime"
 	"runtime/metrics"
-	"strconv"
 	"strings"
 	"time"
 
@@ -262,7 +261,6 @@ func (w *worker) compileJob(ctx context.Context, job *CompileJob) *CompileResult
 }
 
 func (w *worker) run(ctx context.Context, job *RunJob, started func(*Started) error) *RunResult {
-	resetPeakRSS()
 	t0 := time.Now()
 	res := &RunResult{ExitCode: -1}
 	cm, hit, err := w.compile(ctx, job.ModulePath, job.ModuleHash, job.MemoryPages)
@@ -271,7 +269,6 @@ func (w *worker) run(ctx context.Context, job *RunJob, started func(*Started) er
 	cpu0 := cpuTime() // the guest's CPU time, not the compiler's
 	finish := func() *RunResult {
 		res.CPU = cpuTime() - cpu0
-		res.PeakRSSBytes = peakRSS()
 		res.RuntimeBytes = runtimeBytes()
 		return res
 	}
@@ -404,27 +401,6 @@ func (c *cappedWriter) Write(p []byte) (int, error) {
 		c.buf = append(c.buf, p[:min(room, len(p))]...)
 	}
 	return len(p), nil
-}
-
-// resetPeakRSS resets VmHWM (Linux: "5" in /proc/self/clear_refs), so peakRSS measures one job.
-func resetPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
-
-// peakRSS reads VmHWM from /proc/self/status; 0 where there is no procfs.
-func peakRSS() int64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			f := strings.Fields(v)
-			if len(f) >= 1 {
-				kb, _ := strconv.ParseInt(f[0], 10, 64)
-				return kb << 10
-			}
-		}
-	}
-	return 0
 }
 
 func compilerSupported() bool {
