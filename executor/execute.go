@@ -37,17 +37,11 @@ func (n *Node) handle(ctx context.Context, q *tierQueue, it *queued, free func()
 	if id := msg.Headers().Get(schemas.HeaderRequestID); id != "" {
 		log = log.With("request_id", id)
 	}
-	var req schemas.ExecRequest
-	err := json.Unmarshal(msg.Data(), &req)
-	if err == nil {
-		err = checkRequest(&req)
+	pre := it.pre
+	if pre == nil {
+		pre = n.prepare(msg, false)
 	}
-	if err == nil {
-		// The subject is what the stream's per-tenant cap counted; the body must agree.
-		if _, tenant, perr := schemas.ParseExecSubject(msg.Subject()); perr != nil || tenant != req.TenantID {
-			err = fmt.Errorf("request of tenant %q on subject %q", req.TenantID, msg.Subject())
-		}
-	}
+	req, err := &pre.req, pre.reqErr
 	if err != nil {
 		log.Error("executor: bad request, terminated", "subject", msg.Subject(),
 			"execution_id", msg.Headers().Get(schemas.HeaderExecutionID), "err", err)
@@ -60,7 +54,7 @@ func (n *Node) handle(ctx context.Context, q *tierQueue, it *queued, free func()
 		// the consumer filters on); the body is only informative.
 		log.Warn("executor: request tier differs from its subject's", "request_tier", req.Tier)
 	}
-	err = n.execute(ctx, log, q.tier, msg, &req, it.pre, free)
+	err = n.execute(ctx, log, q.tier, msg, req, pre, free)
 	if err == nil {
 		return
 	}
@@ -76,7 +70,7 @@ func (n *Node) handle(ctx context.Context, q *tierQueue, it *queued, free func()
 			return
 		}
 		_ = msg.TermWithReason("moved to " + schemas.SubjectDLQ)
-		n.giveUp(ctx, log, q.tier, &req)
+		n.giveUp(ctx, log, q.tier, req)
 		return
 	}
 	log.Warn("executor: request failed for an internal reason, will be redelivered", "err", err, "deliveries", delivered)
@@ -129,7 +123,7 @@ func checkRequest(r *schemas.ExecRequest) error {
 
 // execute runs one request and records it. An error means an internal failure (NATS, the
 // pool): the request should be delivered again; everything about the guest is a Result.
-func (n *Node) execute(ctx context.Context, log *slog.Logger, tier schemas.Tier, msg jetstream.Msg, req *schemas.ExecRequest, pre *precheck, free func()) error {
+func (n *Node) execute(ctx context.Context, log *slog.Logger, tier schemas.Tier, msg jetstream.Msg, req *schemas.ExecRequest, pre *prepared, free func()) error {
 	// A result already stored means an earlier delivery got as far as recording it: finish
 	// what that delivery may not have (event, reply, ack) without running the guest again.
 	entry, err := pre.result(ctx, n.results, req.ExecutionID)
@@ -266,7 +260,7 @@ func (n *Node) run(ctx context.Context, log *slog.Logger, tier schemas.Tier, req
 	res.CPUMS = ms(wres.CPU)
 	res.MemoryPeakBytes = wres.MemoryPeakBytes
 	log.Debug("executor: worker stats", "compile_cache_hit", wres.CompileCacheHit,
-		"compile_ms", ms(wres.CompileDuration), "worker_rss_peak_bytes", wres.PeakRSSBytes)
+		"compile_ms", ms(wres.CompileDuration), "worker_runtime_bytes", wres.RuntimeBytes)
 	return nil
 }
 
@@ -442,44 +436,68 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // time that the read-then-run order leaves open anyway.
 const precheckFresh = 50 * time.Millisecond
 
-// precheck is a results KV lookup started when a request was fetched.
-type precheck struct {
-	id    string
-	done  chan struct{}
+// prepared is a fetched request made ready to start while it waits for a slot: decoded,
+// checked, and its stored result looked up, so that a slot, once given, goes straight to a
+// worker.
+type prepared struct {
+	req    schemas.ExecRequest
+	reqErr error // the request is malformed: it is terminated, never run
+
+	done  chan struct{} // closed when the lookup has answered (or was not needed)
+	none  bool          // surely no stored result: the first delivery of a new execution
 	entry jetstream.KeyValueEntry
 	err   error
-	at    time.Time // when the answer came
+	at    time.Time // when the lookup answered
 }
 
-// precheck starts looking up the stored result of msg's execution (by its execution id header;
-// execute checks it against the body's).
-func (n *Node) precheck(msg jetstream.Msg) *precheck {
-	id := msg.Headers().Get(schemas.HeaderExecutionID)
-	if id == "" {
-		return nil
+// prepare decodes and checks msg and, if lookup and it is well formed, starts looking up its
+// stored result. The first delivery of an execution id the gateway drew at random
+// (HeaderNewExecution) has none to look up: nothing has run it yet.
+func (n *Node) prepare(msg jetstream.Msg, lookup bool) *prepared {
+	p := &prepared{done: make(chan struct{})}
+	p.reqErr = json.Unmarshal(msg.Data(), &p.req)
+	if p.reqErr == nil {
+		p.reqErr = checkRequest(&p.req)
 	}
-	p := &precheck{id: id, done: make(chan struct{})}
+	if p.reqErr == nil {
+		// The subject is what the stream's per-tenant cap counted; the body must agree.
+		if _, tenant, err := schemas.ParseExecSubject(msg.Subject()); err != nil || tenant != p.req.TenantID {
+			p.reqErr = fmt.Errorf("request of tenant %q on subject %q", p.req.TenantID, msg.Subject())
+		}
+	}
+	if p.reqErr != nil || !lookup {
+		close(p.done)
+		return p
+	}
+	if msg.Headers().Get(schemas.HeaderNewExecution) == "true" {
+		if meta, err := msg.Metadata(); err == nil && meta.NumDelivered == 1 {
+			p.none = true
+			close(p.done)
+			return p
+		}
+	}
 	go func() {
 		defer close(p.done)
 		ctx, cancel := context.WithTimeout(context.Background(), natsTimeout)
 		defer cancel()
-		p.entry, p.err = n.results.Get(ctx, id)
+		p.entry, p.err = n.results.Get(ctx, p.req.ExecutionID)
 		p.at = time.Now()
 	}()
 	return p
 }
 
-// result is the stored result of execution id: the precheck's answer when it is for id and
-// fresh, else a new read.
-func (p *precheck) result(ctx context.Context, results jetstream.KeyValue, id string) (jetstream.KeyValueEntry, error) {
-	if p != nil && p.id == id {
-		select {
-		case <-p.done:
-			if time.Since(p.at) <= precheckFresh {
-				return p.entry, p.err
-			}
-		case <-ctx.Done():
+// result is the stored result of execution id: the lookup's answer when it is fresh, else a
+// new read.
+func (p *prepared) result(ctx context.Context, results jetstream.KeyValue, id string) (jetstream.KeyValueEntry, error) {
+	select {
+	case <-p.done:
+		if p.none {
+			return nil, jetstream.ErrKeyNotFound
 		}
+		if !p.at.IsZero() && time.Since(p.at) <= precheckFresh {
+			return p.entry, p.err
+		}
+	case <-ctx.Done():
 	}
 	gctx, cancel := context.WithTimeout(ctx, natsTimeout)
 	defer cancel()

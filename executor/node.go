@@ -229,7 +229,7 @@ func (n *Node) fetchLoop(q *tierQueue, stopping <-chan struct{}) {
 				continue
 			default:
 			}
-			n.sched.add(q, msg, n.precheck(msg))
+			n.sched.add(q, msg, n.prepare(msg, true))
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
 			n.log.Warn("executor: fetch batch", "tier", q.tier.Name, "err", err)
@@ -344,7 +344,7 @@ type queued struct {
 	msg      jetstream.Msg
 	at       time.Time
 	progress time.Time
-	pre      *precheck // the results KV lookup, started when the request was fetched
+	pre      *prepared // decoded, checked and looked up while it waits (nil: not yet)
 }
 
 func newScheduler(tiers map[string]schemas.Tier, limit int) *scheduler {
@@ -370,8 +370,8 @@ func (s *scheduler) room(q *tierQueue) int {
 
 func (s *scheduler) push(q *tierQueue, msg jetstream.Msg) { s.add(q, msg, nil) }
 
-// add queues msg with its result lookup already under way (pre may be nil).
-func (s *scheduler) add(q *tierQueue, msg jetstream.Msg, pre *precheck) {
+// add queues msg with its preparation already under way (pre may be nil).
+func (s *scheduler) add(q *tierQueue, msg jetstream.Msg, pre *prepared) {
 	now := time.Now()
 	s.mu.Lock()
 	q.items = append(q.items, &queued{msg: msg, at: now, progress: now, pre: pre})

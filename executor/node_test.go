@@ -497,3 +497,55 @@ func TestNode_Execute_TableBombs(t *testing.T) {
 		t.Fatalf("hello afterwards: %s %q", res.Status, res.Error)
 	}
 }
+
+// redelivered is a fetched message as prepare sees it, with a chosen delivery count.
+type redelivered struct {
+	jetstream.Msg
+	subject   string
+	data      []byte
+	header    nats.Header
+	delivered uint64
+}
+
+func (m *redelivered) Subject() string      { return m.subject }
+func (m *redelivered) Data() []byte         { return m.data }
+func (m *redelivered) Headers() nats.Header { return m.header }
+func (m *redelivered) Metadata() (*jetstream.MsgMetadata, error) {
+	return &jetstream.MsgMetadata{NumDelivered: m.delivered}, nil
+}
+
+// TestNode_Prepare_NewExecution: only the first delivery of an execution the gateway marked new
+// skips the results lookup; a redelivery of it, or an unmarked request, finds the stored result.
+func TestNode_Prepare_NewExecution(t *testing.T) {
+	e := startEnv(t, nil)
+	req := newRequest(schemas.TierFree, "sha256:"+strings.Repeat("ab", 32))
+	if _, err := e.results.Put(context.Background(), req.ExecutionID, []byte(`{"status":"succeeded"}`)); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(req)
+	for _, c := range []struct {
+		name      string
+		marked    bool
+		delivered uint64
+		wantFound bool
+	}{
+		{"new, first delivery", true, 1, false},
+		{"new, redelivered", true, 2, true},
+		{"not marked", false, 1, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := nats.Header{}
+			if c.marked {
+				h.Set(schemas.HeaderNewExecution, "true")
+			}
+			p := e.node.prepare(&redelivered{subject: schemas.ExecSubject(req.Tier, req.TenantID), data: b, header: h, delivered: c.delivered}, true)
+			if p.reqErr != nil {
+				t.Fatal(p.reqErr)
+			}
+			_, err := p.result(context.Background(), e.node.results, req.ExecutionID)
+			if found := err == nil; found != c.wantFound {
+				t.Errorf("stored result found %v (err %v), want %v", found, err, c.wantFound)
+			}
+		})
+	}
+}

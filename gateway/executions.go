@@ -87,7 +87,9 @@ func (g *Gateway) createExecution(ctx context.Context, p *Principal, req *schema
 		defer done()
 		replies = ch
 	}
-	if err := g.publishExec(ctx, er, time.Now().Add(wait)); err != nil {
+	// Only a random id is surely new: an idempotency key names the same execution every time,
+	// and its result may outlive the key's record.
+	if err := g.publishExec(ctx, er, time.Now().Add(wait), idemKey == ""); err != nil {
 		if limit != nil {
 			g.limiter.Release(context.WithoutCancel(ctx), p.Tier.Name, limit)
 		}
@@ -229,7 +231,7 @@ func (g *Gateway) syncWait(t schemas.Tier, timeoutMS int64) time.Duration {
 	return w
 }
 
-func (g *Gateway) publishExec(ctx context.Context, er *schemas.ExecRequest, deadline time.Time) error {
+func (g *Gateway) publishExec(ctx context.Context, er *schemas.ExecRequest, deadline time.Time, fresh bool) error {
 	body, err := json.Marshal(er)
 	if err != nil {
 		return err
@@ -240,6 +242,9 @@ func (g *Gateway) publishExec(ctx context.Context, er *schemas.ExecRequest, dead
 	msg.Header.Set(schemas.HeaderExecutionID, er.ExecutionID)
 	msg.Header.Set(schemas.HeaderReply, g.waiters.subject(er.ExecutionID))
 	msg.Header.Set(schemas.HeaderDeadline, strconv.FormatInt(deadline.UnixMilli(), 10))
+	if fresh {
+		msg.Header.Set(schemas.HeaderNewExecution, "true")
+	}
 	if id := requestIDFrom(ctx); id != "" {
 		msg.Header.Set(schemas.HeaderRequestID, id)
 	}

@@ -40,6 +40,10 @@ const (
 	HeaderDeadline      = "Wasmwiz-Deadline" // unix milliseconds after which nobody waits for the reply
 	HeaderAuthorization = "Authorization"
 	HeaderRequestID     = "Wasmwiz-Request-Id"
+	// HeaderNewExecution is "true" on the publish of an execution id the gateway has just drawn
+	// at random: no delivery of it can have stored a result yet, so its first delivery need not
+	// look one up. Absent (an idempotency key's id, a message republished by hand), executors look.
+	HeaderNewExecution = "Wasmwiz-New-Execution"
 )
 
 var tokenRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
