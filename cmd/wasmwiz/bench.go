@@ -447,7 +447,7 @@ func startBenchSystem(ctx context.Context, dir string, workers int, getenv func(
 		}
 	}()
 	dial := func(name string) (*nats.Conn, error) {
-		nc, err := nats.Connect(s.ns.ClientURL(), nats.Name(name), nats.InProcessServer(s.ns), nats.MaxReconnects(-1))
+		nc, err := nats.Connect(s.ns.ClientURL(), nats.Name(name), nats.MaxReconnects(-1))
 		if err == nil {
 			s.conns = append(s.conns, nc)
 		}
@@ -681,7 +681,7 @@ type bareResult struct {
 
 func (s *benchSystem) startBus(ctx context.Context, lim *limitRunner) (*benchBus, error) {
 	dial := func(name string) (*nats.Conn, error) {
-		nc, err := nats.Connect(s.ns.ClientURL(), nats.Name(name), nats.InProcessServer(s.ns))
+		nc, err := nats.Connect(s.ns.ClientURL(), nats.Name(name))
 		if err == nil {
 			s.conns = append(s.conns, nc)
 		}

@@ -60,7 +60,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
 
 	dial := func(name string) (*nats.Conn, error) {
-		return nats.Connect(ns.ClientURL(), nats.Name(name), nats.InProcessServer(ns), nats.MaxReconnects(-1))
+		return nats.Connect(ns.ClientURL(), nats.Name(name), nats.MaxReconnects(-1))
 	}
 	reg := newRegistry()
 
