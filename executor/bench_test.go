@@ -72,3 +72,24 @@ func BenchmarkNode_Execute_Parallel(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "execs/s")
 }
+
+// BenchmarkWorker_RoundTrip_Parallel keeps every worker of a two-worker pool busy.
+func BenchmarkWorker_RoundTrip_Parallel(b *testing.B) {
+	p, _ := newTestPool(b, 2, nil)
+	job := runJob(b, "hello", time.Second, 128)
+	if res, err := p.run(context.Background(), job); err != nil || res.Status != schemas.StatusSucceeded {
+		b.Fatalf("warm-up: %+v %v", res, err)
+	}
+	b.SetParallelism(4)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			res, err := p.run(context.Background(), job)
+			if err != nil || res.Status != schemas.StatusSucceeded {
+				b.Errorf("%+v %v", res, err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "execs/s")
+}

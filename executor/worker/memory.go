@@ -1,6 +1,10 @@
 package worker
 
-import "github.com/tetratelabs/wazero/experimental"
+import (
+	"sync"
+
+	"github.com/tetratelabs/wazero/experimental"
+)
 
 // jobMemory allocates the linear memories of one job's instance outside the Go heap (where
 // the platform allows) and releases them when the job is over.
@@ -13,25 +17,82 @@ import "github.com/tetratelabs/wazero/experimental"
 //
 // wazero calls Free when the module closes, and a module closes at its deadline from another
 // goroutine while the guest may still be running until its next check. So Free only marks the
-// memory; release unmaps it after the call has returned, when no guest code runs.
+// memory; release gives it back after the call has returned, when no guest code runs.
+//
+// Mapping and unmapping per job costs two system calls and, for a process whose threads ran on
+// several CPUs, a TLB shootdown on each of them. So a memory that stayed small is zeroed and kept
+// for the next job (spareMemories); a large one is unmapped, and the kernel zeroes its pages.
 type jobMemory struct {
-	mems []*linearMemory
+	spare *spareMemories
+	mems  []*linearMemory
 }
 
 func (j *jobMemory) allocator() experimental.MemoryAllocator {
 	return experimental.MemoryAllocatorFunc(func(cap, max uint64) experimental.LinearMemory {
-		m := newLinearMemory(max)
+		m := j.spare.take(max)
+		if m == nil {
+			m = newLinearMemory(max)
+		}
 		j.mems = append(j.mems, m)
 		return m
 	})
 }
 
-// release unmaps every memory of the job. Call it only once no guest code of the job can run.
+// release gives back every memory of the job. Call it only once no guest code of the job can
+// run.
 func (j *jobMemory) release() {
 	for _, m := range j.mems {
-		m.unmap()
+		j.spare.give(m)
 	}
 	j.mems = j.mems[:0]
+}
+
+const (
+	// reuseMax is the largest memory zeroed for reuse; zeroing more costs about what a fresh
+	// mapping does.
+	reuseMax = 1 << 20
+	// sparesMax bounds the memories kept, and with them the address space reserved while idle.
+	sparesMax = 4
+)
+
+// spareMemories holds zeroed mappings for the next jobs. Another tenant's guest may get one,
+// so give zeroes everything the last guest could reach: the memory's whole current length (a
+// guest cannot shrink a memory, and wazero checks every access against that length).
+type spareMemories struct {
+	mu   sync.Mutex
+	free []*linearMemory
+}
+
+func (s *spareMemories) take(max uint64) *linearMemory {
+	if s == nil || max == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, m := range s.free {
+		if m.max == max {
+			s.free = append(s.free[:i], s.free[i+1:]...)
+			return m
+		}
+	}
+	return nil
+}
+
+func (s *spareMemories) give(m *linearMemory) {
+	if s == nil || m.mapped == nil || len(m.buf) > reuseMax {
+		m.unmap()
+		return
+	}
+	clear(m.mapped[:len(m.buf)])
+	m.buf = m.mapped[:0:0]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.free) >= sparesMax {
+		// Keep the most recent: drop the oldest.
+		s.free[0].unmap()
+		s.free = append(s.free[:0], s.free[1:]...)
+	}
+	s.free = append(s.free, m)
 }
 
 // linearMemory is a reserved mapping (or, where mapping fails, a Go slice) backing one memory.

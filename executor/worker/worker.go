@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"runtime"
 	"runtime/metrics"
@@ -148,6 +149,7 @@ type worker struct {
 	runtimes map[uint32]*list.Element // memory pages → element of lru holding *wazRuntime
 	rtLRU    *list.List
 	compiled *compiledLRU
+	spare    spareMemories // zeroed linear memories for the next jobs
 }
 
 type wazRuntime struct {
@@ -286,12 +288,14 @@ func (w *worker) run(ctx context.Context, job *RunJob, started func(*Started) er
 	stdout := &cappedWriter{max: job.StdoutMax}
 	stderr := &cappedWriter{max: job.StderrMax}
 	// No WithFS / WithFSConfig: the guest sees no host file system. No WithSysWalltime,
-	// WithSysNanotime, WithSysNanosleep or WithRandSource: wazero's defaults are deterministic
-	// fakes, so a guest can neither measure the host nor sleep on it. No start functions:
-	// _start is called below, so that a module without one is an error rather than a silent
-	// success, and so that its memory can be measured after it exits.
+	// WithSysNanotime or WithSysNanosleep: wazero's defaults are deterministic fakes, so a guest
+	// can neither measure the host nor sleep on it. Its randomness is deterministic too
+	// (guestRand). No start functions: _start is called below, so that a module without one is
+	// an error rather than a silent success, and so that its memory can be measured after it
+	// exits.
 	mc := wazero.NewModuleConfig().
 		WithName("").
+		WithRandSource(guestRand()).
 		WithArgs(append([]string{job.Name}, job.Args...)...).
 		WithStdin(bytes.NewReader(job.Stdin)).
 		WithStdout(stdout).
@@ -302,7 +306,7 @@ func (w *worker) run(ctx context.Context, job *RunJob, started func(*Started) er
 		mc = mc.WithEnv(k, v)
 	}
 
-	var mem jobMemory
+	mem := jobMemory{spare: &w.spare}
 	defer mem.release() // after the guest has stopped: deferred calls run after the call below
 	rctx, cancel := context.WithTimeout(experimental.WithMemoryAllocator(ctx, mem.allocator()), job.Timeout)
 	defer cancel()
@@ -327,6 +331,13 @@ func (w *worker) run(ctx context.Context, job *RunJob, started func(*Started) er
 	res.Stderr, res.StderrBytes, res.StderrTruncated = stderr.buf, stderr.n, stderr.n > int64(len(stderr.buf))
 	classify(res, err, rctx.Err(), ctx.Err())
 	return finish()
+}
+
+// guestRand is the guest's random_get: the same fixed-seed ChaCha8 stream for every run, so
+// that runs are reproducible and reveal nothing of the host. wazero's default fake is as
+// deterministic but seeds a math/rand source per instance, about 10 µs per run.
+func guestRand() io.Reader {
+	return rand.NewChaCha8([32]byte{'w', 'a', 's', 'm', 'w', 'i', 'z'})
 }
 
 var errNoStart = errors.New("module has no _start export (not a WASI command)")
