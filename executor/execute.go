@@ -54,6 +54,9 @@ func (n *Node) handle(ctx context.Context, q *tierQueue, it *queued, free func()
 		// the consumer filters on); the body is only informative.
 		log.Warn("executor: request tier differs from its subject's", "request_tier", req.Tier)
 	}
+	if time.Since(it.progress) > progressAtStart {
+		_ = msg.InProgress() // the ack timer restarts with the execution
+	}
 	err = n.execute(ctx, log, q.tier, msg, req, pre, free)
 	if err == nil {
 		return
@@ -139,7 +142,6 @@ func (n *Node) execute(ctx context.Context, log *slog.Logger, tier schemas.Tier,
 	}
 
 	started := time.Now().UTC()
-	_ = msg.InProgress() // the ack timer restarts with the execution
 	res := &schemas.Result{
 		ID:         req.ExecutionID,
 		TenantID:   req.TenantID,
@@ -156,15 +158,9 @@ func (n *Node) execute(ctx context.Context, log *slog.Logger, tier schemas.Tier,
 	if !req.CreatedAt.IsZero() {
 		n.m.queueWait.WithLabelValues(tier.Name).Observe(max(0, started.Sub(req.CreatedAt).Seconds()))
 	}
-	// "running" is written without waiting: publishes on one connection keep their order, so it
-	// lands before the final result, and nothing depends on it but status readers.
-	if b, err := json.Marshal(res); err == nil {
-		if _, err := n.js.PublishAsync("$KV."+schemas.BucketResults+"."+req.ExecutionID, b); err != nil {
-			log.Warn("executor: write running status", "err", err)
-		}
-	}
-
+	stopRunning := n.markRunning(log, res)
 	err = n.run(ctx, log, tier, req, res)
+	stopRunning()
 	free() // the worker is done with it; recording the result needs no slot
 	if err != nil {
 		return err
@@ -176,6 +172,34 @@ func (n *Node) execute(ctx context.Context, log *slog.Logger, tier schemas.Tier,
 	log.Info("executor: execution finished", "status", res.Status, "exit_code", res.ExitCode,
 		"duration_ms", res.DurationMS, "cpu_ms", res.CPUMS, "memory_peak_bytes", res.MemoryPeakBytes)
 	return n.finish(ctx, log, msg, res, true)
+}
+
+// runningAfter is how long an execution runs before its "running" status is written. Most
+// executions finish sooner, and their final result is the only write.
+const runningAfter = 50 * time.Millisecond
+
+// markRunning writes res's "running" status if the execution is still running after
+// runningAfter. The returned stop must be called before the final result is stored: it waits
+// for a status write under way to be sent, and publishes on one connection keep their order, so
+// "running" never lands after the final result. Nothing else depends on it: it is not waited for.
+func (n *Node) markRunning(log *slog.Logger, res *schemas.Result) (stop func()) {
+	status := *res // run fills res meanwhile
+	sent := make(chan struct{})
+	t := time.AfterFunc(runningAfter, func() {
+		defer close(sent)
+		b, err := json.Marshal(&status)
+		if err == nil {
+			_, err = n.js.PublishAsync("$KV."+schemas.BucketResults+"."+status.ID, b)
+		}
+		if err != nil {
+			log.Warn("executor: write running status", "err", err)
+		}
+	})
+	return func() {
+		if !t.Stop() {
+			<-sent
+		}
+	}
 }
 
 // run fills res with the outcome of the guest. An error is an internal failure.

@@ -34,6 +34,13 @@ const (
 	progressEvery = 10 * time.Second
 	// natsTimeout bounds each KV, object store and publish call of the node.
 	natsTimeout = 10 * time.Second
+	// progressAtStart: a request starting later than this after its delivery (or its last
+	// progress report) tells JetStream it is being handled, so that its ack timer (wall time +
+	// 30 s) runs from its start. One starting sooner has that much of the margin left.
+	progressAtStart = time.Second
+	// prefetchPerWorker × workers is how many requests of each tier a node holds fetched but not
+	// started; it fetches again once half of that has started, so that pulls come in batches.
+	prefetchPerWorker = 4
 	// finishingPerWorker × workers bounds the executions in flight in a node, counting those
 	// whose guest has run and which are recording their results.
 	finishingPerWorker = 4
@@ -153,6 +160,7 @@ func (n *Node) Run(ctx context.Context) error {
 	defer compileSub.Unsubscribe()
 
 	n.sched = newScheduler(n.cfg.Tiers, n.cfg.Workers)
+	n.sched.limit = prefetchPerWorker * n.cfg.Workers
 	for _, q := range n.sched.queues {
 		if q.cons, err = n.js.Consumer(ctx, schemas.ExecStream(q.tier.Name), schemas.ExecConsumer(q.tier.Name)); err != nil {
 			return fmt.Errorf("executor: consumer %s: %w", schemas.ExecConsumer(q.tier.Name), err)
@@ -192,7 +200,9 @@ func (n *Node) Run(ctx context.Context) error {
 }
 
 // fetchLoop keeps a tier's queue inside the node filled up to its limit, never more: requests
-// stay in the stream, where any node can take them, until this node can start them soon.
+// stay in the stream, where any node can take them, until this node can start them soon. It
+// fetches once half the queue has room, so that a busy node pulls in batches rather than one
+// request per pull.
 func (n *Node) fetchLoop(q *tierQueue, stopping <-chan struct{}) {
 	backoff := 100 * time.Millisecond
 	for {
@@ -202,7 +212,7 @@ func (n *Node) fetchLoop(q *tierQueue, stopping <-chan struct{}) {
 		default:
 		}
 		want := n.sched.room(q)
-		if want <= 0 {
+		if want < max(1, n.sched.limit/2) {
 			select {
 			case <-q.space:
 			case <-stopping:

@@ -52,9 +52,10 @@ func TestNode_Priority(t *testing.T) {
 		req := newRequest(tier, hello)
 		all = append(all, sent{tier, e.publish(req, "")})
 	}
+	// Every one is fetched (the prefetch holds prefetchPerWorker × workers per tier) and waits.
 	natstest.Eventually(t, 10*time.Second, func() bool {
-		return e.node.queued(schemas.TierFree) == 2 && e.node.queued(schemas.TierPro) == 2
-	}, "requests not fetched: free %d pro %d (want at most the worker count each)", e.node.queued(schemas.TierFree), e.node.queued(schemas.TierPro))
+		return e.node.queued(schemas.TierFree) == 4 && e.node.queued(schemas.TierPro) == 4
+	}, "requests not fetched: free %d pro %d", e.node.queued(schemas.TierFree), e.node.queued(schemas.TierPro))
 
 	for _, b := range blockers {
 		// Timed out, or killed if a starved machine made it miss the kill grace too.
@@ -134,9 +135,9 @@ func TestScheduler_Pick(t *testing.T) {
 	}
 }
 
-// TestNode_Drain stops a node while it runs one execution and holds another it has not
-// started: Run returns once the running one is finished, the held one goes back to the stream
-// at once, and another node completes it.
+// TestNode_Drain stops a node while it runs one execution and holds two it has not started:
+// Run returns once the running one is finished, the held ones go back to the stream at once,
+// and another node completes them.
 func TestNode_Drain(t *testing.T) {
 	e := startEnv(t, func(c *Config) { c.Workers = 1; c.NodeID = "first" })
 	stop, done, runErr := e.stop, e.done, e.runErr
@@ -149,7 +150,7 @@ func TestNode_Drain(t *testing.T) {
 	for range 2 {
 		waiting = append(waiting, e.publish(newRequest(schemas.TierFree, hello), ""))
 	}
-	natstest.Eventually(t, 10*time.Second, func() bool { return e.node.queued(schemas.TierFree) == 1 }, "not fetched")
+	natstest.Eventually(t, 10*time.Second, func() bool { return e.node.queued(schemas.TierFree) == 2 }, "not fetched")
 
 	start := time.Now()
 	stop()
