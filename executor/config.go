@@ -18,7 +18,7 @@ import (
 // Config configures a Node. Zero values take the defaults documented on each field.
 type Config struct {
 	NodeID         string                  // default <hostname>-<random>
-	Workers        int                     // worker processes; default max(2, runtime.NumCPU())
+	Workers        int                     // worker processes; default DefaultWorkers()
 	WorkerCommand  []string                // default {os.Executable(), "worker"}
 	WorkerEnv      []string                // KEY=value added to the workers' environment (tests re-exec themselves)
 	CacheDir       string                  // required: <CacheDir>/modules holds module files, <CacheDir>/wazero wazero's compile cache
@@ -28,6 +28,13 @@ type Config struct {
 	Replicas       int                     // stream replicas for streams.Ensure; default 1
 	Logger         *slog.Logger            // default slog.Default()
 	Registerer     prometheus.Registerer   // may be nil: metrics are kept but not exported
+
+	// LongRunning bounds the executions that have run longer than longAfter (10 ms) at once:
+	// while that many are, the node starts nothing new, so that CPU-bound guests do not share
+	// cores and stretch each other's wall time (which is what they are limited and billed by).
+	// Default runtime.NumCPU(). Short executions are not bound by it: for them, workers beyond
+	// the CPUs hide the round trip to a worker process.
+	LongRunning int
 
 	// WorkerMemoryLimit is the data-size limit (RLIMIT_DATA: private writable memory) set on
 	// each worker process, an OS-level backstop behind wazero's memory limit for what wazero
@@ -57,7 +64,10 @@ func (c *Config) setDefaults() error {
 		c.NodeID = host + "-" + hex.EncodeToString(b[:])
 	}
 	if c.Workers <= 0 {
-		c.Workers = max(2, runtime.NumCPU())
+		c.Workers = DefaultWorkers()
+	}
+	if c.LongRunning <= 0 {
+		c.LongRunning = runtime.NumCPU()
 	}
 	if len(c.WorkerCommand) == 0 {
 		exe, err := os.Executable()
@@ -93,6 +103,12 @@ func (c *Config) setDefaults() error {
 	}
 	return nil
 }
+
+// DefaultWorkers is three worker processes per CPU, at least four. One guest runs in a worker
+// at a time; a short guest's worker is busy for well under half of its round trip (the job's
+// and the answer's way through the pipes and the schedulers of both processes), so more
+// workers than CPUs keep the CPUs busy. Config.LongRunning keeps long guests to one per CPU.
+func DefaultWorkers() int { return max(4, 3*runtime.NumCPU()) }
 
 // Validate fills in the defaults and checks the configuration.
 func (c *Config) Validate() error {

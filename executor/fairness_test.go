@@ -19,13 +19,20 @@ func TestScheduler_KeepsLastSlotForActiveHigherTier(t *testing.T) {
 	for _, tq := range s.queues {
 		q[tq.tier.Name] = tq
 	}
+	started := map[string][]*queued{}
 	pick := func() string {
 		t.Helper()
-		_, tq, ok := s.pick()
+		it, tq, ok := s.pick()
 		if !ok {
 			return ""
 		}
+		started[tq.tier.Name] = append(started[tq.tier.Name], it)
 		return tq.tier.Name
+	}
+	done := func(tier string) {
+		it := started[tier][0]
+		started[tier] = started[tier][1:]
+		s.done(q[tier], it)
 	}
 	for range 10 {
 		s.push(q[schemas.TierBasic], nil)
@@ -38,12 +45,12 @@ func TestScheduler_KeepsLastSlotForActiveHigherTier(t *testing.T) {
 	}
 	// A pro request arrives while all four run; the first slot to free is pro's.
 	s.push(q[schemas.TierPro], nil)
-	s.done(q[schemas.TierBasic])
+	done(schemas.TierBasic)
 	if got := pick(); got != schemas.TierPro {
 		t.Fatalf("after a basic slot freed: %q, want pro", got)
 	}
 	// Pro is done; it is still active, so basic may not take the last free slot back...
-	s.done(q[schemas.TierPro])
+	done(schemas.TierPro)
 	if ok, retry := s.pickable(); ok || retry <= 0 || retry > activeWindow {
 		t.Fatalf("pickable = %v, %v; want false with a retry within %v", ok, retry, activeWindow)
 	}
@@ -51,7 +58,7 @@ func TestScheduler_KeepsLastSlotForActiveHigherTier(t *testing.T) {
 		t.Fatalf("basic took the slot kept for pro: %q", got)
 	}
 	// ...but any other slot is basic's, whatever the starvation count says.
-	s.done(q[schemas.TierBasic])
+	done(schemas.TierBasic)
 	if got := pick(); got != schemas.TierBasic {
 		t.Fatalf("with two slots free: %q, want basic", got)
 	}
@@ -60,7 +67,7 @@ func TestScheduler_KeepsLastSlotForActiveHigherTier(t *testing.T) {
 	if got := pick(); got != schemas.TierPro {
 		t.Fatalf("pro with its kept slot: %q", got)
 	}
-	s.done(q[schemas.TierPro])
+	done(schemas.TierPro)
 	// Once pro has been quiet for activeWindow, the last slot is basic's again.
 	clock = clock.Add(activeWindow + time.Millisecond)
 	if ok, _ := s.pickable(); !ok {
@@ -76,8 +83,8 @@ func TestScheduler_KeepsLastSlotForActiveHigherTier(t *testing.T) {
 	for _, tq := range s.queues {
 		if tq.tier.Name == schemas.TierPro {
 			s.push(tq, nil)
-			s.pick()
-			s.done(tq)
+			it, _, _ := s.pick()
+			s.done(tq, it)
 		}
 	}
 	for _, tq := range s.queues {
@@ -93,5 +100,48 @@ func TestScheduler_KeepsLastSlotForActiveHigherTier(t *testing.T) {
 		return tq.tier.Name
 	}(); got != schemas.TierFree {
 		t.Fatalf("one slot, free after pro: %q", got)
+	}
+}
+
+// TestScheduler_LongRunningBound: short executions may fill every slot, but while LongRunning
+// executions have run past longAfter nothing more starts, except a tier above all of them.
+func TestScheduler_LongRunningBound(t *testing.T) {
+	s := newScheduler(schemas.DefaultTiers(), 6)
+	s.longMax = 2
+	clock := time.Unix(1_000_000, 0)
+	s.now = func() time.Time { return clock }
+	q := map[string]*tierQueue{}
+	for _, tq := range s.queues {
+		q[tq.tier.Name] = tq
+	}
+	for range 10 {
+		s.push(q[schemas.TierBasic], nil)
+	}
+	var running []*queued
+	for i := range 3 { // young: not bound
+		it, _, ok := s.pick()
+		if !ok {
+			t.Fatalf("pick %d of short executions refused", i)
+		}
+		running = append(running, it)
+	}
+	clock = clock.Add(longAfter) // all three are long now
+	if ok, retry := s.pickable(); ok || retry != 0 {
+		t.Fatalf("pickable = %v, %v with three long executions; want false, waiting for one to end", ok, retry)
+	}
+	if _, _, ok := s.pick(); ok {
+		t.Fatal("started a fourth while three ran long")
+	}
+	s.push(q[schemas.TierPro], nil)
+	if _, tq, ok := s.pick(); !ok || tq.tier.Name != schemas.TierPro {
+		t.Fatal("pro, above every long execution, did not start")
+	}
+	s.done(q[schemas.TierBasic], running[0])
+	if _, _, ok := s.pick(); ok {
+		t.Fatal("started with two long executions still running")
+	}
+	s.done(q[schemas.TierBasic], running[1])
+	if _, tq, ok := s.pick(); !ok || tq.tier.Name != schemas.TierBasic {
+		t.Fatal("basic did not start once fewer than two ran long")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -161,6 +162,7 @@ func (n *Node) Run(ctx context.Context) error {
 
 	n.sched = newScheduler(n.cfg.Tiers, n.cfg.Workers)
 	n.sched.limit = prefetchPerWorker * n.cfg.Workers
+	n.sched.longMax = n.cfg.LongRunning
 	for _, q := range n.sched.queues {
 		if q.cons, err = n.js.Consumer(ctx, schemas.ExecStream(q.tier.Name), schemas.ExecConsumer(q.tier.Name)); err != nil {
 			return fmt.Errorf("executor: consumer %s: %w", schemas.ExecConsumer(q.tier.Name), err)
@@ -294,7 +296,7 @@ func (n *Node) dispatchLoop(work context.Context, stopping <-chan struct{}) {
 			defer n.work.Done()
 			defer func() { <-n.handles }()
 			var once sync.Once
-			free := func() { once.Do(func() { n.sched.done(q); <-n.slots }) }
+			free := func() { once.Do(func() { n.sched.done(q, it); <-n.slots }) }
 			defer free()
 			n.handle(work, q, it, free)
 		}()
@@ -336,8 +338,12 @@ type scheduler struct {
 	limit  int          // fetched-but-not-started requests per tier
 	slots  int          // execution slots (workers)
 	busy   int          // slots held by started requests (from pick to done)
-	wake   chan struct{}
-	now    func() time.Time
+	// started holds when each started request was picked; while longMax of them are older
+	// than longAfter, nothing more starts (0: no such bound).
+	started map[*queued]startedAt
+	longMax int
+	wake    chan struct{}
+	now     func() time.Time
 }
 
 type tierQueue struct {
@@ -358,7 +364,7 @@ type queued struct {
 }
 
 func newScheduler(tiers map[string]schemas.Tier, limit int) *scheduler {
-	s := &scheduler{limit: max(1, limit), slots: max(1, limit), wake: make(chan struct{}, 1), now: time.Now}
+	s := &scheduler{limit: max(1, limit), slots: max(1, limit), wake: make(chan struct{}, 1), now: time.Now, started: map[*queued]startedAt{}}
 	for _, t := range tiers {
 		s.queues = append(s.queues, &tierQueue{tier: t, space: make(chan struct{}, 1)})
 	}
@@ -412,8 +418,8 @@ func (s *scheduler) pickable() (ok bool, retry time.Duration) {
 	defer s.mu.Unlock()
 	now := s.now()
 	for _, q := range s.queues {
-		if len(q.items) == 0 {
-			continue
+		if len(q.items) == 0 || s.longBlocks(q, now) {
+			continue // a long one finishing wakes the dispatcher
 		}
 		keep, until := s.keptFrom(q, now)
 		if !keep {
@@ -446,11 +452,37 @@ func (s *scheduler) keptFrom(q *tierQueue, now time.Time) (keep bool, until time
 	return keep, until
 }
 
+// longAfter is how long an execution runs before it counts as long (see Config.LongRunning).
+const longAfter = 10 * time.Millisecond
+
+type startedAt struct {
+	at       time.Time
+	priority int
+}
+
+// longBlocks reports whether q may not start anything because longMax executions are long
+// already. A tier of higher priority than every long one may still start: the bound protects
+// long guests' wall time, not lower tiers' hold on the node.
+func (s *scheduler) longBlocks(q *tierQueue, now time.Time) bool {
+	if s.longMax <= 0 || len(s.started) < s.longMax {
+		return false
+	}
+	long, top := 0, math.MinInt
+	for _, st := range s.started {
+		if now.Sub(st.at) >= longAfter {
+			long++
+			top = max(top, st.priority)
+		}
+	}
+	return long >= s.longMax && q.tier.Priority <= top
+}
+
 // done gives back the slot of a request of q that pick started.
-func (s *scheduler) done(q *tierQueue) {
+func (s *scheduler) done(q *tierQueue, it *queued) {
 	s.mu.Lock()
 	q.running--
 	s.busy--
+	delete(s.started, it)
 	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
@@ -465,7 +497,7 @@ func (s *scheduler) pick() (*queued, *tierQueue, bool) {
 	now := s.now()
 	var chosen *tierQueue
 	for _, q := range s.queues {
-		if len(q.items) > 0 && q.skips >= starveAfter {
+		if len(q.items) > 0 && q.skips >= starveAfter && !s.longBlocks(q, now) {
 			if keep, _ := s.keptFrom(q, now); !keep {
 				chosen = q
 				break
@@ -474,7 +506,7 @@ func (s *scheduler) pick() (*queued, *tierQueue, bool) {
 	}
 	if chosen == nil {
 		for _, q := range s.queues {
-			if len(q.items) > 0 {
+			if len(q.items) > 0 && !s.longBlocks(q, now) {
 				if keep, _ := s.keptFrom(q, now); !keep {
 					chosen = q
 					break
@@ -487,6 +519,7 @@ func (s *scheduler) pick() (*queued, *tierQueue, bool) {
 	}
 	chosen.running++
 	s.busy++
+	s.started[chosen.items[0]] = startedAt{now, chosen.tier.Priority}
 	for _, q := range s.queues {
 		if q != chosen && len(q.items) > 0 {
 			q.skips++

@@ -528,7 +528,7 @@ func startBenchSystem(ctx context.Context, dir string, workers int, getenv func(
 	}
 	s.workers = workers
 	if s.workers <= 0 {
-		s.workers = max(2, runtime.NumCPU())
+		s.workers = executor.DefaultWorkers()
 	}
 	ok = true
 	return s, nil

@@ -33,7 +33,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	httpAddr := fs.string("http-addr", "127.0.0.1:8080", "REST API address")
 	natsAddr := fs.string("nats-addr", "127.0.0.1:4222", "address the embedded NATS server listens on for direct NATS clients")
 	dataDir := fs.string("data-dir", "./wasmwiz-data", "where JetStream, the accounting database, caches and dev keys live")
-	workers := fs.int("workers", 0, "worker processes (default: number of CPUs, at least 2)")
+	workers := fs.int("workers", 0, "worker processes (default: 3 per CPU, at least 4; long-running guests are held to one per CPU)")
 	compileTimeout := fs.duration("compile-timeout", 0, "longest a module may take to compile before its worker is killed (default 10s)")
 	syncWait := fs.duration("sync-wait", 0, "longest a synchronous execution request waits before answering 202 (default: its timeout + 10s)")
 	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "Postgres URL for accounting ($DATABASE_URL); empty: SQLite in the data dir")

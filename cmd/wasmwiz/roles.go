@@ -190,7 +190,7 @@ func runExecutorCmd(ctx context.Context, args []string, getenv func(string) stri
 	fs := newFlagSet("executor", getenv, stderr)
 	rc := commonRoleFlags(fs, "executor")
 	cacheDir := fs.string("cache-dir", "./wasmwiz-cache", "module files and the compilation cache")
-	workers := fs.int("workers", 0, "worker processes (default: number of CPUs, at least 2)")
+	workers := fs.int("workers", 0, "worker processes (default: 3 per CPU, at least 4; long-running guests are held to one per CPU)")
 	compileTimeout := fs.duration("compile-timeout", 0, "longest a module may take to compile before its worker is killed (default 10s)")
 	nodeID := fs.string("node-id", "", "node id (default: hostname-random)")
 	metricsAddr := fs.string("metrics-addr", "127.0.0.1:9091", "address for /metrics and /health (empty: off)")
