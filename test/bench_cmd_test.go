@@ -13,7 +13,7 @@ func TestBenchCommand(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short: the bench takes ~15 s")
 	}
-	cmd := exec.Command(binPath, "bench", "--quick", "--json", "--modules", "echo", "--concurrency", "1,4",
+	cmd := exec.Command(bin(), "bench", "--quick", "--json", "--modules", "echo", "--concurrency", "1,4",
 		"--modes", "limit,bus,bare,nats,rest,peer-compile")
 	cmd.Dir = t.TempDir()
 	done := make(chan struct{})

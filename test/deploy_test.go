@@ -179,7 +179,7 @@ func checkWorkloads(t *testing.T, name string, objs []obj) (probes []probe, args
 func checkArgs(t *testing.T, where string, args [][]string) {
 	t.Helper()
 	for _, a := range args {
-		cmd := exec.Command(binPath, append(append([]string{}, a...), "-h")...)
+		cmd := exec.Command(bin(), append(append([]string{}, a...), "-h")...)
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Errorf("%s: wasmwiz %s: %v\n%s", where, strings.Join(a, " "), err, lastLines(string(out), 5))
@@ -443,7 +443,7 @@ func TestOps_Compose(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	gen := exec.Command(binPath, "secrets", "generate", "--dir", dir)
+	gen := exec.Command(bin(), "secrets", "generate", "--dir", dir)
 	if out, err := gen.CombinedOutput(); err != nil {
 		t.Fatalf("secrets generate: %v\n%s", err, out)
 	}

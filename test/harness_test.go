@@ -45,6 +45,36 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// bin is the wasmwiz binary built for this run. Its first use looks at every file the binary is
+// built from: go test caches a passing run keyed on the files the tests opened or looked at
+// (from m.Run on), and the build is another process, so without this a change to the binary's
+// sources would leave a stale "(cached)" pass.
+func bin() string {
+	sourcesOnce.Do(statSources)
+	return binPath
+}
+
+var sourcesOnce sync.Once
+
+func statSources() {
+	_ = filepath.WalkDir("..", func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if d.IsDir() {
+			if name := d.Name(); path != ".." && (strings.HasPrefix(name, ".") || name == "testdata" || name == "deploy" || name == "docs") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		switch filepath.Ext(path) {
+		case ".go", ".mod", ".sum", ".wat", ".wasm", ".sql":
+			_, _ = os.Stat(path)
+		}
+		return nil
+	})
+}
+
 func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -79,7 +109,7 @@ func (p *proc) output() string {
 // start runs the binary with args and env; it is stopped (SIGTERM, then SIGKILL) when the test ends.
 func start(t testing.TB, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(binPath, args...), done: make(chan struct{})}
+	p := &proc{cmd: exec.Command(bin(), args...), done: make(chan struct{})}
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p, p
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

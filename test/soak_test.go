@@ -214,7 +214,7 @@ func TestSoak_AccountingExactlyOnce(t *testing.T) {
 	}
 
 	// And the operator's view.
-	out, err := exec.Command(binPath, "accounting", "reconcile", "--nats-url", srv.ClientURL(), "--tenant", "soak",
+	out, err := exec.Command(bin(), "accounting", "reconcile", "--nats-url", srv.ClientURL(), "--tenant", "soak",
 		"--from", from.Format(time.RFC3339Nano), "--to", to.Format(time.RFC3339Nano), "--json").Output()
 	var rep struct {
 		Stored           int64

@@ -306,19 +306,19 @@ func TestUsageEvents_Roles(t *testing.T) {
 	if r := s.do(t, http.MethodGet, "/v1/usage?from=2026-01-02&to=2026-01-01", acme, "", nil); r.Status != 422 {
 		t.Errorf("usage with from after to: %d %s", r.Status, r.Body)
 	}
-	cli := exec.Command(binPath, "usage", "--url", s.URL, "--group-by", "module", "--json")
+	cli := exec.Command(bin(), "usage", "--url", s.URL, "--group-by", "module", "--json")
 	cli.Env = append(cli.Environ(), "WASMWIZ_KEY="+acme)
 	if out, err := cli.Output(); err != nil || json.Unmarshal(out, &u) != nil || u.Total.Executions != 4 || u.GroupBy != "module" {
 		t.Errorf("wasmwiz usage --json: %v\n%s", err, out)
 	}
-	cli = exec.Command(binPath, "usage", "--url", s.URL, "--from", "2026-01-02", "--to", "2026-01-01")
+	cli = exec.Command(bin(), "usage", "--url", s.URL, "--from", "2026-01-02", "--to", "2026-01-01")
 	cli.Env = append(cli.Environ(), "WASMWIZ_KEY="+acme)
 	if out, err := cli.CombinedOutput(); err == nil || !strings.Contains(string(out), "422 invalid") {
 		t.Errorf("wasmwiz usage with from after to: %v\n%s", err, out)
 	}
 
 	// The CLI: a snapshot of beta's events, reconcile over today, and a live tail.
-	out, err := exec.Command(binPath, "events", "tail", "--nats-url", srv.ClientURL(), "--tenant", "beta", "--follow=false").Output()
+	out, err := exec.Command(bin(), "events", "tail", "--nats-url", srv.ClientURL(), "--tenant", "beta", "--follow=false").Output()
 	if err != nil {
 		t.Fatalf("events tail: %v", err)
 	}
@@ -337,7 +337,7 @@ func TestUsageEvents_Roles(t *testing.T) {
 	}
 	today := time.Now().UTC().Format(time.DateOnly)
 	tomorrow := time.Now().UTC().AddDate(0, 0, 1).Format(time.DateOnly)
-	rec := exec.Command(binPath, "accounting", "reconcile", "--nats-url", srv.ClientURL(), "--from", today, "--to", tomorrow)
+	rec := exec.Command(bin(), "accounting", "reconcile", "--nats-url", srv.ClientURL(), "--from", today, "--to", tomorrow)
 	out, err = rec.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "missing      0\n") || !strings.Contains(string(out), "duplicates   0\n") ||
 		!strings.Contains(string(out), "events       6 execution events, 6 distinct executions") || !strings.Contains(string(out), "stored       6 usage rows") {
@@ -355,7 +355,7 @@ func TestUsageEvents_Roles(t *testing.T) {
 	} else if n, _ := res.RowsAffected(); n != 1 {
 		t.Fatalf("deleted %d rows", n)
 	}
-	out, err = exec.Command(binPath, "accounting", "reconcile", "--nats-url", srv.ClientURL(), "--from", today, "--to", tomorrow).CombinedOutput()
+	out, err = exec.Command(bin(), "accounting", "reconcile", "--nats-url", srv.ClientURL(), "--from", today, "--to", tomorrow).CombinedOutput()
 	var exitErr *exec.ExitError
 	if !errors.As(err, &exitErr) || exitErr.ExitCode() != 1 || !strings.Contains(string(out), "missing      1\n") ||
 		!strings.Contains(string(out), "  missing "+betaIDs[0]) || !strings.Contains(string(out), "rollup       1 mismatches") {
