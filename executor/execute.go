@@ -288,9 +288,11 @@ func (n *Node) run(ctx context.Context, log *slog.Logger, tier schemas.Tier, req
 	return nil
 }
 
-// finish records a final result, in this order: results KV (the source of truth), event,
-// reply, ack. Each step is idempotent, so a crash between two steps is repaired by the
-// redelivery that follows. store is false when the result came from the KV.
+// finish records a final result, in this order: results KV (the source of truth), reply,
+// event, ack. Each step is idempotent, so a crash between two steps is repaired by the
+// redelivery that follows: the request is acked only once its event is stored. The reply goes
+// out as soon as the result is durable; the event, which only accounting and audit readers
+// wait for, follows. store is false when the result came from the KV.
 func (n *Node) finish(ctx context.Context, log *slog.Logger, msg jetstream.Msg, res *schemas.Result, store bool) error {
 	b, err := fitResult(res, int(n.nc.MaxPayload())-16<<10) // room for headers and the KV's envelope
 	if err != nil {
@@ -304,10 +306,10 @@ func (n *Node) finish(ctx context.Context, log *slog.Logger, msg jetstream.Msg, 
 			return fmt.Errorf("store result: %w", err)
 		}
 	}
+	n.reply(log, msg.Headers(), res, b)
 	if err := n.publishEvent(ctx, msg.Headers(), res); err != nil {
 		return err
 	}
-	n.reply(log, msg.Headers(), res, b)
 	// Ack, not AckSync: a lost ack only means a redelivery, which finds the stored result and
 	// repeats the idempotent steps above without running the guest; waiting for the server's
 	// confirmation would add a round trip to every execution.

@@ -212,6 +212,17 @@ func (e *env) stored(id string) *schemas.Result {
 func (e *env) events(executionID string) []schemas.Event {
 	e.tb.Helper()
 	ctx := context.Background()
+	// A node replies before it publishes the event and acks the request: wait until every
+	// request is acked (gone from its work queue), and with it every event is stored.
+	natstest.Eventually(e.tb, 10*time.Second, func() bool {
+		for name := range schemas.DefaultTiers() {
+			s, err := e.js.Stream(ctx, schemas.ExecStream(name))
+			if err != nil || s.CachedInfo().State.Msgs != 0 {
+				return false
+			}
+		}
+		return true
+	}, "requests still unacked")
 	c, err := e.js.OrderedConsumer(ctx, schemas.StreamEvents, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		e.tb.Fatal(err)
