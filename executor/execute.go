@@ -33,9 +33,9 @@ func (n *Node) handle(ctx context.Context, q *tierQueue, it *queued, free func()
 	ctx, span := tracer.Start(telemetry.Extract(ctx, msg.Headers()), "execute",
 		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attribute.String("wasmwiz.tier", q.tier.Name)))
 	defer span.End()
-	log := n.log.With("tier", q.tier.Name)
+	attrs := []any{"tier", q.tier.Name}
 	if id := msg.Headers().Get(schemas.HeaderRequestID); id != "" {
-		log = log.With("request_id", id)
+		attrs = append(attrs, "request_id", id)
 	}
 	pre := it.pre
 	if pre == nil {
@@ -43,12 +43,12 @@ func (n *Node) handle(ctx context.Context, q *tierQueue, it *queued, free func()
 	}
 	req, err := &pre.req, pre.reqErr
 	if err != nil {
-		log.Error("executor: bad request, terminated", "subject", msg.Subject(),
+		n.log.With(attrs...).Error("executor: bad request, terminated", "subject", msg.Subject(),
 			"execution_id", msg.Headers().Get(schemas.HeaderExecutionID), "err", err)
 		_ = msg.TermWithReason("bad request")
 		return
 	}
-	log = log.With("execution_id", req.ExecutionID, "tenant_id", req.TenantID)
+	log := n.log.With(append(attrs, "execution_id", req.ExecutionID, "tenant_id", req.TenantID)...)
 	if req.Tier != q.tier.Name {
 		// The subject decides the tier (it is what the gateway published under and what
 		// the consumer filters on); the body is only informative.
@@ -169,7 +169,9 @@ func (n *Node) execute(ctx context.Context, log *slog.Logger, tier schemas.Tier,
 	res.FinishedAt = &finished
 	n.m.executions.WithLabelValues(tier.Name, string(res.Status)).Inc()
 	n.m.duration.WithLabelValues(tier.Name).Observe(res.DurationMS / 1000)
-	log.Info("executor: execution finished", "status", res.Status, "exit_code", res.ExitCode,
+	// One line per execution at debug: at thousands per second an info line each would cost more
+	// than the rest of the node's bookkeeping. The record of every execution is its event.
+	log.Debug("executor: execution finished", "status", res.Status, "exit_code", res.ExitCode,
 		"duration_ms", res.DurationMS, "cpu_ms", res.CPUMS, "memory_peak_bytes", res.MemoryPeakBytes)
 	return n.finish(ctx, log, msg, res, true)
 }

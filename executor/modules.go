@@ -123,6 +123,10 @@ func (c *moduleCache) evictLocked() {
 	}
 }
 
+func tooLargeError(maxSize int64) *moduleError {
+	return &moduleError{msg: fmt.Sprintf("module is larger than the tier allows (%d bytes)", maxSize)}
+}
+
 func (c *moduleCache) path(hexDigest string) string {
 	return filepath.Join(c.dir, hexDigest+".wasm")
 }
@@ -130,12 +134,11 @@ func (c *moduleCache) path(hexDigest string) string {
 // get returns the path of the module's file, fetching it if needed, and holds the file until
 // release. maxSize is the tier's module size limit.
 func (c *moduleCache) get(ctx context.Context, hexDigest string, maxSize int64) (string, error) {
-	tooLarge := &moduleError{msg: fmt.Sprintf("module is larger than the tier allows (%d bytes)", maxSize)}
 	if f, ok := c.hold(hexDigest); ok {
 		c.m.cacheHits.WithLabelValues("file").Inc()
 		if f.size > maxSize {
 			c.release(hexDigest)
-			return "", tooLarge
+			return "", tooLargeError(maxSize)
 		}
 		return c.path(hexDigest), nil
 	}
@@ -152,7 +155,7 @@ func (c *moduleCache) get(ctx context.Context, hexDigest string, maxSize int64) 
 	}
 	if f.size > maxSize { // fetched for a tier with a larger limit
 		c.release(hexDigest)
-		return "", tooLarge
+		return "", tooLargeError(maxSize)
 	}
 	return c.path(hexDigest), nil
 }
@@ -190,7 +193,7 @@ func (c *moduleCache) fetchOnce(ctx context.Context, hexDigest string, maxSize i
 	}
 	defer obj.Close()
 	if info, err := obj.Info(); err == nil && info.Size > uint64(maxSize) {
-		return &moduleError{msg: fmt.Sprintf("module is larger than the tier allows (%d bytes)", maxSize)}
+		return tooLargeError(maxSize)
 	}
 	tmp, err := os.CreateTemp(c.dir, hexDigest+".*.tmp")
 	if err != nil {
@@ -206,7 +209,7 @@ func (c *moduleCache) fetchOnce(ctx context.Context, hexDigest string, maxSize i
 		return fmt.Errorf("fetch module %s: %w", hexDigest, err)
 	}
 	if n > maxSize {
-		return &moduleError{msg: fmt.Sprintf("module is larger than the tier allows (%d bytes)", maxSize)}
+		return tooLargeError(maxSize)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != hexDigest {
 		return &moduleError{msg: "stored module does not match its id"}

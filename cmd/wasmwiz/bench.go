@@ -453,7 +453,7 @@ func startBenchSystem(ctx context.Context, dir string, workers int, getenv func(
 		}
 		return nc, err
 	}
-	// Production logging (JSON, one line per execution at info), written nowhere.
+	// Production logging (JSON at info; executions log at debug), written nowhere.
 	log := newLogger(io.Discard, getenv, false)
 	tiers := schemas.DefaultTiers()
 	boot, err := dial("wasmwiz-bench")
