@@ -2,8 +2,12 @@ package executor
 
 import (
 	"context"
+	"encoding/json"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/wasmwiz/wasmwiz/internal/fixtures"
 	"github.com/wasmwiz/wasmwiz/schemas"
@@ -49,25 +53,55 @@ func BenchmarkNode_Execute(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/exec")
 }
 
-// BenchmarkNode_Execute_Parallel keeps many executions in flight, to measure throughput.
+// BenchmarkNode_Execute_Parallel keeps many executions in flight, to measure throughput. Like a
+// gateway, it publishes with one shared reply subscription and marks the executions new.
 func BenchmarkNode_Execute_Parallel(b *testing.B) {
 	e := startEnv(b, func(c *Config) { c.Logger = discardLogger() })
 	mod := e.putModule(fixtures.Wasm("hello"))
 	if res := e.execute(newRequest(schemas.TierPro, mod)); res.Status != schemas.StatusSucceeded {
 		b.Fatalf("warm-up: %s", res.Status)
 	}
-	b.SetParallelism(8)
+	var waiting sync.Map // execution id → chan *nats.Msg
+	sub, err := e.nc.Subscribe("bench.reply.*", func(m *nats.Msg) {
+		if ch, ok := waiting.Load(m.Header.Get(schemas.HeaderExecutionID)); ok {
+			ch.(chan *nats.Msg) <- m
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	b.SetParallelism(16) // 32 in flight on 2 CPUs
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
+		ch := make(chan *nats.Msg, 1)
 		for pb.Next() {
 			req := newRequest(schemas.TierPro, mod)
 			req.TenantID = "bench"
-			sub := e.publish(req, "")
-			if res := e.wait(sub, 30*time.Second); res.Status != schemas.StatusSucceeded {
-				b.Errorf("%s %q", res.Status, res.Error)
+			body, _ := json.Marshal(req)
+			m := nats.NewMsg(schemas.ExecSubject(req.Tier, req.TenantID))
+			m.Data = body
+			m.Header.Set(schemas.HeaderMsgID, req.ExecutionID)
+			m.Header.Set(schemas.HeaderExecutionID, req.ExecutionID)
+			m.Header.Set(schemas.HeaderNewExecution, "true")
+			m.Header.Set(schemas.HeaderReply, "bench.reply."+req.ExecutionID)
+			waiting.Store(req.ExecutionID, ch)
+			if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
+				b.Error(err)
 				return
 			}
-			_ = sub.Unsubscribe()
+			select {
+			case r := <-ch:
+				var res schemas.Result
+				if err := json.Unmarshal(r.Data, &res); err != nil || res.Status != schemas.StatusSucceeded {
+					b.Errorf("%s %q %v", res.Status, res.Error, err)
+					return
+				}
+			case <-time.After(30 * time.Second):
+				b.Error("no reply")
+				return
+			}
+			waiting.Delete(req.ExecutionID)
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "execs/s")
