@@ -238,12 +238,15 @@ func (g *Gateway) publishExec(ctx context.Context, er *schemas.ExecRequest, dead
 	}
 	msg := nats.NewMsg(schemas.ExecSubject(er.Tier, er.TenantID))
 	msg.Data = body
-	msg.Header.Set(schemas.HeaderMsgID, er.ExecutionID)
 	msg.Header.Set(schemas.HeaderExecutionID, er.ExecutionID)
 	msg.Header.Set(schemas.HeaderReply, g.waiters.subject(er.ExecutionID))
 	msg.Header.Set(schemas.HeaderDeadline, strconv.FormatInt(deadline.UnixMilli(), 10))
 	if fresh {
 		msg.Header.Set(schemas.HeaderNewExecution, "true")
+	} else {
+		// An idempotency key's execution may be published again: the stream's duplicate window
+		// drops the copy. A random id is published once, and needs no entry in that window.
+		msg.Header.Set(schemas.HeaderMsgID, er.ExecutionID)
 	}
 	if id := requestIDFrom(ctx); id != "" {
 		msg.Header.Set(schemas.HeaderRequestID, id)
