@@ -1,8 +1,11 @@
 package test
 
 import (
+	"bytes"
 	"encoding/json"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -52,5 +55,39 @@ func TestBenchCommand(t *testing.T) {
 	}
 	if len(res.Ratios) == 0 {
 		t.Error("no ratios")
+	}
+}
+
+// TestLoadCommand_MakesUnlimitedKey runs `wasmwiz load` beside a dev system without --key: it
+// makes itself a key on the unlimited tier, so 600 executions in a few seconds all succeed where
+// the dev key's tier (pro: 500 a minute) would answer 429 past the 500th.
+func TestLoadCommand_MakesUnlimitedKey(t *testing.T) {
+	base := t.TempDir()
+	s := startDev(t, filepath.Join(base, "wasmwiz-data"))
+	echo, err := filepath.Abs("../internal/fixtures/wasm/echo.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin(), "load", "--url", s.URL, "--module", echo,
+		"--stdin", "hi", "--requests", "600", "--concurrency", "16", "--json")
+	cmd.Dir = base
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("wasmwiz load: %v\n%s\n%s", err, out, stderr.String())
+	}
+	var rep struct {
+		Requests, Errors int64
+		Outcomes         map[string]int64
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if rep.Requests != 600 || rep.Errors != 0 || rep.Outcomes["200"] != 600 {
+		t.Errorf("report %+v, want 600 succeeded executions", rep)
+	}
+	if !strings.Contains(stderr.String(), "tenant wasmwiz-load on the unlimited tier") {
+		t.Errorf("stderr %q does not say which tenant ran the load", stderr.String())
 	}
 }

@@ -33,7 +33,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	fs := newFlagSet("load", getenv, stderr)
 	baseURL := fs.string("url", "", "REST API URL (e.g. http://127.0.0.1:8080); give --url or --nats")
 	natsURL := fs.string("nats", "", "NATS URL for the direct NATS API (e.g. nats://127.0.0.1:4222)")
-	key := fs.string("key", "", "API key (default: ./wasmwiz-data/dev-api-key when present)")
+	key := fs.string("key", "", "API key (default, over REST beside a dev system: a key made for the run on the unlimited tier, with ./wasmwiz-data/admin-api-key; else ./wasmwiz-data/dev-api-key)")
 	module := fs.String("module", "", "module file (uploaded first) or an uploaded module's sha256:id")
 	stdin := fs.String("stdin", "", "stdin for every execution")
 	concurrency := fs.Int("concurrency", 16, "requests in flight at most")
@@ -57,7 +57,18 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	case *rate < 0 || *requests < 0:
 		return usageError{"--rate and --requests must not be negative"}
 	}
-	k := *key
+	k, made := *key, false
+	if k == "" && *baseURL != "" {
+		if admin, err := os.ReadFile(filepath.Join("wasmwiz-data", "admin-api-key")); err == nil {
+			var merr error
+			if k, merr = loadKey(ctx, *baseURL, strings.TrimSpace(string(admin))); merr != nil {
+				fmt.Fprintf(stderr, "wasmwiz load: cannot make a key on the unlimited tier (%v); using the dev key\n", merr)
+			} else {
+				made = true
+				fmt.Fprintf(stderr, "wasmwiz load: running as tenant %s on the unlimited tier, with a key made for this run (expires in an hour)\n", loadTenant)
+			}
+		}
+	}
 	if k == "" {
 		if b, err := os.ReadFile(filepath.Join("wasmwiz-data", "dev-api-key")); err == nil {
 			k = strings.TrimSpace(string(b))
@@ -102,10 +113,45 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 		return enc.Encode(rep)
 	}
 	rep.print(stdout)
+	if rep.Outcomes["429"] > 0 && !made {
+		fmt.Fprintf(stderr, "wasmwiz load: 429s: the key's tier limits its rate or its executions in flight. Load tests want a key on the unlimited tier:\n"+
+			"  wasmwiz keys tenant-create %[1]s --tier unlimited --key <admin key>\n  wasmwiz keys admin-create --tenant %[1]s --tier unlimited --key <admin key>\n", loadTenant)
+	}
 	if rep.Errors > 0 {
 		return fmt.Errorf("%d of %d requests failed", rep.Errors, rep.Requests)
 	}
 	return nil
+}
+
+// loadTenant is the tenant whose keys load makes for itself.
+const loadTenant = "wasmwiz-load"
+
+// loadKey makes, with an admin key, a key of tenant loadTenant on the unlimited tier (creating
+// the tenant, or moving it to that tier), expiring in an hour: a load test's tenant is made for
+// the purpose, so that no tier's rate limits throttle it by accident.
+func loadKey(ctx context.Context, baseURL, adminKey string) (string, error) {
+	c := &client{base: strings.TrimRight(baseURL, "/"), key: adminKey, hc: &http.Client{Timeout: 30 * time.Second}}
+	post := func(path string, in, out any) (int, error) {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return 0, err
+		}
+		return c.do(ctx, http.MethodPost, path, "application/json", bytes.NewReader(b), out)
+	}
+	status, err := post("/v1/admin/tenants", schemas.CreateTenantRequest{ID: loadTenant, Tier: schemas.TierUnlimited}, nil)
+	if status == http.StatusConflict {
+		b, _ := json.Marshal(schemas.UpdateTenantRequest{Tier: schemas.TierUnlimited})
+		_, err = c.do(ctx, http.MethodPatch, "/v1/admin/tenants/"+loadTenant, "application/json", bytes.NewReader(b), nil)
+	}
+	if err != nil {
+		return "", err
+	}
+	expires := time.Now().Add(time.Hour).UTC()
+	var k schemas.CreatedKey
+	if _, err := post("/v1/admin/keys", schemas.CreateKeyRequest{TenantID: loadTenant, Tier: schemas.TierUnlimited, Name: "wasmwiz load", ExpiresAt: &expires}, &k); err != nil {
+		return "", err
+	}
+	return k.Key, nil
 }
 
 func isTerminal(w io.Writer) bool {
