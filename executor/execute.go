@@ -273,7 +273,7 @@ func (n *Node) run(ctx context.Context, log *slog.Logger, tier schemas.Tier, req
 		return fmt.Errorf("worker pool: %w", err)
 	}
 	if wres.CompileCacheHit {
-		n.m.cacheHits.WithLabelValues("compiled").Inc()
+		n.m.compiledHits.Inc()
 	} else {
 		n.m.cacheMisses.WithLabelValues("compiled").Inc()
 		n.m.compileDuration.Observe(wres.CompileDuration.Seconds())

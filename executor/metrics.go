@@ -14,6 +14,10 @@ type metrics struct {
 	workerRestarts  *prometheus.CounterVec   // reason
 	workers         *prometheus.GaugeVec     // state = idle | busy
 	compileDuration prometheus.Histogram
+
+	// Children set on every execution, looked up once.
+	workersBusy, workersIdle prometheus.Gauge
+	fileHits, compiledHits   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -54,6 +58,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9),
 		}),
 	}
+	m.workersBusy, m.workersIdle = m.workers.WithLabelValues("busy"), m.workers.WithLabelValues("idle")
+	m.fileHits, m.compiledHits = m.cacheHits.WithLabelValues("file"), m.cacheHits.WithLabelValues("compiled")
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.executions, m.duration, m.queueWait, m.cacheHits, m.cacheMisses, m.workerRestarts, m.workers, m.compileDuration} {
 			if err := reg.Register(c); err != nil {

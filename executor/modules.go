@@ -135,7 +135,7 @@ func (c *moduleCache) path(hexDigest string) string {
 // release. maxSize is the tier's module size limit.
 func (c *moduleCache) get(ctx context.Context, hexDigest string, maxSize int64) (string, error) {
 	if f, ok := c.hold(hexDigest); ok {
-		c.m.cacheHits.WithLabelValues("file").Inc()
+		c.m.fileHits.Inc()
 		if f.size > maxSize {
 			c.release(hexDigest)
 			return "", tooLargeError(maxSize)

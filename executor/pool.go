@@ -350,8 +350,8 @@ func (p *pool) gauges() {
 	p.mu.Lock()
 	busy, alive := p.busy, p.alive
 	p.mu.Unlock()
-	p.m.workers.WithLabelValues("busy").Set(float64(busy))
-	p.m.workers.WithLabelValues("idle").Set(float64(max(0, alive-busy)))
+	p.m.workersBusy.Set(float64(busy))
+	p.m.workersIdle.Set(float64(max(0, alive-busy)))
 }
 
 // do sends req to a worker and waits for its final response. The worker is killed if it has
