@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wasmwiz/wasmwiz/executor/worker"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
@@ -32,6 +33,21 @@ func TestPool_KilledAndCrashedJobsReportTheirCost(t *testing.T) {
 		t.Errorf("killed after %v having used %v of CPU", ke.after, ke.cpu)
 	}
 	t.Logf("expcalls killed after %v, CPU %v", ke.after, ke.cpu)
+
+	// The same on a worker that has compiled the guest already (an upload's compile warmed it):
+	// no frame comes before the kill, and the bill starts from the worker's CPU after the compile.
+	job := runJob(t, "expcalls", 400*time.Millisecond, 16)
+	if cr, err := p.compile(context.Background(), &worker.CompileJob{ModulePath: job.ModulePath, ModuleHash: job.ModuleHash, MemoryPages: job.MemoryPages}); err != nil || cr.Error != "" {
+		t.Fatalf("compile expcalls: %+v %v", cr, err)
+	}
+	_, err = p.run(context.Background(), job)
+	if !errors.As(err, &ke) || ke.compiling || !job.Warm {
+		t.Fatalf("warm expcalls: %v (warm %v), want a kill of a running guest", err, job.Warm)
+	}
+	if ke.after < 400*time.Millisecond || ke.cpu < 100*time.Millisecond || ke.cpu > ke.after*time.Duration(runtime.NumCPU())+200*time.Millisecond {
+		t.Errorf("warm: killed after %v having used %v of CPU", ke.after, ke.cpu)
+	}
+	t.Logf("warm expcalls killed after %v, CPU %v", ke.after, ke.cpu)
 
 	_, err = p.run(context.Background(), runJob(t, "tablegrow", 20*time.Second, 16))
 	var ce *crashedError

@@ -93,6 +93,7 @@ type proc struct {
 	dead   atomic.Bool // its stdout ended: it will answer nothing more
 	engine string
 	warm   warmSet
+	cpu    time.Duration // the process's CPU time after its last job: the next guest's start
 
 	mu     sync.Mutex
 	reaped bool // the pid may belong to another process now: never signal it
@@ -228,7 +229,7 @@ func (p *pool) start(ctx context.Context) (*proc, error) {
 			pr.kill()
 			return nil, fmt.Errorf("worker handshake: %s", r.Ready.Error)
 		}
-		pr.engine = r.Ready.Engine
+		pr.engine, pr.cpu = r.Ready.Engine, r.Ready.ProcessCPU
 	case <-ctx.Done():
 		pr.kill()
 		return nil, ctx.Err()
@@ -240,14 +241,14 @@ func (p *pool) start(ctx context.Context) (*proc, error) {
 // acquire takes an idle worker, waiting for one. It prefers a worker that has recently run
 // the module key (its compiled module is likely still in that worker's cache), then the most
 // recently used one.
-func (p *pool) acquire(ctx context.Context, key string) (*proc, error) {
+func (p *pool) acquire(ctx context.Context, key string) (pr *proc, warm bool, err error) {
 	for {
 		select {
 		case <-p.tokens:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, false, ctx.Err()
 		case <-p.done:
-			return nil, errPoolClosed
+			return nil, false, errPoolClosed
 		}
 		p.mu.Lock()
 		i := len(p.idle) - 1
@@ -257,7 +258,7 @@ func (p *pool) acquire(ctx context.Context, key string) (*proc, error) {
 				break
 			}
 		}
-		pr := p.idle[i]
+		pr = p.idle[i]
 		p.idle = append(p.idle[:i], p.idle[i+1:]...)
 		p.mu.Unlock()
 		if pr.dead.Load() { // died while idle (OOM killer, operator)
@@ -269,9 +270,10 @@ func (p *pool) acquire(ctx context.Context, key string) (*proc, error) {
 		p.mu.Unlock()
 		p.gauges()
 		if key != "" {
+			warm = pr.warm.has(key)
 			pr.warm.add(key)
 		}
-		return pr, nil
+		return pr, warm, nil
 	}
 }
 
@@ -355,12 +357,15 @@ func (p *pool) gauges() {
 }
 
 // do sends req to a worker and waits for its final response. The worker is killed if it has
-// not answered within first, or, once it reports Started, within second.
+// not answered within first, or, once its guest runs, within second.
 func (p *pool) do(ctx context.Context, key string, req *worker.Request, first, second time.Duration) (worker.Response, error) {
 	for attempt := 0; ; attempt++ {
-		pr, err := p.acquire(ctx, key)
+		pr, warm, err := p.acquire(ctx, key)
 		if err != nil {
 			return worker.Response{}, err
+		}
+		if req.Run != nil {
+			req.Run.Warm = warm
 		}
 		resp, sent, err := p.exchange(pr, req, first, second)
 		if err == nil {
@@ -374,22 +379,37 @@ func (p *pool) do(ctx context.Context, key string, req *worker.Request, first, s
 }
 
 // exchange runs one job on pr, which the caller has acquired; exchange releases or loses it.
+//
+// A Run the worker should find compiled (Warm) runs its guest at once, under the second
+// deadline; any other job starts under the first (compiling) and switches to the second when
+// the worker reports Started. A warm Run that turns out cold is announced by Compiling, which
+// switches back to the first.
 func (p *pool) exchange(pr *proc, req *worker.Request, first, second time.Duration) (resp worker.Response, sent bool, err error) {
 	start := time.Now()
-	started := false
-	var cpu0 time.Duration // the worker's CPU time when the guest started
-	timer := time.AfterFunc(first, pr.kill)
+	started := req.Run != nil && req.Run.Warm
+	cpu0 := pr.cpu // the worker's CPU time when the guest started
+	deadline := first
+	if started {
+		deadline = second
+	}
+	timer := time.AfterFunc(deadline, pr.kill)
 	defer timer.Stop()
 	if err := pr.send(req); err != nil {
 		if pr.killed.Load() {
-			p.lose(pr, "compile_timeout", true)
-			return resp, true, &killedError{compiling: true, after: time.Since(start)}
+			p.lose(pr, reason(started), true)
+			return resp, true, &killedError{compiling: !started, after: time.Since(start)}
 		}
 		p.lose(pr, "crashed", true)
 		return resp, false, errWorkerCrashed
 	}
 	for r := range pr.resp {
 		switch {
+		case r.Compiling != nil:
+			if !timer.Stop() {
+				continue // the kill is under way; the channel will close
+			}
+			started = false
+			timer.Reset(first)
 		case r.Started != nil:
 			if !timer.Stop() {
 				continue // the kill is under way; the channel will close
@@ -398,6 +418,11 @@ func (p *pool) exchange(pr *proc, req *worker.Request, first, second time.Durati
 			start = time.Now()
 			timer.Reset(second)
 		case r.Run != nil || r.Compile != nil:
+			if r.Run != nil {
+				pr.cpu = r.Run.ProcessCPU
+			} else {
+				pr.cpu = r.Compile.ProcessCPU
+			}
 			switch {
 			case !timer.Stop() || pr.killed.Load():
 				// Finished just as the kill fired: the answer is good, the worker is gone.

@@ -34,7 +34,7 @@ func BenchmarkWorker_RunCached(b *testing.B) {
 	if err := os.WriteFile(job.ModulePath, bin, 0o644); err != nil {
 		b.Fatal(err)
 	}
-	started := func(*Started) error { return nil }
+	started := func(*Response) error { return nil }
 	if res := w.run(ctx, job, started); res.Status != schemas.StatusSucceeded {
 		b.Fatalf("warm-up: %+v", res)
 	}

@@ -11,11 +11,14 @@ import (
 // []byte fields are copied as they are, so a round trip costs little beyond the payload).
 //
 //	node → worker: Hello, then any number of Run or Compile, one at a time
-//	worker → node: Ready; per Run: Started, then Run; per Compile: Compile
+//	worker → node: Ready; per Run: [Compiling, Started,] Run; per Compile: Compile
 //
-// Started tells the supervisor that compilation is over and the guest's own clock is running,
-// so it can switch from the compile deadline to the execution deadline. Exactly one field of a
-// Request or Response is set.
+// A Run whose module the worker has compiled already, as the supervisor expected (RunJob.Warm),
+// is answered with the Run frame alone: the supervisor held it to the execution deadline from
+// the start. A Run that needs a compile is announced by Compiling (the supervisor switches to the
+// compile deadline) and followed by Started when the compile is over and the guest's own clock
+// runs (back to the execution deadline); so is a hit the supervisor did not expect, by Started
+// alone. Exactly one field of a Request or Response is set.
 
 // Request is one frame from the node to a worker.
 type Request struct {
@@ -26,10 +29,11 @@ type Request struct {
 
 // Response is one frame from a worker to the node.
 type Response struct {
-	Ready   *Ready
-	Started *Started
-	Run     *RunResult
-	Compile *CompileResult
+	Ready     *Ready
+	Compiling *Compiling
+	Started   *Started
+	Run       *RunResult
+	Compile   *CompileResult
 }
 
 // Hello is the first frame a worker reads.
@@ -43,9 +47,10 @@ type Hello struct {
 
 // Ready answers Hello.
 type Ready struct {
-	PID    int
-	Engine string // "compiler" or "interpreter"
-	Error  string // non-empty if the worker cannot serve (it exits after sending Ready)
+	PID        int
+	Engine     string        // "compiler" or "interpreter"
+	Error      string        // non-empty if the worker cannot serve (it exits after sending Ready)
+	ProcessCPU time.Duration // the worker process's CPU time so far
 }
 
 // RunJob runs a WASI command module once.
@@ -60,9 +65,16 @@ type RunJob struct {
 	MemoryPages uint32 // linear memory limit in 64 KiB pages
 	StdoutMax   int
 	StderrMax   int
+	// Warm says the node expects the module compiled in this worker. If it is, the result is the
+	// only frame; if not, or if the node did not expect it, Started tells the node the guest runs.
+	Warm bool
 }
 
-// Started is sent when the module is compiled and about to be instantiated.
+// Compiling is sent when a Run's module is not compiled in the worker yet: compiling it starts.
+type Compiling struct{}
+
+// Started is sent when the module is compiled and about to be instantiated, unless it was
+// compiled already and the node expected so (RunJob.Warm).
 type Started struct {
 	CompileCacheHit bool
 	CompileDuration time.Duration
@@ -86,6 +98,7 @@ type RunResult struct {
 	CPU             time.Duration // user + system time of the worker process during the run
 	MemoryPeakBytes int64         // linear memory size at the end (it only grows)
 	RuntimeBytes    int64         // memory the worker's Go runtime has mapped after the job (tables are Go heap)
+	ProcessCPU      time.Duration // the worker process's CPU time at the end: the next guest's start, for a kill's bill
 }
 
 // CompileJob compiles a module (upload check, cache warm-up).
@@ -97,7 +110,8 @@ type CompileJob struct {
 
 // CompileResult answers a CompileJob. Error is wazero's message when the module is invalid.
 type CompileResult struct {
-	Error    string
-	Duration time.Duration
-	CacheHit bool
+	Error      string
+	Duration   time.Duration
+	CacheHit   bool
+	ProcessCPU time.Duration // the worker process's CPU time at the end
 }

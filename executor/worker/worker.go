@@ -80,7 +80,7 @@ func Main(ctx context.Context, in io.Reader, out io.Writer, stderr io.Writer) in
 		log.Error("worker: setup", "err", err)
 		return 1
 	}
-	if err := send(&Response{Ready: &Ready{PID: os.Getpid(), Engine: w.engine}}); err != nil {
+	if err := send(&Response{Ready: &Ready{PID: os.Getpid(), Engine: w.engine, ProcessCPU: cpuTime()}}); err != nil {
 		log.Error("worker: writing ready", "err", err)
 		return 2
 	}
@@ -115,7 +115,7 @@ func (w *worker) serve(ctx context.Context, dec *gob.Decoder, send func(*Respons
 		var err error
 		switch {
 		case req.Run != nil:
-			res := w.run(ctx, req.Run, func(s *Started) error { return send(&Response{Started: s}) })
+			res := w.run(ctx, req.Run, send)
 			err = send(&Response{Run: res})
 		case req.Compile != nil:
 			err = send(&Response{Compile: w.compileJob(ctx, req.Compile)})
@@ -228,11 +228,15 @@ func (w *worker) runtimeFor(ctx context.Context, pages uint32) (wazero.Runtime, 
 	return r, nil
 }
 
-// compile returns the compiled module for (hash, pages), compiling it on a miss.
-func (w *worker) compile(ctx context.Context, path, hash string, pages uint32) (wazero.CompiledModule, bool, error) {
+// compile returns the compiled module for (hash, pages), compiling it on a miss; miss (may be
+// nil) is called before a compile starts.
+func (w *worker) compile(ctx context.Context, path, hash string, pages uint32, miss func()) (wazero.CompiledModule, bool, error) {
 	key := compiledKey{hash: hash, pages: pages}
 	if cm, ok := w.compiled.get(key); ok {
 		return cm, true, nil
+	}
+	if miss != nil {
+		miss()
 	}
 	r, err := w.runtimeFor(ctx, pages)
 	if err != nil {
@@ -254,23 +258,28 @@ func (w *worker) compile(ctx context.Context, path, hash string, pages uint32) (
 
 func (w *worker) compileJob(ctx context.Context, job *CompileJob) *CompileResult {
 	start := time.Now()
-	_, hit, err := w.compile(ctx, job.ModulePath, job.ModuleHash, job.MemoryPages)
-	res := &CompileResult{Duration: time.Since(start), CacheHit: hit}
+	_, hit, err := w.compile(ctx, job.ModulePath, job.ModuleHash, job.MemoryPages, nil)
+	res := &CompileResult{Duration: time.Since(start), CacheHit: hit, ProcessCPU: cpuTime()}
 	if err != nil {
 		res.Error = cleanError(err)
 	}
 	return res
 }
 
-func (w *worker) run(ctx context.Context, job *RunJob, started func(*Started) error) *RunResult {
+// run runs job; send writes a frame to the node (Compiling and Started, around a compile).
+func (w *worker) run(ctx context.Context, job *RunJob, send func(*Response) error) *RunResult {
 	t0 := time.Now()
 	res := &RunResult{ExitCode: -1}
-	cm, hit, err := w.compile(ctx, job.ModulePath, job.ModuleHash, job.MemoryPages)
+	var sendErr error
+	cm, hit, err := w.compile(ctx, job.ModulePath, job.ModuleHash, job.MemoryPages, func() {
+		sendErr = send(&Response{Compiling: &Compiling{}})
+	})
 	res.CompileDuration = time.Since(t0)
 	res.CompileCacheHit = hit
 	cpu0 := cpuTime() // the guest's CPU time, not the compiler's
 	finish := func() *RunResult {
-		res.CPU = cpuTime() - cpu0
+		res.ProcessCPU = cpuTime()
+		res.CPU = res.ProcessCPU - cpu0
 		res.RuntimeBytes = runtimeBytes()
 		return res
 	}
@@ -279,7 +288,10 @@ func (w *worker) run(ctx context.Context, job *RunJob, started func(*Started) er
 		res.Error = "invalid module: " + cleanError(err)
 		return finish()
 	}
-	if err := started(&Started{CompileCacheHit: hit, CompileDuration: res.CompileDuration, CPU: cpu0}); err != nil {
+	if (!hit || !job.Warm) && sendErr == nil {
+		sendErr = send(&Response{Started: &Started{CompileCacheHit: hit, CompileDuration: res.CompileDuration, CPU: cpu0}})
+	}
+	if sendErr != nil {
 		res.Status = schemas.StatusFailed
 		res.Error = "internal error"
 		return finish()
