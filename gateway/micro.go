@@ -56,7 +56,8 @@ func (g *Gateway) startMicro() (micro.Service, error) {
 			if err := decodeJSON(req.Data(), &body); err != nil {
 				return nil, err
 			}
-			out, err := g.createExecution(ctx, p, &body, req.Headers().Get(HeaderIdempotencyKey), requestHash(&body))
+			idem := req.Headers().Get(HeaderIdempotencyKey)
+			out, err := g.createExecution(ctx, p, &body, idem, requestHash(idem, &body))
 			if err != nil {
 				return nil, err
 			}
