@@ -49,8 +49,8 @@ func Main(ctx context.Context, in io.Reader, out io.Writer, stderr io.Writer) in
 	// guest's next entry into Go. (The deadline does still work with 1, because of those
 	// entries; a guest that never makes one is the node's to kill, whatever GOMAXPROCS is.)
 	// More than 2 buys nothing: a worker runs one guest at a time, wazero compiles on one
-	// goroutine, and the node starts about one worker per core, so a larger GOMAXPROCS would
-	// only let one worker's GC spread onto the cores of the others.
+	// goroutine, and the node starts more workers than cores, so a larger GOMAXPROCS would only
+	// let one worker's GC spread onto the cores of the others.
 	runtime.GOMAXPROCS(2)
 
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
