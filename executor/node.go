@@ -337,9 +337,8 @@ type scheduler struct {
 	queues []*tierQueue // by priority, highest first
 	limit  int          // fetched-but-not-started requests per tier
 	slots  int          // execution slots (workers)
-	busy   int          // slots held by started requests (from pick to done)
-	// started holds when each started request was picked; while longMax of them are older
-	// than longAfter, nothing more starts (0: no such bound).
+	// started holds the requests holding slots (from pick to done), with when each was picked;
+	// while longMax of them are older than longAfter, nothing more starts (0: no such bound).
 	started map[*queued]startedAt
 	longMax int
 	wake    chan struct{}
@@ -435,7 +434,7 @@ func (s *scheduler) pickable() (ok bool, retry time.Duration) {
 // keptFrom reports whether the next free slot is kept from q: it is the last one and a tier of
 // higher priority is active; until is how long that stays so if nothing else happens.
 func (s *scheduler) keptFrom(q *tierQueue, now time.Time) (keep bool, until time.Duration) {
-	if s.slots < 2 || s.busy < s.slots-1 {
+	if s.slots < 2 || len(s.started) < s.slots-1 {
 		return false, 0
 	}
 	for _, h := range s.queues {
@@ -481,7 +480,6 @@ func (s *scheduler) longBlocks(q *tierQueue, now time.Time) bool {
 func (s *scheduler) done(q *tierQueue, it *queued) {
 	s.mu.Lock()
 	q.running--
-	s.busy--
 	delete(s.started, it)
 	s.mu.Unlock()
 	select {
@@ -518,8 +516,6 @@ func (s *scheduler) pick() (*queued, *tierQueue, bool) {
 		return nil, nil, false
 	}
 	chosen.running++
-	s.busy++
-	s.started[chosen.items[0]] = startedAt{now, chosen.tier.Priority}
 	for _, q := range s.queues {
 		if q != chosen && len(q.items) > 0 {
 			q.skips++
@@ -527,6 +523,7 @@ func (s *scheduler) pick() (*queued, *tierQueue, bool) {
 	}
 	chosen.skips = 0
 	it := chosen.items[0]
+	s.started[it] = startedAt{now, chosen.tier.Priority}
 	chosen.items[0] = nil
 	chosen.items = chosen.items[1:]
 	select {

@@ -252,9 +252,10 @@ func (p *pool) acquire(ctx context.Context, key string) (pr *proc, warm bool, er
 		}
 		p.mu.Lock()
 		i := len(p.idle) - 1
+		warm = false
 		for j := len(p.idle) - 1; j >= 0 && key != ""; j-- {
 			if p.idle[j].warm.has(key) {
-				i = j
+				i, warm = j, true
 				break
 			}
 		}
@@ -270,7 +271,6 @@ func (p *pool) acquire(ctx context.Context, key string) (pr *proc, warm bool, er
 		p.mu.Unlock()
 		p.gauges()
 		if key != "" {
-			warm = pr.warm.has(key)
 			pr.warm.add(key)
 		}
 		return pr, warm, nil
