@@ -148,7 +148,7 @@ func (g *Gateway) compatExecute(w http.ResponseWriter, r *http.Request) {
 	if len(input) > 0 && !isUTF8(input) {
 		req = &schemas.ExecutionRequest{ModuleID: m.ID, StdinBase64: encodeB64(input)}
 	}
-	out, err := g.createExecution(ctx, p, req, "", "")
+	out, err := g.createExecution(ctx, p, req, "")
 	if err != nil {
 		se := g.publicError(ctx, "compat-execute", err)
 		compatError(w, se.Code.Status(), se.Message)

@@ -77,7 +77,7 @@ func BenchmarkGateway_PublishReply(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		out, err := g.createExecution(ctx, p, &schemas.ExecutionRequest{ModuleID: id, Stdin: "hi"}, "", "")
+		out, err := g.createExecution(ctx, p, &schemas.ExecutionRequest{ModuleID: id, Stdin: "hi"}, "")
 		if err != nil || out.Execution.Status != schemas.StatusSucceeded {
 			b.Fatalf("%+v %v", out, err)
 		}
@@ -94,7 +94,7 @@ func BenchmarkGateway_PublishReply_Parallel(b *testing.B) {
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			out, err := g.createExecution(ctx, p, &schemas.ExecutionRequest{ModuleID: id, Stdin: "hi"}, "", "")
+			out, err := g.createExecution(ctx, p, &schemas.ExecutionRequest{ModuleID: id, Stdin: "hi"}, "")
 			if err != nil || out.Execution.Status != schemas.StatusSucceeded {
 				b.Errorf("%+v %v", out, err)
 				return

@@ -51,12 +51,16 @@ type execOutcome struct {
 }
 
 // createExecution validates, admits (rate limits), publishes and, unless async, waits for one
-// execution. bodyHash identifies the request body for Idempotency-Key conflict checks.
-func (g *Gateway) createExecution(ctx context.Context, p *Principal, req *schemas.ExecutionRequest, idemKey string, bodyHash string) (*execOutcome, error) {
+// execution.
+func (g *Gateway) createExecution(ctx context.Context, p *Principal, req *schemas.ExecutionRequest, idemKey string) (*execOutcome, error) {
 	g.inflight.Add(1)
 	defer g.inflight.Done()
 	if len(idemKey) > maxIdemKeyBytes {
 		return nil, schemas.Errorf(schemas.CodeInvalid, "Idempotency-Key is longer than %d bytes", maxIdemKeyBytes)
+	}
+	var bodyHash string // identifies the request as sent, for Idempotency-Key conflict checks
+	if idemKey != "" {
+		bodyHash = requestHash(req)
 	}
 	er, err := g.buildRequest(ctx, p, req)
 	if err != nil {

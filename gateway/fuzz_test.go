@@ -37,7 +37,7 @@ func FuzzValidateRequest(f *testing.F) {
 		if er.TimeoutMS <= 0 || er.TimeoutMS > tier.WallTime.Milliseconds() || er.MemoryMB <= 0 || er.MemoryMB > tier.MemoryMB || len(er.Stdin) > tier.StdinMax {
 			t.Fatalf("accepted beyond the tier: %+v", er)
 		}
-		_ = requestHash("k", &req)
+		_ = requestHash(&req)
 	})
 }
 

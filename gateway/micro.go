@@ -56,8 +56,7 @@ func (g *Gateway) startMicro() (micro.Service, error) {
 			if err := decodeJSON(req.Data(), &body); err != nil {
 				return nil, err
 			}
-			idem := req.Headers().Get(HeaderIdempotencyKey)
-			out, err := g.createExecution(ctx, p, &body, idem, requestHash(idem, &body))
+			out, err := g.createExecution(ctx, p, &body, req.Headers().Get(HeaderIdempotencyKey))
 			if err != nil {
 				return nil, err
 			}

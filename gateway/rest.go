@@ -282,7 +282,7 @@ func (g *Gateway) register(api huma.API) {
 		Errors:    []int{401, 404, 409, 413, 422, 429, 503},
 	}, func(ctx context.Context, in *executionInput) (*executionOutput, error) {
 		p := principalFrom(ctx)
-		out, err := g.createExecution(ctx, p, &in.Body, in.IdempotencyKey, requestHash(in.IdempotencyKey, &in.Body))
+		out, err := g.createExecution(ctx, p, &in.Body, in.IdempotencyKey)
 		if err != nil {
 			return nil, g.fail(ctx, "create-execution", err)
 		}
@@ -361,12 +361,8 @@ func (g *Gateway) health() *HealthStatus {
 }
 
 // requestHash identifies an execution request's content for Idempotency-Key checks; it hashes
-// the decoded request, so formatting differences in the JSON do not matter. Without a key there
-// is nothing to check, and it is empty.
-func requestHash(idempotencyKey string, req *schemas.ExecutionRequest) string {
-	if idempotencyKey == "" {
-		return ""
-	}
+// the decoded request, so formatting differences in the JSON do not matter.
+func requestHash(req *schemas.ExecutionRequest) string {
 	c := *req
 	c.Async = false // how the caller waits is not part of what runs
 	b, _ := json.Marshal(&c)
