@@ -115,6 +115,7 @@ func (n *Node) Run(ctx context.Context) error {
 	if n.results, err = n.js.KeyValue(ctx, schemas.BucketResults); err != nil {
 		return fmt.Errorf("executor: results bucket: %w", err)
 	}
+	n.results = streams.LeaderReads(n.js, n.results, n.cfg.Replicas)
 	store, err := n.js.ObjectStore(ctx, schemas.ObjectModules)
 	if err != nil {
 		return fmt.Errorf("executor: module store: %w", err)

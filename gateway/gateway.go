@@ -137,9 +137,11 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn) (*Gateway, error) {
 		{schemas.BucketTenants, &g.tenants},
 		{schemas.BucketKeys, &g.keysKV},
 	} {
-		if *b.kv, err = js.KeyValue(ctx, b.name); err != nil {
+		kv, err := js.KeyValue(ctx, b.name)
+		if err != nil {
 			return nil, fmt.Errorf("kv %s: %w", b.name, err)
 		}
+		*b.kv = streams.LeaderReads(js, kv, cfg.Replicas)
 	}
 	if g.modules, err = js.ObjectStore(ctx, schemas.ObjectModules); err != nil {
 		return nil, fmt.Errorf("object store: %w", err)
