@@ -39,6 +39,10 @@ type moduleCache struct {
 	m        *metrics
 	maxBytes int64
 	group    singleflight.Group // one fetch per module at a time
+	// replicated: the object store has followers, whose direct gets can miss an object the
+	// leader has acknowledged a moment ago (see RATIONALE: leader reads), so "not found" is
+	// asked again before it is believed.
+	replicated bool
 
 	mu    sync.Mutex
 	files map[string]*cachedFile // by hex digest
@@ -162,11 +166,15 @@ func (c *moduleCache) get(ctx context.Context, hexDigest string, maxSize int64) 
 
 // fetch copies a module from the object store into the file cache. A read that nats.go reports
 // as corrupt (its digest check failed) is tried again: seen once in CI on a fresh 3-node R3
-// cluster, cause not established. Whatever is kept is checked against its sha256 id anyway.
+// cluster, most likely a follower that had not yet applied every chunk. So is a module not found
+// on a replicated store: the gateway checked that it exists before publishing the request, and
+// a follower may not have it yet. Whatever is kept is checked against its sha256 id anyway.
 func (c *moduleCache) fetch(ctx context.Context, hexDigest string, maxSize int64) error {
 	var err error
-	for attempt := range 3 {
-		if err = c.fetchOnce(ctx, hexDigest, maxSize); !errors.Is(err, jetstream.ErrDigestMismatch) {
+	for attempt := range 5 {
+		err = c.fetchOnce(ctx, hexDigest, maxSize)
+		retry := errors.Is(err, jetstream.ErrDigestMismatch) || (c.replicated && errors.Is(err, errModuleNotFound))
+		if !retry {
 			return err
 		}
 		select {

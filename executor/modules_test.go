@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -107,5 +108,44 @@ func TestModuleCache(t *testing.T) {
 	c3, err := newModuleCache(dir, store, m, 0)
 	if err != nil || c3.files[b] == nil || c3.total != 101 {
 		t.Errorf("reopened cache: %v %v", err, c3.files)
+	}
+}
+
+// On a replicated store a miss is asked again before it is believed: a module that appears
+// meanwhile (a follower catching up) is served, and a missing one still fails.
+func TestModuleCache_ReplicatedMiss(t *testing.T) {
+	s := natstest.RunJetStream(t)
+	js, err := jetstream.New(natstest.Connect(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := streams.Ensure(ctx, js, streams.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	store, err := js.ObjectStore(ctx, schemas.ObjectModules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := newMetrics(nil)
+	c, err := newModuleCache(t.TempDir(), store, m, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.replicated = true
+	late := make([]byte, 42)
+	sum := sha256.Sum256(late)
+	h := hex.EncodeToString(sum[:])
+	go func() {
+		time.Sleep(30 * time.Millisecond)
+		if _, err := store.PutBytes(ctx, schemas.ModuleObjectName(h), late); err != nil {
+			t.Error(err)
+		}
+	}()
+	if p, err := c.get(ctx, h, 1000); err != nil || p != c.path(h) {
+		t.Errorf("module stored after the first miss: %v", err)
+	}
+	if _, err := c.get(ctx, hex.EncodeToString(make([]byte, 32)), 1000); !errors.Is(err, errModuleNotFound) {
+		t.Errorf("missing module: %v", err)
 	}
 }

@@ -123,6 +123,7 @@ func (n *Node) Run(ctx context.Context) error {
 	if n.mods, err = newModuleCache(filepath.Join(n.cfg.CacheDir, "modules"), store, n.m, n.cfg.ModuleCacheBytes); err != nil {
 		return fmt.Errorf("executor: module cache: %w", err)
 	}
+	n.mods.replicated = n.cfg.Replicas > 1
 
 	n.pool, err = newPool(ctx, poolConfig{
 		command:        n.cfg.WorkerCommand,
