@@ -256,7 +256,7 @@ func (n *Node) run(ctx context.Context, log *slog.Logger, tier schemas.Tier, req
 		} else {
 			fail(schemas.StatusKilled, "execution ignored its deadline and was killed with its worker")
 		}
-		res.DurationMS, res.CPUMS = ms(killed.after), ms(killed.cpu)
+		res.DurationMS, res.CPUMS, res.MemoryPeakBytes = ms(killed.after), ms(killed.cpu), killed.memory
 		log.Warn("executor: worker killed", "err", err)
 		return nil
 	case errors.Is(err, errWorkerCrashed):
@@ -265,7 +265,7 @@ func (n *Node) run(ctx context.Context, log *slog.Logger, tier schemas.Tier, req
 		// time, as for a kill, so that a crash is not a free run.
 		var crashed *crashedError
 		if errors.As(err, &crashed) {
-			res.DurationMS, res.CPUMS = ms(crashed.after), ms(crashed.cpu)
+			res.DurationMS, res.CPUMS, res.MemoryPeakBytes = ms(crashed.after), ms(crashed.cpu), crashed.memory
 		}
 		log.Warn("executor: worker crashed during execution", "err", err)
 		return nil

@@ -393,6 +393,10 @@ func TestNode_Execute_KillsDeadlineIgnorer(t *testing.T) {
 	if took > 500*time.Millisecond+time.Second {
 		t.Errorf("killed %v after publishing, deadline 500 ms", took)
 	}
+	// Its one page of memory was reported while it ran, so the kill is billed for it.
+	if res.MemoryPeakBytes != 64<<10 || res.CPUMS <= 0 {
+		t.Errorf("killed guest billed memory %d bytes (want its one page, 65536), cpu %.1f ms", res.MemoryPeakBytes, res.CPUMS)
+	}
 	if !e.node.Ready() {
 		t.Error("node not ready after a kill")
 	}

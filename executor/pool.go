@@ -28,7 +28,10 @@ var (
 // crashedError reports a job whose worker died on its own (a crash, its memory backstop)
 // after running it for after (since the guest started, or since the job was sent); it is
 // errWorkerCrashed.
-type crashedError struct{ after, cpu time.Duration }
+type crashedError struct {
+	after, cpu time.Duration
+	memory     int64 // the guest's linear memory when last reported (worker.Memory), 0 if never
+}
 
 func (e *crashedError) Error() string        { return fmt.Sprintf("worker crashed after %v", e.after) }
 func (e *crashedError) Is(target error) bool { return target == errWorkerCrashed }
@@ -38,6 +41,7 @@ type killedError struct {
 	cpu       time.Duration // the guest's CPU time, from the dead worker's rusage (0 if unknown)
 	compiling bool          // killed before the guest started: compilation overran
 	after     time.Duration
+	memory    int64 // the guest's linear memory when last reported (worker.Memory), 0 if never
 }
 
 func (e *killedError) Error() string {
@@ -387,7 +391,8 @@ func (p *pool) do(ctx context.Context, key string, req *worker.Request, first, s
 func (p *pool) exchange(pr *proc, req *worker.Request, first, second time.Duration) (resp worker.Response, sent bool, err error) {
 	start := time.Now()
 	started := req.Run != nil && req.Run.Warm
-	cpu0 := pr.cpu // the worker's CPU time when the guest started
+	cpu0 := pr.cpu   // the worker's CPU time when the guest started
+	var memory int64 // the guest's linear memory, as last reported
 	deadline := first
 	if started {
 		deadline = second
@@ -417,6 +422,8 @@ func (p *pool) exchange(pr *proc, req *worker.Request, first, second time.Durati
 			started, cpu0 = true, r.Started.CPU
 			start = time.Now()
 			timer.Reset(second)
+		case r.Memory != nil:
+			memory = max(memory, r.Memory.Bytes)
 		case r.Run != nil || r.Compile != nil:
 			if r.Run != nil {
 				pr.cpu = r.Run.ProcessCPU
@@ -444,11 +451,11 @@ func (p *pool) exchange(pr *proc, req *worker.Request, first, second time.Durati
 	if pr.killed.Load() {
 		p.lose(pr, reason(started), true)
 		after := time.Since(start)
-		return resp, true, &killedError{compiling: !started, after: after, cpu: guestCPU(pr, started, cpu0)}
+		return resp, true, &killedError{compiling: !started, after: after, cpu: guestCPU(pr, started, cpu0), memory: memory}
 	}
 	p.lose(pr, "crashed", true)
 	after := time.Since(start)
-	return resp, true, &crashedError{after: after, cpu: guestCPU(pr, started, cpu0)}
+	return resp, true, &crashedError{after: after, cpu: guestCPU(pr, started, cpu0), memory: memory}
 }
 
 // guestCPU is the CPU time a guest used in a worker that died running it: the dead process's

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/tetratelabs/wazero/experimental"
 )
@@ -25,6 +26,7 @@ import (
 type jobMemory struct {
 	spare *spareMemories
 	mems  []*linearMemory
+	bytes atomic.Int64 // the job's linear memories' sizes, summed; read while the guest runs
 }
 
 func (j *jobMemory) allocator() experimental.MemoryAllocator {
@@ -34,8 +36,23 @@ func (j *jobMemory) allocator() experimental.MemoryAllocator {
 			m = newLinearMemory(max)
 		}
 		j.mems = append(j.mems, m)
-		return m
+		return &countedMemory{linearMemory: m, total: &j.bytes}
 	})
+}
+
+// countedMemory keeps its job's total up to date as the guest grows it.
+type countedMemory struct {
+	*linearMemory
+	total *atomic.Int64
+}
+
+func (c *countedMemory) Reallocate(size uint64) []byte {
+	before := len(c.buf)
+	b := c.linearMemory.Reallocate(size)
+	if b != nil {
+		c.total.Add(int64(len(b) - before))
+	}
+	return b
 }
 
 // release gives back every memory of the job. Call it only once no guest code of the job can

@@ -11,14 +11,16 @@ import (
 // []byte fields are copied as they are, so a round trip costs little beyond the payload).
 //
 //	node → worker: Hello, then any number of Run or Compile, one at a time
-//	worker → node: Ready; per Run: [Compiling, Started,] Run; per Compile: Compile
+//	worker → node: Ready; per Run: [Compiling, Started,] [Memory...] Run; per Compile: Compile
 //
 // A Run whose module the worker has compiled already, as the supervisor expected (RunJob.Warm),
 // is answered with the Run frame alone: the supervisor held it to the execution deadline from
 // the start. A Run that needs a compile is announced by Compiling (the supervisor switches to the
 // compile deadline) and followed by Started when the compile is over and the guest's own clock
 // runs (back to the execution deadline); so is a hit the supervisor did not expect, by Started
-// alone. Exactly one field of a Request or Response is set.
+// alone. A guest that runs past MemoryReportEvery is followed by Memory frames whenever its
+// linear memory has grown, so that the node knows how much a guest it kills was holding. Exactly
+// one field of a Request or Response is set.
 
 // Request is one frame from the node to a worker.
 type Request struct {
@@ -32,6 +34,7 @@ type Response struct {
 	Ready     *Ready
 	Compiling *Compiling
 	Started   *Started
+	Memory    *Memory
 	Run       *RunResult
 	Compile   *CompileResult
 }
@@ -80,6 +83,16 @@ type Started struct {
 	CompileDuration time.Duration
 	CPU             time.Duration // the worker process's CPU time so far: the supervisor bills a killed guest the rest
 }
+
+// Memory reports a running guest's linear memory, sent at most every MemoryReportEvery and only
+// when it has changed. The supervisor bills a guest it kills the last size reported.
+type Memory struct {
+	Bytes int64
+}
+
+// MemoryReportEvery is how often a running guest's memory is looked at. A guest that finishes
+// sooner sends no report: its result carries its memory.
+const MemoryReportEvery = 25 * time.Millisecond
 
 // RunResult answers a RunJob.
 type RunResult struct {

@@ -25,6 +25,8 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -324,8 +326,10 @@ func (w *worker) run(ctx context.Context, job *RunJob, send func(*Response) erro
 	defer cancel()
 	r, _ := w.runtimeFor(ctx, job.MemoryPages) // exists: compile succeeded
 	start := time.Now()
+	stopReports := reportMemory(&mem.bytes, send)
 	mod, err := r.InstantiateModule(rctx, cm, mc)
 	if err != nil {
+		stopReports()
 		res.Duration = time.Since(start)
 		res.Status = schemas.StatusFailed
 		res.Error = "cannot instantiate module: " + cleanError(err)
@@ -336,6 +340,7 @@ func (w *worker) run(ctx context.Context, job *RunJob, send func(*Response) erro
 	} else {
 		_, err = fn.Call(rctx)
 	}
+	stopReports()
 	res.MemoryPeakBytes = memorySize(mod)
 	_ = mod.Close(ctx)
 	res.Duration = time.Since(start)
@@ -343,6 +348,41 @@ func (w *worker) run(ctx context.Context, job *RunJob, send func(*Response) erro
 	res.Stderr, res.StderrBytes, res.StderrTruncated = stderr.buf, stderr.n, stderr.n > int64(len(stderr.buf))
 	classify(res, err, rctx.Err(), ctx.Err())
 	return finish()
+}
+
+// reportMemory sends a Memory frame every MemoryReportEvery while the guest runs, when bytes
+// has changed since the last one. stop waits for a report being sent, so that no frame follows
+// it: the run's other frames are sent by the caller, never at the same time as a report. It
+// costs a short run nothing but arming and stopping a timer.
+func reportMemory(bytes *atomic.Int64, send func(*Response) error) (stop func()) {
+	var (
+		mu      sync.Mutex
+		stopped bool
+		last    int64
+		t       *time.Timer
+	)
+	mu.Lock()
+	defer mu.Unlock()
+	t = time.AfterFunc(MemoryReportEvery, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		if n := bytes.Load(); n != last {
+			last = n
+			if send(&Response{Memory: &Memory{Bytes: n}}) != nil {
+				return // the node is gone; the run's end will find out
+			}
+		}
+		t.Reset(MemoryReportEvery)
+	})
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
+	}
 }
 
 // guestRand is the guest's random_get: the same fixed-seed ChaCha8 stream for every run, so

@@ -27,6 +27,8 @@ type client struct {
 	dec  *gob.Decoder
 	in   *io.PipeWriter
 	done chan int
+	// memory holds the last run's Memory frames.
+	memory []int64
 }
 
 func startClient(tb testing.TB) *client {
@@ -95,6 +97,7 @@ func (c *client) run(bin []byte, job RunJob) (*RunResult, *Started) {
 	}
 	var started *Started
 	compiling := false
+	c.memory = c.memory[:0]
 	for {
 		var r Response
 		if err := c.dec.Decode(&r); err != nil {
@@ -105,6 +108,12 @@ func (c *client) run(bin []byte, job RunJob) (*RunResult, *Started) {
 			compiling = true
 		case r.Started != nil && (compiling || !job.Warm) && started == nil:
 			started = r.Started
+		case r.Memory != nil && (started != nil || (job.Warm && !compiling)):
+			// Reports come while the guest runs, each different from the one before.
+			if n := len(c.memory); n > 0 && c.memory[n-1] == r.Memory.Bytes {
+				c.tb.Fatalf("memory report repeated: %d", r.Memory.Bytes)
+			}
+			c.memory = append(c.memory, r.Memory.Bytes)
 		case r.Run != nil:
 			if r.Run.CompileCacheHit == compiling {
 				c.tb.Fatalf("run with compile cache hit %v after Compiling %v", r.Run.CompileCacheHit, compiling)
@@ -295,5 +304,22 @@ func TestWorker_ManyMemoryLimits(t *testing.T) {
 				t.Fatalf("round %d, %d MiB: %s %q %q", round, mb, res.Status, res.Stdout, res.Error)
 			}
 		}
+	}
+}
+
+// TestWorker_Run_MemoryReports: a guest that runs past MemoryReportEvery has its memory reported
+// while it runs (the node bills a guest it kills that figure), and only when it changed; a short
+// one sends none.
+func TestWorker_Run_MemoryReports(t *testing.T) {
+	c := startClient(t)
+	res, _ := c.run(fixtures.Wasm("loop"), RunJob{Timeout: 10 * MemoryReportEvery})
+	if res.Status != schemas.StatusTimedOut {
+		t.Fatalf("loop: %s %q", res.Status, res.Error)
+	}
+	if len(c.memory) != 1 || c.memory[0] != 64<<10 {
+		t.Errorf("loop's memory reports %v, want one of its single page (65536)", c.memory)
+	}
+	if res, _ = c.run(fixtures.Wasm("hello"), RunJob{}); res.Status != schemas.StatusSucceeded || len(c.memory) != 0 {
+		t.Errorf("hello: %s, memory reports %v, want none", res.Status, c.memory)
 	}
 }
