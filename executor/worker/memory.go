@@ -21,8 +21,12 @@ import (
 // memory; release gives it back after the call has returned, when no guest code runs.
 //
 // Mapping and unmapping per job costs two system calls and, for a process whose threads ran on
-// several CPUs, a TLB shootdown on each of them. So a memory that stayed small is zeroed and kept
-// for the next job (spareMemories); a large one is unmapped, and the kernel zeroes its pages.
+// several CPUs, a TLB shootdown on each of them; and every page the next guest touches in a fresh
+// mapping is a page fault, in which the kernel zeroes it. On a virtual machine a fault can cost
+// 10 µs or more (12 µs per 4 KiB page measured on the 2-vCPU CI machines): a Go guest touching
+// 4 MiB paid ~12 ms in faults, while zeroing the same 4 MiB in place takes ~0.15 ms. So a memory
+// of up to reuseMax is zeroed and kept for the next job (spareMemories), within a budget of
+// resident bytes; a larger one is unmapped.
 type jobMemory struct {
 	spare *spareMemories
 	mems  []*linearMemory
@@ -65,9 +69,9 @@ func (j *jobMemory) release() {
 }
 
 const (
-	// reuseMax is the largest memory zeroed for reuse; zeroing more costs about what a fresh
-	// mapping does.
-	reuseMax = 1 << 20
+	// reuseMax is the largest memory zeroed for reuse, and the most resident memory the spares
+	// hold together: an idle worker keeps at most this much of its guests' memory (zeroed).
+	reuseMax = 32 << 20
 	// sparesMax bounds the memories kept, and with them the address space reserved while idle.
 	sparesMax = 4
 )
@@ -76,8 +80,9 @@ const (
 // so give zeroes everything the last guest could reach: the memory's whole current length (a
 // guest cannot shrink a memory, and wazero checks every access against that length).
 type spareMemories struct {
-	mu   sync.Mutex
-	free []*linearMemory
+	mu       sync.Mutex
+	free     []*linearMemory
+	resident int // the free memories' resident bytes, summed
 }
 
 func (s *spareMemories) take(max uint64) *linearMemory {
@@ -89,6 +94,7 @@ func (s *spareMemories) take(max uint64) *linearMemory {
 	for i, m := range s.free {
 		if m.max == max {
 			s.free = append(s.free[:i], s.free[i+1:]...)
+			s.resident -= m.resident
 			return m
 		}
 	}
@@ -100,23 +106,29 @@ func (s *spareMemories) give(m *linearMemory) {
 		m.unmap()
 		return
 	}
+	// The pages past len(m.buf) that an earlier guest touched were zeroed when it gave the
+	// memory back, and this guest could not reach them.
 	clear(m.mapped[:len(m.buf)])
+	m.resident = max(m.resident, len(m.buf))
 	m.buf = m.mapped[:0:0]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.free) >= sparesMax {
+	s.free = append(s.free, m)
+	s.resident += m.resident
+	for len(s.free) > sparesMax || s.resident > reuseMax {
 		// Keep the most recent: drop the oldest.
+		s.resident -= s.free[0].resident
 		s.free[0].unmap()
 		s.free = append(s.free[:0], s.free[1:]...)
 	}
-	s.free = append(s.free, m)
 }
 
 // linearMemory is a reserved mapping (or, where mapping fails, a Go slice) backing one memory.
 type linearMemory struct {
-	mapped []byte // the whole reservation; nil when backed by a Go slice
-	buf    []byte
-	max    uint64
+	mapped   []byte // the whole reservation; nil when backed by a Go slice
+	buf      []byte
+	max      uint64
+	resident int // the most of mapped any guest has touched (all zero while spare)
 }
 
 func (m *linearMemory) Reallocate(size uint64) []byte {

@@ -12,7 +12,7 @@ func lin(m experimental.LinearMemory) *linearMemory { return m.(*countedMemory).
 // TestJobMemory_Reuse: a memory that stayed small goes to the next job zeroed, whatever the
 // last guest wrote; a large one is unmapped instead.
 func TestJobMemory_Reuse(t *testing.T) {
-	const max = 16 << 20
+	const max = 2 * reuseMax
 	var spare spareMemories
 	first := jobMemory{spare: &spare}
 	m := first.allocator().Allocate(0, max)
@@ -36,7 +36,7 @@ func TestJobMemory_Reuse(t *testing.T) {
 			t.Fatal("a reused memory holds the last guest's bytes")
 		}
 	}
-	second.release() // grew to 16 MiB: not kept
+	second.release() // grew past reuseMax: not kept
 	third := jobMemory{spare: &spare}
 	m3 := third.allocator().Allocate(0, max)
 	if lin(m3) == lin(m2) {
@@ -45,5 +45,37 @@ func TestJobMemory_Reuse(t *testing.T) {
 	third.release() // untouched: kept
 	if other := (&jobMemory{spare: &spare}).allocator().Allocate(0, 2*max); lin(other) == lin(m3) {
 		t.Fatal("a memory of another maximum was reused")
+	}
+}
+
+// TestSpareMemories_Budget: the spares hold at most reuseMax resident bytes together, dropping
+// the oldest first.
+func TestSpareMemories_Budget(t *testing.T) {
+	const max = 2 * reuseMax
+	var spare spareMemories
+	var given []*linearMemory
+	jobs := make([]jobMemory, 3) // at once, so that each has a memory of its own
+	for i := range jobs {
+		jobs[i].spare = &spare
+		m := jobs[i].allocator().Allocate(0, max)
+		b := m.Reallocate(reuseMax / 2)
+		if lin(m).mapped == nil {
+			t.Skip("linear memories are Go slices on this platform")
+		}
+		b[len(b)-1] = 1
+		given = append(given, lin(m))
+	}
+	for i := range jobs {
+		jobs[i].release()
+	}
+	if len(spare.free) != 2 || spare.resident != reuseMax || spare.free[0] != given[1] || spare.free[1] != given[2] {
+		t.Fatalf("spares %d holding %d bytes; want the two newest, %d bytes", len(spare.free), spare.resident, reuseMax)
+	}
+	if given[0].mapped != nil {
+		t.Error("the dropped memory is still mapped")
+	}
+	j := jobMemory{spare: &spare}
+	if m := j.allocator().Allocate(0, max); lin(m) != given[1] || spare.resident != reuseMax/2 {
+		t.Errorf("take: got another memory, or %d bytes left", spare.resident)
 	}
 }

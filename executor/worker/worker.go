@@ -119,6 +119,7 @@ func (w *worker) serve(ctx context.Context, dec *gob.Decoder, send func(*Respons
 		case req.Run != nil:
 			res := w.run(ctx, req.Run, send)
 			err = send(&Response{Run: res})
+			w.releaseMemory() // zeroing for reuse is off the execution's path
 		case req.Compile != nil:
 			err = send(&Response{Compile: w.compileJob(ctx, req.Compile)})
 		default:
@@ -152,6 +153,15 @@ type worker struct {
 	rtLRU    *list.List
 	compiled *compiledLRU
 	spare    spareMemories // zeroed linear memories for the next jobs
+	used     *jobMemory    // the last run's memories, released once its result is sent
+}
+
+// releaseMemory gives back the last run's linear memories (see jobMemory.release).
+func (w *worker) releaseMemory() {
+	if w.used != nil {
+		w.used.release()
+		w.used = nil
+	}
 }
 
 type wazRuntime struct {
@@ -320,8 +330,11 @@ func (w *worker) run(ctx context.Context, job *RunJob, send func(*Response) erro
 		mc = mc.WithEnv(k, v)
 	}
 
-	mem := jobMemory{spare: &w.spare}
-	defer mem.release() // after the guest has stopped: deferred calls run after the call below
+	// The memories go back after the guest has stopped, once the result is sent (serve), or
+	// at the next run.
+	w.releaseMemory()
+	mem := &jobMemory{spare: &w.spare}
+	w.used = mem
 	rctx, cancel := context.WithTimeout(experimental.WithMemoryAllocator(ctx, mem.allocator()), job.Timeout)
 	defer cancel()
 	r, _ := w.runtimeFor(ctx, job.MemoryPages) // exists: compile succeeded
