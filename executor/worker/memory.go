@@ -38,6 +38,9 @@ func (j *jobMemory) allocator() experimental.MemoryAllocator {
 		m := j.spare.take(max)
 		if m == nil {
 			m = newLinearMemory(max)
+			if m.mapped == nil && max > 0 && j.spare.drop() {
+				m = newLinearMemory(max) // the spares' reservations were in the way
+			}
 		}
 		j.mems = append(j.mems, m)
 		return &countedMemory{linearMemory: m, total: &j.bytes}
@@ -72,8 +75,11 @@ const (
 	// reuseMax is the largest memory zeroed for reuse, and the most resident memory the spares
 	// hold together: an idle worker keeps at most this much of its guests' memory (zeroed).
 	reuseMax = 32 << 20
-	// sparesMax bounds the memories kept, and with them the address space reserved while idle.
-	sparesMax = 4
+	// sparesMax bounds the memories kept, and reserveMax the address space they reserve
+	// together: reservations count against the worker's RLIMIT_DATA, and spares of other sizes
+	// must not leave the next guest too little of it.
+	sparesMax  = 4
+	reserveMax = 512 << 20
 )
 
 // spareMemories holds zeroed mappings for the next jobs. Another tenant's guest may get one,
@@ -82,7 +88,8 @@ const (
 type spareMemories struct {
 	mu       sync.Mutex
 	free     []*linearMemory
-	resident int // the free memories' resident bytes, summed
+	resident int    // the free memories' resident bytes, summed
+	reserved uint64 // the free memories' reservations (max), summed
 }
 
 func (s *spareMemories) take(max uint64) *linearMemory {
@@ -95,6 +102,7 @@ func (s *spareMemories) take(max uint64) *linearMemory {
 		if m.max == max {
 			s.free = append(s.free[:i], s.free[i+1:]...)
 			s.resident -= m.resident
+			s.reserved -= m.max
 			return m
 		}
 	}
@@ -115,12 +123,34 @@ func (s *spareMemories) give(m *linearMemory) {
 	defer s.mu.Unlock()
 	s.free = append(s.free, m)
 	s.resident += m.resident
-	for len(s.free) > sparesMax || s.resident > reuseMax {
-		// Keep the most recent: drop the oldest.
-		s.resident -= s.free[0].resident
-		s.free[0].unmap()
-		s.free = append(s.free[:0], s.free[1:]...)
+	s.reserved += m.max
+	for len(s.free) > sparesMax || s.resident > reuseMax || s.reserved > reserveMax {
+		s.dropOldest()
 	}
+}
+
+// dropOldest unmaps the spare given back longest ago. Call with s.mu held.
+func (s *spareMemories) dropOldest() {
+	m := s.free[0]
+	s.resident -= m.resident
+	s.reserved -= m.max
+	m.unmap()
+	s.free = append(s.free[:0], s.free[1:]...)
+}
+
+// drop unmaps every spare: a new mapping failed, perhaps for want of the address space they
+// hold.
+func (s *spareMemories) drop() bool {
+	if s == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	had := len(s.free) > 0
+	for len(s.free) > 0 {
+		s.dropOldest()
+	}
+	return had
 }
 
 // linearMemory is a reserved mapping (or, where mapping fails, a Go slice) backing one memory.

@@ -79,3 +79,29 @@ func TestSpareMemories_Budget(t *testing.T) {
 		t.Errorf("take: got another memory, or %d bytes left", spare.resident)
 	}
 }
+
+// TestSpareMemories_Reserved: the spares reserve at most reserveMax of address space together,
+// which counts against the worker's RLIMIT_DATA.
+func TestSpareMemories_Reserved(t *testing.T) {
+	var spare spareMemories
+	jobs := make([]jobMemory, 2)
+	var given []*linearMemory
+	for i := range jobs {
+		jobs[i].spare = &spare
+		m := jobs[i].allocator().Allocate(0, reserveMax/2+uint64(i+1)<<16) // two sizes, together over the budget
+		if lin(m).mapped == nil {
+			t.Skip("linear memories are Go slices on this platform")
+		}
+		m.Reallocate(64 << 10)
+		given = append(given, lin(m))
+	}
+	for i := range jobs {
+		jobs[i].release()
+	}
+	if len(spare.free) != 1 || spare.free[0] != given[1] || spare.reserved != given[1].max || given[0].mapped != nil {
+		t.Fatalf("spares %d reserving %d bytes; want only the newest, %d", len(spare.free), spare.reserved, given[1].max)
+	}
+	if !spare.drop() || len(spare.free) != 0 || spare.reserved != 0 || spare.resident != 0 || given[1].mapped != nil {
+		t.Errorf("drop left %d spares, %d reserved, %d resident", len(spare.free), spare.reserved, spare.resident)
+	}
+}
