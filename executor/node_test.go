@@ -394,8 +394,8 @@ func TestNode_Execute_KillsDeadlineIgnorer(t *testing.T) {
 		t.Errorf("killed %v after publishing, deadline 500 ms", took)
 	}
 	// Its one page of memory was reported while it ran, so the kill is billed for it.
-	if res.MemoryPeakBytes != 64<<10 || res.CPUMS <= 0 {
-		t.Errorf("killed guest billed memory %d bytes (want its one page, 65536), cpu %.1f ms", res.MemoryPeakBytes, res.CPUMS)
+	if res.MemoryPeakBytes != 64<<10 {
+		t.Errorf("killed guest billed memory %d bytes, want its one page (65536)", res.MemoryPeakBytes)
 	}
 	if !e.node.Ready() {
 		t.Error("node not ready after a kill")
