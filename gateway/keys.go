@@ -189,7 +189,11 @@ func (k *keyring) applyKey(e jetstream.KeyValueEntry) {
 		return
 	}
 	sel := e.Key()[:16]
-	if old, ok := k.bySelector[sel]; ok {
+	old, ok := k.bySelector[sel]
+	if ok && old.hash == e.Key() && old.rev >= e.Revision() {
+		return // this gateway applied its own write, or a later one, already (see refreshKey)
+	}
+	if ok {
 		delete(k.byID, old.rec.ID)
 	}
 	if e.Operation() != jetstream.KeyValuePut {
@@ -201,7 +205,7 @@ func (k *keyring) applyKey(e jetstream.KeyValueEntry) {
 		k.log.Error("undecodable key record", "err", err)
 		return
 	}
-	k.bySelector[sel] = keyEntry{hash: e.Key(), rec: rec}
+	k.bySelector[sel] = keyEntry{hash: e.Key(), rec: rec, rev: e.Revision()}
 	k.byID[rec.ID] = sel
 }
 
@@ -211,6 +215,7 @@ func (k *keyring) applyKey(e jetstream.KeyValueEntry) {
 type keyEntry struct {
 	hash string
 	rec  schemas.Key
+	rev  uint64 // the KV revision the record came from
 }
 
 func (k *keyring) applyTenant(e jetstream.KeyValueEntry) {
@@ -373,6 +378,18 @@ func (k *keyring) keyByID(id string) (schemas.Key, string, bool) {
 		return schemas.Key{}, "", false
 	}
 	return e.rec, e.hash, true
+}
+
+// refresh reads a key this gateway has just written and applies it at once, so that the next
+// request here (rotate or revoke the key just made, list the tenant's keys) sees it before the
+// watch delivers it. Keys read from the watch later are applied only if they are newer.
+func (k *keyring) refresh(ctx context.Context, hash string) {
+	e, err := k.keys.Get(ctx, hash)
+	if err != nil {
+		k.log.Warn("read back a key just written", "err", err) // the watch will deliver it
+		return
+	}
+	k.applyKey(e)
 }
 
 // forget drops a key at once (its revocation reached this gateway first).

@@ -119,6 +119,7 @@ func (g *Gateway) createKeyEvent(ctx context.Context, p *Principal, req schemas.
 	if err != nil {
 		return nil, err
 	}
+	g.keyring.refresh(ctx, HashAPIKey(k.Key))
 	g.publishEvent(ctx, schemas.EventKeyCreated, k.Record.TenantID, "key.created:"+k.Record.ID, func(e *schemas.Event) {
 		e.Key = &schemas.KeyEvent{KeyID: k.Record.ID, Tier: k.Record.Tier, Admin: k.Record.Admin}
 	})
@@ -173,6 +174,7 @@ func (g *Gateway) rotateKey(ctx context.Context, p *Principal, id string, req *s
 	if _, err := g.keysKV.Put(ctx, hash, b); err != nil {
 		return nil, unavailable("key store", err)
 	}
+	g.keyring.refresh(ctx, hash)
 	return k, nil
 }
 
