@@ -19,8 +19,10 @@ type Options struct {
 	Replicas        int           // 1 on a single server, 3 on a cluster
 	ResultsTTL      time.Duration // how long results stay readable; default 24h
 	EventsMaxAge    time.Duration // default 30 days
-	DuplicateWindow time.Duration // for exec requests and events; default 1h
-	Tiers           map[string]schemas.Tier
+	DuplicateWindow time.Duration // for exec requests; default 1h
+	// EventsDuplicateWindow is the events stream's; default EventsDuplicateWindow.
+	EventsDuplicateWindow time.Duration
+	Tiers                 map[string]schemas.Tier
 }
 
 func (o *Options) defaults() {
@@ -36,10 +38,23 @@ func (o *Options) defaults() {
 	if o.DuplicateWindow <= 0 {
 		o.DuplicateWindow = time.Hour
 	}
+	if o.EventsDuplicateWindow <= 0 {
+		o.EventsDuplicateWindow = EventsDuplicateWindow
+	}
 	if o.Tiers == nil {
 		o.Tiers = schemas.DefaultTiers()
 	}
 }
+
+// EventsDuplicateWindow is how long the events stream remembers an event's id (Nats-Msg-Id) to
+// drop a second copy. An execution's event is published again only when its request is
+// redelivered after the event was stored (a node lost before its ack): that is within AckWait
+// of the longest tier, a minute by default, unless every executor was down meanwhile. The server
+// keeps every id of the window in memory, ~160 bytes each (measured: 200,000 publishes with ids
+// grew its heap by 42 MB, without by 10 MB): at 1,000 executions/s an hour would hold ~580 MB,
+// ten minutes ~95 MB. A copy published later still bills once (accounting stores each execution
+// once); only the audit stream would hold it twice, under the same id.
+const EventsDuplicateWindow = 10 * time.Minute
 
 // MaxDeliver is how often an execution request is delivered before it goes to the dead letters.
 const MaxDeliver = 5
@@ -60,7 +75,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 			Retention:   jetstream.LimitsPolicy,
 			Storage:     jetstream.FileStorage,
 			Replicas:    o.Replicas,
-			Duplicates:  o.DuplicateWindow,
+			Duplicates:  o.EventsDuplicateWindow,
 			MaxAge:      o.EventsMaxAge,
 		},
 		{
