@@ -29,9 +29,13 @@ func runAdmin(ctx context.Context, args []string, getenv func(string) string, st
 	natsURL := fs.string("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
 	replicas := fs.int("replicas", 1, "JetStream replicas for streams and buckets (3 on a cluster)")
 	keyFile := fs.String("key-file", "", "also write the key to this file (mode 0600)")
+	resultsTTL := fs.duration("results-ttl", 0, "how long execution results stay readable (default: as the bucket has it, 24h when new); roles keep what is set here")
 	loadTiers := fs.tiersFlag()
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
+	}
+	if *resultsTTL < 0 {
+		return usageError{"--results-ttl must not be negative"}
 	}
 	tiers, err := loadTiers()
 	if err != nil {
@@ -46,7 +50,7 @@ func runAdmin(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
-	if err := streams.EnsureWithRetry(ctx, js, streams.Options{Replicas: *replicas, Tiers: tiers}); err != nil {
+	if err := streams.EnsureWithRetry(ctx, js, streams.Options{Replicas: *replicas, Tiers: tiers, ResultsTTL: *resultsTTL}); err != nil {
 		return fmt.Errorf("create streams: %w", err)
 	}
 	a, err := gateway.NewAdmin(ctx, js, tiers)

@@ -37,6 +37,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	compileTimeout := fs.duration("compile-timeout", 0, "longest a module may take to compile before its worker is killed (default 10s)")
 	syncWait := fs.duration("sync-wait", 0, "longest a synchronous execution request waits before answering 202 (default: its timeout + 10s)")
 	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "Postgres URL for accounting ($DATABASE_URL); empty: SQLite in the data dir")
+	resultsTTL := fs.duration("results-ttl", 0, "how long execution results stay readable (default: as the data dir has it, 24h when new)")
 	loadTiers := fs.tiersFlag()
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -44,6 +45,9 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	tiers, err := loadTiers()
 	if err != nil {
 		return usageError{err.Error()}
+	}
+	if *resultsTTL < 0 {
+		return usageError{"--results-ttl must not be negative"}
 	}
 	if fs.NArg() > 0 {
 		return usageError{"unexpected arguments: " + strings.Join(fs.Args(), " ")}
@@ -73,7 +77,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err != nil {
 		return err
 	}
-	if err := streams.EnsureWithRetry(ctx, js, streams.Options{Tiers: tiers}); err != nil {
+	if err := streams.EnsureWithRetry(ctx, js, streams.Options{Tiers: tiers, ResultsTTL: *resultsTTL}); err != nil {
 		return fmt.Errorf("create streams: %w", err)
 	}
 	keys, err := bootstrapKeys(ctx, js, tiers, *dataDir)

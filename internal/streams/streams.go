@@ -16,8 +16,11 @@ import (
 
 // Options sizes the streams. Zero values take the defaults.
 type Options struct {
-	Replicas        int           // 1 on a single server, 3 on a cluster
-	ResultsTTL      time.Duration // how long results stay readable; default 24h
+	Replicas int // 1 on a single server, 3 on a cluster
+	// ResultsTTL is how long results stay readable. Zero keeps an existing bucket's (so that
+	// roles started without it never undo what an operator set at bootstrap), and makes a new
+	// one with DefaultResultsTTL.
+	ResultsTTL      time.Duration
 	EventsMaxAge    time.Duration // default 30 days
 	DuplicateWindow time.Duration // for exec requests; default 1h
 	// EventsDuplicateWindow is the events stream's; default EventsDuplicateWindow.
@@ -28,9 +31,6 @@ type Options struct {
 func (o *Options) defaults() {
 	if o.Replicas <= 0 {
 		o.Replicas = 1
-	}
-	if o.ResultsTTL <= 0 {
-		o.ResultsTTL = 24 * time.Hour
 	}
 	if o.EventsMaxAge <= 0 {
 		o.EventsMaxAge = 30 * 24 * time.Hour
@@ -55,6 +55,9 @@ func (o *Options) defaults() {
 // ten minutes ~95 MB. A copy published later still bills once (accounting stores each execution
 // once); only the audit stream would hold it twice, under the same id.
 const EventsDuplicateWindow = 10 * time.Minute
+
+// DefaultResultsTTL is a new results bucket's TTL when none is given.
+const DefaultResultsTTL = 24 * time.Hour
 
 // MaxDeliver is how often an execution request is delivered before it goes to the dead letters.
 const MaxDeliver = 5
@@ -149,8 +152,17 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 			return fmt.Errorf("consumer %s: %w", schemas.ExecConsumer(name), err)
 		}
 	}
+	resultsTTL := o.ResultsTTL
+	if resultsTTL <= 0 {
+		resultsTTL = DefaultResultsTTL
+		if kv, err := js.KeyValue(ctx, schemas.BucketResults); err == nil {
+			if st, err := kv.Status(ctx); err == nil && st.TTL() > 0 {
+				resultsTTL = st.TTL()
+			}
+		}
+	}
 	kvs := []jetstream.KeyValueConfig{
-		{Bucket: schemas.BucketResults, Description: "execution results by id", TTL: o.ResultsTTL, MaxValueSize: 8 << 20},
+		{Bucket: schemas.BucketResults, Description: "execution results by id", TTL: resultsTTL, MaxValueSize: 8 << 20},
 		{Bucket: schemas.BucketKeys, Description: "API key records by sha256 of the secret"},
 		{Bucket: schemas.BucketTenants, Description: "tenants by id"},
 		{Bucket: schemas.BucketModuleOwner, Description: "module ownership: <tenant>.<sha256 hex>"},

@@ -3,6 +3,7 @@ package streams_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -34,5 +35,36 @@ func TestEventsDuplicateWindow(t *testing.T) {
 	}
 	if got := s.CachedInfo().Config.Duplicates; got != streams.EventsDuplicateWindow {
 		t.Errorf("events stream duplicate window %v, want %v", got, streams.EventsDuplicateWindow)
+	}
+}
+
+// The results TTL set at bootstrap stays when roles ensure the streams without one.
+func TestEnsure_ResultsTTL(t *testing.T) {
+	srv := natstest.RunJetStream(t)
+	js, err := jetstream.New(natstest.Connect(t, srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ttl := func() time.Duration {
+		kv, err := js.KeyValue(ctx, schemas.BucketResults)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := kv.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.TTL()
+	}
+	for _, step := range []struct {
+		set, want time.Duration
+	}{{0, streams.DefaultResultsTTL}, {time.Hour, time.Hour}, {0, time.Hour}, {2 * time.Hour, 2 * time.Hour}} {
+		if err := streams.Ensure(ctx, js, streams.Options{ResultsTTL: step.set}); err != nil {
+			t.Fatal(err)
+		}
+		if got := ttl(); got != step.want {
+			t.Errorf("ensure with ResultsTTL %v: bucket TTL %v, want %v", step.set, got, step.want)
+		}
 	}
 }
