@@ -17,12 +17,10 @@ import (
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
-func TestModuleCache(t *testing.T) {
-	s := natstest.RunJetStream(t)
-	js, err := jetstream.New(natstest.Connect(t, s))
-	if err != nil {
-		t.Fatal(err)
-	}
+// moduleStore is the modules object store of a new embedded server.
+func moduleStore(t *testing.T) jetstream.ObjectStore {
+	t.Helper()
+	js := natstest.JetStream(t, natstest.RunJetStream(t))
 	ctx := context.Background()
 	if err := streams.Ensure(ctx, js, streams.Options{}); err != nil {
 		t.Fatal(err)
@@ -31,6 +29,12 @@ func TestModuleCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return store
+}
+
+func TestModuleCache(t *testing.T) {
+	ctx := context.Background()
+	store := moduleStore(t)
 	put := func(b []byte) string {
 		sum := sha256.Sum256(b)
 		h := hex.EncodeToString(sum[:])
@@ -114,19 +118,8 @@ func TestModuleCache(t *testing.T) {
 // On a replicated store a miss is asked again before it is believed: a module that appears
 // meanwhile (a follower catching up) is served, and a missing one still fails.
 func TestModuleCache_ReplicatedMiss(t *testing.T) {
-	s := natstest.RunJetStream(t)
-	js, err := jetstream.New(natstest.Connect(t, s))
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
-	if err := streams.Ensure(ctx, js, streams.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	store, err := js.ObjectStore(ctx, schemas.ObjectModules)
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := moduleStore(t)
 	m, _ := newMetrics(nil)
 	c, err := newModuleCache(t.TempDir(), store, m, 0)
 	if err != nil {

@@ -28,10 +28,7 @@ func newTestLimiters(t *testing.T, n int) ([]*Limiter, schemas.Tier) {
 	tiers := limiterTiers()
 	var ls []*Limiter
 	for i := range n {
-		js, err := jetstream.New(natstest.Connect(t, srv))
-		if err != nil {
-			t.Fatal(err)
-		}
+		js := natstest.JetStream(t, srv)
 		if i == 0 {
 			if err := streams.Ensure(context.Background(), js, streams.Options{Tiers: tiers}); err != nil {
 				t.Fatal(err)
@@ -136,7 +133,7 @@ func TestLimiter_FailsClosed(t *testing.T) {
 func benchLimiter(b *testing.B) (*Limiter, schemas.Tier) {
 	b.Helper()
 	srv := natstest.RunJetStream(b)
-	js, _ := jetstream.New(natstest.Connect(b, srv))
+	js := natstest.JetStream(b, srv)
 	tiers := schemas.DefaultTiers()
 	pro := tiers[schemas.TierPro]
 	pro.ExecPerMinute, pro.ExecPerDay = 1<<30, 1<<30

@@ -72,10 +72,7 @@ func TestSoak_AccountingExactlyOnce(t *testing.T) {
 		action = []string{"kill", "pg-stop", "kill", "pg-start", "kill", "", "kill", ""}
 	)
 	var next atomic.Int64 // executions started
-	js, err := jetstream.New(natstest.Connect(t, srv))
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, srv)
 	kill := func() {
 		// What the killed replica leaves behind: events delivered to it but not acked.
 		state := "no consumer yet"

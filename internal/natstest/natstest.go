@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // MaxPayload is the largest message the test servers accept; WasmWiz results carry up to
@@ -105,6 +106,16 @@ func Connect(tb testing.TB, s *server.Server) *nats.Conn {
 	}
 	tb.Cleanup(nc.Close)
 	return nc
+}
+
+// JetStream connects to s (see Connect) and returns the connection's JetStream context.
+func JetStream(tb testing.TB, s *server.Server) jetstream.JetStream {
+	tb.Helper()
+	js, err := jetstream.New(Connect(tb, s))
+	if err != nil {
+		tb.Fatalf("natstest: jetstream: %v", err)
+	}
+	return js
 }
 
 // Eventually polls cond every 10ms until it is true or timeout passes.

@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/wasmwiz/wasmwiz/internal/natstest"
 	"github.com/wasmwiz/wasmwiz/internal/streams"
 	"github.com/wasmwiz/wasmwiz/schemas"
@@ -21,10 +19,7 @@ func TestEventsDuplicateWindow(t *testing.T) {
 		}
 	}
 	srv := natstest.RunJetStream(t)
-	js, err := jetstream.New(natstest.Connect(t, srv))
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, srv)
 	ctx := context.Background()
 	if err := streams.Ensure(ctx, js, streams.Options{}); err != nil {
 		t.Fatal(err)
@@ -41,10 +36,7 @@ func TestEventsDuplicateWindow(t *testing.T) {
 // The results TTL set at bootstrap stays when roles ensure the streams without one.
 func TestEnsure_ResultsTTL(t *testing.T) {
 	srv := natstest.RunJetStream(t)
-	js, err := jetstream.New(natstest.Connect(t, srv))
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, srv)
 	ctx := context.Background()
 	ttl := func() time.Duration {
 		kv, err := js.KeyValue(ctx, schemas.BucketResults)
