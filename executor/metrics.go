@@ -14,6 +14,7 @@ type metrics struct {
 	workerRestarts  *prometheus.CounterVec   // reason
 	workers         *prometheus.GaugeVec     // state = idle | busy
 	compileDuration prometheus.Histogram
+	fetchFailures   *prometheus.CounterVec // tier
 
 	// Children set on every execution, looked up once.
 	workersBusy, workersIdle prometheus.Gauge
@@ -57,11 +58,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Compilation time of modules in workers (cache misses only).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9),
 		}),
+		fetchFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasmwiz_executor_fetch_failures_total",
+			Help: "Pulls from a tier's consumer that failed (no responders while the consumer has no leader, leadership changed, NATS errors); each is followed by a backoff.",
+		}, []string{"tier"}),
 	}
 	m.workersBusy, m.workersIdle = m.workers.WithLabelValues("busy"), m.workers.WithLabelValues("idle")
 	m.fileHits, m.compiledHits = m.cacheHits.WithLabelValues("file"), m.cacheHits.WithLabelValues("compiled")
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.executions, m.duration, m.queueWait, m.cacheHits, m.cacheMisses, m.workerRestarts, m.workers, m.compileDuration} {
+		for _, c := range []prometheus.Collector{m.executions, m.duration, m.queueWait, m.cacheHits, m.cacheMisses, m.workerRestarts, m.workers, m.compileDuration, m.fetchFailures} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
@@ -86,6 +87,9 @@ func New(cfg Config, nc *nats.Conn) (*Node, error) {
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("executor: metrics: %w", err)
+	}
+	for name := range cfg.Tiers {
+		m.fetchFailures.WithLabelValues(name) // exported as 0 until a pull fails
 	}
 	for _, d := range []string{filepath.Join(cfg.CacheDir, "modules"), filepath.Join(cfg.CacheDir, "wazero")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -208,7 +212,9 @@ func (n *Node) Run(ctx context.Context) error {
 // fetches once half the queue has room, so that a busy node pulls in batches rather than one
 // request per pull.
 func (n *Node) fetchLoop(q *tierQueue, stopping <-chan struct{}) {
-	backoff := 100 * time.Millisecond
+	failures := n.m.fetchFailures.WithLabelValues(q.tier.Name)
+	var fl failLog
+	backoff := fetchBackoffMin
 	for {
 		select {
 		case <-stopping:
@@ -224,31 +230,112 @@ func (n *Node) fetchLoop(q *tierQueue, stopping <-chan struct{}) {
 			}
 			continue
 		}
-		batch, err := q.cons.Fetch(want, jetstream.FetchMaxWait(fetchWait))
-		if err != nil {
-			n.log.Warn("executor: fetch", "tier", q.tier.Name, "err", err)
-			select {
-			case <-time.After(backoff):
-				backoff = min(2*backoff, 5*time.Second)
-			case <-stopping:
-				return
+		err := n.fetchOnce(q, want, stopping)
+		if err == nil {
+			if d, count := fl.recovered(); count > 0 {
+				n.log.Info("executor: fetching again", "tier", q.tier.Name, "failures", count, "after_ms", d.Milliseconds())
 			}
+			backoff = fetchBackoffMin
 			continue
 		}
-		backoff = 100 * time.Millisecond
-		for msg := range batch.Messages() {
-			select {
-			case <-stopping:
-				_ = msg.Nak() // draining: let another node have it at once
-				continue
-			default:
-			}
-			n.sched.add(q, msg, n.prepare(msg, true))
+		// Every failure waits, whether Fetch refused the pull or the pull ended in an error
+		// (no responders while the consumer has no leader, leadership changed, consumer
+		// deleted): without the wait a node with nothing to do spins on a failing pull.
+		failures.Inc()
+		if count, ok := fl.failed(time.Now()); ok {
+			n.log.Warn("executor: fetch failed, backing off", "tier", q.tier.Name, "err", err,
+				"failures", count, "backoff_ms", backoff.Milliseconds())
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
-			n.log.Warn("executor: fetch batch", "tier", q.tier.Name, "err", err)
+		select {
+		case <-time.After(jitter(backoff)):
+			backoff = min(2*backoff, fetchBackoffMax)
+		case <-stopping:
+			return
 		}
 	}
+}
+
+const (
+	// fetchBackoffMin and fetchBackoffMax bound the wait after a failed pull; it doubles on
+	// every failure in a row, and a random part (see jitter) keeps nodes from pulling in step.
+	fetchBackoffMin = 100 * time.Millisecond
+	fetchBackoffMax = 5 * time.Second
+	// fetchLogEvery is how often a failing pull is logged at most (per tier); the lines in
+	// between are counted, not written.
+	fetchLogEvery = 30 * time.Second
+)
+
+// errPullEndedEarly is a pull that ended before its wait with no message and no error: the
+// server holds a healthy pull until it expires, so it counts as a failure (it must not spin).
+var errPullEndedEarly = errors.New("pull ended early with no message")
+
+// fetchOnce pulls up to want requests of q into the scheduler. An error means the pull failed:
+// the pull request was refused, or it ended in an error other than "no messages".
+func (n *Node) fetchOnce(q *tierQueue, want int, stopping <-chan struct{}) error {
+	start := time.Now()
+	batch, err := q.cons.Fetch(want, jetstream.FetchMaxWait(fetchWait))
+	if err != nil {
+		return err
+	}
+	got := 0
+	for msg := range batch.Messages() {
+		got++
+		select {
+		case <-stopping:
+			_ = msg.Nak() // draining: let another node have it at once
+			continue
+		default:
+		}
+		n.sched.add(q, msg, n.prepare(msg, true))
+	}
+	err = batch.Error()
+	if errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) {
+		err = nil
+	}
+	if err == nil && got == 0 && time.Since(start) < fetchWait/2 {
+		select {
+		case <-stopping: // the connection may be closing under a draining node
+		default:
+			err = errPullEndedEarly
+		}
+	}
+	return err
+}
+
+// jitter returns a random duration in [d/2, d].
+func jitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d/2+1)
+}
+
+// failLog rate-limits the log lines of a failure that repeats: the first failure of a run is
+// logged, then at most one line per fetchLogEvery, each with the count so far.
+type failLog struct {
+	count  int       // failures in a row
+	since  time.Time // first failure of the run
+	logged time.Time // last line written
+}
+
+// failed records a failure at now and reports whether to log it, with the count so far.
+func (f *failLog) failed(now time.Time) (count int, log bool) {
+	if f.count == 0 {
+		f.since = now
+	}
+	f.count++
+	if f.count == 1 || now.Sub(f.logged) >= fetchLogEvery {
+		f.logged = now
+		return f.count, true
+	}
+	return f.count, false
+}
+
+// recovered ends a run of failures and reports how long it lasted and how many there were.
+func (f *failLog) recovered() (time.Duration, int) {
+	if f.count == 0 {
+		return 0, 0
+	}
+	d, count := time.Since(f.since), f.count
+	*f = failLog{}
+	return d, count
 }
 
 // dispatchLoop starts queued requests as execution slots free up, choosing by priority.
