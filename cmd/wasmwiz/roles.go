@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -82,7 +84,7 @@ func serveOps(ctx context.Context, addr string, reg *prometheus.Registry, ready 
 	}
 	mux.HandleFunc("GET /health/ready", readyH)
 	mux.HandleFunc("GET /health", readyH)
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listenOps(addr, log)
 	if err != nil {
 		return err
 	}
@@ -96,6 +98,31 @@ func serveOps(ctx context.Context, addr string, reg *prometheus.Registry, ready 
 	log.Info("ops endpoint listening", "addr", ln.Addr().String())
 	go func() { _ = srv.Serve(ln) }()
 	return nil
+}
+
+// The roles' default ops addresses. Two roles of a kind on one host (two executors) would
+// collide on them: see listenOps.
+const (
+	defaultExecutorOpsAddr   = "127.0.0.1:9091"
+	defaultAccountingOpsAddr = "127.0.0.1:9092"
+)
+
+// listenOps listens on addr. When addr is a role's default and already taken, it listens on a
+// free port of the same host instead and says so: a second executor on a host must not fail to
+// start over its metrics. An address chosen by flag or environment is never moved.
+func listenOps(addr string, log *slog.Logger) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err == nil || (addr != defaultExecutorOpsAddr && addr != defaultAccountingOpsAddr) || !errors.Is(err, syscall.EADDRINUSE) {
+		return ln, err
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	ln, ferr := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if ferr != nil {
+		return nil, errors.Join(err, ferr)
+	}
+	log.Warn("ops endpoint: the default address is taken (another role on this host?); serving on a free port, set --metrics-addr to choose one",
+		"default_addr", addr, "addr", ln.Addr().String())
+	return ln, nil
 }
 
 // roleCommon holds the flags and the start-up that every server role shares.
@@ -193,7 +220,7 @@ func runExecutorCmd(ctx context.Context, args []string, getenv func(string) stri
 	workers := fs.int("workers", 0, "worker processes (default: 3 per CPU, at least 4; long-running guests are held to one per CPU)")
 	compileTimeout := fs.duration("compile-timeout", 0, "longest a module may take to compile before its worker is killed (default 10s)")
 	nodeID := fs.string("node-id", "", "node id (default: hostname-random)")
-	metricsAddr := fs.string("metrics-addr", "127.0.0.1:9091", "address for /metrics and /health (empty: off)")
+	metricsAddr := fs.string("metrics-addr", defaultExecutorOpsAddr, "address for /metrics and /health (empty: off; the default, when taken, moves to a free port)")
 	e, err := rc.start(ctx, fs, args, getenv, stderr, opsExecutor)
 	if err != nil {
 		return err
@@ -214,7 +241,7 @@ func runAccountingCmd(ctx context.Context, args []string, getenv func(string) st
 	rc := commonRoleFlags(fs, "accounting")
 	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "Postgres URL ($DATABASE_URL); empty: SQLite at --sqlite-path")
 	sqlitePath := fs.string("sqlite-path", "./wasmwiz-data/accounting.db", "SQLite file when no database URL is set")
-	metricsAddr := fs.string("metrics-addr", "127.0.0.1:9092", "address for /metrics and /health (empty: off)")
+	metricsAddr := fs.string("metrics-addr", defaultAccountingOpsAddr, "address for /metrics and /health (empty: off; the default, when taken, moves to a free port)")
 	e, err := rc.start(ctx, fs, args, getenv, stderr, opsAccounting)
 	if err != nil {
 		return err
