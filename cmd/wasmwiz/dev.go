@@ -5,28 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"golang.org/x/sync/errgroup"
 
-	"github.com/wasmwiz/wasmwiz/accounting"
-	"github.com/wasmwiz/wasmwiz/executor"
 	"github.com/wasmwiz/wasmwiz/gateway"
-	"github.com/wasmwiz/wasmwiz/internal/streams"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
-// runDev runs the whole system in one process: an embedded nats-server with JetStream stored in
-// the data dir, the gateway, one executor node with its worker processes, and accounting on
-// SQLite (or Postgres with DATABASE_URL). The first start creates an admin key and a tenant
+// runDev runs the whole system in one process (startSystem): an embedded nats-server with
+// JetStream stored in the data dir, the gateway, one executor node with its worker processes, and
+// accounting on SQLite (or Postgres with DATABASE_URL). The first start creates an admin key and a tenant
 // "dev" with a key, written to <data dir>/admin-api-key and <data dir>/dev-api-key.
 func runDev(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("dev", getenv, stderr)
@@ -57,151 +48,37 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err := mkdirData(*dataDir); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	ns, err := startEmbeddedNATS(*natsAddr, filepath.Join(*dataDir, "jetstream"))
-	if err != nil {
-		return err
-	}
-	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-
-	dial := func(name string) (*nats.Conn, error) {
-		return nats.Connect(ns.ClientURL(), nats.Name(name), nats.MaxReconnects(-1))
-	}
-	reg := newRegistry()
-
-	bootNC, err := dial("wasmwiz-dev")
-	if err != nil {
-		return err
-	}
-	defer bootNC.Close()
-	js, err := jetstream.New(bootNC)
-	if err != nil {
-		return err
-	}
-	if err := streams.EnsureWithRetry(ctx, js, streams.Options{Tiers: tiers, ResultsTTL: *resultsTTL}); err != nil {
-		return fmt.Errorf("create streams: %w", err)
-	}
-	keys, err := bootstrapKeys(ctx, js, tiers, *dataDir)
-	if err != nil {
-		return fmt.Errorf("create dev keys: %w", err)
-	}
-
-	var store accounting.Store
-	if *dbURL == "" {
-		store, err = accounting.Open(ctx, "", filepath.Join(*dataDir, "accounting.db"))
-	} else {
-		store, err = accounting.Open(ctx, *dbURL, "")
-	}
-	if err != nil {
-		return fmt.Errorf("open accounting store: %w", err)
-	}
-	defer store.Close()
-	if err := registerOps(reg, bootNC, opsGateway|opsExecutor|opsAccounting); err != nil {
-		return err
-	}
-	if err := registerDatabaseUp(reg, store.Ping); err != nil {
-		return err
-	}
-
-	exNC, err := dial("wasmwiz-executor")
-	if err != nil {
-		return err
-	}
-	defer exNC.Close()
-	node, err := executor.New(executor.Config{Workers: *workers, CompileTimeout: *compileTimeout, CacheDir: filepath.Join(*dataDir, "cache"), Tiers: tiers, Logger: log, Registerer: reg}, exNC)
-	if err != nil {
-		return err
-	}
-	acNC, err := dial("wasmwiz-accounting")
-	if err != nil {
-		return err
-	}
-	defer acNC.Close()
-	acct, err := accounting.New(accounting.Config{Store: store, Tiers: tiers, Logger: log, Registerer: reg}, acNC)
-	if err != nil {
-		return err
-	}
-	gwNC, err := dial("wasmwiz-gateway")
-	if err != nil {
-		return err
-	}
-	defer gwNC.Close()
-	ln, err := net.Listen("tcp", *httpAddr)
-	if err != nil {
-		return fmt.Errorf("API cannot listen on %s (%w): set WASMWIZ_HTTP_ADDR to a free address", *httpAddr, err)
-	}
-	jwtKey := filepath.Join(*dataDir, "jwt-key.pem")
-	if _, err := gateway.LoadSigner(jwtKey, true); err != nil {
-		return fmt.Errorf("JWT signing key: %w", err)
-	}
-	gw, err := gateway.New(ctx, gateway.Config{Listener: ln, JWTKeyFile: jwtKey, SyncWait: *syncWait, Tiers: tiers, Logger: log, Registerer: reg, Gatherer: reg}, gwNC)
-	if err != nil {
-		return err
-	}
-
-	grp, gctx := errgroup.WithContext(ctx)
-	grp.Go(func() error { return node.Run(gctx) })
-	grp.Go(func() error { return acct.Run(gctx) })
-	grp.Go(func() error { return gw.Run(gctx) })
-	grp.Go(func() error {
-		for !gw.Ready() {
-			select {
-			case <-gctx.Done():
-				return nil
-			case <-time.After(50 * time.Millisecond):
+	var keys *devKeys
+	sys, err := startSystem(ctx, systemConfig{
+		DataDir: *dataDir, NATSAddr: *natsAddr, HTTPAddr: *httpAddr, DatabaseURL: *dbURL,
+		Workers: *workers, CompileTimeout: *compileTimeout, SyncWait: *syncWait, ResultsTTL: *resultsTTL,
+		Tiers: tiers, Logger: log, Registry: newRegistry(),
+		Bootstrap: func(ctx context.Context, js jetstream.JetStream) (err error) {
+			if keys, err = bootstrapKeys(ctx, js, tiers, *dataDir); err != nil {
+				return fmt.Errorf("create dev keys: %w", err)
 			}
-		}
-		url := "http://" + ln.Addr().String()
-		fmt.Fprintf(stdout, "WasmWiz dev\n  API:       %s  (OpenAPI %s/openapi.json, docs %s/docs)\n  NATS:      %s\n  data dir:  %s\n", url, url, url, ns.ClientURL(), *dataDir)
-		if keys.created {
-			fmt.Fprintf(stdout, "  admin key: %s\n  dev key:   %s  (tenant dev, tier pro)\n  (shown once; also in %s and %s)\n",
-				keys.admin, keys.dev, keys.adminFile, keys.devFile)
-		} else {
-			fmt.Fprintf(stdout, "  keys:      %s, %s\n", keys.adminFile, keys.devFile)
-		}
-		fmt.Fprintf(stdout, "ready: %s\n", url)
-		return nil
+			return nil
+		},
 	})
-	err = grp.Wait()
+	if err != nil {
+		return err
+	}
+	defer sys.stop()
+	url := sys.url
+	fmt.Fprintf(stdout, "WasmWiz dev\n  API:       %s  (OpenAPI %s/openapi.json, docs %s/docs)\n  NATS:      %s\n  data dir:  %s\n", url, url, url, sys.ns.ClientURL(), *dataDir)
+	if keys.created {
+		fmt.Fprintf(stdout, "  admin key: %s\n  dev key:   %s  (tenant dev, tier pro)\n  (shown once; also in %s and %s)\n",
+			keys.admin, keys.dev, keys.adminFile, keys.devFile)
+	} else {
+		fmt.Fprintf(stdout, "  keys:      %s, %s\n", keys.adminFile, keys.devFile)
+	}
+	fmt.Fprintf(stdout, "ready: %s\n", url)
+	err = sys.wait()
 	if ctx.Err() != nil {
 		fmt.Fprintln(stdout, "stopped")
 		return nil
 	}
 	return err
-}
-
-func startEmbeddedNATS(addr, storeDir string) (*server.Server, error) {
-	host, portStr, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, usageError{fmt.Sprintf("nats address %q: %v", addr, err)}
-	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil {
-		return nil, usageError{fmt.Sprintf("nats address %q: bad port", addr)}
-	}
-	// nats-server does not report a taken port to its caller; find out first, and say so plainly.
-	probe, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("embedded NATS cannot listen on %s (%v): set WASMWIZ_NATS_ADDR to a free address", addr, err)
-	}
-	probe.Close()
-	ns, err := server.NewServer(&server.Options{
-		ServerName: "wasmwiz-dev",
-		Host:       host,
-		Port:       port,
-		JetStream:  true,
-		StoreDir:   storeDir,
-		MaxPayload: 8 << 20,
-		NoSigs:     true,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("embedded NATS: %w", err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(30 * time.Second) {
-		ns.Shutdown()
-		return nil, fmt.Errorf("embedded NATS did not start on %s (is the port taken? set WASMWIZ_NATS_ADDR)", addr)
-	}
-	return ns, nil
 }
 
 type devKeys struct {

@@ -4,31 +4,20 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
-	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/HdrHistogram/hdrhistogram-go"
-	"github.com/nats-io/nats.go"
-
+	"github.com/wasmwiz/wasmwiz/internal/bench"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
-// runLoad is `wasmwiz load`: a load generator for a running WasmWiz, over REST or direct NATS.
-// Closed loop by default (--concurrency callers, each sending its next request when the last
-// one is answered); with --rate, open loop at a constant arrival rate, latency measured from
-// each request's intended send time, so a stall shows up as latency instead of fewer samples
-// (no coordinated omission).
+// runLoad is `wasmwiz load`: a load generator for a running WasmWiz, over REST or direct NATS
+// (bench.Generate: closed loop, or open loop with --rate).
 func runLoad(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("load", getenv, stderr)
 	baseURL := fs.string("url", "", "REST API URL (e.g. http://127.0.0.1:8080); give --url or --nats")
@@ -77,15 +66,15 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	if k == "" {
 		return usageError{"no API key: pass --key or set WASMWIZ_KEY"}
 	}
-	var t loadTarget
+	var t bench.Target
 	if *baseURL != "" {
-		t = newRESTTarget(*baseURL, k, *concurrency)
+		t = bench.NewRESTTarget(*baseURL, k, *concurrency)
 	} else {
-		nt, err := newNATSTarget(*natsURL, k)
+		nt, err := bench.NewNATSTarget(*natsURL, k)
 		if err != nil {
 			return err
 		}
-		defer nt.close()
+		defer nt.Close()
 		t = nt
 	}
 	moduleID := *module
@@ -94,7 +83,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 		if err != nil {
 			return err
 		}
-		if moduleID, err = t.upload(ctx, filepath.Base(*module), wasm); err != nil {
+		if moduleID, err = t.Upload(ctx, filepath.Base(*module), wasm); err != nil {
 			return fmt.Errorf("upload %s: %w", *module, err)
 		}
 	}
@@ -102,17 +91,17 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	if err != nil {
 		return err
 	}
-	cfg := loadConfig{Concurrency: *concurrency, Duration: *duration, Requests: *requests, Rate: *rate}
+	cfg := bench.LoadConfig{Concurrency: *concurrency, Duration: *duration, Requests: *requests, Rate: *rate}
 	if *progress || isTerminal(stderr) {
 		cfg.Progress = stderr
 	}
-	rep := generateLoad(ctx, cfg, func(ctx context.Context) string { return t.execute(ctx, body) })
+	rep := bench.Generate(ctx, cfg, func(ctx context.Context) string { return t.Execute(ctx, body) })
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(rep)
 	}
-	rep.print(stdout)
+	rep.Print(stdout)
 	if rep.Outcomes["429"] > 0 && !made {
 		fmt.Fprintf(stderr, "wasmwiz load: 429s: the key's tier limits its rate or its executions in flight. Load tests want a key on the unlimited tier:\n"+
 			"  wasmwiz keys tenant-create %[1]s --tier unlimited --key <admin key>\n  wasmwiz keys admin-create --tenant %[1]s --tier unlimited --key <admin key>\n", loadTenant)
@@ -161,334 +150,4 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
-}
-
-// loadTarget is one way of reaching WasmWiz. execute returns the outcome's label: "200" for a
-// succeeded execution, otherwise the HTTP status (or NATS service error code), "200:<status>"
-// for an execution that did not succeed, or "error:<what>" when there was no answer.
-type loadTarget interface {
-	upload(ctx context.Context, name string, wasm []byte) (string, error)
-	execute(ctx context.Context, body []byte) string
-}
-
-const outcomeOK = "200"
-
-type restTarget struct {
-	base, auth string
-	hc         *http.Client
-}
-
-func newRESTTarget(base, key string, concurrency int) *restTarget {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConns = concurrency + 16
-	tr.MaxIdleConnsPerHost = concurrency + 16
-	return &restTarget{base: strings.TrimRight(base, "/"), auth: "Bearer " + key, hc: &http.Client{Transport: tr, Timeout: 2 * time.Minute}}
-}
-
-func (t *restTarget) upload(ctx context.Context, name string, wasm []byte) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.base+"/v1/modules?name="+url.QueryEscape(name), bytes.NewReader(wasm))
-	if err != nil {
-		return "", err
-	}
-	req.Header.Set("Authorization", t.auth)
-	req.Header.Set("Content-Type", "application/wasm")
-	resp, err := t.hc.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("%s: %s", resp.Status, b)
-	}
-	var m schemas.Module
-	if err := json.Unmarshal(b, &m); err != nil {
-		return "", err
-	}
-	return m.ID, nil
-}
-
-func (t *restTarget) execute(ctx context.Context, body []byte) string {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.base+"/v1/executions", bytes.NewReader(body))
-	if err != nil {
-		return "error:request"
-	}
-	req.Header.Set("Authorization", t.auth)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := t.hc.Do(req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return "error:canceled"
-		}
-		return "error:transport"
-	}
-	b, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return "error:read"
-	}
-	if resp.StatusCode != http.StatusOK {
-		return strconv.Itoa(resp.StatusCode)
-	}
-	return executionOutcome(b)
-}
-
-// executionOutcome is "200" for a succeeded execution and "200:<status>" otherwise.
-func executionOutcome(b []byte) string {
-	var ex struct {
-		Status schemas.Status `json:"status"`
-	}
-	if err := json.Unmarshal(b, &ex); err != nil {
-		return "error:decode"
-	}
-	if ex.Status != schemas.StatusSucceeded {
-		return outcomeOK + ":" + string(ex.Status)
-	}
-	return outcomeOK
-}
-
-type natsTarget struct {
-	nc   *nats.Conn
-	auth string
-}
-
-func newNATSTarget(u, key string) (*natsTarget, error) {
-	nc, err := nats.Connect(u, nats.Name("wasmwiz-load"))
-	if err != nil {
-		return nil, err
-	}
-	return &natsTarget{nc: nc, auth: "Bearer " + key}, nil
-}
-
-func (t *natsTarget) close() { t.nc.Close() }
-
-func (t *natsTarget) upload(ctx context.Context, name string, wasm []byte) (string, error) {
-	msg := nats.NewMsg(schemas.APISubject(schemas.OpModulesUpload))
-	msg.Header.Set("Authorization", t.auth)
-	msg.Header.Set("Wasmwiz-Module-Name", name)
-	msg.Data = wasm
-	resp, err := t.nc.RequestMsgWithContext(ctx, msg)
-	if err != nil {
-		return "", err
-	}
-	if code := resp.Header.Get("Nats-Service-Error-Code"); code != "" {
-		return "", fmt.Errorf("%s: %s", code, resp.Data)
-	}
-	var m schemas.Module
-	if err := json.Unmarshal(resp.Data, &m); err != nil {
-		return "", err
-	}
-	return m.ID, nil
-}
-
-func (t *natsTarget) execute(ctx context.Context, body []byte) string {
-	msg := nats.NewMsg(schemas.APISubject(schemas.OpExecutionsCreate))
-	msg.Header.Set("Authorization", t.auth)
-	msg.Data = body
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	resp, err := t.nc.RequestMsgWithContext(ctx, msg)
-	if err != nil {
-		if errors.Is(err, nats.ErrNoResponders) {
-			return "error:no_responders"
-		}
-		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
-			return "error:timeout"
-		}
-		return "error:transport"
-	}
-	if code := resp.Header.Get("Nats-Service-Error-Code"); code != "" {
-		return code
-	}
-	return executionOutcome(resp.Data)
-}
-
-// loadConfig says how generateLoad sends.
-type loadConfig struct {
-	Concurrency int
-	Duration    time.Duration // ignored when Requests > 0
-	Requests    int
-	Rate        float64   // > 0: open loop at this arrival rate
-	Progress    io.Writer // nil: no progress line
-	Label       string    // prefix of the progress line
-}
-
-// loadReport is what a run measured. Latencies are in milliseconds.
-type loadReport struct {
-	Mode        string           `json:"mode"` // closed or open
-	Concurrency int              `json:"concurrency"`
-	Rate        float64          `json:"rate,omitempty"`
-	Requests    int64            `json:"requests"`
-	Errors      int64            `json:"errors"`
-	Seconds     float64          `json:"seconds"`
-	PerSecond   float64          `json:"per_second"` // completed requests (ok or not) per second
-	OKPerSecond float64          `json:"ok_per_second"`
-	Latency     latencySummary   `json:"latency_ms"`
-	Outcomes    map[string]int64 `json:"outcomes"` // "200" is a succeeded execution
-}
-
-type latencySummary struct {
-	P50  float64 `json:"p50"`
-	P90  float64 `json:"p90"`
-	P99  float64 `json:"p99"`
-	P999 float64 `json:"p99_9"`
-	Max  float64 `json:"max"`
-	Mean float64 `json:"mean"`
-}
-
-// recorder collects latencies (µs, 1 µs to 10 min, 3 significant digits) and outcomes.
-type recorder struct {
-	mu       sync.Mutex
-	h        *hdrhistogram.Histogram
-	outcomes map[string]int64
-	n, errs  atomic.Int64
-}
-
-func newRecorder() *recorder {
-	return &recorder{h: hdrhistogram.New(1, int64(10*time.Minute/time.Microsecond), 3), outcomes: map[string]int64{}}
-}
-
-func (r *recorder) record(d time.Duration, outcome string) {
-	r.mu.Lock()
-	_ = r.h.RecordValue(max(1, d.Microseconds()))
-	r.outcomes[outcome]++
-	r.mu.Unlock()
-	r.n.Add(1)
-	if outcome != outcomeOK {
-		r.errs.Add(1)
-	}
-}
-
-func (r *recorder) quantile(q float64) float64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return float64(r.h.ValueAtQuantile(q)) / 1000
-}
-
-// generateLoad runs do under cfg and reports. do returns the outcome label (outcomeOK is success).
-func generateLoad(ctx context.Context, cfg loadConfig, do func(context.Context) string) *loadReport {
-	rec := newRecorder()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	// Requests are only sent before the end; those in flight at the end are waited for.
-	var deadline time.Time
-	start := time.Now()
-	if cfg.Requests == 0 {
-		deadline = start.Add(cfg.Duration)
-	}
-	var issued atomic.Int64
-	next := func() bool {
-		if cfg.Requests > 0 {
-			return issued.Add(1) <= int64(cfg.Requests)
-		}
-		return time.Now().Before(deadline)
-	}
-	stopProgress := make(chan struct{})
-	progressDone := make(chan struct{})
-	go func() {
-		defer close(progressDone)
-		if cfg.Progress == nil {
-			return
-		}
-		t := time.NewTicker(500 * time.Millisecond)
-		defer t.Stop()
-		var lastN int64
-		last := start
-		for {
-			select {
-			case <-stopProgress:
-				fmt.Fprint(cfg.Progress, "\r\033[K")
-				return
-			case now := <-t.C:
-				n := rec.n.Load()
-				rate := float64(n-lastN) / now.Sub(last).Seconds()
-				lastN, last = n, now
-				fmt.Fprintf(cfg.Progress, "\r\033[K%s%5.1fs  %8.0f/s  done %d  errors %d  p99 %.2f ms",
-					cfg.Label, now.Sub(start).Seconds(), rate, n, rec.errs.Load(), rec.quantile(99))
-			}
-		}
-	}()
-
-	var wg sync.WaitGroup
-	if cfg.Rate <= 0 {
-		for range cfg.Concurrency {
-			wg.Go(func() {
-				for ctx.Err() == nil && next() {
-					t0 := time.Now()
-					out := do(ctx)
-					rec.record(time.Since(t0), out)
-				}
-			})
-		}
-	} else {
-		// Open loop: request i is due at start + i/rate. A sender that is late (every sender
-		// busy) still measures from the due time.
-		interval := time.Duration(float64(time.Second) / cfg.Rate)
-		due := make(chan time.Time, cfg.Concurrency)
-		for range cfg.Concurrency {
-			wg.Go(func() {
-				for at := range due {
-					out := do(ctx)
-					rec.record(time.Since(at), out)
-				}
-			})
-		}
-		for i := 0; ctx.Err() == nil; i++ {
-			at := start.Add(time.Duration(i) * interval)
-			if (cfg.Requests > 0 && i >= cfg.Requests) || (cfg.Requests == 0 && !at.Before(deadline)) {
-				break
-			}
-			if d := time.Until(at); d > 0 {
-				select {
-				case <-time.After(d):
-				case <-ctx.Done():
-				}
-			}
-			select {
-			case due <- at:
-			case <-ctx.Done():
-			}
-		}
-		close(due)
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	close(stopProgress)
-	<-progressDone
-
-	rep := &loadReport{Mode: "closed", Concurrency: cfg.Concurrency, Rate: cfg.Rate, Seconds: elapsed.Seconds(), Outcomes: rec.outcomes}
-	if cfg.Rate > 0 {
-		rep.Mode = "open"
-	}
-	rep.Requests, rep.Errors = rec.n.Load(), rec.errs.Load()
-	rep.PerSecond = float64(rep.Requests) / elapsed.Seconds()
-	rep.OKPerSecond = float64(rep.Requests-rep.Errors) / elapsed.Seconds()
-	h := rec.h
-	rep.Latency = latencySummary{
-		P50: float64(h.ValueAtQuantile(50)) / 1000, P90: float64(h.ValueAtQuantile(90)) / 1000,
-		P99: float64(h.ValueAtQuantile(99)) / 1000, P999: float64(h.ValueAtQuantile(99.9)) / 1000,
-		Max: float64(h.Max()) / 1000, Mean: h.Mean() / 1000,
-	}
-	return rep
-}
-
-func (r *loadReport) print(w io.Writer) {
-	mode := fmt.Sprintf("closed loop, %d concurrent", r.Concurrency)
-	if r.Mode == "open" {
-		mode = fmt.Sprintf("open loop at %.0f/s, up to %d concurrent", r.Rate, r.Concurrency)
-	}
-	fmt.Fprintf(w, "%s: %d requests in %.2fs, %.0f/s (%.0f/s succeeded), %d errors\n",
-		mode, r.Requests, r.Seconds, r.PerSecond, r.OKPerSecond, r.Errors)
-	l := r.Latency
-	fmt.Fprintf(w, "latency ms: p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f  mean %.2f\n", l.P50, l.P90, l.P99, l.P999, l.Max, l.Mean)
-	keys := make([]string, 0, len(r.Outcomes))
-	for k := range r.Outcomes {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	parts := make([]string, 0, len(keys))
-	for _, k := range keys {
-		parts = append(parts, fmt.Sprintf("%s: %d", k, r.Outcomes[k]))
-	}
-	fmt.Fprintf(w, "outcomes (200 = succeeded execution): %s\n", strings.Join(parts, ", "))
 }

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -9,13 +9,13 @@ import (
 
 func TestGenerateLoad_Requests(t *testing.T) {
 	var n atomic.Int64
-	rep := generateLoad(context.Background(), loadConfig{Concurrency: 4, Requests: 100}, func(context.Context) string {
+	rep := Generate(context.Background(), LoadConfig{Concurrency: 4, Requests: 100}, func(context.Context) string {
 		if n.Add(1)%10 == 0 {
 			return "503"
 		}
-		return outcomeOK
+		return OutcomeOK
 	})
-	if rep.Requests != 100 || n.Load() != 100 || rep.Errors != 10 || rep.Outcomes["503"] != 10 || rep.Outcomes[outcomeOK] != 90 {
+	if rep.Requests != 100 || n.Load() != 100 || rep.Errors != 10 || rep.Outcomes["503"] != 10 || rep.Outcomes[OutcomeOK] != 90 {
 		t.Fatalf("report %+v after %d calls", rep, n.Load())
 	}
 }
@@ -24,11 +24,11 @@ func TestGenerateLoad_Requests(t *testing.T) {
 // requests that were due meanwhile, not as fewer samples.
 func TestGenerateLoad_OpenLoopCountsTheWait(t *testing.T) {
 	var n atomic.Int64
-	rep := generateLoad(context.Background(), loadConfig{Concurrency: 1, Requests: 20, Rate: 1000}, func(context.Context) string {
+	rep := Generate(context.Background(), LoadConfig{Concurrency: 1, Requests: 20, Rate: 1000}, func(context.Context) string {
 		if n.Add(1) == 1 {
 			time.Sleep(50 * time.Millisecond) // the server stalls once
 		}
-		return outcomeOK
+		return OutcomeOK
 	})
 	if rep.Requests != 20 || rep.Mode != "open" {
 		t.Fatalf("report %+v", rep)

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/wasmwiz/wasmwiz/accounting"
+	"github.com/wasmwiz/wasmwiz/executor"
+	"github.com/wasmwiz/wasmwiz/gateway"
+	"github.com/wasmwiz/wasmwiz/internal/streams"
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// systemConfig is a whole WasmWiz in one process, as `wasmwiz dev` and `wasmwiz bench` run it.
+type systemConfig struct {
+	DataDir        string // JetStream, the SQLite database, caches and the JWT signing key
+	NATSAddr       string // the embedded NATS server's address; port 0: any free port
+	HTTPAddr       string // the REST API's address; port 0: any free port
+	DatabaseURL    string // Postgres for accounting; empty: SQLite in DataDir
+	Workers        int
+	CompileTimeout time.Duration
+	SyncWait       time.Duration
+	ResultsTTL     time.Duration
+	Tiers          map[string]schemas.Tier
+	Logger         *slog.Logger
+	Registry       *prometheus.Registry
+	// Bootstrap, when set, runs once the streams and buckets exist and before any role starts
+	// (so before the API answers): dev makes its keys there, bench its tenant.
+	Bootstrap func(ctx context.Context, js jetstream.JetStream) error
+}
+
+// system is a running WasmWiz: an embedded nats-server with JetStream, the gateway, an executor
+// node with its worker processes, and accounting.
+type system struct {
+	ns      *server.Server
+	url     string // the REST API
+	workers int
+	conns   []*nats.Conn
+	store   accounting.Store
+	cancel  context.CancelFunc
+	grp     *errgroup.Group
+}
+
+// startSystem starts a whole WasmWiz and returns once the gateway and the executor are ready.
+// The roles run until ctx ends or stop is called; wait returns when they have drained.
+func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
+	s := &system{}
+	defer func() {
+		if err != nil {
+			s.stop()
+		}
+	}()
+	if s.ns, err = startEmbeddedNATS(cfg.NATSAddr, filepath.Join(cfg.DataDir, "jetstream")); err != nil {
+		return nil, err
+	}
+	dial := func(name string) (*nats.Conn, error) {
+		nc, err := nats.Connect(s.ns.ClientURL(), nats.Name(name), nats.MaxReconnects(-1))
+		if err == nil {
+			s.conns = append(s.conns, nc)
+		}
+		return nc, err
+	}
+	boot, err := dial("wasmwiz-dev")
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(boot)
+	if err != nil {
+		return nil, err
+	}
+	if err := streams.EnsureWithRetry(ctx, js, streams.Options{Tiers: cfg.Tiers, ResultsTTL: cfg.ResultsTTL}); err != nil {
+		return nil, fmt.Errorf("create streams: %w", err)
+	}
+	if cfg.Bootstrap != nil {
+		if err := cfg.Bootstrap(ctx, js); err != nil {
+			return nil, err
+		}
+	}
+	sqlitePath := ""
+	if cfg.DatabaseURL == "" {
+		sqlitePath = filepath.Join(cfg.DataDir, "accounting.db")
+	}
+	if s.store, err = accounting.Open(ctx, cfg.DatabaseURL, sqlitePath); err != nil {
+		return nil, fmt.Errorf("open accounting store: %w", err)
+	}
+	if err := registerOps(cfg.Registry, boot, opsGateway|opsExecutor|opsAccounting); err != nil {
+		return nil, err
+	}
+	if err := registerDatabaseUp(cfg.Registry, s.store.Ping); err != nil {
+		return nil, err
+	}
+
+	exNC, err := dial("wasmwiz-executor")
+	if err != nil {
+		return nil, err
+	}
+	node, err := executor.New(executor.Config{Workers: cfg.Workers, CompileTimeout: cfg.CompileTimeout,
+		CacheDir: filepath.Join(cfg.DataDir, "cache"), Tiers: cfg.Tiers, Logger: cfg.Logger, Registerer: cfg.Registry}, exNC)
+	if err != nil {
+		return nil, err
+	}
+	acNC, err := dial("wasmwiz-accounting")
+	if err != nil {
+		return nil, err
+	}
+	acct, err := accounting.New(accounting.Config{Store: s.store, Tiers: cfg.Tiers, Logger: cfg.Logger, Registerer: cfg.Registry}, acNC)
+	if err != nil {
+		return nil, err
+	}
+	gwNC, err := dial("wasmwiz-gateway")
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("API cannot listen on %s (%w): set WASMWIZ_HTTP_ADDR to a free address", cfg.HTTPAddr, err)
+	}
+	s.url = "http://" + ln.Addr().String()
+	jwtKey := filepath.Join(cfg.DataDir, "jwt-key.pem")
+	if _, err := gateway.LoadSigner(jwtKey, true); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("JWT signing key: %w", err)
+	}
+	gw, err := gateway.New(ctx, gateway.Config{Listener: ln, JWTKeyFile: jwtKey, SyncWait: cfg.SyncWait, Tiers: cfg.Tiers,
+		Logger: cfg.Logger, Registerer: cfg.Registry, Gatherer: cfg.Registry}, gwNC)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+
+	rctx, cancel := context.WithCancel(ctx)
+	s.cancel = cancel
+	s.grp, rctx = errgroup.WithContext(rctx)
+	s.grp.Go(func() error { return node.Run(rctx) })
+	s.grp.Go(func() error { return acct.Run(rctx) })
+	s.grp.Go(func() error { return gw.Run(rctx) })
+	// The roles report readiness as a flag; poll it, for at most a minute.
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(time.Minute)
+	for !gw.Ready() || !node.Ready() {
+		select {
+		case <-rctx.Done():
+			if err := s.grp.Wait(); err != nil {
+				return nil, err
+			}
+			return nil, ctx.Err()
+		case <-deadline:
+			return nil, errors.New("the in-process system did not become ready within a minute")
+		case <-tick.C:
+		}
+	}
+	s.workers = cfg.Workers
+	if s.workers <= 0 {
+		s.workers = executor.DefaultWorkers()
+	}
+	return s, nil
+}
+
+// wait waits until the roles have returned (ctx ended, or one failed) and gives the first error.
+func (s *system) wait() error { return s.grp.Wait() }
+
+// stop stops the roles, waits for them, and closes the connections, the store and NATS.
+func (s *system) stop() {
+	if s.cancel != nil {
+		s.cancel()
+		_ = s.grp.Wait()
+	}
+	for _, nc := range s.conns {
+		nc.Close()
+	}
+	if s.store != nil {
+		s.store.Close()
+	}
+	if s.ns != nil {
+		s.ns.Shutdown()
+		s.ns.WaitForShutdown()
+	}
+}
+
+// startEmbeddedNATS starts a nats-server with JetStream stored in storeDir, listening on addr
+// (port 0: a free port).
+func startEmbeddedNATS(addr, storeDir string) (*server.Server, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, usageError{fmt.Sprintf("nats address %q: %v", addr, err)}
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, usageError{fmt.Sprintf("nats address %q: bad port", addr)}
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	} else {
+		// nats-server does not report a taken port to its caller; find out first, and say so plainly.
+		probe, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("embedded NATS cannot listen on %s (%v): set WASMWIZ_NATS_ADDR to a free address", addr, err)
+		}
+		probe.Close()
+	}
+	ns, err := server.NewServer(&server.Options{
+		ServerName: "wasmwiz-dev",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   storeDir,
+		MaxPayload: 8 << 20,
+		NoSigs:     true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS: %w", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("embedded NATS did not start on %s (is the port taken? set WASMWIZ_NATS_ADDR)", addr)
+	}
+	return ns, nil
+}
