@@ -71,6 +71,36 @@ type RunJob struct {
 	// Warm says the node expects the module compiled in this worker. If it is, the result is the
 	// only frame; if not, or if the node did not expect it, Started tells the node the guest runs.
 	Warm bool
+	// The guest's files (see files.go): inline files written into its scratch space, read-only
+	// bundles mounted from the node's cache, the working directory, and the files to return.
+	Files      []InlineFile
+	Mounts     []Mount
+	Workdir    string
+	Outputs    []string // absolute paths, path.Match wildcards allowed in each component
+	ScratchMax int64    // bytes of writable file data and inodes
+	OutputsMax int64    // bytes of output files returned
+}
+
+// InlineFile is a small input file written into the guest's scratch space.
+type InlineFile struct {
+	Path string // absolute
+	Data []byte
+}
+
+// Mount is a bundle mounted read-only at Path. The worker reads the archive in place, and keeps
+// its index for the next executions that mount it.
+type Mount struct {
+	Path       string // absolute
+	BundleHash string // hex sha256 of the archive, the cache key
+	BundlePath string // the node's cached (decompressed) tar archive
+}
+
+// OutputFile is a file returned after a run.
+type OutputFile struct {
+	Path      string
+	Data      []byte
+	Size      int64 // the whole file
+	Truncated bool  // Data holds fewer than Size bytes
 }
 
 // Compiling is sent when a Run's module is not compiled in the worker yet: compiling it starts.
@@ -112,6 +142,10 @@ type RunResult struct {
 	MemoryPeakBytes int64         // linear memory size at the end (it only grows)
 	RuntimeBytes    int64         // memory the worker's Go runtime has mapped after the job (tables are Go heap)
 	ProcessCPU      time.Duration // the worker process's CPU time at the end: the next guest's start, for a kill's bill
+	Outputs         []OutputFile
+	OutputsMore     bool  // more files matched than are returned
+	ScratchPeak     int64 // the most scratch space the guest's files held, bytes
+	ScratchFull     bool  // a write was refused: the scratch space was full
 }
 
 // CompileJob compiles a module (upload check, cache warm-up).

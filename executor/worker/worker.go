@@ -24,6 +24,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/metrics"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,9 +33,9 @@ import (
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/experimental"
-	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"github.com/tetratelabs/wazero/sys"
 
+	"github.com/wasmwiz/wasmwiz/executor/worker/guestfs"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
@@ -153,6 +154,7 @@ type worker struct {
 	rtLRU    *list.List
 	compiled *compiledLRU
 	spare    spareMemories // zeroed linear memories for the next jobs
+	bundles  *bundleCache  // mounted bundles' trees, by hash
 	used     *jobMemory    // the last run's memories, released once its result is sent
 }
 
@@ -175,6 +177,7 @@ func newWorker(ctx context.Context, h Hello, log *slog.Logger) (*worker, error) 
 		engine:   "compiler",
 		runtimes: map[uint32]*list.Element{},
 		rtLRU:    list.New(),
+		bundles:  newBundleCache(),
 	}
 	n := h.CompiledCacheSize
 	if n <= 0 {
@@ -198,6 +201,7 @@ func newWorker(ctx context.Context, h Hello, log *slog.Logger) (*worker, error) 
 
 func (w *worker) close(ctx context.Context) {
 	w.compiled.closeAll(ctx)
+	w.bundles.closeAll()
 	for e := w.rtLRU.Front(); e != nil; e = e.Next() {
 		_ = e.Value.(*wazRuntime).r.Close(ctx)
 	}
@@ -232,7 +236,7 @@ func (w *worker) runtimeFor(ctx context.Context, pages uint32) (wazero.Runtime, 
 		WithCompilationCache(w.cache).
 		WithDebugInfoEnabled(false)
 	r := wazero.NewRuntimeWithConfig(ctx, cfg)
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, r); err != nil {
+	if err := guestfs.Instantiate(ctx, r); err != nil { // wazero's WASI, see guestfs.Instantiate
 		_ = r.Close(ctx)
 		return nil, fmt.Errorf("wasi: %w", err)
 	}
@@ -311,7 +315,13 @@ func (w *worker) run(ctx context.Context, job *RunJob, send func(*Response) erro
 
 	stdout := &cappedWriter{max: job.StdoutMax}
 	stderr := &cappedWriter{max: job.StderrMax}
-	// No WithFS / WithFSConfig: the guest sees no host file system. No WithSysWalltime,
+	stdin := bytes.NewReader(job.Stdin)
+	fsys, err := w.guestFS(job, stdin, stdout, stderr)
+	if err != nil {
+		res.Status, res.Error = schemas.StatusFailed, err.Error()
+		return finish()
+	}
+	// The guest's file system is its own (guestfs), nothing of the host's. No WithSysWalltime,
 	// WithSysNanotime or WithSysNanosleep: wazero's defaults are deterministic fakes, so a guest
 	// can neither measure the host nor sleep on it. Its randomness is deterministic too
 	// (guestRand). No start functions: _start is called below, so that a module without one is
@@ -321,7 +331,8 @@ func (w *worker) run(ctx context.Context, job *RunJob, send func(*Response) erro
 		WithName("").
 		WithRandSource(guestRand()).
 		WithArgs(append([]string{job.Name}, job.Args...)...).
-		WithStdin(bytes.NewReader(job.Stdin)).
+		WithStdin(stdin).
+		WithFSConfig(guestfs.FSConfig(fsys)).
 		WithStdout(stdout).
 		WithStderr(stderr).
 		WithStartFunctions()
@@ -329,13 +340,16 @@ func (w *worker) run(ctx context.Context, job *RunJob, send func(*Response) erro
 		k, v, _ := strings.Cut(kv, "=")
 		mc = mc.WithEnv(k, v)
 	}
+	if job.Workdir != "" && !slices.ContainsFunc(job.Env, func(kv string) bool { return strings.HasPrefix(kv, "PWD=") }) {
+		mc = mc.WithEnv("PWD", job.Workdir) // Go's wasip1 runtime starts there
+	}
 
 	// The memories go back after the guest has stopped, once the result is sent (serve), or
 	// at the next run.
 	w.releaseMemory()
 	mem := &jobMemory{spare: &w.spare}
 	w.used = mem
-	rctx, cancel := context.WithTimeout(experimental.WithMemoryAllocator(ctx, mem.allocator()), job.Timeout)
+	rctx, cancel := context.WithTimeout(guestfs.WithFS(experimental.WithMemoryAllocator(ctx, mem.allocator()), fsys), job.Timeout)
 	defer cancel()
 	r, _ := w.runtimeFor(ctx, job.MemoryPages) // exists: compile succeeded
 	start := time.Now()
@@ -360,6 +374,7 @@ func (w *worker) run(ctx context.Context, job *RunJob, send func(*Response) erro
 	res.Stdout, res.StdoutBytes, res.StdoutTruncated = stdout.buf, stdout.n, stdout.n > int64(len(stdout.buf))
 	res.Stderr, res.StderrBytes, res.StderrTruncated = stderr.buf, stderr.n, stderr.n > int64(len(stderr.buf))
 	classify(res, err, rctx.Err(), ctx.Err())
+	collectOutputs(job, fsys, res)
 	return finish()
 }
 

@@ -1,0 +1,111 @@
+package bundle
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+type entry struct {
+	name, body, link string
+	typ              byte
+}
+
+func archive(t testing.TB, entries ...entry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		h := &tar.Header{Name: e.name, Mode: 0o644, Size: int64(len(e.body)), Typeflag: tar.TypeReg, Linkname: e.link}
+		if e.typ != 0 {
+			h.Typeflag, h.Size = e.typ, 0
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write([]byte(e.body))
+	}
+	tw.Close()
+	return buf.Bytes()
+}
+
+func TestScan(t *testing.T) {
+	good := archive(t, entry{name: "./", typ: tar.TypeDir}, entry{name: "./a/b.txt", body: "bee"},
+		entry{name: "c", body: "sea"}, entry{name: "a/link", link: "../c", typ: tar.TypeSymlink})
+	idx, err := ScanBytes(good, Limits{MaxEntries: 10, MaxBytes: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for _, e := range idx.Entries {
+		paths = append(paths, e.Path)
+	}
+	if strings.Join(paths, " ") != "a a/b.txt c a/link" || idx.Files != 2 || idx.Bytes != 6 {
+		t.Fatalf("entries %v files %d bytes %d", paths, idx.Files, idx.Bytes)
+	}
+	if e := idx.Entries[1]; string(good[e.Offset:e.Offset+e.Size]) != "bee" {
+		t.Fatalf("offset %d does not hold the data", e.Offset)
+	}
+
+	for _, tc := range []struct {
+		name string
+		tar  []byte
+		lim  Limits
+		code schemas.Code
+		msg  string
+	}{
+		{"dotdot", archive(t, entry{name: "a/../../etc/passwd", body: "x"}), Limits{}, schemas.CodeInvalid, `".." is not allowed`},
+		{"absolute", archive(t, entry{name: "/etc/passwd", body: "x"}), Limits{}, schemas.CodeInvalid, "absolute paths"},
+		{"link out", archive(t, entry{name: "a/l", link: "../../x", typ: tar.TypeSymlink}), Limits{}, schemas.CodeInvalid, "outside the bundle"},
+		{"link absolute", archive(t, entry{name: "l", link: "/etc/passwd", typ: tar.TypeSymlink}), Limits{}, schemas.CodeInvalid, "absolute path"},
+		{"device", archive(t, entry{name: "null", typ: tar.TypeChar}), Limits{}, schemas.CodeInvalid, "device files"},
+		{"fifo", archive(t, entry{name: "p", typ: tar.TypeFifo}), Limits{}, schemas.CodeInvalid, "FIFOs"},
+		{"hard link", archive(t, entry{name: "h", link: "c", typ: tar.TypeLink}), Limits{}, schemas.CodeInvalid, "hard links"},
+		{"duplicate", archive(t, entry{name: "a", body: "1"}, entry{name: "./a", body: "2"}), Limits{}, schemas.CodeInvalid, "twice"},
+		{"under a file", archive(t, entry{name: "a", body: "1"}, entry{name: "a/b", body: "2"}), Limits{}, schemas.CodeInvalid, "not a directory"},
+		{"under a link", archive(t, entry{name: "d", typ: tar.TypeDir}, entry{name: "l", link: "d", typ: tar.TypeSymlink}, entry{name: "l/x", body: "2"}), Limits{}, schemas.CodeInvalid, "not a directory"},
+		{"too many", archive(t, entry{name: "a"}, entry{name: "b"}, entry{name: "c"}), Limits{MaxEntries: 2}, schemas.CodeTooLarge, "more than 2"},
+		{"too many bytes", archive(t, entry{name: "a", body: "12345"}), Limits{MaxBytes: 4}, schemas.CodeTooLarge, "more than 4 bytes"},
+		{"not a tar", []byte("hello, this is not an archive at all, but it is long enough to be read as one block of a tar header....................................................................................................................................................................................................................................................................................................................................................................................................................................................................................."), Limits{}, schemas.CodeInvalid, "not a valid tar"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ScanBytes(tc.tar, tc.lim)
+			var se *schemas.Error
+			if !errors.As(err, &se) || se.Code != tc.code || !strings.Contains(se.Message, tc.msg) {
+				t.Fatalf("got %v, want %s containing %q", err, tc.code, tc.msg)
+			}
+		})
+	}
+}
+
+// TestDecompress_Bomb: a gzip stream of a huge archive stops at the limit.
+func TestDecompress_Bomb(t *testing.T) {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	tw.WriteHeader(&tar.Header{Name: "zeros", Mode: 0o644, Size: 64 << 20, Typeflag: tar.TypeReg})
+	zeros := make([]byte, 1<<20)
+	for range 64 {
+		tw.Write(zeros)
+	}
+	tw.Close()
+	zw.Close()
+	if buf.Len() > 4<<20 {
+		t.Fatalf("the bomb is %d bytes compressed", buf.Len())
+	}
+	r, err := Decompress(bytes.NewReader(buf.Bytes()), 8<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Scan(r, Limits{}, io.Discard)
+	var se *schemas.Error
+	if !errors.As(err, &se) || se.Code != schemas.CodeTooLarge {
+		t.Fatalf("got %v, want too_large", err)
+	}
+}

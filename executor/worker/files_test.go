@@ -1,0 +1,180 @@
+package worker
+
+import (
+	"archive/tar"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/wasmwiz/wasmwiz/internal/fixtures"
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// tarEntry is one entry of a test archive: a file (Body), a directory (Dir) or a link.
+type tarEntry struct {
+	Name, Body, Link string
+	Dir              bool
+}
+
+func makeTar(tb testing.TB, entries []tarEntry) []byte {
+	tb.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		h := &tar.Header{Name: e.Name, Mode: 0o644, Size: int64(len(e.Body)), Typeflag: tar.TypeReg}
+		switch {
+		case e.Dir:
+			h.Typeflag, h.Mode, h.Size = tar.TypeDir, 0o755, 0
+		case e.Link != "":
+			h.Typeflag, h.Linkname, h.Size = tar.TypeSymlink, e.Link, 0
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := tw.Write([]byte(e.Body)); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// bundleMount writes an archive where the node keeps bundles and mounts it at path.
+func (c *client) bundleMount(archive []byte, path string) Mount {
+	sum := sha256.Sum256(archive)
+	hash := hex.EncodeToString(sum[:])
+	file := filepath.Join(c.dir, hash+".tar")
+	if err := os.WriteFile(file, archive, 0o644); err != nil {
+		c.tb.Fatal(err)
+	}
+	return Mount{Path: path, BundleHash: hash, BundlePath: file}
+}
+
+var guests = []struct {
+	name  string
+	build func(testing.TB) []byte
+	// enospc is how the guest's libc words ENOSPC.
+	enospc string
+}{
+	{"c", fixtures.FilesC, "No space left on device"},
+	{"go", fixtures.FilesGo, "No space left on device"},
+}
+
+// TestWorker_Files runs the same program in C (wasi-libc) and Go (wasip1): it lists a mounted
+// bundle and inline files (scandir in C, which stats ".." through a directory descriptor that
+// is not a preopen: wazero alone refuses that with EPERM), reads a file, writes output files,
+// and gets them back.
+func TestWorker_Files(t *testing.T) {
+	archive := makeTar(t, []tarEntry{
+		{Name: "./", Dir: true}, {Name: "./a.txt", Body: "hello bundle"}, {Name: "./b.bin", Body: "\x00\x01\x02"},
+		{Name: "./sub/", Dir: true}, {Name: "./sub/deep.txt", Body: "deep"}, {Name: "./link", Link: "sub/deep.txt"},
+	})
+	for _, g := range guests {
+		t.Run(g.name, func(t *testing.T) {
+			wasm := g.build(t)
+			c := startClient(t)
+			for _, tc := range []struct {
+				name    string
+				job     RunJob
+				listing string
+				upper   string
+			}{
+				{
+					name:    "bundle",
+					job:     RunJob{Args: []string{"files", "/data", "/out"}, Mounts: []Mount{c.bundleMount(archive, "/data")}, Workdir: "/out"},
+					listing: "file a.txt 12\nfile b.bin 3\nfile link 4\ndir sub 4096\n",
+					upper:   "HELLO BUNDLE",
+				},
+				{
+					name: "inline",
+					job: RunJob{Args: []string{"files", "in", "/out"}, Workdir: "/work",
+						Files: []InlineFile{{Path: "/work/in/a.txt", Data: []byte("inline text")}, {Path: "/out/old.txt", Data: []byte("x")}}},
+					listing: "file a.txt 11\n",
+					upper:   "INLINE TEXT",
+				},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					if g.name == "c" && tc.job.Workdir == "/work" {
+						// wasi-libc starts in "/" whatever $PWD says: give it the absolute path.
+						tc.job.Args = []string{"files", "/work/in", "/out"}
+					}
+					job := tc.job
+					job.ScratchMax, job.OutputsMax = 1<<20, 1<<20
+					job.Outputs = []string{"/out/*.txt", "/out/bytes.bin", "/nothing/*"}
+					res, _ := c.run(wasm, job)
+					if res.Status != schemas.StatusSucceeded {
+						t.Fatalf("status %s exit %d error %q stdout %q stderr %q", res.Status, res.ExitCode, res.Error, res.Stdout, res.Stderr)
+					}
+					if want := tc.listing + "parent is a directory: 1\n"; string(res.Stdout) != want {
+						t.Errorf("stdout %q, want %q", res.Stdout, want)
+					}
+					got := map[string]string{}
+					var paths []string
+					for _, o := range res.Outputs {
+						got[o.Path] = string(o.Data)
+						paths = append(paths, o.Path)
+						if o.Truncated || o.Size != int64(len(o.Data)) {
+							t.Errorf("%s: truncated %v size %d of %d", o.Path, o.Truncated, len(o.Data), o.Size)
+						}
+					}
+					want := []string{"/out/bytes.bin", "/out/listing.txt", "/out/upper.txt"}
+					if tc.name == "inline" {
+						want = []string{"/out/bytes.bin", "/out/listing.txt", "/out/old.txt", "/out/upper.txt"}
+					}
+					if strings.Join(paths, " ") != strings.Join(want, " ") {
+						t.Fatalf("outputs %v, want %v", paths, want)
+					}
+					if got["/out/listing.txt"] != tc.listing || got["/out/upper.txt"] != tc.upper || len(got["/out/bytes.bin"]) != 256 || got["/out/bytes.bin"][255] != 255 {
+						t.Errorf("outputs %q", got)
+					}
+					if res.ScratchPeak <= 0 || res.ScratchFull {
+						t.Errorf("scratch peak %d full %v", res.ScratchPeak, res.ScratchFull)
+					}
+				})
+			}
+		})
+	}
+}
+
+// TestWorker_Files_Hostile: a guest filling its scratch space gets ENOSPC and a failed result
+// that says so; a guest writing a file larger than the outputs allow gets it cut and flagged;
+// the worker goes on serving.
+func TestWorker_Files_Hostile(t *testing.T) {
+	for _, g := range guests {
+		t.Run(g.name, func(t *testing.T) {
+			wasm := g.build(t)
+			c := startClient(t)
+
+			res, _ := c.run(wasm, RunJob{Args: []string{"fill", "/tmp/fill"}, ScratchMax: 4 << 20})
+			if res.Status != schemas.StatusFailed || res.ExitCode != 3 || !res.ScratchFull {
+				t.Fatalf("fill: status %s exit %d full %v error %q stdout %q", res.Status, res.ExitCode, res.ScratchFull, res.Error, res.Stdout)
+			}
+			if !strings.Contains(string(res.Stdout), g.enospc) || !strings.Contains(res.Error, "scratch space is full") {
+				t.Errorf("fill: stdout %q error %q", res.Stdout, res.Error)
+			}
+			if res.ScratchPeak > 4<<20 {
+				t.Errorf("scratch peak %d over the cap", res.ScratchPeak)
+			}
+
+			res, _ = c.run(wasm, RunJob{Args: []string{"big", "/tmp/big", "8"}, ScratchMax: 16 << 20, OutputsMax: 1 << 20, Outputs: []string{"/tmp/big"}})
+			if res.Status != schemas.StatusSucceeded || len(res.Outputs) != 1 {
+				t.Fatalf("big: status %s error %q stdout %q outputs %d", res.Status, res.Error, res.Stdout, len(res.Outputs))
+			}
+			if o := res.Outputs[0]; !o.Truncated || o.Size != 8<<20 || len(o.Data) != 1<<20 {
+				t.Errorf("big: truncated %v size %d kept %d", o.Truncated, o.Size, len(o.Data))
+			}
+
+			// The same worker still runs guests.
+			res, _ = c.run(wasm, RunJob{Args: []string{"stdout", "1"}, StdoutMax: 1 << 10})
+			if res.Status != schemas.StatusSucceeded || res.StdoutBytes != 1<<20 || !res.StdoutTruncated {
+				t.Errorf("after: status %s stdout bytes %d", res.Status, res.StdoutBytes)
+			}
+		})
+	}
+}

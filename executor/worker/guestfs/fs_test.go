@@ -1,0 +1,199 @@
+package guestfs
+
+import (
+	"archive/tar"
+	"bytes"
+	"io/fs"
+	"strings"
+	"testing"
+
+	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
+
+	"github.com/wasmwiz/wasmwiz/bundle"
+)
+
+func mustOpen(t *testing.T, f *FS, p string, flag experimentalsys.Oflag) experimentalsys.File {
+	t.Helper()
+	h, errno := f.OpenFile(p, flag, 0o644)
+	if errno != 0 {
+		t.Fatalf("open %s: %v", p, errno)
+	}
+	return h
+}
+
+func names(t *testing.T, f *FS, p string) string {
+	t.Helper()
+	d := mustOpen(t, f, p, experimentalsys.O_RDONLY|experimentalsys.O_DIRECTORY)
+	defer d.Close()
+	ents, errno := d.Readdir(-1)
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	var s []string
+	for _, e := range ents {
+		s = append(s, e.Name)
+	}
+	return strings.Join(s, " ")
+}
+
+// TestFS_Tree: the fixed tree, /dev wired to the streams, links resolved inside the tree only.
+func TestFS_Tree(t *testing.T) {
+	var out bytes.Buffer
+	f := New(Config{ScratchMax: 1 << 20, Stdin: strings.NewReader("in"), Stdout: &out})
+	if got := names(t, f, "."); got != "dev tmp" {
+		t.Fatalf("root holds %q", got)
+	}
+	if got := names(t, f, "dev"); got != "null stderr stdin stdout" {
+		t.Fatalf("/dev holds %q", got)
+	}
+	h := mustOpen(t, f, "dev/stdout", experimentalsys.O_WRONLY|experimentalsys.O_TRUNC)
+	if n, errno := h.Write([]byte("to stdout")); n != 9 || errno != 0 || out.String() != "to stdout" {
+		t.Fatalf("write /dev/stdout: %d %v %q", n, errno, out.String())
+	}
+	buf := make([]byte, 8)
+	if n, _ := mustOpen(t, f, "dev/stdin", experimentalsys.O_RDONLY).Read(buf); string(buf[:n]) != "in" {
+		t.Fatalf("read /dev/stdin: %q", buf[:n])
+	}
+	if errno := f.Unlink("dev/null"); errno != experimentalsys.EROFS {
+		t.Fatalf("unlink /dev/null: %v", errno)
+	}
+
+	// A link that climbs out names a path of this tree ("/etc/passwd" here), never the host's.
+	if errno := f.Symlink("../../../../etc/passwd", "tmp/escape"); errno != 0 {
+		t.Fatal(errno)
+	}
+	if _, errno := f.OpenFile("tmp/escape", experimentalsys.O_RDONLY, 0); errno != experimentalsys.ENOENT {
+		t.Fatalf("open of a link out: %v", errno)
+	}
+	if errno := f.Mkdir("etc", 0o755); errno != 0 {
+		t.Fatal(errno)
+	}
+	h = mustOpen(t, f, "etc/passwd", experimentalsys.O_WRONLY|experimentalsys.O_CREAT)
+	h.Write([]byte("guest's own"))
+	h.Close()
+	if n, _ := mustOpen(t, f, "tmp/escape", experimentalsys.O_RDONLY).Read(buf); string(buf[:n]) != "guest's " {
+		t.Fatalf("link resolved to %q", buf[:n])
+	}
+	// A loop ends with ELOOP.
+	f.Symlink("b", "tmp/a")
+	f.Symlink("a", "tmp/b")
+	if _, errno := f.Stat("tmp/a"); errno != experimentalsys.ELOOP {
+		t.Fatalf("loop: %v", errno)
+	}
+}
+
+// TestFS_ScratchCap: data, inodes and names all count; a million empty files do not fit in a
+// small budget; unlinking gives the space back.
+func TestFS_ScratchCap(t *testing.T) {
+	f := New(Config{ScratchMax: 1 << 20})
+	made := 0
+	for ; made < 1_000_000; made++ {
+		h, errno := f.OpenFile("tmp/f"+strings.Repeat("x", 10)+string(rune('a'+made%26))+itoa(made), experimentalsys.O_WRONLY|experimentalsys.O_CREAT, 0o644)
+		if errno != 0 {
+			if errno != experimentalsys.EIO || !f.Full() {
+				t.Fatalf("file %d: %v", made, errno)
+			}
+			break
+		}
+		h.Close()
+	}
+	if made == 0 || made > (1<<20)/nodeCost {
+		t.Fatalf("made %d empty files in 1 MiB", made)
+	}
+	if f.Used() > f.ScratchMax() || f.Peak() > f.ScratchMax() {
+		t.Fatalf("used %d peak %d over %d", f.Used(), f.Peak(), f.ScratchMax())
+	}
+
+	g := New(Config{ScratchMax: 1 << 20})
+	h := mustOpen(t, g, "tmp/data", experimentalsys.O_RDWR|experimentalsys.O_CREAT)
+	if _, errno := h.Pwrite([]byte("x"), 2<<20); errno != experimentalsys.EIO {
+		t.Fatalf("write past the cap: %v", errno)
+	}
+	if errno := h.Truncate(1 << 30); errno != experimentalsys.EIO {
+		t.Fatalf("truncate past the cap: %v", errno)
+	}
+	if _, errno := h.Write(make([]byte, 512<<10)); errno != 0 {
+		t.Fatal(errno)
+	}
+	h.Close()
+	used := g.Used()
+	if errno := g.Link("tmp/data", "tmp/data2"); errno != 0 {
+		t.Fatal(errno)
+	}
+	g.Unlink("tmp/data")
+	if want := used + int64(len("data2")-len("data")); g.Used() != want { // the names differ
+		t.Fatalf("after unlinking one of two names: used %d, want %d", g.Used(), want)
+	}
+	g.Unlink("tmp/data2")
+	if g.Used() != 0 {
+		t.Fatalf("after unlinking everything: used %d", g.Used())
+	}
+}
+
+func itoa(i int) string {
+	var b [20]byte
+	n := len(b)
+	for {
+		n--
+		b[n] = byte('0' + i%10)
+		if i /= 10; i == 0 {
+			return string(b[n:])
+		}
+	}
+}
+
+// TestFS_Bundle: a mounted bundle is read in place and cannot be changed.
+func TestFS_Bundle(t *testing.T) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range []struct{ name, body string }{{"lib/a.txt", "alpha"}, {"lib/b.txt", "beta"}} {
+		tw.WriteHeader(&tar.Header{Name: e.name, Mode: 0o644, Size: int64(len(e.body)), Typeflag: tar.TypeReg})
+		tw.Write([]byte(e.body))
+	}
+	tw.Close()
+	archive := bytes.NewReader(buf.Bytes())
+	idx, err := bundle.Scan(archive, bundle.Limits{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewBundle(idx, archive, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := New(Config{})
+	if err := f.Mount("/share/data", b); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Mount("/share/data", b); err == nil {
+		t.Fatal("mounted twice at one path")
+	}
+	if got := names(t, f, "share/data/lib"); got != "a.txt b.txt" {
+		t.Fatalf("bundle holds %q", got)
+	}
+	p := make([]byte, 16)
+	h := mustOpen(t, f, "share/data/lib/b.txt", experimentalsys.O_RDONLY)
+	if n, _ := h.Read(p); string(p[:n]) != "beta" {
+		t.Fatalf("read %q", p[:n])
+	}
+	for what, errno := range map[string]experimentalsys.Errno{
+		"unlink": f.Unlink("share/data/lib/a.txt"),
+		"mkdir":  f.Mkdir("share/data/new", 0o755),
+		"rename": f.Rename("share/data/lib/a.txt", "tmp/a.txt"),
+		"rmdir":  f.Rmdir("share/data"),
+		"chmod":  f.Chmod("share/data/lib/a.txt", fs.ModePerm),
+	} {
+		if errno != experimentalsys.EROFS {
+			t.Errorf("%s in a bundle: %v", what, errno)
+		}
+	}
+	if _, errno := f.OpenFile("share/data/lib/a.txt", experimentalsys.O_WRONLY, 0); errno != experimentalsys.EROFS {
+		t.Errorf("open for writing: %v", errno)
+	}
+	if _, errno := f.OpenFile("share/data/lib/c.txt", experimentalsys.O_WRONLY|experimentalsys.O_CREAT, 0o644); errno != experimentalsys.EROFS {
+		t.Errorf("create: %v", errno)
+	}
+	outs, _ := f.Collect([]string{"/share/data/*/*.txt"}, 6, 10)
+	if len(outs) != 2 || string(outs[0].Data) != "alpha" || outs[0].Truncated || string(outs[1].Data) != "b" || !outs[1].Truncated {
+		t.Fatalf("collect: %+v", outs)
+	}
+}

@@ -1,0 +1,82 @@
+package guestfs
+
+import (
+	"path"
+	"slices"
+	"strings"
+)
+
+// Output is a file collected after a run.
+type Output struct {
+	Path      string // absolute
+	Data      []byte // the first bytes, up to what the budget allowed
+	Size      int64  // the file's whole size
+	Truncated bool   // Data is shorter than Size
+}
+
+// Collect returns the regular files matching patterns (absolute paths whose components may use
+// path.Match wildcards: "/out/*.wav", "/tmp/result.json"), each once, sorted by path. Files
+// are read in full while maxBytes lasts, then cut (Truncated); at most maxFiles are returned
+// and more is reported by the second result. Symbolic links are not followed (a link is not
+// an output; the file it names may be).
+func (f *FS) Collect(patterns []string, maxBytes int64, maxFiles int) ([]Output, bool) {
+	seen := map[string]*node{}
+	for _, p := range patterns {
+		f.match(f.root, nil, splitPath(p), seen)
+	}
+	paths := make([]string, 0, len(seen))
+	for p := range seen {
+		paths = append(paths, p)
+	}
+	slices.Sort(paths)
+	more := false
+	if maxFiles > 0 && len(paths) > maxFiles {
+		paths, more = paths[:maxFiles], true
+	}
+	out := make([]Output, 0, len(paths))
+	left := maxBytes
+	for _, p := range paths {
+		n := seen[p]
+		size := n.length()
+		take := min(size, max(0, left))
+		o := Output{Path: p, Size: size, Truncated: take < size}
+		if take > 0 {
+			o.Data = make([]byte, take)
+			if n.src == nil {
+				copy(o.Data, n.data)
+			} else if k, _ := n.src.ReadAt(o.Data, n.off); int64(k) < take {
+				o.Data, o.Truncated = o.Data[:k], true
+			}
+		}
+		left -= int64(len(o.Data))
+		out = append(out, o)
+	}
+	return out, more
+}
+
+func (f *FS) match(dir *node, at []string, rest []string, seen map[string]*node) {
+	if len(rest) == 0 || dir.kind != kindDir {
+		return
+	}
+	c, last := rest[0], len(rest) == 1
+	visit := func(name string, n *node) {
+		p := append(slices.Clip(at), name)
+		switch {
+		case last && n.kind == kindFile:
+			seen["/"+strings.Join(p, "/")] = n
+		case !last && n.kind == kindDir:
+			f.match(n, p, rest[1:], seen)
+		}
+	}
+	if !strings.ContainsAny(c, `*?[\`) {
+		if n := dir.children[c]; n != nil {
+			visit(c, n)
+		}
+		return
+	}
+	for name, n := range dir.children {
+		if ok, _ := path.Match(c, name); ok {
+			visit(name, n)
+		}
+	}
+}

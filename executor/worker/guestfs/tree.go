@@ -1,0 +1,161 @@
+package guestfs
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"path"
+	"strings"
+
+	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
+
+	"github.com/wasmwiz/wasmwiz/bundle"
+)
+
+// Bundle is a read-only tree made from a bundle's index, shared by every execution that mounts
+// it: its files are read from src (the node's cached archive) at their offsets.
+type Bundle struct {
+	root  *node
+	Files int
+	Bytes int64
+}
+
+// NewBundle builds the tree of idx over src. seq tells bundles apart: it gives the tree's
+// inodes a range of their own, above any scratch inode.
+func NewBundle(idx *bundle.Index, src io.ReaderAt, seq uint32) (*Bundle, error) {
+	next := (uint64(seq) + 1) << 32
+	mk := func(k kind, perm fs.FileMode) *node {
+		n := &node{kind: k, perm: perm, ino: next, ro: true, nlink: 1}
+		next++
+		if k == kindDir {
+			n.children = map[string]*node{}
+			n.nlink = 2
+		}
+		return n
+	}
+	b := &Bundle{root: mk(kindDir, 0o555), Files: idx.Files, Bytes: idx.Bytes}
+	for _, e := range idx.Entries {
+		dir, name := path.Split(e.Path)
+		parent := b.root
+		if dir != "" {
+			var err error
+			if parent, err = b.dir(strings.TrimSuffix(dir, "/")); err != nil {
+				return nil, err
+			}
+		}
+		if _, dup := parent.children[name]; dup {
+			return nil, fmt.Errorf("bundle: %q appears twice", e.Path)
+		}
+		var n *node
+		switch e.Type {
+		case bundle.TypeDir:
+			n = mk(kindDir, (e.Mode|0o555)&^0o222)
+			parent.nlink++
+		case bundle.TypeFile:
+			n = mk(kindFile, (e.Mode|0o444)&^0o222)
+			n.src, n.off, n.size = src, e.Offset, e.Size
+		case bundle.TypeSymlink:
+			n = mk(kindSymlink, 0o777)
+			n.target = e.Target
+		default:
+			return nil, fmt.Errorf("bundle: %q has an unknown type", e.Path)
+		}
+		t := e.ModTime.UnixNano()
+		n.atim, n.mtim, n.ctim = t, t, t
+		parent.children[name] = n
+	}
+	return b, nil
+}
+
+func (b *Bundle) dir(p string) (*node, error) {
+	cur := b.root
+	for _, c := range strings.Split(p, "/") {
+		next := cur.children[c]
+		if next == nil || next.kind != kindDir {
+			return nil, fmt.Errorf("bundle: %q is not a directory", p)
+		}
+		cur = next
+	}
+	return cur, nil
+}
+
+// ErrNoSpace is returned when inline files do not fit the scratch budget.
+var ErrNoSpace = errors.New("not enough scratch space")
+
+// mkdirAll makes the directories of p (components) in scratch and returns the last one.
+func (f *FS) mkdirAll(comps []string) (*node, error) {
+	cur := f.root
+	for _, c := range comps {
+		next := cur.children[c]
+		if next == nil {
+			if cur.ro {
+				return nil, fmt.Errorf("%s is inside a read-only mount", "/"+strings.Join(comps, "/"))
+			}
+			var errno experimentalsys.Errno
+			if next, errno = f.add(cur, c, kindDir, 0o755); errno != 0 {
+				return nil, ErrNoSpace
+			}
+		}
+		if next.kind != kindDir {
+			return nil, fmt.Errorf("/%s is not a directory", strings.Join(comps, "/"))
+		}
+		cur = next
+	}
+	return cur, nil
+}
+
+// MkdirAll makes directory p (absolute) and its parents in scratch.
+func (f *FS) MkdirAll(p string) error {
+	_, err := f.mkdirAll(splitPath(p))
+	return err
+}
+
+// Mount places a bundle's tree at p (absolute), making the directories above it. Nothing may
+// be at p yet.
+func (f *FS) Mount(p string, b *Bundle) error {
+	comps := splitPath(p)
+	if len(comps) == 0 {
+		return errors.New("cannot mount over /")
+	}
+	parent, err := f.mkdirAll(comps[:len(comps)-1])
+	if err != nil {
+		return err
+	}
+	name := comps[len(comps)-1]
+	if parent.children[name] != nil {
+		return fmt.Errorf("%s already exists", p)
+	}
+	if parent.ro {
+		return fmt.Errorf("%s is inside a read-only mount", p)
+	}
+	parent.children[name] = b.root
+	parent.nlink++
+	return nil
+}
+
+// AddFile writes a scratch file at p (absolute), making its directories; its bytes count
+// against the scratch budget.
+func (f *FS) AddFile(p string, data []byte) error {
+	comps := splitPath(p)
+	if len(comps) == 0 {
+		return errors.New("/ is a directory")
+	}
+	parent, err := f.mkdirAll(comps[:len(comps)-1])
+	if err != nil {
+		return err
+	}
+	name := comps[len(comps)-1]
+	if parent.children[name] != nil {
+		return fmt.Errorf("%s already exists", p)
+	}
+	n, errno := f.add(parent, name, kindFile, 0o644)
+	if errno != 0 {
+		return ErrNoSpace
+	}
+	if errno := f.resize(n, int64(len(data))); errno != 0 {
+		return ErrNoSpace
+	}
+	copy(n.data, data)
+	return nil
+}

@@ -1,0 +1,222 @@
+package guestfs
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io/fs"
+	"path"
+	"strings"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
+	"github.com/tetratelabs/wazero/experimental/sysfs"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+	"github.com/tetratelabs/wazero/sys"
+)
+
+type ctxKey struct{}
+
+// WithFS returns a context whose calls into WASI see f: the overrides below need the guest's
+// file system. Use it for the context _start is called with.
+func WithFS(ctx context.Context, f *FS) context.Context {
+	return context.WithValue(ctx, ctxKey{}, f)
+}
+
+func fromContext(ctx context.Context) *FS {
+	f, _ := ctx.Value(ctxKey{}).(*FS)
+	return f
+}
+
+// FSConfig mounts f at "/" for a module.
+func FSConfig(f *FS) wazero.FSConfig {
+	return wazero.NewFSConfig().(sysfs.FSConfig).WithSysFSMount(f, "/")
+}
+
+// WASI error numbers this package answers itself (WASI preview 1 errno).
+const (
+	wasiESUCCESS = 0
+	wasiEFAULT   = 21
+	wasiEIO      = 29
+	wasiENOSPC   = 51
+	wasiENOTDIR  = 54
+	wasiEPERM    = 63
+)
+
+// wasiErrno maps the errors lookup returns to WASI's numbers.
+func wasiErrno(e experimentalsys.Errno) uint64 {
+	switch e {
+	case 0:
+		return wasiESUCCESS
+	case experimentalsys.ENOENT:
+		return 44
+	case experimentalsys.ENOTDIR:
+		return wasiENOTDIR
+	case experimentalsys.ELOOP:
+		return 32
+	case experimentalsys.ENAMETOOLONG:
+		return 37
+	case experimentalsys.EPERM:
+		return wasiEPERM
+	}
+	return wasiEIO
+}
+
+// Instantiate instantiates wazero's wasi_snapshot_preview1 in r with three of its functions
+// wrapped:
+//
+//   - path_filestat_get of a path that climbs out of its directory (".." first, after
+//     cleaning) is answered from the guest's FS by the directory's own path. wazero refuses
+//     such a path with EPERM even when the directory is not a preopen and its parent is in the
+//     same tree; wasi-libc's readdir (from late 2022) stats ".." when fd_readdir gives no
+//     inode, which wazero never does for "..", so scandir and everything built on it failed.
+//   - fd_write and fd_pwrite report a write refused for lack of scratch space as ENOSPC, which
+//     wazero's error set cannot express (it would be EIO).
+//
+// Everything else is wazero's own implementation, called as it is.
+func Instantiate(ctx context.Context, r wazero.Runtime) error {
+	const name = wasi_snapshot_preview1.ModuleName
+	exporter := wasi_snapshot_preview1.NewFunctionExporter()
+	probe := r.NewHostModuleBuilder(name)
+	exporter.ExportFunctions(probe)
+	compiled, err := probe.Compile(ctx)
+	if err != nil {
+		return err
+	}
+	defs := compiled.ExportedFunctions()
+	original := func(fn string) (api.GoModuleFunction, api.FunctionDefinition, error) {
+		d, ok := defs[fn]
+		if !ok {
+			return nil, nil, fmt.Errorf("wasi: no %s", fn)
+		}
+		g, ok := d.GoFunction().(api.GoModuleFunction)
+		if !ok {
+			return nil, nil, fmt.Errorf("wasi: %s is not a Go function", fn)
+		}
+		return g, d, nil
+	}
+	b := r.NewHostModuleBuilder(name)
+	exporter.ExportFunctions(b)
+	fdFilestat, _, err := original("fd_filestat_get")
+	if err != nil {
+		return err
+	}
+	wrap := map[string]func(api.GoModuleFunction) api.GoModuleFunction{
+		"path_filestat_get": func(orig api.GoModuleFunction) api.GoModuleFunction {
+			return pathFilestatGet(orig, fdFilestat)
+		},
+		"fd_write":  noSpace,
+		"fd_pwrite": noSpace,
+	}
+	for fn, w := range wrap {
+		orig, d, err := original(fn)
+		if err != nil {
+			return err
+		}
+		b.NewFunctionBuilder().
+			WithGoModuleFunction(w(orig), d.ParamTypes(), d.ResultTypes()).
+			WithParameterNames(d.ParamNames()...).
+			WithResultNames(d.ResultNames()...).
+			Export(fn)
+	}
+	_ = compiled.Close(ctx)
+	_, err = b.Instantiate(ctx)
+	return err
+}
+
+// noSpace turns EIO into ENOSPC when the write failed for lack of scratch space.
+func noSpace(orig api.GoModuleFunction) api.GoModuleFunction {
+	return api.GoModuleFunc(func(ctx context.Context, mod api.Module, stack []uint64) {
+		orig.Call(ctx, mod, stack)
+		if stack[0] == wasiEIO {
+			if f := fromContext(ctx); f != nil && f.takeNoSpace() {
+				stack[0] = wasiENOSPC
+			}
+		}
+	})
+}
+
+// pathFilestatGet answers path_filestat_get(fd, flags, path, path_len, result) for a path that
+// climbs out of fd's directory; wazero answers the rest.
+func pathFilestatGet(orig, fdFilestat api.GoModuleFunction) api.GoModuleFunction {
+	return api.GoModuleFunc(func(ctx context.Context, mod api.Module, stack []uint64) {
+		f := fromContext(ctx)
+		fd, flags, ptr, size, result := uint32(stack[0]), uint32(stack[1]), uint32(stack[2]), uint32(stack[3]), uint32(stack[4])
+		raw, ok := mod.Memory().Read(ptr, size)
+		if f == nil || !ok {
+			orig.Call(ctx, mod, stack)
+			return
+		}
+		if c := path.Clean(string(raw)); c != ".." && !strings.HasPrefix(c, "../") {
+			orig.Call(ctx, mod, stack)
+			return
+		}
+		rel := string(raw) // copied: the next call may write guest memory
+		// The directory's inode, by wazero's own fd_filestat_get, into the result buffer (which
+		// is overwritten below).
+		st := []uint64{uint64(fd), uint64(result)}
+		fdFilestat.Call(ctx, mod, st)
+		if st[0] != wasiESUCCESS {
+			stack[0] = st[0]
+			return
+		}
+		buf, ok := mod.Memory().Read(result, 64)
+		if !ok {
+			stack[0] = wasiEFAULT
+			return
+		}
+		const filetypeDirectory = 3
+		if buf[16] != filetypeDirectory {
+			stack[0] = wasiENOTDIR
+			return
+		}
+		dir, ok := f.dirs[binary.LittleEndian.Uint64(buf[8:])]
+		if !ok {
+			stack[0] = wasiEPERM // a directory this FS did not open: as wazero answers
+			return
+		}
+		var (
+			s     sys.Stat_t
+			errno experimentalsys.Errno
+		)
+		target := path.Join("/", dir, rel)
+		if flags&1 != 0 { // LOOKUP_SYMLINK_FOLLOW
+			s, errno = f.Stat(target)
+		} else {
+			s, errno = f.Lstat(target)
+		}
+		if errno != 0 {
+			stack[0] = wasiErrno(errno)
+			return
+		}
+		binary.LittleEndian.PutUint64(buf, s.Dev)
+		binary.LittleEndian.PutUint64(buf[8:], s.Ino)
+		binary.LittleEndian.PutUint64(buf[16:], uint64(filetype(s)))
+		binary.LittleEndian.PutUint64(buf[24:], s.Nlink)
+		binary.LittleEndian.PutUint64(buf[32:], uint64(s.Size))
+		binary.LittleEndian.PutUint64(buf[40:], uint64(s.Atim))
+		binary.LittleEndian.PutUint64(buf[48:], uint64(s.Mtim))
+		binary.LittleEndian.PutUint64(buf[56:], uint64(s.Ctim))
+		stack[0] = wasiESUCCESS
+	})
+}
+
+// filetype is WASI's filetype of a stat's mode.
+func filetype(s sys.Stat_t) uint8 {
+	m := s.Mode
+	switch {
+	case m.IsRegular():
+		return 4
+	case m.IsDir():
+		return 3
+	case m&fs.ModeSymlink != 0:
+		return 7
+	case m&fs.ModeDevice != 0:
+		if m&fs.ModeCharDevice != 0 {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}
