@@ -204,19 +204,6 @@ func stored(t *testing.T, s accounting.Store) int64 {
 	return n
 }
 
-func checkAllUsage(t *testing.T, s accounting.Store, execs []storetest.Exec) {
-	t.Helper()
-	for _, tenant := range []string{"acme", "globex", "initech"} {
-		for _, by := range []string{schemas.UsageByDay, schemas.UsageByModule, schemas.UsageByKey} {
-			req := schemas.UsageRequest{TenantID: tenant, From: storetest.Day0, To: storetest.Day0.AddDate(0, 0, 4), GroupBy: by}
-			got, want := storetest.MustUsage(t, s, req), storetest.Expect(req, execs)
-			if fmt.Sprint(got.Rows, got.Total) != fmt.Sprint(want.Rows, want.Total) {
-				t.Errorf("%s by %s:\n got %+v %+v\nwant %+v %+v", tenant, by, got.Rows, got.Total, want.Rows, want.Total)
-			}
-		}
-	}
-}
-
 func (e *env) info(t *testing.T) *jetstream.ConsumerInfo {
 	t.Helper()
 	cons, err := e.js.Consumer(context.Background(), schemas.StreamEvents, schemas.ConsumerAccounting)
@@ -283,7 +270,7 @@ func TestConsumer_StoresEachExecutionOnce(t *testing.T) {
 		if n := stored(t, e.store); n != 300 {
 			t.Fatalf("stored %d executions, want 300", n)
 		}
-		checkAllUsage(t, e.store, execs)
+		storetest.CheckAllUsage(t, e.store, execs)
 		if got := metric(t, e.reg, "wasmwiz_accounting_duplicates_skipped_total"); got != 51 {
 			t.Errorf("duplicates skipped = %v, want 51 (50 executions, 1 event)", got)
 		}
@@ -329,7 +316,7 @@ func TestConsumer_InvalidEventsAreTerminated(t *testing.T) {
 	if n := stored(t, e.store); n != int64(len(want)) {
 		t.Fatalf("stored %d, want %d", n, len(want))
 	}
-	checkAllUsage(t, e.store, want)
+	storetest.CheckAllUsage(t, e.store, want)
 }
 
 func TestConsumer_StoreDown_RetriesWithoutAcking(t *testing.T) {
@@ -369,7 +356,7 @@ func TestConsumer_StoreDown_RetriesWithoutAcking(t *testing.T) {
 		if ins, dups := e.store.counts(); ins != 120 || dups != 0 {
 			t.Errorf("inserted %d with %d duplicates, want 120 and 0", ins, dups)
 		}
-		checkAllUsage(t, e.store, execs)
+		storetest.CheckAllUsage(t, e.store, execs)
 		natstest.Eventually(t, wait, r.c.Ready, "consumer not ready after recovery")
 	})
 }
@@ -392,7 +379,7 @@ func TestConsumer_Restart_ContinuesWhereItLeftOff(t *testing.T) {
 		if ins, dups := e.store.counts(); ins != 200 || dups != 0 {
 			t.Errorf("inserted %d with %d duplicates, want 200 and 0 (nothing redelivered)", ins, dups)
 		}
-		checkAllUsage(t, e.store, execs)
+		storetest.CheckAllUsage(t, e.store, execs)
 	})
 }
 
@@ -593,7 +580,7 @@ func TestConsumer_CommitReplyLost_StoredOnce(t *testing.T) {
 		if n := stored(t, e.store); n != 150 {
 			t.Fatalf("stored %d, want 150", n)
 		}
-		checkAllUsage(t, e.store, execs)
+		storetest.CheckAllUsage(t, e.store, execs)
 	})
 }
 
@@ -616,7 +603,7 @@ func TestConsumer_RejectedEvent_DoesNotBlockTheStream(t *testing.T) {
 		if ins, _ := e.store.counts(); ins != 100 {
 			t.Errorf("inserted %d, want 100", ins)
 		}
-		checkAllUsage(t, e.store, execs)
+		storetest.CheckAllUsage(t, e.store, execs)
 	})
 }
 
@@ -633,6 +620,6 @@ func TestConsumer_Replicas_ShareTheWork(t *testing.T) {
 		if ins, dups := e.store.counts(); ins != 400 || dups != 100 {
 			t.Errorf("inserted %d with %d duplicates, want 400 and 100", ins, dups)
 		}
-		checkAllUsage(t, e.store, execs)
+		storetest.CheckAllUsage(t, e.store, execs)
 	})
 }

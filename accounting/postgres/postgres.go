@@ -20,6 +20,7 @@ import (
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
 
+	"github.com/wasmwiz/wasmwiz/accounting"
 	"github.com/wasmwiz/wasmwiz/accounting/internal/ledger"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
@@ -129,14 +130,14 @@ ON CONFLICT (id) DO NOTHING
 RETURNING id`
 
 // Insert stores a batch of valid events in one transaction and returns what it inserted.
-func (s *Store) Insert(ctx context.Context, entries []ledger.Entry) (ledger.InsertResult, error) {
-	var res ledger.InsertResult
+func (s *Store) Insert(ctx context.Context, entries []accounting.Entry) (accounting.InsertResult, error) {
+	var res accounting.InsertResult
 	execs, audits, dups, err := ledger.Rows(entries)
 	if err != nil {
 		return res, err
 	}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		res = ledger.InsertResult{Duplicates: dups}
+		res = accounting.InsertResult{Duplicates: dups}
 		if len(execs) > 0 {
 			inserted, err := insertExecs(ctx, tx, execs)
 			if err != nil {
@@ -159,7 +160,7 @@ func (s *Store) Insert(ctx context.Context, entries []ledger.Entry) (ledger.Inse
 		return nil
 	})
 	if err != nil {
-		return ledger.InsertResult{}, fmt.Errorf("postgres: insert batch: %w", err)
+		return accounting.InsertResult{}, fmt.Errorf("postgres: insert batch: %w", err)
 	}
 	return res, nil
 }

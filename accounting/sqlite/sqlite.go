@@ -17,6 +17,7 @@ import (
 	"github.com/pressly/goose/v3"
 	_ "modernc.org/sqlite" // registers driver "sqlite"
 
+	"github.com/wasmwiz/wasmwiz/accounting"
 	"github.com/wasmwiz/wasmwiz/accounting/internal/ledger"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
@@ -113,20 +114,20 @@ func micros(t time.Time) any {
 }
 
 // Insert stores a batch of valid events in one transaction and returns what it inserted.
-func (s *Store) Insert(ctx context.Context, entries []ledger.Entry) (ledger.InsertResult, error) {
+func (s *Store) Insert(ctx context.Context, entries []accounting.Entry) (accounting.InsertResult, error) {
 	execs, audits, dups, err := ledger.Rows(entries)
 	if err != nil {
-		return ledger.InsertResult{}, err
+		return accounting.InsertResult{}, err
 	}
 	res, err := s.insert(ctx, execs, audits)
 	if err != nil {
-		return ledger.InsertResult{}, fmt.Errorf("sqlite: insert batch: %w", err)
+		return accounting.InsertResult{}, fmt.Errorf("sqlite: insert batch: %w", err)
 	}
 	res.Duplicates += dups
 	return res, nil
 }
 
-func (s *Store) insert(ctx context.Context, execs []ledger.Execution, audits []ledger.Audit) (res ledger.InsertResult, err error) {
+func (s *Store) insert(ctx context.Context, execs []ledger.Execution, audits []ledger.Audit) (res accounting.InsertResult, err error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return res, err

@@ -497,3 +497,17 @@ func testExtremes(t *testing.T, s accounting.Store) {
 		t.Errorf("day 0: %+v, want %+v", got.Total, want)
 	}
 }
+
+// CheckAllUsage checks every tenant's usage, by day, module and key, against Expect.
+func CheckAllUsage(t testing.TB, s accounting.Store, execs []Exec) {
+	t.Helper()
+	for _, tenant := range []string{"acme", "globex", "initech"} {
+		for _, by := range []string{schemas.UsageByDay, schemas.UsageByModule, schemas.UsageByKey} {
+			req := schemas.UsageRequest{TenantID: tenant, From: Day0, To: Day0.AddDate(0, 0, 4), GroupBy: by}
+			got, want := MustUsage(t, s, req), Expect(req, execs)
+			if fmt.Sprint(got.Rows, got.Total) != fmt.Sprint(want.Rows, want.Total) {
+				t.Errorf("%s by %s:\n got %+v %+v\nwant %+v %+v", tenant, by, got.Rows, got.Total, want.Rows, want.Total)
+			}
+		}
+	}
+}

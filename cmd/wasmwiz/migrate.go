@@ -6,7 +6,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/wasmwiz/wasmwiz/accounting"
+	"github.com/wasmwiz/wasmwiz/accounting/stores"
 )
 
 // runMigrate applies the accounting database migrations and exits:
@@ -28,7 +28,7 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	if *dbURL == "" {
 		return usageError{"a database URL is required (--database-url or DATABASE_URL)"}
 	}
-	store, err := accounting.OpenWithRetry(ctx, *dbURL, "", newLogger(stderr, getenv, false))
+	store, err := stores.OpenWithRetry(ctx, *dbURL, "", newLogger(stderr, getenv, false))
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/wasmwiz/wasmwiz/accounting"
+	"github.com/wasmwiz/wasmwiz/accounting/stores"
 	"github.com/wasmwiz/wasmwiz/executor"
 	"github.com/wasmwiz/wasmwiz/executor/worker"
 	"github.com/wasmwiz/wasmwiz/gateway"
@@ -252,7 +253,8 @@ func runAccountingCmd(ctx context.Context, args []string, getenv func(string) st
 			return err
 		}
 	}
-	store, err := accounting.Open(ctx, *dbURL, *sqlitePath)
+	// A replica started while PostgreSQL is down waits for it (RATIONALE.md).
+	store, err := stores.OpenWithRetry(ctx, *dbURL, *sqlitePath, e.log)
 	if err != nil {
 		return fmt.Errorf("open accounting store: %w", err)
 	}

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/wasmwiz/wasmwiz/accounting"
+	"github.com/wasmwiz/wasmwiz/accounting/stores"
 	"github.com/wasmwiz/wasmwiz/executor"
 	"github.com/wasmwiz/wasmwiz/gateway"
 	"github.com/wasmwiz/wasmwiz/internal/streams"
@@ -92,7 +93,7 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 	if cfg.DatabaseURL == "" {
 		sqlitePath = filepath.Join(cfg.DataDir, "accounting.db")
 	}
-	if s.store, err = accounting.Open(ctx, cfg.DatabaseURL, sqlitePath); err != nil {
+	if s.store, err = stores.Open(ctx, cfg.DatabaseURL, sqlitePath); err != nil {
 		return nil, fmt.Errorf("open accounting store: %w", err)
 	}
 	if err := registerOps(cfg.Registry, boot, opsGateway|opsExecutor|opsAccounting); err != nil {

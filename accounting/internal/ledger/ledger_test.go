@@ -3,11 +3,10 @@ package ledger
 import (
 	"encoding/json"
 	"errors"
-	"math"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/wasmwiz/wasmwiz/accounting"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
@@ -21,49 +20,6 @@ func execEvent() schemas.Event {
 			Status: schemas.StatusSucceeded, WallMS: 2.01, MemoryPeakBytes: schemas.MiB + 1,
 			StdinBytes: 3, StdoutBytes: 4, StderrBytes: 5, FinishedAt: t0, NodeID: "n1",
 		},
-	}
-}
-
-func TestValidate(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		mod     func(*schemas.Event)
-		subject string
-		ok      bool
-	}{
-		{"valid", func(*schemas.Event) {}, "", true},
-		{"valid with subject", func(*schemas.Event) {}, "wasmwiz.events.execution.completed.acme", true},
-		{"subject of another tenant", func(*schemas.Event) {}, "wasmwiz.events.execution.completed.globex", false},
-		{"subject of another type", func(*schemas.Event) {}, "wasmwiz.events.execution.failed.acme", false},
-		{"no id", func(e *schemas.Event) { e.ID = "" }, "", false},
-		{"bad tenant", func(e *schemas.Event) { e.TenantID = "ACME" }, "", false},
-		{"no execution", func(e *schemas.Event) { e.Execution = nil }, "", false},
-		{"bad execution id", func(e *schemas.Event) { e.Execution.ExecutionID = "x" }, "", false},
-		{"running", func(e *schemas.Event) { e.Execution.Status = schemas.StatusRunning }, "", false},
-		{"killed", func(e *schemas.Event) { e.Execution.Status = schemas.StatusKilled }, "", true},
-		{"negative wall", func(e *schemas.Event) { e.Execution.WallMS = -1 }, "", false},
-		{"NaN wall", func(e *schemas.Event) { e.Execution.WallMS = math.NaN() }, "", false},
-		{"huge memory", func(e *schemas.Event) { e.Execution.MemoryPeakBytes = math.MaxInt64 }, "", false},
-		{"negative stdout", func(e *schemas.Event) { e.Execution.StdoutBytes = -1 }, "", false},
-		{"no times", func(e *schemas.Event) { e.Time = time.Time{}; e.Execution.FinishedAt = time.Time{} }, "", false},
-		{"event time only", func(e *schemas.Event) { e.Execution.FinishedAt = time.Time{} }, "", true},
-		{"year 20000", func(e *schemas.Event) { e.Execution.FinishedAt = time.Date(20000, 1, 1, 0, 0, 0, 0, time.UTC) }, "", false},
-		{"NUL in key id", func(e *schemas.Event) { e.Execution.KeyID = "a\x00b" }, "", false},
-		{"bad utf8 in node", func(e *schemas.Event) { e.Execution.NodeID = "\xff" }, "", false},
-		{"long module id", func(e *schemas.Event) { e.Execution.ModuleID = strings.Repeat("m", 201) }, "", false},
-		{"module event", func(e *schemas.Event) {
-			e.Type, e.Execution, e.Module = schemas.EventModuleUploaded, nil, &schemas.ModuleEvent{ModuleID: "m", Name: "x.wasm"}
-		}, "wasmwiz.events.module.uploaded.acme", true},
-		{"module event with NUL", func(e *schemas.Event) {
-			e.Type, e.Execution, e.Module = schemas.EventModuleUploaded, nil, &schemas.ModuleEvent{ModuleID: "m", Name: "x\x00.wasm"}
-		}, "", false},
-	} {
-		ev := execEvent()
-		tc.mod(&ev)
-		err := Validate(&ev, tc.subject)
-		if (err == nil) != tc.ok {
-			t.Errorf("%s: Validate = %v, want ok=%v", tc.name, err, tc.ok)
-		}
 	}
 }
 
@@ -104,7 +60,7 @@ func TestRowsAndRollup(t *testing.T) {
 	dup := execEvent()
 	dup.ID = "ev-3" // same execution as a
 	audit := schemas.Event{ID: "ev-k", Type: schemas.EventKeyCreated, TenantID: "acme", Time: t0, Key: &schemas.KeyEvent{KeyID: "k"}}
-	execs, audits, dups, err := Rows([]Entry{{1, a}, {2, b}, {3, dup}, {4, audit}, {5, audit}})
+	execs, audits, dups, err := Rows([]accounting.Entry{{Seq: 1, Event: a}, {Seq: 2, Event: b}, {Seq: 3, Event: dup}, {Seq: 4, Event: audit}, {Seq: 5, Event: audit}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,15 +120,15 @@ func FuzzValidate(f *testing.F) {
 	f.Add([]byte(`{"id":"e","type":"execution.failed","tenant_id":"a","execution":{"execution_id":"aaaaaaaaaaaaaaaa","status":"killed","wall_ms":1e9,"memory_peak_bytes":1099511627776,"finished_at":"9999-12-31T23:59:59Z"}}`), "")
 	f.Fuzz(func(t *testing.T, data []byte, subject string) {
 		var ev schemas.Event
-		if json.Unmarshal(data, &ev) != nil || Validate(&ev, subject) != nil {
+		if json.Unmarshal(data, &ev) != nil || accounting.ValidateEvent(&ev, subject) != nil {
 			return
 		}
-		execs, audits, dups, err := Rows([]Entry{{Seq: 1, Event: ev}})
+		execs, audits, dups, err := Rows([]accounting.Entry{{Seq: 1, Event: ev}})
 		if err != nil || dups != 0 || len(execs)+len(audits) != 1 {
 			t.Fatalf("valid event gave %d execs, %d audits, %d dups, %v", len(execs), len(audits), dups, err)
 		}
 		for _, r := range execs {
-			if r.BilledWallMS < 0 || r.MemoryMBMS < 0 || r.BilledWallMS > MaxWallMS || (r.BilledWallMS > 0 && r.MemoryMBMS/r.BilledWallMS > MaxBytes/schemas.MiB) {
+			if r.BilledWallMS < 0 || r.MemoryMBMS < 0 || r.BilledWallMS > accounting.MaxWallMS || (r.BilledWallMS > 0 && r.MemoryMBMS/r.BilledWallMS > accounting.MaxBytes/schemas.MiB) {
 				t.Fatalf("figures out of range: %+v", r)
 			}
 			if r.Day != r.FinishedAt.Format(DayFormat) || r.FinishedAt.Location() != time.UTC {
@@ -184,21 +140,6 @@ func FuzzValidate(f *testing.F) {
 			}
 		}
 	})
-}
-
-func TestHasNULEscape(t *testing.T) {
-	for in, want := range map[string]bool{
-		`"a\u0000"`:       true,
-		`"a\\u0000"`:      false,
-		`"a\\\u0000"`:     true,
-		`"\u0001\u0000`:   true,
-		`"u0000"`:         false,
-		`"\\u0000\u0000"`: true,
-	} {
-		if got := hasNULEscape([]byte(in)); got != want {
-			t.Errorf("%s: %v, want %v", in, got, want)
-		}
-	}
 }
 
 func TestDayRange(t *testing.T) {
