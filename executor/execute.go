@@ -54,9 +54,6 @@ func (n *Node) handle(ctx context.Context, q *tierQueue, it *queued, free func()
 		// the consumer filters on); the body is only informative.
 		log.Warn("executor: request tier differs from its subject's", "request_tier", req.Tier)
 	}
-	if time.Since(it.progress) > progressAtStart {
-		_ = msg.InProgress() // the ack timer restarts with the execution
-	}
 	err = n.execute(ctx, log, q.tier, msg, req, pre, free)
 	if err == nil {
 		return
@@ -137,6 +134,11 @@ func (n *Node) execute(ctx context.Context, log *slog.Logger, tier schemas.Tier,
 			log.Info("executor: redelivered execution already has a result", "status", prev.Status)
 			return n.finish(ctx, log, msg, &prev, false)
 		}
+		if prev.Status == schemas.StatusRunning {
+			if done, err := n.awaitElsewhere(ctx, log, msg, req.ExecutionID); done {
+				return err
+			}
+		}
 	case !errors.Is(err, jetstream.ErrKeyNotFound):
 		return fmt.Errorf("read result: %w", err)
 	}
@@ -158,6 +160,7 @@ func (n *Node) execute(ctx context.Context, log *slog.Logger, tier schemas.Tier,
 	if !req.CreatedAt.IsZero() {
 		n.m.queueWait.WithLabelValues(tier.Name).Observe(max(0, started.Sub(req.CreatedAt).Seconds()))
 	}
+	defer n.runHere(req.ExecutionID)()
 	stopRunning := n.markRunning(log, res)
 	err = n.run(ctx, log, tier, req, res)
 	stopRunning()
@@ -174,6 +177,43 @@ func (n *Node) execute(ctx context.Context, log *slog.Logger, tier schemas.Tier,
 	log.Debug("executor: execution finished", "status", res.Status, "exit_code", res.ExitCode,
 		"duration_ms", res.DurationMS, "cpu_ms", res.CPUMS, "memory_peak_bytes", res.MemoryPeakBytes)
 	return n.finish(ctx, log, msg, res, true)
+}
+
+// awaitElsewhere handles a delivery of an execution that another delivery still runs, here or
+// on another node: JetStream redelivers a request whose progress reports it missed (a consumer
+// leader change loses a few seconds of them). Rather than run the guest a second time, it waits
+// for that run's result and finishes with it (reply, event, ack: all idempotent). done is false
+// when nobody runs it any more (its node died after writing "running"): then this delivery runs
+// it. It keeps its execution slot meanwhile, which is rare enough not to matter.
+func (n *Node) awaitElsewhere(ctx context.Context, log *slog.Logger, msg jetstream.Msg, id string) (done bool, err error) {
+	if !n.runningSomewhere(id) {
+		return false, nil
+	}
+	log.Info("executor: redelivered execution is still running elsewhere; waiting for its result")
+	t := time.NewTicker(progressEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return true, ctx.Err()
+		}
+		running := n.runningSomewhere(id)
+		gctx, cancel := context.WithTimeout(ctx, natsTimeout)
+		entry, err := n.results.Get(gctx, id)
+		cancel()
+		if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return true, fmt.Errorf("read result: %w", err)
+		}
+		var prev schemas.Result
+		if err == nil && json.Unmarshal(entry.Value(), &prev) == nil && prev.Status.Final() {
+			return true, n.finish(ctx, log, msg, &prev, false)
+		}
+		if !running {
+			log.Warn("executor: the execution's other run ended without a result; running it here")
+			return false, nil
+		}
+	}
 }
 
 // runningAfter is how long an execution runs before its "running" status is written. Most

@@ -31,15 +31,15 @@ const (
 	// activeWindow is how long after its last request a tier still counts as active: while a
 	// tier is active, lower tiers leave it the node's last free slot (see scheduler).
 	activeWindow = 10 * time.Second
-	// progressEvery is how often a request waiting inside the node tells JetStream it is still
-	// being handled (InProgress), well inside the shortest AckWait (wall time + 30 s).
-	progressEvery = 10 * time.Second
+	// progressEvery is how often the node tells JetStream that a request it holds (queued,
+	// running or recording its result) is still being handled (InProgress), well inside the
+	// requests' short AckWait (streams.AckWait: 5 s).
+	progressEvery = time.Second
 	// natsTimeout bounds each KV, object store and publish call of the node.
 	natsTimeout = 10 * time.Second
-	// progressAtStart: a request starting later than this after its delivery (or its last
-	// progress report) tells JetStream it is being handled, so that its ack timer (wall time +
-	// 30 s) runs from its start. One starting sooner has that much of the margin left.
-	progressAtStart = time.Second
+	// askRunningTimeout bounds the question "is anybody running this execution?": only a node
+	// running it answers, so silence until then means nobody is.
+	askRunningTimeout = time.Second
 	// prefetchPerWorker × workers is how many requests of each tier a node holds fetched but not
 	// started; it fetches again once half of that has started, so that pulls come in batches.
 	prefetchPerWorker = 4
@@ -70,6 +70,10 @@ type Node struct {
 
 	drainMu  sync.Mutex
 	draining bool // set when Run starts draining: no new compile jobs
+
+	heldMu sync.Mutex
+	held   map[*queued]time.Time // started requests, with when progress was last reported
+	here   map[string]int        // executions whose guest runs here or whose result is being recorded
 }
 
 // New checks cfg and prepares a node on nc. Nothing runs until Run.
@@ -96,7 +100,8 @@ func New(cfg Config, nc *nats.Conn) (*Node, error) {
 			return nil, fmt.Errorf("executor: cache dir: %w", err)
 		}
 	}
-	return &Node{cfg: cfg, nc: nc, js: js, log: cfg.Logger.With("node_id", cfg.NodeID), m: m}, nil
+	return &Node{cfg: cfg, nc: nc, js: js, log: cfg.Logger.With("node_id", cfg.NodeID), m: m,
+		held: map[*queued]time.Time{}, here: map[string]int{}}, nil
 }
 
 // NodeID is the node's id, as reported in results.
@@ -165,6 +170,15 @@ func (n *Node) Run(ctx context.Context) error {
 		return fmt.Errorf("executor: subscribe compile: %w", err)
 	}
 	defer compileSub.Unsubscribe()
+	runningSub, err := n.nc.Subscribe(schemas.SubjectExecutorRunning, func(m *nats.Msg) {
+		if n.runsHere(string(m.Data)) {
+			_ = m.Respond([]byte(n.cfg.NodeID))
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("executor: subscribe running: %w", err)
+	}
+	defer runningSub.Unsubscribe()
 
 	n.sched = newScheduler(n.cfg.Tiers, n.cfg.Workers)
 	n.sched.limit = prefetchPerWorker * n.cfg.Workers
@@ -381,9 +395,11 @@ func (n *Node) dispatchLoop(work context.Context, stopping <-chan struct{}) {
 			continue
 		}
 		n.work.Add(1)
+		n.hold(it)
 		go func() {
 			defer n.work.Done()
 			defer func() { <-n.handles }()
+			defer n.release(it)
 			var once sync.Once
 			free := func() { once.Do(func() { n.sched.done(q, it); <-n.slots }) }
 			defer free()
@@ -392,7 +408,8 @@ func (n *Node) dispatchLoop(work context.Context, stopping <-chan struct{}) {
 	}
 }
 
-// progressLoop tells JetStream that requests waiting inside the node are still being handled.
+// progressLoop tells JetStream that the requests the node holds, waiting or started, are still
+// being handled.
 func (n *Node) progressLoop(stopping <-chan struct{}) {
 	t := time.NewTicker(progressEvery / 2)
 	defer t.Stop()
@@ -402,10 +419,71 @@ func (n *Node) progressLoop(stopping <-chan struct{}) {
 			for _, msg := range n.sched.stale(progressEvery) {
 				_ = msg.InProgress()
 			}
+			for _, msg := range n.staleHeld(progressEvery) {
+				_ = msg.InProgress() // after the ack it is refused, harmlessly
+			}
 		case <-stopping:
 			return
 		}
 	}
+}
+
+// hold records a started request until release, for progressLoop.
+func (n *Node) hold(it *queued) {
+	n.heldMu.Lock()
+	n.held[it] = it.progress
+	n.heldMu.Unlock()
+}
+
+func (n *Node) release(it *queued) {
+	n.heldMu.Lock()
+	delete(n.held, it)
+	n.heldMu.Unlock()
+}
+
+// staleHeld returns the started requests whose progress was last reported more than d ago and
+// marks them reported.
+func (n *Node) staleHeld(d time.Duration) []jetstream.Msg {
+	now := time.Now()
+	n.heldMu.Lock()
+	defer n.heldMu.Unlock()
+	var out []jetstream.Msg
+	for it, at := range n.held {
+		if now.Sub(at) >= d {
+			n.held[it] = now
+			out = append(out, it.msg)
+		}
+	}
+	return out
+}
+
+// runHere marks execution id as running on this node until the returned func is called.
+func (n *Node) runHere(id string) (done func()) {
+	n.heldMu.Lock()
+	n.here[id]++
+	n.heldMu.Unlock()
+	return func() {
+		n.heldMu.Lock()
+		if n.here[id]--; n.here[id] <= 0 {
+			delete(n.here, id)
+		}
+		n.heldMu.Unlock()
+	}
+}
+
+func (n *Node) runsHere(id string) bool {
+	n.heldMu.Lock()
+	defer n.heldMu.Unlock()
+	return n.here[id] > 0
+}
+
+// runningSomewhere reports whether this node or another one is running execution id now.
+func (n *Node) runningSomewhere(id string) bool {
+	if n.runsHere(id) {
+		return true
+	}
+	_, err := n.nc.Request(schemas.SubjectExecutorRunning, []byte(id), askRunningTimeout)
+	return err == nil
 }
 
 // scheduler holds the requests a node has fetched but not started, one queue per tier.

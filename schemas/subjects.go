@@ -29,7 +29,11 @@ const (
 	SubjectCompile = "wasmwiz.executor.v1.compile"
 	// SubjectExecutorPing is answered by every executor; gateways use it for readiness.
 	SubjectExecutorPing = "wasmwiz.executor.v1.ping"
-	QueueExecutors      = "wasmwiz-executors"
+	// SubjectExecutorRunning asks every executor whether it is running an execution (body: its
+	// id); only one that is answers. A node given a redelivery of an execution that is still
+	// running elsewhere waits for that run instead of starting a second one.
+	SubjectExecutorRunning = "wasmwiz.executor.v1.running"
+	QueueExecutors         = "wasmwiz-executors"
 )
 
 // NATS headers carried by execution requests and API calls.

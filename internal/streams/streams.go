@@ -48,8 +48,8 @@ func (o *Options) defaults() {
 
 // EventsDuplicateWindow is how long the events stream remembers an event's id (Nats-Msg-Id) to
 // drop a second copy. An execution's event is published again only when its request is
-// redelivered after the event was stored (a node lost before its ack): that is within AckWait
-// of the longest tier, a minute by default, unless every executor was down meanwhile. The server
+// redelivered after the event was stored (a node lost before its ack): that is within seconds
+// (AckWait), unless every executor was down meanwhile. The server
 // keeps every id of the window in memory, ~160 bytes each (measured: 200,000 publishes with ids
 // grew its heap by 42 MB, without by 10 MB): at 1,000 executions/s an hour would hold ~580 MB,
 // ten minutes ~95 MB. A copy published later still bills once (accounting stores each execution
@@ -62,10 +62,12 @@ const DefaultResultsTTL = 24 * time.Hour
 // MaxDeliver is how often an execution request is delivered before it goes to the dead letters.
 const MaxDeliver = 5
 
-// AckWait is how long an executor may hold an execution request of a tier before JetStream
-// redelivers it: the tier's wall time plus room for queueing inside the node and writing the
-// result. Executors extend it with InProgress while a request waits for a worker.
-func AckWait(t schemas.Tier) time.Duration { return t.WallTime + 30*time.Second }
+// AckWait is how long an execution request of a tier may go without news from the executor
+// holding it before JetStream redelivers it: short, so that a request lost with its executor
+// (kill -9, a lost host) runs again within seconds, not after its wall time. Executors report
+// progress (InProgress) every second for every request they hold, queued, running or recording
+// its result, so a live node's requests are not redelivered however long their guests run.
+func AckWait(schemas.Tier) time.Duration { return 5 * time.Second }
 
 // Ensure creates or updates everything WasmWiz stores in JetStream.
 func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {

@@ -1,0 +1,87 @@
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/wasmwiz/wasmwiz/internal/fixtures"
+	"github.com/wasmwiz/wasmwiz/internal/natstest"
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// An execution lost with its executor (kill -9 mid-run) runs again on the other executor and
+// finishes within 10 s of the kill plus its own run time: the requests' AckWait is 5 s and a
+// live node reports progress every second (it was the tier's wall time + 30 s: a minute for pro).
+func TestFaults_ExecutorKilledMidRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills an executor process")
+	}
+	srv := natstest.RunJetStream(t)
+	s := startSplit(t, srv.ClientURL(), 1, 2)
+	key := s.newTenant(t, "faults", schemas.TierPro)
+	loop := s.upload(t, key, "loop", fixtures.Wasm("loop"))
+	const run = 3 * time.Second // the guest spins until its deadline
+
+	r, e := s.execute(t, key, schemas.ExecutionRequest{ModuleID: loop.ID, TimeoutMS: run.Milliseconds(), Async: true})
+	if r.Status != http.StatusAccepted {
+		t.Fatalf("execute: %d %s", r.Status, r.Body)
+	}
+	kv, err := natstest.JetStream(t, srv).KeyValue(context.Background(), schemas.BucketResults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := func() *schemas.Result {
+		entry, err := kv.Get(context.Background(), e.ID)
+		if err != nil {
+			return nil
+		}
+		var res schemas.Result
+		if json.Unmarshal(entry.Value(), &res) != nil {
+			return nil
+		}
+		return &res
+	}
+	var runningOn string
+	eventually(t, 30*time.Second, "the execution never ran", func() bool {
+		if res := stored(); res != nil && res.Status == schemas.StatusRunning {
+			runningOn = res.NodeID
+		}
+		return runningOn != ""
+	})
+	var victim *role
+	for i, ex := range s.executors {
+		if runningOn == []string{"ex0", "ex1"}[i] {
+			victim = ex
+		}
+	}
+	if victim == nil {
+		t.Fatalf("running on %q, not one of this test's executors", runningOn)
+	}
+	if err := syscall.Kill(victim.p.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	<-victim.p.done
+
+	var final *schemas.Result
+	eventually(t, 60*time.Second, "the execution never finished after its executor was killed", func() bool {
+		final = stored()
+		return final != nil && final.Status.Final()
+	})
+	after := final.FinishedAt.Sub(killed)
+	t.Logf("killed %s mid-run; the execution finished on %s %v after the kill (status %s, run %.0f ms)",
+		runningOn, final.NodeID, after.Round(time.Millisecond), final.Status, final.DurationMS)
+	if final.NodeID == runningOn {
+		t.Errorf("finished on the killed node %s", runningOn)
+	}
+	if bound := 10*time.Second + run; after > bound {
+		t.Errorf("finished %v after the kill, want within %v (10 s + its run time)", after, bound)
+	}
+	if got := s.run(t, key, schemas.ExecutionRequest{ModuleID: loop.ID, TimeoutMS: 10}); !got.Status.Final() {
+		t.Errorf("after the kill: %+v", got)
+	}
+}
