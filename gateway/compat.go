@@ -1,12 +1,14 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"mime"
 	"mime/multipart"
 	"net/http"
+	"time"
 
 	"github.com/danielgtaylor/huma/v2"
 
@@ -29,7 +31,7 @@ func compatOperation() *huma.Operation {
 	return &huma.Operation{
 		OperationID: "compat-execute", Method: http.MethodPost, Path: "/api/execute", Tags: []string{"compat"},
 		Summary:     "Run a module (original WasmWiz API)",
-		Description: "multipart/form-data with file field `wasm` (≤ 10 MiB) and text field `input` (≤ 1 MiB, stdin). Answers {\"output\": stdout, \"error\": null}, or {\"output\": null, \"error\": message} with 400 (not wasm), 413 (too big), 422 (failed or timed out), 401 (no key).",
+		Description: "multipart/form-data with file field `wasm` (≤ 10 MiB) and text field `input` (≤ 1 MiB, stdin). The module is stored as one of the tenant's modules, so the key needs the `modules:write` scope as well as `execute`. Answers {\"output\": stdout, \"error\": null}, or {\"output\": null, \"error\": message} with 400 (not wasm), 401 (no key), 403 (a scope is missing), 413 (too big), 422 (failed or timed out), 429 (rate limited; with Retry-After).",
 		Security:    bearer,
 		RequestBody: &huma.RequestBody{Required: true, Content: map[string]*huma.MediaType{"multipart/form-data": {Schema: &huma.Schema{
 			Type: "object", Required: []string{"wasm"},
@@ -42,6 +44,8 @@ func compatOperation() *huma.Operation {
 			"200": {Description: "the module exited 0", Content: map[string]*huma.MediaType{"application/json": {Schema: compatSchema()}}},
 			"400": {Description: "not WebAssembly or a bad form"},
 			"401": {Description: "missing or unknown API key"},
+			"403": {Description: "the key lacks the execute or modules:write scope"},
+			"429": {Description: "rate limited or too many executions in flight; Retry-After says when to try again"},
 			"413": {Description: "module or input too large"},
 			"422": {Description: "the module failed, trapped or timed out"},
 		},
@@ -112,24 +116,41 @@ func writeCompat(w http.ResponseWriter, status int, output, errMsg *string) {
 
 func compatError(w http.ResponseWriter, status int, msg string) { writeCompat(w, status, nil, &msg) }
 
+// compatBodyTimeout bounds how long reading /api/execute's form may take.
+const compatBodyTimeout = 30 * time.Second
+
+// compatExecute runs the form's module inline. Like module_base64, the module is stored as one
+// of the tenant's modules, so the key needs modules:write as well as execute; the rate limit is
+// checked before the module is stored or compiled.
 func (g *Gateway) compatExecute(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	p, err := g.keyring.authenticate(ctx, r.Header.Get("Authorization"))
 	if err == nil {
 		err = p.require(schemas.ScopeExecute)
 	}
+	if err == nil && !p.can(schemas.ScopeModulesWrite) {
+		err = errInlineNeedsWrite
+	}
 	if err != nil {
-		se := g.publicError(ctx, "compat-execute", err)
-		compatError(w, se.Code.Status(), se.Message)
+		g.compatFail(ctx, w, err)
 		return
 	}
+	release, err := g.limitConcurrent(ctx, p)
+	if err != nil {
+		g.compatFail(ctx, w, err)
+		return
+	}
+	defer release()
 	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
 		compatError(w, http.StatusBadRequest, "expected multipart/form-data with fields wasm and input")
 		return
 	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(compatBodyTimeout))
 	body := http.MaxBytesReader(w, r.Body, compatMaxWasm+compatMaxInput+64<<10)
 	wasm, input, status, msg := parseCompatForm(body, params["boundary"])
+	_ = rc.SetReadDeadline(time.Time{})
 	if status != 0 {
 		compatError(w, status, msg)
 		return
@@ -138,21 +159,20 @@ func (g *Gateway) compatExecute(w http.ResponseWriter, r *http.Request) {
 		compatError(w, http.StatusBadRequest, "wasm is not a WebAssembly module")
 		return
 	}
-	m, err := g.uploadModule(ctx, p, "main.wasm", wasm)
-	if err != nil {
-		se := g.publicError(ctx, "compat-execute", err)
-		compatError(w, se.Code.Status(), se.Message)
-		return
-	}
-	req := &schemas.ExecutionRequest{ModuleID: m.ID, Stdin: string(input)}
+	req := &schemas.ExecutionRequest{Stdin: string(input)}
 	if len(input) > 0 && !isUTF8(input) {
-		req = &schemas.ExecutionRequest{ModuleID: m.ID, StdinBase64: encodeB64(input)}
+		req = &schemas.ExecutionRequest{StdinBase64: encodeB64(input)}
 	}
-	out, err := g.createExecution(ctx, p, req, "")
+	out, err := g.execute(ctx, p, req, "", &inlineModule{name: "main.wasm", wasm: wasm})
 	if err != nil {
-		se := g.publicError(ctx, "compat-execute", err)
-		compatError(w, se.Code.Status(), se.Message)
+		g.compatFail(ctx, w, err)
 		return
+	}
+	limit, remaining, reset := out.Limit.headers()
+	if limit != "" {
+		w.Header().Set("RateLimit-Limit", limit)
+		w.Header().Set("RateLimit-Remaining", remaining)
+		w.Header().Set("RateLimit-Reset", reset)
 	}
 	e := out.Execution
 	switch {
@@ -170,4 +190,14 @@ func (g *Gateway) compatExecute(w http.ResponseWriter, r *http.Request) {
 		}
 		compatError(w, http.StatusUnprocessableEntity, msg)
 	}
+}
+
+// compatFail answers an error in the compat shape, with Retry-After (and the RateLimit headers)
+// on a 429 as on REST.
+func (g *Gateway) compatFail(ctx context.Context, w http.ResponseWriter, err error) {
+	se := g.publicError(ctx, "compat-execute", err)
+	for k, v := range limitHeaders(se, err) {
+		w.Header()[k] = v
+	}
+	compatError(w, se.Code.Status(), se.Message)
 }

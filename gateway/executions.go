@@ -37,11 +37,7 @@ func newExecutionID(tenant, idempotencyKey string) string {
 	return "ex_" + idEncoding.EncodeToString(b[:])
 }
 
-const (
-	maxArgs         = 1024
-	maxArgEnvBytes  = 64 << 10
-	maxIdemKeyBytes = 255
-)
+const maxIdemKeyBytes = 255
 
 // execOutcome is what createExecution answers: a final result (200) or an accepted one (202).
 type execOutcome struct {
@@ -50,38 +46,97 @@ type execOutcome struct {
 	Limit     *Decision // nil for idempotent replays, which use no quota
 }
 
+// inlineModule is a module that came with the request (module_base64, or /api/execute's form).
+type inlineModule struct {
+	name string
+	wasm []byte
+}
+
+// errInlineNeedsWrite refuses an inline module to a key that may not store modules: an inline
+// module is stored as one of the tenant's modules, exactly like an upload.
+var errInlineNeedsWrite = schemas.Errorf(schemas.CodeForbidden,
+	"an inline module is stored as one of your modules and needs the %s scope; upload it with a key that has that scope and run it by module_id", schemas.ScopeModulesWrite)
+
 // createExecution validates, admits (rate limits), publishes and, unless async, waits for one
 // execution.
 func (g *Gateway) createExecution(ctx context.Context, p *Principal, req *schemas.ExecutionRequest, idemKey string) (*execOutcome, error) {
+	return g.execute(ctx, p, req, idemKey, nil)
+}
+
+// execute is createExecution with an optional inline module given as bytes (the compat endpoint),
+// which then stands in for module_id and module_base64.
+//
+// The order matters. Everything that needs no lookup is checked first; then an Idempotency-Key
+// already claimed by this body is a replay, which uses no quota; otherwise the rate limit
+// admits the request before anything costly happens (storing and compiling an inline module),
+// and only an admitted request claims its Idempotency-Key. A refused request claims nothing,
+// so sending it again is refused again: only an admitted execution can be replayed.
+func (g *Gateway) execute(ctx context.Context, p *Principal, req *schemas.ExecutionRequest, idemKey string, inline *inlineModule) (*execOutcome, error) {
 	g.inflight.Add(1)
 	defer g.inflight.Done()
 	if len(idemKey) > maxIdemKeyBytes {
 		return nil, schemas.Errorf(schemas.CodeInvalid, "Idempotency-Key is longer than %d bytes", maxIdemKeyBytes)
 	}
-	var bodyHash string // identifies the request as sent, for Idempotency-Key conflict checks
-	if idemKey != "" {
-		bodyHash = requestHash(req)
+	if inline != nil {
+		req.ModuleID, req.ModuleBase64 = "", "" // the compat endpoint sets neither
 	}
-	er, err := g.buildRequest(ctx, p, req)
+	er, err := validateRequest(p, req, inline != nil)
 	if err != nil {
 		return nil, err
 	}
+	if inline == nil && req.ModuleBase64 != "" {
+		wasm, _ := base64.StdEncoding.DecodeString(req.ModuleBase64) // checked by validateRequest
+		inline = &inlineModule{name: "inline", wasm: wasm}
+	}
+	if inline != nil && !p.can(schemas.ScopeModulesWrite) {
+		return nil, errInlineNeedsWrite
+	}
 	er.ExecutionID = newExecutionID(p.TenantID, idemKey)
+	var bodyHash string // identifies the request as sent, for Idempotency-Key conflict checks
 	replay := false
 	if idemKey != "" {
+		bodyHash = requestHash(req)
 		var done *schemas.Result
-		if replay, done, err = g.claimIdempotencyKey(ctx, p, er, idemKey, bodyHash); err != nil {
+		if replay, done, err = g.findIdempotencyKey(ctx, p, er.ExecutionID, idemKey, bodyHash); err != nil {
 			return nil, err
 		}
 		if done != nil {
 			return &execOutcome{Execution: schemas.ExecutionView(done)}, nil
 		}
 	}
-	// A replay of an accepted request uses no quota: it was counted when first accepted.
+	// A replay of an admitted request uses no quota: it was counted when it was admitted.
 	var limit *Decision
 	if !replay {
 		if limit, err = g.admit(ctx, p); err != nil {
 			return nil, err
+		}
+	}
+	release := func() {
+		if limit != nil {
+			g.limiter.Release(context.WithoutCancel(ctx), p.Tier.Name, limit)
+			limit = nil
+		}
+	}
+	if err := g.resolveModule(ctx, p, req, inline, er); err != nil {
+		release()
+		return nil, err
+	}
+	var claim *idemClaim
+	if idemKey != "" && !replay {
+		if claim, err = g.claimIdempotencyKey(ctx, p, er, idemKey, bodyHash); err != nil {
+			release()
+			return nil, err
+		}
+		if claim == nil {
+			// Another request with this key was admitted a moment ago: this one is its replay.
+			release()
+			var done *schemas.Result
+			if _, done, err = g.findIdempotencyKey(ctx, p, er.ExecutionID, idemKey, bodyHash); err != nil {
+				return nil, err
+			}
+			if done != nil {
+				return &execOutcome{Execution: schemas.ExecutionView(done)}, nil
+			}
 		}
 	}
 	wait := g.syncWait(p.Tier, er.TimeoutMS)
@@ -94,8 +149,9 @@ func (g *Gateway) createExecution(ctx context.Context, p *Principal, req *schema
 	// Only a random id is surely new: an idempotency key names the same execution every time,
 	// and its result may outlive the key's record.
 	if err := g.publishExec(ctx, er, time.Now().Add(wait), idemKey == ""); err != nil {
-		if limit != nil {
-			g.limiter.Release(context.WithoutCancel(ctx), p.Tier.Name, limit)
+		release()
+		if claim != nil {
+			g.unclaimIdempotencyKey(ctx, claim)
 		}
 		if le := (*limitedError)(nil); errors.As(err, &le) {
 			g.rejected(ctx, p, "in_flight", le.err.Message)
@@ -118,17 +174,35 @@ func (g *Gateway) createExecution(ctx context.Context, p *Principal, req *schema
 	return out, nil
 }
 
-// claimIdempotencyKey records (tenant, key) → execution and body. It reports whether the key
-// was already used for this body (a replay) and, if that execution finished, its result.
-func (g *Gateway) claimIdempotencyKey(ctx context.Context, p *Principal, er *schemas.ExecRequest, idemKey, bodyHash string) (bool, *schemas.Result, error) {
-	rec, _ := json.Marshal(schemas.IdempotencyRecord{ExecutionID: er.ExecutionID, BodySHA256: bodyHash, CreatedAt: er.CreatedAt})
-	ikey := p.TenantID + "." + hex.EncodeToString(sha256Sum(idemKey))
-	if _, err := g.idempotency.Create(ctx, ikey, rec); err == nil {
-		return false, nil, nil
-	} else if !errors.Is(err, jetstream.ErrKeyExists) {
-		return false, nil, unavailable("idempotency store", err)
+// resolveModule fills in the execution's module: the uploaded one named by module_id, or the
+// inline one, stored (and compiled) like an upload.
+func (g *Gateway) resolveModule(ctx context.Context, p *Principal, req *schemas.ExecutionRequest, inline *inlineModule, er *schemas.ExecRequest) error {
+	var m *schemas.Module
+	var err error
+	if inline != nil {
+		m, err = g.uploadModule(ctx, p, inline.name, inline.wasm)
+	} else {
+		m, err = g.getModule(ctx, p, req.ModuleID)
 	}
-	e, err := g.idempotency.Get(ctx, ikey)
+	if err != nil {
+		return err
+	}
+	er.ModuleID, er.ModuleName = m.ID, m.Name
+	return nil
+}
+
+func idempotencyKV(tenant, idemKey string) string {
+	return tenant + "." + hex.EncodeToString(sha256Sum(idemKey))
+}
+
+// findIdempotencyKey looks up (tenant, key). It reports whether an admitted request with this
+// body already claimed it (a replay) and, if that execution finished, its result; the same key
+// with another body is a conflict.
+func (g *Gateway) findIdempotencyKey(ctx context.Context, p *Principal, executionID, idemKey, bodyHash string) (bool, *schemas.Result, error) {
+	e, err := g.idempotency.Get(ctx, idempotencyKV(p.TenantID, idemKey))
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return false, nil, nil
+	}
 	if err != nil {
 		return false, nil, unavailable("idempotency store", err)
 	}
@@ -142,10 +216,39 @@ func (g *Gateway) claimIdempotencyKey(ctx context.Context, p *Principal, er *sch
 	// The same request again: if it finished, answer with its result. Otherwise the caller
 	// publishes again; the stream's duplicate window drops the copy if the first one made it in,
 	// and an executor never runs a finished execution twice.
-	if r, err := g.loadResult(ctx, er.ExecutionID); err == nil && r.Status.Final() {
+	if r, err := g.loadResult(ctx, executionID); err == nil && r.Status.Final() {
 		return true, r, nil
 	}
 	return true, nil, nil
+}
+
+// idemClaim is an Idempotency-Key record this request wrote.
+type idemClaim struct {
+	key      string
+	revision uint64
+}
+
+// claimIdempotencyKey records (tenant, key) → execution and body for an admitted request. It
+// returns nil when another request claimed the key first.
+func (g *Gateway) claimIdempotencyKey(ctx context.Context, p *Principal, er *schemas.ExecRequest, idemKey, bodyHash string) (*idemClaim, error) {
+	rec, _ := json.Marshal(schemas.IdempotencyRecord{ExecutionID: er.ExecutionID, BodySHA256: bodyHash, CreatedAt: er.CreatedAt})
+	key := idempotencyKV(p.TenantID, idemKey)
+	rev, err := g.idempotency.Create(ctx, key, rec)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, unavailable("idempotency store", err)
+	}
+	return &idemClaim{key: key, revision: rev}, nil
+}
+
+// unclaimIdempotencyKey removes a claim whose execution was not accepted after all (the queue
+// refused it), unless the record changed since.
+func (g *Gateway) unclaimIdempotencyKey(ctx context.Context, c *idemClaim) {
+	if err := g.idempotency.Delete(context.WithoutCancel(ctx), c.key, jetstream.LastRevision(c.revision)); err != nil {
+		g.log.Warn("release idempotency key", "err", err)
+	}
 }
 
 // admit applies the tier's rate limits; a refusal is a 429 with the real Retry-After.
@@ -278,33 +381,10 @@ func (g *Gateway) publishExec(ctx context.Context, er *schemas.ExecRequest, dead
 	return nil
 }
 
-// buildRequest validates an API request against the caller's tier and makes the message.
-func (g *Gateway) buildRequest(ctx context.Context, p *Principal, req *schemas.ExecutionRequest) (*schemas.ExecRequest, error) {
-	er, err := validateRequest(p, req)
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case req.ModuleID != "":
-		m, err := g.getModule(ctx, p, req.ModuleID)
-		if err != nil {
-			return nil, err
-		}
-		er.ModuleID, er.ModuleName = m.ID, m.Name
-	default:
-		wasm, _ := base64.StdEncoding.DecodeString(req.ModuleBase64) // checked by validateRequest
-		m, err := g.uploadModule(ctx, p, "inline", wasm)
-		if err != nil {
-			return nil, err
-		}
-		er.ModuleID, er.ModuleName = m.ID, m.Name
-	}
-	return er, nil
-}
-
 // validateRequest checks everything about a request that needs no lookup, and makes the message
-// without its module. It is pure, so it is fuzzed (FuzzValidateRequest).
-func validateRequest(p *Principal, req *schemas.ExecutionRequest) (*schemas.ExecRequest, error) {
+// without its module; with inline set the module comes apart from the request (the compat
+// endpoint). It is pure, so it is fuzzed (FuzzValidateRequest).
+func validateRequest(p *Principal, req *schemas.ExecutionRequest, inline bool) (*schemas.ExecRequest, error) {
 	t := p.Tier
 	er := &schemas.ExecRequest{
 		TenantID: p.TenantID, KeyID: p.KeyID, Tier: t.Name, Async: req.Async,
@@ -331,24 +411,8 @@ func validateRequest(p *Principal, req *schemas.ExecutionRequest) (*schemas.Exec
 	default:
 		er.MemoryMB = req.MemoryMB
 	}
-	if len(req.Args) > maxArgs {
-		return nil, schemas.Errorf(schemas.CodeInvalid, "at most %d args", maxArgs)
-	}
-	size := 0
-	for _, a := range req.Args {
-		size += len(a) + 1
-		if strings.IndexByte(a, 0) >= 0 {
-			return nil, schemas.Errorf(schemas.CodeInvalid, "args must not contain NUL bytes")
-		}
-	}
-	for k, v := range req.Env {
-		size += len(k) + len(v) + 2
-		if k == "" || strings.ContainsAny(k, "=\x00") || strings.IndexByte(v, 0) >= 0 {
-			return nil, schemas.Errorf(schemas.CodeInvalid, "env names must be non-empty without '=' or NUL, values without NUL")
-		}
-	}
-	if size > maxArgEnvBytes {
-		return nil, schemas.Errorf(schemas.CodeTooLarge, "args and env together are over %d bytes", maxArgEnvBytes)
+	if err := checkArgsEnv(t, req.Args, req.Env); err != nil {
+		return nil, err
 	}
 	switch {
 	case req.Stdin != "" && req.StdinBase64 != "":
@@ -366,6 +430,7 @@ func validateRequest(p *Principal, req *schemas.ExecutionRequest) (*schemas.Exec
 		return nil, schemas.Errorf(schemas.CodeTooLarge, "stdin is %d bytes; the %s tier allows %d", len(er.Stdin), t.Name, t.StdinMax)
 	}
 	switch {
+	case inline:
 	case req.ModuleID != "" && req.ModuleBase64 != "":
 		return nil, schemas.Errorf(schemas.CodeInvalid, "give module_id or module_base64, not both")
 	case req.ModuleID != "":
@@ -383,6 +448,35 @@ func validateRequest(p *Principal, req *schemas.ExecutionRequest) (*schemas.Exec
 		return nil, schemas.Errorf(schemas.CodeInvalid, "give module_id (an uploaded module) or module_base64")
 	}
 	return er, nil
+}
+
+// checkArgsEnv holds args and env to the tier's limits: how many of each, and their total bytes
+// as the guest sees them (each arg and each NAME=value with a terminating NUL). A worker pays
+// for every entry before the guest starts, so these are refused here, with 422.
+func checkArgsEnv(t schemas.Tier, args []string, env map[string]string) error {
+	if len(args) > t.ArgsMax {
+		return schemas.Errorf(schemas.CodeInvalid, "%d args; the %s tier allows %d", len(args), t.Name, t.ArgsMax)
+	}
+	if len(env) > t.EnvMax {
+		return schemas.Errorf(schemas.CodeInvalid, "%d env entries; the %s tier allows %d", len(env), t.Name, t.EnvMax)
+	}
+	size := 0
+	for _, a := range args {
+		size += len(a) + 1
+		if strings.IndexByte(a, 0) >= 0 {
+			return schemas.Errorf(schemas.CodeInvalid, "args must not contain NUL bytes")
+		}
+	}
+	for k, v := range env {
+		size += len(k) + len(v) + 2
+		if k == "" || strings.ContainsAny(k, "=\x00") || strings.IndexByte(v, 0) >= 0 {
+			return schemas.Errorf(schemas.CodeInvalid, "env names must be non-empty without '=' or NUL, values without NUL")
+		}
+	}
+	if size > t.ArgsEnvBytes {
+		return schemas.Errorf(schemas.CodeInvalid, "args and env are %d bytes together; the %s tier allows %d", size, t.Name, t.ArgsEnvBytes)
+	}
+	return nil
 }
 
 func (g *Gateway) loadResult(ctx context.Context, id string) (*schemas.Result, error) {

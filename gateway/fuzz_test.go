@@ -27,14 +27,15 @@ func FuzzValidateRequest(f *testing.F) {
 		if json.Unmarshal(body, &req) != nil {
 			return
 		}
-		er, err := validateRequest(p, &req)
+		er, err := validateRequest(p, &req, false)
 		if err != nil {
 			if se := schemas.AsError(err); se.Code == schemas.CodeInternal || se.Message == "" {
 				t.Fatalf("validation error without a code or message: %v", err)
 			}
 			return
 		}
-		if er.TimeoutMS <= 0 || er.TimeoutMS > tier.WallTime.Milliseconds() || er.MemoryMB <= 0 || er.MemoryMB > tier.MemoryMB || len(er.Stdin) > tier.StdinMax {
+		if er.TimeoutMS <= 0 || er.TimeoutMS > tier.WallTime.Milliseconds() || er.MemoryMB <= 0 || er.MemoryMB > tier.MemoryMB || len(er.Stdin) > tier.StdinMax ||
+			len(er.Args) > tier.ArgsMax || len(er.Env) > tier.EnvMax {
 			t.Fatalf("accepted beyond the tier: %+v", er)
 		}
 		_ = requestHash(&req)

@@ -101,6 +101,7 @@ type Gateway struct {
 	keyring     *keyring
 	waiters     *waiters
 	limiter     *Limiter
+	slots       *requestSlots
 	keyUsage    *keyUsage
 	refCache    moduleRefCache
 
@@ -159,6 +160,7 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn) (*Gateway, error) {
 	g.keyUsage = &keyUsage{kv: usageKV, m: map[string]time.Time{}}
 	g.waiters = newWaiters(nc, "_INBOX.wasmwiz."+g.id)
 	g.limiter = NewLimiter(js)
+	g.slots = newRequestSlots()
 	g.handler = g.routes()
 	return g, nil
 }

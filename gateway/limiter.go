@@ -279,3 +279,49 @@ func (e *limitedError) Unwrap() error { return e.err }
 func seconds(d time.Duration) int {
 	return int(math.Ceil(d.Seconds()))
 }
+
+// requestSlots bounds the API requests each tenant has open at once on this gateway (REST and
+// direct NATS together; the tier's ConcurrentRequests), so that one tenant cannot take every
+// connection or NATS request slot, for example with many replays of one long execution. Admin
+// keys are not bounded.
+type requestSlots struct {
+	mu   sync.Mutex
+	open map[string]int
+}
+
+func newRequestSlots() *requestSlots { return &requestSlots{open: map[string]int{}} }
+
+// acquire takes one of p's tenant's slots, or refuses with a 429; release gives it back.
+func (s *requestSlots) acquire(p *Principal) (release func(), err error) {
+	if p.Admin {
+		return func() {}, nil
+	}
+	tenant, limit := p.TenantID, p.Tier.ConcurrentRequests
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.open[tenant] >= limit {
+		return nil, &limitedError{err: &schemas.Error{Code: schemas.CodeRateLimited, RetryAfter: 1,
+			Message: fmt.Sprintf("too many requests at once: the %s tier allows %d open requests per tenant on each gateway; retry when one finishes", p.Tier.Name, limit)}}
+	}
+	s.open[tenant]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.open[tenant]--; s.open[tenant] <= 0 {
+				delete(s.open, tenant)
+			}
+		})
+	}, nil
+}
+
+// limitConcurrent takes a request slot for p, counting and reporting a refusal like any other
+// rate-limit refusal.
+func (g *Gateway) limitConcurrent(ctx context.Context, p *Principal) (release func(), err error) {
+	release, err = g.slots.acquire(p)
+	if err != nil {
+		g.rejected(ctx, p, "concurrent_requests", schemas.AsError(err).Message)
+	}
+	return release, err
+}

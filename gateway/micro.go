@@ -21,7 +21,9 @@ const (
 	HeaderModuleName     = "Wasmwiz-Module-Name"
 )
 
-// maxMicroConcurrency bounds the NATS API requests served at once by one gateway.
+// maxMicroConcurrency bounds the NATS API requests served at once by one gateway. A request
+// takes one of these slots before it is authenticated and gives it back at once when its tenant
+// is over its own bound (the tier's ConcurrentRequests), so one tenant cannot hold them all.
 const maxMicroConcurrency = 1024
 
 // startMicro serves the direct NATS API: a NATS micro service whose endpoints take the same
@@ -142,13 +144,17 @@ func (g *Gateway) serveMicro(op string, req micro.Request, h func(context.Contex
 	var out any
 	if err == nil {
 		g.keyUsage.touch(p.KeyID)
-		out, err = h(ctx, p, req)
+		var release func()
+		if release, err = g.limitConcurrent(ctx, p); err == nil {
+			out, err = h(ctx, p, req)
+			release()
+		}
 	}
 	if err != nil {
 		se := g.publicError(ctx, op, err)
 		status = se.Code.Status()
 		body, _ := json.Marshal(problemFrom(se))
-		_ = req.Error(strconv.Itoa(status), se.Message, body)
+		_ = req.Error(strconv.Itoa(status), se.Message, body, micro.WithHeaders(micro.Headers(limitHeaders(se, err))))
 		return
 	}
 	if e, ok := out.(*schemas.Execution); ok && !e.Status.Final() {

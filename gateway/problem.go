@@ -53,3 +53,22 @@ func problemFrom(e *schemas.Error) *Problem {
 	}
 	return p
 }
+
+// limitHeaders are the headers that go with an error: Retry-After when the error says when to
+// try again (429, some 503s), and the RateLimit-* figures of a rate-limit refusal. REST, the
+// compat endpoint and the direct NATS API send the same ones.
+func limitHeaders(se *schemas.Error, err error) http.Header {
+	h := http.Header{}
+	if se.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(se.RetryAfter))
+	}
+	var le *limitedError
+	if errors.As(err, &le) && le.d != nil {
+		if limit, remaining, reset := le.d.headers(); limit != "" {
+			h.Set("RateLimit-Limit", limit)
+			h.Set("RateLimit-Remaining", remaining)
+			h.Set("RateLimit-Reset", reset)
+		}
+	}
+	return h
+}

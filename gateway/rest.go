@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -93,6 +92,17 @@ func (g *Gateway) authenticate(api huma.API) func(huma.Context, func(huma.Contex
 			}
 		}
 		g.keyUsage.touch(p.KeyID)
+		// Event streams are long-lived and have a bound of their own (maxEventStreams).
+		if op != "stream-events" {
+			release, err := g.limitConcurrent(ctx.Context(), p)
+			if err != nil {
+				se := g.publicError(ctx.Context(), "authenticate", err)
+				ctx.SetHeader("Retry-After", strconv.Itoa(se.RetryAfter))
+				_ = huma.WriteErr(api, ctx, se.Code.Status(), se.Message)
+				return
+			}
+			defer release()
+		}
 		next(huma.WithValue(ctx, principalKey{}, p))
 	}
 }
@@ -139,19 +149,9 @@ func (w *statusWriter) WriteHeader(code int) { w.status = code; w.ResponseWriter
 
 // fail converts a service error into the Problem Huma writes.
 func (g *Gateway) fail(ctx context.Context, op string, err error) error {
-	p := problemFrom(g.publicError(ctx, op, err))
-	var le *limitedError
-	if errors.As(err, &le) && le.d != nil {
-		limit, remaining, reset := le.d.headers()
-		if limit != "" {
-			if p.headers == nil {
-				p.headers = http.Header{}
-			}
-			p.headers.Set("RateLimit-Limit", limit)
-			p.headers.Set("RateLimit-Remaining", remaining)
-			p.headers.Set("RateLimit-Reset", reset)
-		}
-	}
+	se := g.publicError(ctx, op, err)
+	p := problemFrom(se)
+	p.headers = limitHeaders(se, err)
 	return p
 }
 
@@ -276,10 +276,12 @@ func (g *Gateway) register(api huma.API) {
 	huma.Register(api, huma.Operation{
 		OperationID: "create-execution", Method: http.MethodPost, Path: "/v1/executions", Tags: []string{"executions"},
 		Summary:     "Run a module",
-		Description: "Runs a module with stdin, args and env. Answers 200 with the result, or 202 when async is set or the wait ran out (the execution goes on; poll GET /v1/executions/{id}).",
+		Description: "Runs a module with stdin, args and env. Answers 200 with the result, or 202 when async is set or the wait ran out (the execution goes on; poll GET /v1/executions/{id}). " +
+			"An inline module (module_base64) is stored as one of your modules and needs the modules:write scope. " +
+			"A request refused with 429 claims nothing: sent again with the same Idempotency-Key it is checked again; only an admitted execution is replayed.",
 		Security:    bearer, MaxBodyBytes: maxModule*4/3 + 4<<20,
 		Responses: map[string]*huma.Response{"202": {Description: "Accepted: queued or still running"}},
-		Errors:    []int{401, 404, 409, 413, 422, 429, 503},
+		Errors:    []int{401, 403, 404, 409, 413, 422, 429, 503},
 	}, func(ctx context.Context, in *executionInput) (*executionOutput, error) {
 		p := principalFrom(ctx)
 		out, err := g.createExecution(ctx, p, &in.Body, in.IdempotencyKey)

@@ -11,11 +11,11 @@ import (
 // ExecutionRequest is the body of POST /v1/executions and wasmwiz.api.v1.executions.create.
 type ExecutionRequest struct {
 	ModuleID     string            `json:"module_id,omitempty" doc:"id of an uploaded module (sha256:<hex>); or give module_base64" example:"sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"`
-	ModuleBase64 string            `json:"module_base64,omitempty" doc:"the module inline, base64; it is stored like an upload named \"inline\""`
+	ModuleBase64 string            `json:"module_base64,omitempty" doc:"the module inline, base64; it is stored as one of your modules like an upload named \"inline\", so the key needs the modules:write scope"`
 	Stdin        string            `json:"stdin,omitempty" doc:"stdin as text"`
 	StdinBase64  string            `json:"stdin_base64,omitempty" doc:"stdin as base64, for binary input"`
-	Args         []string          `json:"args,omitempty" doc:"argv[1:]; argv[0] is the module's name" maxItems:"1024"`
-	Env          map[string]string `json:"env,omitempty" doc:"environment variables"`
+	Args         []string          `json:"args,omitempty" doc:"argv[1:]; argv[0] is the module's name. The tier bounds how many (args_max) and, with env, how many bytes (args_env_bytes)" maxItems:"65536"`
+	Env          map[string]string `json:"env,omitempty" doc:"environment variables; the tier bounds how many (env_max) and, with args, how many bytes (args_env_bytes)"`
 	TimeoutMS    int64             `json:"timeout_ms,omitempty" doc:"wall-time limit; default and maximum: the tier's" minimum:"0"`
 	MemoryMB     int               `json:"memory_mb,omitempty" doc:"linear memory cap; default and maximum: the tier's" minimum:"0"`
 	Async        bool              `json:"async,omitempty" doc:"answer 202 at once and run in the background; poll GET /v1/executions/{id}"`

@@ -80,6 +80,6 @@ type KeyEvent struct {
 // RateLimitEvent records a rejected request.
 type RateLimitEvent struct {
 	KeyID  string `json:"key_id"`
-	Limit  string `json:"limit"` // per_minute, per_day, in_flight
+	Limit  string `json:"limit"` // per_minute, per_day, in_flight, concurrent_requests
 	Reason string `json:"reason"`
 }

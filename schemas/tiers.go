@@ -19,7 +19,29 @@ type Tier struct {
 	StdinMax      int           `json:"stdin_max"`   // bytes
 	StdoutMax     int           `json:"stdout_max"`  // bytes; stderr has the same cap
 	Priority      int           `json:"priority"`    // higher is served first
+	// ArgsMax and EnvMax bound how many args and env entries an execution may carry, and
+	// ArgsEnvBytes their total size (each arg and each NAME=value with its NUL): a worker pays
+	// for every entry before the guest starts.
+	ArgsMax      int `json:"args_max"`
+	EnvMax       int `json:"env_max"`
+	ArgsEnvBytes int `json:"args_env_bytes"`
+	// ConcurrentRequests bounds the API requests (REST and direct NATS together) one tenant may
+	// have open at once on one gateway, so that one tenant cannot hold every connection or
+	// request slot (for example with replays of one long execution).
+	ConcurrentRequests int `json:"concurrent_requests"`
 }
+
+// Defaults of the fields a tiers file may leave out of a new tier (they are basic's).
+const (
+	DefaultArgsMax            = 256
+	DefaultEnvMax             = 256
+	DefaultArgsEnvBytes       = 32 << 10
+	DefaultConcurrentRequests = 32
+
+	// Ceilings that no tier may exceed.
+	maxArgsMax      = 65536
+	maxArgsEnvBytes = 16 * MiB
+)
 
 const (
 	MiB = 1 << 20
@@ -33,10 +55,14 @@ const (
 // DefaultTiers is the tier table of DESIGN.md plus the operators' "unlimited" tier.
 func DefaultTiers() map[string]Tier {
 	return map[string]Tier{
-		TierFree:      {Name: TierFree, ExecPerMinute: 10, ExecPerDay: 500, MemoryMB: 128, WallTime: 5 * time.Second, ModuleSize: 10 * MiB, InFlight: 1, StdinMax: MiB, StdoutMax: MiB, Priority: 1},
-		TierBasic:     {Name: TierBasic, ExecPerMinute: 100, ExecPerDay: 10_000, MemoryMB: 256, WallTime: 10 * time.Second, ModuleSize: 25 * MiB, InFlight: 5, StdinMax: MiB, StdoutMax: MiB, Priority: 2},
-		TierPro:       {Name: TierPro, ExecPerMinute: 500, ExecPerDay: 50_000, MemoryMB: 512, WallTime: 30 * time.Second, ModuleSize: 50 * MiB, InFlight: 20, StdinMax: MiB, StdoutMax: MiB, Priority: 3},
-		TierUnlimited: {Name: TierUnlimited, MemoryMB: 512, WallTime: 30 * time.Second, ModuleSize: 50 * MiB, InFlight: 1000, StdinMax: MiB, StdoutMax: MiB, Priority: 3},
+		TierFree: {Name: TierFree, ExecPerMinute: 10, ExecPerDay: 500, MemoryMB: 128, WallTime: 5 * time.Second, ModuleSize: 10 * MiB, InFlight: 1, StdinMax: MiB, StdoutMax: MiB, Priority: 1,
+			ArgsMax: 64, EnvMax: 64, ArgsEnvBytes: 16 << 10, ConcurrentRequests: 16},
+		TierBasic: {Name: TierBasic, ExecPerMinute: 100, ExecPerDay: 10_000, MemoryMB: 256, WallTime: 10 * time.Second, ModuleSize: 25 * MiB, InFlight: 5, StdinMax: MiB, StdoutMax: MiB, Priority: 2,
+			ArgsMax: DefaultArgsMax, EnvMax: DefaultEnvMax, ArgsEnvBytes: DefaultArgsEnvBytes, ConcurrentRequests: DefaultConcurrentRequests},
+		TierPro: {Name: TierPro, ExecPerMinute: 500, ExecPerDay: 50_000, MemoryMB: 512, WallTime: 30 * time.Second, ModuleSize: 50 * MiB, InFlight: 20, StdinMax: MiB, StdoutMax: MiB, Priority: 3,
+			ArgsMax: 1024, EnvMax: 1024, ArgsEnvBytes: 64 << 10, ConcurrentRequests: 128},
+		TierUnlimited: {Name: TierUnlimited, MemoryMB: 512, WallTime: 30 * time.Second, ModuleSize: 50 * MiB, InFlight: 1000, StdinMax: MiB, StdoutMax: MiB, Priority: 3,
+			ArgsMax: 1024, EnvMax: 1024, ArgsEnvBytes: 64 << 10, ConcurrentRequests: 1024},
 	}
 }
 
@@ -56,6 +82,12 @@ func (t Tier) Validate() error {
 		return fmt.Errorf("tier %s: sizes and in_flight must be positive", t.Name)
 	case t.ExecPerMinute < 0 || t.ExecPerDay < 0:
 		return fmt.Errorf("tier %s: rate limits must not be negative", t.Name)
+	case t.ArgsMax <= 0 || t.ArgsMax > maxArgsMax || t.EnvMax <= 0 || t.EnvMax > maxArgsMax:
+		return fmt.Errorf("tier %s: args_max and env_max must be in 1..%d", t.Name, maxArgsMax)
+	case t.ArgsEnvBytes <= 0 || t.ArgsEnvBytes > maxArgsEnvBytes:
+		return fmt.Errorf("tier %s: args_env_bytes must be in 1..%d", t.Name, maxArgsEnvBytes)
+	case t.ConcurrentRequests <= 0:
+		return fmt.Errorf("tier %s: concurrent_requests must be positive", t.Name)
 	}
 	return nil
 }
@@ -71,11 +103,16 @@ type tierFile struct {
 	StdinMax      *int   `json:"stdin_max"`
 	StdoutMax     *int   `json:"stdout_max"`
 	Priority      *int   `json:"priority"`
+	ArgsMax       *int   `json:"args_max"`
+	EnvMax        *int   `json:"env_max"`
+	ArgsEnvBytes  *int   `json:"args_env_bytes"`
+	Concurrent    *int   `json:"concurrent_requests"`
 }
 
 // ParseTiers reads a tiers file: a JSON object of tier name → fields, laid over DefaultTiers
-// (so a file may change one figure of one tier, or add tiers). Every role of a deployment must
-// read the same file.
+// (so a file may change one figure of one tier, or add tiers; a new tier's absent args, env and
+// concurrent_requests limits are the Default* constants above, its other absent fields zero).
+// Every role of a deployment must read the same file.
 //
 //	{"free": {"exec_per_minute": 20, "in_flight": 2}, "team": {"memory_mb": 256, "wall_time_ms": 10000, ...}}
 func ParseTiers(data []byte) (map[string]Tier, error) {
@@ -87,7 +124,10 @@ func ParseTiers(data []byte) (map[string]Tier, error) {
 	}
 	tiers := DefaultTiers()
 	for name, f := range file {
-		t := tiers[name]
+		t, ok := tiers[name]
+		if !ok {
+			t = Tier{ArgsMax: DefaultArgsMax, EnvMax: DefaultEnvMax, ArgsEnvBytes: DefaultArgsEnvBytes, ConcurrentRequests: DefaultConcurrentRequests}
+		}
 		t.Name = name
 		set(&t.ExecPerMinute, f.ExecPerMinute)
 		set(&t.ExecPerDay, f.ExecPerDay)
@@ -97,6 +137,10 @@ func ParseTiers(data []byte) (map[string]Tier, error) {
 		set(&t.StdinMax, f.StdinMax)
 		set(&t.StdoutMax, f.StdoutMax)
 		set(&t.Priority, f.Priority)
+		set(&t.ArgsMax, f.ArgsMax)
+		set(&t.EnvMax, f.EnvMax)
+		set(&t.ArgsEnvBytes, f.ArgsEnvBytes)
+		set(&t.ConcurrentRequests, f.Concurrent)
 		if f.WallTimeMS != nil {
 			t.WallTime = time.Duration(*f.WallTimeMS) * time.Millisecond
 		}

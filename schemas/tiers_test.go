@@ -26,3 +26,31 @@ func TestParseTiers(t *testing.T) {
 		}
 	}
 }
+
+// The args, env and request-concurrency limits: every default tier has them, a tiers file may
+// change them, a new tier gets the defaults, and nonsense is refused.
+func TestParseTiers_ArgsEnvAndConcurrency(t *testing.T) {
+	for name, tier := range DefaultTiers() {
+		if err := tier.Validate(); err != nil {
+			t.Errorf("default tier %s: %v", name, err)
+		}
+	}
+	tiers, err := ParseTiers([]byte(`{"free": {"args_max": 8, "env_max": 4, "args_env_bytes": 1024, "concurrent_requests": 2}, "team": {"memory_mb": 64, "wall_time_ms": 2000, "module_size": 1000, "in_flight": 2, "stdin_max": 10, "stdout_max": 10}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := tiers[TierFree]; f.ArgsMax != 8 || f.EnvMax != 4 || f.ArgsEnvBytes != 1024 || f.ConcurrentRequests != 2 {
+		t.Errorf("free: %+v", f)
+	}
+	if team := tiers["team"]; team.ArgsMax != DefaultArgsMax || team.EnvMax != DefaultEnvMax || team.ArgsEnvBytes != DefaultArgsEnvBytes || team.ConcurrentRequests != DefaultConcurrentRequests {
+		t.Errorf("a new tier without the fields: %+v", team)
+	}
+	for _, bad := range []string{
+		`{"free": {"args_max": 0}}`, `{"free": {"env_max": -1}}`, `{"free": {"args_max": 1000000}}`,
+		`{"free": {"args_env_bytes": 0}}`, `{"free": {"args_env_bytes": 1073741824}}`, `{"free": {"concurrent_requests": 0}}`,
+	} {
+		if _, err := ParseTiers([]byte(bad)); err == nil {
+			t.Errorf("accepted %s", bad)
+		}
+	}
+}
