@@ -275,11 +275,11 @@ func (g *Gateway) register(api huma.API) {
 	})
 	huma.Register(api, huma.Operation{
 		OperationID: "create-execution", Method: http.MethodPost, Path: "/v1/executions", Tags: []string{"executions"},
-		Summary:     "Run a module",
+		Summary: "Run a module",
 		Description: "Runs a module with stdin, args and env. Answers 200 with the result, or 202 when async is set or the wait ran out (the execution goes on; poll GET /v1/executions/{id}). " +
 			"An inline module (module_base64) is stored as one of your modules and needs the modules:write scope. " +
 			"A request refused with 429 claims nothing: sent again with the same Idempotency-Key it is checked again; only an admitted execution is replayed.",
-		Security:    bearer, MaxBodyBytes: maxModule*4/3 + 4<<20,
+		Security: bearer, MaxBodyBytes: maxModule*4/3 + 4<<20,
 		Responses: map[string]*huma.Response{"202": {Description: "Accepted: queued or still running"}},
 		Errors:    []int{401, 403, 404, 409, 413, 422, 429, 503},
 	}, func(ctx context.Context, in *executionInput) (*executionOutput, error) {
