@@ -26,10 +26,10 @@ func runAdmin(ctx context.Context, args []string, getenv func(string) string, st
 		return usageError{"usage: wasmwiz admin bootstrap [--nats-url URL] [--replicas N] [--key-file F]"}
 	}
 	fs := newFlagSet("admin bootstrap", getenv, stderr)
-	natsURL := fs.string("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
-	replicas := fs.int("replicas", 1, "JetStream replicas for streams and buckets (3 on a cluster)")
+	natsURL := fs.String("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
+	replicas := fs.Int("replicas", 1, "JetStream replicas for streams and buckets (3 on a cluster)")
 	keyFile := fs.String("key-file", "", "also write the key to this file (mode 0600)")
-	resultsTTL := fs.duration("results-ttl", 0, "how long execution results stay readable (default: as the bucket has it, 24h when new); roles keep what is set here")
+	resultsTTL := fs.Duration("results-ttl", 0, "how long execution results stay readable (default: as the bucket has it, 24h when new); roles keep what is set here")
 	loadTiers := fs.tiersFlag()
 	if err := fs.Parse(args[1:]); err != nil {
 		return err

@@ -25,8 +25,8 @@ type client struct {
 }
 
 func newClient(fs *flagSet) (func() (*client, error), *string) {
-	u := fs.string("url", "http://127.0.0.1:8080", "WasmWiz API URL")
-	key := fs.string("key", "", "API key (default: ./wasmwiz-data/dev-api-key when present)")
+	u := fs.String("url", "http://127.0.0.1:8080", "WasmWiz API URL")
+	key := fs.String("key", "", "API key (default: ./wasmwiz-data/dev-api-key when present)")
 	return func() (*client, error) {
 		k := *key
 		if k == "" {

@@ -45,7 +45,7 @@ func runEvents(ctx context.Context, args []string, getenv func(string) string, s
 		return usageError{eventsUsage}
 	}
 	fs := newFlagSet("events tail", getenv, stderr)
-	natsURL := fs.string("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
+	natsURL := fs.String("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
 	var types, tenants listFlag
 	fs.Var(&types, "type", "only events of this type, e.g. execution.completed or execution.* (repeatable, comma separated)")
 	fs.Var(&tenants, "tenant", "only this tenant's events (repeatable, comma separated)")

@@ -20,9 +20,9 @@ import (
 // (bench.Generate: closed loop, or open loop with --rate).
 func runLoad(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("load", getenv, stderr)
-	baseURL := fs.string("url", "", "REST API URL (e.g. http://127.0.0.1:8080); give --url or --nats")
-	natsURL := fs.string("nats", "", "NATS URL for the direct NATS API (e.g. nats://127.0.0.1:4222)")
-	key := fs.string("key", "", "API key (default, over REST beside a dev system: a key made for the run on the unlimited tier, with ./wasmwiz-data/admin-api-key; else ./wasmwiz-data/dev-api-key)")
+	baseURL := fs.String("url", "", "REST API URL (e.g. http://127.0.0.1:8080); give --url or --nats")
+	natsURL := fs.String("nats", "", "NATS URL for the direct NATS API (e.g. nats://127.0.0.1:4222)")
+	key := fs.String("key", "", "API key (default, over REST beside a dev system: a key made for the run on the unlimited tier, with ./wasmwiz-data/admin-api-key; else ./wasmwiz-data/dev-api-key)")
 	module := fs.String("module", "", "module file (uploaded first) or an uploaded module's sha256:id")
 	stdin := fs.String("stdin", "", "stdin for every execution")
 	concurrency := fs.Int("concurrency", 16, "requests in flight at most")

@@ -18,7 +18,7 @@ import (
 // two never race. It waits for PostgreSQL to come up rather than failing at once.
 func runMigrate(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("accounting migrate", getenv, stderr)
-	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "Postgres URL ($DATABASE_URL)")
+	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "Postgres URL (default: $DATABASE_URL)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -56,7 +56,7 @@ func (r *ReconcileReport) Failed() bool {
 // exits 1 when anything is missing, duplicated or inconsistent.
 func runReconcile(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("accounting reconcile", getenv, stderr)
-	natsURL := fs.string("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
+	natsURL := fs.String("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
 	fromArg := fs.String("from", "", "start of the range, by finish time (RFC 3339 or YYYY-MM-DD); default: UTC midnight 30 days before --to")
 	toArg := fs.String("to", "", "end of the range, exclusive (RFC 3339 or YYYY-MM-DD); default: now")
 	tenant := fs.String("tenant", "", "only this tenant (default: all)")

@@ -137,8 +137,8 @@ type roleCommon struct {
 func commonRoleFlags(fs *flagSet, name string) *roleCommon {
 	return &roleCommon{
 		name:      name,
-		natsURL:   fs.string("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated"),
-		replicas:  fs.int("replicas", 1, "JetStream replicas for streams, buckets and consumers (3 on a cluster)"),
+		natsURL:   fs.String("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated"),
+		replicas:  fs.Int("replicas", 1, "JetStream replicas for streams, buckets and consumers (3 on a cluster)"),
 		loadTiers: fs.tiersFlag(),
 	}
 }
@@ -194,11 +194,11 @@ func (e *roleEnv) serveUntilDrained(ctx context.Context, addr string, ready func
 func runGatewayCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("gateway", getenv, stderr)
 	rc := commonRoleFlags(fs, "gateway")
-	httpAddr := fs.string("http-addr", "127.0.0.1:8080", "REST API address")
-	syncWait := fs.duration("sync-wait", 0, "longest a synchronous execution request waits before answering 202 (default: its timeout + 10s)")
-	drainTimeout := fs.duration("drain-timeout", 30*time.Second, "after SIGTERM, how long in-flight requests may take to finish")
-	drainDelay := fs.duration("drain-delay", 0, "after SIGTERM, how long to keep serving while /health/ready answers 503, before refusing new connections")
-	jwtKey := fs.string("jwt-key-file", "", "Ed25519 private key (PKCS#8 PEM) that signs tokens; empty: no tokens (wasmwiz secrets generate makes one)")
+	httpAddr := fs.String("http-addr", "127.0.0.1:8080", "REST API address")
+	syncWait := fs.Duration("sync-wait", 0, "longest a synchronous execution request waits before answering 202 (default: its timeout + 10s)")
+	drainTimeout := fs.Duration("drain-timeout", 30*time.Second, "after SIGTERM, how long in-flight requests may take to finish")
+	drainDelay := fs.Duration("drain-delay", 0, "after SIGTERM, how long to keep serving while /health/ready answers 503, before refusing new connections")
+	jwtKey := fs.String("jwt-key-file", "", "Ed25519 private key (PKCS#8 PEM) that signs tokens; empty: no tokens (wasmwiz secrets generate makes one)")
 	e, err := rc.start(ctx, fs, args, getenv, stderr, opsGateway)
 	if err != nil {
 		return err
@@ -217,11 +217,11 @@ func runGatewayCmd(ctx context.Context, args []string, getenv func(string) strin
 func runExecutorCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("executor", getenv, stderr)
 	rc := commonRoleFlags(fs, "executor")
-	cacheDir := fs.string("cache-dir", "./wasmwiz-cache", "module files and the compilation cache")
-	workers := fs.int("workers", 0, "worker processes (default: 3 per CPU, at least 4; long-running guests are held to one per CPU)")
-	compileTimeout := fs.duration("compile-timeout", 0, "longest a module may take to compile before its worker is killed (default 10s)")
-	nodeID := fs.string("node-id", "", "node id (default: hostname-random)")
-	metricsAddr := fs.string("metrics-addr", defaultExecutorOpsAddr, "address for /metrics and /health (empty: off; the default, when taken, moves to a free port)")
+	cacheDir := fs.String("cache-dir", "./wasmwiz-cache", "module files and the compilation cache")
+	workers := fs.Int("workers", 0, "worker processes (default: 3 per CPU, at least 4; long-running guests are held to one per CPU)")
+	compileTimeout := fs.Duration("compile-timeout", 0, "longest a module may take to compile before its worker is killed (default 10s)")
+	nodeID := fs.String("node-id", "", "node id (default: hostname-random)")
+	metricsAddr := fs.String("metrics-addr", defaultExecutorOpsAddr, "address for /metrics and /health (empty: off; the default, when taken, moves to a free port)")
 	e, err := rc.start(ctx, fs, args, getenv, stderr, opsExecutor)
 	if err != nil {
 		return err
@@ -240,9 +240,9 @@ func runExecutorCmd(ctx context.Context, args []string, getenv func(string) stri
 func runAccountingCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("accounting", getenv, stderr)
 	rc := commonRoleFlags(fs, "accounting")
-	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "Postgres URL ($DATABASE_URL); empty: SQLite at --sqlite-path")
-	sqlitePath := fs.string("sqlite-path", "./wasmwiz-data/accounting.db", "SQLite file when no database URL is set")
-	metricsAddr := fs.string("metrics-addr", defaultAccountingOpsAddr, "address for /metrics and /health (empty: off; the default, when taken, moves to a free port)")
+	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "Postgres URL (default: $DATABASE_URL); empty: SQLite at --sqlite-path")
+	sqlitePath := fs.String("sqlite-path", "./wasmwiz-data/accounting.db", "SQLite file when no database URL is set")
+	metricsAddr := fs.String("metrics-addr", defaultAccountingOpsAddr, "address for /metrics and /health (empty: off; the default, when taken, moves to a free port)")
 	e, err := rc.start(ctx, fs, args, getenv, stderr, opsAccounting)
 	if err != nil {
 		return err

@@ -8,9 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
@@ -41,7 +39,8 @@ Clients:
   load         load generator for a running WasmWiz (REST or NATS): throughput, latency percentiles
   bench        start a system in-process and measure it side by side with its floors and peers
 
-Every flag can also be set by environment (WASMWIZ_<FLAG>, e.g. WASMWIZ_HTTP_ADDR).
+Every flag can also be set by environment: --some-flag by WASMWIZ_SOME_FLAG (e.g.
+WASMWIZ_HTTP_ADDR); the command line wins, and a malformed value is an error.
 Run 'wasmwiz <command> -h' for a command's flags.
 `
 
@@ -124,10 +123,14 @@ type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
 
-// flagSet is a flag.FlagSet whose defaults come from the environment (WASMWIZ_<NAME>).
+// flagSet is a flag.FlagSet every flag of which can also be set by environment: --some-flag by
+// WASMWIZ_SOME_FLAG. Define flags with the flag package's own methods (String, Int, Duration,
+// Var, …); Parse applies the environment to all of them, then the command line, which wins.
+// An empty variable counts as unset; a malformed one is a usage error naming the variable.
 type flagSet struct {
 	*flag.FlagSet
-	getenv func(string) string
+	getenv     func(string) string
+	envApplied bool
 }
 
 func newFlagSet(name string, getenv func(string) string, stderr io.Writer) *flagSet {
@@ -136,33 +139,40 @@ func newFlagSet(name string, getenv func(string) string, stderr io.Writer) *flag
 	return &flagSet{FlagSet: fs, getenv: getenv}
 }
 
+// envName is the variable that sets a flag: WASMWIZ_ and the flag's name in upper case, with
+// "-" as "_" (http-addr: WASMWIZ_HTTP_ADDR).
 func envName(flagName string) string {
 	return "WASMWIZ_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
-func (f *flagSet) string(name, def, help string) *string {
-	if v := f.getenv(envName(name)); v != "" {
-		def = v
+// Parse sets every flag from its environment variable, then parses args.
+func (f *flagSet) Parse(args []string) error {
+	if err := f.applyEnv(); err != nil {
+		return err
 	}
-	return f.String(name, def, help+" ($"+envName(name)+")")
+	return f.FlagSet.Parse(args)
 }
 
-func (f *flagSet) int(name string, def int, help string) *int {
-	if v := f.getenv(envName(name)); v != "" {
-		if n, err := strconv.Atoi(v); err == nil {
-			def = n
-		}
+// applyEnv runs once per flag set: it names each flag's variable in its help and sets the flags
+// whose variable is set.
+func (f *flagSet) applyEnv() error {
+	if f.envApplied {
+		return nil
 	}
-	return f.Int(name, def, help+" ($"+envName(name)+")")
-}
-
-func (f *flagSet) duration(name string, def time.Duration, help string) *time.Duration {
-	if v := f.getenv(envName(name)); v != "" {
-		if d, err := time.ParseDuration(v); err == nil {
-			def = d
+	f.envApplied = true
+	var err error
+	f.VisitAll(func(fl *flag.Flag) {
+		env := envName(fl.Name)
+		fl.Usage += " ($" + env + ")"
+		v := f.getenv(env)
+		if v == "" || err != nil {
+			return
 		}
-	}
-	return f.Duration(name, def, help+" ($"+envName(name)+")")
+		if serr := fl.Value.Set(v); serr != nil {
+			err = usageError{fmt.Sprintf("$%s=%q: invalid value for --%s: %v", env, v, fl.Name, serr)}
+		}
+	})
+	return err
 }
 
 // parseInterspersed parses flags that may come after positional arguments
@@ -183,7 +193,7 @@ func (f *flagSet) parseInterspersed(args []string) ([]string, error) {
 
 // tiersFlag adds --tiers-file; the returned func reads it (or gives the default tiers).
 func (f *flagSet) tiersFlag() func() (map[string]schemas.Tier, error) {
-	path := f.string("tiers-file", "", "JSON tiers file laid over the default tiers; every role must read the same one")
+	path := f.String("tiers-file", "", "JSON tiers file laid over the default tiers; every role must read the same one")
 	return func() (map[string]schemas.Tier, error) {
 		if *path == "" {
 			return schemas.DefaultTiers(), nil
