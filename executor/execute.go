@@ -70,7 +70,15 @@ func (n *Node) handle(ctx context.Context, q *tierQueue, it *queued, free func()
 			return
 		}
 		_ = msg.TermWithReason("moved to " + schemas.SubjectDLQ)
-		n.giveUp(ctx, log, q.tier, req)
+		// The request ends with a final result either way: its own if it had one (the event is
+		// what failed, so the guest ran and must be billed) or a given-up one. Its event is
+		// published once more; if that fails too, reconcile reports a result without an event,
+		// and wasmwiz dlq replay publishes it.
+		if res := n.giveUp(ctx, log, q.tier, req); res != nil {
+			if err := n.publishEvent(ctx, msg.Headers(), res); err != nil {
+				log.Error("executor: event of a dead-lettered execution not published; wasmwiz accounting reconcile lists it", "err", err)
+			}
+		}
 		return
 	}
 	log.Warn("executor: request failed for an internal reason, will be redelivered", "err", err, "deliveries", delivered)
@@ -78,8 +86,10 @@ func (n *Node) handle(ctx context.Context, q *tierQueue, it *queued, free func()
 }
 
 // giveUp stores a final failed result for a request moved to the dead letters, if it can, so
-// that readers of the result see an end rather than "running" forever.
-func (n *Node) giveUp(ctx context.Context, log *slog.Logger, tier schemas.Tier, req *schemas.ExecRequest) {
+// that readers of the result see an end rather than "running" forever. It returns the final
+// result the execution ends with: one stored before (kept) or the given-up one; nil if neither
+// could be stored or read.
+func (n *Node) giveUp(ctx context.Context, log *slog.Logger, tier schemas.Tier, req *schemas.ExecRequest) *schemas.Result {
 	now := time.Now().UTC()
 	res := &schemas.Result{
 		ID: req.ExecutionID, TenantID: req.TenantID, KeyID: req.KeyID, Tier: tier.Name, ModuleID: req.ModuleID,
@@ -88,7 +98,7 @@ func (n *Node) giveUp(ctx context.Context, log *slog.Logger, tier schemas.Tier, 
 	}
 	b, err := json.Marshal(res)
 	if err != nil {
-		return
+		return nil
 	}
 	pctx, cancel := context.WithTimeout(ctx, natsTimeout)
 	defer cancel()
@@ -99,13 +109,15 @@ func (n *Node) giveUp(ctx context.Context, log *slog.Logger, tier schemas.Tier, 
 	case err == nil:
 		var prev schemas.Result
 		if json.Unmarshal(entry.Value(), &prev) == nil && prev.Status.Final() {
-			return
+			return &prev
 		}
 		_, err = n.results.Update(pctx, req.ExecutionID, b, entry.Revision())
 	}
 	if err != nil {
 		log.Warn("executor: store given-up result", "err", err)
+		return nil
 	}
+	return res
 }
 
 func checkRequest(r *schemas.ExecRequest) error {

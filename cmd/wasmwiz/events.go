@@ -83,11 +83,13 @@ func runEvents(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	defer nc.Close()
 	var line bytes.Buffer
+	var last uint64 // the last stream sequence printed
 	print := func(m jetstream.Msg) error {
 		md, err := m.Metadata()
 		if err != nil {
 			return nil
 		}
+		last = md.Sequence.Stream
 		line.Reset()
 		if err := eventLine(&line, md.Sequence.Stream, m.Data()); err != nil {
 			fmt.Fprintf(stderr, "wasmwiz events tail: skipping stream sequence %d on %s: %v\n", md.Sequence.Stream, m.Subject(), err)
@@ -99,6 +101,38 @@ func runEvents(ctx context.Context, args []string, getenv func(string) string, s
 	if !*follow {
 		return readEvents(ctx, js, cfg, print)
 	}
+	// Following: a consumer lost to a leader change or a server leaving is made again after
+	// the last event printed, so nothing is skipped or printed twice.
+	delay := 100 * time.Millisecond
+	for {
+		before := last
+		c := cfg
+		if last > 0 {
+			c.DeliverPolicy, c.OptStartSeq, c.OptStartTime = jetstream.DeliverByStartSequencePolicy, last+1, nil
+		}
+		err := followEvents(ctx, js, c, print)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var fe fnError
+		if errors.As(err, &fe) {
+			return fe.err
+		}
+		if last != before {
+			delay = 100 * time.Millisecond
+		}
+		fmt.Fprintf(stderr, "wasmwiz events tail: %v; reading on after stream sequence %d in %v\n", err, last, delay)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+			delay = min(2*delay, 5*time.Second)
+		}
+	}
+}
+
+// followEvents prints events as they come until an error (or ctx ends).
+func followEvents(ctx context.Context, js jetstream.JetStream, cfg jetstream.OrderedConsumerConfig, print func(jetstream.Msg) error) error {
 	cons, err := js.OrderedConsumer(ctx, schemas.StreamEvents, cfg)
 	if err != nil {
 		return fmt.Errorf("events stream: %w", err)
@@ -113,13 +147,10 @@ func runEvents(ctx context.Context, args []string, getenv func(string) string, s
 	for {
 		m, err := it.Next()
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				return nil
-			}
 			return fmt.Errorf("events stream: %w", err)
 		}
 		if err := print(m); err != nil {
-			return err
+			return fnError{err}
 		}
 	}
 }
@@ -205,33 +236,150 @@ func connectJetStream(url, name string) (*nats.Conn, jetstream.JetStream, error)
 	return nc, js, nil
 }
 
-// readEvents reads the matching events from cfg's start up to the end of the stream as it
-// was when the consumer was created, then returns.
+// readEvents reads the matching events from cfg's start up to the end of the events stream as
+// it was when the read began, then returns (see readStream).
 func readEvents(ctx context.Context, js jetstream.JetStream, cfg jetstream.OrderedConsumerConfig, fn func(jetstream.Msg) error) error {
-	cons, err := js.OrderedConsumer(ctx, schemas.StreamEvents, cfg)
+	start := streamStart{policy: cfg.DeliverPolicy, seq: cfg.OptStartSeq, time: cfg.OptStartTime}
+	return readStream(ctx, js, schemas.StreamEvents, cfg.FilterSubjects, start, fn)
+}
+
+// streamStart is where a read begins: a deliver policy and its sequence or time.
+type streamStart struct {
+	policy jetstream.DeliverPolicy
+	seq    uint64
+	time   *time.Time
+}
+
+// readPatience is how long readStream keeps trying without reading anything before it gives up.
+const readPatience = time.Minute
+
+// readStream reads the messages of stream matching filters, from start up to the stream's last
+// message when the read began, and returns. On a cluster a read meets leader elections, a
+// consumer lost with its server, "no responders" for a moment: every such failure is retried
+// with backoff from a fresh consumer that starts after the last message read, so nothing is
+// read twice or skipped. It gives up (an error) after readPatience without progress.
+func readStream(ctx context.Context, js jetstream.JetStream, stream string, filters []string, start streamStart, fn func(jetstream.Msg) error) error {
+	var (
+		end     uint64 // the stream's last sequence when the read began
+		last    uint64 // the last sequence handed to fn
+		lastErr error
+		tried   = time.Now()
+		delay   = 100 * time.Millisecond
+	)
+	for {
+		done, progressed, err := readStreamOnce(ctx, js, stream, filters, start, &end, &last, fn)
+		if done || (err != nil && errors.Is(err, errStop)) {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var fnErr fnError
+		if errors.As(err, &fnErr) {
+			return fnErr.err
+		}
+		if progressed {
+			tried, delay = time.Now(), 100*time.Millisecond
+		}
+		if err != nil {
+			lastErr = err
+		}
+		if time.Since(tried) > readPatience {
+			return fmt.Errorf("%s stream: no progress for %v (read up to sequence %d of %d): %w", stream, readPatience, last, end, lastErr)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+			delay = min(2*delay, 2*time.Second)
+		}
+	}
+}
+
+// errStop ends a read early without an error.
+var errStop = errors.New("stop")
+
+// fnError is an error of readStream's fn: it ends the read as it is.
+type fnError struct{ err error }
+
+func (e fnError) Error() string { return e.err.Error() }
+
+// readStreamOnce reads with one consumer until the end (done), an error, or a pull that
+// brings nothing although messages remain (a stalled consumer: err nil, done false).
+func readStreamOnce(ctx context.Context, js jetstream.JetStream, stream string, filters []string, start streamStart,
+	end, last *uint64, fn func(jetstream.Msg) error) (done, progressed bool, err error) {
+	if *end == 0 {
+		info, err := js.Stream(ctx, stream)
+		if err != nil {
+			return false, false, fmt.Errorf("%s stream: %w", stream, err)
+		}
+		if *end = info.CachedInfo().State.LastSeq; *end == 0 {
+			return true, false, nil // empty
+		}
+	}
+	cfg := jetstream.ConsumerConfig{
+		AckPolicy:         jetstream.AckNonePolicy,
+		FilterSubjects:    filters,
+		DeliverPolicy:     start.policy,
+		OptStartSeq:       start.seq,
+		OptStartTime:      start.time,
+		InactiveThreshold: time.Minute,
+		MemoryStorage:     true,
+		Replicas:          1,
+	}
+	if *last > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverByStartSequencePolicy, *last+1, nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	cons, err := js.CreateConsumer(cctx, stream, cfg)
+	cancel()
 	if err != nil {
-		return fmt.Errorf("events stream: %w", err)
+		return false, false, fmt.Errorf("%s stream: consumer: %w", stream, err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		_ = js.DeleteConsumer(dctx, stream, cons.CachedInfo().Name)
+		cancel()
+	}()
+	if ci := cons.CachedInfo(); ci.NumPending == 0 || (*last >= *end) {
+		return true, false, nil // nothing (more) matches
 	}
 	for {
 		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
-			return fmt.Errorf("events stream: %w", err)
+			return false, progressed, fmt.Errorf("%s stream: %w", stream, err)
 		}
 		n := 0
 		for m := range batch.Messages() {
+			md, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			if md.Sequence.Stream <= *last {
+				continue // already read (cannot happen with a fresh consumer; cheap to be sure)
+			}
+			if md.Sequence.Stream > *end {
+				return true, progressed, nil // published after the read began
+			}
 			n++
 			if err := fn(m); err != nil {
-				return err
+				if errors.Is(err, errStop) {
+					return true, true, nil
+				}
+				return false, progressed, fnError{err}
 			}
-			if md, err := m.Metadata(); err == nil && md.NumPending == 0 {
-				return ctx.Err() // the last one there was
+			*last, progressed = md.Sequence.Stream, true
+			if md.NumPending == 0 || *last >= *end {
+				return true, true, ctx.Err()
 			}
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
-			return fmt.Errorf("events stream: %w", err)
+			return false, progressed, fmt.Errorf("%s stream: %w", stream, err)
 		}
 		if n == 0 {
-			return ctx.Err()
+			// Messages remain (NumPending said so) but none came: a stalled consumer, e.g. its
+			// server left the cluster. The caller starts another after the last one read.
+			return false, progressed, fmt.Errorf("%s stream: a pull brought nothing before sequence %d", stream, *end)
 		}
 	}
 }

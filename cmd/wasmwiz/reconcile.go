@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -16,7 +17,15 @@ import (
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
-const reconcileUsage = "usage: wasmwiz accounting reconcile [--from TIME] [--to TIME] [--tenant ID] [--json] [--nats-url URL]"
+const reconcileUsage = "usage: wasmwiz accounting reconcile [--from TIME] [--to TIME] [--tenant ID] [--results=false] [--json] [--nats-url URL]"
+
+// Reconcile's exit codes: 0 all matched, 1 something is missing, duplicated or inconsistent,
+// 2 it could not tell (the events stream, the results or accounting could not be read; or a
+// usage error).
+const (
+	reconcileGap        = 1
+	reconcileCannotRead = 2
+)
 
 // ReconcileReport is what `wasmwiz accounting reconcile` finds.
 type ReconcileReport struct {
@@ -39,21 +48,34 @@ type ReconcileReport struct {
 	// StreamCovers is false when the events stream no longer holds the start of the range
 	// (its limits removed older events): rows without events are then not counted as errors.
 	StreamCovers bool `json:"stream_covers"`
+
+	eventIDs map[string]bool // the executions with an event in the range
 	// Backlog is what the accounting consumer had not yet stored when the check began (pending
 	// plus delivered but unacked events): missing rows may be only late.
 	Backlog uint64 `json:"backlog"`
+	// Results counts the final results (KV wasmwiz_results) of executions that finished in the
+	// range, up to Settle before the check; Unpublished are those among them without an event:
+	// executions that ran and will never be billed unless their event is published (wasmwiz dlq
+	// replay does it for a request in the dead letters). Results live for the bucket's TTL
+	// (24 h by default), so older ranges are not checked this way; ResultsChecked says whether
+	// they were.
+	ResultsChecked bool      `json:"results_checked"`
+	Results        int       `json:"results"`
+	Unpublished    []string  `json:"unpublished"`
+	Settle         time.Time `json:"settled_before"`
 }
 
 // Failed reports whether the report shows anything wrong.
 func (r *ReconcileReport) Failed() bool {
 	return len(r.Missing) > 0 || len(r.Duplicates) > 0 || len(r.RollupMismatches) > 0 ||
-		(r.StreamCovers && len(r.Unexpected) > 0)
+		(r.StreamCovers && len(r.Unexpected) > 0) || len(r.Unpublished) > 0
 }
 
 // runReconcile compares the execution events in WASMWIZ_EVENTS (read straight from JetStream)
 // with the usage rows accounting stored (wasmwiz.accounting.v1.reconcile), for the executions
-// that finished in [from, to), and checks accounting's daily rollup against its raw rows. It
-// exits 1 when anything is missing, duplicated or inconsistent.
+// that finished in [from, to), checks accounting's daily rollup against its raw rows, and checks
+// that every final result in the results KV has its event. It exits 1 when anything is missing,
+// duplicated or inconsistent, 2 when it could not read what it compares.
 func runReconcile(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("accounting reconcile", getenv, stderr)
 	natsURL := fs.String("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
@@ -62,6 +84,8 @@ func runReconcile(ctx context.Context, args []string, getenv func(string) string
 	tenant := fs.String("tenant", "", "only this tenant (default: all)")
 	slack := fs.Duration("slack", time.Hour, "read events published up to this long before --from (events are published after their execution finishes)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	results := fs.Bool("results", true, "also check that every final result in the results KV has its event (reads the whole bucket)")
+	settle := fs.Duration("settle", time.Minute, "results that finished this recently are not checked (their events may still be on the way)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -92,12 +116,15 @@ func runReconcile(ctx context.Context, args []string, getenv func(string) string
 	}
 	nc, js, err := connectJetStream(*natsURL, "wasmwiz-reconcile")
 	if err != nil {
-		return err
+		return exitError{err.Error(), reconcileCannotRead}
 	}
 	defer nc.Close()
 	rep, err := reconcile(ctx, nc, js, *tenant, from, to, *slack)
+	if err == nil && *results {
+		err = reconcileResults(ctx, js, rep, now.Add(-*settle))
+	}
 	if err != nil {
-		return err
+		return exitError{"could not reconcile: " + err.Error(), reconcileCannotRead}
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -109,13 +136,64 @@ func runReconcile(ctx context.Context, args []string, getenv func(string) string
 		printReport(stdout, rep)
 	}
 	if rep.Failed() {
-		return errors.New("accounting does not match the events")
+		return exitError{"accounting does not match the events", reconcileGap}
 	}
 	return nil
 }
 
+// reconcileResults checks that every final result in the results KV of an execution that
+// finished in the report's range (and before settled) has an event in the stream. The bucket
+// is read from its stream, the latest revision of each key counting.
+func reconcileResults(ctx context.Context, js jetstream.JetStream, rep *ReconcileReport, settled time.Time) error {
+	rep.Unpublished = []string{}
+	to := rep.To
+	if settled.Before(to) {
+		to = settled
+	}
+	rep.Settle = to
+	finished := map[string]bool{} // execution id -> final, finished in range, of the tenant
+	prefix := "$KV." + schemas.BucketResults + "."
+	err := readStream(ctx, js, "KV_"+schemas.BucketResults, []string{prefix + ">"},
+		streamStart{policy: jetstream.DeliverLastPerSubjectPolicy}, func(m jetstream.Msg) error {
+			id := strings.TrimPrefix(m.Subject(), prefix)
+			if op := m.Headers().Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+				delete(finished, id)
+				return nil
+			}
+			var res schemas.Result
+			if json.Unmarshal(m.Data(), &res) != nil {
+				delete(finished, id)
+				return nil
+			}
+			f := res.FinishedAt
+			in := res.Status.Final() && f != nil && (rep.TenantID == "" || res.TenantID == rep.TenantID)
+			if in {
+				t := f.UTC().Truncate(time.Microsecond)
+				in = !t.Before(rep.From) && t.Before(to)
+			}
+			if in {
+				finished[id] = true
+			} else {
+				delete(finished, id) // a later revision decides
+			}
+			return nil
+		})
+	if err != nil {
+		return err
+	}
+	rep.ResultsChecked = true
+	rep.Results = len(finished)
+	for id := range finished {
+		if !rep.eventIDs[id] {
+			rep.Unpublished = append(rep.Unpublished, id)
+		}
+	}
+	slices.Sort(rep.Unpublished)
+	return nil
+}
+
 func reconcile(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, tenant string, from, to time.Time, slack time.Duration) (*ReconcileReport, error) {
-	rep := &ReconcileReport{From: from, To: to, TenantID: tenant, Missing: []string{}, Duplicates: []string{}, Unexpected: []string{}}
+	rep := &ReconcileReport{From: from, To: to, TenantID: tenant, Missing: []string{}, Duplicates: []string{}, Unexpected: []string{}, Unpublished: []string{}}
 	// The events first: what accounting should hold. Anything published later is not counted.
 	tenantTok := "*"
 	if tenant != "" {
@@ -160,6 +238,10 @@ func reconcile(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, tenan
 		return nil, err
 	}
 	rep.EventExecutions = len(events)
+	rep.eventIDs = map[string]bool{}
+	for id := range events {
+		rep.eventIDs[id] = true
+	}
 
 	// Then what accounting stored, page by page.
 	stored := map[string]int{}
@@ -251,6 +333,10 @@ func printReport(w io.Writer, r *ReconcileReport) {
 	}
 	fmt.Fprintf(w, "unexpected   %d%s\n", len(r.Unexpected), note)
 	fmt.Fprintf(w, "rollup       %d mismatches\n", len(r.RollupMismatches))
+	if r.ResultsChecked {
+		fmt.Fprintf(w, "results      %d final results finished before %s, %d without an event (run, never billed)\n",
+			r.Results, r.Settle.Format(time.RFC3339), len(r.Unpublished))
+	}
 	list := func(what string, ids []string) {
 		for i, id := range ids {
 			if i == 20 {
@@ -263,6 +349,7 @@ func printReport(w io.Writer, r *ReconcileReport) {
 	list("missing", r.Missing)
 	list("duplicate", r.Duplicates)
 	list("unexpected", r.Unexpected)
+	list("unpublished", r.Unpublished)
 	for _, m := range r.RollupMismatches {
 		fmt.Fprintf(w, "  rollup %s %s: rollup %+v, raw %+v\n", m.TenantID, m.Day, m.Rollup, m.Raw)
 	}
