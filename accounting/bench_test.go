@@ -3,6 +3,7 @@ package accounting_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"testing"
@@ -38,7 +39,7 @@ func BenchmarkConsumer_Ingest(b *testing.B) {
 				done := make(chan struct{})
 				go func() { c.Run(ctx); close(done) }()
 				b.Cleanup(func() { cancel(); <-done })
-				natstest.Eventually(b, 20*time.Second, c.Ready, "not ready")
+				natstest.CheckFor(b, 20*time.Second, poll, ready(c, true))
 				cons, err := js.Consumer(ctx, schemas.StreamEvents, schemas.ConsumerAccounting)
 				if err != nil {
 					b.Fatal(err)
@@ -70,10 +71,16 @@ func BenchmarkConsumer_Ingest(b *testing.B) {
 				}
 				b.ResetTimer()
 				start := time.Now()
-				natstest.Eventually(b, 10*time.Minute, func() bool {
+				natstest.CheckFor(b, 10*time.Minute, poll, func() error {
 					info, err := cons.Info(ctx)
-					return err == nil && info.AckFloor.Stream >= uint64(n)
-				}, "events not all acked")
+					if err != nil {
+						return err
+					}
+					if info.AckFloor.Stream < uint64(n) {
+						return fmt.Errorf("acked up to %d of %d events", info.AckFloor.Stream, n)
+					}
+					return nil
+				})
 				elapsed := time.Since(start)
 				b.StopTimer()
 				b.ReportMetric(float64(n)/elapsed.Seconds(), "events/s")

@@ -156,7 +156,7 @@ func (e *env) start(t *testing.T, mod func(*accounting.Config)) *running {
 	r := &running{c: c, cancel: cancel, stopped: make(chan struct{})}
 	go func() { r.err = c.Run(ctx); close(r.stopped) }()
 	t.Cleanup(func() { r.stop(t) })
-	natstest.Eventually(t, wait, c.Ready, "consumer not ready")
+	natstest.CheckFor(t, wait, poll, ready(c, true))
 	return r
 }
 
@@ -218,9 +218,60 @@ func (e *env) info(t *testing.T) *jetstream.ConsumerInfo {
 }
 
 // settled reports whether every event has been delivered and acked (or terminated).
-func (e *env) settled(t *testing.T) bool {
-	info := e.info(t)
-	return info.NumPending == 0 && info.NumAckPending == 0 && info.NumRedelivered == 0
+// poll is how often the tests' natstest.CheckFor looks again.
+const poll = 10 * time.Millisecond
+
+// settled checks that the accounting consumer has nothing pending, nothing awaiting an ack and
+// nothing redelivered.
+func (e *env) settled(t *testing.T) func() error {
+	return func() error {
+		info := e.info(t)
+		if info.NumPending != 0 || info.NumAckPending != 0 || info.NumRedelivered != 0 {
+			return fmt.Errorf("not settled: %d pending, %d awaiting an ack, %d redelivered, ack floor %d",
+				info.NumPending, info.NumAckPending, info.NumRedelivered, info.AckFloor.Stream)
+		}
+		return nil
+	}
+}
+
+// ready checks that c's readiness is want.
+func ready(c *accounting.Consumer, want bool) func() error {
+	return func() error {
+		if got := c.Ready(); got != want {
+			return fmt.Errorf("consumer Ready() = %v, want %v", got, want)
+		}
+		return nil
+	}
+}
+
+// atLeast checks that metric name has reached n.
+func atLeast(t *testing.T, reg *prometheus.Registry, name string, n float64) func() error {
+	return func() error {
+		if v := metric(t, reg, name); v < n {
+			return fmt.Errorf("%s = %v, want at least %v", name, v, n)
+		}
+		return nil
+	}
+}
+
+// attemptsAtLeast checks that the store has been asked to insert at least n times.
+func (e *env) attemptsAtLeast(n int64) func() error {
+	return func() error {
+		if got := e.store.attempts.Load(); got < n {
+			return fmt.Errorf("%d insert attempts, want at least %d", got, n)
+		}
+		return nil
+	}
+}
+
+// storedExactly checks that s holds n executions.
+func storedExactly(t *testing.T, s accounting.Store, n int64) func() error {
+	return func() error {
+		if got := stored(t, s); got != n {
+			return fmt.Errorf("%d executions stored, want %d", got, n)
+		}
+		return nil
+	}
 }
 
 // metric sums a counter's or gauge's values, or a histogram's sample counts, over all labels.
@@ -266,7 +317,7 @@ func TestConsumer_StoresEachExecutionOnce(t *testing.T) {
 		e.publish(t, mod, "m1")
 		e.publish(t, mod, "m2")
 
-		natstest.Eventually(t, wait, func() bool { return e.settled(t) }, "events not all acked: %+v", e.info(t))
+		natstest.CheckFor(t, wait, poll, e.settled(t))
 		if n := stored(t, e.store); n != 300 {
 			t.Fatalf("stored %d executions, want 300", n)
 		}
@@ -308,7 +359,7 @@ func TestConsumer_InvalidEventsAreTerminated(t *testing.T) {
 	e.publish(t, badStatus, "bad-status")
 	e.publishExecs(t, execs[8:], 0)
 
-	natstest.Eventually(t, wait, func() bool { return e.settled(t) }, "events not settled: %+v", e.info(t))
+	natstest.CheckFor(t, wait, poll, e.settled(t))
 	if got := metric(t, e.reg, "wasmwiz_accounting_invalid_events_total"); got != 4 {
 		t.Errorf("invalid events = %v, want 4", got)
 	}
@@ -327,8 +378,8 @@ func TestConsumer_StoreDown_RetriesWithoutAcking(t *testing.T) {
 		execs := storetest.Fixture(120)
 		e.publishExecs(t, execs, 0)
 
-		natstest.Eventually(t, wait, func() bool { return e.store.attempts.Load() >= 4 }, "no retries")
-		natstest.Eventually(t, wait, func() bool { return !r.c.Ready() }, "consumer ready while its store fails")
+		natstest.CheckFor(t, wait, poll, e.attemptsAtLeast(4))
+		natstest.CheckFor(t, wait, poll, ready(r.c, false))
 		info := e.info(t)
 		if info.AckFloor.Stream != 0 {
 			t.Fatalf("acked up to %d while the store was failing", info.AckFloor.Stream)
@@ -346,7 +397,7 @@ func TestConsumer_StoreDown_RetriesWithoutAcking(t *testing.T) {
 		// The database comes back, then fails twice more on the way.
 		e.store.failuresLeft.Store(2)
 		e.store.failing.Store(false)
-		natstest.Eventually(t, wait, func() bool { return e.settled(t) }, "events not acked after recovery: %+v", e.info(t))
+		natstest.CheckFor(t, wait, poll, e.settled(t))
 		if info := e.info(t); info.AckFloor.Stream != 120 {
 			t.Errorf("ack floor %d, want 120", info.AckFloor.Stream)
 		}
@@ -357,7 +408,7 @@ func TestConsumer_StoreDown_RetriesWithoutAcking(t *testing.T) {
 			t.Errorf("inserted %d with %d duplicates, want 120 and 0", ins, dups)
 		}
 		storetest.CheckAllUsage(t, e.store, execs)
-		natstest.Eventually(t, wait, r.c.Ready, "consumer not ready after recovery")
+		natstest.CheckFor(t, wait, poll, ready(r.c, true))
 	})
 }
 
@@ -367,7 +418,7 @@ func TestConsumer_Restart_ContinuesWhereItLeftOff(t *testing.T) {
 		execs := storetest.Fixture(200)
 		r := e.start(t, nil)
 		e.publishExecs(t, execs[:80], 0)
-		natstest.Eventually(t, wait, func() bool { return e.settled(t) }, "first part not acked")
+		natstest.CheckFor(t, wait, poll, e.settled(t))
 		r.stop(t)
 
 		e.publishExecs(t, execs[80:], 0) // while no consumer runs
@@ -375,7 +426,7 @@ func TestConsumer_Restart_ContinuesWhereItLeftOff(t *testing.T) {
 			t.Fatalf("stored %d while stopped, want 80", n)
 		}
 		e.start(t, nil)
-		natstest.Eventually(t, wait, func() bool { return e.settled(t) }, "second part not acked")
+		natstest.CheckFor(t, wait, poll, e.settled(t))
 		if ins, dups := e.store.counts(); ins != 200 || dups != 0 {
 			t.Errorf("inserted %d with %d duplicates, want 200 and 0 (nothing redelivered)", ins, dups)
 		}
@@ -413,10 +464,12 @@ func TestConsumer_Shutdown_CommitsBatchInFlight(t *testing.T) {
 	}
 	// The acks reached the server before Run returned (flushed); the consumer applies them on a
 	// queue of its own, a moment later.
-	natstest.Eventually(t, wait, func() bool {
-		info := e.info(t)
-		return info.AckFloor.Stream == 10 && info.NumAckPending == 0
-	}, "after shutdown: the 10 stored events are not all acked")
+	natstest.CheckFor(t, wait, poll, func() error {
+		if info := e.info(t); info.AckFloor.Stream != 10 || info.NumAckPending != 0 {
+			return fmt.Errorf("after shutdown: ack floor %d, %d awaiting an ack; want the 10 stored events acked", info.AckFloor.Stream, info.NumAckPending)
+		}
+		return nil
+	})
 }
 
 func TestConsumer_Shutdown_NaksWhatItCouldNotStore(t *testing.T) {
@@ -425,14 +478,14 @@ func TestConsumer_Shutdown_NaksWhatItCouldNotStore(t *testing.T) {
 	r := e.start(t, nil)
 	execs := storetest.Fixture(30)
 	e.publishExecs(t, execs, 0)
-	natstest.Eventually(t, wait, func() bool { return e.store.attempts.Load() >= 2 }, "no attempts")
+	natstest.CheckFor(t, wait, poll, e.attemptsAtLeast(2))
 	r.stop(t)
 	if info := e.info(t); info.AckFloor.Stream != 0 {
 		t.Fatalf("acked up to %d without storing", info.AckFloor.Stream)
 	}
 	e.store.failing.Store(false)
 	e.start(t, nil)
-	natstest.Eventually(t, wait, func() bool { return e.settled(t) }, "not stored after restart")
+	natstest.CheckFor(t, wait, poll, e.settled(t))
 	if ins, dups := e.store.counts(); ins != 30 || dups != 0 {
 		t.Errorf("inserted %d with %d duplicates, want 30 and 0", ins, dups)
 	}
@@ -444,7 +497,7 @@ func TestConsumer_Usage(t *testing.T) {
 		e.start(t, nil)
 		execs := storetest.Fixture(90)
 		e.publishExecs(t, execs, 0)
-		natstest.Eventually(t, wait, func() bool { return e.settled(t) }, "not stored")
+		natstest.CheckFor(t, wait, poll, e.settled(t))
 
 		subject := schemas.AccountingSubject(schemas.OpUsage)
 		for _, by := range []string{schemas.UsageByDay, schemas.UsageByModule, schemas.UsageByKey} {
@@ -573,7 +626,7 @@ func TestConsumer_CommitReplyLost_StoredOnce(t *testing.T) {
 		e.start(t, nil)
 		execs := storetest.Fixture(150)
 		e.publishExecs(t, execs, 0)
-		natstest.Eventually(t, wait, func() bool { return e.settled(t) }, "not settled: %+v", e.info(t))
+		natstest.CheckFor(t, wait, poll, e.settled(t))
 		if ins, dups := e.store.counts(); ins != 150 || dups == 0 {
 			t.Errorf("inserted %d with %d duplicates, want 150 and some (the retried commits)", ins, dups)
 		}
@@ -592,14 +645,13 @@ func TestConsumer_RejectedEvent_DoesNotBlockTheStream(t *testing.T) {
 		e.start(t, func(c *accounting.Config) { c.RejectedRetry = 300 * time.Millisecond })
 		e.publishExecs(t, execs, 0)
 
-		natstest.Eventually(t, wait, func() bool { return stored(t, e.store) == 99 }, "the other 99 not stored")
-		natstest.Eventually(t, wait, func() bool { return metric(t, e.reg, "wasmwiz_accounting_rejected_events_total") >= 2 },
-			"the refused event is not retried")
+		natstest.CheckFor(t, wait, poll, storedExactly(t, e.store, 99))
+		natstest.CheckFor(t, wait, poll, atLeast(t, e.reg, "wasmwiz_accounting_rejected_events_total", 2))
 		if info := e.info(t); info.NumAckPending == 0 && info.NumPending == 0 && info.NumRedelivered == 0 {
 			t.Fatalf("the refused event was acked: %+v", info)
 		}
 		e.store.poison.Store("")
-		natstest.Eventually(t, wait, func() bool { return e.settled(t) }, "not settled after the fix: %+v", e.info(t))
+		natstest.CheckFor(t, wait, poll, e.settled(t))
 		if ins, _ := e.store.counts(); ins != 100 {
 			t.Errorf("inserted %d, want 100", ins)
 		}
@@ -616,7 +668,7 @@ func TestConsumer_Replicas_ShareTheWork(t *testing.T) {
 		execs := storetest.Fixture(400)
 		e.publishExecs(t, execs, 0)
 		e.publishExecs(t, execs[:100], 1)
-		natstest.Eventually(t, wait, func() bool { return e.settled(t) }, "not settled: %+v", e.info(t))
+		natstest.CheckFor(t, wait, poll, e.settled(t))
 		if ins, dups := e.store.counts(); ins != 400 || dups != 100 {
 			t.Errorf("inserted %d with %d duplicates, want 400 and 100", ins, dups)
 		}

@@ -25,13 +25,13 @@ func TestConsumer_PostgresOutage(t *testing.T) {
 	r := e.start(t, nil)
 	execs := storetest.Fixture(300)
 	e.publishExecs(t, execs[:100], 0)
-	natstest.Eventually(t, wait, func() bool { return e.settled(t) }, "first part not stored")
+	natstest.CheckFor(t, wait, poll, e.settled(t))
 
 	p.SetDown(true)
 	floor := e.info(t).AckFloor.Stream
 	e.publishExecs(t, execs[100:], 0)
-	natstest.Eventually(t, wait, func() bool { return metric(t, e.reg, "wasmwiz_accounting_insert_errors_total") >= 3 }, "no failed inserts while down")
-	natstest.Eventually(t, wait, func() bool { return !r.c.Ready() }, "ready while the database is down")
+	natstest.CheckFor(t, wait, poll, atLeast(t, e.reg, "wasmwiz_accounting_insert_errors_total", 3))
+	natstest.CheckFor(t, wait, poll, ready(r.c, false))
 	if got := e.info(t).AckFloor.Stream; got != floor {
 		t.Fatalf("ack floor moved from %d to %d while the database was down", floor, got)
 	}
@@ -40,8 +40,8 @@ func TestConsumer_PostgresOutage(t *testing.T) {
 	}
 
 	p.SetDown(false)
-	natstest.Eventually(t, wait, func() bool { return e.settled(t) }, "not stored after the database came back: %+v", e.info(t))
-	natstest.Eventually(t, wait, r.c.Ready, "not ready after the database came back")
+	natstest.CheckFor(t, wait, poll, e.settled(t))
+	natstest.CheckFor(t, wait, poll, ready(r.c, true))
 	if n := stored(t, store); n != 300 {
 		t.Fatalf("stored %d, want 300", n)
 	}

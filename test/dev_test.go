@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"mime/multipart"
 	"net/http"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/wasmwiz/wasmwiz/internal/fixtures"
+	"github.com/wasmwiz/wasmwiz/internal/natstest"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
@@ -325,21 +327,19 @@ func contains(list []string, s string) bool {
 
 func poll(t testing.TB, s *system, key, id string) *schemas.Execution {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
+	var e schemas.Execution
+	natstest.CheckFor(t, 60*time.Second, 20*time.Millisecond, func() error {
 		r := s.do(t, http.MethodGet, "/v1/executions/"+id, key, "", nil)
 		if r.Status != 200 {
 			t.Fatalf("get execution: %d %s", r.Status, r.Body)
 		}
-		var e schemas.Execution
 		r.decode(t, &e)
-		if e.Status.Final() {
-			return &e
+		if !e.Status.Final() {
+			return fmt.Errorf("execution %s is %s, not final", id, e.Status)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("execution %s not final after 60s", id)
-	return nil
+		return nil
+	})
+	return &e
 }
 
 func compat(t testing.TB, s *system, key string, wasm []byte, input string) *response {

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wasmwiz/wasmwiz/internal/natstest"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
@@ -206,23 +207,22 @@ func readKey(t testing.TB, path string) string {
 
 func waitReady(t testing.TB, url string, procs ...*proc) {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for time.Now().Before(deadline) {
+	natstest.CheckFor(t, 90*time.Second, 100*time.Millisecond, func() error {
 		for _, p := range procs {
 			if !p.alive() {
 				t.Fatalf("wasmwiz %v exited before it was ready: %v\n%s", p.cmd.Args[1:], p.err, lastLines(p.output(), 40))
 			}
 		}
 		resp, err := http.Get(url + "/health/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
+		if err != nil {
+			return fmt.Errorf("%s not ready: %w", url, err)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s not ready after 90s", url)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("%s not ready: %s", url, resp.Status)
+		}
+		return nil
+	})
 }
 
 // response is an HTTP answer.

@@ -2,6 +2,7 @@ package test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/wasmwiz/wasmwiz/internal/fixtures"
+	"github.com/wasmwiz/wasmwiz/internal/natstest"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
@@ -142,16 +144,16 @@ func (f families) sum(name string, match ...string) float64 {
 	return v
 }
 
-// eventually polls cond every 50ms until it holds or d passes.
+// eventually polls cond every 50ms until it holds or d passes (natstest.CheckFor for a cond
+// that has no more to say than what).
 func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", d, what)
+	natstest.CheckFor(t, d, 50*time.Millisecond, func() error {
+		if !cond() {
+			return errors.New(what)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // driveTraffic exercises what the metrics describe: uploads (compiles), successes, a failure,

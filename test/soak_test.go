@@ -146,17 +146,20 @@ func TestSoak_AccountingExactlyOnce(t *testing.T) {
 	from, to := began.Add(-time.Minute), time.Now().UTC().Add(time.Minute)
 	q := "/v1/usage?group_by=module&from=" + from.Format(time.RFC3339Nano) + "&to=" + to.Format(time.RFC3339Nano)
 	var u schemas.UsageResponse
-	natstest.Eventually(t, 5*time.Minute, func() bool {
+	natstest.CheckFor(t, 5*time.Minute, 10*time.Millisecond, func() error {
 		if !ac.alive() {
 			t.Fatalf("accounting exited: %v\n%s", ac.err, lastLines(ac.output(), 40))
 		}
 		r := s.do(t, http.MethodGet, q, key, "", nil)
 		if r.Status != 200 {
-			return false
+			return fmt.Errorf("usage: %d %s", r.Status, r.Body)
 		}
 		r.decode(t, &u)
-		return u.Total.Executions >= int64(n)
-	}, "usage never reached %d executions (last %+v)", n, u.Total)
+		if u.Total.Executions < int64(n) {
+			return fmt.Errorf("usage reached %d of %d executions (%+v)", u.Total.Executions, n, u.Total)
+		}
+		return nil
+	})
 	caughtUp := time.Now()
 
 	// The rows themselves, straight from PostgreSQL.

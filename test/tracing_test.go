@@ -3,6 +3,7 @@ package test
 import (
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/wasmwiz/wasmwiz/internal/fixtures"
+	"github.com/wasmwiz/wasmwiz/internal/natstest"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
@@ -75,17 +77,15 @@ func TestDev_Tracing(t *testing.T) {
 		t.Errorf("X-Request-Id %q", got)
 	}
 	want := map[string]bool{"wasmwiz-dev/create-execution": false, "wasmwiz-dev/execute": false}
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
+	natstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
 		for _, sp := range recv.trace(traceID) {
 			if _, ok := want[sp]; ok {
 				want[sp] = true
 			}
 		}
-		if want["wasmwiz-dev/create-execution"] && want["wasmwiz-dev/execute"] {
-			return
+		if !want["wasmwiz-dev/create-execution"] || !want["wasmwiz-dev/execute"] {
+			return fmt.Errorf("spans of trace %s: %v; want %v", traceID, recv.trace(traceID), want)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("spans of trace %s: %v; want %v", traceID, recv.trace(traceID), want)
+		return nil
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os/exec"
@@ -276,25 +277,34 @@ func TestUsageEvents_Roles(t *testing.T) {
 	// Accounting comes up, reads the stream from the start and answers.
 	ac := start(t, append(common, "WASMWIZ_SQLITE_PATH="+filepath.Join(dir, "acct.db"), "DATABASE_URL=", "WASMWIZ_METRICS_ADDR="+freeAddr(t)), "accounting")
 	var u schemas.UsageResponse
-	natstest.Eventually(t, 60*time.Second, func() bool {
+	natstest.CheckFor(t, 60*time.Second, 10*time.Millisecond, func() error {
 		if !ac.alive() {
 			t.Fatalf("accounting exited: %v\n%s", ac.err, ac.output())
 		}
 		r := s.do(t, http.MethodGet, "/v1/usage?group_by=module", acme, "", nil)
 		if r.Status != 200 {
-			return false
+			return fmt.Errorf("acme's usage: %d %s", r.Status, r.Body)
 		}
 		r.decode(t, &u)
-		return u.Total.Executions == 4
-	}, "acme's usage never reached 4 executions")
+		if u.Total.Executions != 4 {
+			return fmt.Errorf("acme's usage: %d executions, want 4", u.Total.Executions)
+		}
+		return nil
+	})
 	if len(u.Rows) != 1 || u.Rows[0].Key != ma.ID || u.Total.Succeeded != 4 || u.Total.BytesOut != 4*int64(len("hello, world\n")) {
 		t.Errorf("acme's usage by module: %+v", u)
 	}
-	natstest.Eventually(t, 60*time.Second, func() bool {
+	natstest.CheckFor(t, 60*time.Second, 10*time.Millisecond, func() error {
 		r := s.do(t, http.MethodGet, "/v1/usage?tenant=beta&group_by=key", s.AdminKey, "", nil)
+		if r.Status != 200 {
+			return fmt.Errorf("beta's usage (asked by an admin): %d %s", r.Status, r.Body)
+		}
 		r.decode(t, &u)
-		return r.Status == 200 && u.Total.Executions == 2
-	}, "beta's usage (asked by an admin) never reached 2 executions")
+		if u.Total.Executions != 2 {
+			return fmt.Errorf("beta's usage (asked by an admin): %d executions, want 2", u.Total.Executions)
+		}
+		return nil
+	})
 	if u.GroupBy != "key" || len(u.Rows) != 1 || u.Total.BytesIn != 2 {
 		t.Errorf("beta's usage by key: %+v", u)
 	}
@@ -387,23 +397,26 @@ func TestUsageEvents_Roles(t *testing.T) {
 		t.Fatalf("event stream 33: %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
 	cancels[0]()
-	natstest.Eventually(t, 30*time.Second, func() bool {
+	natstest.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
 		resp, cancel := openRaw()
 		defer cancel()
-		return resp.StatusCode == 200
-	}, "a closed event stream never freed its place")
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("a closed event stream did not free its place: %d", resp.StatusCode)
+		}
+		return nil
+	})
 
 	tail := start(t, common, "events", "tail", "--tenant", "acme", "--type", "execution.*")
 	// The tail starts with new events; run executions until one shows up (the first may
 	// precede the tail's consumer).
 	var last string
-	natstest.Eventually(t, 60*time.Second, func() bool {
+	natstest.CheckFor(t, 60*time.Second, 10*time.Millisecond, func() error {
 		if last != "" && strings.Contains(tail.output(), last) {
-			return true
+			return nil
 		}
 		last = s.run(t, acme, schemas.ExecutionRequest{ModuleID: ma.ID}).ID
-		return false
-	}, "events tail never printed a new execution")
+		return fmt.Errorf("events tail has not printed execution %s:\n%s", last, lastLines(tail.output(), 5))
+	})
 	if strings.Contains(tail.output(), `"tenant_id":"beta"`) || strings.Contains(tail.output(), "module.uploaded") {
 		t.Errorf("events tail --tenant acme --type execution.* printed:\n%s", tail.output())
 	}

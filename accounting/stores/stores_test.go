@@ -2,6 +2,7 @@ package stores_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"sync/atomic"
@@ -84,7 +85,12 @@ func TestOpenWithRetry_WaitsForPostgres(t *testing.T) {
 		s, err := stores.OpenWithRetry(context.Background(), dbURL, "", log)
 		done <- result{s, err}
 	}()
-	natstest.Eventually(t, wait, func() bool { return warned.Load() >= 2 }, "no retries while the database is down")
+	natstest.CheckFor(t, wait, 10*time.Millisecond, func() error {
+		if n := warned.Load(); n < 2 {
+			return fmt.Errorf("%d warnings while the database is down, want a retry each", n)
+		}
+		return nil
+	})
 	select {
 	case r := <-done:
 		t.Fatalf("OpenWithRetry returned while the database was down: %v", r.err)

@@ -118,16 +118,35 @@ func JetStream(tb testing.TB, s *server.Server) jetstream.JetStream {
 	return js
 }
 
+// CheckFor calls check every `every` until it returns nil, and fails tb with the last error it
+// returned if that has not happened within total (nats-server's checkFor). The error says what
+// was still wrong when time ran out, so write checks that describe the state they saw.
+func CheckFor(tb testing.TB, total, every time.Duration, check func() error) {
+	tb.Helper()
+	deadline := time.Now().Add(total)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("after %v: %v", total, err)
+		}
+		time.Sleep(every)
+	}
+}
+
 // Eventually polls cond every 10ms until it is true or timeout passes.
+//
+// Deprecated: use CheckFor, whose failure says what was still wrong.
 func Eventually(tb testing.TB, timeout time.Duration, cond func() bool, msg string, args ...any) {
 	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("eventually: "+msg, args...)
+	CheckFor(tb, timeout, 10*time.Millisecond, func() error {
+		if !cond() {
+			return fmt.Errorf(msg, args...)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func freePort(tb testing.TB) int {

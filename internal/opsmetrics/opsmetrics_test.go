@@ -69,16 +69,10 @@ wasmwiz_stream_messages{stream="S"} 5
 `
 	// Consumer state is read from the server at scrape time; on a loaded machine the first scrape
 	// can come before the server has counted the fetch, so poll for the expected state.
-	for until := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		err := testutil.GatherAndCompare(reg, strings.NewReader(want), "wasmwiz_consumer_pending", "wasmwiz_consumer_ack_pending",
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		return testutil.GatherAndCompare(reg, strings.NewReader(want), "wasmwiz_consumer_pending", "wasmwiz_consumer_ack_pending",
 			"wasmwiz_jetstream_up", "wasmwiz_nats_connected", "wasmwiz_stream_messages")
-		if err == nil {
-			break
-		}
-		if time.Now().After(until) {
-			t.Fatal(err)
-		}
-	}
+	})
 	mfs, _ := reg.Gather()
 	for _, mf := range mfs {
 		switch mf.GetName() {
@@ -94,10 +88,12 @@ wasmwiz_stream_messages{stream="S"} 5
 	// NATS gone: not connected, JetStream down, no stale consumer numbers.
 	srv.Shutdown()
 	srv.WaitForShutdown()
-	deadline := time.Now().Add(10 * time.Second)
-	for nc.IsConnected() && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if nc.IsConnected() {
+			return errors.New("the client still reports a connection to the stopped server")
+		}
+		return nil
+	})
 	want = `
 # HELP wasmwiz_jetstream_up 1 when JetStream answered this scrape's account info request in time, else 0.
 # TYPE wasmwiz_jetstream_up gauge

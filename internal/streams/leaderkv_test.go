@@ -18,11 +18,10 @@ func TestLeaderReads(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var kv jetstream.KeyValue
-	natstest.Eventually(t, 20*time.Second, func() bool {
-		var err error
+	natstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() (err error) {
 		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "leader_test", Replicas: 3})
-		return err == nil
-	}, "no R3 bucket created in 20 s") // (the error, evaluated before the wait, would always read nil)
+		return err
+	})
 	if streams.LeaderReads(js, kv, 1) != kv {
 		t.Fatal("one replica: want the bucket itself")
 	}
