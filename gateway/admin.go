@@ -33,6 +33,8 @@ type Admin struct {
 	Tiers   map[string]schemas.Tier
 	Tenants jetstream.KeyValue
 	Keys    jetstream.KeyValue
+
+	now func() time.Time // nil: time.Now
 }
 
 // NewAdmin opens the buckets Admin needs (streams.Ensure must have run).
@@ -91,6 +93,23 @@ func (a *Admin) GetTenant(ctx context.Context, id string) (*schemas.Tenant, erro
 
 // CreateKey makes a new API key for a tenant and returns it with its secret (shown once).
 func (a *Admin) CreateKey(ctx context.Context, req schemas.CreateKeyRequest) (*schemas.CreatedKey, error) {
+	nk, err := a.prepareKey(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return a.storeKey(ctx, nk)
+}
+
+// preparedKey is a new key checked and made, not yet stored.
+type preparedKey struct {
+	secret, hash string
+	rec          schemas.Key
+}
+
+// prepareKey checks a key request (tenant, tier, scopes, expiry) and makes the key's secret and
+// record. Scopes are stored explicitly: absent means all of today's scopes, and an empty list,
+// which the record could not tell from absent, is refused.
+func (a *Admin) prepareKey(ctx context.Context, req schemas.CreateKeyRequest) (*preparedKey, error) {
 	t, err := a.GetTenant(ctx, req.TenantID)
 	if err != nil {
 		return nil, err
@@ -102,12 +121,11 @@ func (a *Admin) CreateKey(ctx context.Context, req schemas.CreateKeyRequest) (*s
 	if _, ok := a.Tiers[tier]; !ok {
 		return nil, schemas.Errorf(schemas.CodeInvalid, "unknown tier %q", tier)
 	}
-	for _, sc := range req.Scopes {
-		if !slices.Contains(schemas.AllScopes, sc) {
-			return nil, schemas.Errorf(schemas.CodeInvalid, "unknown scope %q (known: %s)", sc, strings.Join(schemas.AllScopes, ", "))
-		}
+	scopes, err := checkScopes(req.Scopes)
+	if err != nil {
+		return nil, err
 	}
-	if req.ExpiresAt != nil && !req.ExpiresAt.After(time.Now()) {
+	if req.ExpiresAt != nil && !req.ExpiresAt.After(a.clock()) {
 		return nil, schemas.Errorf(schemas.CodeInvalid, "expires_at is in the past")
 	}
 	secret, err := NewAPIKey()
@@ -115,19 +133,56 @@ func (a *Admin) CreateKey(ctx context.Context, req schemas.CreateKeyRequest) (*s
 		return nil, err
 	}
 	h := HashAPIKey(secret)
-	rec := schemas.Key{
-		ID: "key_" + h[:16], TenantID: t.ID, Tier: tier, Name: req.Name, Prefix: secret[:10],
-		Admin: req.Admin, Scopes: req.Scopes, CreatedAt: time.Now().UTC(), ExpiresAt: req.ExpiresAt,
+	var exp *time.Time
+	if req.ExpiresAt != nil {
+		e := req.ExpiresAt.UTC()
+		exp = &e
 	}
-	b, _ := json.Marshal(rec)
-	if _, err := a.Keys.Create(ctx, h, b); err != nil {
+	return &preparedKey{secret: secret, hash: h, rec: schemas.Key{
+		ID: "key_" + h[:16], TenantID: t.ID, Tier: tier, Name: req.Name, Prefix: secret[:10],
+		Admin: req.Admin, Scopes: scopes, CreatedAt: a.clock().UTC(), ExpiresAt: exp,
+	}}, nil
+}
+
+// checkScopes validates requested scopes: nil is all scopes, an empty list is refused, unknown
+// scopes are refused, duplicates are dropped.
+func checkScopes(req []string) ([]string, error) {
+	if req == nil {
+		return slices.Clone(schemas.AllScopes), nil
+	}
+	if len(req) == 0 {
+		return nil, schemas.Errorf(schemas.CodeEmptyScopes, "scopes is an empty list: a key with no scopes could do nothing; name the scopes it needs (%s), or omit the field for the default", strings.Join(schemas.AllScopes, ", "))
+	}
+	var out []string
+	for _, sc := range req {
+		if !slices.Contains(schemas.AllScopes, sc) {
+			return nil, schemas.Errorf(schemas.CodeInvalid, "unknown scope %q (known: %s)", sc, strings.Join(schemas.AllScopes, ", "))
+		}
+		if !slices.Contains(out, sc) {
+			out = append(out, sc)
+		}
+	}
+	return out, nil
+}
+
+// storeKey writes a prepared key's record; Create refuses to overwrite anything.
+func (a *Admin) storeKey(ctx context.Context, nk *preparedKey) (*schemas.CreatedKey, error) {
+	b, _ := json.Marshal(nk.rec)
+	if _, err := a.Keys.Create(ctx, nk.hash, b); err != nil {
 		return nil, unavailable("key store", err)
 	}
-	return &schemas.CreatedKey{Key: secret, Record: rec}, nil
+	return &schemas.CreatedKey{Key: nk.secret, Record: nk.rec}, nil
+}
+
+func (a *Admin) clock() time.Time {
+	if a.now != nil {
+		return a.now()
+	}
+	return time.Now()
 }
 
 func (g *Gateway) admin() *Admin {
-	return &Admin{Tiers: g.cfg.Tiers, Tenants: g.tenants, Keys: g.keysKV}
+	return &Admin{Tiers: g.cfg.Tiers, Tenants: g.tenants, Keys: g.keysKV, now: g.keyring.now}
 }
 
 func requireAdmin(p *Principal) error {
@@ -149,9 +204,11 @@ func (g *Gateway) createTenant(ctx context.Context, p *Principal, req *schemas.C
 	return t, nil
 }
 
+// createKey is POST /v1/admin/keys: a key for any tenant, admin keys included, made by an admin
+// key within its own expiry (see makeKey).
 func (g *Gateway) createKey(ctx context.Context, p *Principal, req *schemas.CreateKeyRequest) (*schemas.CreatedKey, error) {
 	if err := requireAdmin(p); err != nil {
 		return nil, err
 	}
-	return g.createKeyEvent(ctx, p, *req)
+	return g.makeKey(ctx, p, *req, true)
 }

@@ -87,6 +87,14 @@ type Principal struct {
 	Admin    bool
 	Scopes   []string
 	ViaToken bool // authenticated by a JWT rather than the API key itself
+	// ExpiresAt is when this credential stops working: the key's expiry, or for a token the
+	// earlier of the token's and its key's. Nil: never. Keys it makes expire no later.
+	ExpiresAt *time.Time
+	// Replaced: the key was rotated and is in its grace, which is for finishing in-flight work
+	// only: it (and its tokens) can create, rotate and revoke no key but itself.
+	Replaced bool
+
+	tokenExpires *time.Time // a token's own expiry, kept to recompute ExpiresAt from a fresh record
 }
 
 // can reports whether the caller holds scope (admin keys hold every scope).
@@ -110,17 +118,20 @@ type keyring struct {
 	tiers   map[string]schemas.Tier
 	log     *slog.Logger
 
-	signer     *Signer // nil: tokens are neither issued nor accepted
-	mu         sync.RWMutex
-	bySelector map[string]keyEntry // first 16 hex digits of the hash -> record
-	byID       map[string]string   // key id -> selector
-	tenantByID map[string]schemas.Tenant
-	synced     chan struct{}
+	signer      *Signer          // nil: tokens are neither issued nor accepted
+	now         func() time.Time // the clock of every key and token decision (tests set it)
+	mu          sync.RWMutex
+	watched     uint64              // the highest keys-bucket revision the watch has delivered
+	createLocks sync.Map            // tenant -> *sync.Mutex held while a key is counted against the cap and stored
+	bySelector  map[string]keyEntry // first 16 hex digits of the hash -> record
+	byID        map[string]string   // key id -> selector
+	tenantByID  map[string]schemas.Tenant
+	synced      chan struct{}
 }
 
 func newKeyring(keys, tenants jetstream.KeyValue, tiers map[string]schemas.Tier, log *slog.Logger) *keyring {
 	return &keyring{
-		keys: keys, tenants: tenants, tiers: tiers, log: log,
+		keys: keys, tenants: tenants, tiers: tiers, log: log, now: time.Now,
 		bySelector: map[string]keyEntry{},
 		byID:       map[string]string{},
 		tenantByID: map[string]schemas.Tenant{},
@@ -161,6 +172,9 @@ func (k *keyring) watch(ctx context.Context) error {
 				keysDone = true
 			} else {
 				k.applyKey(e)
+				k.mu.Lock()
+				k.watched = max(k.watched, e.Revision())
+				k.mu.Unlock()
 			}
 		case e, ok := <-tw.Updates():
 			if !ok {
@@ -255,10 +269,10 @@ func (k *keyring) authenticate(ctx context.Context, authorization string) (*Prin
 		if err != nil {
 			return nil, err
 		}
-		return k.principal(rec, rec.Scopes, false)
+		return k.principal(rec, rec.Scopes, nil)
 	}
 	if strings.Count(token, ".") == 2 && k.signer != nil {
-		c, err := k.signer.verify(token)
+		c, err := k.signer.verify(token, k.now)
 		if err != nil {
 			return nil, schemas.Errorf(schemas.CodeUnauthorized, "invalid or expired token")
 		}
@@ -275,7 +289,8 @@ func (k *keyring) authenticate(ctx context.Context, authorization string) (*Prin
 				scopes = append(scopes, sc)
 			}
 		}
-		return k.principal(ent.rec, scopes, true)
+		exp := c.ExpiresAt.Time
+		return k.principal(ent.rec, scopes, &exp)
 	}
 	return nil, errUnauthorized
 }
@@ -317,12 +332,14 @@ func effectiveScopes(rec schemas.Key) []string {
 	return rec.Scopes
 }
 
-// principal checks a key record (expiry, tenant) and makes the caller it stands for. The tier is
-// the key's, capped by the tenant's current tier, so lowering a tenant's tier lowers its keys.
-func (k *keyring) principal(rec schemas.Key, scopes []string, viaToken bool) (*Principal, error) {
-	if rec.ExpiresAt != nil && time.Now().After(*rec.ExpiresAt) {
+// principal checks a key record (expiry, tenant) and makes the caller it stands for; tokenExp is
+// the expiry of the token it came through (nil: the key itself). The tier is the key's, capped by
+// the tenant's current tier, so lowering a tenant's tier lowers its keys.
+func (k *keyring) principal(rec schemas.Key, scopes []string, tokenExp *time.Time) (*Principal, error) {
+	if rec.ExpiresAt != nil && k.now().After(*rec.ExpiresAt) {
 		return nil, schemas.Errorf(schemas.CodeUnauthorized, "API key expired")
 	}
+	viaToken := tokenExp != nil
 	k.mu.RLock()
 	tenant, tok := k.tenantByID[rec.TenantID]
 	k.mu.RUnlock()
@@ -340,7 +357,34 @@ func (k *keyring) principal(rec schemas.Key, scopes []string, viaToken bool) (*P
 	if !viaToken {
 		scopes = effectiveScopes(rec)
 	}
-	return &Principal{TenantID: rec.TenantID, KeyID: rec.ID, Tier: tier, Admin: rec.Admin, Scopes: scopes, ViaToken: viaToken}, nil
+	return &Principal{TenantID: rec.TenantID, KeyID: rec.ID, Tier: tier, Admin: rec.Admin, Scopes: scopes, ViaToken: viaToken,
+		ExpiresAt: earliest(rec.ExpiresAt, tokenExp), Replaced: rec.ReplacedBy != "", tokenExpires: tokenExp}, nil
+}
+
+// earliest is the earlier of two optional instants (nil: never).
+func earliest(a, b *time.Time) *time.Time {
+	switch {
+	case a == nil:
+		return b
+	case b == nil || a.Before(*b):
+		return a
+	default:
+		return b
+	}
+}
+
+// watchedRevision is the highest keys-bucket revision this gateway's watch has applied.
+func (k *keyring) watchedRevision() uint64 {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.watched
+}
+
+// tenantTier is the tier a tenant is on now ("" when this gateway has not seen the tenant).
+func (k *keyring) tenantTier(tenant string) string {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.tenantByID[tenant].Tier
 }
 
 // tierWithin reports whether tier a is at most tier b: the same tier, or one served at a lower
@@ -366,6 +410,19 @@ func (k *keyring) tenantKeys(tenant string) []schemas.Key {
 		}
 	}
 	slices.SortFunc(out, func(a, b schemas.Key) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return out
+}
+
+// tenantEntries lists a tenant's key records with their hashes and revisions.
+func (k *keyring) tenantEntries(tenant string) []keyEntry {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	var out []keyEntry
+	for _, e := range k.bySelector {
+		if e.rec.TenantID == tenant {
+			out = append(out, e)
+		}
+	}
 	return out
 }
 

@@ -2,11 +2,16 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wasmwiz/wasmwiz/internal/natstest"
@@ -58,30 +63,151 @@ func FuzzWellFormedAPIKey(f *testing.F) {
 func TestGateway_KeyManagedAtOnce(t *testing.T) {
 	srv := natstest.RunJetStream(t)
 	ctx := context.Background()
-	g, err := New(ctx, Config{HTTPAddr: "127.0.0.1:0", Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
-		Registerer: prometheus.NewRegistry(), Gatherer: prometheus.NewRegistry()}, natstest.Connect(t, srv))
-	if err != nil {
-		t.Fatal(err)
-	}
+	g := newTestGateway(t, srv)
 	if _, err := g.admin().CreateTenant(ctx, "acme", schemas.TierBasic); err != nil {
 		t.Fatal(err)
 	}
-	p := &Principal{TenantID: "acme", KeyID: "key_maker", Tier: g.cfg.Tiers[schemas.TierBasic], Scopes: schemas.AllScopes}
+	p := mustPrincipal(t, g, mustAdminKey(t, g, schemas.CreateKeyRequest{TenantID: "acme", Name: "maker"}))
 	k, err := g.newKey(ctx, p, &schemas.NewKeyRequest{Name: "fresh"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l, err := g.listKeys(ctx, p); err != nil || len(l.Keys) != 1 || l.Keys[0].ID != k.Record.ID {
+	if l, err := g.listKeys(ctx, p); err != nil || len(l.Keys) != 2 || l.Keys[1].ID != k.Record.ID {
 		t.Fatalf("list right after create: %v %+v", err, l)
 	}
-	r, err := g.rotateKey(ctx, p, k.Record.ID, &schemas.RotateKeyRequest{OldKeyExpiresIn: 60})
+	r, err := g.rotateKey(ctx, p, k.Record.ID, &schemas.RotateKeyRequest{OldKeyExpiresIn: 60}, false)
 	if err != nil {
 		t.Fatalf("rotate right after create: %v", err)
 	}
-	if old, _, ok := g.keyring.keyByID(k.Record.ID); !ok || old.ExpiresAt == nil {
+	if old, _, ok := g.keyring.keyByID(k.Record.ID); !ok || old.ExpiresAt == nil || old.ReplacedBy != r.Record.ID {
 		t.Errorf("the rotated key's expiry is not applied here: %+v", old)
 	}
-	if err := g.revokeKey(ctx, p, r.Record.ID); err != nil {
+	if err := g.revokeKey(ctx, p, r.Record.ID, false); err != nil {
 		t.Errorf("revoke right after rotate: %v", err)
+	}
+}
+
+// newTestGateway makes a gateway on srv whose keys watch does not run (tests that want it call
+// runKeyring), with a JWT signing key.
+func newTestGateway(t *testing.T, srv *server.Server) *Gateway {
+	t.Helper()
+	return newTestGatewayTiers(t, srv, nil, filepath.Join(t.TempDir(), "jwt.pem"))
+}
+
+func newTestGatewayTiers(t *testing.T, srv *server.Server, tiers map[string]schemas.Tier, jwtKey string) *Gateway {
+	t.Helper()
+	if _, err := LoadSigner(jwtKey, true); err != nil {
+		t.Fatal(err)
+	}
+	g, err := New(context.Background(), Config{HTTPAddr: "127.0.0.1:0", Tiers: tiers, JWTKeyFile: jwtKey, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		Registerer: prometheus.NewRegistry(), Gatherer: prometheus.NewRegistry()}, natstest.Connect(t, srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// runKeyring runs g's keys watch until the test ends and waits until it has loaded the buckets.
+func runKeyring(t *testing.T, g *Gateway) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = g.keyring.run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	natstest.Eventually(t, 10*time.Second, g.keyring.isSynced, "keyring never synced")
+}
+
+func mustAdminKey(t *testing.T, g *Gateway, req schemas.CreateKeyRequest) *schemas.CreatedKey {
+	t.Helper()
+	k, err := g.admin().CreateKey(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// mustPrincipal authenticates key (or token) on g as a request would.
+func mustPrincipal(t *testing.T, g *Gateway, k *schemas.CreatedKey) *Principal {
+	t.Helper()
+	p, err := g.keyring.authenticate(context.Background(), "Bearer "+k.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// keyRecords reads every key record of tenant straight from the keys bucket.
+func keyRecords(t *testing.T, g *Gateway, tenant string) map[string]schemas.Key {
+	t.Helper()
+	ctx := context.Background()
+	out := map[string]schemas.Key{}
+	lister, err := g.keysKV.ListKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for h := range lister.Keys() {
+		e, err := g.keysKV.Get(ctx, h)
+		if err != nil {
+			continue
+		}
+		var rec schemas.Key
+		if err := json.Unmarshal(e.Value(), &rec); err != nil {
+			t.Fatal(err)
+		}
+		if rec.TenantID == tenant {
+			out[rec.ID] = rec
+		}
+	}
+	return out
+}
+
+func wantCode(t *testing.T, what string, err error, code schemas.Code) {
+	t.Helper()
+	var se *schemas.Error
+	if !errors.As(err, &se) || se.Code != code {
+		t.Errorf("%s: got %v, want %s", what, err, code)
+	}
+}
+
+// TestKeys_Hole2_RevocationSticksAcrossGateways closes issue 12 hole 2 ("revocation does not
+// stick") where two gateways disagree: g2 still holds a key that g1 has just revoked (its watch
+// has not delivered the purge; here it never runs). The revoked key can neither rotate itself
+// back to life nor make keys or tokens on g2, and the owner rotating it on g2 does not write the
+// record back: every key write is compare-and-set on the revision read from the store.
+func TestKeys_Hole2_RevocationSticksAcrossGateways(t *testing.T) {
+	srv := natstest.RunJetStream(t)
+	ctx := context.Background()
+	jwt := filepath.Join(t.TempDir(), "jwt.pem")
+	g1 := newTestGatewayTiers(t, srv, nil, jwt)
+	g2 := newTestGatewayTiers(t, srv, nil, jwt)
+	if _, err := g1.admin().CreateTenant(ctx, "acme", schemas.TierBasic); err != nil {
+		t.Fatal(err)
+	}
+	owner := mustAdminKey(t, g1, schemas.CreateKeyRequest{TenantID: "acme", Name: "owner"})
+	leaked := mustAdminKey(t, g1, schemas.CreateKeyRequest{TenantID: "acme", Name: "leaked"})
+	pOwner1 := mustPrincipal(t, g1, owner)
+	pOwner2, pLeaked2 := mustPrincipal(t, g2, owner), mustPrincipal(t, g2, leaked)
+	mustPrincipal(t, g1, leaked) // g1 knows it, to revoke it
+
+	if err := g1.revokeKey(ctx, pOwner1, leaked.Record.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := g2.keyring.keyByID(leaked.Record.ID); !ok {
+		t.Fatal("test setup: g2 should still hold the revoked key")
+	}
+	_, err := g2.rotateKey(ctx, pLeaked2, leaked.Record.ID, &schemas.RotateKeyRequest{OldKeyExpiresIn: 7 * 86400}, false)
+	wantCode(t, "the revoked key rotates itself on g2", err, schemas.CodeUnauthorized)
+	_, err = g2.newKey(ctx, pLeaked2, &schemas.NewKeyRequest{Name: "persist"})
+	wantCode(t, "the revoked key makes a key on g2", err, schemas.CodeUnauthorized)
+	_, err = g2.issueToken(ctx, pLeaked2)
+	wantCode(t, "the revoked key trades itself for a token on g2", err, schemas.CodeUnauthorized)
+	err = g2.revokeKey(ctx, pLeaked2, owner.Record.ID, false)
+	wantCode(t, "the revoked key revokes its owner on g2", err, schemas.CodeUnauthorized)
+	_, err = g2.rotateKey(ctx, pOwner2, leaked.Record.ID, &schemas.RotateKeyRequest{OldKeyExpiresIn: 3600}, false)
+	wantCode(t, "the owner rotates the revoked key on g2", err, schemas.CodeNotFound)
+
+	recs := keyRecords(t, g1, "acme")
+	if _, ok := recs[leaked.Record.ID]; ok || len(recs) != 1 {
+		t.Errorf("after the revocation the store holds %d keys of acme (leaked one back: %v), want only the owner's", len(recs), ok)
 	}
 }

@@ -318,7 +318,7 @@ func (g *Gateway) register(api huma.API) {
 	})
 	huma.Register(api, huma.Operation{
 		OperationID: "admin-create-key", Method: http.MethodPost, Path: "/v1/admin/keys", Tags: []string{"admin"},
-		Summary: "Create an API key for a tenant (admin); the key is shown once", Security: bearer, DefaultStatus: http.StatusCreated, Errors: []int{401, 403, 404, 422},
+		Summary: "Create an API key for a tenant (admin); the key is shown once", Security: bearer, DefaultStatus: http.StatusCreated, Errors: []int{401, 403, 404, 409, 422},
 	}, func(ctx context.Context, in *keyInput) (*keyOutput, error) {
 		k, err := g.createKey(ctx, principalFrom(ctx), &in.Body)
 		if err != nil {

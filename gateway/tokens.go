@@ -78,9 +78,13 @@ func LoadSigner(path string, create bool) (*Signer, error) {
 	return &Signer{priv: priv, pub: pub, kid: hex.EncodeToString(sum[:8])}, nil
 }
 
-func (s *Signer) issue(p *Principal, ttl time.Duration) (string, time.Time, error) {
-	now := time.Now()
+// issue signs a token for p that lives ttl, and never longer than p's own credential.
+func (s *Signer) issue(p *Principal, ttl time.Duration, now time.Time) (string, time.Time, error) {
 	exp := now.Add(ttl)
+	if p.ExpiresAt != nil && p.ExpiresAt.Before(exp) {
+		exp = *p.ExpiresAt
+	}
+	exp = exp.Truncate(time.Second) // a NumericDate has whole seconds: round down, never up
 	var jti [16]byte
 	_, _ = rand.Read(jti[:])
 	tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, tokenClaims{
@@ -95,11 +99,11 @@ func (s *Signer) issue(p *Principal, ttl time.Duration) (string, time.Time, erro
 	return signed, exp, err
 }
 
-func (s *Signer) verify(token string) (*tokenClaims, error) {
+func (s *Signer) verify(token string, now func() time.Time) (*tokenClaims, error) {
 	var c tokenClaims
 	_, err := jwt.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) { return s.pub, nil },
 		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
-		jwt.WithIssuer(tokenIssuer), jwt.WithExpirationRequired(), jwt.WithLeeway(5*time.Second))
+		jwt.WithIssuer(tokenIssuer), jwt.WithExpirationRequired(), jwt.WithLeeway(5*time.Second), jwt.WithTimeFunc(now))
 	if err != nil {
 		return nil, err
 	}

@@ -87,21 +87,21 @@ type CreateKeyRequest struct {
 	Tier      string     `json:"tier,omitempty" doc:"defaults to the tenant's tier"`
 	Name      string     `json:"name,omitempty" maxLength:"128"`
 	Admin     bool       `json:"admin,omitempty" doc:"an operator key for /v1/admin"`
-	Scopes    []string   `json:"scopes,omitempty" doc:"default: all (execute, modules:write, modules:read, keys:manage, usage:read)"`
-	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	Scopes    []string   `json:"scopes,omitempty" doc:"absent: all (execute, modules:write, modules:read, keys:manage, usage:read); an empty list is refused (422 empty_scopes)"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty" doc:"at most the calling credential's expiry; absent: the caller's expiry (never, for a key without one)"`
 }
 
 // NewKeyRequest is the body of POST /v1/keys: a key for the caller's own tenant.
 type NewKeyRequest struct {
 	Name      string     `json:"name,omitempty" maxLength:"128"`
 	Tier      string     `json:"tier,omitempty" doc:"at most the caller's own tier; default the caller's"`
-	Scopes    []string   `json:"scopes,omitempty" doc:"at most the caller's own scopes; default the caller's"`
-	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	Scopes    []string   `json:"scopes,omitempty" doc:"at most the caller's own scopes; absent: the caller's; an empty list is refused (422 empty_scopes)"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty" doc:"at most the calling credential's expiry (a token's, or an expiring key's); absent: the caller's expiry (never, for a key without one)"`
 }
 
-// RotateKeyRequest is the body of POST /v1/keys/{id}/rotate.
+// RotateKeyRequest is the body of POST /v1/keys/{id}/rotate and POST /v1/admin/keys/{id}/rotate.
 type RotateKeyRequest struct {
-	OldKeyExpiresIn int64 `json:"old_key_expires_in_seconds,omitempty" doc:"how long the old key stays valid; default 86400 (a day), 0 < n <= 30 days" minimum:"0"`
+	OldKeyExpiresIn int64 `json:"old_key_expires_in_seconds,omitempty" doc:"the old key's grace: how long it stays valid (for in-flight work only: it can manage no keys); default 3600 (an hour), at most 604800 (7 days)" minimum:"0" maximum:"604800"`
 }
 
 // KeyList is the body of GET /v1/keys and GET /v1/admin/keys.

@@ -23,12 +23,14 @@ const (
 	CodeUnavailable   Code = "unavailable"            // 503 a dependency (NATS, executors) is not reachable
 	CodeTimeout       Code = "timeout"                // 504
 	CodeInternal      Code = "internal"               // 500
+	CodeEmptyScopes   Code = "empty_scopes"           // 422 a key asked for with "scopes": [] (omit the field for the default)
+	CodeKeyLimit      Code = "key_limit"              // 409 the tenant holds its tier's maximum of live keys
 )
 
 // Status maps a code to its HTTP status. This is the one place where that mapping lives.
 func (c Code) Status() int {
 	switch c {
-	case CodeInvalid, CodeInvalidModule:
+	case CodeInvalid, CodeInvalidModule, CodeEmptyScopes:
 		return http.StatusUnprocessableEntity
 	case CodeBadRequest:
 		return http.StatusBadRequest
@@ -38,7 +40,7 @@ func (c Code) Status() int {
 		return http.StatusForbidden
 	case CodeNotFound:
 		return http.StatusNotFound
-	case CodeConflict:
+	case CodeConflict, CodeKeyLimit:
 		return http.StatusConflict
 	case CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
@@ -58,7 +60,7 @@ func (c Code) Status() int {
 // codes lists every code; where several share a status, the first is the generic one.
 var codes = []Code{CodeInvalid, CodeInvalidModule, CodeBadRequest, CodeUnauthorized, CodeForbidden,
 	CodeNotFound, CodeConflict, CodeTooLarge, CodeUnsupported, CodeRateLimited, CodeUnavailable,
-	CodeTimeout, CodeInternal}
+	CodeTimeout, CodeInternal, CodeEmptyScopes, CodeKeyLimit}
 
 // CodeForStatus is the generic code of an HTTP status, for errors made by HTTP machinery (body
 // too large, validation) rather than by WasmWiz; the inverse of Status.

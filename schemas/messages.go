@@ -99,6 +99,9 @@ type Key struct {
 	Scopes    []string   `json:"scopes,omitempty"`
 	CreatedAt time.Time  `json:"created_at"`
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	// ReplacedBy is the key that replaced this one when it was rotated. A replaced key is in its
+	// grace until ExpiresAt: it still authenticates, for in-flight work, but manages no keys.
+	ReplacedBy string `json:"replaced_by,omitempty"`
 	// LastUsedAt is filled in when keys are listed (from BucketKeyUsage), never stored here.
 	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
 }

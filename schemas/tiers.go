@@ -29,6 +29,19 @@ type Tier struct {
 	// have open at once on one gateway, so that one tenant cannot hold every connection or
 	// request slot (for example with replays of one long execution).
 	ConcurrentRequests int `json:"concurrent_requests"`
+	// MaxKeys bounds a tenant's live API keys (keys in a rotation grace count); 0 = DefaultMaxKeys.
+	MaxKeys int `json:"max_keys"`
+}
+
+// DefaultMaxKeys is a tier's cap on live API keys per tenant when it sets none.
+const DefaultMaxKeys = 200
+
+// KeyCap is the tier's cap on a tenant's live API keys.
+func (t Tier) KeyCap() int {
+	if t.MaxKeys > 0 {
+		return t.MaxKeys
+	}
+	return DefaultMaxKeys
 }
 
 // Defaults of the fields a tiers file may leave out of a new tier (they are basic's).
@@ -88,6 +101,8 @@ func (t Tier) Validate() error {
 		return fmt.Errorf("tier %s: args_env_bytes must be in 1..%d", t.Name, maxArgsEnvBytes)
 	case t.ConcurrentRequests <= 0:
 		return fmt.Errorf("tier %s: concurrent_requests must be positive", t.Name)
+	case t.MaxKeys < 0:
+		return fmt.Errorf("tier %s: max_keys must not be negative", t.Name)
 	}
 	return nil
 }
@@ -107,6 +122,7 @@ type tierFile struct {
 	EnvMax        *int   `json:"env_max"`
 	ArgsEnvBytes  *int   `json:"args_env_bytes"`
 	Concurrent    *int   `json:"concurrent_requests"`
+	MaxKeys       *int   `json:"max_keys"`
 }
 
 // ParseTiers reads a tiers file: a JSON object of tier name → fields, laid over DefaultTiers
@@ -141,6 +157,7 @@ func ParseTiers(data []byte) (map[string]Tier, error) {
 		set(&t.EnvMax, f.EnvMax)
 		set(&t.ArgsEnvBytes, f.ArgsEnvBytes)
 		set(&t.ConcurrentRequests, f.Concurrent)
+		set(&t.MaxKeys, f.MaxKeys)
 		if f.WallTimeMS != nil {
 			t.WallTime = time.Duration(*f.WallTimeMS) * time.Millisecond
 		}
