@@ -122,6 +122,7 @@ type keyring struct {
 	now         func() time.Time // the clock of every key and token decision (tests set it)
 	mu          sync.RWMutex
 	watched     uint64              // the highest keys-bucket revision the watch has delivered
+	revoked     map[string]uint64   // hash -> revision revoked here, until the watch delivers the revocation
 	createLocks sync.Map            // tenant -> *sync.Mutex held while a key is counted against the cap and stored
 	bySelector  map[string]keyEntry // first 16 hex digits of the hash -> record
 	byID        map[string]string   // key id -> selector
@@ -134,6 +135,7 @@ func newKeyring(keys, tenants jetstream.KeyValue, tiers map[string]schemas.Tier,
 		keys: keys, tenants: tenants, tiers: tiers, log: log, now: time.Now,
 		bySelector: map[string]keyEntry{},
 		byID:       map[string]string{},
+		revoked:    map[string]uint64{},
 		tenantByID: map[string]schemas.Tenant{},
 		synced:     make(chan struct{}),
 	}
@@ -171,10 +173,7 @@ func (k *keyring) watch(ctx context.Context) error {
 			if e == nil {
 				keysDone = true
 			} else {
-				k.applyKey(e)
-				k.mu.Lock()
-				k.watched = max(k.watched, e.Revision())
-				k.mu.Unlock()
+				k.applyKey(e, true)
 			}
 		case e, ok := <-tw.Updates():
 			if !ok {
@@ -196,9 +195,26 @@ func (k *keyring) watch(ctx context.Context) error {
 	}
 }
 
-func (k *keyring) applyKey(e jetstream.KeyValueEntry) {
+// applyKey applies a key record, or its deletion, to the watched copy. Entries come from the
+// watch (in stream order) and from reads made here (a lookup that missed, a read-back after a
+// write), which can be older than what the watch has applied meanwhile: a read made before a
+// revocation must not put the revoked key back after the watch has removed it. So a read is
+// applied only if it is newer than everything the watch has delivered, and never at or below a
+// revision this gateway revoked (see forget).
+func (k *keyring) applyKey(e jetstream.KeyValueEntry, fromWatch bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if fromWatch {
+		k.watched = max(k.watched, e.Revision())
+		if t, ok := k.revoked[e.Key()]; ok && e.Revision() > t {
+			delete(k.revoked, e.Key()) // the watch has reached the revocation
+		}
+	} else if e.Revision() <= k.watched {
+		return // the watch applied this entry, or a later one for this key, already
+	}
+	if t, ok := k.revoked[e.Key()]; ok && e.Revision() <= t {
+		return
+	}
 	if len(e.Key()) != sha256.Size*2 {
 		return
 	}
@@ -317,7 +333,7 @@ func (k *keyring) lookupKey(ctx context.Context, token string) (schemas.Key, err
 			return schemas.Key{}, errUnauthorized
 		}
 		ent.hash = e.Key()
-		k.applyKey(e)
+		k.applyKey(e, false)
 	}
 	if subtle.ConstantTimeCompare([]byte(ent.hash), []byte(h)) != 1 {
 		return schemas.Key{}, errUnauthorized
@@ -446,16 +462,20 @@ func (k *keyring) refresh(ctx context.Context, hash string) {
 		k.log.Warn("read back a key just written", "err", err) // the watch will deliver it
 		return
 	}
-	k.applyKey(e)
+	k.applyKey(e, false)
 }
 
-// forget drops a key at once (its revocation reached this gateway first).
-func (k *keyring) forget(hash string) {
+// forget drops a key at once: this gateway has just revoked it, on revision rev. Until the watch
+// delivers the revocation, no entry at or below rev is applied again.
+func (k *keyring) forget(hash string, rev uint64) {
 	if len(hash) != sha256.Size*2 {
 		return
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if rev > k.watched {
+		k.revoked[hash] = rev
+	}
 	if old, ok := k.bySelector[hash[:16]]; ok && old.hash == hash {
 		delete(k.byID, old.rec.ID)
 		delete(k.bySelector, hash[:16])

@@ -234,7 +234,7 @@ func (g *Gateway) keyCap(ctx context.Context, tenant, keyTier string) (unlock fu
 		for _, e := range entries {
 			if e.rec.ExpiresAt != nil && now.After(*e.rec.ExpiresAt) {
 				if err := g.keysKV.Purge(ctx, e.hash, jetstream.LastRevision(e.rev)); err == nil {
-					g.keyring.forget(e.hash)
+					g.keyring.forget(e.hash, e.rev)
 				}
 			}
 		}
@@ -331,7 +331,7 @@ func (g *Gateway) revokeKey(ctx context.Context, p *Principal, id string, adminP
 			return unavailable("key store", err)
 		}
 		// Apply at once here; other gateways apply it when their watch delivers the purge.
-		g.keyring.forget(hash)
+		g.keyring.forget(hash, rev)
 		g.publishEvent(ctx, schemas.EventKeyRevoked, rec.TenantID, "key.revoked:"+rec.ID, func(e *schemas.Event) {
 			e.Key = &schemas.KeyEvent{KeyID: rec.ID, Tier: rec.Tier, Admin: rec.Admin}
 		})

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wasmwiz/wasmwiz/internal/natstest"
@@ -209,5 +210,52 @@ func TestKeys_Hole2_RevocationSticksAcrossGateways(t *testing.T) {
 	recs := keyRecords(t, g1, "acme")
 	if _, ok := recs[leaked.Record.ID]; ok || len(recs) != 1 {
 		t.Errorf("after the revocation the store holds %d keys of acme (leaked one back: %v), want only the owner's", len(recs), ok)
+	}
+}
+
+// TestKeys_Hole2_LateReadDoesNotResurrect closes the cache side of issue 12 hole 2: a gateway
+// that read a key record (a lookup that missed its watched copy, a read-back after a write) just
+// before the key was revoked must not put the revoked key back into its copy after its watch has
+// removed it; nothing would ever remove it again. Found by TestSecurity_Keys/Hole2 (about one
+// run in two answered 200 for a revoked key on one gateway).
+func TestKeys_Hole2_LateReadDoesNotResurrect(t *testing.T) {
+	srv := natstest.RunJetStream(t)
+	ctx := context.Background()
+	g := newTestGateway(t, srv)
+	runKeyring(t, g)
+	if _, err := g.admin().CreateTenant(ctx, "acme", schemas.TierBasic); err != nil {
+		t.Fatal(err)
+	}
+	k := mustAdminKey(t, g, schemas.CreateKeyRequest{TenantID: "acme"})
+	h := HashAPIKey(k.Key)
+	before, err := g.keysKV.Get(ctx, h) // the read made just before the revocation
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.keysKV.Purge(ctx, h, jetstream.LastRevision(before.Revision())); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 10*time.Second, func() bool { return g.keyring.watchedRevision() > before.Revision() }, "the watch never delivered the revocation")
+	g.keyring.applyKey(before, false) // the late read lands
+	if _, err := g.keyring.authenticate(ctx, "Bearer "+k.Key); err == nil {
+		t.Fatal("a revoked key authenticates again after a late read")
+	}
+
+	// A key this gateway revokes while its watch lags (here: does not run) stays revoked when the
+	// watch then delivers the key's older put.
+	lag := newTestGateway(t, srv)
+	k2 := mustAdminKey(t, lag, schemas.CreateKeyRequest{TenantID: "acme"})
+	p := mustPrincipal(t, lag, mustAdminKey(t, lag, schemas.CreateKeyRequest{TenantID: "acme", Name: "owner"}))
+	put, err := lag.keysKV.Get(ctx, HashAPIKey(k2.Key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustPrincipal(t, lag, k2)
+	if err := lag.revokeKey(ctx, p, k2.Record.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	lag.keyring.applyKey(put, true)
+	if _, err := lag.keyring.authenticate(ctx, "Bearer "+k2.Key); err == nil {
+		t.Fatal("a key revoked here authenticates again when the lagging watch delivers its older put")
 	}
 }

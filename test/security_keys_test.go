@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -295,6 +296,41 @@ func TestSecurity_Keys(t *testing.T) {
 			t.Fatalf("revoke: %d", r.Status)
 		}
 		s.newKey(t, first, schemas.NewKeyRequest{})
+	})
+
+	// The CLI follows: `keys rotate` asks for the 1-hour default grace, and admin keys are
+	// rotated and revoked with `keys admin-rotate` / `keys admin-revoke`.
+	t.Run("CLI", func(t *testing.T) {
+		cli := func(key string, args ...string) string {
+			t.Helper()
+			p := start(t, []string{"WASMWIZ_URL=" + s.URL, "WASMWIZ_KEY=" + key}, append([]string{"keys"}, args...)...)
+			<-p.done
+			if p.err != nil {
+				t.Fatalf("wasmwiz keys %v: %v\n%s", args, p.err, p.output())
+			}
+			return p.output()
+		}
+		var op schemas.CreatedKey
+		s.do(t, http.MethodPost, "/v1/admin/keys", s.AdminKey, "application/json", mustJSON(schemas.CreateKeyRequest{TenantID: "admin", Admin: true, Name: "cli operator"})).decode(t, &op)
+		out := cli(s.AdminKey, "admin-rotate", op.Record.ID)
+		if !strings.Contains(out, "the old key "+op.Record.ID+" stays valid for 1h0m0s") {
+			t.Errorf("admin-rotate: %s", out)
+		}
+		var l schemas.KeyList
+		s.do(t, http.MethodGet, "/v1/admin/keys?tenant_id=admin", s.AdminKey, "", nil).decode(t, &l)
+		var replacement string
+		for _, k := range l.Keys {
+			if k.ID == op.Record.ID {
+				replacement = k.ReplacedBy
+			}
+		}
+		if replacement == "" {
+			t.Fatalf("the rotated admin key names no replacement: %+v", l.Keys)
+		}
+		cli(s.AdminKey, "admin-revoke", replacement)
+		if out := cli(s.AdminKey, "list"); !strings.Contains(out, "rotated: replaced by "+replacement) {
+			t.Errorf("keys list does not show the rotation:\n%s", out)
+		}
 	})
 }
 

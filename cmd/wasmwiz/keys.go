@@ -19,16 +19,21 @@ const keysUsage = `usage: wasmwiz keys <command> [flags]
 
   list                              your tenant's keys
   create [--name N] [--tier T] [--scopes a,b] [--expires-in 720h]
-                                    a new key for your tenant (printed once)
+                                    a new key for your tenant (printed once); tier, scopes and
+                                    expiry at most your key's (default: your key's)
   revoke <key id>                   revoke a key and every token made from it
-  rotate <key id> [--grace 24h]     a new key now; the old one stays valid for the grace
-  token                             trade your key for a 15-minute JWT
+  rotate <key id> [--grace 1h]      a new key now; the old one stays valid for the grace (at most
+                                    168h), for in-flight work only: it can manage no keys
+  token                             trade your key for a 15-minute JWT (never outliving the key)
   tenants                           (admin) list tenants
   tenant-create <id> --tier T       (admin) create a tenant
   tenant-update <id> [--tier T] [--suspend | --resume]
                                     (admin) change a tenant's tier or suspend it
-  admin-create --tenant ID [--tier T] [--name N] [--admin]
+  admin-create --tenant ID [--tier T] [--name N] [--admin] [--scopes a,b] [--expires-in D]
                                     (admin) a key for any tenant (printed once)
+  admin-rotate <key id> [--grace 1h]
+                                    (admin) rotate any key, admin keys included
+  admin-revoke <key id>             (admin) revoke any key, admin keys included
 
 Flags common to all: --url (WASMWIZ_URL), --key (WASMWIZ_KEY; default ./wasmwiz-data/dev-api-key)`
 
@@ -44,7 +49,7 @@ func runKeys(ctx context.Context, args []string, getenv func(string) string, std
 	tier := fs.String("tier", "", "tier")
 	scopes := fs.String("scopes", "", "comma-separated scopes: "+strings.Join(schemas.AllScopes, ","))
 	expiresIn := fs.Duration("expires-in", 0, "the key expires after this long (default: never)")
-	grace := fs.Duration("grace", 24*time.Hour, "rotate: how long the old key stays valid")
+	grace := fs.Duration("grace", time.Hour, "rotate: how long the old key stays valid (at most 168h)")
 	tenant := fs.String("tenant", "", "tenant id")
 	admin := fs.Bool("admin", false, "admin-create: an operator key")
 	suspend := fs.Bool("suspend", false, "tenant-update: suspend the tenant")
@@ -90,22 +95,25 @@ func runKeys(ctx context.Context, args []string, getenv func(string) string, std
 			return err
 		}
 		printCreated(stdout, &k)
-	case "revoke":
+	case "revoke", "admin-revoke":
 		id, err := arg("key id")
 		if err != nil {
 			return err
 		}
-		if _, err := c.do(ctx, http.MethodDelete, "/v1/keys/"+url.PathEscape(id), "", nil, nil); err != nil {
+		if _, err := c.do(ctx, http.MethodDelete, keysPath(sub)+"/"+url.PathEscape(id), "", nil, nil); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "revoked %s (and every token made from it)\n", id)
-	case "rotate":
+	case "rotate", "admin-rotate":
 		id, err := arg("key id")
 		if err != nil {
 			return err
 		}
+		if *grace < time.Second {
+			return usageError{"--grace must be at least 1s"}
+		}
 		var k schemas.CreatedKey
-		if err := post("/v1/keys/"+url.PathEscape(id)+"/rotate", schemas.RotateKeyRequest{OldKeyExpiresIn: int64(grace.Seconds())}, &k); err != nil {
+		if err := post(keysPath(sub)+"/"+url.PathEscape(id)+"/rotate", schemas.RotateKeyRequest{OldKeyExpiresIn: int64(grace.Seconds())}, &k); err != nil {
 			return err
 		}
 		printCreated(stdout, &k)
@@ -166,6 +174,15 @@ func runKeys(ctx context.Context, args []string, getenv func(string) string, std
 	return nil
 }
 
+// keysPath is where a keys command acts: admin-* commands on /v1/admin/keys (any tenant's keys,
+// admin keys included, with an admin key), the others on /v1/keys (your tenant's).
+func keysPath(sub string) string {
+	if strings.HasPrefix(sub, "admin-") {
+		return "/v1/admin/keys"
+	}
+	return "/v1/keys"
+}
+
 func printKeys(w io.Writer, keys []schemas.Key) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tPREFIX\tNAME\tTIER\tSCOPES\tCREATED\tLAST USED\tEXPIRES")
@@ -177,8 +194,12 @@ func printKeys(w io.Writer, keys []schemas.Key) {
 		if k.Admin {
 			scopes = "admin"
 		}
+		expires := fmtTime(k.ExpiresAt, "never")
+		if k.ReplacedBy != "" {
+			expires += " (rotated: replaced by " + k.ReplacedBy + ")"
+		}
 		fmt.Fprintf(tw, "%s\t%s…\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Prefix, k.Name, k.Tier, scopes,
-			k.CreatedAt.Format(time.RFC3339), fmtTime(k.LastUsedAt, "never"), fmtTime(k.ExpiresAt, "never"))
+			k.CreatedAt.Format(time.RFC3339), fmtTime(k.LastUsedAt, "never"), expires)
 	}
 	_ = tw.Flush()
 }
