@@ -14,84 +14,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
-	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/wasmwiz/wasmwiz/internal/backoff"
 	"github.com/wasmwiz/wasmwiz/internal/streams"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
 // ServiceName is the NATS micro service accounting serves usage queries as.
 const ServiceName = "wasmwiz-accounting"
-
-// Config configures a Consumer. Zero values take the defaults.
-type Config struct {
-	Store     Store         // required
-	BatchSize int           // events per batch at most; default 256
-	BatchWait time.Duration // how long a batch waits to fill; default 200ms
-	Replicas  int           // replicas of the streams and of the consumer; default 1
-	// Tiers are the deployment's tiers (the same file as every other role): streams.Ensure
-	// declares per-tier streams too, and must not put back the defaults. Default schemas.DefaultTiers().
-	Tiers      map[string]schemas.Tier
-	AckWait    time.Duration // redelivery timeout of a held event; default 30s
-	MaxBackoff time.Duration // cap of the retry delay when the store fails; default 5s
-	// QueryTimeout bounds one usage query; default 10s.
-	QueryTimeout time.Duration
-	// RejectedRetry is how long an event the store refuses (while it accepts others) waits
-	// before it is delivered again; default 1m.
-	RejectedRetry time.Duration
-	Logger        *slog.Logger          // default slog.Default()
-	Registerer    prometheus.Registerer // default: a private registry (metrics not exported)
-}
-
-func (c *Config) defaults() {
-	if c.BatchSize <= 0 {
-		c.BatchSize = 256
-	}
-	if c.BatchWait <= 0 {
-		c.BatchWait = 200 * time.Millisecond
-	}
-	if c.Replicas <= 0 {
-		c.Replicas = 1
-	}
-	if c.AckWait <= 0 {
-		c.AckWait = 30 * time.Second
-	}
-	if c.MaxBackoff <= 0 {
-		c.MaxBackoff = 5 * time.Second
-	}
-	if c.QueryTimeout <= 0 {
-		c.QueryTimeout = 10 * time.Second
-	}
-	if c.RejectedRetry <= 0 {
-		c.RejectedRetry = time.Minute
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
-	if c.Registerer == nil {
-		c.Registerer = prometheus.NewRegistry()
-	}
-}
-
-// Validate checks the configuration, after defaults.
-func (c *Config) Validate() error {
-	switch {
-	case c.Store == nil:
-		return errors.New("accounting: config: Store is required")
-	case c.BatchSize > 10_000:
-		return errors.New("accounting: config: BatchSize must be at most 10000")
-	case c.AckWait < 4*c.BatchWait || c.AckWait < 5*time.Second:
-		return errors.New("accounting: config: AckWait must be at least 5s and 4 x BatchWait")
-	}
-	return nil
-}
-
-// maxAckPending is how many events the consumer lets all replicas hold unacked at once.
-func (c *Config) maxAckPending() int { return max(20_000, 8*c.BatchSize*c.Replicas) }
-
-// insertTimeout bounds one attempt to store a batch; held events are kept alive with
-// InProgress meanwhile, so an attempt may exceed AckWait.
-func (c *Config) insertTimeout() time.Duration { return 30 * time.Second }
 
 // Consumer is the accounting role: it stores every event of schemas.StreamEvents exactly once
 // and answers usage queries. Create it with New, then call Run.
@@ -106,11 +36,12 @@ type Consumer struct {
 }
 
 // New makes a Consumer that reads events from nc and writes them to cfg.Store.
+// It does no I/O: Run declares the streams and the consumer.
 func New(cfg Config, nc *nats.Conn) (*Consumer, error) {
-	cfg.defaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg = cfg.withDefaults()
 	if nc == nil {
 		return nil, errors.New("accounting: nil NATS connection")
 	}
@@ -122,7 +53,7 @@ func New(cfg Config, nc *nats.Conn) (*Consumer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("accounting: metrics: %w", err)
 	}
-	return &Consumer{cfg: cfg, nc: nc, js: js, log: cfg.Logger, m: m}, nil
+	return &Consumer{cfg: cfg, nc: nc, js: js, log: cfg.Logger.With("role", "accounting"), m: m}, nil
 }
 
 // Ready reports whether the consumer is set up and its last batch was stored (or none failed).
@@ -153,9 +84,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 	defer wg.Wait()
 
 	c.ready.Store(true)
-	c.log.Info("accounting consumer running", "stream", schemas.StreamEvents, "consumer", schemas.ConsumerAccounting,
+	c.log.Info("consumer running", "stream", schemas.StreamEvents, "consumer", schemas.ConsumerAccounting,
 		"batch_size", c.cfg.BatchSize, "batch_wait_ms", c.cfg.BatchWait.Milliseconds())
-	backoff := newBackoff(c.cfg.MaxBackoff)
+	retry := backoff.Backoff{Max: c.cfg.MaxBackoff}
 	for ctx.Err() == nil {
 		// Fetch is not cancelled by ctx: it returns within BatchWait, and what it has
 		// delivered by then is stored before Run returns.
@@ -170,19 +101,19 @@ func (c *Consumer) Run(ctx context.Context) error {
 				c.handle(ctx, msgs)
 			}
 			if err == nil || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) {
-				backoff.reset()
+				retry.Reset()
 				continue
 			}
 		}
-		c.log.Warn("accounting fetch failed", "error", err)
+		c.log.Warn("fetch failed", "err", err)
 		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
 			if fresh, cerr := c.consumer(ctx); cerr == nil {
 				cons = fresh
 			}
 		}
-		sleep(ctx, backoff.next())
+		backoff.Sleep(ctx, retry.Next())
 	}
-	c.log.Info("accounting consumer stopped")
+	c.log.Info("consumer stopped")
 	return nil
 }
 
@@ -200,7 +131,7 @@ func (c *Consumer) consumer(ctx context.Context) (jetstream.Consumer, error) {
 		MaxWaiting:    512,
 		Replicas:      c.cfg.Replicas,
 	}
-	backoff := newBackoff(2 * time.Second)
+	retry := backoff.Backoff{Max: 2 * time.Second}
 	for {
 		cons, err := c.js.CreateOrUpdateConsumer(ctx, schemas.StreamEvents, cfg)
 		if err == nil {
@@ -209,8 +140,8 @@ func (c *Consumer) consumer(ctx context.Context) (jetstream.Consumer, error) {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("accounting: consumer %s: %w", schemas.ConsumerAccounting, errors.Join(ctx.Err(), err))
 		}
-		c.log.Warn("accounting consumer setup failed", "error", err)
-		sleep(ctx, backoff.next())
+		c.log.Warn("consumer setup failed", "err", err)
+		backoff.Sleep(ctx, retry.Next())
 	}
 }
 
@@ -279,12 +210,12 @@ func (c *Consumer) commit(ctx context.Context, entries []Entry, held []jetstream
 		for _, msg := range held {
 			msg.Nak()
 		}
-		c.log.Warn("accounting batch abandoned at shutdown; naked for redelivery", "events", len(entries))
+		c.log.Warn("batch abandoned at shutdown; naked for redelivery", "events", len(entries))
 		return
 	case errors.Is(err, errRejected) && len(entries) == 1:
 		c.m.rejected.Inc()
 		ev := &entries[0].Event
-		c.log.Error("accounting store rejects an event; it stays in the stream and is retried",
+		c.log.Error("store rejects an event; it stays in the stream and is retried",
 			"event_id", ev.ID, "type", ev.Type, "tenant_id", ev.TenantID, "stream_seq", entries[0].Seq,
 			"retry_in", c.cfg.RejectedRetry.String())
 		held[0].NakWithDelay(c.cfg.RejectedRetry)
@@ -299,13 +230,13 @@ func (c *Consumer) commit(ctx context.Context, entries []Entry, held []jetstream
 	for _, msg := range held {
 		if err := msg.Ack(); err != nil {
 			// Stored; a redelivery will find it and insert nothing.
-			c.log.Warn("accounting ack failed", "subject", msg.Subject(), "error", err)
+			c.log.Warn("ack failed", "subject", msg.Subject(), "err", err)
 		}
 	}
 	// Acks are fire-and-forget publishes; make sure they reached the server before the next
 	// batch (or before Run returns and the caller closes the connection).
 	if err := c.nc.FlushTimeout(5 * time.Second); err != nil {
-		c.log.Warn("accounting ack flush failed", "error", err)
+		c.log.Warn("ack flush failed", "err", err)
 	}
 	c.m.batchSize.Observe(float64(len(entries)))
 	c.m.batchDuration.Observe(committed.Sub(start).Seconds())
@@ -341,7 +272,7 @@ func (c *Consumer) insert(ctx context.Context, entries []Entry, held []jetstream
 			}
 		}
 	}()
-	backoff := newBackoff(c.cfg.MaxBackoff)
+	retry := backoff.Backoff{Max: c.cfg.MaxBackoff}
 	for attempt := 1; ; attempt++ {
 		// The attempt is not cancelled by ctx: a batch under way at shutdown is committed.
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.insertTimeout())
@@ -352,7 +283,7 @@ func (c *Consumer) insert(ctx context.Context, entries []Entry, held []jetstream
 		}
 		c.m.insertErrors.Inc()
 		c.ready.Store(false)
-		c.log.Error("accounting insert failed", "events", len(entries), "attempt", attempt, "error", err)
+		c.log.Error("insert failed", "events", len(entries), "attempt", attempt, "err", err)
 		if ctx.Err() != nil {
 			return res, errAbandoned
 		}
@@ -364,7 +295,7 @@ func (c *Consumer) insert(ctx context.Context, entries []Entry, held []jetstream
 				return res, errRejected
 			}
 		}
-		sleep(ctx, backoff.next())
+		backoff.Sleep(ctx, retry.Next())
 		if ctx.Err() != nil {
 			return res, errAbandoned
 		}
@@ -373,9 +304,9 @@ func (c *Consumer) insert(ctx context.Context, entries []Entry, held []jetstream
 
 func (c *Consumer) terminate(msg jetstream.Msg, seq uint64, reason error) {
 	c.m.invalid.Inc()
-	c.log.Error("accounting terminated an event it cannot store", "subject", msg.Subject(), "stream_seq", seq, "error", reason)
+	c.log.Error("terminated an event it cannot store", "subject", msg.Subject(), "stream_seq", seq, "err", reason)
 	if err := msg.Term(); err != nil {
-		c.log.Warn("accounting term failed", "subject", msg.Subject(), "error", err)
+		c.log.Warn("term failed", "subject", msg.Subject(), "err", err)
 	}
 }
 
@@ -418,14 +349,14 @@ func query[Req, Resp any](c *Consumer, op string, run func(context.Context, Req)
 		if err != nil {
 			e := schemas.AsError(err)
 			if e.Code == schemas.CodeInternal {
-				c.log.Error("accounting query failed", "operation", op, "error", err)
+				c.log.Error("query failed", "operation", op, "err", err)
 			}
 			c.respondError(req, e)
 			return
 		}
 		c.m.usageQueries.WithLabelValues("").Inc()
 		if err := req.RespondJSON(out); err != nil {
-			c.log.Warn("accounting query reply failed", "operation", op, "error", err)
+			c.log.Warn("query reply failed", "operation", op, "err", err)
 		}
 	}
 }
@@ -434,29 +365,6 @@ func (c *Consumer) respondError(req micro.Request, e *schemas.Error) {
 	c.m.usageQueries.WithLabelValues(string(e.Code)).Inc()
 	body, _ := json.Marshal(e)
 	if err := req.Error(strconv.Itoa(e.Code.Status()), e.Message, body); err != nil {
-		c.log.Warn("accounting usage error reply failed", "error", err)
-	}
-}
-
-// backoff doubles a delay from 100ms up to a cap.
-type backoff struct {
-	cur, max time.Duration
-}
-
-func newBackoff(maxDelay time.Duration) *backoff { return &backoff{max: maxDelay} }
-
-func (b *backoff) next() time.Duration {
-	b.cur = min(max(2*b.cur, 100*time.Millisecond), b.max)
-	return b.cur
-}
-
-func (b *backoff) reset() { b.cur = 0 }
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
+		c.log.Warn("usage error reply failed", "err", err)
 	}
 }

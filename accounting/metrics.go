@@ -1,9 +1,9 @@
 package accounting
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wasmwiz/wasmwiz/internal/promreg"
 )
 
 type metrics struct {
@@ -49,32 +49,17 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		usageQueries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "queries_total", Help: "Usage and reconcile queries answered, by error code (empty when ok)."}, []string{"code"}),
 	}
-	var err error
-	m.batchSize = register(r, m.batchSize, &err)
-	m.batchDuration = register(r, m.batchDuration, &err)
-	m.rows = register(r, m.rows, &err)
-	m.duplicates = register(r, m.duplicates, &err)
-	m.insertErrors = register(r, m.insertErrors, &err)
-	m.invalid = register(r, m.invalid, &err)
-	m.rejected = register(r, m.rejected, &err)
-	m.lag = register(r, m.lag, &err)
-	m.pending = register(r, m.pending, &err)
-	m.ackPending = register(r, m.ackPending, &err)
-	m.usageQueries = register(r, m.usageQueries, &err)
-	return m, err
-}
-
-// register registers c, or returns the collector already registered under its name (a second
-// Consumer in one process, e.g. after a restart in tests).
-func register[C prometheus.Collector](r prometheus.Registerer, c C, errp *error) C {
-	if err := r.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		*errp = errors.Join(*errp, err)
-	}
-	return c
+	rs := promreg.Set{R: r}
+	m.batchSize = promreg.Add(&rs, m.batchSize)
+	m.batchDuration = promreg.Add(&rs, m.batchDuration)
+	m.rows = promreg.Add(&rs, m.rows)
+	m.duplicates = promreg.Add(&rs, m.duplicates)
+	m.insertErrors = promreg.Add(&rs, m.insertErrors)
+	m.invalid = promreg.Add(&rs, m.invalid)
+	m.rejected = promreg.Add(&rs, m.rejected)
+	m.lag = promreg.Add(&rs, m.lag)
+	m.pending = promreg.Add(&rs, m.pending)
+	m.ackPending = promreg.Add(&rs, m.ackPending)
+	m.usageQueries = promreg.Add(&rs, m.usageQueries)
+	return m, rs.Err
 }
