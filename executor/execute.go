@@ -299,6 +299,14 @@ func (n *Node) run(ctx context.Context, log *slog.Logger, tier schemas.Tier, req
 	for _, k := range slices.Sorted(maps.Keys(req.Env)) {
 		job.Env = append(job.Env, k+"="+req.Env[k])
 	}
+	releaseFiles, msg, err := n.guestFiles(ctx, tier, req, job) // files.go
+	if err != nil {
+		return err
+	} else if msg != "" {
+		fail(schemas.StatusFailed, msg)
+		return nil
+	}
+	defer releaseFiles()
 	wres, err := n.pool.run(ctx, job)
 	var killed *killedError
 	switch {
@@ -337,6 +345,7 @@ func (n *Node) run(ctx context.Context, log *slog.Logger, tier schemas.Tier, req
 	res.DurationMS = ms(wres.Duration)
 	res.CPUMS = ms(wres.CPU)
 	res.MemoryPeakBytes = wres.MemoryPeakBytes
+	filesResult(res, wres)
 	log.Debug("executor: worker stats", "compile_cache_hit", wres.CompileCacheHit,
 		"compile_ms", ms(wres.CompileDuration), "worker_runtime_bytes", wres.RuntimeBytes)
 	return nil
@@ -477,11 +486,14 @@ func (n *Node) deadLetter(ctx context.Context, msg jetstream.Msg, reason string)
 func fitResult(res *schemas.Result, limit int) ([]byte, error) {
 	for {
 		b, err := json.Marshal(res)
-		if err != nil || len(b) <= limit || len(res.Stdout)+len(res.Stderr) == 0 {
+		if err != nil || len(b) <= limit || len(res.Stdout)+len(res.Stderr)+outputBytes(res) == 0 {
 			return b, err
 		}
 		over := len(b) - limit
-		cut := over*3/4 + 1024 // base64 expands by 4/3
+		cut := over*3/4 + 1024       // base64 expands by 4/3
+		if cutOutputFile(res, cut) { // files.go
+			continue
+		}
 		if len(res.Stdout) >= len(res.Stderr) {
 			res.Stdout = res.Stdout[:max(0, len(res.Stdout)-cut)]
 			res.StdoutTruncated = true

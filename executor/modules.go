@@ -35,6 +35,7 @@ func (e *moduleError) Error() string { return e.msg }
 // never finds its file gone.
 type moduleCache struct {
 	dir      string
+	ext      string // file name extension: ".wasm" (modules) or ".tar" (bundles, see files.go)
 	store    jetstream.ObjectStore
 	m        *metrics
 	maxBytes int64
@@ -59,7 +60,13 @@ type cachedFile struct {
 // newModuleCache opens the cache in dir, keeping the files already there (a restarted node
 // starts warm) and removing temporary files left by a crash.
 func newModuleCache(dir string, store jetstream.ObjectStore, m *metrics, maxBytes int64) (*moduleCache, error) {
-	c := &moduleCache{dir: dir, store: store, m: m, maxBytes: maxBytes, files: map[string]*cachedFile{}}
+	return newFileCache(dir, ".wasm", store, m, maxBytes)
+}
+
+// newFileCache is newModuleCache for files named <hex><ext>; the object store names them
+// sha256-<hex> as it does modules.
+func newFileCache(dir, ext string, store jetstream.ObjectStore, m *metrics, maxBytes int64) (*moduleCache, error) {
+	c := &moduleCache{dir: dir, ext: ext, store: store, m: m, maxBytes: maxBytes, files: map[string]*cachedFile{}}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
@@ -70,7 +77,7 @@ func newModuleCache(dir string, store jetstream.ObjectStore, m *metrics, maxByte
 			_ = os.Remove(filepath.Join(dir, name))
 			continue
 		}
-		h, ok := strings.CutSuffix(name, ".wasm")
+		h, ok := strings.CutSuffix(name, c.ext)
 		if !ok {
 			continue
 		}
@@ -132,7 +139,7 @@ func tooLargeError(maxSize int64) *moduleError {
 }
 
 func (c *moduleCache) path(hexDigest string) string {
-	return filepath.Join(c.dir, hexDigest+".wasm")
+	return filepath.Join(c.dir, hexDigest+c.ext)
 }
 
 // get returns the path of the module's file, fetching it if needed, and holds the file until

@@ -61,6 +61,7 @@ type Node struct {
 	// Set by Run.
 	pool    *pool
 	mods    *moduleCache
+	bundles *moduleCache // files.go
 	results jetstream.KeyValue
 	sched   *scheduler
 	slots   chan struct{} // one per worker: executions until their guest has run
@@ -133,6 +134,9 @@ func (n *Node) Run(ctx context.Context) error {
 		return fmt.Errorf("executor: module cache: %w", err)
 	}
 	n.mods.replicated = n.cfg.Replicas > 1
+	if err := n.openBundles(ctx); err != nil {
+		return err
+	}
 
 	n.pool, err = newPool(ctx, poolConfig{
 		command:        n.cfg.WorkerCommand,

@@ -121,6 +121,10 @@ func (g *Gateway) execute(ctx context.Context, p *Principal, req *schemas.Execut
 		release()
 		return nil, err
 	}
+	if err := g.resolveMounts(ctx, p, er); err != nil { // files.go
+		release()
+		return nil, err
+	}
 	var claim *idemClaim
 	if idemKey != "" && !replay {
 		if claim, err = g.claimIdempotencyKey(ctx, p, er, idemKey, bodyHash); err != nil {
@@ -446,6 +450,9 @@ func validateRequest(p *Principal, req *schemas.ExecutionRequest, inline bool) (
 		}
 	default:
 		return nil, schemas.Errorf(schemas.CodeInvalid, "give module_id (an uploaded module) or module_base64")
+	}
+	if err := validateFiles(t, req, er); err != nil { // files.go
+		return nil, err
 	}
 	return er, nil
 }

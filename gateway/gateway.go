@@ -98,6 +98,8 @@ type Gateway struct {
 	tenants     jetstream.KeyValue
 	keysKV      jetstream.KeyValue
 	modules     jetstream.ObjectStore
+	bundleRefs  jetstream.KeyValue    // bundles.go
+	bundles     jetstream.ObjectStore // bundles.go
 	keyring     *keyring
 	waiters     *waiters
 	limiter     *Limiter
@@ -137,6 +139,7 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn) (*Gateway, error) {
 		{schemas.BucketIdempotency, &g.idempotency},
 		{schemas.BucketTenants, &g.tenants},
 		{schemas.BucketKeys, &g.keysKV},
+		{schemas.BucketBundleOwner, &g.bundleRefs},
 	} {
 		kv, err := js.KeyValue(ctx, b.name)
 		if err != nil {
@@ -145,6 +148,9 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn) (*Gateway, error) {
 		*b.kv = streams.LeaderReads(js, kv, cfg.Replicas)
 	}
 	if g.modules, err = js.ObjectStore(ctx, schemas.ObjectModules); err != nil {
+		return nil, fmt.Errorf("object store: %w", err)
+	}
+	if g.bundles, err = js.ObjectStore(ctx, schemas.ObjectBundles); err != nil {
 		return nil, fmt.Errorf("object store: %w", err)
 	}
 	g.keyring = newKeyring(g.keysKV, g.tenants, cfg.Tiers, g.log)

@@ -101,6 +101,12 @@ func (g *Gateway) startMicro() (micro.Service, error) {
 			return nil, err
 		}
 	}
+	for op, h := range g.bundleMicroOps() {
+		if err := add(op, h); err != nil {
+			_ = svc.Stop()
+			return nil, err
+		}
+	}
 	return svc, nil
 }
 
@@ -112,6 +118,10 @@ var microScopes = map[string]string{
 	schemas.OpModulesDelete:    schemas.ScopeModulesWrite,
 	schemas.OpModulesList:      schemas.ScopeModulesRead,
 	schemas.OpModulesGet:       schemas.ScopeModulesRead,
+	schemas.OpBundlesUpload:    schemas.ScopeModulesWrite,
+	schemas.OpBundlesDelete:    schemas.ScopeModulesWrite,
+	schemas.OpBundlesList:      schemas.ScopeModulesRead,
+	schemas.OpBundlesGet:       schemas.ScopeModulesRead,
 	schemas.OpUsage:            schemas.ScopeUsageRead,
 }
 

@@ -114,6 +114,10 @@ var operationScopes = map[string]string{
 	"delete-module":    schemas.ScopeModulesWrite,
 	"list-modules":     schemas.ScopeModulesRead,
 	"get-module":       schemas.ScopeModulesRead,
+	"upload-bundle":    schemas.ScopeModulesWrite,
+	"delete-bundle":    schemas.ScopeModulesWrite,
+	"list-bundles":     schemas.ScopeModulesRead,
+	"get-bundle":       schemas.ScopeModulesRead,
 	"create-execution": schemas.ScopeExecute,
 	"get-execution":    schemas.ScopeExecute,
 	"compat-execute":   schemas.ScopeExecute,
@@ -230,6 +234,7 @@ func maxModuleBytes(tiers map[string]schemas.Tier) int64 {
 }
 
 func (g *Gateway) register(api huma.API) {
+	g.registerBundles(api) // bundles.go
 	maxModule := maxModuleBytes(g.cfg.Tiers)
 	huma.Register(api, huma.Operation{
 		OperationID: "upload-module", Method: http.MethodPost, Path: "/v1/modules", Tags: []string{"modules"},

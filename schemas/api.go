@@ -19,6 +19,33 @@ type ExecutionRequest struct {
 	TimeoutMS    int64             `json:"timeout_ms,omitempty" doc:"wall-time limit; default and maximum: the tier's" minimum:"0"`
 	MemoryMB     int               `json:"memory_mb,omitempty" doc:"linear memory cap; default and maximum: the tier's" minimum:"0"`
 	Async        bool              `json:"async,omitempty" doc:"answer 202 at once and run in the background; poll GET /v1/executions/{id}"`
+
+	Files   map[string]FileContent `json:"files,omitempty" doc:"small input files by absolute path, written into the guest's scratch space before it starts; together at most the tier's inline_files_bytes"`
+	Mounts  []Mount                `json:"mounts,omitempty" doc:"uploaded bundles (POST /v1/bundles) mounted read-only" maxItems:"16"`
+	Workdir string                 `json:"workdir,omitempty" doc:"the guest's working directory (made if missing; $PWD is set to it: Go's wasip1 runtime starts there, wasi-libc programs start at /)" example:"/work"`
+	Outputs []string               `json:"outputs,omitempty" doc:"files to return after the run: absolute paths, each component may use * ? [ ] wildcards; at most the tier's outputs_bytes in all" maxItems:"64" example:"[\"/out/*.wav\", \"/tmp/result.json\"]"`
+}
+
+// FileContent is a file's content in a request or a result: text (UTF-8) or base64.
+type FileContent struct {
+	Text   string `json:"text,omitempty" doc:"the content as text"`
+	Base64 string `json:"base64,omitempty" doc:"the content as base64, for binary data"`
+}
+
+// Mount mounts a bundle into an execution.
+type Mount struct {
+	Bundle   string `json:"bundle" doc:"id of an uploaded bundle (sha256:<hex>)"`
+	Path     string `json:"path" doc:"absolute path where the bundle's root appears" example:"/share"`
+	ReadOnly *bool  `json:"read_only,omitempty" doc:"must be true (the default): bundles are read-only; write to /tmp or any other path"`
+}
+
+// ExecutionFile is an output file of an execution.
+type ExecutionFile struct {
+	Path      string `json:"path"`
+	Text      string `json:"text,omitempty" doc:"the content, when it is UTF-8"`
+	Base64    string `json:"base64,omitempty" doc:"the content as base64, when it is not UTF-8"`
+	Size      int64  `json:"size" doc:"the file's whole size in bytes"`
+	Truncated bool   `json:"truncated,omitempty" doc:"only the first bytes are returned: the outputs reached the tier's outputs_bytes"`
 }
 
 // Execution is an execution as callers see it.
@@ -39,6 +66,9 @@ type Execution struct {
 	CreatedAt       time.Time  `json:"created_at"`
 	StartedAt       *time.Time `json:"started_at,omitempty"`
 	FinishedAt      *time.Time `json:"finished_at,omitempty"`
+
+	Files          []ExecutionFile `json:"files,omitempty" doc:"the output files asked for (outputs), sorted by path"`
+	FilesTruncated bool            `json:"files_truncated,omitempty" doc:"more files matched the outputs than are returned (at most 1000)"`
 }
 
 // ExecutionView turns a stored result into what callers see.
@@ -55,6 +85,16 @@ func ExecutionView(r *Result) *Execution {
 	}
 	e.Stdout, e.StdoutEncoding = encodeOutput(r.Stdout)
 	e.Stderr, e.StderrEncoding = encodeOutput(r.Stderr)
+	e.FilesTruncated = r.FilesTruncated
+	for _, f := range r.Files {
+		ef := ExecutionFile{Path: f.Path, Size: f.Size, Truncated: f.Truncated}
+		if utf8.Valid(f.Data) {
+			ef.Text = string(f.Data)
+		} else {
+			ef.Base64 = base64.StdEncoding.EncodeToString(f.Data)
+		}
+		e.Files = append(e.Files, ef)
+	}
 	return e
 }
 

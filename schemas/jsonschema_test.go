@@ -27,6 +27,7 @@ var messageTypes = map[string]any{
 	"execution-request":  schemas.ExecutionRequest{},
 	"execution":          schemas.Execution{},
 	"module":             schemas.Module{},
+	"bundle":             schemas.Bundle{},
 	"key":                schemas.Key{},
 	"tenant":             schemas.Tenant{},
 	"idempotency-record": schemas.IdempotencyRecord{},

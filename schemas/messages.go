@@ -37,6 +37,14 @@ type ExecRequest struct {
 	StderrMax   int               `json:"stderr_max"`
 	Async       bool              `json:"async,omitempty"`
 	CreatedAt   time.Time         `json:"created_at"`
+
+	// The guest's files (files.go): inline files by absolute path, read-only bundles, the
+	// working directory, output patterns, and the outputs cap the gateway applied.
+	Files      map[string][]byte `json:"files,omitempty"`
+	Mounts     []MountSpec       `json:"mounts,omitempty"`
+	Workdir    string            `json:"workdir,omitempty"`
+	Outputs    []string          `json:"outputs,omitempty"`
+	OutputsMax int64             `json:"outputs_max,omitempty"`
 }
 
 // Result is what an execution produced. Stored in KV BucketResults under the execution id and
@@ -64,6 +72,12 @@ type Result struct {
 	StartedAt       *time.Time `json:"started_at,omitempty"`
 	FinishedAt      *time.Time `json:"finished_at,omitempty"`
 	NodeID          string     `json:"node_id,omitempty"`
+
+	// Output files; whether more matched than were returned; the most the guest's files held
+	// (bytes, included in MemoryPeakBytes).
+	Files            []OutputFile `json:"files,omitempty"`
+	FilesTruncated   bool         `json:"files_truncated,omitempty"`
+	ScratchPeakBytes int64        `json:"scratch_peak_bytes,omitempty"`
 }
 
 // CompileRequest asks an executor to compile a stored module under supervision.

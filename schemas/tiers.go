@@ -31,6 +31,8 @@ type Tier struct {
 	ConcurrentRequests int `json:"concurrent_requests"`
 	// MaxKeys bounds a tenant's live API keys (keys in a rotation grace count); 0 = DefaultMaxKeys.
 	MaxKeys int `json:"max_keys"`
+
+	Files FileLimits `json:"files"` // guest file limits; zero fields: see Tier.FileLimits
 }
 
 // DefaultMaxKeys is a tier's cap on live API keys per tenant when it sets none.
@@ -123,6 +125,8 @@ type tierFile struct {
 	ArgsEnvBytes  *int   `json:"args_env_bytes"`
 	Concurrent    *int   `json:"concurrent_requests"`
 	MaxKeys       *int   `json:"max_keys"`
+
+	Files *FileLimits `json:"files"` // guest file limits; absent fields keep the defaults
 }
 
 // ParseTiers reads a tiers file: a JSON object of tier name → fields, laid over DefaultTiers
@@ -158,6 +162,7 @@ func ParseTiers(data []byte) (map[string]Tier, error) {
 		set(&t.ArgsEnvBytes, f.ArgsEnvBytes)
 		set(&t.ConcurrentRequests, f.Concurrent)
 		set(&t.MaxKeys, f.MaxKeys)
+		t.Files = t.Files.over(f.Files)
 		if f.WallTimeMS != nil {
 			t.WallTime = time.Duration(*f.WallTimeMS) * time.Millisecond
 		}

@@ -168,6 +168,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 		{Bucket: schemas.BucketKeys, Description: "API key records by sha256 of the secret"},
 		{Bucket: schemas.BucketTenants, Description: "tenants by id"},
 		{Bucket: schemas.BucketModuleOwner, Description: "module ownership: <tenant>.<sha256 hex>"},
+		{Bucket: schemas.BucketBundleOwner, Description: "bundle ownership: <tenant>.<sha256 hex>"},
 		{Bucket: schemas.BucketKeyUsage, Description: "last use of each API key, flushed by gateways"},
 		{Bucket: schemas.BucketIdempotency, Description: "idempotency keys: <tenant>.<sha256 of key>", TTL: 24 * time.Hour},
 	}
@@ -187,6 +188,16 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 	})
 	if err != nil {
 		return fmt.Errorf("object store %s: %w", schemas.ObjectModules, err)
+	}
+	_, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      schemas.ObjectBundles,
+		Description: "bundles (tar archives of guest files), content-addressed: sha256-<hex>",
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+		Compression: true,
+	})
+	if err != nil {
+		return fmt.Errorf("object store %s: %w", schemas.ObjectBundles, err)
 	}
 	return nil
 }

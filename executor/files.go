@@ -1,0 +1,117 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/wasmwiz/wasmwiz/executor/worker"
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// openBundles opens the node's bundle cache, <CacheDir>/bundles/<hex>.tar: bundles are fetched
+// from the object store once per node and read in place by the workers (which keep their
+// index), never copied per execution. It shares ModuleCacheBytes' bound with the modules.
+func (n *Node) openBundles(ctx context.Context) error {
+	store, err := n.js.ObjectStore(ctx, schemas.ObjectBundles)
+	if err != nil {
+		return fmt.Errorf("executor: bundle store: %w", err)
+	}
+	dir := filepath.Join(n.cfg.CacheDir, "bundles")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("executor: cache dir: %w", err)
+	}
+	if n.bundles, err = newFileCache(dir, ".tar", store, n.m, n.cfg.ModuleCacheBytes); err != nil {
+		return fmt.Errorf("executor: bundle cache: %w", err)
+	}
+	n.bundles.replicated = n.cfg.Replicas > 1
+	return nil
+}
+
+// guestFiles puts the request's files into job: inline files, mounts (each bundle fetched into
+// the node's cache and held until release), working directory, outputs and the tier's caps. A
+// non-empty msg is the caller's fault (a bundle deleted meanwhile): the execution fails with
+// it. An error is internal (the store is unreachable): the request is tried again.
+func (n *Node) guestFiles(ctx context.Context, tier schemas.Tier, req *schemas.ExecRequest, job *worker.RunJob) (release func(), msg string, err error) {
+	lim := tier.FileLimits()
+	job.ScratchMax = lim.ScratchBytes
+	job.Workdir, job.Outputs = req.Workdir, req.Outputs
+	job.OutputsMax = lim.OutputsBytes
+	if req.OutputsMax > 0 && req.OutputsMax < job.OutputsMax {
+		job.OutputsMax = req.OutputsMax
+	}
+	for _, p := range slices.Sorted(maps.Keys(req.Files)) {
+		job.Files = append(job.Files, worker.InlineFile{Path: p, Data: req.Files[p]})
+	}
+	var held []string
+	release = func() {
+		for _, h := range held {
+			n.bundles.release(h)
+		}
+	}
+	for _, m := range req.Mounts {
+		digest, perr := schemas.ParseModuleID(m.BundleID)
+		if perr != nil {
+			release()
+			return func() {}, "bundle " + m.BundleID + " not found", nil
+		}
+		mctx, cancel := context.WithTimeout(ctx, natsTimeout)
+		path, gerr := n.bundles.get(mctx, digest, lim.MaxArchiveBytes())
+		cancel()
+		var merr *moduleError
+		switch {
+		case errors.Is(gerr, errModuleNotFound):
+			release()
+			return func() {}, "bundle " + m.BundleID + " not found (deleted?)", nil
+		case errors.As(gerr, &merr):
+			release()
+			return func() {}, fmt.Sprintf("bundle %s cannot be mounted: it is larger than the %s tier allows", m.BundleID, tier.Name), nil
+		case gerr != nil:
+			release()
+			return func() {}, "", fmt.Errorf("load bundle: %w", gerr)
+		}
+		held = append(held, digest)
+		job.Mounts = append(job.Mounts, worker.Mount{Path: m.Path, BundleHash: digest, BundlePath: path})
+	}
+	return release, "", nil
+}
+
+// filesResult puts a run's output files and scratch use into res. The scratch space a guest's
+// files held is billed as memory: it is added to MemoryPeakBytes.
+func filesResult(res *schemas.Result, wres *worker.RunResult) {
+	for _, o := range wres.Outputs {
+		res.Files = append(res.Files, schemas.OutputFile{Path: o.Path, Data: o.Data, Size: o.Size, Truncated: o.Truncated})
+	}
+	res.FilesTruncated = wres.OutputsMore
+	res.ScratchPeakBytes = wres.ScratchPeak
+	res.MemoryPeakBytes += wres.ScratchPeak
+}
+
+func outputBytes(res *schemas.Result) int {
+	n := 0
+	for _, f := range res.Files {
+		n += len(f.Data)
+	}
+	return n
+}
+
+// cutOutputFile cuts up to cut bytes from the largest output file if it is larger than stdout
+// and stderr, marking it truncated; it reports whether it did (fitResult).
+func cutOutputFile(res *schemas.Result, cut int) bool {
+	big := -1
+	for i, f := range res.Files {
+		if big < 0 || len(f.Data) > len(res.Files[big].Data) {
+			big = i
+		}
+	}
+	if big < 0 || len(res.Files[big].Data) == 0 || len(res.Files[big].Data) < max(len(res.Stdout), len(res.Stderr)) {
+		return false
+	}
+	f := &res.Files[big]
+	f.Data, f.Truncated = f.Data[:max(0, len(f.Data)-cut)], true
+	return true
+}

@@ -1,0 +1,272 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/danielgtaylor/huma/v2"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/wasmwiz/wasmwiz/bundle"
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// Bundles: tar archives of files that executions mount read-only. Stored like modules:
+// content-addressed in an object store (by the SHA-256 of the decompressed archive), owned per
+// tenant through a KV record <tenant>.<hex>, so another tenant's bundle is a 404.
+
+// HeaderBundleName carries a bundle's name on the direct NATS API (REST: ?name=).
+const HeaderBundleName = "Wasmwiz-Bundle-Name"
+
+// uploadBundle checks an archive (tar, or tar.gz) as it streams in, keeps it in a temporary
+// file, stores it unless stored already, and records the caller's ownership.
+func (g *Gateway) uploadBundle(ctx context.Context, p *Principal, name string, body io.Reader) (*schemas.Bundle, error) {
+	if err := validModuleName(name); err != nil {
+		return nil, err
+	}
+	lim := p.Tier.FileLimits()
+	r, err := bundle.Decompress(body, lim.MaxArchiveBytes())
+	if err != nil {
+		return nil, err
+	}
+	tmp, err := os.CreateTemp("", "wasmwiz-bundle-*.tar")
+	if err != nil {
+		return nil, unavailable("bundle upload", err)
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	h := sha256.New()
+	idx, err := bundle.Scan(r, bundle.Limits{MaxEntries: lim.BundleFiles, MaxBytes: lim.BundleBytes}, io.MultiWriter(tmp, h))
+	if err != nil {
+		return nil, err
+	}
+	if len(idx.Entries) == 0 {
+		return nil, schemas.Errorf(schemas.CodeInvalid, "bundle: the archive is empty")
+	}
+	stored, err := tmp.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return nil, unavailable("bundle upload", err)
+	}
+	digest := hex.EncodeToString(h.Sum(nil))
+	refKey := schemas.ModuleRefKey(p.TenantID, digest)
+	if e, err := g.bundleRefs.Get(ctx, refKey); err == nil {
+		var b schemas.Bundle
+		if json.Unmarshal(e.Value(), &b) == nil {
+			return &b, nil
+		}
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, unavailable("bundle store", err)
+	}
+	objName := schemas.BundleObjectName(digest)
+	if _, err := g.bundles.GetInfo(ctx, objName); err != nil {
+		if !errors.Is(err, jetstream.ErrObjectNotFound) {
+			return nil, unavailable("bundle store", err)
+		}
+		if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+			return nil, unavailable("bundle upload", err)
+		}
+		if _, err := g.bundles.Put(ctx, jetstream.ObjectMeta{Name: objName}, tmp); err != nil {
+			return nil, unavailable("bundle store", err)
+		}
+	}
+	b := &schemas.Bundle{
+		ID: schemas.ModuleID(digest), Name: name, Files: idx.Files, Entries: len(idx.Entries),
+		Size: idx.Bytes, Stored: stored, CreatedAt: time.Now().UTC(), TenantID: p.TenantID,
+	}
+	rec, _ := json.Marshal(b)
+	if _, err := g.bundleRefs.Create(ctx, refKey, rec); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) { // uploaded twice at once: the first one stands
+			if e, err := g.bundleRefs.Get(ctx, refKey); err == nil && json.Unmarshal(e.Value(), b) == nil {
+				return b, nil
+			}
+		}
+		return nil, unavailable("bundle store", err)
+	}
+	return b, nil
+}
+
+func (g *Gateway) getBundle(ctx context.Context, p *Principal, id string) (*schemas.Bundle, error) {
+	notFound := schemas.Errorf(schemas.CodeNotFound, "bundle %s not found", truncateID(id))
+	digest, err := schemas.ParseModuleID(id)
+	if err != nil {
+		return nil, notFound
+	}
+	e, err := g.bundleRefs.Get(ctx, schemas.ModuleRefKey(p.TenantID, digest))
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil, notFound
+		}
+		return nil, unavailable("bundle store", err)
+	}
+	var b schemas.Bundle
+	if err := json.Unmarshal(e.Value(), &b); err != nil {
+		return nil, unavailable("bundle store", err)
+	}
+	return &b, nil
+}
+
+func (g *Gateway) listBundles(ctx context.Context, p *Principal) (*schemas.BundleList, error) {
+	out := &schemas.BundleList{Bundles: []schemas.Bundle{}}
+	lister, err := g.bundleRefs.ListKeysFiltered(ctx, p.TenantID+".*")
+	if err != nil {
+		return nil, unavailable("bundle store", err)
+	}
+	for k := range lister.Keys() {
+		e, err := g.bundleRefs.Get(ctx, k)
+		if err != nil {
+			continue // deleted meanwhile
+		}
+		var b schemas.Bundle
+		if json.Unmarshal(e.Value(), &b) == nil {
+			out.Bundles = append(out.Bundles, b)
+		}
+	}
+	return out, nil
+}
+
+func (g *Gateway) deleteBundle(ctx context.Context, p *Principal, id string) error {
+	b, err := g.getBundle(ctx, p, id)
+	if err != nil {
+		return err
+	}
+	digest, _ := schemas.ParseModuleID(b.ID)
+	if err := g.bundleRefs.Purge(ctx, schemas.ModuleRefKey(p.TenantID, digest)); err != nil {
+		return unavailable("bundle store", err)
+	}
+	lister, err := g.bundleRefs.ListKeysFiltered(ctx, "*."+digest)
+	if err != nil {
+		return nil
+	}
+	for range lister.Keys() {
+		_ = lister.Stop()
+		return nil // another tenant still owns it
+	}
+	if err := g.bundles.Delete(ctx, schemas.BundleObjectName(digest)); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		g.log.Warn("delete bundle object", "bundle_id", b.ID, "err", err)
+	}
+	return nil
+}
+
+// bundleUploadInput streams the body: Resolve hands the handler the request's body reader, so
+// an archive of hundreds of MiB is checked and spooled to disk, never held in memory.
+type bundleUploadInput struct {
+	Name string `query:"name" maxLength:"128" doc:"a name for the bundle"`
+	body io.Reader
+}
+
+func (in *bundleUploadInput) Resolve(ctx huma.Context) []error {
+	in.body = ctx.BodyReader()
+	return nil
+}
+
+type bundleOutput struct {
+	Body *schemas.Bundle
+}
+
+type bundleListOutput struct {
+	Body *schemas.BundleList
+}
+
+type bundleIDInput struct {
+	ID string `path:"id" doc:"bundle id, sha256:<hex>"`
+}
+
+// registerBundles adds the bundle operations to the REST API.
+func (g *Gateway) registerBundles(api huma.API) {
+	binary := &huma.Schema{Type: "string", Format: "binary"}
+	huma.Register(api, huma.Operation{
+		OperationID: "upload-bundle", Method: http.MethodPost, Path: "/v1/bundles", Tags: []string{"bundles"},
+		Summary: "Upload a bundle",
+		Description: "Stores a tar archive (optionally gzip-compressed) of files that executions mount read-only (`mounts`). " +
+			"Paths must be relative without `..`; only regular files, directories and symbolic links that stay inside the archive are accepted; " +
+			"the tier bounds the file data (`bundle_bytes`) and the entries (`bundle_files`). The same archive returns the same id.",
+		Security: bearer, DefaultStatus: http.StatusCreated,
+		RequestBody: &huma.RequestBody{Required: true, Content: map[string]*huma.MediaType{
+			"application/x-tar": {Schema: binary}, "application/gzip": {Schema: binary},
+		}},
+		Errors: []int{401, 403, 413, 422, 503},
+	}, func(ctx context.Context, in *bundleUploadInput) (*bundleOutput, error) {
+		body := in.body
+		if body == nil {
+			body = http.NoBody
+		}
+		b, err := g.uploadBundle(ctx, principalFrom(ctx), in.Name, body)
+		if err != nil {
+			return nil, g.fail(ctx, "upload-bundle", err)
+		}
+		return &bundleOutput{Body: b}, nil
+	})
+	huma.Register(api, huma.Operation{
+		OperationID: "list-bundles", Method: http.MethodGet, Path: "/v1/bundles", Tags: []string{"bundles"},
+		Summary: "List your bundles", Security: bearer, Errors: []int{401, 503},
+	}, func(ctx context.Context, _ *struct{}) (*bundleListOutput, error) {
+		l, err := g.listBundles(ctx, principalFrom(ctx))
+		if err != nil {
+			return nil, g.fail(ctx, "list-bundles", err)
+		}
+		return &bundleListOutput{Body: l}, nil
+	})
+	huma.Register(api, huma.Operation{
+		OperationID: "get-bundle", Method: http.MethodGet, Path: "/v1/bundles/{id}", Tags: []string{"bundles"},
+		Summary: "Get a bundle", Security: bearer, Errors: []int{401, 404},
+	}, func(ctx context.Context, in *bundleIDInput) (*bundleOutput, error) {
+		b, err := g.getBundle(ctx, principalFrom(ctx), in.ID)
+		if err != nil {
+			return nil, g.fail(ctx, "get-bundle", err)
+		}
+		return &bundleOutput{Body: b}, nil
+	})
+	huma.Register(api, huma.Operation{
+		OperationID: "delete-bundle", Method: http.MethodDelete, Path: "/v1/bundles/{id}", Tags: []string{"bundles"},
+		Summary: "Delete a bundle", Description: "Executions already queued that mount it fail with \"bundle not found\".",
+		Security: bearer, DefaultStatus: http.StatusNoContent, Errors: []int{401, 404},
+	}, func(ctx context.Context, in *bundleIDInput) (*struct{}, error) {
+		if err := g.deleteBundle(ctx, principalFrom(ctx), in.ID); err != nil {
+			return nil, g.fail(ctx, "delete-bundle", err)
+		}
+		return nil, nil
+	})
+}
+
+// bundleMicroOps are the bundle operations of the direct NATS API, with the scope each needs.
+func (g *Gateway) bundleMicroOps() map[string]func(context.Context, *Principal, micro.Request) (any, error) {
+	id := func(req micro.Request) (string, error) {
+		var body schemas.IDRequest
+		err := decodeJSON(req.Data(), &body)
+		return body.ID, err
+	}
+	return map[string]func(context.Context, *Principal, micro.Request) (any, error){
+		schemas.OpBundlesUpload: func(ctx context.Context, p *Principal, req micro.Request) (any, error) {
+			return g.uploadBundle(ctx, p, req.Headers().Get(HeaderBundleName), bytes.NewReader(req.Data()))
+		},
+		schemas.OpBundlesList: func(ctx context.Context, p *Principal, req micro.Request) (any, error) {
+			return g.listBundles(ctx, p)
+		},
+		schemas.OpBundlesGet: func(ctx context.Context, p *Principal, req micro.Request) (any, error) {
+			bid, err := id(req)
+			if err != nil {
+				return nil, err
+			}
+			return g.getBundle(ctx, p, bid)
+		},
+		schemas.OpBundlesDelete: func(ctx context.Context, p *Principal, req micro.Request) (any, error) {
+			bid, err := id(req)
+			if err != nil {
+				return nil, err
+			}
+			if err := g.deleteBundle(ctx, p, bid); err != nil {
+				return nil, err
+			}
+			return struct{}{}, nil
+		},
+	}
+}

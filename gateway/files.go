@@ -1,0 +1,133 @@
+package gateway
+
+import (
+	"context"
+	"encoding/base64"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// validateFiles checks the file fields of an execution request (files, mounts, workdir,
+// outputs) against the tier and puts them into er. Pure: it runs inside validateRequest.
+func validateFiles(t schemas.Tier, req *schemas.ExecutionRequest, er *schemas.ExecRequest) error {
+	lim := t.FileLimits()
+	invalid := func(format string, args ...any) error {
+		return schemas.Errorf(schemas.CodeInvalid, format, args...)
+	}
+	reserved := func(p string) bool { // paths the guest's file system makes itself
+		return p == "/" || p == "/dev" || strings.HasPrefix(p, "/dev/") || p == "/tmp"
+	}
+	if len(req.Mounts) > schemas.MaxMounts {
+		return invalid("at most %d mounts", schemas.MaxMounts)
+	}
+	var mountPaths []string
+	for _, m := range req.Mounts {
+		if msg := schemas.CleanGuestPath(m.Path, false); msg != "" {
+			return invalid("mounts: %s", msg)
+		}
+		if reserved(m.Path) {
+			return invalid("mounts: cannot mount over %s", m.Path)
+		}
+		if m.ReadOnly != nil && !*m.ReadOnly {
+			return invalid("mounts: bundles are mounted read-only (read_only: true); write to /tmp or any other path")
+		}
+		if _, err := schemas.ParseModuleID(m.Bundle); err != nil {
+			return schemas.Errorf(schemas.CodeNotFound, "bundle %s not found", truncateID(m.Bundle))
+		}
+		for _, o := range mountPaths {
+			if within(m.Path, o) || within(o, m.Path) {
+				return invalid("mounts: %s and %s overlap", o, m.Path)
+			}
+		}
+		mountPaths = append(mountPaths, m.Path)
+		er.Mounts = append(er.Mounts, schemas.MountSpec{BundleID: m.Bundle, Path: m.Path})
+	}
+	if len(req.Files) > schemas.MaxInlineFiles {
+		return invalid("at most %d inline files", schemas.MaxInlineFiles)
+	}
+	var total int64
+	for _, p := range slices.Sorted(maps.Keys(req.Files)) {
+		c := req.Files[p]
+		if msg := schemas.CleanGuestPath(p, false); msg != "" {
+			return invalid("files: %s", msg)
+		}
+		if reserved(p) {
+			return invalid("files: cannot write %s", p)
+		}
+		for _, m := range mountPaths {
+			if within(p, m) {
+				return invalid("files: %s is inside the bundle mounted at %s", p, m)
+			}
+		}
+		var data []byte
+		switch {
+		case c.Text != "" && c.Base64 != "":
+			return invalid("files: %s: give text or base64, not both", p)
+		case c.Base64 != "":
+			if int64(base64.StdEncoding.DecodedLen(len(c.Base64))) > lim.InlineFilesBytes+3 {
+				return schemas.Errorf(schemas.CodeTooLarge, "inline files are over the %s tier's %d bytes", t.Name, lim.InlineFilesBytes)
+			}
+			b, err := base64.StdEncoding.DecodeString(c.Base64)
+			if err != nil {
+				return invalid("files: %s: base64 is not valid", p)
+			}
+			data = b
+		default:
+			data = []byte(c.Text)
+		}
+		if total += int64(len(data)); total > lim.InlineFilesBytes {
+			return schemas.Errorf(schemas.CodeTooLarge, "inline files are over the %s tier's %d bytes", t.Name, lim.InlineFilesBytes)
+		}
+		if er.Files == nil {
+			er.Files = map[string][]byte{}
+		}
+		er.Files[p] = data
+	}
+	for p := range er.Files { // a file may not sit where another file is a directory
+		for q := range er.Files {
+			if within(q, p) && q != p {
+				return invalid("files: %s is inside %s, which is a file", q, p)
+			}
+		}
+	}
+	if req.Workdir != "" {
+		if msg := schemas.CleanGuestPath(req.Workdir, false); msg != "" {
+			return invalid("workdir: %s", msg)
+		}
+		if _, isFile := er.Files[req.Workdir]; isFile {
+			return invalid("workdir: %s is a file", req.Workdir)
+		}
+		er.Workdir = req.Workdir
+	}
+	if len(req.Outputs) > schemas.MaxOutputs {
+		return invalid("at most %d outputs", schemas.MaxOutputs)
+	}
+	for _, p := range req.Outputs {
+		if msg := schemas.CleanGuestPath(p, true); msg != "" {
+			return invalid("outputs: %s", msg)
+		}
+	}
+	er.Outputs = req.Outputs
+	if len(er.Outputs) > 0 {
+		er.OutputsMax = lim.OutputsBytes
+	}
+	return nil
+}
+
+// within reports whether path p is dir or inside it.
+func within(p, dir string) bool {
+	return p == dir || strings.HasPrefix(p, dir+"/")
+}
+
+// resolveMounts checks that every mounted bundle is the caller's.
+func (g *Gateway) resolveMounts(ctx context.Context, p *Principal, er *schemas.ExecRequest) error {
+	for _, m := range er.Mounts {
+		if _, err := g.getBundle(ctx, p, m.BundleID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
