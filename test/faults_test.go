@@ -3,11 +3,16 @@ package test
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/wasmwiz/wasmwiz/accounting/storetest"
 	"github.com/wasmwiz/wasmwiz/internal/fixtures"
 	"github.com/wasmwiz/wasmwiz/internal/natstest"
 	"github.com/wasmwiz/wasmwiz/schemas"
@@ -83,5 +88,73 @@ func TestFaults_ExecutorKilledMidRun(t *testing.T) {
 	}
 	if got := s.run(t, key, schemas.ExecutionRequest{ModuleID: loop.ID, TimeoutMS: 10}); !got.Status.Final() {
 		t.Errorf("after the kill: %+v", got)
+	}
+}
+
+// Accounting started while PostgreSQL is unreachable stays up, live and not ready, retrying
+// with backoff (it exited with status 1 after ~14 ms), and becomes ready once the database
+// answers. The database is "unreachable" behind a port nobody listens on until the test puts
+// a TCP relay to the real PostgreSQL there.
+func TestFaults_AccountingWaitsForPostgres(t *testing.T) {
+	dbURL := storetest.NewSchema(t)
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	realAddr, relayAddr := u.Host, freeAddr(t)
+	u.Host = relayAddr
+	srv := natstest.RunJetStream(t)
+	opsAddr := freeAddr(t)
+	ac := start(t, []string{"WASMWIZ_NATS_URL=" + srv.ClientURL(), "DATABASE_URL=" + u.String(), "WASMWIZ_METRICS_ADDR=" + opsAddr}, "accounting")
+	get := func(path string) int {
+		resp, err := http.Get("http://" + opsAddr + path)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	eventually(t, 60*time.Second, "accounting did not retry the database twice while serving live 200 / ready 503", func() bool {
+		if !ac.alive() {
+			t.Fatalf("accounting exited while the database was unreachable: %v\n%s", ac.err, lastLines(ac.output(), 20))
+		}
+		return strings.Count(ac.output(), "accounting store not available; retrying") >= 2 &&
+			get("/health/live") == http.StatusOK && get("/health/ready") == http.StatusServiceUnavailable
+	})
+	if f := scrape(t, "http://"+opsAddr); f["wasmwiz_database_up"] == nil || f.sum("wasmwiz_database_up") != 0 {
+		t.Errorf("wasmwiz_database_up while the database is unreachable: want exported as 0")
+	}
+
+	relay, err := net.Listen("tcp", relayAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	go func() {
+		for {
+			c, err := relay.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				d, err := net.Dial("tcp", realAddr)
+				if err != nil {
+					return
+				}
+				defer d.Close()
+				go func() { _, _ = io.Copy(d, c) }()
+				_, _ = io.Copy(c, d)
+			}()
+		}
+	}()
+	eventually(t, 60*time.Second, "accounting never became ready once the database answered", func() bool {
+		if !ac.alive() {
+			t.Fatalf("accounting exited: %v\n%s", ac.err, lastLines(ac.output(), 20))
+		}
+		return get("/health/ready") == http.StatusOK
+	})
+	if up := scrape(t, "http://"+opsAddr).sum("wasmwiz_database_up"); up != 1 {
+		t.Errorf("wasmwiz_database_up %v once the database answers, want 1", up)
 	}
 }

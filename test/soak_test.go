@@ -133,6 +133,10 @@ func TestSoak_AccountingExactlyOnce(t *testing.T) {
 		wg.Wait()
 		next.Store(end)
 		<-chaos
+		// Every process restarted stays up, even one started while PostgreSQL was down.
+		if !ac.alive() {
+			t.Fatalf("accounting exited after phase %d (%s): %v\n%s", phase, action[phase], ac.err, lastLines(ac.output(), 40))
+		}
 	}
 	loadDone := time.Now()
 	if len(errs) > 0 {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -253,20 +254,37 @@ func runAccountingCmd(ctx context.Context, args []string, getenv func(string) st
 			return err
 		}
 	}
-	// A replica started while PostgreSQL is down waits for it (RATIONALE.md).
-	store, err := stores.OpenWithRetry(ctx, *dbURL, *sqlitePath, e.log)
-	if err != nil {
-		return fmt.Errorf("open accounting store: %w", err)
-	}
-	defer store.Close()
-	if err := registerDatabaseUp(e.reg, store.Ping); err != nil {
+	// A replica started while PostgreSQL is down waits for it (RATIONALE.md), live and not
+	// ready meanwhile: its ops endpoint serves from the start, so that probes see it waiting.
+	var consumer atomic.Pointer[accounting.Consumer]
+	var opened atomic.Pointer[accounting.Store]
+	ready := func() bool { c := consumer.Load(); return c != nil && c.Ready() }
+	// wasmwiz_database_up is 0 while the database has never answered (the alert fires).
+	if err := registerDatabaseUp(e.reg, func(ctx context.Context) error {
+		if s := opened.Load(); s != nil {
+			return (*s).Ping(ctx)
+		}
+		return errors.New("not connected yet")
+	}); err != nil {
 		return err
 	}
-	c, err := accounting.New(accounting.Config{Store: store, Tiers: e.tiers, Replicas: e.replicas, Logger: e.log, Registerer: e.reg}, e.nc)
-	if err != nil {
-		return err
-	}
-	return e.serveUntilDrained(ctx, *metricsAddr, c.Ready, c.Run)
+	return e.serveUntilDrained(ctx, *metricsAddr, ready, func(ctx context.Context) error {
+		store, err := stores.OpenWithRetry(ctx, *dbURL, *sqlitePath, e.log)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped while waiting for the database: nothing to drain
+			}
+			return fmt.Errorf("open accounting store: %w", err)
+		}
+		defer store.Close()
+		opened.Store(&store)
+		c, err := accounting.New(accounting.Config{Store: store, Tiers: e.tiers, Replicas: e.replicas, Logger: e.log, Registerer: e.reg}, e.nc)
+		if err != nil {
+			return err
+		}
+		consumer.Store(c)
+		return c.Run(ctx)
+	})
 }
 
 // runWorker is the executor's child process: jobs on stdin, results on stdout.
