@@ -2,6 +2,7 @@ package accounting
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -59,6 +60,9 @@ func (c Config) withDefaults() Config {
 	if c.Registerer == nil {
 		c.Registerer = prometheus.NewRegistry()
 	}
+	if c.Tiers == nil {
+		c.Tiers = schemas.DefaultTiers()
+	}
 	return c
 }
 
@@ -72,6 +76,9 @@ func (c Config) Validate() error {
 		return errors.New("accounting: config: BatchSize must be at most 10000")
 	case c.AckWait < 4*c.BatchWait || c.AckWait < 5*time.Second:
 		return errors.New("accounting: config: AckWait must be at least 5s and 4 x BatchWait")
+	}
+	if err := schemas.ValidateTiers(c.Tiers); err != nil {
+		return fmt.Errorf("accounting: config: %w", err)
 	}
 	return nil
 }

@@ -122,15 +122,8 @@ func (c *Config) Validate() error {
 	if len(c.NodeID) > 200 {
 		errs = append(errs, fmt.Errorf("executor: node id %q is too long", c.NodeID))
 	}
-	if len(c.Tiers) == 0 {
-		errs = append(errs, errors.New("executor: no tiers"))
-	}
-	for name, t := range c.Tiers {
-		if err := t.Validate(); err != nil {
-			errs = append(errs, fmt.Errorf("executor: %w", err))
-		} else if name != t.Name {
-			errs = append(errs, fmt.Errorf("executor: tier %q is named %q", name, t.Name))
-		}
+	if err := schemas.ValidateTiers(c.Tiers); err != nil {
+		errs = append(errs, fmt.Errorf("executor: %w", err))
 	}
 	return errors.Join(errs...)
 }

@@ -72,15 +72,7 @@ func (c *Config) defaults() {
 
 // Validate checks the configuration.
 func (c *Config) Validate() error {
-	for name, t := range c.Tiers {
-		if name != t.Name {
-			return fmt.Errorf("tier %q is named %q inside", name, t.Name)
-		}
-		if err := t.Validate(); err != nil {
-			return err
-		}
-	}
-	return nil
+	return schemas.ValidateTiers(c.Tiers)
 }
 
 // Gateway serves the WasmWiz API.

@@ -3,7 +3,10 @@ package schemas
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 )
 
@@ -109,6 +112,24 @@ func (t Tier) Validate() error {
 	return nil
 }
 
+// ValidateTiers checks a deployment's tier table, the one check every role applies to its
+// configuration: at least one tier, each valid (Tier.Validate), each filed under its own name.
+func ValidateTiers(tiers map[string]Tier) error {
+	if len(tiers) == 0 {
+		return errors.New("no tiers")
+	}
+	var errs []error
+	for _, name := range slices.Sorted(maps.Keys(tiers)) {
+		t := tiers[name]
+		if name != t.Name {
+			errs = append(errs, fmt.Errorf("tier %q is named %q inside", name, t.Name))
+		} else if err := t.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // tierFile is one tier in a tiers file; absent fields keep the defaults (or zero for a new tier).
 type tierFile struct {
 	ExecPerMinute *int   `json:"exec_per_minute"`
@@ -166,10 +187,10 @@ func ParseTiers(data []byte) (map[string]Tier, error) {
 		if f.WallTimeMS != nil {
 			t.WallTime = time.Duration(*f.WallTimeMS) * time.Millisecond
 		}
-		if err := t.Validate(); err != nil {
-			return nil, fmt.Errorf("tiers file: %w", err)
-		}
 		tiers[name] = t
+	}
+	if err := ValidateTiers(tiers); err != nil {
+		return nil, fmt.Errorf("tiers file: %w", err)
 	}
 	return tiers, nil
 }

@@ -54,3 +54,20 @@ func TestParseTiers_ArgsEnvAndConcurrency(t *testing.T) {
 		}
 	}
 }
+
+func TestValidateTiers(t *testing.T) {
+	if err := ValidateTiers(DefaultTiers()); err != nil {
+		t.Fatalf("default tiers: %v", err)
+	}
+	misnamed := DefaultTiers()
+	misnamed["gold"] = misnamed[TierPro]
+	bad := DefaultTiers()
+	free := bad[TierFree]
+	free.MemoryMB = 0
+	bad[TierFree] = free
+	for name, tiers := range map[string]map[string]Tier{"empty": {}, "misnamed": misnamed, "invalid": bad} {
+		if err := ValidateTiers(tiers); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
