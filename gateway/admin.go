@@ -125,7 +125,7 @@ func (a *Admin) prepareKey(ctx context.Context, req schemas.CreateKeyRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	if req.ExpiresAt != nil && !req.ExpiresAt.After(a.clock()) {
+	if req.ExpiresAt != nil && req.ExpiresAt.Before(a.clock()) { // a key is valid up to and including expires_at
 		return nil, schemas.Errorf(schemas.CodeInvalid, "expires_at is in the past")
 	}
 	secret, err := NewAPIKey()
