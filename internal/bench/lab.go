@@ -395,7 +395,7 @@ func (o *benchOutput) print(w io.Writer, mods []*benchModule, levels []int, mode
 		}
 	}
 	fmt.Fprintf(w, "\n* peers run at most %d in flight (2 × CPUs): they are CPU-bound, more would only queue.\n", 2*o.CPUs)
-	fmt.Fprintln(w, "limit, bare and the workers run guests WithCloseOnContextDone (deadlines); the peers do not (see README: Performance).")
+	fmt.Fprintln(w, "limit, bare and the workers run guests WithCloseOnContextDone (deadlines); the peers do not (see docs/performance.md).")
 	fmt.Fprintln(w, "\nratios of exec/s:")
 	for _, m := range mods {
 		for _, c := range levels {
