@@ -27,6 +27,7 @@ func runAdmin(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	fs := newFlagSet("admin bootstrap", getenv, stderr)
 	natsURL := fs.String("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
+	auth := natsAuthFlags(fs)
 	replicas := fs.Int("replicas", 1, "JetStream replicas for streams and buckets (3 on a cluster)")
 	keyFile := fs.String("key-file", "", "also write the key to this file (mode 0600)")
 	resultsTTL := fs.Duration("results-ttl", 0, "how long execution results stay readable (default: as the bucket has it, 24h when new); roles keep what is set here")
@@ -41,9 +42,9 @@ func runAdmin(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return usageError{err.Error()}
 	}
-	nc, err := nats.Connect(*natsURL, nats.Name("wasmwiz-admin"))
+	nc, err := auth.connect(*natsURL, "wasmwiz-admin")
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
+		return err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)

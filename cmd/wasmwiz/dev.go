@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wasmwiz/wasmwiz/deploy"
 	"github.com/wasmwiz/wasmwiz/gateway"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
@@ -19,6 +20,11 @@ import (
 // JetStream stored in the data dir, the gateway, one executor node with its worker processes, and
 // accounting on SQLite (or Postgres with DATABASE_URL). The first start creates an admin key and a tenant
 // "dev" with a key, written to <data dir>/admin-api-key and <data dir>/dev-api-key.
+//
+// The embedded NATS server authenticates every connection, with the account layout of the
+// shipped deployments (deploy/nats/wasmwiz-account.conf): the roles are nkey users of account
+// WASMWIZ, and tenant dev has an account of its own that reaches only the API. The seeds are
+// made in <data dir>/nats on first start (mode 0600) and kept.
 func runDev(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("dev", getenv, stderr)
 	httpAddr := fs.String("http-addr", "127.0.0.1:8080", "REST API address")
@@ -50,7 +56,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	}
 	var keys *devKeys
 	sys, err := startSystem(ctx, systemConfig{
-		DataDir: *dataDir, NATSAddr: *natsAddr, HTTPAddr: *httpAddr, DatabaseURL: *dbURL,
+		DataDir: *dataDir, NATSDir: filepath.Join(*dataDir, "nats"), NATSAddr: *natsAddr, HTTPAddr: *httpAddr, DatabaseURL: *dbURL,
 		Workers: *workers, CompileTimeout: *compileTimeout, SyncWait: *syncWait, ResultsTTL: *resultsTTL,
 		Tiers: tiers, Logger: log, Registry: newRegistry(),
 		Bootstrap: func(ctx context.Context, js jetstream.JetStream) (err error) {
@@ -65,7 +71,14 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	}
 	defer sys.stop()
 	url := sys.url
-	fmt.Fprintf(stdout, "WasmWiz dev\n  API:       %s  (OpenAPI %s/openapi.json, docs %s/docs)\n  NATS:      %s\n  data dir:  %s\n", url, url, url, sys.ns.ClientURL(), *dataDir)
+	natsDir, natsURL := filepath.Join(*dataDir, "nats"), sys.ns.ClientURL()
+	fmt.Fprintf(stdout, "WasmWiz dev\n  API:       %s  (OpenAPI %s/openapi.json, docs %s/docs)\n", url, url, url)
+	fmt.Fprintf(stdout, "  NATS:      %s  (no anonymous connections)\n", natsURL)
+	fmt.Fprintf(stdout, "    tenant dev connects with the nkey seed %s, e.g.\n      nats --server %s --nkey %s req wasmwiz.api.v1.modules.list '' -H \"Authorization:Bearer $(cat %s)\"\n",
+		filepath.Join(natsDir, natsTenantSeed("dev")), natsURL, filepath.Join(natsDir, natsTenantSeed("dev")), filepath.Join(*dataDir, "dev-api-key"))
+	fmt.Fprintf(stdout, "    operator tools (events tail, accounting reconcile): --nats-nkey %s\n    another tenant: wasmwiz secrets nats-tenant --dir %s <tenant>, then restart dev\n",
+		filepath.Join(natsDir, natsRoleSeed("admin")), natsDir)
+	fmt.Fprintf(stdout, "  data dir:  %s\n", *dataDir)
 	if keys.created {
 		fmt.Fprintf(stdout, "  admin key: %s\n  dev key:   %s  (tenant dev, tier pro)\n  (shown once; also in %s and %s)\n",
 			keys.admin, keys.dev, keys.adminFile, keys.devFile)
@@ -135,4 +148,35 @@ func keyFileValid(ctx context.Context, a *gateway.Admin, path string) bool {
 	}
 	_, err = a.Keys.Get(ctx, gateway.HashAPIKey(key))
 	return err == nil
+}
+
+// devNATSConfig makes (first start) or keeps the roles' and tenant dev's nkey seeds in dir,
+// writes the account layout the shipped deployments use beside them, and returns the path of
+// the server configuration that includes it.
+func devNATSConfig(dir string) (string, error) {
+	if err := mkdirData(dir); err != nil {
+		return "", err
+	}
+	quiet := func(string) {}
+	if err := ensureNATSRoles(dir, false, quiet); err != nil {
+		return "", err
+	}
+	if err := ensureNATSTenant(dir, "dev", false, quiet); err != nil {
+		return "", err
+	}
+	if err := writeIfChanged(filepath.Join(dir, "wasmwiz-account.conf"), deploy.WasmWizAccount, quiet); err != nil {
+		return "", err
+	}
+	conf := filepath.Join(dir, "dev.conf")
+	const devConf = `# Made by wasmwiz dev: the shipped account layout (deploy/nats/nats.conf without cluster, TLS
+# and storage limits). Listen address, store and limits come from dev's flags.
+accounts {
+  WASMWIZ {
+    jetstream: enabled
+    include "wasmwiz-account.conf"
+  }
+  include "nats-tenants.conf"
+}
+`
+	return conf, writeIfChanged(conf, []byte(devConf), quiet)
 }

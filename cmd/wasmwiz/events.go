@@ -46,6 +46,7 @@ func runEvents(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	fs := newFlagSet("events tail", getenv, stderr)
 	natsURL := fs.String("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
+	auth := natsAuthFlags(fs)
 	var types, tenants listFlag
 	fs.Var(&types, "type", "only events of this type, e.g. execution.completed or execution.* (repeatable, comma separated)")
 	fs.Var(&tenants, "tenant", "only this tenant's events (repeatable, comma separated)")
@@ -77,7 +78,7 @@ func runEvents(ctx context.Context, args []string, getenv func(string) string, s
 	case !*follow:
 		cfg.DeliverPolicy = jetstream.DeliverAllPolicy // nothing new would ever end the command
 	}
-	nc, js, err := connectJetStream(*natsURL, "wasmwiz-events-tail")
+	nc, js, err := connectJetStream(*natsURL, "wasmwiz-events-tail", auth)
 	if err != nil {
 		return err
 	}
@@ -223,10 +224,10 @@ func parseTime(s string) (time.Time, error) {
 	return time.Parse(time.DateOnly, s)
 }
 
-func connectJetStream(url, name string) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := nats.Connect(url, nats.Name(name))
+func connectJetStream(url, name string, auth *natsAuth) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := auth.connect(url, name)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
+		return nil, nil, err
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {

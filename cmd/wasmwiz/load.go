@@ -22,6 +22,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	fs := newFlagSet("load", getenv, stderr)
 	baseURL := fs.String("url", "", "REST API URL (e.g. http://127.0.0.1:8080); give --url or --nats")
 	natsURL := fs.String("nats", "", "NATS URL for the direct NATS API (e.g. nats://127.0.0.1:4222)")
+	auth := natsAuthFlags(fs)
 	key := fs.String("key", "", "API key (default, over REST beside a dev system: a key made for the run on the unlimited tier, with ./wasmwiz-data/admin-api-key; else ./wasmwiz-data/dev-api-key)")
 	module := fs.String("module", "", "module file (uploaded first) or an uploaded module's sha256:id")
 	stdin := fs.String("stdin", "", "stdin for every execution")
@@ -70,7 +71,16 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	if *baseURL != "" {
 		t = bench.NewRESTTarget(*baseURL, k, *concurrency)
 	} else {
-		nt, err := bench.NewNATSTarget(*natsURL, k)
+		if *auth.user == "" && *auth.creds == "" && *auth.nkey == "" {
+			if seed := filepath.Join("wasmwiz-data", "nats", natsTenantSeed("dev")); fileExists(seed) {
+				*auth.nkey = seed // beside a dev system: its tenant dev
+			}
+		}
+		opts, err := auth.options()
+		if err != nil {
+			return err
+		}
+		nt, err := bench.NewNATSTarget(*natsURL, k, opts...)
 		if err != nil {
 			return err
 		}

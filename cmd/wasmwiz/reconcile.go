@@ -79,6 +79,7 @@ func (r *ReconcileReport) Failed() bool {
 func runReconcile(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("accounting reconcile", getenv, stderr)
 	natsURL := fs.String("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
+	auth := natsAuthFlags(fs)
 	fromArg := fs.String("from", "", "start of the range, by finish time (RFC 3339 or YYYY-MM-DD); default: UTC midnight 30 days before --to")
 	toArg := fs.String("to", "", "end of the range, exclusive (RFC 3339 or YYYY-MM-DD); default: now")
 	tenant := fs.String("tenant", "", "only this tenant (default: all)")
@@ -114,7 +115,7 @@ func runReconcile(ctx context.Context, args []string, getenv func(string) string
 	if !from.Before(to) {
 		return usageError{"--from must be before --to"}
 	}
-	nc, js, err := connectJetStream(*natsURL, "wasmwiz-reconcile")
+	nc, js, err := connectJetStream(*natsURL, "wasmwiz-reconcile", auth)
 	if err != nil {
 		return exitError{err.Error(), reconcileCannotRead}
 	}

@@ -38,9 +38,8 @@ func newRegistry() *prometheus.Registry {
 }
 
 // connect dials NATS and keeps reconnecting for ever: roles ride out a NATS restart.
-func connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
-	return nats.Connect(url,
-		nats.Name(name),
+func connect(url, name string, auth *natsAuth, log *slog.Logger) (*nats.Conn, error) {
+	return auth.connect(url, name,
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -131,6 +130,7 @@ func listenOps(addr string, log *slog.Logger) (net.Listener, error) {
 type roleCommon struct {
 	name      string
 	natsURL   *string
+	natsAuth  *natsAuth
 	replicas  *int
 	loadTiers func() (map[string]schemas.Tier, error)
 }
@@ -139,6 +139,7 @@ func commonRoleFlags(fs *flagSet, name string) *roleCommon {
 	return &roleCommon{
 		name:      name,
 		natsURL:   fs.String("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated"),
+		natsAuth:  natsAuthFlags(fs),
 		replicas:  fs.Int("replicas", 1, "JetStream replicas for streams, buckets and consumers (3 on a cluster)"),
 		loadTiers: fs.tiersFlag(),
 	}
@@ -165,9 +166,9 @@ func (rc *roleCommon) start(ctx context.Context, fs *flagSet, args []string, get
 	}
 	e := &roleEnv{tiers: tiers, log: newLogger(stderr, getenv, false), reg: newRegistry(), replicas: *rc.replicas}
 	e.stopTracing = setupTracing(ctx, "wasmwiz-"+rc.name, getenv, e.log)
-	if e.nc, err = connect(*rc.natsURL, "wasmwiz-"+rc.name, e.log); err != nil {
+	if e.nc, err = connect(*rc.natsURL, "wasmwiz-"+rc.name, rc.natsAuth, e.log); err != nil {
 		e.stopTracing()
-		return nil, fmt.Errorf("connect to NATS at %s: %w", *rc.natsURL, err)
+		return nil, err
 	}
 	if err := registerOps(e.reg, e.nc, ops); err != nil {
 		e.close()

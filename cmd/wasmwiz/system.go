@@ -37,6 +37,10 @@ type systemConfig struct {
 	Tiers          map[string]schemas.Tier
 	Logger         *slog.Logger
 	Registry       *prometheus.Registry
+	// NATSDir, when set, holds NATS credentials (made there on first use, kept after): the
+	// server then authenticates every connection with the shipped account layout and each role
+	// connects as itself (devNATSConfig). Empty: no authentication (bench, on loopback).
+	NATSDir string
 	// Bootstrap, when set, runs once the streams and buckets exist and before any role starts
 	// (so before the API answers): dev makes its keys there, bench its tenant.
 	Bootstrap func(ctx context.Context, js jetstream.JetStream) error
@@ -63,17 +67,31 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 			s.stop()
 		}
 	}()
-	if s.ns, err = startEmbeddedNATS(cfg.NATSAddr, filepath.Join(cfg.DataDir, "jetstream")); err != nil {
+	natsConf := ""
+	if cfg.NATSDir != "" {
+		if natsConf, err = devNATSConfig(cfg.NATSDir); err != nil {
+			return nil, fmt.Errorf("NATS credentials: %w", err)
+		}
+	}
+	if s.ns, err = startEmbeddedNATS(cfg.NATSAddr, natsConf, filepath.Join(cfg.DataDir, "jetstream")); err != nil {
 		return nil, err
 	}
-	dial := func(name string) (*nats.Conn, error) {
-		nc, err := nats.Connect(s.ns.ClientURL(), nats.Name(name), nats.MaxReconnects(-1))
+	dial := func(name, role string) (*nats.Conn, error) {
+		opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1)}
+		if cfg.NATSDir != "" { // each role as its own user
+			seed, err := nats.NkeyOptionFromSeed(filepath.Join(cfg.NATSDir, natsRoleSeed(role)))
+			if err != nil {
+				return nil, err
+			}
+			opts = append(opts, seed)
+		}
+		nc, err := nats.Connect(s.ns.ClientURL(), opts...)
 		if err == nil {
 			s.conns = append(s.conns, nc)
 		}
 		return nc, err
 	}
-	boot, err := dial("wasmwiz-dev")
+	boot, err := dial("wasmwiz-dev", "admin")
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +121,7 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 		return nil, err
 	}
 
-	exNC, err := dial("wasmwiz-executor")
+	exNC, err := dial("wasmwiz-executor", "executor")
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +130,7 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 	if err != nil {
 		return nil, err
 	}
-	acNC, err := dial("wasmwiz-accounting")
+	acNC, err := dial("wasmwiz-accounting", "accounting")
 	if err != nil {
 		return nil, err
 	}
@@ -120,7 +138,7 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 	if err != nil {
 		return nil, err
 	}
-	gwNC, err := dial("wasmwiz-gateway")
+	gwNC, err := dial("wasmwiz-gateway", "gateway")
 	if err != nil {
 		return nil, err
 	}
@@ -192,8 +210,8 @@ func (s *system) stop() {
 }
 
 // startEmbeddedNATS starts a nats-server with JetStream stored in storeDir, listening on addr
-// (port 0: a free port).
-func startEmbeddedNATS(addr, storeDir string) (*server.Server, error) {
+// (port 0: a free port), configured by configFile when given (accounts and users).
+func startEmbeddedNATS(addr, configFile, storeDir string) (*server.Server, error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, usageError{fmt.Sprintf("nats address %q: %v", addr, err)}
@@ -212,15 +230,15 @@ func startEmbeddedNATS(addr, storeDir string) (*server.Server, error) {
 		}
 		probe.Close()
 	}
-	ns, err := server.NewServer(&server.Options{
-		ServerName: "wasmwiz-dev",
-		Host:       host,
-		Port:       port,
-		JetStream:  true,
-		StoreDir:   storeDir,
-		MaxPayload: 8 << 20,
-		NoSigs:     true,
-	})
+	opts := &server.Options{}
+	if configFile != "" {
+		if opts, err = server.ProcessConfigFile(configFile); err != nil {
+			return nil, fmt.Errorf("embedded NATS: %w", err)
+		}
+	}
+	opts.ServerName, opts.Host, opts.Port = "wasmwiz-dev", host, port
+	opts.JetStream, opts.StoreDir, opts.MaxPayload, opts.NoSigs = true, storeDir, 8<<20, true
+	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS: %w", err)
 	}

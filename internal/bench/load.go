@@ -115,9 +115,9 @@ type NATSTarget struct {
 	auth string
 }
 
-// NewNATSTarget connects to the NATS server at u.
-func NewNATSTarget(u, key string) (*NATSTarget, error) {
-	nc, err := nats.Connect(u, nats.Name("wasmwiz-load"))
+// NewNATSTarget connects to the NATS server at u (with opts: credentials, TLS).
+func NewNATSTarget(u, key string, opts ...nats.Option) (*NATSTarget, error) {
+	nc, err := nats.Connect(u, append(opts, nats.Name("wasmwiz-load"))...)
 	if err != nil {
 		return nil, err
 	}
