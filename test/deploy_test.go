@@ -3,6 +3,7 @@ package test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"net"
@@ -15,10 +16,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.yaml.in/yaml/v3"
 	"sigs.k8s.io/kustomize/api/krusty"
@@ -353,6 +352,14 @@ func TestOps_Compose(t *testing.T) {
 			a = append(a, fmt.Sprint(x))
 		}
 		args = append(args, a)
+		// NATS as its own role (admin bootstrap: admin), over TLS, with the secrets it mounts.
+		role := a[0]
+		secrets, _ := get(s, "secrets").([]any)
+		for env, want := range map[string]string{"WASMWIZ_NATS_NKEY": "nats-" + role + ".nk", "WASMWIZ_NATS_TLS_CA": "nats-ca.pem"} {
+			if got := str(s, "environment", env); got != "/run/secrets/"+want || !slices.Contains(secrets, any(want)) {
+				t.Errorf("%s: %s=%q with secrets %v, want /run/secrets/%s mounted", name, env, got, secrets, want)
+			}
+		}
 		for i := 0; i+1 < len(a); i++ {
 			if a[i] == "--http-addr" || a[i] == "--metrics-addr" {
 				_, port, _ := net.SplitHostPort(a[i+1])
@@ -364,6 +371,22 @@ func TestOps_Compose(t *testing.T) {
 		t.Errorf("%d WasmWiz services, want bootstrap, gateway, two executors, accounting", n)
 	}
 	checkArgs(t, "docker-compose.yml", args)
+	// Each NATS node mounts the config and what it includes or names beside it, in /etc/nats.
+	for _, name := range []string{"nats1", "nats2", "nats3"} {
+		var mounts []string
+		for _, v := range get(services, name, "volumes").([]any) {
+			mounts = append(mounts, fmt.Sprint(v))
+		}
+		for _, f := range []string{"deploy/nats/nats.conf", "deploy/nats/wasmwiz-account.conf", "secrets/nats-roles.conf", "secrets/nats-tenants.conf",
+			"secrets/nats-ca.pem", "secrets/nats-server.pem", "secrets/nats-server-key.pem"} {
+			if !slices.Contains(mounts, "./"+f+":/etc/nats/"+filepath.Base(f)+":ro") {
+				t.Errorf("%s does not mount %s in /etc/nats: %v", name, f, mounts)
+			}
+		}
+		if str(services, name, "working_dir") != "/etc/nats" {
+			t.Errorf("%s: working_dir %q, want /etc/nats (TLS paths in nats.conf are relative)", name, str(services, name, "working_dir"))
+		}
+	}
 
 	pb, err := os.ReadFile("../deploy/prometheus/prometheus.yml")
 	if err != nil {
@@ -396,50 +419,37 @@ func TestOps_Compose(t *testing.T) {
 		}
 	}
 
-	// The NATS config the three servers share parses, with JetStream, the WasmWiz account's
-	// storage limit (for wasmwiz_jetstream_store_limit_bytes) and the payload results need.
-	t.Setenv("NATS_SERVER_NAME", "nats1")
-	nopts, err := server.ProcessConfigFile("../deploy/nats/nats.conf")
+	// The NATS config the three servers share parses (with the files `wasmwiz secrets generate`
+	// makes beside it), with JetStream, TLS for clients and routes, no anonymous user, the
+	// WasmWiz account's storage limit (for wasmwiz_jetstream_store_limit_bytes) and the payload
+	// results need. startShippedNATS runs it alone; TestSecurity_AnonymousNATS attacks it.
+	ns := startShippedNATS(t)
+	nopts, err := server.ProcessConfigFile("nats.conf") // (startShippedNATS changed into its dir)
 	if err != nil {
-		t.Fatalf("deploy/nats/nats.conf: %v", err)
+		t.Fatal(err)
 	}
-	if !nopts.JetStream || nopts.ServerName != "nats1" || nopts.Cluster.Port != 6222 || len(nopts.Routes) != 3 || nopts.MaxPayload < 4<<20 || nopts.NoAuthUser != "wasmwiz" {
-		t.Errorf("nats.conf: jetstream %v name %q cluster port %d routes %d max payload %d no_auth_user %q",
-			nopts.JetStream, nopts.ServerName, nopts.Cluster.Port, len(nopts.Routes), nopts.MaxPayload, nopts.NoAuthUser)
+	if !nopts.JetStream || nopts.ServerName != "nats1" || nopts.MaxPayload < 4<<20 || nopts.NoAuthUser != "" {
+		t.Errorf("nats.conf: jetstream %v name %q max payload %d no_auth_user %q",
+			nopts.JetStream, nopts.ServerName, nopts.MaxPayload, nopts.NoAuthUser)
 	}
-	limited := false
-	for _, a := range nopts.Accounts {
-		if a.Name == "WASMWIZ" {
-			for _, u := range nopts.Users {
-				limited = limited || (u.Username == "wasmwiz" && u.Account == a)
-			}
+	if nopts.Cluster.Port != 6222 || len(nopts.Routes) != 3 || nopts.Cluster.TLSConfig == nil || nopts.Cluster.TLSConfig.ClientAuth != tls.RequireAndVerifyClientCert || nopts.TLSConfig == nil {
+		t.Errorf("nats.conf: cluster port %d, %d routes, route TLS %v verify %v, client TLS %v",
+			nopts.Cluster.Port, len(nopts.Routes), nopts.Cluster.TLSConfig != nil, nopts.Cluster.TLSConfig != nil && nopts.Cluster.TLSConfig.ClientAuth == tls.RequireAndVerifyClientCert, nopts.TLSConfig != nil)
+	}
+	// Each role's seed is a user of account WASMWIZ, which sees its storage limit, as the
+	// collector will.
+	for _, role := range []string{"gateway", "executor", "accounting", "admin"} {
+		nc := ns.mustConnect(t, "nats-"+role+".nk")
+		js, _ := jetstream.New(nc.Conn)
+		ai, err := js.AccountInfo(context.Background())
+		if err != nil || ai.Limits.MaxStore <= 0 {
+			t.Errorf("account info as %s: %+v %v, want a file storage limit", role, ai, err)
 		}
-	}
-	if !limited {
-		t.Error("nats.conf: user wasmwiz is not in account WASMWIZ")
-	}
-	// Run one server on it (alone, on free ports): a client without credentials lands in the
-	// WasmWiz account and sees its storage limit, as the collector will.
-	nopts.Cluster, nopts.Routes = server.ClusterOpts{}, nil
-	nopts.Host, nopts.Port, nopts.HTTPPort, nopts.StoreDir, nopts.NoSigs = "127.0.0.1", -1, 0, t.TempDir(), true
-	ns, err := server.NewServer(nopts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	defer ns.Shutdown()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server from nats.conf not ready")
-	}
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ai, err := js.AccountInfo(context.Background())
-	if err != nil || ai.Limits.MaxStore <= 0 {
-		t.Errorf("account info from nats.conf: %+v %v, want a file storage limit", ai, err)
+		cid, _ := nc.GetClientID()
+		cz, err := ns.srv.Connz(&server.ConnzOptions{CID: cid, Username: true})
+		if err != nil || len(cz.Conns) != 1 || cz.Conns[0].Account != "WASMWIZ" {
+			t.Errorf("%s's connection: %+v %v, want one in account WASMWIZ", role, cz.Conns, err)
+		}
 	}
 
 	dir := t.TempDir()

@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/wasmwiz/wasmwiz/internal/natstest"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
@@ -190,6 +192,22 @@ func startDevEnv(t testing.TB, dataDir string, env ...string) *system {
 	s.AdminKey = readKey(t, filepath.Join(dataDir, "admin-api-key"))
 	s.DevKey = readKey(t, filepath.Join(dataDir, "dev-api-key"))
 	return s
+}
+
+// connectNATS connects to a dev system's NATS as tenant dev, with the nkey seed dev made in its
+// data dir (dev's NATS refuses anonymous connections).
+func (s *system) connectNATS(opts ...nats.Option) (*nats.Conn, error) {
+	seed, err := nats.NkeyOptionFromSeed(filepath.Join(s.DataDir, "nats", "nats-tenant-dev.nk"))
+	if err != nil {
+		return nil, err
+	}
+	return nats.Connect(s.NATSURL, append([]nats.Option{seed}, opts...)...)
+}
+
+// natsRoleEnv is what a role process needs to join a dev system's NATS as role (gateway,
+// executor, accounting or admin).
+func (s *system) natsRoleEnv(role string) []string {
+	return []string{"WASMWIZ_NATS_URL=" + s.NATSURL, "WASMWIZ_NATS_NKEY=" + filepath.Join(s.DataDir, "nats", "nats-"+role+".nk")}
 }
 
 func readKey(t testing.TB, path string) string {

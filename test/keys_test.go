@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 
 	"github.com/wasmwiz/wasmwiz/internal/fixtures"
 	"github.com/wasmwiz/wasmwiz/schemas"
@@ -43,7 +42,7 @@ func (s *system) executionsRun(t testing.TB) int {
 
 func TestDev_KeysTokensIsolation(t *testing.T) {
 	s := startDev(t, t.TempDir())
-	nc, err := nats.Connect(s.NATSURL)
+	nc, err := s.connectNATS()
 	if err != nil {
 		t.Fatal(err)
 	}

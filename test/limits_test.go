@@ -102,7 +102,7 @@ func TestGateways_LimitExactUnderRace(t *testing.T) {
 	urls := []string{s.URL}
 	for range 2 {
 		addr := freeAddr(t)
-		p := start(t, []string{"WASMWIZ_NATS_URL=" + s.NATSURL, "WASMWIZ_HTTP_ADDR=" + addr, "WASMWIZ_TIERS_FILE=" + tiersFile}, "gateway")
+		p := start(t, append(s.natsRoleEnv("gateway"), "WASMWIZ_HTTP_ADDR="+addr, "WASMWIZ_TIERS_FILE="+tiersFile), "gateway")
 		waitReady(t, "http://"+addr, p)
 		urls = append(urls, "http://"+addr)
 	}

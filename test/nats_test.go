@@ -36,7 +36,7 @@ func natsCall(t testing.TB, nc *nats.Conn, op, key string, body []byte, headers 
 
 func TestDev_NATS(t *testing.T) {
 	s := startDev(t, t.TempDir())
-	nc, err := nats.Connect(s.NATSURL)
+	nc, err := s.connectNATS()
 	if err != nil {
 		t.Fatal(err)
 	}

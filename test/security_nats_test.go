@@ -1,0 +1,484 @@
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+
+	"github.com/wasmwiz/wasmwiz/internal/fixtures"
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// shippedNATS is a nats-server running the configuration docker-compose.yml mounts (the files
+// of deploy/nats, byte for byte, beside the files `wasmwiz secrets generate` and `wasmwiz
+// secrets nats-tenant` made), alone on a free port: the cluster block is dropped, nothing else.
+type shippedNATS struct {
+	srv *server.Server
+	dir string // what compose mounts in /etc/nats: the config, the secrets
+	url string
+}
+
+func startShippedNATS(t *testing.T, tenants ...string) *shippedNATS {
+	t.Helper()
+	dir := t.TempDir()
+	wasmwiz := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(bin(), args...).CombinedOutput(); err != nil {
+			t.Fatalf("wasmwiz %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	wasmwiz("secrets", "generate", "--dir", dir)
+	for _, id := range tenants {
+		wasmwiz("secrets", "nats-tenant", "--dir", dir, id)
+	}
+	for _, f := range []string{"nats.conf", "wasmwiz-account.conf"} {
+		b, err := os.ReadFile(filepath.Join("../deploy/nats", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// TLS paths in nats.conf are relative to the working directory (compose: /etc/nats), so
+	// read it from there; includes are relative to the file.
+	t.Setenv("NATS_SERVER_NAME", "nats1")
+	t.Chdir(dir)
+	opts, err := server.ProcessConfigFile("nats.conf")
+	if err != nil {
+		t.Fatalf("shipped nats.conf: %v", err)
+	}
+	if opts.NoAuthUser != "" || opts.TLSConfig == nil || opts.Cluster.TLSConfig == nil {
+		t.Fatalf("shipped nats.conf: no_auth_user %q, client TLS %v, route TLS %v", opts.NoAuthUser, opts.TLSConfig != nil, opts.Cluster.TLSConfig != nil)
+	}
+	opts.Cluster, opts.Routes = server.ClusterOpts{}, nil
+	opts.Host, opts.Port, opts.HTTPPort, opts.StoreDir = "127.0.0.1", -1, 0, filepath.Join(dir, "data")
+	opts.NoLog, opts.NoSigs = true, true
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server on the shipped config is not ready")
+	}
+	return &shippedNATS{srv: srv, dir: dir, url: srv.ClientURL()}
+}
+
+// roleEnv is the environment of a WasmWiz process connecting as role, as compose sets it.
+func (n *shippedNATS) roleEnv(role string) []string {
+	return []string{
+		"WASMWIZ_NATS_URL=" + n.url,
+		"WASMWIZ_NATS_NKEY=" + filepath.Join(n.dir, "nats-"+role+".nk"),
+		"WASMWIZ_NATS_TLS_CA=" + filepath.Join(n.dir, "nats-ca.pem"),
+	}
+}
+
+// conn is a client connection whose asynchronous errors (permission violations) are kept.
+type conn struct {
+	*nats.Conn
+	errs chan error
+}
+
+// connect connects with the seed file (none: anonymous) over TLS with the deployment's CA.
+func (n *shippedNATS) connect(seed string) (*conn, error) {
+	c := &conn{errs: make(chan error, 64)}
+	opts := []nats.Option{
+		nats.RootCAs(filepath.Join(n.dir, "nats-ca.pem")),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			select {
+			case c.errs <- err:
+			default:
+			}
+		}),
+		nats.MaxReconnects(0),
+	}
+	if seed != "" {
+		o, err := nats.NkeyOptionFromSeed(filepath.Join(n.dir, seed))
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, o)
+	}
+	nc, err := nats.Connect(n.url, opts...)
+	if err != nil {
+		return nil, err
+	}
+	c.Conn = nc
+	return c, nil
+}
+
+func (n *shippedNATS) mustConnect(t *testing.T, seed string) *conn {
+	t.Helper()
+	c, err := n.connect(seed)
+	if err != nil {
+		t.Fatalf("connect with %s: %v", seed, err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// refused waits for the server to refuse what the connection just did: a permissions violation
+// for publishing or subscribing (kind) to subject.
+func (c *conn) refused(t *testing.T, kind, subject string) {
+	t.Helper()
+	want := strings.ToLower("permissions violation for " + kind + ` to "` + subject + `"`)
+	timeout := time.After(10 * time.Second)
+	var seen []string
+	for {
+		select {
+		case err := <-c.errs:
+			if strings.Contains(strings.ToLower(err.Error()), want) {
+				return
+			}
+			seen = append(seen, err.Error())
+		case <-timeout:
+			t.Fatalf("the server did not refuse %s to %q (errors seen: %v)", kind, subject, seen)
+		}
+	}
+}
+
+// TestSecurity_AnonymousNATS is issue 12, hole 12 ("Anonymous NATS owns everything"): on the
+// shipped NATS configuration, with the roles connected as themselves (nkeys, TLS), an anonymous
+// client is refused and a tenant's direct-NATS account can do nothing but call the API: each of
+// the attacks that worked before is refused by the server, and the roles' state shows that
+// nothing happened.
+func TestSecurity_AnonymousNATS(t *testing.T) {
+	n := startShippedNATS(t, "acme", "globex")
+	dir := t.TempDir()
+
+	// Every role on its own credentials, over TLS.
+	keyFile := filepath.Join(dir, "admin-key")
+	boot := start(t, append(n.roleEnv("admin"), "WASMWIZ_REPLICAS=1"), "admin", "bootstrap", "--key-file", keyFile)
+	<-boot.done
+	if boot.err != nil {
+		t.Fatalf("admin bootstrap: %v\n%s", boot.err, boot.output())
+	}
+	httpAddr, exAddr, acAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	gw := start(t, append(n.roleEnv("gateway"), "WASMWIZ_HTTP_ADDR="+httpAddr), "gateway")
+	ex := start(t, append(n.roleEnv("executor"), "WASMWIZ_CACHE_DIR="+filepath.Join(dir, "cache"), "WASMWIZ_WORKERS=2", "WASMWIZ_METRICS_ADDR="+exAddr), "executor")
+	ac := start(t, append(n.roleEnv("accounting"), "DATABASE_URL=", "WASMWIZ_SQLITE_PATH="+filepath.Join(dir, "acct.db"), "WASMWIZ_METRICS_ADDR="+acAddr), "accounting")
+	s := &system{URL: "http://" + httpAddr, AdminKey: readKey(t, keyFile), procs: []*proc{gw, ex, ac}}
+	waitReady(t, s.URL, gw, ex)
+	waitReady(t, "http://"+acAddr, ac)
+	keyA := s.newTenant(t, "acme", "basic")
+	keyB := s.newTenant(t, "globex", "basic")
+
+	// The roles' view, to check that attacks changed nothing.
+	ops := n.mustConnect(t, "nats-admin.nk")
+	js, err := jetstream.New(ops.Conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	acme := n.mustConnect(t, "nats-tenant-acme.nk")
+	globex := n.mustConnect(t, "nats-tenant-globex.nk")
+
+	// What must keep working: each tenant calls the API from its own account and gets answers.
+	if st, data := natsCall(t, acme.Conn, schemas.OpModulesList, keyA, nil); st != "200" {
+		t.Fatalf("acme modules.list over NATS: %s %s", st, data)
+	}
+	// A spy on everything acme's account may subscribe to: its own inboxes.
+	var spied atomic.Int64
+	if _, err := acme.Subscribe("_INBOX.>", func(m *nats.Msg) { spied.Add(1) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := acme.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	st, data := natsCall(t, globex.Conn, schemas.OpModulesUpload, keyB, fixtures.Wasm("echo"))
+	if st != "200" {
+		t.Fatalf("globex upload over NATS: %s %s", st, data)
+	}
+	var m schemas.Module
+	_ = json.Unmarshal(data, &m)
+	body, _ := json.Marshal(schemas.ExecutionRequest{ModuleID: m.ID, Stdin: "globex's secret stdin", Env: map[string]string{"TOKEN": "globex-secret"}})
+	st, data = natsCall(t, globex.Conn, schemas.OpExecutionsCreate, keyB, body)
+	var e schemas.Execution
+	_ = json.Unmarshal(data, &e)
+	if st != "200" || e.Stdout != "globex's secret stdin" {
+		t.Fatalf("globex execute over NATS: %s %s", st, data)
+	}
+	if err := acme.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got := spied.Load(); got != 0 {
+		t.Fatalf("acme's account saw %d messages of globex's traffic", got)
+	}
+
+	t.Run("anonymous connect", func(t *testing.T) {
+		c, err := n.connect("")
+		if err == nil {
+			c.Close()
+			t.Fatal("an anonymous client connected")
+		}
+		if !errors.Is(err, nats.ErrAuthorization) && !strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
+			t.Fatalf("anonymous connect: %v, want an authorization violation", err)
+		}
+		// Nor with an nkey of its own making.
+		kp, _ := nkeys.CreateUser()
+		seed, _ := kp.Seed()
+		if err := os.WriteFile(filepath.Join(n.dir, "stranger.nk"), seed, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if c, err := n.connect("stranger.nk"); err == nil {
+			c.Close()
+			t.Fatal("a client with an unknown nkey connected")
+		}
+	})
+
+	t.Run("subscribe to executions", func(t *testing.T) {
+		for _, subj := range []string{"wasmwiz.exec.>", schemas.ExecSubject("basic", "globex"), ">"} {
+			if _, err := acme.Subscribe(subj, func(*nats.Msg) { spied.Add(1) }); err != nil {
+				t.Fatal(err)
+			}
+			acme.refused(t, "subscription", subj)
+		}
+	})
+
+	t.Run("read the keys and results buckets", func(t *testing.T) {
+		for _, subj := range []string{
+			"$JS.API.DIRECT.GET.KV_" + schemas.BucketKeys,
+			"$JS.API.STREAM.MSG.GET.KV_" + schemas.BucketResults,
+			"$JS.API.CONSUMER.CREATE.KV_" + schemas.BucketKeys,
+			"$JS.API.STREAM.INFO.KV_" + schemas.BucketResults,
+		} {
+			if err := acme.PublishRequest(subj, "_INBOX.acme-read", []byte(`{"last_by_subj":"$KV.wasmwiz_keys.x"}`)); err != nil {
+				t.Fatal(err)
+			}
+			acme.refused(t, "publish", subj)
+		}
+		if _, err := acme.Subscribe("$KV.>", func(*nats.Msg) { spied.Add(1) }); err != nil {
+			t.Fatal(err)
+		}
+		acme.refused(t, "subscription", "$KV.>")
+		// Through the JetStream API as a client library would: nothing.
+		ajs, _ := jetstream.New(acme.Conn)
+		short, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		if _, err := ajs.KeyValue(short, schemas.BucketKeys); err == nil {
+			t.Error("acme opened the keys bucket")
+		}
+	})
+
+	t.Run("write the keys and results buckets", func(t *testing.T) {
+		forged := `{"id":"forged","tenant_id":"acme","admin":true,"tier":"unlimited"}`
+		hash := strings.Repeat("ab", 32)
+		for _, subj := range []string{"$KV." + schemas.BucketKeys + "." + hash, "$KV." + schemas.BucketResults + ".forged-execution"} {
+			if err := acme.Publish(subj, []byte(forged)); err != nil {
+				t.Fatal(err)
+			}
+			acme.refused(t, "publish", subj)
+		}
+		for bucket, key := range map[string]string{schemas.BucketKeys: hash, schemas.BucketResults: "forged-execution"} {
+			kv, err := js.KeyValue(ctx, bucket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := kv.Get(ctx, key); !errors.Is(err, jetstream.ErrKeyNotFound) {
+				t.Errorf("%s has %s after the attack: %v", bucket, key, err)
+			}
+		}
+	})
+
+	t.Run("publish executions", func(t *testing.T) {
+		subj := schemas.ExecSubject("free", "globex")
+		if err := acme.Publish(subj, []byte(`{"module_id":"x"}`)); err != nil {
+			t.Fatal(err)
+		}
+		acme.refused(t, "publish", subj)
+		st, err := js.Stream(ctx, schemas.ExecStream("free"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.LastSeq != 0 {
+			t.Errorf("%s received %d messages; nobody is on the free tier", schemas.ExecStream("free"), info.State.LastSeq)
+		}
+	})
+
+	t.Run("reach the roles' own subjects", func(t *testing.T) {
+		for _, subj := range []string{schemas.SubjectExecutorPing, schemas.AccountingSubject(schemas.OpUsage)} {
+			if err := acme.PublishRequest(subj, "_INBOX.acme-ping", nil); err != nil {
+				t.Fatal(err)
+			}
+			acme.refused(t, "publish", subj)
+		}
+	})
+
+	t.Run("purge rate limits", func(t *testing.T) {
+		name := schemas.RateLimitStream("basic", schemas.WindowMinute)
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if before.State.Msgs == 0 {
+			t.Fatalf("%s is empty after executions: nothing to purge", name)
+		}
+		for _, subj := range []string{"$JS.API.STREAM.PURGE." + name, "$JS.API.STREAM.DELETE." + name} {
+			if err := acme.PublishRequest(subj, "_INBOX.acme-purge", nil); err != nil {
+				t.Fatal(err)
+			}
+			acme.refused(t, "publish", subj)
+		}
+		after, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after.State.Msgs < before.State.Msgs {
+			t.Errorf("%s went from %d to %d messages", name, before.State.Msgs, after.State.Msgs)
+		}
+	})
+
+	t.Run("publish events", func(t *testing.T) {
+		subj := schemas.EventSubject(schemas.EventExecutionCompleted, "forged")
+		if err := acme.Publish(subj, []byte(`{"type":"execution.completed","tenant_id":"forged"}`)); err != nil {
+			t.Fatal(err)
+		}
+		acme.refused(t, "publish", subj)
+		st, err := js.Stream(ctx, schemas.StreamEvents)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.GetLastMsgForSubject(ctx, subj); !errors.Is(err, jetstream.ErrMsgNotFound) {
+			t.Errorf("the events stream has a message on %s: %v", subj, err)
+		}
+	})
+
+	t.Run("forge replies", func(t *testing.T) {
+		var got atomic.Int64
+		if _, err := globex.Subscribe("_INBOX.victim.>", func(*nats.Msg) { got.Add(1) }); err != nil {
+			t.Fatal(err)
+		}
+		if err := globex.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if err := acme.Publish("_INBOX.victim.1", []byte(`{"status":"succeeded","stdout":"forged"}`)); err != nil {
+			t.Fatal(err)
+		}
+		acme.refused(t, "publish", "_INBOX.victim.1")
+		if err := globex.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if got.Load() != 0 {
+			t.Error("globex received acme's forged reply")
+		}
+		// The roles' own reply subjects (executor -> gateway) are in WASMWIZ: out of reach too.
+		if err := acme.Publish("_INBOX.gateway", []byte("forged")); err != nil {
+			t.Fatal(err)
+		}
+		acme.refused(t, "publish", "_INBOX.gateway")
+	})
+
+	if got := spied.Load(); got != 0 {
+		t.Errorf("acme's subscriptions received %d messages", got)
+	}
+	// The system still serves after all that.
+	st, data = natsCall(t, globex.Conn, schemas.OpExecutionsCreate, keyB, body)
+	if st != "200" {
+		t.Errorf("globex after the attacks: %s %s", st, data)
+	}
+}
+
+// TestSecurity_DevNATS: `wasmwiz dev`'s NATS refuses anonymous clients too; the roles inside it
+// work on the credentials dev made (mode 0600, kept across restarts), tenant dev reaches the API
+// with its seed and nothing else, and a tenant added with `wasmwiz secrets nats-tenant` connects
+// after a restart.
+func TestSecurity_DevNATS(t *testing.T) {
+	dataDir := t.TempDir()
+	s := startDev(t, dataDir)
+	natsDir := filepath.Join(dataDir, "nats")
+
+	if nc, err := nats.Connect(s.NATSURL); err == nil {
+		nc.Close()
+		t.Fatal("an anonymous client connected to dev's NATS")
+	} else if !strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
+		t.Fatalf("anonymous connect: %v, want an authorization violation", err)
+	}
+	seeds := map[string][]byte{}
+	for _, f := range []string{"nats-gateway.nk", "nats-executor.nk", "nats-accounting.nk", "nats-admin.nk", "nats-tenant-dev.nk"} {
+		p := filepath.Join(natsDir, f)
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %v, want 0600", f, fi.Mode().Perm())
+		}
+		seeds[f], _ = os.ReadFile(p)
+	}
+	// The roles inside dev work on their credentials: an execution over REST runs.
+	m := s.upload(t, s.DevKey, "echo", fixtures.Wasm("echo"))
+	if e := s.run(t, s.DevKey, schemas.ExecutionRequest{ModuleID: m.ID, Stdin: "dev"}); e.Stdout != "dev" {
+		t.Fatalf("execution in dev: %+v", e)
+	}
+	// Tenant dev: the API, and nothing else.
+	errs := make(chan error, 16)
+	nc, err := s.connectNATS(nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, data := natsCall(t, nc, schemas.OpModulesList, s.DevKey, nil); st != "200" {
+		t.Fatalf("tenant dev modules.list: %s %s", st, data)
+	}
+	c := &conn{Conn: nc, errs: errs}
+	if _, err := nc.Subscribe("wasmwiz.exec.>", func(*nats.Msg) {}); err != nil {
+		t.Fatal(err)
+	}
+	c.refused(t, "subscription", "wasmwiz.exec.>")
+	if err := nc.Publish("$KV.wasmwiz_keys.x", nil); err != nil {
+		t.Fatal(err)
+	}
+	c.refused(t, "publish", "$KV.wasmwiz_keys.x")
+	nc.Close()
+
+	// Another tenant, then a restart: the same seeds, and the new tenant connects.
+	if out, err := exec.Command(bin(), "secrets", "nats-tenant", "--dir", natsDir, "acme").CombinedOutput(); err != nil {
+		t.Fatalf("secrets nats-tenant: %v\n%s", err, out)
+	}
+	s.procs[0].stop(t)
+	s = startDev(t, dataDir)
+	for f, b := range seeds {
+		if now, _ := os.ReadFile(filepath.Join(natsDir, f)); string(now) != string(b) {
+			t.Errorf("%s changed across a restart", f)
+		}
+	}
+	seed, err := nats.NkeyOptionFromSeed(filepath.Join(natsDir, "nats-tenant-acme.nk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	acme, err := nats.Connect(s.NATSURL, seed)
+	if err != nil {
+		t.Fatalf("tenant acme after the restart: %v", err)
+	}
+	defer acme.Close()
+	if st, data := natsCall(t, acme, schemas.OpModulesList, s.DevKey, nil); st != "200" {
+		t.Fatalf("modules.list from acme's account: %s %s", st, data)
+	}
+	if e := s.run(t, s.DevKey, schemas.ExecutionRequest{ModuleID: m.ID, Stdin: "again"}); e.Stdout != "again" {
+		t.Fatalf("execution after the restart: %+v", e)
+	}
+}
