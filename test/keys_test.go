@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/wasmwiz/wasmwiz/internal/fixtures"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
