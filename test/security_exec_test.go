@@ -74,7 +74,7 @@ func natsProblemCode(t testing.TB, m *nats.Msg) string {
 
 func (s *system) natsConn(t testing.TB) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(s.NATSURL)
+	nc, err := s.connectNATS()
 	if err != nil {
 		t.Fatal(err)
 	}
