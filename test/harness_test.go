@@ -197,11 +197,20 @@ func startDevEnv(t testing.TB, dataDir string, env ...string) *system {
 // connectNATS connects to a dev system's NATS as tenant dev, with the nkey seed dev made in its
 // data dir (dev's NATS refuses anonymous connections).
 func (s *system) connectNATS(opts ...nats.Option) (*nats.Conn, error) {
-	seed, err := nats.NkeyOptionFromSeed(filepath.Join(s.DataDir, "nats", "nats-tenant-dev.nk"))
-	if err != nil {
-		return nil, err
+	return s.connectNATSAs("nats-tenant-dev.nk", opts...)
+}
+
+// connectNATSAs connects with one of the seeds dev made (nats-<role>.nk, nats-tenant-<id>.nk);
+// a system without a data dir (roles on a test server without authentication) anonymously.
+func (s *system) connectNATSAs(seedFile string, opts ...nats.Option) (*nats.Conn, error) {
+	if s.DataDir != "" {
+		seed, err := nats.NkeyOptionFromSeed(filepath.Join(s.DataDir, "nats", seedFile))
+		if err != nil {
+			return nil, err
+		}
+		opts = append([]nats.Option{seed}, opts...)
 	}
-	return nats.Connect(s.NATSURL, append([]nats.Option{seed}, opts...)...)
+	return nats.Connect(s.NATSURL, opts...)
 }
 
 // natsRoleEnv is what a role process needs to join a dev system's NATS as role (gateway,

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -204,7 +203,7 @@ func driveTraffic(t *testing.T, s *system) {
 	if !limited {
 		t.Errorf("12 executions a minute on the free tier were not rate limited")
 	}
-	nc, err := nats.Connect(s.NATSURL)
+	nc, err := s.connectNATSAs("nats-admin.nk") // the usage query below is a role's subject
 	if err != nil {
 		t.Fatal(err)
 	}
