@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
@@ -29,10 +27,10 @@ func TestSecurity_Keys(t *testing.T) {
 	}
 	s := startDevEnv(t, t.TempDir(), "WASMWIZ_TIERS_FILE="+tiersFile)
 	addr := freeAddr(t)
-	gw2 := start(t, []string{"WASMWIZ_NATS_URL=" + s.NATSURL, "WASMWIZ_HTTP_ADDR=" + addr, "WASMWIZ_TIERS_FILE=" + tiersFile}, "gateway")
+	gw2 := start(t, append(s.natsRoleEnv("gateway"), "WASMWIZ_HTTP_ADDR="+addr, "WASMWIZ_TIERS_FILE="+tiersFile), "gateway")
 	waitReady(t, "http://"+addr, gw2)
 	s2 := &system{URL: "http://" + addr}
-	nc, err := nats.Connect(s.NATSURL)
+	nc, err := s.connectNATS()
 	if err != nil {
 		t.Fatal(err)
 	}
