@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/wasmwiz/wasmwiz/internal/fixtures"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
@@ -86,7 +84,7 @@ func TestDev_Files(t *testing.T) {
 	if c := tryFilesC(t); c != nil {
 		guests["c"] = c
 	}
-	nc, err := nats.Connect(s.NATSURL)
+	nc, err := s.connectNATS()
 	if err != nil {
 		t.Fatal(err)
 	}
