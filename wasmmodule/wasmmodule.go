@@ -1,6 +1,6 @@
 // Package wasmmodule decodes a WebAssembly module and checks it against an upload policy. It is
-// pure and side-effect free, shared by the gateway (upload checks) and the executor; it never
-// compiles or runs guest code (that is wazero's job, in executor workers).
+// pure and side-effect free, a library any role may import (today the gateway's upload checks
+// use it); it never compiles or runs guest code (that is wazero's job, in executor workers).
 //
 // Inspect decodes with github.com/tetratelabs/wabin behind a guard that bounds every count the
 // decoder allocates from (see guard.go); Check applies a Policy, which PolicyFor derives from a
