@@ -44,6 +44,25 @@ type Config struct {
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 	Gatherer   prometheus.Gatherer // served at /metrics; default prometheus.DefaultGatherer
+
+	// MetricsAddr serves /metrics on a listener of its own, and no longer on the API's (which
+	// then answers 404 there); "" keeps it on the API's. MetricsListener is that listener
+	// already open (tests).
+	MetricsAddr     string
+	MetricsListener net.Listener
+	// TLSCertFile and TLSKeyFile (PEM), both or neither: the API is served over HTTPS (TLS 1.2
+	// and later, HTTP/2) with Strict-Transport-Security; the pair is read again when it changes.
+	TLSCertFile string
+	TLSKeyFile  string
+	// MaxConnections bounds the open HTTP connections; past it new ones wait in the kernel's
+	// accept queue. Default DefaultMaxConnections.
+	MaxConnections int
+	// ReadHeaderTimeout, ReadTimeout (header and body) and IdleTimeout (keep-alive connections
+	// between requests) bound slow and idle clients; MaxHeaderBytes the request headers (431).
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	IdleTimeout       time.Duration
+	MaxHeaderBytes    int
 }
 
 func (c *Config) defaults() {
@@ -68,10 +87,28 @@ func (c *Config) defaults() {
 	if c.Gatherer == nil {
 		c.Gatherer = prometheus.DefaultGatherer
 	}
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.ReadHeaderTimeout <= 0 {
+		c.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = DefaultReadTimeout
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.MaxHeaderBytes <= 0 {
+		c.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
 }
 
 // Validate checks the configuration.
 func (c *Config) Validate() error {
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return errors.New("give both a TLS certificate and its key, or neither")
+	}
 	return schemas.ValidateTiers(c.Tiers)
 }
 
@@ -100,6 +137,7 @@ type Gateway struct {
 	refCache    moduleRefCache
 
 	handler   http.Handler
+	certs     *certReloader // nil: plain HTTP
 	lastPing  atomic.Int64 // unix nanos of the last executor answer
 	streamsOK atomic.Bool
 	draining  atomic.Bool
@@ -145,6 +183,11 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn) (*Gateway, error) {
 	if g.bundles, err = js.ObjectStore(ctx, schemas.ObjectBundles); err != nil {
 		return nil, fmt.Errorf("object store: %w", err)
 	}
+	if cfg.TLSCertFile != "" {
+		if g.certs, err = newCertReloader(cfg.TLSCertFile, cfg.TLSKeyFile); err != nil {
+			return nil, err
+		}
+	}
 	g.keyring = newKeyring(g.keysKV, g.tenants, cfg.Tiers, g.log)
 	if cfg.JWTKeyFile != "" {
 		if g.keyring.signer, err = LoadSigner(cfg.JWTKeyFile, false); err != nil {
@@ -184,19 +227,41 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("nats micro service: %w", err)
 	}
-	ln := g.cfg.Listener
-	if ln == nil {
-		if ln, err = net.Listen("tcp", g.cfg.HTTPAddr); err != nil {
-			return err
-		}
+	ln, err := g.listen()
+	if err != nil {
+		_ = svc.Stop()
+		return err
 	}
-	srv := &http.Server{Handler: g.handler, ReadHeaderTimeout: 10 * time.Second}
+	srv := g.newServer(g.handler)
+	servers := []*http.Server{srv}
 	grp, gctx := errgroup.WithContext(ctx)
+	if mln, err := g.metricsListener(); err != nil {
+		_ = svc.Stop()
+		_ = ln.Close()
+		return err
+	} else if mln != nil {
+		msrv := g.newServer(g.metricsHandler())
+		servers = append(servers, msrv)
+		grp.Go(func() error {
+			if err := msrv.Serve(mln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		g.log.Info("gateway metrics listening", "addr", mln.Addr().String())
+	}
 	grp.Go(func() error { return g.keyring.run(gctx) })
 	grp.Go(func() error { g.pingExecutors(gctx); return nil })
 	grp.Go(func() error { g.keyUsage.run(gctx); return nil })
 	grp.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		var err error
+		if g.certs != nil {
+			srv.TLSConfig = g.certs.tlsConfig()
+			err = srv.ServeTLS(ln, "", "")
+		} else {
+			err = srv.Serve(ln)
+		}
+		if !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 		return nil
@@ -212,6 +277,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 		sctx, cancel := context.WithTimeout(context.Background(), g.cfg.DrainTimeout)
 		defer cancel()
 		err := srv.Shutdown(sctx)
+		for _, s := range servers[1:] {
+			_ = s.Shutdown(sctx)
+		}
 		done := make(chan struct{})
 		go func() { g.inflight.Wait(); close(done) }()
 		select {
@@ -220,7 +288,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		}
 		return err
 	})
-	g.log.Info("gateway listening", "addr", ln.Addr().String(), "gateway_id", g.id)
+	g.log.Info("gateway listening", "addr", ln.Addr().String(), "tls", g.certs != nil, "gateway_id", g.id)
 	err = grp.Wait()
 	if ctx.Err() != nil && err == nil {
 		return nil

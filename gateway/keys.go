@@ -277,8 +277,9 @@ var errUnauthorized = schemas.Errorf(schemas.CodeUnauthorized, "missing or unkno
 // authenticate checks an Authorization header value: "Bearer <API key or token>" (or bare).
 func (k *keyring) authenticate(ctx context.Context, authorization string) (*Principal, error) {
 	token := strings.TrimSpace(authorization)
-	if t, ok := strings.CutPrefix(token, "Bearer "); ok {
-		token = strings.TrimSpace(t)
+	// The scheme is case-insensitive (RFC 9110 §11.1).
+	if len(token) > 7 && strings.EqualFold(token[:7], "Bearer ") {
+		token = strings.TrimSpace(token[7:])
 	}
 	if strings.HasPrefix(token, keyPrefix) {
 		rec, err := k.lookupKey(ctx, token)

@@ -45,17 +45,14 @@ var bearer = []map[string][]string{{"bearer": {}}}
 func (g *Gateway) routes() http.Handler {
 	mux := http.NewServeMux()
 	api := newAPI(mux)
-	api.UseMiddleware(g.observe(api), g.traced(api), g.authenticate(api))
+	api.UseMiddleware(g.observe(api), g.traced(api), g.authenticate(api), checkPathIDs(api))
 	g.register(api)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(g.cfg.Gatherer, promhttp.HandlerOpts{}))
+	if !g.separateMetrics() {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(g.cfg.Gatherer, promhttp.HandlerOpts{}))
+	}
 	mux.Handle("POST /api/execute", g.instrument("/api/execute", http.HandlerFunc(g.compatExecute)))
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		p := newProblem(http.StatusNotFound, "no such endpoint: "+r.Method+" "+truncateID(r.URL.Path)+"; see /openapi.json")
-		w.Header().Set("Content-Type", "application/problem+json")
-		w.WriteHeader(p.Status)
-		_ = json.NewEncoder(w).Encode(p)
-	})
-	return mux
+	mux.HandleFunc("/", notFound)
+	return g.secure(mux)
 }
 
 // OpenAPI returns the gateway's OpenAPI document (for the committed snapshot and clients).

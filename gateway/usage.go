@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"reflect"
 	"slices"
@@ -245,8 +246,8 @@ func (g *Gateway) openEvents(ctx context.Context, p *Principal, in *eventsInput)
 	switch {
 	case in.LastEventID != "":
 		seq, err := strconv.ParseUint(in.LastEventID, 10, 64)
-		if err != nil {
-			return nil, nil, schemas.Errorf(schemas.CodeInvalid, "Last-Event-ID must be the id of an event message")
+		if err != nil || seq == math.MaxUint64 { // the next one would be sequence 0
+			return nil, nil, schemas.Errorf(schemas.CodeBadRequest, "Last-Event-ID must be the id of an event message")
 		}
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, seq+1
 	case in.SinceSeq > 0 && in.Since != "":
