@@ -138,7 +138,7 @@ type Gateway struct {
 
 	handler   http.Handler
 	certs     *certReloader // nil: plain HTTP
-	lastPing  atomic.Int64 // unix nanos of the last executor answer
+	lastPing  atomic.Int64  // unix nanos of the last executor answer
 	streamsOK atomic.Bool
 	draining  atomic.Bool
 	inflight  sync.WaitGroup

@@ -201,6 +201,10 @@ func runGatewayCmd(ctx context.Context, args []string, getenv func(string) strin
 	drainTimeout := fs.Duration("drain-timeout", 30*time.Second, "after SIGTERM, how long in-flight requests may take to finish")
 	drainDelay := fs.Duration("drain-delay", 0, "after SIGTERM, how long to keep serving while /health/ready answers 503, before refusing new connections")
 	jwtKey := fs.String("jwt-key-file", "", "Ed25519 private key (PKCS#8 PEM) that signs tokens; empty: no tokens (wasmwiz secrets generate makes one)")
+	metricsAddr := fs.String("metrics-addr", "", "serve /metrics on this address instead of the API's (empty: on the API's)")
+	tlsCert := fs.String("tls-cert", "", "serve the API over HTTPS with this certificate chain (PEM; with --tls-key); read again when it changes")
+	tlsKey := fs.String("tls-key", "", "the private key (PEM) of --tls-cert")
+	maxConns := fs.Int("max-connections", gateway.DefaultMaxConnections, "most open HTTP connections; more wait in the accept queue")
 	e, err := rc.start(ctx, fs, args, getenv, stderr, opsGateway)
 	if err != nil {
 		return err
@@ -209,6 +213,7 @@ func runGatewayCmd(ctx context.Context, args []string, getenv func(string) strin
 	g, err := gateway.New(ctx, gateway.Config{
 		HTTPAddr: *httpAddr, Tiers: e.tiers, JWTKeyFile: *jwtKey, SyncWait: *syncWait, DrainTimeout: *drainTimeout,
 		DrainDelay: *drainDelay, Replicas: e.replicas, Logger: e.log, Registerer: e.reg, Gatherer: e.reg,
+		MetricsAddr: *metricsAddr, TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey, MaxConnections: *maxConns,
 	}, e.nc)
 	if err != nil {
 		return err
