@@ -1,9 +1,11 @@
 package wasmmodule
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/tetratelabs/wabin/leb128"
 )
@@ -57,99 +59,206 @@ func sectionRank(id byte) int {
 
 // guarded is what guard learned about a module.
 type guarded struct {
-	core               []byte // the module without its custom sections
-	customSectionBytes int64  // bytes taken by custom sections, headers included
+	// core is the module with its custom sections removed and, in its code and data sections,
+	// every function body replaced by an empty one and every data segment's bytes by none: what
+	// wabin needs to decode the declarations, a small fraction of a large module.
+	core               []byte
+	customSectionBytes int64 // bytes taken by custom sections, headers included
 	customSections     int
+	largestBody        int // bytes of the largest function body
 }
 
-// guard checks the structure of b (which starts with a valid header) and bounds every count in it.
-func guard(b []byte) (guarded, error) {
-	g := guarded{core: b}
-	var stripped []byte // lazily, b without custom sections
-	r := bytes.NewReader(b[8:])
+// maxDeclarationBytes bounds the sections other than code, data and custom (types, imports,
+// functions, tables, memory, globals, exports, start, elements): guard reads them into memory
+// for wabin. Real programs declare far less (a 20 MiB Go module: ~1 MiB).
+const maxDeclarationBytes = 8 << 20
+
+// emptyBody is a function body with no locals and no instructions: size 2, 0 local groups, end.
+var emptyBody = []byte{0x02, 0x00, 0x0b}
+
+// guard checks the structure of the size bytes of r (which start with a valid 8-byte header)
+// and bounds every count in it. It reads r once, front to back, through a small buffer: code
+// and data, the bulk of a module, are walked and skipped, never held.
+func guard(r io.ReaderAt, size int64) (guarded, error) {
+	var g guarded
+	var core bytes.Buffer
+	core.Write(magic)
+	core.Write(coreVersion)
+	br := bufio.NewReaderSize(io.NewSectionReader(r, 8, size-8), 64<<10)
+	top := &streamSource{br: br, left: size - 8}
 	lastRank := 0
-	for r.Len() > 0 {
-		start := len(b) - r.Len()
-		id, _ := r.ReadByte()
+	var declBytes int64
+	for top.Len() > 0 {
+		start := size - int64(top.Len())
+		id, _ := top.ReadByte()
 		if int(id) >= len(sectionNames) {
 			return g, fmt.Errorf("unknown section id %d at offset %d", id, start)
 		}
 		name := sectionNames[id]
-		size, _, err := leb128.DecodeUint32(r)
+		secSize, err := decodeUint32(top)
 		if err != nil {
 			return g, fmt.Errorf("%s section: size: %v", name, err)
 		}
-		if int64(size) > int64(r.Len()) {
-			return g, fmt.Errorf("%s section: declares %d bytes but only %d remain", name, size, r.Len())
+		if int64(secSize) > int64(top.Len()) {
+			return g, fmt.Errorf("%s section: declares %d bytes but only %d remain", name, secSize, top.Len())
 		}
-		contentStart := len(b) - r.Len()
-		end := contentStart + int(size)
-		content := b[contentStart:end]
-		r.Reset(b[end:])
+		headerBytes := size - int64(top.Len()) - start
+		top.left -= int64(secSize) // the section's bytes are read through sec
+		sec := &streamSource{br: br, left: int64(secSize)}
 
 		if id == secCustom {
-			if stripped == nil {
-				stripped = append(make([]byte, 0, len(b)), b[:start]...)
-			}
-			g.customSectionBytes += int64(end - start)
+			g.customSectionBytes += headerBytes + int64(secSize)
 			g.customSections++
-			if err := checkCustom(content); err != nil {
+			if err := checkCustom(sec); err != nil {
+				return g, fmt.Errorf("custom section: %v", err)
+			}
+			if err := sec.Discard(sec.Len()); err != nil {
 				return g, fmt.Errorf("custom section: %v", err)
 			}
 			continue
-		}
-		if stripped != nil {
-			stripped = append(stripped, b[start:end]...)
 		}
 		rank := sectionRank(id)
 		if rank <= lastRank {
 			return g, fmt.Errorf("%s section is out of order or repeated", name)
 		}
 		lastRank = rank
-		s := newSectionReader(name, content)
-		if err := s.walk(id); err != nil {
-			return g, err
+		var content []byte
+		if id == secCode || id == secData {
+			s := &sectionReader{src: sec, name: name}
+			if content, err = s.walkBulk(id, &g); err != nil {
+				return g, err
+			}
+		} else {
+			if declBytes += int64(secSize); declBytes > maxDeclarationBytes {
+				return g, fmt.Errorf("declarations (types, imports, functions, tables, globals, exports, elements) take more than %d bytes", maxDeclarationBytes)
+			}
+			content = make([]byte, secSize)
+			if _, err := io.ReadFull(br, content); err != nil {
+				return g, fmt.Errorf("%s section: %v", name, err)
+			}
+			sec.left = 0
+			s := newSectionReader(name, content)
+			if err := s.walk(id); err != nil {
+				return g, err
+			}
 		}
-		if s.Len() != 0 {
-			return g, fmt.Errorf("%s section: %d bytes left over after its contents", name, s.Len())
+		if sec.Len() != 0 {
+			return g, fmt.Errorf("%s section: %d bytes left over after its contents", name, sec.Len())
 		}
+		core.WriteByte(id)
+		core.Write(leb128.EncodeUint32(uint32(len(content))))
+		core.Write(content)
 	}
-	if stripped != nil {
-		g.core = stripped
-	}
+	g.core = core.Bytes()
 	return g, nil
 }
 
 // checkCustom checks that a custom section's name fits in it.
-func checkCustom(content []byte) error {
-	r := bytes.NewReader(content)
-	n, _, err := leb128.DecodeUint32(r)
+func checkCustom(s source) error {
+	n, err := decodeUint32(s)
 	if err != nil {
 		return fmt.Errorf("name: %v", err)
 	}
-	if int64(n) > int64(r.Len()) {
+	if int64(n) > int64(s.Len()) {
 		return errors.New("name is longer than the section")
 	}
 	return nil
 }
 
+// source is the bytes of one section (or one function body) that a sectionReader reads: in
+// memory, or streamed from the module.
+type source interface {
+	io.ByteReader
+	Len() int            // bytes left
+	Discard(n int) error // skips n <= Len() bytes
+}
+
+type memSource struct{ *bytes.Reader }
+
+func (m memSource) Discard(n int) error { _, err := m.Seek(int64(n), io.SeekCurrent); return err }
+
+// streamSource reads the next left bytes of a module from br. With rec set, ReadByte appends
+// what it reads to *rec.
+type streamSource struct {
+	br   *bufio.Reader
+	left int64
+	rec  *[]byte
+}
+
+func (s *streamSource) ReadByte() (byte, error) {
+	if s.left <= 0 {
+		return 0, io.EOF
+	}
+	c, err := s.br.ReadByte()
+	if err != nil {
+		return 0, io.ErrUnexpectedEOF
+	}
+	s.left--
+	if s.rec != nil {
+		*s.rec = append(*s.rec, c)
+	}
+	return c, nil
+}
+
+func (s *streamSource) Len() int { return int(s.left) }
+
+func (s *streamSource) Discard(n int) error {
+	if int64(n) > s.left {
+		return io.ErrUnexpectedEOF
+	}
+	d, err := s.br.Discard(n)
+	s.left -= int64(d)
+	if err != nil {
+		return io.ErrUnexpectedEOF
+	}
+	return nil
+}
+
+// limitSource is the next left bytes of another source (a function body in its section).
+type limitSource struct {
+	src  source
+	left int
+}
+
+func (l *limitSource) ReadByte() (byte, error) {
+	if l.left <= 0 {
+		return 0, io.EOF
+	}
+	c, err := l.src.ReadByte()
+	if err == nil {
+		l.left--
+	}
+	return c, err
+}
+
+func (l *limitSource) Len() int { return l.left }
+
+func (l *limitSource) Discard(n int) error {
+	if n > l.left {
+		return io.ErrUnexpectedEOF
+	}
+	l.left -= n
+	return l.src.Discard(n)
+}
+
 // sectionReader reads one section's content; nothing it reads can pass the section's end.
 type sectionReader struct {
-	*bytes.Reader
-	buf  []byte
+	src  source
 	name string
 }
 
 func newSectionReader(name string, content []byte) *sectionReader {
-	return &sectionReader{Reader: bytes.NewReader(content), buf: content, name: name}
+	return &sectionReader{src: memSource{bytes.NewReader(content)}, name: name}
 }
+
+func (s *sectionReader) Len() int { return s.src.Len() }
 
 func (s *sectionReader) errorf(format string, args ...any) error {
 	return fmt.Errorf("%s section: "+format, append([]any{s.name}, args...)...)
 }
 
 func (s *sectionReader) u32(what string) (uint32, error) {
-	v, _, err := leb128.DecodeUint32(s.Reader)
+	v, err := decodeUint32(s.src)
 	if err != nil {
 		return 0, s.errorf("%s: %v", what, err)
 	}
@@ -157,7 +266,7 @@ func (s *sectionReader) u32(what string) (uint32, error) {
 }
 
 func (s *sectionReader) byte(what string) (byte, error) {
-	c, err := s.ReadByte()
+	c, err := s.src.ReadByte()
 	if err != nil {
 		return 0, s.errorf("%s: unexpected end", what)
 	}
@@ -183,16 +292,14 @@ func (s *sectionReader) skip(what string) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.Seek(int64(n), 1)
-	return err
+	return s.src.Discard(int(n))
 }
 
 func (s *sectionReader) fixed(what string, n int) error {
 	if s.Len() < n {
 		return s.errorf("%s: unexpected end", what)
 	}
-	_, err := s.Seek(int64(n), 1)
-	return err
+	return s.src.Discard(n)
 }
 
 func (s *sectionReader) limits() error {
@@ -222,9 +329,9 @@ func (s *sectionReader) constExpr() error {
 	}
 	switch op {
 	case 0x41: // i32.const
-		_, _, err = leb128.DecodeInt32(s.Reader)
+		err = skipSigned(s.src, 5)
 	case 0x42: // i64.const
-		_, _, err = leb128.DecodeInt64(s.Reader)
+		err = skipSigned(s.src, 10)
 	case 0x43: // f32.const
 		err = s.fixed("f32.const", 4)
 	case 0x44: // f64.const
@@ -361,28 +468,6 @@ func (s *sectionReader) entry(id byte) error {
 		return err
 	case secElement:
 		return s.element()
-	case secCode:
-		return s.code()
-	case secData:
-		prefix, err := s.u32("data segment flags")
-		if err != nil {
-			return err
-		}
-		switch prefix {
-		case 2:
-			if _, err := s.u32("memory index"); err != nil {
-				return err
-			}
-			fallthrough
-		case 0:
-			if err := s.constExpr(); err != nil {
-				return err
-			}
-		case 1:
-		default:
-			return s.errorf("data segment flags %d are not valid", prefix)
-		}
-		return s.skip("data bytes")
 	}
 	return s.errorf("unexpected section") // not reached: walk handles every other id
 }
@@ -434,30 +519,97 @@ func (s *sectionReader) element() error {
 	return nil
 }
 
-// code checks one function body's size and its local declarations.
-func (s *sectionReader) code() error {
+// code checks one function body's size and its local declarations, skips the body and
+// returns its size.
+func (s *sectionReader) code() (int, error) {
 	size, err := s.count("function body bytes", 1)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	off := len(s.buf) - s.Len()
-	body := newSectionReader(s.name, s.buf[off:off+int(size)])
+	body := &sectionReader{src: &limitSource{src: s.src, left: int(size)}, name: s.name}
 	groups, err := body.count("local declarations", 2)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var locals uint64
 	for ; groups > 0; groups-- {
 		n, err := body.u32("local count")
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if locals += uint64(n); locals > maxLocals {
-			return s.errorf("a function declares more than %d locals", maxLocals)
+			return 0, s.errorf("a function declares more than %d locals", maxLocals)
 		}
-		if _, err := body.byte("local type"); err != nil {
-			return err
+		t, err := body.byte("local type")
+		if err != nil {
+			return 0, err
+		}
+		if !valueType(t) {
+			return 0, s.errorf("local type %#x is not a value type", t)
 		}
 	}
-	return s.fixed("function body", int(size))
+	return int(size), body.src.Discard(body.Len())
+}
+
+// valueType reports whether t is a WebAssembly 2.0 value type.
+func valueType(t byte) bool {
+	switch t {
+	case 0x7f, 0x7e, 0x7d, 0x7c, 0x7b, 0x70, 0x6f: // i32 i64 f32 f64 v128 funcref externref
+		return true
+	}
+	return false
+}
+
+// walkBulk checks a code or data section, streamed, and returns the section wabin decodes in its
+// place: the same entries, with empty function bodies and empty data.
+func (s *sectionReader) walkBulk(id byte, g *guarded) ([]byte, error) {
+	n, err := s.count("entries", minEntrySize[id])
+	if err != nil {
+		return nil, err
+	}
+	out := leb128.EncodeUint32(n)
+	for i := uint32(0); i < n; i++ {
+		if id == secCode {
+			size, err := s.code()
+			if err != nil {
+				return nil, err
+			}
+			g.largestBody = max(g.largestBody, size)
+			out = append(out, emptyBody...)
+			continue
+		}
+		// A data segment: its header is kept (recorded as it is read), its bytes are not.
+		src := s.src.(*streamSource)
+		src.rec = &out
+		err := s.dataHeader()
+		src.rec = nil
+		if err != nil {
+			return nil, err
+		}
+		if err := s.skip("data bytes"); err != nil {
+			return nil, err
+		}
+		out = append(out, 0x00)
+	}
+	return out, nil
+}
+
+// dataHeader reads a data segment up to its bytes: flags, memory index, offset expression.
+func (s *sectionReader) dataHeader() error {
+	prefix, err := s.u32("data segment flags")
+	if err != nil {
+		return err
+	}
+	switch prefix {
+	case 2:
+		if _, err := s.u32("memory index"); err != nil {
+			return err
+		}
+		fallthrough
+	case 0:
+		return s.constExpr()
+	case 1:
+		return nil
+	}
+	return s.errorf("data segment flags %d are not valid", prefix)
 }

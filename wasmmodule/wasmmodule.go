@@ -9,6 +9,7 @@ package wasmmodule
 
 import (
 	"bytes"
+	"io"
 	"slices"
 	"strings"
 
@@ -72,15 +73,29 @@ func invalid(format string, args ...any) *schemas.Error {
 
 // Inspect decodes b. Its errors are *schemas.Error with code invalid_module.
 func Inspect(b []byte) (*Info, error) {
-	switch {
-	case len(b) < 8 || !bytes.Equal(b[:4], magic):
+	return InspectReader(bytes.NewReader(b), int64(len(b)))
+}
+
+// InspectReader decodes the module held in the first size bytes of r (a spooled upload). It
+// reads r once, front to back, through a small buffer, and holds in memory only the module's
+// declarations: function bodies, data and custom sections are walked and skipped. Its errors
+// are *schemas.Error with code invalid_module.
+func InspectReader(r io.ReaderAt, size int64) (*Info, error) {
+	hdr := make([]byte, 8)
+	if size >= 8 {
+		if _, err := r.ReadAt(hdr, 0); err != nil {
+			return nil, invalid("module could not be read")
+		}
+	}
+	switch b := hdr; {
+	case size < 8 || !bytes.Equal(b[:4], magic):
 		return nil, invalid("not a WebAssembly module (bad magic)")
 	case bytes.Equal(b[4:8], componentVersion):
 		return nil, invalid("WebAssembly component binaries are not supported; build a core module for WASI preview 1 (wasip1)")
 	case !bytes.Equal(b[4:8], coreVersion):
 		return nil, invalid("unsupported WebAssembly version % x (only version 1 core modules are supported)", b[4:8])
 	}
-	g, err := guard(b)
+	g, err := guard(r, size)
 	if err != nil {
 		return nil, invalid("malformed module: %v", err)
 	}
@@ -89,7 +104,7 @@ func Inspect(b []byte) (*Info, error) {
 		return nil, invalid("malformed module: %v", err)
 	}
 	info := &Info{
-		Size:               int64(len(b)),
+		Size:               size,
 		Functions:          len(m.FunctionSection),
 		Globals:            len(m.GlobalSection),
 		DataSegments:       len(m.DataSection),
@@ -119,9 +134,7 @@ func Inspect(b []byte) (*Info, error) {
 	slices.Sort(info.OtherImports)
 	funcTypes = append(funcTypes, m.FunctionSection...)
 
-	for _, c := range m.CodeSection {
-		info.LargestBody = max(info.LargestBody, len(c.Body))
-	}
+	info.LargestBody = g.largestBody // wabin saw empty bodies (see guard)
 
 	tables = append(tables, m.TableSection...)
 	info.HasTableMax = len(tables) > 0
