@@ -73,6 +73,14 @@ func (n *Node) compileModule(ctx context.Context, m *nats.Msg) *schemas.CompileR
 	// by default); the compile itself then has its own timeout.
 	actx, cancel := context.WithTimeout(ctx, compileWaitForWorker)
 	defer cancel()
+	// At most CompileWorkers compiles at once: the pool has that many workers beyond the
+	// execution slots, so compiles never hold a worker an execution was counting on.
+	select {
+	case n.compiling <- struct{}{}:
+		defer func() { <-n.compiling }()
+	case <-actx.Done():
+		return &schemas.CompileReply{Error: schemas.Errorf(schemas.CodeUnavailable, "executor is busy compiling other uploads; retry shortly")}
+	}
 	res, err := n.pool.compile(actx, &worker.CompileJob{ModulePath: path, ModuleHash: hexDigest, MemoryPages: uint32(tier.MemoryMB * 16)})
 	var killed *killedError
 	switch {

@@ -51,6 +51,11 @@ type Config struct {
 	// cache in <CacheDir>/wazero has no bound of its own: clear it when it grows too large
 	// (any time; it only costs recompilation).
 	ModuleCacheBytes int64
+
+	// CompileWorkers is how many uploads the node compiles at once, in workers of their own on
+	// top of Workers, so that compiles (a compile bomb holds its worker for CompileTimeout)
+	// never take the workers executions run in. Default 1.
+	CompileWorkers int
 }
 
 func (c *Config) setDefaults() error {
@@ -84,6 +89,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.CompileTimeout <= 0 {
 		c.CompileTimeout = 10 * time.Second
+	}
+	if c.CompileWorkers <= 0 {
+		c.CompileWorkers = 1
 	}
 	if c.Replicas <= 0 {
 		c.Replicas = 1

@@ -67,7 +67,9 @@ type Node struct {
 	slots   chan struct{} // one per worker: executions until their guest has run
 	handles chan struct{} // executions in flight, including those recording their results
 	compile chan struct{} // bounds compile requests in flight
-	work    sync.WaitGroup
+	// compiling bounds compiles at once to the CompileWorkers workers added for them.
+	compiling chan struct{}
+	work      sync.WaitGroup
 
 	drainMu  sync.Mutex
 	draining bool // set when Run starts draining: no new compile jobs
@@ -142,7 +144,7 @@ func (n *Node) Run(ctx context.Context) error {
 		command:        n.cfg.WorkerCommand,
 		env:            n.cfg.WorkerEnv,
 		cacheDir:       filepath.Join(n.cfg.CacheDir, "wazero"),
-		size:           n.cfg.Workers,
+		size:           n.cfg.Workers + n.cfg.CompileWorkers, // executions use Workers (slots), compiles the rest
 		killGrace:      n.cfg.KillGrace,
 		compileTimeout: n.cfg.CompileTimeout,
 		memoryLimit:    n.cfg.WorkerMemoryLimit,
@@ -157,6 +159,7 @@ func (n *Node) Run(ctx context.Context) error {
 	n.slots = make(chan struct{}, n.cfg.Workers)
 	n.handles = make(chan struct{}, finishingPerWorker*n.cfg.Workers)
 	n.compile = make(chan struct{}, 2*n.cfg.Workers)
+	n.compiling = make(chan struct{}, n.cfg.CompileWorkers)
 
 	ping, err := n.nc.Subscribe(schemas.SubjectExecutorPing, func(m *nats.Msg) {
 		if n.Ready() {

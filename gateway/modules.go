@@ -1,12 +1,10 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"strings"
 	"time"
 	"unicode"
@@ -30,27 +28,29 @@ func validModuleName(name string) error {
 	return nil
 }
 
-// uploadModule checks, stores and compiles a module for p's tenant. It returns the module and
-// whether the tenant already had it.
+// uploadModule checks, stores and compiles a module held in memory (a NATS upload, the compat
+// endpoint) for p's tenant.
 func (g *Gateway) uploadModule(ctx context.Context, p *Principal, name string, wasm []byte) (*schemas.Module, error) {
+	if int64(len(wasm)) > p.Tier.ModuleSize {
+		return nil, schemas.Errorf(schemas.CodeTooLarge, "module is %d bytes; the %s tier allows %d", len(wasm), p.Tier.Name, p.Tier.ModuleSize)
+	}
+	return g.storeModule(ctx, p, name, bytesSource(wasm))
+}
+
+// storeModule checks, stores and compiles src for p's tenant and returns the module. A module
+// the tenant already has is returned at once; anything else passes the upload limits (see
+// uploads.go) before it is compiled.
+func (g *Gateway) storeModule(ctx context.Context, p *Principal, name string, src *moduleSource) (*schemas.Module, error) {
 	if name == "" {
 		name = "module"
 	}
 	if err := validModuleName(name); err != nil {
 		return nil, err
 	}
-	if int64(len(wasm)) > p.Tier.ModuleSize {
-		return nil, schemas.Errorf(schemas.CodeTooLarge, "module is %d bytes; the %s tier allows %d", len(wasm), p.Tier.Name, p.Tier.ModuleSize)
+	if src.size > p.Tier.ModuleSize {
+		return nil, schemas.Errorf(schemas.CodeTooLarge, "module is %d bytes; the %s tier allows %d", src.size, p.Tier.Name, p.Tier.ModuleSize)
 	}
-	info, err := wasmmodule.Inspect(wasm)
-	if err != nil {
-		return nil, err
-	}
-	if err := wasmmodule.Check(info, wasmmodule.PolicyFor(p.Tier)); err != nil {
-		return nil, err
-	}
-	sum := sha256.Sum256(wasm)
-	digest := hex.EncodeToString(sum[:])
+	digest := src.digest
 	refKey := schemas.ModuleRefKey(p.TenantID, digest)
 	if e, err := g.moduleRefs.Get(ctx, refKey); err == nil {
 		var m schemas.Module
@@ -60,24 +60,48 @@ func (g *Gateway) uploadModule(ctx context.Context, p *Principal, name string, w
 	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, unavailable("module store", err)
 	}
+	if err := g.admitUpload(ctx, p); err != nil {
+		return nil, err
+	}
+	info, err := wasmmodule.InspectReader(src.r, src.size)
+	if err != nil {
+		return nil, err
+	}
+	if err := wasmmodule.Check(info, wasmmodule.PolicyFor(p.Tier)); err != nil {
+		return nil, err
+	}
+	if err := g.checkQuota(ctx, p, src.size); err != nil {
+		return nil, err
+	}
+	release, err := g.acquireCompile(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	objName := schemas.ModuleObjectName(digest)
 	if _, err := g.modules.GetInfo(ctx, objName); err != nil {
 		if !errors.Is(err, jetstream.ErrObjectNotFound) {
 			return nil, unavailable("module store", err)
 		}
-		if _, err := g.modules.Put(ctx, jetstream.ObjectMeta{Name: objName}, bytes.NewReader(wasm)); err != nil {
+		if _, err := g.modules.Put(ctx, jetstream.ObjectMeta{Name: objName}, io.NewSectionReader(src.r, 0, src.size)); err != nil {
 			return nil, unavailable("module store", err)
 		}
 	}
-	if err := g.compile(ctx, digest, p.Tier.Name); err != nil {
+	compileMS, err := g.compile(ctx, digest, p.Tier.Name)
+	if err != nil {
 		var se *schemas.Error
 		if errors.As(err, &se) && se.Code == schemas.CodeInvalidModule {
 			g.deleteObjectIfUnreferenced(ctx, digest)
+			// The executor's time is billed even though the module was refused: a compile bomb
+			// costs its uploader.
+			g.publishEvent(ctx, schemas.EventModuleRejected, p.TenantID, "module.rejected:"+refKey+":"+time.Now().UTC().Format(time.RFC3339Nano), func(e *schemas.Event) {
+				e.Module = &schemas.ModuleEvent{ModuleID: schemas.ModuleID(digest), Name: name, Size: src.size, KeyID: p.KeyID, CompileMS: compileMS, Error: se.Message}
+			})
 		}
 		return nil, err
 	}
 	m := &schemas.Module{
-		ID: schemas.ModuleID(digest), Name: name, Size: int64(len(wasm)),
+		ID: schemas.ModuleID(digest), Name: name, Size: src.size,
 		Imports: nonNil(info.Imports), Exports: nonNil(info.Exports),
 		CreatedAt: time.Now().UTC(), TenantID: p.TenantID,
 	}
@@ -91,7 +115,7 @@ func (g *Gateway) uploadModule(ctx context.Context, p *Principal, name string, w
 		return nil, unavailable("module store", err)
 	}
 	g.publishEvent(ctx, schemas.EventModuleUploaded, p.TenantID, "module.uploaded:"+refKey+":"+m.CreatedAt.Format(time.RFC3339Nano), func(e *schemas.Event) {
-		e.Module = &schemas.ModuleEvent{ModuleID: m.ID, Name: m.Name, Size: m.Size, KeyID: p.KeyID}
+		e.Module = &schemas.ModuleEvent{ModuleID: m.ID, Name: m.Name, Size: m.Size, KeyID: p.KeyID, CompileMS: compileMS}
 	})
 	return m, nil
 }
@@ -103,27 +127,28 @@ func nonNil(s []string) []string {
 	return s
 }
 
-// compile asks an executor to compile the stored module under supervision.
-func (g *Gateway) compile(ctx context.Context, digest, tier string) error {
+// compile asks an executor to compile the stored module under supervision. It returns the
+// worker time the compile took (also when the module was refused for it).
+func (g *Gateway) compile(ctx context.Context, digest, tier string) (float64, error) {
 	req, _ := json.Marshal(schemas.CompileRequest{ModuleID: schemas.ModuleID(digest), Tier: tier})
 	cctx, cancel := context.WithTimeout(ctx, g.cfg.CompileTimeout)
 	defer cancel()
 	msg, err := g.nc.RequestWithContext(cctx, schemas.SubjectCompile, req)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
-			return schemas.Errorf(schemas.CodeUnavailable, "no executor is available to compile the module; try again shortly")
+			return 0, schemas.Errorf(schemas.CodeUnavailable, "no executor is available to compile the module; try again shortly")
 		}
-		return unavailable("executor (compile)", err)
+		return 0, unavailable("executor (compile)", err)
 	}
 	var rep schemas.CompileReply
 	if err := json.Unmarshal(msg.Data, &rep); err != nil {
-		return unavailable("executor (compile)", err)
+		return 0, unavailable("executor (compile)", err)
 	}
 	if rep.Error != nil {
-		return rep.Error
+		return rep.CompileMS, rep.Error
 	}
 	g.metrics.compileSeconds.Observe(rep.CompileMS / 1000)
-	return nil
+	return rep.CompileMS, nil
 }
 
 func (g *Gateway) deleteObjectIfUnreferenced(ctx context.Context, digest string) {

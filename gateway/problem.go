@@ -27,6 +27,9 @@ func (p *Problem) ContentType(string) string { return "application/problem+json"
 func (p *Problem) GetHeaders() http.Header   { return p.headers }
 
 func newProblem(status int, msg string, errs ...error) *Problem {
+	if e, ok := asBodyLimit(errs); ok { // a body read stopped at the caller's tier limit
+		return problemFrom(e)
+	}
 	p := &Problem{Title: http.StatusText(status), Status: status, Code: schemas.CodeForStatus(status), Detail: msg}
 	for _, err := range errs {
 		var d *huma.ErrorDetail

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -45,7 +46,7 @@ var bearer = []map[string][]string{{"bearer": {}}}
 func (g *Gateway) routes() http.Handler {
 	mux := http.NewServeMux()
 	api := newAPI(mux)
-	api.UseMiddleware(g.observe(api), g.traced(api), g.authenticate(api), checkPathIDs(api))
+	api.UseMiddleware(g.observe(api), g.traced(api), g.authenticate(api), g.limitBody(api), checkPathIDs(api))
 	g.register(api)
 	if !g.separateMetrics() {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(g.cfg.Gatherer, promhttp.HandlerOpts{}))
@@ -156,9 +157,17 @@ func (g *Gateway) fail(ctx context.Context, op string, err error) error {
 	return p
 }
 
+// moduleUploadInput has no Body or RawBody field, so Huma does not read the body: the handler
+// streams it to a spool file (uploads.go). Resolve hands it the body.
 type moduleUploadInput struct {
-	Name    string `query:"name" maxLength:"128" doc:"a name for the module (argv[0] when it runs)"`
-	RawBody []byte `contentType:"application/wasm" doc:"the module's bytes"`
+	Name string `query:"name" maxLength:"128" doc:"a name for the module (argv[0] when it runs)"`
+	body io.Reader
+}
+
+func (in *moduleUploadInput) Resolve(ctx huma.Context) []error {
+	in.body = ctx.BodyReader()
+	_ = ctx.SetReadDeadline(time.Now().Add(uploadReadTimeout))
+	return nil
 }
 
 type moduleOutput struct {
@@ -238,9 +247,12 @@ func (g *Gateway) register(api huma.API) {
 		Summary:     "Upload a module",
 		Description: "Validates a WASI preview 1 command module, compiles it once on an executor, and stores it content-addressed. The same bytes return the same id.",
 		Security:    bearer, DefaultStatus: http.StatusCreated, MaxBodyBytes: maxModule + 1,
-		Errors: []int{401, 413, 422, 503},
+		RequestBody: &huma.RequestBody{Required: true, Content: map[string]*huma.MediaType{"application/wasm": {Schema: &huma.Schema{
+			Type: "string", Format: "binary", // marshalled with contentMediaType application/octet-stream
+		}}}},
+		Errors: []int{401, 413, 422, 429, 503},
 	}, func(ctx context.Context, in *moduleUploadInput) (*moduleOutput, error) {
-		m, err := g.uploadModule(ctx, principalFrom(ctx), in.Name, in.RawBody)
+		m, err := g.uploadREST(ctx, principalFrom(ctx), in.Name, in.body)
 		if err != nil {
 			return nil, g.fail(ctx, "upload-module", err)
 		}

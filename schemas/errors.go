@@ -18,6 +18,7 @@ const (
 	CodeNotFound      Code = "not_found"              // 404
 	CodeConflict      Code = "conflict"               // 409 e.g. idempotency key reused with another body
 	CodeTooLarge      Code = "too_large"              // 413
+	CodeQuotaExceeded Code = "quota_exceeded"         // 413 the tenant's storage quota would be exceeded
 	CodeUnsupported   Code = "unsupported_media_type" // 415 send Content-Type: application/json (or application/wasm)
 	CodeRateLimited   Code = "rate_limited"           // 429
 	CodeUnavailable   Code = "unavailable"            // 503 a dependency (NATS, executors) is not reachable
@@ -42,7 +43,7 @@ func (c Code) Status() int {
 		return http.StatusNotFound
 	case CodeConflict, CodeKeyLimit:
 		return http.StatusConflict
-	case CodeTooLarge:
+	case CodeTooLarge, CodeQuotaExceeded:
 		return http.StatusRequestEntityTooLarge
 	case CodeUnsupported:
 		return http.StatusUnsupportedMediaType
@@ -60,7 +61,7 @@ func (c Code) Status() int {
 // codes lists every code; where several share a status, the first is the generic one.
 var codes = []Code{CodeInvalid, CodeInvalidModule, CodeBadRequest, CodeUnauthorized, CodeForbidden,
 	CodeNotFound, CodeConflict, CodeTooLarge, CodeUnsupported, CodeRateLimited, CodeUnavailable,
-	CodeTimeout, CodeInternal, CodeEmptyScopes, CodeKeyLimit}
+	CodeTimeout, CodeInternal, CodeEmptyScopes, CodeKeyLimit, CodeQuotaExceeded}
 
 // CodeForStatus is the generic code of an HTTP status, for errors made by HTTP machinery (body
 // too large, validation) rather than by WasmWiz; the inverse of Status.

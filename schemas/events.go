@@ -8,6 +8,7 @@ const (
 	EventExecutionFailed    = "execution.failed"    // trap, timeout, kill, or the module could not run
 	EventModuleUploaded     = "module.uploaded"
 	EventModuleDeleted      = "module.deleted"
+	EventModuleRejected     = "module.rejected" // compiled, then refused (invalid, or too expensive to compile): billed compile time
 	EventKeyCreated         = "key.created"
 	EventKeyRevoked         = "key.revoked"
 	EventTenantCreated      = "tenant.created"
@@ -20,7 +21,7 @@ const EventVersion = 1
 // KnownEventType reports whether t is one of the event types above.
 func KnownEventType(t string) bool {
 	switch t {
-	case EventExecutionCompleted, EventExecutionFailed, EventModuleUploaded, EventModuleDeleted,
+	case EventExecutionCompleted, EventExecutionFailed, EventModuleUploaded, EventModuleDeleted, EventModuleRejected,
 		EventKeyCreated, EventKeyRevoked, EventTenantCreated, EventRateLimitRejected:
 		return true
 	}
@@ -62,12 +63,16 @@ type ExecutionEvent struct {
 	NodeID          string    `json:"node_id"`
 }
 
-// ModuleEvent records an upload or a delete.
+// ModuleEvent records an upload, a rejected upload or a delete. CompileMS is the time an
+// executor's worker spent compiling the module for this upload (0 on a delete, and small when
+// the node had it compiled already): the upload's billable compile time.
 type ModuleEvent struct {
-	ModuleID string `json:"module_id"`
-	Name     string `json:"name"`
-	Size     int64  `json:"size"`
-	KeyID    string `json:"key_id"`
+	ModuleID  string  `json:"module_id"`
+	Name      string  `json:"name"`
+	Size      int64   `json:"size"`
+	KeyID     string  `json:"key_id"`
+	CompileMS float64 `json:"compile_ms,omitempty"`
+	Error     string  `json:"error,omitempty"` // module.rejected: why
 }
 
 // KeyEvent records a key being created or revoked (never the secret).

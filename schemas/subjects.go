@@ -113,6 +113,10 @@ func ParseEventSubject(subject string) (eventType, tenant string, err error) {
 const (
 	WindowMinute = "minute"
 	WindowDay    = "day"
+	// WindowUpload counts a tenant's uploads (compiles) in the last minute; WindowCompiling
+	// holds one message per compile in flight (deleted when it ends; MaxAge covers a lost gateway).
+	WindowUpload    = "upload"
+	WindowCompiling = "compiling"
 )
 
 // RateLimitStream names the counter stream of a tier's window: WASMWIZ_RL_<TIER>_<WINDOW>.

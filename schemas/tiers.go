@@ -36,6 +36,11 @@ type Tier struct {
 	MaxKeys int `json:"max_keys"`
 
 	Files FileLimits `json:"files"` // guest file limits; zero fields: see Tier.FileLimits
+
+	// Uploads (POST /v1/modules and inline module_base64): each one that compiles counts.
+	UploadsPerMinute int   `json:"uploads_per_minute"` // 0 = unlimited
+	CompilesInFlight int   `json:"compiles_in_flight"` // compiles at once per tenant, all gateways; 0 = 1
+	ModuleBytes      int64 `json:"module_bytes"`       // storage quota: bytes of stored modules; 0 = unlimited
 }
 
 // DefaultMaxKeys is a tier's cap on live API keys per tenant when it sets none.
@@ -74,13 +79,17 @@ const (
 func DefaultTiers() map[string]Tier {
 	return map[string]Tier{
 		TierFree: {Name: TierFree, ExecPerMinute: 10, ExecPerDay: 500, MemoryMB: 128, WallTime: 5 * time.Second, ModuleSize: 10 * MiB, InFlight: 1, StdinMax: MiB, StdoutMax: MiB, Priority: 1,
-			ArgsMax: 64, EnvMax: 64, ArgsEnvBytes: 16 << 10, ConcurrentRequests: 16},
+			ArgsMax: 64, EnvMax: 64, ArgsEnvBytes: 16 << 10, ConcurrentRequests: 16,
+			UploadsPerMinute: 10, CompilesInFlight: 1, ModuleBytes: 64 * MiB},
 		TierBasic: {Name: TierBasic, ExecPerMinute: 100, ExecPerDay: 10_000, MemoryMB: 256, WallTime: 10 * time.Second, ModuleSize: 25 * MiB, InFlight: 5, StdinMax: MiB, StdoutMax: MiB, Priority: 2,
-			ArgsMax: DefaultArgsMax, EnvMax: DefaultEnvMax, ArgsEnvBytes: DefaultArgsEnvBytes, ConcurrentRequests: DefaultConcurrentRequests},
+			ArgsMax: DefaultArgsMax, EnvMax: DefaultEnvMax, ArgsEnvBytes: DefaultArgsEnvBytes, ConcurrentRequests: DefaultConcurrentRequests,
+			UploadsPerMinute: 30, CompilesInFlight: 2, ModuleBytes: 512 * MiB},
 		TierPro: {Name: TierPro, ExecPerMinute: 500, ExecPerDay: 50_000, MemoryMB: 512, WallTime: 30 * time.Second, ModuleSize: 50 * MiB, InFlight: 20, StdinMax: MiB, StdoutMax: MiB, Priority: 3,
-			ArgsMax: 1024, EnvMax: 1024, ArgsEnvBytes: 64 << 10, ConcurrentRequests: 128},
+			ArgsMax: 1024, EnvMax: 1024, ArgsEnvBytes: 64 << 10, ConcurrentRequests: 128,
+			UploadsPerMinute: 100, CompilesInFlight: 4, ModuleBytes: 2048 * MiB},
 		TierUnlimited: {Name: TierUnlimited, MemoryMB: 512, WallTime: 30 * time.Second, ModuleSize: 50 * MiB, InFlight: 1000, StdinMax: MiB, StdoutMax: MiB, Priority: 3,
-			ArgsMax: 1024, EnvMax: 1024, ArgsEnvBytes: 64 << 10, ConcurrentRequests: 1024},
+			ArgsMax: 1024, EnvMax: 1024, ArgsEnvBytes: 64 << 10, ConcurrentRequests: 1024,
+			CompilesInFlight: 8},
 	}
 }
 
@@ -98,7 +107,7 @@ func (t Tier) Validate() error {
 		return fmt.Errorf("tier %s: wall_time must be positive", t.Name)
 	case t.ModuleSize <= 0 || t.StdinMax <= 0 || t.StdoutMax <= 0 || t.InFlight <= 0:
 		return fmt.Errorf("tier %s: sizes and in_flight must be positive", t.Name)
-	case t.ExecPerMinute < 0 || t.ExecPerDay < 0:
+	case t.ExecPerMinute < 0 || t.ExecPerDay < 0 || t.UploadsPerMinute < 0:
 		return fmt.Errorf("tier %s: rate limits must not be negative", t.Name)
 	case t.ArgsMax <= 0 || t.ArgsMax > maxArgsMax || t.EnvMax <= 0 || t.EnvMax > maxArgsMax:
 		return fmt.Errorf("tier %s: args_max and env_max must be in 1..%d", t.Name, maxArgsMax)
@@ -108,6 +117,10 @@ func (t Tier) Validate() error {
 		return fmt.Errorf("tier %s: concurrent_requests must be positive", t.Name)
 	case t.MaxKeys < 0:
 		return fmt.Errorf("tier %s: max_keys must not be negative", t.Name)
+	case t.CompilesInFlight < 0:
+		return fmt.Errorf("tier %s: compiles_in_flight must not be negative", t.Name)
+	case t.ModuleBytes < 0 || (t.ModuleBytes > 0 && t.ModuleBytes < t.ModuleSize):
+		return fmt.Errorf("tier %s: module_bytes must be 0 (unlimited) or at least module_size", t.Name)
 	}
 	return nil
 }
@@ -147,7 +160,10 @@ type tierFile struct {
 	Concurrent    *int   `json:"concurrent_requests"`
 	MaxKeys       *int   `json:"max_keys"`
 
-	Files *FileLimits `json:"files"` // guest file limits; absent fields keep the defaults
+	Files            *FileLimits `json:"files"` // guest file limits; absent fields keep the defaults
+	UploadsPerMinute *int        `json:"uploads_per_minute"`
+	CompilesInFlight *int        `json:"compiles_in_flight"`
+	ModuleBytes      *int64      `json:"module_bytes"`
 }
 
 // ParseTiers reads a tiers file: a JSON object of tier name → fields, laid over DefaultTiers
@@ -184,6 +200,9 @@ func ParseTiers(data []byte) (map[string]Tier, error) {
 		set(&t.ConcurrentRequests, f.Concurrent)
 		set(&t.MaxKeys, f.MaxKeys)
 		t.Files = t.Files.over(f.Files)
+		set(&t.UploadsPerMinute, f.UploadsPerMinute)
+		set(&t.CompilesInFlight, f.CompilesInFlight)
+		set(&t.ModuleBytes, f.ModuleBytes)
 		if f.WallTimeMS != nil {
 			t.WallTime = time.Duration(*f.WallTimeMS) * time.Millisecond
 		}
@@ -200,3 +219,6 @@ func set[T any](dst *T, src *T) {
 		*dst = *src
 	}
 }
+
+// CompileSlots is how many compiles a tenant of t may have in flight: CompilesInFlight, at least 1.
+func (t Tier) CompileSlots() int { return max(1, t.CompilesInFlight) }

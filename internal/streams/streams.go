@@ -56,6 +56,10 @@ func (o *Options) defaults() {
 // once); only the audit stream would hold it twice, under the same id.
 const EventsDuplicateWindow = 10 * time.Minute
 
+// CompilingMaxAge is how long a compile in flight counts against its tenant if the gateway that
+// started it never says it ended (the gateway died): longer than any compile may wait for.
+const CompilingMaxAge = 2 * time.Minute
+
 // DefaultResultsTTL is a new results bucket's TTL when none is given.
 const DefaultResultsTTL = 24 * time.Hour
 
@@ -114,13 +118,19 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 			window string
 			limit  int
 			age    time.Duration
-		}{{schemas.WindowMinute, t.ExecPerMinute, time.Minute}, {schemas.WindowDay, t.ExecPerDay, 24 * time.Hour}} {
+			what   string
+		}{
+			{schemas.WindowMinute, t.ExecPerMinute, time.Minute, "executions admitted per tenant in the last minute"},
+			{schemas.WindowDay, t.ExecPerDay, 24 * time.Hour, "executions admitted per tenant in the last day"},
+			{schemas.WindowUpload, t.UploadsPerMinute, time.Minute, "uploads (compiles) admitted per tenant in the last minute"},
+			{schemas.WindowCompiling, t.CompileSlots(), CompilingMaxAge, "compiles in flight per tenant (deleted when each ends)"},
+		} {
 			if w.limit <= 0 {
 				continue
 			}
 			streamsCfg = append(streamsCfg, jetstream.StreamConfig{
 				Name:                 schemas.RateLimitStream(name, w.window),
-				Description:          "rate-limit counters: executions admitted per tenant in the last " + w.window,
+				Description:          "rate-limit counters: " + w.what,
 				Subjects:             []string{schemas.RateLimitSubject(name, w.window, "*")},
 				Retention:            jetstream.LimitsPolicy,
 				Storage:              jetstream.FileStorage,

@@ -1,0 +1,363 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/wasmwiz/wasmwiz/internal/fixtures"
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// Issue 12, holes 6 (one request can take the gateway's memory), 8 (compile bombs) and 9 (no
+// per-tenant storage quota). See SECURITY.md, "Uploads".
+
+// sizedModule is a valid WASI command of exactly size bytes (size >= 64): an empty _start and
+// one passive data segment that fills the rest, its bytes set to salt so that modules differ.
+func sizedModule(size int, salt byte) []byte {
+	var head bytes.Buffer
+	head.WriteString("\x00asm\x01\x00\x00\x00")
+	section(&head, 1, []byte{1, 0x60, 0, 0})
+	section(&head, 3, []byte{1, 0})
+	section(&head, 5, []byte{1, 0, 1})
+	section(&head, 7, []byte{2, 6, '_', 's', 't', 'a', 'r', 't', 0, 0, 6, 'm', 'e', 'm', 'o', 'r', 'y', 2, 0})
+	section(&head, 12, []byte{1})             // data count: one segment
+	section(&head, 10, []byte{1, 2, 0, 0x0b}) // _start: no locals, end
+	// The data section: id, size, count 1, passive flag 1, length, bytes. Sizes are LEB128, so
+	// find the data length that makes the total exact.
+	for n := size - head.Len() - 4; n > 0; n-- {
+		var seg bytes.Buffer
+		seg.Write([]byte{1, 1})
+		uleb(&seg, uint64(n))
+		seg.Write(bytes.Repeat([]byte{salt}, n))
+		var out bytes.Buffer
+		out.Write(head.Bytes())
+		section(&out, 11, seg.Bytes())
+		if out.Len() == size {
+			return out.Bytes()
+		}
+	}
+	panic(fmt.Sprintf("no module of %d bytes", size))
+}
+
+// fillReader yields prefix, then filler bytes, total bytes in all, counting what was read.
+type fillReader struct {
+	prefix []byte
+	filler byte
+	left   int64
+	read   atomic.Int64
+}
+
+func (r *fillReader) Read(p []byte) (int, error) {
+	if r.left <= 0 {
+		return 0, io.EOF
+	}
+	p = p[:min(int64(len(p)), r.left)]
+	n := copy(p, r.prefix)
+	r.prefix = r.prefix[n:]
+	for i := n; i < len(p); i++ {
+		p[i] = r.filler
+	}
+	r.left -= int64(len(p))
+	r.read.Add(int64(len(p)))
+	return len(p), nil
+}
+
+// sendLarge posts a body of total bytes (prefix, then filler) and reports the answer and how
+// many bytes the client had handed to the connection when the answer came.
+func sendLarge(t *testing.T, s *system, path, key, contentType string, prefix []byte, filler byte, total int64, withLength bool) (int, string, int64) {
+	t.Helper()
+	body := &fillReader{prefix: prefix, filler: filler, left: total}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.URL+path, body)
+	if withLength {
+		req.ContentLength = total
+	} else {
+		req.ContentLength = -1 // chunked: the gateway learns the size only by reading
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", contentType)
+	resp, err := http.DefaultClient.Do(req)
+	sent := body.read.Load()
+	if err != nil {
+		t.Fatalf("POST %s (%d bytes, length given: %v): %v after %d bytes", path, total, withLength, err, sent)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	r := &response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+	code := ""
+	if r.Status >= 400 {
+		code, _ = r.problem(t)
+	}
+	return r.Status, code, sent
+}
+
+// TestSecurity_BodyLimitFromTier (hole 6): a free tenant's request body is cut off at the free
+// tier's limit while it is read, with or without a Content-Length: the gateway does not read
+// the largest tier's 50 MiB (uploads) or ~70 MB (executions) first. Before the fix both
+// requests below were read to the largest tier's limit.
+func TestSecurity_BodyLimitFromTier(t *testing.T) {
+	s := startDev(t, t.TempDir())
+	free := s.newTenant(t, "small", schemas.TierFree)
+	tier := schemas.DefaultTiers()[schemas.TierFree]
+	const total = 65 << 20 // the attack of issue 12: 65 MiB from a free tenant
+	// Loopback socket buffers hold a few MiB the gateway has not read.
+	const slack = 16 << 20
+	for _, tc := range []struct {
+		path, contentType string
+		prefix            []byte
+		filler            byte
+		limit             int64
+	}{
+		{"/v1/modules?name=big", "application/wasm", []byte("\x00asm\x01\x00\x00\x00"), 0, tier.ModuleSize},
+		{"/v1/executions", "application/json", []byte(`{"module_base64":"`), 'A', tier.ModuleSize*4/3 + 4<<20},
+	} {
+		for _, withLength := range []bool{true, false} {
+			status, code, sent := sendLarge(t, s, tc.path, free, tc.contentType, tc.prefix, tc.filler, total, withLength)
+			t.Logf("%s, %d MiB, Content-Length given: %v: %d %s after the client sent %.1f MiB (free limit %.1f MiB)",
+				tc.path, total>>20, withLength, status, code, mib(sent), mib(tc.limit))
+			if status != http.StatusRequestEntityTooLarge || code != string(schemas.CodeTooLarge) {
+				t.Errorf("%s (Content-Length given: %v): %d %s, want 413 too_large", tc.path, withLength, status, code)
+			}
+			if sent > tc.limit+slack {
+				t.Errorf("%s (Content-Length given: %v): the gateway read about %.0f MiB before refusing; the free tier's limit is %.1f MiB",
+					tc.path, withLength, mib(sent), mib(tc.limit))
+			}
+		}
+	}
+	// A module of exactly the free tier's size is still accepted.
+	m := s.upload(t, free, "exact", sizedModule(int(tier.ModuleSize), 1))
+	if m.Size != tier.ModuleSize {
+		t.Errorf("uploaded %d bytes, want %d", m.Size, tier.ModuleSize)
+	}
+}
+
+func writeTiers(t *testing.T, tiers string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "tiers.json")
+	if err := os.WriteFile(path, []byte(tiers), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func (s *system) moduleNames(t *testing.T, key string) []string {
+	t.Helper()
+	var l schemas.ModuleList
+	r := s.do(t, http.MethodGet, "/v1/modules", key, "", nil)
+	r.decode(t, &l)
+	var names []string
+	for _, m := range l.Modules {
+		names = append(names, m.Name)
+	}
+	return names
+}
+
+// TestSecurity_CompileBombRateLimitedBeforeCompile (hole 8): an inline module from a tenant
+// whose execution limit is spent is refused with 429 before it is compiled (before the fix it
+// was compiled and stored, then refused); uploads have their own per-tier rate limit; an
+// upload's compile time is in its module.uploaded event.
+func TestSecurity_CompileBombRateLimitedBeforeCompile(t *testing.T) {
+	tiers := writeTiers(t, `{"free": {"uploads_per_minute": 3}}`)
+	s := startDevEnv(t, t.TempDir(), "WASMWIZ_TIERS_FILE="+tiers)
+	free := s.newTenant(t, "bomber", schemas.TierFree)
+	events := s.openEvents(t, free, url.Values{})
+
+	hello := s.upload(t, free, "hello", fixtures.Wasm("hello")) // upload 1 of 3
+	got := events.until(t, func(ev sseEvent) bool { return ev.Event == schemas.EventModuleUploaded })
+	if mod := got[len(got)-1].Data.Module; mod == nil || mod.CompileMS <= 0 {
+		t.Errorf("module.uploaded carries no compile time: %+v", mod)
+	}
+
+	limit := schemas.DefaultTiers()[schemas.TierFree].ExecPerMinute
+	for range limit {
+		if r, _ := s.execute(t, free, schemas.ExecutionRequest{ModuleID: hello.ID, Async: true}); r.Status != 202 {
+			t.Fatalf("execution within the limit: %d %s", r.Status, r.Body)
+		}
+	}
+	// The limit is spent. An inline module that takes a while to compile:
+	bomb := genModule(1, patAdd, 150_000)
+	start := time.Now()
+	r, _ := s.execute(t, free, schemas.ExecutionRequest{ModuleBase64: b64(bomb)})
+	took := time.Since(start)
+	code, detail := "", ""
+	if r.Status >= 400 {
+		code, detail = r.problem(t)
+	}
+	t.Logf("inline module after the limit: %d %s %q in %v", r.Status, code, detail, took.Round(time.Millisecond))
+	if r.Status != 429 || code != string(schemas.CodeRateLimited) || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("inline module with the execution limit spent: %d %s, want 429 rate_limited with Retry-After", r.Status, r.Body)
+	}
+	if names := s.moduleNames(t, free); len(names) != 1 {
+		t.Fatalf("the refused inline module was compiled and stored: modules %v", names)
+	}
+
+	// Uploads 2 and 3 of the tier's 3 per minute; the refused inline module did not count.
+	for i := range 2 {
+		s.upload(t, free, fmt.Sprintf("m%d", i), sizedModule(4096, byte(i)))
+	}
+	r = s.do(t, http.MethodPost, "/v1/modules?name=fourth", free, "application/wasm", sizedModule(4096, 9))
+	code, detail = r.problem(t)
+	if r.Status != 429 || code != string(schemas.CodeRateLimited) || !strings.Contains(detail, "uploads per minute") || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("fourth upload in a minute: %d %s, want 429 naming the upload limit, with Retry-After", r.Status, r.Body)
+	}
+	// A module the tenant already has costs no compile and is not limited.
+	if r := s.do(t, http.MethodPost, "/v1/modules?name=hello", free, "application/wasm", fixtures.Wasm("hello")); r.Status != 201 {
+		t.Errorf("re-upload of an owned module: %d %s", r.Status, r.Body)
+	}
+	// Other tenants are not affected.
+	s.upload(t, s.DevKey, "other", sizedModule(4096, 9))
+}
+
+// TestSecurity_CompileBombKeepsWorkers (hole 8): a compile bomb on a node with one execution
+// worker neither takes that worker from another tenant's executions nor goes unbilled. Before
+// the fix the bomb held the only worker until the compile timeout killed it, and another
+// tenant's executions waited that long.
+func TestSecurity_CompileBombKeepsWorkers(t *testing.T) {
+	const compileTimeout = 4 * time.Second
+	s := startDevEnv(t, t.TempDir(), "WASMWIZ_WORKERS=1", "WASMWIZ_COMPILE_TIMEOUT="+compileTimeout.String(), "WASMWIZ_SYNC_WAIT=30s")
+	free := s.newTenant(t, "bomber", schemas.TierFree)
+	events := s.openEvents(t, free, url.Values{})
+	hello := s.upload(t, s.DevKey, "hello", fixtures.Wasm("hello"))
+	s.run(t, s.DevKey, schemas.ExecutionRequest{ModuleID: hello.ID}) // warm
+
+	bombDone := make(chan *response, 1)
+	go func() {
+		bombDone <- s.do(t, http.MethodPost, "/v1/modules?name=bomb", free, "application/wasm", genModule(1, patAdd, 1_100_000))
+	}()
+	var slowest time.Duration
+	runs := 0
+	var bomb *response
+	for bomb == nil {
+		start := time.Now()
+		e := s.run(t, s.DevKey, schemas.ExecutionRequest{ModuleID: hello.ID})
+		if e.Status != schemas.StatusSucceeded {
+			t.Fatalf("execution during the bomb: %+v", e)
+		}
+		slowest = max(slowest, time.Since(start))
+		runs++
+		select {
+		case bomb = <-bombDone:
+		default:
+		}
+	}
+	t.Logf("%d executions of another tenant ran while the bomb compiled; the slowest took %v; the bomb: %d %s",
+		runs, slowest.Round(time.Millisecond), bomb.Status, trunc(string(bomb.Body), 160))
+	if bomb.Status != 422 || !strings.Contains(string(bomb.Body), "too expensive to compile") {
+		t.Fatalf("bomb: %d %s, want 422 too expensive to compile", bomb.Status, bomb.Body)
+	}
+	if slowest > compileTimeout/2 {
+		t.Errorf("another tenant's execution took %v while the bomb compiled: the compile took its worker", slowest)
+	}
+	got := events.until(t, func(ev sseEvent) bool { return ev.Event == schemas.EventModuleRejected })
+	mod := got[len(got)-1].Data.Module
+	t.Logf("module.rejected: %+v", mod)
+	if mod == nil || mod.CompileMS < float64(compileTimeout.Milliseconds())*0.9 || !strings.Contains(mod.Error, "too expensive") {
+		t.Errorf("the bomb's compile time is not billed: %+v", mod)
+	}
+}
+
+// TestSecurity_StorageQuota (hole 9): a tenant's stored modules are bounded by its tier's
+// module_bytes; an upload (REST or inline) past it is refused with 413 quota_exceeded, and
+// deleting a module makes room. Before the fix there was no quota.
+func TestSecurity_StorageQuota(t *testing.T) {
+	tiers := writeTiers(t, `{"free": {"module_size": 1048576, "module_bytes": 1048576}}`)
+	s := startDevEnv(t, t.TempDir(), "WASMWIZ_TIERS_FILE="+tiers)
+	free := s.newTenant(t, "hoarder", schemas.TierFree)
+	const size = 400 << 10
+	a := s.upload(t, free, "a", sizedModule(size, 'a'))
+	s.upload(t, free, "b", sizedModule(size, 'b'))
+
+	r := s.do(t, http.MethodPost, "/v1/modules?name=c", free, "application/wasm", sizedModule(size, 'c'))
+	code, detail := r.problem(t)
+	t.Logf("third module: %d %s %q", r.Status, code, detail)
+	if r.Status != 413 || code != string(schemas.CodeQuotaExceeded) || !strings.Contains(detail, "quota") {
+		t.Fatalf("upload over the quota: %d %s, want 413 quota_exceeded", r.Status, r.Body)
+	}
+	r, _ = s.execute(t, free, schemas.ExecutionRequest{ModuleBase64: b64(sizedModule(size, 'd'))})
+	if code, _ := r.problem(t); r.Status != 413 || code != string(schemas.CodeQuotaExceeded) {
+		t.Fatalf("inline module over the quota: %d %s, want 413 quota_exceeded", r.Status, r.Body)
+	}
+	// The same bytes again are not stored twice and not refused.
+	if r := s.do(t, http.MethodPost, "/v1/modules?name=a", free, "application/wasm", sizedModule(size, 'a')); r.Status != 201 {
+		t.Fatalf("re-upload of an owned module: %d %s", r.Status, r.Body)
+	}
+	// Another tenant has its own quota.
+	other := s.newTenant(t, "neighbour", schemas.TierFree)
+	s.upload(t, other, "c", sizedModule(size, 'c'))
+	// Deleting makes room.
+	if r := s.do(t, http.MethodDelete, "/v1/modules/"+a.ID, free, "", nil); r.Status != 204 {
+		t.Fatalf("delete: %d %s", r.Status, r.Body)
+	}
+	s.upload(t, free, "c", sizedModule(size, 'c'))
+	var l schemas.ModuleList
+	s.do(t, http.MethodGet, "/v1/modules", free, "", nil).decode(t, &l)
+	var stored int64
+	for _, m := range l.Modules {
+		stored += m.Size
+	}
+	if stored > 1<<20 {
+		t.Errorf("the tenant stores %d bytes, over its quota", stored)
+	}
+}
+
+// TestMeasure_UploadPeakRSS measures a separate gateway process's peak RSS (VmHWM) while six
+// maximum-size requests arrive at once: six 65 MiB inline-module executions from a free tenant
+// (the attack of issue 12: 1.74 GiB before the fix) and six 50 MiB uploads from a pro tenant
+// (the largest legitimate uploads). It is a measurement, run on request:
+//
+//	WASMWIZ_MEASURE=1 go test ./test -run TestMeasure_UploadPeakRSS -v
+func TestMeasure_UploadPeakRSS(t *testing.T) {
+	if os.Getenv("WASMWIZ_MEASURE") == "" {
+		t.Skip("a measurement: set WASMWIZ_MEASURE=1")
+	}
+	s := startDevEnv(t, t.TempDir(), "WASMWIZ_COMPILE_TIMEOUT=60s")
+	addr := freeAddr(t)
+	gw := start(t, []string{"WASMWIZ_NATS_URL=" + s.NATSURL, "WASMWIZ_HTTP_ADDR=" + addr}, "gateway")
+	waitReady(t, "http://"+addr, gw)
+	g := &system{URL: "http://" + addr}
+	pid := gw.cmd.Process.Pid
+	free := s.newTenant(t, "attacker", schemas.TierFree)
+	pro := s.newTenant(t, "bigcorp", schemas.TierPro)
+	proSize := int(schemas.DefaultTiers()[schemas.TierPro].ModuleSize)
+	modules := make([][]byte, 6)
+	for i := range modules {
+		modules[i] = sizedModule(proSize, byte(i+1))
+	}
+	base := procMem(t, pid)
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Go(func() {
+			status, code, sent := sendLarge(t, g, "/v1/executions", free, "application/json", []byte(`{"module_base64":"`), 'A', 65<<20, true)
+			t.Logf("free 65 MiB execution: %d %s after %.1f MiB", status, code, mib(sent))
+		})
+	}
+	wg.Wait()
+	afterFree := procMem(t, pid)
+	for i := range 6 {
+		wg.Go(func() {
+			r := g.do(t, http.MethodPost, fmt.Sprintf("/v1/modules?name=big%d", i), pro, "application/wasm", modules[i])
+			if r.Status != 201 {
+				t.Errorf("pro upload %d: %d %s", i, r.Status, trunc(string(r.Body), 200))
+			}
+		})
+	}
+	wg.Wait()
+	afterPro := procMem(t, pid)
+	t.Logf("gateway VmHWM: idle %.0f MiB; after 6 concurrent 65 MiB free-tier executions %.0f MiB; after 6 concurrent 50 MiB pro uploads %.0f MiB (VmRSS now %.0f MiB)",
+		mib(base.hwm), mib(afterFree.hwm), mib(afterPro.hwm), mib(afterPro.rss))
+	if grow := afterPro.hwm - base.hwm; grow > 256<<20 {
+		t.Errorf("the gateway's peak RSS grew by %.0f MiB for six uploads it should stream", mib(grow))
+	}
+}
