@@ -2,9 +2,7 @@ package gateway
 
 import (
 	"errors"
-	"fmt"
-	"io"
-	"strconv"
+	"net/http"
 
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/danielgtaylor/huma/v2/adapters/humago"
@@ -32,11 +30,15 @@ func bodyLimit(op string, t schemas.Tier) int64 {
 // module in base64 plus room for stdin (1 MiB, up to 4 MiB as JSON) and args and env.
 func executionBodyLimit(moduleSize int64) int64 { return moduleSize*4/3 + 4<<20 }
 
-// limitBody is the middleware that applies bodyLimit to the authenticated caller's request.
+// limitBody is the middleware that applies bodyLimit to the authenticated caller's request. It
+// uses http.MaxBytesReader, so that the server, having answered 413, closes the connection
+// gracefully (it stops reading, half-closes and waits for the client to read the answer)
+// instead of resetting it under the client's feet.
 func (g *Gateway) limitBody(api huma.API) func(huma.Context, func(huma.Context)) {
 	return func(ctx huma.Context, next func(huma.Context)) {
 		p := principalFrom(ctx.Context())
-		if p == nil {
+		r, w := humago.Unwrap(ctx)
+		if p == nil || r == nil || r.Body == nil {
 			next(ctx)
 			return
 		}
@@ -45,16 +47,15 @@ func (g *Gateway) limitBody(api huma.API) func(huma.Context, func(huma.Context))
 			next(ctx)
 			return
 		}
-		tooLarge := bodyTooLarge(limit, p.Tier.Name)
-		if n, err := strconv.ParseInt(ctx.Header("Content-Length"), 10, 64); err == nil && n > limit {
-			ctx.SetHeader("Connection", "close") // the body is not read
-			_ = huma.WriteErr(api, ctx, tooLarge.Code.Status(), tooLarge.Message)
+		if r.ContentLength > limit {
+			// Refused unread. Reading one byte through a limit of 0 tells the server the body
+			// was too large, so it closes the connection gracefully after the answer.
+			_, _ = http.MaxBytesReader(w, r.Body, 0).Read(make([]byte, 1))
+			e := bodyTooLarge(limit, p.Tier.Name)
+			_ = huma.WriteErr(api, ctx, e.Code.Status(), e.Message)
 			return
 		}
-		r, _ := humago.Unwrap(ctx)
-		if r != nil && r.Body != nil {
-			r.Body = &limitedBody{rc: r.Body, left: limit, err: tooLarge}
-		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		next(ctx)
 	}
 }
@@ -64,43 +65,13 @@ func bodyTooLarge(limit int64, tier string) *schemas.Error {
 	return schemas.Errorf(schemas.CodeTooLarge, "request body is over the %s tier's limit of %d bytes for this operation", tier, limit)
 }
 
-// limitedBody reads at most left bytes of rc; one more is an error carrying the 413. Huma turns
-// a read error into a 500 whose errors include it; newProblem finds it there (bodyError).
-type limitedBody struct {
-	rc   io.ReadCloser
-	left int64
-	err  *schemas.Error
-}
-
-func (b *limitedBody) Read(p []byte) (int, error) {
-	if b.left < 0 {
-		return 0, &bodyLimitError{b.err}
-	}
-	if int64(len(p)) > b.left+1 {
-		p = p[:b.left+1]
-	}
-	n, err := b.rc.Read(p)
-	b.left -= int64(n)
-	if b.left < 0 {
-		return n - 1, &bodyLimitError{b.err} // the byte past the limit is not handed on
-	}
-	return n, err
-}
-
-func (b *limitedBody) Close() error { return b.rc.Close() }
-
-// bodyLimitError is a read past a tier's body limit.
-type bodyLimitError struct{ err *schemas.Error }
-
-func (e *bodyLimitError) Error() string { return fmt.Sprint(e.err) }
-func (e *bodyLimitError) Unwrap() error { return e.err }
-
-// asBodyLimit finds a body-limit refusal among the errors Huma reports for a failed body read.
+// asBodyLimit finds a body-limit refusal among the errors Huma reports for a failed body read
+// (it answers 500 "cannot read request body" with the read's error).
 func asBodyLimit(errs []error) (*schemas.Error, bool) {
 	for _, err := range errs {
-		var le *bodyLimitError
-		if errors.As(err, &le) {
-			return le.err, true
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return schemas.Errorf(schemas.CodeTooLarge, "request body is over your tier's limit of %d bytes for this operation", mbe.Limit), true
 		}
 	}
 	return nil, false

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -45,9 +46,9 @@ func spool(body io.Reader, limit int64, tier string) (src *moduleSource, done fu
 	done = func() { f.Close(); os.Remove(f.Name()) }
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(body, limit+1))
-	var le *bodyLimitError
+	var mbe *http.MaxBytesError
 	switch {
-	case errors.As(err, &le) || n > limit:
+	case errors.As(err, &mbe) || n > limit:
 		done()
 		return nil, nil, schemas.Errorf(schemas.CodeTooLarge, "module is over the %s tier's %d bytes", tier, limit)
 	case err != nil:
