@@ -354,13 +354,15 @@ func (m *keysModel) step(i int) {
 	}
 }
 
-// pickScopes: absent, empty, or a random non-empty subset.
+// pickScopes: absent, empty, one unknown, or a random non-empty subset.
 func (m *keysModel) pickScopes() []string {
-	switch m.rng.IntN(6) {
-	case 0:
+	switch m.rng.IntN(8) {
+	case 0, 1:
 		return nil
-	case 1:
+	case 2:
 		return []string{}
+	case 3:
+		return []string{schemas.ScopeExecute, "admin:everything"}
 	}
 	var out []string
 	for _, sc := range schemas.AllScopes {
@@ -453,7 +455,7 @@ func (m *keysModel) mayCreate(c *mCred, adminPath bool, tenant, tier string, sco
 		}
 	}
 	switch {
-	case scopes != nil && len(scopes) == 0:
+	case scopes != nil && len(scopes) == 0, slices.Contains(scopes, "admin:everything"):
 		return 422, "", nil, nil
 	case exp != nil && exp.Before(m.now()):
 		return 422, "", nil, nil
