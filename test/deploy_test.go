@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
@@ -121,6 +123,7 @@ func checkWorkloads(t *testing.T, name string, objs []obj) (probes []probe, args
 			if kind != "Deployment" {
 				continue
 			}
+			checkNATSCredentials(t, cname, role, pod, c)
 			ports := map[string]int{}
 			for _, p := range get(c, "ports").([]any) {
 				ports[str(p, "name")] = get(p, "containerPort").(int)
@@ -173,6 +176,45 @@ func checkWorkloads(t *testing.T, name string, objs []obj) (probes []probe, args
 	return probes, args
 }
 
+// checkNATSCredentials: a role's container connects to NATS as itself, over TLS: its
+// WASMWIZ_NATS_NKEY is its own seed, read from Secret wasmwiz-nats mounted where the variable
+// says, beside the CA that WASMWIZ_NATS_TLS_CA (from the ConfigMap) names.
+func checkNATSCredentials(t *testing.T, where, role string, pod, c any) {
+	t.Helper()
+	nkey := ""
+	for _, e := range get(c, "env").([]any) {
+		if str(e, "name") == "WASMWIZ_NATS_NKEY" {
+			nkey = str(e, "value")
+		}
+	}
+	want := "/secrets/nats/nats-" + role + ".nk"
+	if nkey != want {
+		t.Errorf("%s: WASMWIZ_NATS_NKEY %q, want %s", where, nkey, want)
+	}
+	mounted := ""
+	for _, m := range get(c, "volumeMounts").([]any) {
+		if str(m, "mountPath") == "/secrets/nats" {
+			mounted = str(m, "name")
+		}
+	}
+	var items []string
+	for _, v := range get(pod, "volumes").([]any) {
+		if str(v, "name") == mounted && str(v, "secret", "secretName") == "wasmwiz-nats" {
+			for _, it := range get(v, "secret", "items").([]any) {
+				if str(it, "key") == str(it, "path") {
+					items = append(items, str(it, "key"))
+				}
+			}
+		}
+	}
+	wantItems := []string{"nats-ca.pem", "nats-" + role + ".nk"}
+	slices.Sort(items)
+	slices.Sort(wantItems)
+	if !slices.Equal(items, wantItems) {
+		t.Errorf("%s: /secrets/nats holds %v from Secret wasmwiz-nats, want its own seed and the CA", where, items)
+	}
+}
+
 // checkArgs runs the binary with each argument list plus -h: every subcommand and flag a
 // manifest uses must exist (an unknown flag exits 2).
 func checkArgs(t *testing.T, where string, args [][]string) {
@@ -219,6 +261,13 @@ func TestOps_Kubernetes(t *testing.T) {
 	}
 	base := render(t, "../deploy/k8s/base")
 	_, args := checkWorkloads(t, "base", base)
+	for _, o := range base {
+		if str(o, "kind") == "ConfigMap" && strings.HasPrefix(str(o, "metadata", "name"), "wasmwiz-config") {
+			if ca := str(o, "data", "WASMWIZ_NATS_TLS_CA"); ca != "/secrets/nats/nats-ca.pem" {
+				t.Errorf("wasmwiz-config: WASMWIZ_NATS_TLS_CA %q, want the CA in Secret wasmwiz-nats", ca)
+			}
+		}
+	}
 	checkArgs(t, "deploy/k8s/base", args)
 
 	prod := render(t, "../deploy/k8s/overlays/production")
@@ -518,4 +567,116 @@ func TestOps_AlertTests(t *testing.T) {
 		t.Errorf("promtool tests for unknown alert %s", name)
 	}
 	t.Logf("%d alerts, each tested firing and silent", n)
+}
+
+// TestOps_NATSHelmValues renders deploy/k8s/nats/values.yaml's server settings the way the NATS
+// chart does (config.merge and config.cluster.merge as JSON, "$include" keys as include
+// directives, relative to /etc/nats-config) into a directory laid out like the pod's, with
+// Secret nats-auth's files in nats-auth/, and runs nats-server on it: every connection
+// authenticates (an anonymous one is refused), clients and routes need TLS, the roles are in
+// WASMWIZ with its storage limit, and a tenant's account reaches the API only.
+func TestOps_NATSHelmValues(t *testing.T) {
+	b, err := os.ReadFile("../deploy/k8s/nats/values.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v obj
+	if err := yaml.Unmarshal(b, &v); err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	secrets := filepath.Join(root, "nats-auth")
+	for _, args := range [][]string{{"secrets", "generate", "--dir", secrets}, {"secrets", "nats-tenant", "--dir", secrets, "acme"}} {
+		if out, err := exec.Command(bin(), args...).CombinedOutput(); err != nil {
+			t.Fatalf("wasmwiz %v: %v\n%s", args, err, out)
+		}
+	}
+	acct, err := os.ReadFile("../deploy/nats/wasmwiz-account.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(secrets, "wasmwiz-account.conf"), acct, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The Secret is mounted at /etc/nats-auth.
+	var mounts, vols []string
+	for _, m := range get(v, "container", "merge", "volumeMounts").([]any) {
+		mounts = append(mounts, str(m, "name")+"@"+str(m, "mountPath"))
+	}
+	for _, vol := range get(v, "podTemplate", "merge", "spec", "volumes").([]any) {
+		vols = append(vols, str(vol, "name")+"="+str(vol, "secret", "secretName"))
+	}
+	if !slices.Contains(mounts, "nats-auth@/etc/nats-auth") || !slices.Contains(vols, "nats-auth=nats-auth") {
+		t.Errorf("values mount %v from %v, want Secret nats-auth at /etc/nats-auth", mounts, vols)
+	}
+
+	var conf strings.Builder
+	var emit func(m map[string]any)
+	emit = func(m map[string]any) {
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			if strings.HasSuffix(k, "$include") {
+				fmt.Fprintf(&conf, "include %q\n", m[k])
+				continue
+			}
+			if sub, ok := m[k].(map[string]any); ok {
+				fmt.Fprintf(&conf, "%q {\n", k)
+				emit(sub)
+				conf.WriteString("}\n")
+				continue
+			}
+			j, _ := json.Marshal(m[k])
+			fmt.Fprintf(&conf, "%q: %s\n", k, j)
+		}
+	}
+	merge := get(v, "config", "merge").(map[string]any)
+	emit(merge)
+	fmt.Fprintf(&conf, "cluster {\n  name: wasmwiz\n  port: -1\n")
+	emit(get(v, "config", "cluster", "merge").(map[string]any))
+	conf.WriteString("}\njetstream {\n  max_file_store: 20GB\n}\n")
+	text := strings.ReplaceAll(conf.String(), "/etc/nats-auth/", secrets+"/")
+	if err := os.MkdirAll(filepath.Join(root, "nats-config"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	confFile := filepath.Join(root, "nats-config", "nats.conf")
+	if err := os.WriteFile(confFile, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := server.ProcessConfigFile(confFile)
+	if err != nil {
+		t.Fatalf("values as nats.conf: %v\n%s", err, text)
+	}
+	if opts.NoAuthUser != "" || opts.TLSConfig == nil || opts.Cluster.TLSConfig == nil || opts.Cluster.TLSConfig.ClientAuth != tls.RequireAndVerifyClientCert {
+		t.Errorf("values: no_auth_user %q, client TLS %v, route TLS %v (must verify)", opts.NoAuthUser, opts.TLSConfig != nil, opts.Cluster.TLSConfig)
+	}
+	opts.Cluster = server.ClusterOpts{}
+	opts.Host, opts.Port, opts.StoreDir, opts.NoLog, opts.NoSigs = "127.0.0.1", -1, filepath.Join(root, "data"), true, true
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server on the Helm values is not ready")
+	}
+	n := &shippedNATS{srv: srv, dir: secrets, url: srv.ClientURL()}
+	if c, err := n.connect(""); err == nil {
+		c.Close()
+		t.Error("an anonymous client connected")
+	}
+	gw := n.mustConnect(t, "nats-gateway.nk")
+	js, _ := jetstream.New(gw.Conn)
+	if ai, err := js.AccountInfo(context.Background()); err != nil || ai.Limits.MaxStore <= 0 {
+		t.Errorf("the gateway's account: %+v %v, want WASMWIZ with a file storage limit", ai, err)
+	}
+	acme := n.mustConnect(t, "nats-tenant-acme.nk")
+	if err := acme.Publish(schemas.ExecSubject("free", "acme"), nil); err != nil {
+		t.Fatal(err)
+	}
+	acme.refused(t, "publish", schemas.ExecSubject("free", "acme"))
 }
