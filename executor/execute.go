@@ -24,7 +24,11 @@ import (
 )
 
 // HeaderDLQReason is set on a request moved to the dead letters: why it could not be handled.
-const HeaderDLQReason = "Wasmwiz-Dlq-Reason"
+// HeaderDLQSubject is the subject it was published on (wasmwiz dlq replay publishes it there).
+const (
+	HeaderDLQReason  = "Wasmwiz-Dlq-Reason"
+	HeaderDLQSubject = "Wasmwiz-Dlq-Subject"
+)
 
 // handle takes one request from fetch to Ack. Every delivery may be a redelivery. free gives
 // the execution slot back; handle calls it once the guest has run.
@@ -70,11 +74,12 @@ func (n *Node) handle(ctx context.Context, q *tierQueue, it *queued, free func()
 			return
 		}
 		_ = msg.TermWithReason("moved to " + schemas.SubjectDLQ)
-		// The request ends with a final result either way: its own if it had one (the event is
-		// what failed, so the guest ran and must be billed) or a given-up one. Its event is
-		// published once more; if that fails too, reconcile reports a result without an event,
-		// and wasmwiz dlq replay publishes it.
-		if res := n.giveUp(ctx, log, q.tier, req); res != nil {
+		n.m.deadLetters.WithLabelValues(q.tier.Name).Inc()
+		// The request ends with a final result either way: its own if its guest ran (then the
+		// event is what failed, and the run must be billed: the event is published once more;
+		// if that fails too, reconcile lists a result without an event and wasmwiz dlq replay
+		// publishes it), or a given-up one, which never started and bills nothing.
+		if res := n.giveUp(ctx, log, q.tier, req); res != nil && res.StartedAt != nil {
 			if err := n.publishEvent(ctx, msg.Headers(), res); err != nil {
 				log.Error("executor: event of a dead-lettered execution not published; wasmwiz accounting reconcile lists it", "err", err)
 			}
@@ -473,7 +478,7 @@ func (n *Node) deadLetter(ctx context.Context, msg jetstream.Msg, reason string)
 		m.Header[k] = slices.Clone(v)
 	}
 	m.Header.Set(HeaderDLQReason, reason)
-	m.Header.Set("Wasmwiz-Dlq-Subject", msg.Subject())
+	m.Header.Set(HeaderDLQSubject, msg.Subject())
 	pctx, cancel := context.WithTimeout(ctx, natsTimeout)
 	defer cancel()
 	_, err := n.js.PublishMsg(pctx, m)

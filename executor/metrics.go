@@ -15,6 +15,7 @@ type metrics struct {
 	workers         *prometheus.GaugeVec     // state = idle | busy
 	compileDuration prometheus.Histogram
 	fetchFailures   *prometheus.CounterVec // tier
+	deadLetters     *prometheus.CounterVec // tier
 
 	// Children set on every execution, looked up once.
 	workersBusy, workersIdle prometheus.Gauge
@@ -62,11 +63,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "wasmwiz_executor_fetch_failures_total",
 			Help: "Pulls from a tier's consumer that failed (no responders while the consumer has no leader, leadership changed, NATS errors); each is followed by a backoff.",
 		}, []string{"tier"}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasmwiz_dead_letters_total",
+			Help: "Execution requests this node moved to the dead letters (WASMWIZ_DLQ) after their last delivery failed.",
+		}, []string{"tier"}),
 	}
 	m.workersBusy, m.workersIdle = m.workers.WithLabelValues("busy"), m.workers.WithLabelValues("idle")
 	m.fileHits, m.compiledHits = m.cacheHits.WithLabelValues("file"), m.cacheHits.WithLabelValues("compiled")
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.executions, m.duration, m.queueWait, m.cacheHits, m.cacheMisses, m.workerRestarts, m.workers, m.compileDuration, m.fetchFailures} {
+		for _, c := range []prometheus.Collector{m.executions, m.duration, m.queueWait, m.cacheHits, m.cacheMisses, m.workerRestarts, m.workers, m.compileDuration, m.fetchFailures, m.deadLetters} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

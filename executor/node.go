@@ -95,6 +95,7 @@ func New(cfg Config, nc *nats.Conn) (*Node, error) {
 	}
 	for name := range cfg.Tiers {
 		m.fetchFailures.WithLabelValues(name) // exported as 0 until a pull fails
+		m.deadLetters.WithLabelValues(name)
 	}
 	for _, d := range []string{filepath.Join(cfg.CacheDir, "modules"), filepath.Join(cfg.CacheDir, "wazero")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {

@@ -3,10 +3,12 @@ package test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,6 +17,7 @@ import (
 	"github.com/wasmwiz/wasmwiz/accounting/storetest"
 	"github.com/wasmwiz/wasmwiz/internal/fixtures"
 	"github.com/wasmwiz/wasmwiz/internal/natstest"
+	"github.com/wasmwiz/wasmwiz/internal/streams"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
@@ -156,5 +159,98 @@ func TestFaults_AccountingWaitsForPostgres(t *testing.T) {
 	})
 	if up := scrape(t, "http://"+opsAddr).sum("wasmwiz_database_up"); up != 1 {
 		t.Errorf("wasmwiz_database_up %v once the database answers, want 1", up)
+	}
+}
+
+// An execution whose event cannot be published on any delivery ran and would never be billed.
+// It ends in the dead letters with its result stored; reconcile lists it as unpublished (exit
+// 1); `wasmwiz dlq replay` puts it back with its execution id, the executor answers it from its
+// result without running it again and publishes the event; then reconcile is clean (exit 0).
+func TestFaults_UnpublishedEventIsVisibleAndReplayed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for five deliveries (about 10 s)")
+	}
+	srv := natstest.RunJetStream(t)
+	s := startSplit(t, srv.ClientURL(), 1, 1)
+	key := s.newTenant(t, "faults", schemas.TierBasic)
+	hello := s.upload(t, key, "hello", fixtures.Wasm("hello"))
+	ctx := context.Background()
+	js := natstest.JetStream(t, srv)
+	if err := js.DeleteStream(ctx, schemas.StreamEvents); err != nil {
+		t.Fatal(err)
+	}
+	e := s.run(t, key, schemas.ExecutionRequest{ModuleID: hello.ID})
+	if e.Status != schemas.StatusSucceeded {
+		t.Fatalf("execution: %+v", e)
+	}
+	dlq, err := js.Stream(ctx, schemas.StreamDLQ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "the request never reached the dead letters", func() bool {
+		info, err := dlq.Info(ctx)
+		return err == nil && info.State.Msgs == 1
+	})
+	// The dead-letter path tries the event once more, in vain while the stream is gone.
+	eventually(t, 30*time.Second, "the executor did not try the dead letter's event", func() bool {
+		return strings.Contains(s.executors[0].p.output(), "event of a dead-lettered execution not published")
+	})
+	cli := func(args ...string) (int, string) {
+		out, err := exec.Command(bin(), append(args, "--nats-url", srv.ClientURL())...).CombinedOutput()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode(), string(out)
+		}
+		if err != nil {
+			t.Fatalf("wasmwiz %v: %v", args, err)
+		}
+		return 0, string(out)
+	}
+	if code, out := cli("dlq", "list"); code != 0 || !strings.Contains(out, e.ID) || !strings.Contains(out, "1 dead letters") {
+		t.Fatalf("dlq list: exit %d\n%s", code, out)
+	}
+	if code, out := cli("dlq", "show", "1"); code != 0 || !strings.Contains(out, `"execution_id": "`+e.ID+`"`) ||
+		!strings.Contains(out, "publish event") || !strings.Contains(out, `"tier": "basic"`) {
+		t.Fatalf("dlq show 1: exit %d\n%s", code, out)
+	}
+	if code, out := cli("dlq", "purge"); code != 2 {
+		t.Fatalf("dlq purge without sequences or --all: exit %d, want 2\n%s", code, out)
+	}
+
+	// The events stream comes back (accounting, restarted, makes its consumer again).
+	if err := streams.Ensure(ctx, js, streams.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	sigterm(t, s.accounting)
+	s.accounting.restart(t)
+	waitReady(t, s.accounting.opsURL, s.accounting.p)
+	today, tomorrow := time.Now().UTC().Format(time.DateOnly), time.Now().UTC().AddDate(0, 0, 1).Format(time.DateOnly)
+	reconcile := func() (int, string) {
+		return cli("accounting", "reconcile", "--from", today, "--to", tomorrow, "--settle", "0s")
+	}
+	if code, out := reconcile(); code != 1 || !strings.Contains(out, "unpublished "+e.ID) {
+		t.Fatalf("reconcile with a result and no event: exit %d, want 1 listing it\n%s", code, out)
+	}
+
+	if code, out := cli("dlq", "replay", "--all"); code != 0 || !strings.Contains(out, "replayed") {
+		t.Fatalf("dlq replay: exit %d\n%s", code, out)
+	}
+	var out string
+	eventually(t, 60*time.Second, "reconcile never came clean after the replay", func() bool {
+		var code int
+		code, out = reconcile()
+		return code == 0
+	})
+	if !strings.Contains(out, "stored       1 usage rows") {
+		t.Errorf("reconcile after the replay:\n%s", out)
+	}
+	if info, err := dlq.Info(ctx); err != nil || info.State.Msgs != 0 {
+		t.Errorf("dead letters after the replay: %v %+v", err, info)
+	}
+	if ran := scrape(t, s.executors[0].opsURL).sum("wasmwiz_executions_total"); ran != 1 {
+		t.Errorf("the guest ran %v times, want once (the replay is answered from its result)", ran)
+	}
+	if dl := scrape(t, s.executors[0].opsURL).sum("wasmwiz_dead_letters_total"); dl != 1 {
+		t.Errorf("wasmwiz_dead_letters_total %v, want 1", dl)
 	}
 }

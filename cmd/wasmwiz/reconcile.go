@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -63,6 +64,9 @@ type ReconcileReport struct {
 	Results        int       `json:"results"`
 	Unpublished    []string  `json:"unpublished"`
 	Settle         time.Time `json:"settled_before"`
+	// GivenUp are final results of executions that never started: their requests exhausted
+	// their deliveries and wait in the dead letters (wasmwiz dlq). Nothing ran, nothing is owed.
+	GivenUp []string `json:"given_up"`
 }
 
 // Failed reports whether the report shows anything wrong.
@@ -146,24 +150,27 @@ func runReconcile(ctx context.Context, args []string, getenv func(string) string
 // finished in the report's range (and before settled) has an event in the stream. The bucket
 // is read from its stream, the latest revision of each key counting.
 func reconcileResults(ctx context.Context, js jetstream.JetStream, rep *ReconcileReport, settled time.Time) error {
-	rep.Unpublished = []string{}
+	rep.Unpublished, rep.GivenUp = []string{}, []string{}
 	to := rep.To
 	if settled.Before(to) {
 		to = settled
 	}
 	rep.Settle = to
 	finished := map[string]bool{} // execution id -> final, finished in range, of the tenant
+	givenUp := map[string]bool{}  // the same, never started
 	prefix := "$KV." + schemas.BucketResults + "."
 	err := readStream(ctx, js, "KV_"+schemas.BucketResults, []string{prefix + ">"},
 		streamStart{policy: jetstream.DeliverLastPerSubjectPolicy}, func(m jetstream.Msg) error {
 			id := strings.TrimPrefix(m.Subject(), prefix)
 			if op := m.Headers().Get("KV-Operation"); op == "DEL" || op == "PURGE" {
 				delete(finished, id)
+				delete(givenUp, id)
 				return nil
 			}
 			var res schemas.Result
 			if json.Unmarshal(m.Data(), &res) != nil {
 				delete(finished, id)
+				delete(givenUp, id)
 				return nil
 			}
 			f := res.FinishedAt
@@ -172,9 +179,14 @@ func reconcileResults(ctx context.Context, js jetstream.JetStream, rep *Reconcil
 				t := f.UTC().Truncate(time.Microsecond)
 				in = !t.Before(rep.From) && t.Before(to)
 			}
-			if in {
+			if in && res.StartedAt == nil {
+				givenUp[id] = true
+				delete(finished, id)
+			} else if in {
 				finished[id] = true
+				delete(givenUp, id)
 			} else {
+				delete(givenUp, id)
 				delete(finished, id) // a later revision decides
 			}
 			return nil
@@ -190,6 +202,7 @@ func reconcileResults(ctx context.Context, js jetstream.JetStream, rep *Reconcil
 		}
 	}
 	slices.Sort(rep.Unpublished)
+	rep.GivenUp = append(rep.GivenUp, slices.Sorted(maps.Keys(givenUp))...)
 	return nil
 }
 
@@ -337,6 +350,9 @@ func printReport(w io.Writer, r *ReconcileReport) {
 	if r.ResultsChecked {
 		fmt.Fprintf(w, "results      %d final results finished before %s, %d without an event (run, never billed)\n",
 			r.Results, r.Settle.Format(time.RFC3339), len(r.Unpublished))
+		if len(r.GivenUp) > 0 {
+			fmt.Fprintf(w, "given up     %d executions never started (their requests are in the dead letters: wasmwiz dlq list)\n", len(r.GivenUp))
+		}
 	}
 	list := func(what string, ids []string) {
 		for i, id := range ids {

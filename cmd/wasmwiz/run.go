@@ -30,6 +30,7 @@ Operators:
   events tail      print events live as JSON lines, straight from the events stream
   accounting reconcile  compare the events stream with the usage accounting stored
   accounting migrate    apply the accounting database migrations and exit
+  dlq              dead letters: list, show, replay (with their execution ids) or purge them
 
 Clients:
   run          run a module: wasmwiz run [flags] <module.wasm | sha256:id> [-- args...]
@@ -85,6 +86,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = runClientUsage(ctx, rest, getenv, stdout, stderr)
 	case "events":
 		err = runEvents(ctx, rest, getenv, stdout, stderr)
+	case "dlq":
+		err = runDLQ(ctx, rest, getenv, stdout, stderr)
 	case "load":
 		err = runLoad(ctx, rest, getenv, stdout, stderr)
 	case "bench":
