@@ -66,6 +66,7 @@ func runDLQ(ctx context.Context, args []string, getenv func(string) string, stdo
 	cmd := args[0]
 	fs := newFlagSet("dlq "+cmd, getenv, stderr)
 	natsURL := fs.String("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
+	auth := natsAuthFlags(fs)
 	asJSON := fs.Bool("json", false, "list: JSON lines")
 	full := fs.Bool("full", false, "show: print stdin and env values too (they may hold tenants' data)")
 	all := fs.Bool("all", false, "replay, purge: every dead letter")
@@ -97,7 +98,7 @@ func runDLQ(ctx context.Context, args []string, getenv func(string) string, stdo
 	default:
 		return usageError{dlqUsage}
 	}
-	nc, js, err := connectJetStream(*natsURL, "wasmwiz-dlq")
+	nc, js, err := connectJetStream(*natsURL, "wasmwiz-dlq", auth)
 	if err != nil {
 		return err
 	}
