@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime"
 	"time"
 
@@ -17,13 +18,16 @@ import (
 
 // Config configures a Node. Zero values take the defaults documented on each field.
 type Config struct {
-	NodeID         string                  // default <hostname>-<random>
-	Workers        int                     // worker processes; default DefaultWorkers()
-	WorkerCommand  []string                // default {os.Executable(), "worker"}
+	NodeID  string // default <hostname>-<random>
+	Workers int    // worker processes; default DefaultWorkers()
+	// SpareWorkers are started and warmed (with the modules run last) ahead of need and serve
+	// nothing until a worker is lost: a guest that reaches its deadline is stopped by killing
+	// its worker, and a spare takes its place at once. Default 1; negative: none.
+	SpareWorkers   int
+	WorkerCommand  []string                // default DefaultWorkerCommand()
 	WorkerEnv      []string                // KEY=value added to the workers' environment (tests re-exec themselves)
 	CacheDir       string                  // required: <CacheDir>/modules holds module files, <CacheDir>/wazero wazero's compile cache
 	Tiers          map[string]schemas.Tier // default schemas.DefaultTiers()
-	KillGrace      time.Duration           // default 500ms: a guest past deadline+grace is killed with its worker
 	CompileTimeout time.Duration           // default 10s: a compile past it is killed with its worker
 	Replicas       int                     // stream replicas for streams.Ensure; default 1
 	Logger         *slog.Logger            // default slog.Default()
@@ -75,17 +79,20 @@ func (c *Config) setDefaults() error {
 		c.LongRunning = runtime.NumCPU()
 	}
 	if len(c.WorkerCommand) == 0 {
-		exe, err := os.Executable()
+		cmd, err := DefaultWorkerCommand()
 		if err != nil {
 			return fmt.Errorf("executor: worker command: %w", err)
 		}
-		c.WorkerCommand = []string{exe, "worker"}
+		c.WorkerCommand = cmd
 	}
 	if c.Tiers == nil {
 		c.Tiers = schemas.DefaultTiers()
 	}
-	if c.KillGrace <= 0 {
-		c.KillGrace = 500 * time.Millisecond
+	switch {
+	case c.SpareWorkers == 0:
+		c.SpareWorkers = 1
+	case c.SpareWorkers < 0:
+		c.SpareWorkers = 0
 	}
 	if c.CompileTimeout <= 0 {
 		c.CompileTimeout = 10 * time.Second
@@ -110,6 +117,24 @@ func (c *Config) setDefaults() error {
 		c.WorkerMemoryLimit = int64(maxMB)*schemas.MiB + 1<<30
 	}
 	return nil
+}
+
+// WorkerBinary is the name of the slim worker binary (cmd/wasmwiz-worker).
+const WorkerBinary = "wasmwiz-worker"
+
+// DefaultWorkerCommand is the slim worker binary if it lies beside this executable (it starts in
+// a third of the CPU time: every timeout costs a worker start), else this executable's `worker`
+// subcommand.
+func DefaultWorkerCommand() ([]string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	slim := filepath.Join(filepath.Dir(exe), WorkerBinary)
+	if fi, err := os.Stat(slim); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+		return []string{slim}, nil
+	}
+	return []string{exe, "worker"}, nil
 }
 
 // DefaultWorkers is three worker processes per CPU, at least four. One guest runs in a worker

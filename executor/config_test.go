@@ -14,9 +14,9 @@ func TestConfig_Validate(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.Workers != max(4, 3*runtime.NumCPU()) || c.LongRunning != runtime.NumCPU() || c.KillGrace != 500*time.Millisecond || c.CompileTimeout != 10*time.Second ||
+	if c.Workers != max(4, 3*runtime.NumCPU()) || c.LongRunning != runtime.NumCPU() || c.CompileTimeout != 10*time.Second ||
 		len(c.WorkerCommand) != 2 || c.WorkerCommand[1] != "worker" || c.NodeID == "" || len(c.Tiers) != len(schemas.DefaultTiers()) ||
-		c.WorkerMemoryLimit != 512*schemas.MiB+1<<30 || c.Logger == nil || c.Replicas != 1 {
+		c.WorkerMemoryLimit != 512*schemas.MiB+1<<30 || c.Logger == nil || c.Replicas != 1 || c.SpareWorkers != 1 {
 		t.Errorf("defaults: %+v", c)
 	}
 

@@ -6,17 +6,24 @@
 //
 // # Why processes
 //
-// wazero stops a guest at its deadline only at loop back-edges; a loop-free exponential call
-// tree never reaches one, compilation cannot be cancelled, and a goroutine cannot be killed.
-// A guest therefore runs in a child process (`wasmwiz worker`), one job at a time per worker,
-// talking gob over its stdin and stdout. The worker reports when compilation is over; the node
-// gives it CompileTimeout to get there and then the job's timeout plus KillGrace to finish.
-// Past either, the node kills the worker's process group with SIGKILL, reports the execution
-// as killed ("execution ignored its deadline and was killed with its worker"), and starts a
-// replacement in the background. A worker that dies on its own (crash, its RLIMIT_DATA backstop)
-// costs only its current job ("worker crashed"). The node never runs guest code. A job goes
-// to an idle worker that ran the same module recently, if any: each worker keeps its own cache
-// of compiled modules (and all share wazero's compilation cache on disk).
+// wazero can stop a guest at its deadline only by checking at every loop back-edge
+// (WithCloseOnContextDone), which makes tight loops 4-10x slower and still misses a loop-free
+// exponential call tree; compilation cannot be cancelled, and a goroutine cannot be killed.
+// A guest therefore runs in a child process (`wasmwiz-worker`, or `wasmwiz worker`), one job at
+// a time per worker, talking gob over its stdin and stdout, at full speed with no deadline
+// checks. The worker reports when compilation is over; the node gives it CompileTimeout to get
+// there and then the job's timeout. At the deadline the node kills the worker's process group
+// with SIGKILL and reports the execution timed_out, billed up to the kill ("execution exceeded
+// its time limit"); past the compile timeout it reports it killed. So it does when the guest
+// holds more memory than its limit (linear memory plus the Go heap the worker grew for it, as
+// the worker reports, and the worker's resident memory as a backstop): killed, "memory limit
+// exceeded". A spare worker, started and warmed ahead with the modules run last, takes the lost
+// worker's place at once, and another is started in the background (Config.SpareWorkers). A
+// worker that dies on its own (crash, its RLIMIT_DATA backstop) costs only its current job
+// ("worker crashed", or "memory limit exceeded" when it ran out of memory). The node never runs
+// guest code. A job goes to an idle worker that ran the same module recently, if any: each
+// worker keeps its own cache of compiled modules (and all share wazero's compilation cache on
+// disk).
 //
 // # Scheduling
 //

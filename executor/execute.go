@@ -297,6 +297,8 @@ func (n *Node) run(ctx context.Context, log *slog.Logger, tier schemas.Tier, req
 		MemoryPages: uint32(clampInt(req.MemoryMB, tier.MemoryMB) * 16), // 16 pages of 64 KiB per MiB
 		StdoutMax:   clampInt(req.StdoutMax, tier.StdoutMax),
 		StderrMax:   clampInt(req.StderrMax, tier.StdoutMax),
+		Seed:        req.Seed,
+		RealClock:   req.Clock == schemas.ClockReal,
 	}
 	if job.Name == "" {
 		job.Name = "main.wasm"
@@ -313,36 +315,55 @@ func (n *Node) run(ctx context.Context, log *slog.Logger, tier schemas.Tier, req
 	}
 	defer releaseFiles()
 	wres, err := n.pool.run(ctx, job)
-	var killed *killedError
+	var (
+		killed  *killedError
+		crashed *crashedError
+	)
 	switch {
 	case errors.As(err, &killed):
-		if killed.compiling {
-			fail(schemas.StatusKilled, "module too expensive to compile: compilation ran past "+n.cfg.CompileTimeout.String()+" and was killed with its worker")
-		} else {
-			fail(schemas.StatusKilled, "execution ignored its deadline and was killed with its worker")
+		if !killed.compiling {
+			if st := killed.started; st == nil {
+				n.m.compiledHits.Inc()
+			} else {
+				n.compiled(st.CompileCacheHit, st.CompileDuration)
+			}
 		}
-		res.DurationMS, res.CPUMS, res.MemoryPeakBytes = ms(killed.after), ms(killed.cpu), killed.memory
-		log.Warn("executor: worker killed", "err", err)
+		switch {
+		case killed.compiling:
+			fail(schemas.StatusKilled, "module too expensive to compile: compilation ran past "+n.cfg.CompileTimeout.String()+" and was killed with its worker")
+		case killed.memory:
+			fail(schemas.StatusKilled, worker.MemoryExceeded(killed.held, int64(job.MemoryPages)*65536))
+		default:
+			// The deadline's only enforcement: the guest runs without checks of its own.
+			fail(schemas.StatusTimedOut, "execution exceeded its time limit")
+		}
+		// Billed up to the kill: its wall time, its CPU time and the most it held.
+		res.DurationMS, res.CPUMS, res.MemoryPeakBytes = ms(killed.after), ms(killed.cpu), killed.held
+		if killed.memory || killed.compiling {
+			log.Warn("executor: worker killed", "err", err)
+		} else {
+			log.Debug("executor: worker killed at the deadline", "err", err)
+		}
+		return nil
+	case errors.As(err, &crashed):
+		// The guest ran until its worker died (often of its memory backstop): report that
+		// time, as for a kill, so that a crash is not a free run.
+		if crashed.oom {
+			fail(schemas.StatusKilled, "memory limit exceeded: the guest made its worker run out of memory")
+		} else {
+			fail(schemas.StatusKilled, "worker crashed")
+		}
+		res.DurationMS, res.CPUMS, res.MemoryPeakBytes = ms(crashed.after), ms(crashed.cpu), crashed.memory
+		log.Warn("executor: worker crashed during execution", "err", err)
 		return nil
 	case errors.Is(err, errWorkerCrashed):
 		fail(schemas.StatusKilled, "worker crashed")
-		// The guest ran until its worker died (often of its memory backstop): report that
-		// time, as for a kill, so that a crash is not a free run.
-		var crashed *crashedError
-		if errors.As(err, &crashed) {
-			res.DurationMS, res.CPUMS, res.MemoryPeakBytes = ms(crashed.after), ms(crashed.cpu), crashed.memory
-		}
 		log.Warn("executor: worker crashed during execution", "err", err)
 		return nil
 	case err != nil:
 		return fmt.Errorf("worker pool: %w", err)
 	}
-	if wres.CompileCacheHit {
-		n.m.compiledHits.Inc()
-	} else {
-		n.m.cacheMisses.WithLabelValues("compiled").Inc()
-		n.m.compileDuration.Observe(wres.CompileDuration.Seconds())
-	}
+	n.compiled(wres.CompileCacheHit, wres.CompileDuration)
 	res.Status, res.ExitCode, res.Error = wres.Status, wres.ExitCode, wres.Error
 	res.Stdout, res.Stderr = wres.Stdout, wres.Stderr
 	res.StdoutTruncated, res.StderrTruncated = wres.StdoutTruncated, wres.StderrTruncated
@@ -354,6 +375,16 @@ func (n *Node) run(ctx context.Context, log *slog.Logger, tier schemas.Tier, req
 	log.Debug("executor: worker stats", "compile_cache_hit", wres.CompileCacheHit,
 		"compile_ms", ms(wres.CompileDuration), "worker_runtime_bytes", wres.RuntimeBytes)
 	return nil
+}
+
+// compiled counts how a run found its module: compiled already (hit), or compiled in took.
+func (n *Node) compiled(hit bool, took time.Duration) {
+	if hit {
+		n.m.compiledHits.Inc()
+	} else {
+		n.m.cacheMisses.WithLabelValues("compiled").Inc()
+		n.m.compileDuration.Observe(took.Seconds())
+	}
 }
 
 // finish records a final result, in this order: results KV (the source of truth), reply,

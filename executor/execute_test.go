@@ -91,6 +91,10 @@ func TestNode_Metrics(t *testing.T) {
 			t.Fatalf("hello: %s", res.Status)
 		}
 	}
+	// A timeout kills its worker; the spare, once started, takes its place at once.
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		return counterValue(t, e.node.m.workers.WithLabelValues("spare")) == 1
+	}, "no spare worker")
 	req := newRequest(schemas.TierBasic, e.putModule(fixtures.Wasm("loop")))
 	req.TimeoutMS = 100
 	if res := e.execute(req); res.Status != schemas.StatusTimedOut || res.CPUMS <= 0 || res.DurationMS < 100 {

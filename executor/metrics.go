@@ -12,14 +12,14 @@ type metrics struct {
 	cacheHits       *prometheus.CounterVec   // cache = file | compiled
 	cacheMisses     *prometheus.CounterVec   // cache = file | compiled
 	workerRestarts  *prometheus.CounterVec   // reason
-	workers         *prometheus.GaugeVec     // state = idle | busy
+	workers         *prometheus.GaugeVec     // state = idle | busy | spare
 	compileDuration prometheus.Histogram
 	fetchFailures   *prometheus.CounterVec // tier
 	deadLetters     *prometheus.CounterVec // tier
 
 	// Children set on every execution, looked up once.
-	workersBusy, workersIdle prometheus.Gauge
-	fileHits, compiledHits   prometheus.Counter
+	workersBusy, workersIdle, workersSpare prometheus.Gauge
+	fileHits, compiledHits                 prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -48,11 +48,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"cache"}),
 		workerRestarts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wasmwiz_worker_restarts_total",
-			Help: "Worker processes replaced, by reason: deadline (killed past its deadline), compile_timeout, crashed, recycled (a guest left it holding too much memory).",
+			Help: "Worker processes replaced, by reason: deadline (killed at its guest's deadline), memory (killed, its guest over its memory limit), compile_timeout, crashed, recycled (a guest left it holding too much memory).",
 		}, []string{"reason"}),
 		workers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "wasmwiz_workers",
-			Help: "Worker processes by state.",
+			Help: "Worker processes by state (spare: started and warmed, replacing the next worker lost).",
 		}, []string{"state"}),
 		compileDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "wasmwiz_compile_duration_seconds",
@@ -69,6 +69,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"tier"}),
 	}
 	m.workersBusy, m.workersIdle = m.workers.WithLabelValues("busy"), m.workers.WithLabelValues("idle")
+	m.workersSpare = m.workers.WithLabelValues("spare")
 	m.fileHits, m.compiledHits = m.cacheHits.WithLabelValues("file"), m.cacheHits.WithLabelValues("compiled")
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.executions, m.duration, m.queueWait, m.cacheHits, m.cacheMisses, m.workerRestarts, m.workers, m.compileDuration, m.fetchFailures, m.deadLetters} {

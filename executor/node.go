@@ -144,7 +144,7 @@ func (n *Node) Run(ctx context.Context) error {
 		env:            n.cfg.WorkerEnv,
 		cacheDir:       filepath.Join(n.cfg.CacheDir, "wazero"),
 		size:           n.cfg.Workers + n.cfg.CompileWorkers, // executions use Workers (slots), compiles the rest
-		killGrace:      n.cfg.KillGrace,
+		spares:         n.cfg.SpareWorkers,
 		compileTimeout: n.cfg.CompileTimeout,
 		memoryLimit:    n.cfg.WorkerMemoryLimit,
 	}, n.log, n.m)

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,25 +31,41 @@ var (
 // errWorkerCrashed.
 type crashedError struct {
 	after, cpu time.Duration
-	memory     int64 // the guest's linear memory when last reported (worker.Memory), 0 if never
+	memory     int64 // what the guest held when last reported (worker.Memory), 0 if never
+	oom        bool  // the worker's Go runtime ran out of memory: its RLIMIT_DATA backstop
 }
 
 func (e *crashedError) Error() string        { return fmt.Sprintf("worker crashed after %v", e.after) }
 func (e *crashedError) Is(target error) bool { return target == errWorkerCrashed }
 
-// killedError reports a job whose worker was killed by the supervisor.
+// killCause is why the supervisor killed a worker.
+type killCause int32
+
+const (
+	causeOther    killCause = iota + 1 // replaced, handshake failed, pool closing
+	causeDeadline                      // its job's deadline (or the compile timeout) passed
+	causeMemory                        // its guest held more than its memory limit
+)
+
+// killedError reports a job whose worker was killed by the supervisor: at the guest's deadline
+// (a timeout), past the compile timeout (compiling), or for the guest's memory.
 type killedError struct {
-	cpu       time.Duration // the guest's CPU time, from the dead worker's rusage (0 if unknown)
-	compiling bool          // killed before the guest started: compilation overran
-	after     time.Duration
-	memory    int64 // the guest's linear memory when last reported (worker.Memory), 0 if never
+	cpu       time.Duration   // the guest's CPU time, from the dead worker's rusage (0 if unknown)
+	compiling bool            // killed before the guest started: compilation overran
+	memory    bool            // killed because its guest held more than its limit
+	after     time.Duration   // from the guest's start (or the job's) to the kill
+	held      int64           // the most the guest held, as reported (worker.Memory) or resident, 0 if never
+	started   *worker.Started // how the module was found, if the worker said (nil: found compiled, as expected)
 }
 
 func (e *killedError) Error() string {
-	if e.compiling {
+	switch {
+	case e.compiling:
 		return fmt.Sprintf("compilation ran past %v and was killed with its worker", e.after)
+	case e.memory:
+		return fmt.Sprintf("guest held %d MiB, over its memory limit, and was killed with its worker after %v", e.held>>20, e.after)
 	}
-	return fmt.Sprintf("execution ignored its deadline and was killed with its worker after %v", e.after)
+	return fmt.Sprintf("execution reached its deadline and was killed with its worker after %v", e.after)
 }
 
 type poolConfig struct {
@@ -56,14 +73,17 @@ type poolConfig struct {
 	env            []string
 	cacheDir       string
 	size           int
-	killGrace      time.Duration
+	spares         int // workers started and warmed ahead, serving nothing until one is lost
 	compileTimeout time.Duration
 	memoryLimit    int64 // RLIMIT_DATA of each worker; <= 0 for none
 }
 
 // pool supervises the worker processes. Each runs one job at a time; a job holds its worker
-// from acquire to release. A worker that overruns its deadline is killed (its whole process
-// group, SIGKILL) and replaced in the background; so is one that dies on its own.
+// from acquire to release. A worker whose guest reaches its deadline or goes over its memory
+// limit is killed (its whole process group, SIGKILL); so is one that overruns a compile. A lost
+// worker (killed, or dead on its own) is replaced at once by a spare, started and warmed ahead
+// with the modules run last, so that a timeout costs the node neither a worker nor a cold
+// compile; a new spare is started in the background (refillLoop).
 type pool struct {
 	cfg poolConfig
 	log *slog.Logger
@@ -74,14 +94,17 @@ type pool struct {
 
 	mu     sync.Mutex
 	idle   []*proc            // most recently released last
-	all    map[*proc]struct{} // started and not lost
+	all    map[*proc]struct{} // serving (idle or busy), started and not lost
+	spares []*proc            // started and warmed, not serving yet
 	alive  int
 	busy   int
 	closed bool
 	done   chan struct{}
 	ctx    context.Context // canceled by close: stops replacements starting
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // replacements
+	wg     sync.WaitGroup // refillLoop
+	refill chan struct{}  // wakes refillLoop (capacity 1)
+	recent recentModules  // what new workers are warmed with
 }
 
 // proc is one worker process.
@@ -93,11 +116,19 @@ type proc struct {
 	enc    *gob.Encoder
 	resp   chan worker.Response // closed when the worker's stdout ends
 	exited chan struct{}        // closed when the process has been reaped
+	logged chan struct{}        // closed when its stderr ends
 	killed atomic.Bool
-	dead   atomic.Bool // its stdout ended: it will answer nothing more
+	cause  atomic.Int32 // the first killCause
+	killAt atomic.Int64 // when it was first killed, UnixNano
+	oom    atomic.Bool  // its stderr said its Go runtime ran out of memory (RLIMIT_DATA)
+	dead   atomic.Bool  // its stdout ended: it will answer nothing more
 	engine string
 	warm   warmSet
 	cpu    time.Duration // the process's CPU time after its last job: the next guest's start
+	// rss is the worker's resident memory when idle, read at rssAt (at most every rssEvery,
+	// when it is acquired): the base of the resident-memory backstop (watchRSS).
+	rss   int64
+	rssAt time.Time
 
 	mu     sync.Mutex
 	reaped bool // the pid may belong to another process now: never signal it
@@ -111,7 +142,13 @@ func (pr *proc) send(req *worker.Request) error {
 }
 
 // kill kills the worker's process group on the supervisor's behalf.
-func (pr *proc) kill() {
+func (pr *proc) kill() { pr.killFor(causeOther) }
+
+// killFor kills the worker's process group; the first cause given is the one reported.
+func (pr *proc) killFor(c killCause) {
+	if pr.cause.CompareAndSwap(0, int32(c)) {
+		pr.killAt.Store(time.Now().UnixNano())
+	}
 	pr.killed.Store(true)
 	pr.signal()
 }
@@ -126,8 +163,11 @@ func (pr *proc) signal() {
 }
 
 func newPool(ctx context.Context, cfg poolConfig, log *slog.Logger, m *metrics) (*pool, error) {
-	p := &pool{cfg: cfg, log: log, m: m, tokens: make(chan struct{}, cfg.size), done: make(chan struct{}), all: map[*proc]struct{}{}}
+	p := &pool{cfg: cfg, log: log, m: m, tokens: make(chan struct{}, cfg.size), done: make(chan struct{}), all: map[*proc]struct{}{},
+		refill: make(chan struct{}, 1)}
 	p.ctx, p.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	p.wg.Add(1)
+	go p.refillLoop()
 	for range cfg.size {
 		pr, err := p.start(ctx)
 		if err != nil {
@@ -141,6 +181,7 @@ func newPool(ctx context.Context, cfg poolConfig, log *slog.Logger, m *metrics) 
 		p.putIdle(pr)
 	}
 	p.gauges()
+	p.kick() // the spares start in the background
 	return p, nil
 }
 
@@ -186,13 +227,21 @@ func (p *pool) start(ctx context.Context) (*proc, error) {
 		stdin:  inW,
 		resp:   make(chan worker.Response, 2),
 		exited: make(chan struct{}),
+		logged: make(chan struct{}),
 	}
 	if err := limitWorker(pr.pid, p.cfg.memoryLimit); err != nil {
 		p.log.Warn("executor: cannot set worker limits", "worker_pid", pr.pid, "err", err)
 	}
 	pr.bw = bufio.NewWriterSize(inW, 256<<10)
 	pr.enc = gob.NewEncoder(pr.bw)
-	go forwardStderr(p.log, pr.pid, errR)
+	go func() {
+		defer close(pr.logged)
+		forwardStderr(p.log, pr.pid, errR, func(line string) {
+			if strings.Contains(line, "out of memory") {
+				pr.oom.Store(true)
+			}
+		})
+	}()
 	go func() {
 		dec := gob.NewDecoder(bufio.NewReaderSize(outR, 256<<10))
 		for {
@@ -234,6 +283,8 @@ func (p *pool) start(ctx context.Context) (*proc, error) {
 			return nil, fmt.Errorf("worker handshake: %s", r.Ready.Error)
 		}
 		pr.engine, pr.cpu = r.Ready.Engine, r.Ready.ProcessCPU
+		pr.rss, _ = residentBytes(pr.pid)
+		pr.rssAt = time.Now()
 	case <-ctx.Done():
 		pr.kill()
 		return nil, ctx.Err()
@@ -277,6 +328,12 @@ func (p *pool) acquire(ctx context.Context, key string) (pr *proc, warm bool, er
 		if key != "" {
 			pr.warm.add(key)
 		}
+		if time.Since(pr.rssAt) > rssEvery {
+			if n, err := residentBytes(pr.pid); err == nil {
+				pr.rss = n
+			}
+			pr.rssAt = time.Now()
+		}
 		return pr, warm, nil
 	}
 }
@@ -297,7 +354,8 @@ func (p *pool) release(pr *proc) {
 	p.gauges()
 }
 
-// lose kills pr and starts a replacement in the background.
+// lose kills pr, puts a spare in its place if there is one, and has refillLoop start what is
+// missing.
 func (p *pool) lose(pr *proc, reason string, busy bool) {
 	pr.kill()
 	p.m.workerRestarts.WithLabelValues(reason).Inc()
@@ -307,42 +365,207 @@ func (p *pool) lose(pr *proc, reason string, busy bool) {
 	if busy {
 		p.busy--
 	}
-	closed := p.closed
-	if !closed {
-		p.wg.Add(1)
+	var spare *proc
+	if !p.closed && len(p.spares) > 0 {
+		spare = p.spares[0]
+		p.spares = p.spares[1:]
+		p.alive++
+		p.all[spare] = struct{}{}
 	}
 	p.mu.Unlock()
-	p.gauges()
-	p.log.Warn("executor: replacing worker", "worker_pid", pr.pid, "reason", reason)
-	if closed {
-		return
+	if spare != nil {
+		p.putIdle(spare) // acquire checks that it is still alive
 	}
-	go func() {
-		defer p.wg.Done()
-		for delay := 50 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
-			npr, err := p.start(p.ctx)
-			if err == nil {
-				p.mu.Lock()
-				if p.closed {
-					p.mu.Unlock()
-					p.stop(npr)
+	p.gauges()
+	p.log.Warn("executor: replacing worker", "worker_pid", pr.pid, "reason", reason, "spare", spare != nil)
+	p.kick()
+}
+
+// kick wakes refillLoop.
+func (p *pool) kick() {
+	select {
+	case p.refill <- struct{}{}:
+	default:
+	}
+}
+
+// refillLoop starts workers until the pool has size serving and cfg.spares spare, whenever
+// kicked: at most one per CPU at a time, each on its own goroutine (a start is mostly CPU: the
+// Go runtime and package initialisation of a large binary, ~50 ms). A worker that goes straight
+// into service is not warmed first: the node is short of it meanwhile; a spare is.
+func (p *pool) refillLoop() {
+	defer p.wg.Done()
+	var (
+		starting atomic.Int32
+		failures atomic.Int32 // in a row: each waits longer before it lets the next start
+		running  sync.WaitGroup
+	)
+	defer running.Wait()
+	for {
+		select {
+		case <-p.done:
+			return
+		case <-p.refill:
+		}
+		for {
+			p.mu.Lock()
+			closed := p.closed
+			need := p.cfg.size - p.alive + p.cfg.spares - len(p.spares) - int(starting.Load())
+			p.mu.Unlock()
+			if closed || need <= 0 || int(starting.Load()) >= max(1, runtime.NumCPU()) {
+				break
+			}
+			starting.Add(1)
+			running.Go(func() {
+				defer p.kick()
+				defer starting.Add(-1)
+				if err := p.startOne(); err != nil {
+					if p.ctx.Err() != nil {
+						return // closing
+					}
+					p.log.Error("executor: cannot start a worker", "err", err)
+					delay := min(50*time.Millisecond<<min(failures.Add(1), 7), 5*time.Second)
+					select {
+					case <-p.done:
+					case <-time.After(delay):
+					}
 					return
 				}
-				p.alive++
-				p.all[npr] = struct{}{}
-				p.mu.Unlock()
-				p.putIdle(npr)
-				p.gauges()
-				return
-			}
-			p.log.Error("executor: cannot start a worker", "err", err)
-			select {
-			case <-p.done:
-				return
-			case <-time.After(delay):
-			}
+				failures.Store(0)
+			})
 		}
-	}()
+	}
+}
+
+// startOne starts a worker and puts it into service if the pool is short of one, else warms
+// it and keeps it as a spare.
+func (p *pool) startOne() error {
+	pr, err := p.start(p.ctx)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	short := p.alive < p.cfg.size
+	p.mu.Unlock()
+	if !short {
+		if err := p.warmUp(pr); err != nil {
+			return err
+		}
+	}
+	p.mu.Lock()
+	switch {
+	case p.closed:
+		p.mu.Unlock()
+		p.stop(pr)
+		return nil
+	case p.alive < p.cfg.size:
+		p.alive++
+		p.all[pr] = struct{}{}
+		p.mu.Unlock()
+		p.putIdle(pr)
+	case len(p.spares) < p.cfg.spares:
+		p.spares = append(p.spares, pr)
+		p.mu.Unlock()
+	default: // more were started than needed: two losses raced with a start
+		p.mu.Unlock()
+		p.stop(pr)
+		return nil
+	}
+	p.gauges()
+	return nil
+}
+
+// warmUp has a new worker compile the modules run last (warmModules of them, most recent first,
+// each compiled successfully before), which it loads from the compilation cache on disk, so that
+// its first jobs find them compiled. It stops early when the pool is short of a serving worker:
+// this one is needed as it is.
+func (p *pool) warmUp(pr *proc) error {
+	for _, job := range p.recent.list() {
+		p.mu.Lock()
+		short := p.alive < p.cfg.size
+		p.mu.Unlock()
+		if short {
+			return nil
+		}
+		if _, err := os.Stat(job.ModulePath); err != nil {
+			continue // evicted from the node's module cache meanwhile
+		}
+		resp, err := pr.call(&worker.Request{Compile: &job}, p.cfg.compileTimeout)
+		if err != nil {
+			pr.kill()
+			p.recent.remove(&worker.Request{Compile: &job})
+			return fmt.Errorf("warming a new worker: %w", err)
+		}
+		if resp.Compile.Error == "" {
+			pr.warm.add(warmKey(job.ModuleHash, job.MemoryPages))
+			pr.cpu = resp.Compile.ProcessCPU
+		}
+	}
+	return nil
+}
+
+// call sends req to a worker that serves no job and waits for the answer to a compile, killing
+// the worker past timeout.
+func (pr *proc) call(req *worker.Request, timeout time.Duration) (worker.Response, error) {
+	t := time.AfterFunc(timeout, pr.kill)
+	defer t.Stop()
+	if err := pr.send(req); err != nil {
+		return worker.Response{}, err
+	}
+	r, ok := <-pr.resp
+	switch {
+	case !ok:
+		return r, errors.New("the worker died")
+	case r.Compile == nil:
+		return r, errors.New("unexpected frame")
+	}
+	return r, nil
+}
+
+// warmModules is how many of the modules run last a new spare worker compiles before it waits.
+const warmModules = 8
+
+// recentModules remembers the last warmModules distinct modules (and memory limits) the pool ran.
+type recentModules struct {
+	mu   sync.Mutex
+	jobs []worker.CompileJob // oldest first
+}
+
+func (r *recentModules) add(path, hash string, pages uint32) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n := len(r.jobs); n > 0 && r.jobs[n-1].ModuleHash == hash && r.jobs[n-1].MemoryPages == pages {
+		return // the common case, at no cost
+	}
+	r.jobs = slices.DeleteFunc(r.jobs, func(j worker.CompileJob) bool { return j.ModuleHash == hash && j.MemoryPages == pages })
+	r.jobs = append(r.jobs, worker.CompileJob{ModulePath: path, ModuleHash: hash, MemoryPages: pages})
+	if len(r.jobs) > warmModules {
+		r.jobs = r.jobs[1:]
+	}
+}
+
+// remove forgets the module of req.
+func (r *recentModules) remove(req *worker.Request) {
+	var hash string
+	var pages uint32
+	switch {
+	case req.Run != nil:
+		hash, pages = req.Run.ModuleHash, req.Run.MemoryPages
+	case req.Compile != nil:
+		hash, pages = req.Compile.ModuleHash, req.Compile.MemoryPages
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.jobs = slices.DeleteFunc(r.jobs, func(j worker.CompileJob) bool { return j.ModuleHash == hash && j.MemoryPages == pages })
+}
+
+// list is the modules, most recent first.
+func (r *recentModules) list() []worker.CompileJob {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l := slices.Clone(r.jobs)
+	slices.Reverse(l)
+	return l
 }
 
 // ready reports whether at least one worker is alive.
@@ -354,15 +577,17 @@ func (p *pool) ready() bool {
 
 func (p *pool) gauges() {
 	p.mu.Lock()
-	busy, alive := p.busy, p.alive
+	busy, alive, spares := p.busy, p.alive, len(p.spares)
 	p.mu.Unlock()
 	p.m.workersBusy.Set(float64(busy))
 	p.m.workersIdle.Set(float64(max(0, alive-busy)))
+	p.m.workersSpare.Set(float64(spares))
 }
 
 // do sends req to a worker and waits for its final response. The worker is killed if it has
-// not answered within first, or, once its guest runs, within second.
-func (p *pool) do(ctx context.Context, key string, req *worker.Request, first, second time.Duration) (worker.Response, error) {
+// not answered within first, or, once its guest runs, within second, or if its guest holds more
+// than memLimit bytes (0: no limit).
+func (p *pool) do(ctx context.Context, key string, req *worker.Request, first, second time.Duration, memLimit int64) (worker.Response, error) {
 	for attempt := 0; ; attempt++ {
 		pr, warm, err := p.acquire(ctx, key)
 		if err != nil {
@@ -371,7 +596,20 @@ func (p *pool) do(ctx context.Context, key string, req *worker.Request, first, s
 		if req.Run != nil {
 			req.Run.Warm = warm
 		}
-		resp, sent, err := p.exchange(pr, req, first, second)
+		resp, sent, err := p.exchange(pr, req, first, second, memLimit)
+		switch {
+		case err == nil && resp.Run != nil && resp.Run.Error != "" && resp.Run.ExitCode == -1 && !resp.Run.CompileCacheHit:
+			// Perhaps not compiled (an invalid module): nothing to warm a new worker with.
+		case err == nil && resp.Run != nil:
+			p.recent.add(req.Run.ModulePath, req.Run.ModuleHash, req.Run.MemoryPages)
+		case err == nil && resp.Compile != nil && resp.Compile.Error == "":
+			p.recent.add(req.Compile.ModulePath, req.Compile.ModuleHash, req.Compile.MemoryPages)
+		case err != nil:
+			var ke *killedError
+			if errors.As(err, &ke) && !ke.compiling {
+				p.recent.add(req.Run.ModulePath, req.Run.ModuleHash, req.Run.MemoryPages) // compiled, then killed
+			}
+		}
 		if err == nil {
 			return resp, nil
 		}
@@ -387,22 +625,31 @@ func (p *pool) do(ctx context.Context, key string, req *worker.Request, first, s
 // A Run the worker should find compiled (Warm) runs its guest at once, under the second
 // deadline; any other job starts under the first (compiling) and switches to the second when
 // the worker reports Started. A warm Run that turns out cold is announced by Compiling, which
-// switches back to the first.
-func (p *pool) exchange(pr *proc, req *worker.Request, first, second time.Duration) (resp worker.Response, sent bool, err error) {
+// switches back to the first. While a guest runs, its memory is watched twice: by the worker's
+// reports (worker.Memory: linear memory and Go heap) and by the worker's resident memory above
+// what it held idle (watchRSS, a backstop for a worker too stuck to report, see
+// executor/worker's collectAfter); either over memLimit kills it.
+func (p *pool) exchange(pr *proc, req *worker.Request, first, second time.Duration, memLimit int64) (resp worker.Response, sent bool, err error) {
 	start := time.Now()
 	started := req.Run != nil && req.Run.Warm
-	cpu0 := pr.cpu   // the worker's CPU time when the guest started
-	var memory int64 // the guest's linear memory, as last reported
+	var startedFrame *worker.Started
+	cpu0 := pr.cpu // the worker's CPU time when the guest started
+	var held int64 // what the guest held, as last reported
 	deadline := first
 	if started {
 		deadline = second
 	}
-	timer := time.AfterFunc(deadline, pr.kill)
+	timer := time.AfterFunc(deadline, func() { pr.killFor(causeDeadline) })
 	defer timer.Stop()
+	var rss *rssWatch
+	if started && memLimit > 0 {
+		rss = watchRSS(pr, pr.rss, memLimit+rssSlack)
+	}
+	defer func() { rss.stop() }()
 	if err := pr.send(req); err != nil {
 		if pr.killed.Load() {
-			p.lose(pr, reason(started), true)
-			return resp, true, &killedError{compiling: !started, after: time.Since(start)}
+			p.lose(pr, pr.lossReason(started), true)
+			return resp, true, pr.killedError(started, start, 0, held, rss)
 		}
 		p.lose(pr, "crashed", true)
 		return resp, false, errWorkerCrashed
@@ -414,16 +661,27 @@ func (p *pool) exchange(pr *proc, req *worker.Request, first, second time.Durati
 				continue // the kill is under way; the channel will close
 			}
 			started = false
+			rss.stop()
 			timer.Reset(first)
 		case r.Started != nil:
 			if !timer.Stop() {
 				continue // the kill is under way; the channel will close
 			}
-			started, cpu0 = true, r.Started.CPU
+			started, cpu0, startedFrame = true, r.Started.CPU, r.Started
 			start = time.Now()
 			timer.Reset(second)
+			if memLimit > 0 {
+				// A compile has just grown the worker (compiled code): the base is read again.
+				base, _ := residentBytes(pr.pid)
+				pr.rss, pr.rssAt = base, start
+				rss.stop()
+				rss = watchRSS(pr, base, memLimit+rssSlack)
+			}
 		case r.Memory != nil:
-			memory = max(memory, r.Memory.Bytes)
+			held = max(held, r.Memory.Bytes)
+			if memLimit > 0 && r.Memory.Bytes > memLimit {
+				pr.killFor(causeMemory)
+			}
 		case r.Run != nil || r.Compile != nil:
 			if r.Run != nil {
 				pr.cpu = r.Run.ProcessCPU
@@ -433,7 +691,7 @@ func (p *pool) exchange(pr *proc, req *worker.Request, first, second time.Durati
 			switch {
 			case !timer.Stop() || pr.killed.Load():
 				// Finished just as the kill fired: the answer is good, the worker is gone.
-				p.lose(pr, reason(started), true)
+				p.lose(pr, pr.lossReason(started), true)
 			case r.Run != nil && p.cfg.memoryLimit > 0 && r.Run.RuntimeBytes > p.cfg.memoryLimit/4:
 				// The guest left the worker's Go runtime holding much of its memory backstop
 				// (tables are Go heap, and Go never unmaps it): the next guest, perhaps another
@@ -449,13 +707,97 @@ func (p *pool) exchange(pr *proc, req *worker.Request, first, second time.Durati
 		}
 	}
 	if pr.killed.Load() {
-		p.lose(pr, reason(started), true)
-		after := time.Since(start)
-		return resp, true, &killedError{compiling: !started, after: after, cpu: guestCPU(pr, started, cpu0), memory: memory}
+		p.lose(pr, pr.lossReason(started), true)
+		ke := pr.killedError(started, start, cpu0, held, rss)
+		ke.started = startedFrame
+		return resp, true, ke
 	}
 	p.lose(pr, "crashed", true)
 	after := time.Since(start)
-	return resp, true, &crashedError{after: after, cpu: guestCPU(pr, started, cpu0), memory: memory}
+	select { // its last words say whether it ran out of memory
+	case <-pr.logged:
+	case <-time.After(time.Second):
+	}
+	return resp, true, &crashedError{after: after, cpu: guestCPU(pr, started, cpu0), memory: max(held, rss.peak()), oom: pr.oom.Load()}
+}
+
+// killedError describes pr's kill: it ran from start (the guest's start when started) until it
+// was killed.
+func (pr *proc) killedError(started bool, start time.Time, cpu0 time.Duration, held int64, rss *rssWatch) *killedError {
+	after := time.Since(start)
+	if at := pr.killAt.Load(); at != 0 {
+		after = max(0, time.Unix(0, at).Sub(start))
+	}
+	return &killedError{
+		compiling: !started,
+		memory:    killCause(pr.cause.Load()) == causeMemory,
+		after:     after,
+		cpu:       guestCPU(pr, started, cpu0),
+		held:      max(held, rss.peak()),
+	}
+}
+
+// rssSlack is how far a worker's resident memory may grow past its guest's limit above what it
+// held idle before the backstop kills it: the worker's own growth meanwhile (compiled code of a
+// module compiled since the base was read, the Go runtime's own structures, freed pages not yet
+// returned). The worker's reports are the exact measure; this one catches a worker that cannot
+// report (see watchRSS).
+const rssSlack = 64 << 20
+
+// rssEvery is how old the idle resident memory of a worker may be when a job starts.
+const rssEvery = time.Second
+
+// rssWatch samples a worker's resident memory (/proc/<pid>/statm) every worker.MemoryReportEvery
+// while its guest runs, and kills it for its memory when it has grown more than limit over base.
+// The worker's own reports stop when a stop-the-world phase of its Go runtime waits for a guest
+// that never calls into Go (a table grown, then a tight loop), so the node looks for itself.
+// A nil *rssWatch watches nothing.
+type rssWatch struct {
+	mu      sync.Mutex
+	t       *time.Timer
+	stopped bool
+	grown   int64 // the most it has grown over base
+}
+
+func watchRSS(pr *proc, base, limit int64) *rssWatch {
+	w := &rssWatch{}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.t = time.AfterFunc(worker.MemoryReportEvery, func() {
+		n, err := residentBytes(pr.pid)
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.stopped || err != nil {
+			return
+		}
+		w.grown = max(w.grown, n-base)
+		if n-base > limit {
+			pr.killFor(causeMemory)
+			return
+		}
+		w.t.Reset(worker.MemoryReportEvery)
+	})
+	return w
+}
+
+func (w *rssWatch) stop() {
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopped = true
+	w.t.Stop()
+}
+
+// peak is how much the worker grew over its base, at most, while watched.
+func (w *rssWatch) peak() int64 {
+	if w == nil {
+		return 0
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.grown
 }
 
 // guestCPU is the CPU time a guest used in a worker that died running it: the dead process's
@@ -493,6 +835,14 @@ func workerEnviron() []string {
 	return env
 }
 
+// lossReason is the restarts metric's reason for a worker the supervisor killed.
+func (pr *proc) lossReason(started bool) string {
+	if killCause(pr.cause.Load()) == causeMemory {
+		return "memory"
+	}
+	return reason(started)
+}
+
 func reason(started bool) string {
 	if started {
 		return "deadline"
@@ -501,9 +851,10 @@ func reason(started bool) string {
 }
 
 // run executes a guest. The worker gets the compile timeout to compile (or find) the module,
-// then the job's timeout plus the kill grace to run it.
+// then the job's timeout to run it, and is killed at either if its guest has not finished: the
+// guest runs without deadline checks of its own.
 func (p *pool) run(ctx context.Context, job *worker.RunJob) (*worker.RunResult, error) {
-	r, err := p.do(ctx, warmKey(job.ModuleHash, job.MemoryPages), &worker.Request{Run: job}, p.cfg.compileTimeout, job.Timeout+p.cfg.killGrace)
+	r, err := p.do(ctx, warmKey(job.ModuleHash, job.MemoryPages), &worker.Request{Run: job}, p.cfg.compileTimeout, job.Timeout, worker.MemoryLimit(job.MemoryPages))
 	if err != nil {
 		return nil, err
 	}
@@ -515,7 +866,7 @@ func (p *pool) run(ctx context.Context, job *worker.RunJob) (*worker.RunResult, 
 
 // compile compiles a module in a worker, killing it past the compile timeout.
 func (p *pool) compile(ctx context.Context, job *worker.CompileJob) (*worker.CompileResult, error) {
-	r, err := p.do(ctx, warmKey(job.ModuleHash, job.MemoryPages), &worker.Request{Compile: job}, p.cfg.compileTimeout, p.cfg.compileTimeout)
+	r, err := p.do(ctx, warmKey(job.ModuleHash, job.MemoryPages), &worker.Request{Compile: job}, p.cfg.compileTimeout, p.cfg.compileTimeout, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -541,7 +892,12 @@ func (p *pool) close() {
 	p.mu.Lock()
 	idle := p.idle
 	p.idle = nil
+	spares := p.spares
+	p.spares = nil
 	p.mu.Unlock()
+	for _, pr := range spares {
+		p.stop(pr)
+	}
 	for _, pr := range idle {
 		p.stop(pr)
 		p.mu.Lock()
@@ -594,8 +950,9 @@ func (p *pool) stop(pr *proc) {
 }
 
 // forwardStderr logs a worker's stderr line by line, keeping at most 4 KiB of a line and at
-// most 100 lines per 10 s, so a worker cannot flood the node's log.
-func forwardStderr(log *slog.Logger, pid int, r io.ReadCloser) {
+// most 100 lines per 10 s, so a worker cannot flood the node's log; seen is called with every
+// line, logged or not.
+func forwardStderr(log *slog.Logger, pid int, r io.ReadCloser, seen func(string)) {
 	defer r.Close()
 	br := bufio.NewReaderSize(r, 4096)
 	var (
@@ -612,6 +969,7 @@ func forwardStderr(log *slog.Logger, pid int, r io.ReadCloser) {
 			return
 		}
 		text := string(line)
+		seen(text)
 		for isPrefix { // skip the rest of an over-long line
 			_, isPrefix, err = br.ReadLine()
 			if err != nil {

@@ -50,7 +50,6 @@ func newTestPool(tb testing.TB, size int, mod func(*poolConfig)) (*pool, *metric
 		env:            []string{workerEnv},
 		cacheDir:       filepath.Join(tb.TempDir(), "wazero"),
 		size:           size,
-		killGrace:      500 * time.Millisecond,
 		compileTimeout: 10 * time.Second,
 		memoryLimit:    512*schemas.MiB + 1<<30,
 	}
@@ -191,7 +190,11 @@ func TestForwardStderr(t *testing.T) {
 	for i := range 300 {
 		fmt.Fprintf(&in, "line %d\n", i)
 	}
-	forwardStderr(log, 42, io.NopCloser(strings.NewReader(in.String())))
+	seen := 0
+	forwardStderr(log, 42, io.NopCloser(strings.NewReader(in.String())), func(string) { seen++ })
+	if seen != 301 {
+		t.Errorf("seen called for %d lines, want all 301", seen)
+	}
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	if len(lines) != 101 { // 100 lines, then one summary of the dropped ones
 		t.Fatalf("%d log lines", len(lines))

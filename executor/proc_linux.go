@@ -1,7 +1,10 @@
 package executor
 
 import (
+	"bytes"
 	"errors"
+	"os"
+	"strconv"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -44,4 +47,20 @@ func waitExited(pid int) {
 			return
 		}
 	}
+}
+
+var pageSize = int64(os.Getpagesize())
+
+// residentBytes is the resident memory of process pid (/proc/<pid>/statm, second field).
+func residentBytes(pid int) (int64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")
+	if err != nil {
+		return 0, err
+	}
+	f := bytes.Fields(b)
+	if len(f) < 2 {
+		return 0, errors.New("statm: short")
+	}
+	pages, err := strconv.ParseInt(string(f[1]), 10, 64)
+	return pages * pageSize, err
 }

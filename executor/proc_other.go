@@ -3,6 +3,7 @@
 package executor
 
 import (
+	"errors"
 	"os"
 	"syscall"
 )
@@ -22,3 +23,5 @@ func killGroup(pid int) {
 func limitWorker(pid int, memory int64) error { return nil }
 
 func waitExited(pid int) {}
+
+func residentBytes(pid int) (int64, error) { return 0, errors.ErrUnsupported }

@@ -392,8 +392,11 @@ func validateRequest(p *Principal, req *schemas.ExecutionRequest, inline bool) (
 	t := p.Tier
 	er := &schemas.ExecRequest{
 		TenantID: p.TenantID, KeyID: p.KeyID, Tier: t.Name, Async: req.Async,
-		Args: req.Args, Env: req.Env, CreatedAt: time.Now().UTC(),
+		Args: req.Args, Env: req.Env, CreatedAt: time.Now().UTC(), Seed: req.Seed, Clock: req.Clock,
 		StdoutMax: t.StdoutMax, StderrMax: t.StdoutMax,
+	}
+	if !schemas.ValidClock(req.Clock) {
+		return nil, schemas.Errorf(schemas.CodeInvalid, "clock must be %q or %q", schemas.ClockFixed, schemas.ClockReal)
 	}
 	switch {
 	case req.TimeoutMS < 0:

@@ -19,6 +19,8 @@ type ExecutionRequest struct {
 	TimeoutMS    int64             `json:"timeout_ms,omitempty" doc:"wall-time limit; default and maximum: the tier's" minimum:"0"`
 	MemoryMB     int               `json:"memory_mb,omitempty" doc:"linear memory cap; default and maximum: the tier's" minimum:"0"`
 	Async        bool              `json:"async,omitempty" doc:"answer 202 at once and run in the background; poll GET /v1/executions/{id}"`
+	Seed         *int64            `json:"seed,omitempty" doc:"makes the guest's random bytes (WASI random_get) a function of this number, for a reproducible run; without it they are drawn from the host's random source for every execution"`
+	Clock        string            `json:"clock,omitempty" enum:"fixed,real" doc:"the guest's clocks: fixed (default) starts at 2022-01-01T00:00:00Z and advances 1 ms per reading, sleeps return at once; real is the host's wall and monotonic clocks, and sleeps wait (within the wall-time limit, and billed)"`
 
 	Files   map[string]FileContent `json:"files,omitempty" doc:"small input files by absolute path, written into the guest's scratch space before it starts; together at most the tier's inline_files_bytes"`
 	Mounts  []Mount                `json:"mounts,omitempty" doc:"uploaded bundles (POST /v1/bundles) mounted read-only" maxItems:"16"`

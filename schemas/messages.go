@@ -36,6 +36,8 @@ type ExecRequest struct {
 	StdoutMax   int               `json:"stdout_max"`
 	StderrMax   int               `json:"stderr_max"`
 	Async       bool              `json:"async,omitempty"`
+	Seed        *int64            `json:"seed,omitempty"`  // fixes the guest's random bytes; absent: random per execution
+	Clock       string            `json:"clock,omitempty"` // ClockFixed (or empty) or ClockReal
 	CreatedAt   time.Time         `json:"created_at"`
 
 	// The guest's files (files.go): inline files by absolute path, read-only bundles, the
@@ -46,6 +48,17 @@ type ExecRequest struct {
 	Outputs    []string          `json:"outputs,omitempty"`
 	OutputsMax int64             `json:"outputs_max,omitempty"`
 }
+
+// The guest's clocks (ExecutionRequest.Clock). Fixed, the default, starts at
+// 2022-01-01T00:00:00Z and advances 1 ms at every reading, and sleeps return at once: runs are
+// reproducible and a guest cannot time the host. Real gives the host's clocks and real sleeps.
+const (
+	ClockFixed = "fixed"
+	ClockReal  = "real"
+)
+
+// ValidClock reports whether c is a clock an execution may ask for ("" is the default, fixed).
+func ValidClock(c string) bool { return c == "" || c == ClockFixed || c == ClockReal }
 
 // Result is what an execution produced. Stored in KV BucketResults under the execution id and
 // sent to the requester's reply subject. Gateways turn it into the API's Execution view.

@@ -144,7 +144,7 @@ func TestDev_REST(t *testing.T) {
 		exp := s.upload(t, key, "expcalls", fixtures.Wasm("expcalls"))
 		start = time.Now()
 		e = s.run(t, key, schemas.ExecutionRequest{ModuleID: exp.ID, TimeoutMS: 300})
-		if e.Status != schemas.StatusKilled || e.DurationMS > 1300 {
+		if e.Status != schemas.StatusTimedOut || e.DurationMS > 1300 {
 			t.Errorf("expcalls: %+v after %v", e, time.Since(start))
 		}
 		// The node goes on serving after a kill.

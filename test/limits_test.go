@@ -78,10 +78,8 @@ func TestDev_InFlightLimit(t *testing.T) {
 	if r.Status != 429 || code != "rate_limited" || !strings.Contains(detail, "in flight") || r.Header.Get("Retry-After") == "" {
 		t.Fatalf("over the in-flight cap: %d %s", r.Status, r.Body)
 	}
-	// This test is about the cap, not how a loop stops: on a starved machine the supervisor may
-	// kill a loop that its own deadline check did not stop within the grace.
 	for _, id := range ids {
-		if e := poll(t, s, basic, id); e.Status != schemas.StatusTimedOut && e.Status != schemas.StatusKilled {
+		if e := poll(t, s, basic, id); e.Status != schemas.StatusTimedOut {
 			t.Errorf("%s: %s", id, e.Status)
 		}
 	}

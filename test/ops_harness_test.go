@@ -172,7 +172,7 @@ func driveTraffic(t *testing.T, s *system) {
 		module  string
 		timeout int64
 		want    schemas.Status
-	}{{"exit7", 0, schemas.StatusFailed}, {"trap", 0, schemas.StatusFailed}, {"loop", 300, schemas.StatusTimedOut}, {"expcalls", 300, schemas.StatusKilled}} {
+	}{{"exit7", 0, schemas.StatusFailed}, {"trap", 0, schemas.StatusFailed}, {"loop", 300, schemas.StatusTimedOut}, {"expcalls", 300, schemas.StatusTimedOut}} {
 		m := s.upload(t, key, c.module, fixtures.Wasm(c.module))
 		if e := s.run(t, key, schemas.ExecutionRequest{ModuleID: m.ID, TimeoutMS: c.timeout}); e.Status != c.want {
 			t.Fatalf("%s: %+v, want %s", c.module, e, c.want)

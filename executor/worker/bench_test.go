@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/wasmwiz/wasmwiz/internal/fixtures"
 	"github.com/wasmwiz/wasmwiz/schemas"
@@ -28,7 +27,7 @@ func BenchmarkWorker_RunCached(b *testing.B) {
 	defer w.close(ctx)
 	bin := fixtures.Wasm("hello")
 	sum := sha256.Sum256(bin)
-	job := &RunJob{ModuleHash: hex.EncodeToString(sum[:]), Name: "guest", Timeout: 5 * time.Second,
+	job := &RunJob{ModuleHash: hex.EncodeToString(sum[:]), Name: "guest",
 		MemoryPages: 128 * 16, StdoutMax: 1 << 20, StderrMax: 1 << 20}
 	job.ModulePath = filepath.Join(dir, job.ModuleHash+".wasm")
 	if err := os.WriteFile(job.ModulePath, bin, 0o644); err != nil {

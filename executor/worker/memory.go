@@ -1,11 +1,68 @@
 package worker
 
 import (
+	"runtime/metrics"
 	"sync"
 	"sync/atomic"
 
 	"github.com/tetratelabs/wazero/experimental"
 )
+
+// memoryUsage is what a running guest makes its worker hold: its linear memories (exactly, as
+// they grow) and the Go heap grown since the run started — tables (wazero keeps them as Go
+// slices, outside WithMemoryLimitPages), the instance's structures, its stack, its output so
+// far, and its environment. The heap is read as the bytes of its objects, live or not yet
+// swept: a guest growing a table leaves the old copies behind until the collector runs (which
+// may be never, while it runs: see collectAfter), and they are host memory it made the worker
+// hold; a table grown a million entries at a time holds two to three times its size. Counting the heap, not resident pages, also
+// counts memory allocated and not yet touched (a table grown and never filled), and does not
+// count what the worker keeps between guests (compiled code, zeroed spare memories).
+type memoryUsage struct {
+	linear *atomic.Int64
+	heap0  int64
+	peak   atomic.Int64
+}
+
+func newMemoryUsage(linear *atomic.Int64) *memoryUsage {
+	return &memoryUsage{linear: linear, heap0: heapBytes()}
+}
+
+// MemoryHeadroom is how far past its linear memory limit (RunJob.MemoryPages) what a guest holds
+// may go: its instance's structures, its stack and its output, which a guest using all of its
+// linear memory needs too. (A deep recursion alone holds up to ~150 MB of wazero stack.)
+const MemoryHeadroom = 32 << 20
+
+// MemoryLimit is the most a guest with a linear memory limit of pages may hold.
+func MemoryLimit(pages uint32) int64 { return int64(pages)*65536 + MemoryHeadroom }
+
+// now is what the guest holds now; it also raises the peak.
+func (u *memoryUsage) now() int64 {
+	n := u.linear.Load() + u.heapGrowth()
+	for {
+		p := u.peak.Load()
+		if n <= p || u.peak.CompareAndSwap(p, n) {
+			return n
+		}
+	}
+}
+
+// peakNow is the most the guest has held, looking once more now.
+func (u *memoryUsage) peakNow() int64 {
+	u.now()
+	return u.peak.Load()
+}
+
+func (u *memoryUsage) heapGrowth() int64 { return max(0, heapBytes()-u.heap0) }
+
+// heapBytes is the size of the worker's Go heap objects (runtime/metrics; about a microsecond).
+func heapBytes() int64 {
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(sample)
+	if sample[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return int64(sample[0].Value.Uint64())
+}
 
 // jobMemory allocates the linear memories of one job's instance outside the Go heap (where
 // the platform allows) and releases them when the job is over.

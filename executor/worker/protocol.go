@@ -18,8 +18,10 @@ import (
 // the start. A Run that needs a compile is announced by Compiling (the supervisor switches to the
 // compile deadline) and followed by Started when the compile is over and the guest's own clock
 // runs (back to the execution deadline); so is a hit the supervisor did not expect, by Started
-// alone. A guest that runs past MemoryReportEvery is followed by Memory frames whenever its
-// linear memory has grown, so that the node knows how much a guest it kills was holding. Exactly
+// alone. A guest that runs past MemoryReportEvery is followed by Memory frames whenever what it
+// holds has changed, so that the node can kill a guest over its memory limit and knows how much
+// a guest it kills was holding. The worker never stops a guest itself: the node times the
+// deadline and kills the worker when it passes. Exactly
 // one field of a Request or Response is set.
 
 // Request is one frame from the node to a worker.
@@ -64,8 +66,8 @@ type RunJob struct {
 	Args        []string
 	Env         []string // KEY=value
 	Stdin       []byte
-	Timeout     time.Duration
-	MemoryPages uint32 // linear memory limit in 64 KiB pages
+	Timeout     time.Duration // the deadline, timed and enforced by the node (it kills the worker); the worker does not look at it
+	MemoryPages uint32        // linear memory limit in 64 KiB pages; the guest's whole memory is held to it (see Memory)
 	StdoutMax   int
 	StderrMax   int
 	// Warm says the node expects the module compiled in this worker. If it is, the result is the
@@ -79,6 +81,13 @@ type RunJob struct {
 	Outputs    []string // absolute paths, path.Match wildcards allowed in each component
 	ScratchMax int64    // bytes of writable file data and inodes
 	OutputsMax int64    // bytes of output files returned
+	// Seed, when set, makes the guest's random bytes a function of it (reproducible); otherwise
+	// they are seeded from the system's random source, different for every run.
+	Seed *int64
+	// RealClock gives the guest the host's wall and monotonic clocks and real sleep; otherwise
+	// its clocks are wazero's deterministic fakes (wall time starts at 2022-01-01T00:00:00Z and
+	// every reading advances 1 ms) and sleeps return at once.
+	RealClock bool
 }
 
 // InlineFile is a small input file written into the guest's scratch space.
@@ -114,8 +123,10 @@ type Started struct {
 	CPU             time.Duration // the worker process's CPU time so far: the supervisor bills a killed guest the rest
 }
 
-// Memory reports a running guest's linear memory, sent at most every MemoryReportEvery and only
-// when it has changed. The supervisor bills a guest it kills the last size reported.
+// Memory reports what a running guest holds (its linear memory and the Go heap the worker has
+// grown for it: tables and the rest), sent at most every MemoryReportEvery and only when it has
+// changed. The supervisor kills a guest whose report is over its limit (RunJob.MemoryPages), and
+// bills a guest it kills the largest size reported.
 type Memory struct {
 	Bytes int64
 }
@@ -126,7 +137,7 @@ const MemoryReportEvery = 25 * time.Millisecond
 
 // RunResult answers a RunJob.
 type RunResult struct {
-	Status          schemas.Status // succeeded, failed or timed_out
+	Status          schemas.Status // succeeded, failed, or killed (it held more memory than its limit: MemoryExceeded)
 	ExitCode        int            // -1 when the guest did not exit (trap, timeout, could not start)
 	Error           string
 	Stdout          []byte
@@ -135,11 +146,11 @@ type RunResult struct {
 	StderrTruncated bool
 	StdoutBytes     int64 // everything the guest wrote, kept or not
 	StderrBytes     int64
-	Duration        time.Duration // instantiate + _start
+	Duration        time.Duration // setting up args and env, instantiate, _start
 	CompileDuration time.Duration
 	CompileCacheHit bool
 	CPU             time.Duration // user + system time of the worker process during the run
-	MemoryPeakBytes int64         // linear memory size at the end (it only grows)
+	MemoryPeakBytes int64         // the most the guest held: linear memory and Go heap grown (see Memory)
 	RuntimeBytes    int64         // memory the worker's Go runtime has mapped after the job (tables are Go heap)
 	ProcessCPU      time.Duration // the worker process's CPU time at the end: the next guest's start, for a kill's bill
 	Outputs         []OutputFile

@@ -3,11 +3,13 @@
 //
 // The node starts `wasmwiz worker`, which calls Main with the process's stdin and stdout. The
 // pipe carries the gob frames of protocol.go and nothing else: logs go to stderr. The worker
-// trusts the node and distrusts the guest. It gives the guest no host file system, no real
-// clocks, no real sleep and no real randomness (wazero's deterministic defaults), caps its
-// memory with WithMemoryLimitPages and its output with counting writers, and stops it at its
-// deadline with WithCloseOnContextDone. What wazero cannot stop (loop-free call trees,
-// compilation, host memory outside linear memory) is stopped by the node killing this process.
+// trusts the node and distrusts the guest. It gives the guest no host file system, a fixed
+// clock unless the job asks for the real one (RunJob.RealClock), and randomness of its own
+// (seeded per job from crypto/rand, or from RunJob.Seed), caps its linear memory with
+// WithMemoryLimitPages and its output with counting writers, and reports what it holds in memory
+// (linear memory and the Go heap it grew, tables included). It does not stop the guest: guests
+// run at full speed, without wazero's per-loop deadline checks (WithCloseOnContextDone), and the
+// node enforces the deadline and the memory limit by killing this process.
 package worker
 
 import (
@@ -15,6 +17,9 @@ import (
 	"bytes"
 	"container/list"
 	"context"
+	crand "crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/gob"
 	"errors"
 	"fmt"
@@ -23,15 +28,14 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/tetratelabs/wazero"
-	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/sys"
 
@@ -46,11 +50,10 @@ const maxRuntimes = 8
 // pipe: exit 0) or ctx ends. It returns the process exit code.
 func Main(ctx context.Context, in io.Reader, out io.Writer, stderr io.Writer) int {
 	// GOMAXPROCS 2, not 1 and not NumCPU. A running guest holds one P: it is native code that
-	// Go cannot preempt, and it enters Go only at loop headers (wazero's deadline check) and in
-	// host calls. A second P lets the rest of the worker — the goroutine that closes the module
-	// at its deadline, the GC's background work, the pipe — run at once instead of at the
-	// guest's next entry into Go. (The deadline does still work with 1, because of those
-	// entries; a guest that never makes one is the node's to kill, whatever GOMAXPROCS is.)
+	// Go cannot preempt, and it enters Go only in host calls (and memory or table growth). A
+	// second P lets the rest of the worker — the memory reports, the GC's background work, the
+	// pipe — run while the guest does. (A stop-the-world GC still waits for the guest's next
+	// entry into Go; the node's deadline does not depend on the worker at all.)
 	// More than 2 buys nothing: a worker runs one guest at a time, wazero compiles on one
 	// goroutine, and the node starts more workers than cores, so a larger GOMAXPROCS would only
 	// let one worker's GC spread onto the cores of the others.
@@ -121,6 +124,7 @@ func (w *worker) serve(ctx context.Context, dec *gob.Decoder, send func(*Respons
 			res := w.run(ctx, req.Run, send)
 			err = send(&Response{Run: res})
 			w.releaseMemory() // zeroing for reuse is off the execution's path
+			w.collectAfter(res)
 		case req.Compile != nil:
 			err = send(&Response{Compile: w.compileJob(ctx, req.Compile)})
 		default:
@@ -156,7 +160,25 @@ type worker struct {
 	spare    spareMemories // zeroed linear memories for the next jobs
 	bundles  *bundleCache  // mounted bundles' trees, by hash
 	used     *jobMemory    // the last run's memories, released once its result is sent
+	// heapGrown is how much the last run grew the Go heap (tables, mostly): see collectAfter.
+	heapGrown int64
 }
+
+// collectAfter collects the garbage of a run that grew the Go heap by more than collectAbove (a
+// guest that made big tables) and returns it to the OS, while no guest runs. The next guest's
+// memory is counted from the heap and the resident memory as it finds them; a collection during
+// its run would free this guest's garbage and hide as much of the next guest's growth. (The
+// worker never starts a collection itself while a guest runs: a stop-the-world phase waits for
+// the guest to call into Go, which a guest spinning in a loop never does, and the worker's
+// other goroutines, memory reports included, would wait with it.)
+func (w *worker) collectAfter(*RunResult) {
+	if w.heapGrown > collectAbove {
+		debug.FreeOSMemory()
+	}
+	w.heapGrown = 0
+}
+
+const collectAbove = 16 << 20
 
 // releaseMemory gives back the last run's linear memories (see jobMemory.release).
 func (w *worker) releaseMemory() {
@@ -230,8 +252,9 @@ func (w *worker) runtimeFor(ctx context.Context, pages uint32) (wazero.Runtime, 
 	}
 	// NewRuntimeConfig picks the compiler (wazevo) wherever wazero supports it and the
 	// interpreter elsewhere.
+	// No WithCloseOnContextDone: it makes compiled code call into Go at every loop back-edge
+	// (wazero#2466), 4-10x slower on tight loops. The node kills a worker whose guest overruns.
 	cfg := wazero.NewRuntimeConfig().
-		WithCloseOnContextDone(true).
 		WithMemoryLimitPages(pages).
 		WithCompilationCache(w.cache).
 		WithDebugInfoEnabled(false)
@@ -313,29 +336,44 @@ func (w *worker) run(ctx context.Context, job *RunJob, send func(*Response) erro
 		return finish()
 	}
 
+	// The guest's clock runs from here: building its arguments and environment is its cost
+	// (thousands of env entries take wazero seconds), counted in its duration, CPU time and
+	// memory, and within its deadline, which the node has been timing since Started (or, warm,
+	// since it sent the job).
+	w.releaseMemory() // the last run's, if serve has not yet
+	mem := &jobMemory{spare: &w.spare}
+	w.used = mem
+	usage := newMemoryUsage(&mem.bytes)
+	start := time.Now()
+	stopReports := reportMemory(usage, send)
+
 	stdout := &cappedWriter{max: job.StdoutMax}
 	stderr := &cappedWriter{max: job.StderrMax}
 	stdin := bytes.NewReader(job.Stdin)
 	fsys, err := w.guestFS(job, stdin, stdout, stderr)
 	if err != nil {
+		stopReports()
+		res.Duration = time.Since(start)
 		res.Status, res.Error = schemas.StatusFailed, err.Error()
 		return finish()
 	}
-	// The guest's file system is its own (guestfs), nothing of the host's. No WithSysWalltime,
-	// WithSysNanotime or WithSysNanosleep: wazero's defaults are deterministic fakes, so a guest
-	// can neither measure the host nor sleep on it. Its randomness is deterministic too
-	// (guestRand). No start functions: _start is called below, so that a module without one is
-	// an error rather than a silent success, and so that its memory can be measured after it
-	// exits.
+	// The guest's file system is its own (guestfs), nothing of the host's. Its clock is
+	// wazero's deterministic fake unless the job asks for the real one; it never sleeps on the
+	// host unless so. Its randomness is its own (guestRand). No start functions: _start is
+	// called below, so that a module without one is an error rather than a silent success, and
+	// so that its memory can be measured after it exits.
 	mc := wazero.NewModuleConfig().
 		WithName("").
-		WithRandSource(guestRand()).
+		WithRandSource(guestRand(job.Seed)).
 		WithArgs(append([]string{job.Name}, job.Args...)...).
 		WithStdin(stdin).
 		WithFSConfig(guestfs.FSConfig(fsys)).
 		WithStdout(stdout).
 		WithStderr(stderr).
 		WithStartFunctions()
+	if job.RealClock {
+		mc = mc.WithSysWalltime().WithSysNanotime().WithSysNanosleep()
+	}
 	for _, kv := range job.Env {
 		k, v, _ := strings.Cut(kv, "=")
 		mc = mc.WithEnv(k, v)
@@ -344,45 +382,56 @@ func (w *worker) run(ctx context.Context, job *RunJob, send func(*Response) erro
 		mc = mc.WithEnv("PWD", job.Workdir) // Go's wasip1 runtime starts there
 	}
 
-	// The memories go back after the guest has stopped, once the result is sent (serve), or
-	// at the next run.
-	w.releaseMemory()
-	mem := &jobMemory{spare: &w.spare}
-	w.used = mem
-	rctx, cancel := context.WithTimeout(guestfs.WithFS(experimental.WithMemoryAllocator(ctx, mem.allocator()), fsys), job.Timeout)
-	defer cancel()
+	// The memories go back after the guest has stopped, once the result is sent (serve).
+	gctx := guestfs.WithFS(experimental.WithMemoryAllocator(ctx, mem.allocator()), fsys)
 	r, _ := w.runtimeFor(ctx, job.MemoryPages) // exists: compile succeeded
-	start := time.Now()
-	stopReports := reportMemory(&mem.bytes, send)
-	mod, err := r.InstantiateModule(rctx, cm, mc)
+	mod, err := r.InstantiateModule(gctx, cm, mc)
 	if err != nil {
 		stopReports()
 		res.Duration = time.Since(start)
+		res.MemoryPeakBytes = usage.peakNow()
 		res.Status = schemas.StatusFailed
 		res.Error = "cannot instantiate module: " + cleanError(err)
+		overMemory(res, job)
 		return finish()
 	}
 	if fn := mod.ExportedFunction("_start"); fn == nil {
 		err = errNoStart
 	} else {
-		_, err = fn.Call(rctx)
+		_, err = fn.Call(gctx)
 	}
 	stopReports()
-	res.MemoryPeakBytes = memorySize(mod)
+	res.MemoryPeakBytes = usage.peakNow() // before Close: the guest's tables are still held
+	w.heapGrown = usage.heapGrowth()
 	_ = mod.Close(ctx)
 	res.Duration = time.Since(start)
 	res.Stdout, res.StdoutBytes, res.StdoutTruncated = stdout.buf, stdout.n, stdout.n > int64(len(stdout.buf))
 	res.Stderr, res.StderrBytes, res.StderrTruncated = stderr.buf, stderr.n, stderr.n > int64(len(stderr.buf))
-	classify(res, err, rctx.Err(), ctx.Err())
+	classify(res, err)
+	overMemory(res, job)
 	collectOutputs(job, fsys, res)
 	return finish()
 }
 
-// reportMemory sends a Memory frame every MemoryReportEvery while the guest runs, when bytes
-// has changed since the last one. stop waits for a report being sent, so that no frame follows
+// MemoryExceeded is the error of a guest that held more memory than its limit.
+func MemoryExceeded(held, limit int64) string {
+	return fmt.Sprintf("memory limit exceeded: the guest held %d MiB (linear memory, tables and other runtime memory), its limit is %d MiB", held>>20, limit>>20)
+}
+
+// overMemory turns a run whose guest ended holding more than its limit (grown between two
+// memory reports, or too fast for the node to kill it) into a memory-limit failure.
+func overMemory(res *RunResult, job *RunJob) {
+	if res.MemoryPeakBytes > MemoryLimit(job.MemoryPages) {
+		res.Status, res.ExitCode = schemas.StatusKilled, -1
+		res.Error = MemoryExceeded(res.MemoryPeakBytes, int64(job.MemoryPages)*65536)
+	}
+}
+
+// reportMemory sends a Memory frame every MemoryReportEvery while the guest runs, when what
+// the guest holds has changed since the last one. stop waits for a report being sent, so that no frame follows
 // it: the run's other frames are sent by the caller, never at the same time as a report. It
 // costs a short run nothing but arming and stopping a timer.
-func reportMemory(bytes *atomic.Int64, send func(*Response) error) (stop func()) {
+func reportMemory(usage *memoryUsage, send func(*Response) error) (stop func()) {
 	var (
 		mu      sync.Mutex
 		stopped bool
@@ -397,7 +446,7 @@ func reportMemory(bytes *atomic.Int64, send func(*Response) error) (stop func())
 		if stopped {
 			return
 		}
-		if n := bytes.Load(); n != last {
+		if n := usage.now(); n != last {
 			last = n
 			if send(&Response{Memory: &Memory{Bytes: n}}) != nil {
 				return // the node is gone; the run's end will find out
@@ -413,37 +462,37 @@ func reportMemory(bytes *atomic.Int64, send func(*Response) error) (stop func())
 	}
 }
 
-// guestRand is the guest's random_get: the same fixed-seed ChaCha8 stream for every run, so
-// that runs are reproducible and reveal nothing of the host. wazero's default fake is as
-// deterministic but seeds a math/rand source per instance, about 10 µs per run.
-func guestRand() io.Reader {
-	return rand.NewChaCha8([32]byte{'w', 'a', 's', 'm', 'w', 'i', 'z'})
+// guestRand is the guest's random_get: a ChaCha8 stream seeded from crypto/rand for each run,
+// so that no two runs (of one tenant or of two) see the same bytes, or, when the request gives
+// a seed, seeded from it, so that the run can be reproduced. wazero's default is a fixed
+// stream, the same for every run of every guest. A ChaCha8 costs one 32-byte read of the
+// system's random source per run, and no system call per random_get.
+func guestRand(seed *int64) io.Reader {
+	var key [32]byte
+	if seed != nil {
+		key = sha256.Sum256(binary.LittleEndian.AppendUint64([]byte("wasmwiz seed\x00"), uint64(*seed)))
+	} else {
+		_, _ = crand.Read(key[:]) // never fails (crypto/rand panics rather than return short)
+	}
+	return rand.NewChaCha8(key)
 }
 
 var errNoStart = errors.New("module has no _start export (not a WASI command)")
 
-// classify turns the outcome of _start into a status. rctxErr is the error of the execution's
-// context, parentErr that of the worker's.
-func classify(res *RunResult, err, rctxErr, parentErr error) {
+// classify turns the outcome of _start into a status. The guest is never stopped from inside
+// (the node kills the worker at the deadline), so every outcome is the guest's own.
+func classify(res *RunResult, err error) {
 	if err == nil {
 		res.Status, res.ExitCode = schemas.StatusSucceeded, 0
 		return
 	}
 	var exit *sys.ExitError
 	if errors.As(err, &exit) {
-		code := exit.ExitCode()
-		switch {
-		case code == sys.ExitCodeDeadlineExceeded && errors.Is(rctxErr, context.DeadlineExceeded):
-			res.Status, res.ExitCode = schemas.StatusTimedOut, -1
-			res.Error = "execution exceeded its time limit"
-		case code == sys.ExitCodeContextCanceled && parentErr != nil:
-			res.Status, res.ExitCode = schemas.StatusFailed, -1
-			res.Error = "execution was canceled: the worker is shutting down"
-		case code == 0:
+		// A guest may pass any u32 to proc_exit, including the codes wazero reserves for
+		// context errors, which it never raises here: all are ordinary exit codes.
+		if code := exit.ExitCode(); code == 0 {
 			res.Status, res.ExitCode = schemas.StatusSucceeded, 0
-		default:
-			// A guest may pass any u32 to proc_exit, including wazero's two reserved codes:
-			// without the matching context error they are ordinary exit codes.
+		} else {
 			res.Status, res.ExitCode = schemas.StatusFailed, int(code)
 		}
 		return
@@ -469,13 +518,6 @@ func cleanError(err error) string {
 		return "unknown error"
 	}
 	return s
-}
-
-func memorySize(mod api.Module) int64 {
-	if m := mod.Memory(); m != nil { // defined or imported, exported or not
-		return int64(m.Size())
-	}
-	return 0
 }
 
 // cappedWriter keeps the first max bytes written and counts all of them. It never fails and
