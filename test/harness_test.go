@@ -37,7 +37,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binPath = filepath.Join(dir, "wasmwiz")
-	build := exec.Command("go", "build", "-o", binPath, "../cmd/wasmwiz")
+	// The slim worker binary beside it, as installed: executors start it as their workers.
+	build := exec.Command("go", "build", "-o", dir, "../cmd/wasmwiz", "../cmd/wasmwiz-worker")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build wasmwiz:", err)

@@ -81,7 +81,8 @@ func TestHostile(t *testing.T) {
 		return c
 	}
 	hello7 := fixtures.Wasm("hello")
-	var clockOut string
+	var clockOut, seededOut string
+	seven := int64(7)
 
 	cases := []hostileCase{
 		{name: "infinite loop (timeout 1s)", wasm: fixtures.Wasm("loop"), req: schemas.ExecutionRequest{TimeoutMS: 1000},
@@ -170,10 +171,19 @@ func TestHostile(t *testing.T) {
 				}
 				clockOut = e.Stdout
 			}},
-		{name: "clock and random, run 2 (identical)", wasm: fixtures.Wasm("clock"), status: schemas.StatusSucceeded,
+		{name: "clock and random, run 2 (same fixed clock, other random bytes)", wasm: fixtures.Wasm("clock"), status: schemas.StatusSucceeded,
 			check: func(t *testing.T, e *schemas.Execution) {
-				if e.Stdout != clockOut || clockOut == "" {
-					t.Errorf("second run printed %q, first %q: clock/random not deterministic", e.Stdout, clockOut)
+				// issue 12, hole 14: every execution's random bytes are its own.
+				if len(e.Stdout) != 34 || len(clockOut) != 34 || e.Stdout[:16] != clockOut[:16] || e.Stdout[17:] == clockOut[17:] {
+					t.Errorf("second run printed %q, first %q: want the same fixed clock and other random bytes", e.Stdout, clockOut)
+				}
+			}},
+		{name: "clock and random with seed 7, run 1", wasm: fixtures.Wasm("clock"), req: schemas.ExecutionRequest{Seed: &seven},
+			status: schemas.StatusSucceeded, check: func(t *testing.T, e *schemas.Execution) { seededOut = e.Stdout }},
+		{name: "clock and random with seed 7, run 2 (identical)", wasm: fixtures.Wasm("clock"), req: schemas.ExecutionRequest{Seed: &seven},
+			status: schemas.StatusSucceeded, check: func(t *testing.T, e *schemas.Execution) {
+				if e.Stdout != seededOut || seededOut == clockOut {
+					t.Errorf("seed 7 printed %q then %q (unseeded %q): want the same twice", seededOut, e.Stdout, clockOut)
 				}
 			}},
 		{name: "import of a missing function (env.foo)", wasm: fixtures.Wasm("badimport"),
