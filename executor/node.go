@@ -116,8 +116,8 @@ func (n *Node) Ready() bool {
 }
 
 // Run serves until ctx ends, then drains: it stops fetching, gives back (Nak) requests it
-// fetched but did not start, lets started executions finish (each is bounded by its deadline,
-// the kill grace and the compile timeout), stops the workers and returns.
+// fetched but did not start, lets started executions finish (each is bounded by its deadline
+// and the compile timeout), stops the workers and returns.
 func (n *Node) Run(ctx context.Context) error {
 	if err := streams.EnsureWithRetry(ctx, n.js, streams.Options{Replicas: n.cfg.Replicas, Tiers: n.cfg.Tiers}); err != nil {
 		return fmt.Errorf("executor: ensure streams: %w", err)

@@ -29,7 +29,7 @@ import (
 // (p50/p99/max) and errors in both phases, the hostile outcomes, and the dev process's memory.
 //
 // Benign errors must be 0, the benign p99 under 2 s, and no benign execution may wait as long
-// as one hostile execution (the basic tier's wall time plus the kill grace). Before the scheduler kept the last free
+// as one hostile execution (the basic tier's wall time). Before the scheduler kept the last free
 // slot for an active higher tier, the hostile tenant took back every slot that freed (it was
 // owed one dispatch in four, and pro's take a millisecond) and held all four workers: benign
 // p50 was 3.4 s and the benign tenant ran into its own in-flight cap (429s).
