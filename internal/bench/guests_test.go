@@ -20,7 +20,7 @@ func TestGuests_EchoIsTheFixture(t *testing.T) {
 // Every bench guest runs in wazero and answers what the bench expects of it.
 func TestGuests_Run(t *testing.T) {
 	ctx := context.Background()
-	lim, err := newLimitRunner(ctx)
+	lim, err := newLimitRunner(ctx, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,27 +37,29 @@ import (
 
 // The bench's modes.
 const (
-	modeLimit       = "limit"        // wazero instantiate + run of a compiled module, in-process
-	modeBus         = "bus"          // JetStream publish → work-queue pull → reply, no work
-	modeBare        = "bare"         // HTTP → JetStream → in-process wazero → reply → HTTP
-	modeNATS        = "nats"         // the product over direct NATS
-	modeREST        = "rest"         // the product over REST
-	modePeerCompile = "peer-compile" // new runtime + compile + run per request, in-process
-	modePeerProcess = "peer-process" // one wazero CLI process per request
+	modeLimit       = "limit"            // wazero instantiate + run of a compiled module, in-process, checking deadlines at loop back-edges
+	modeLimitFree   = "limit-nodeadline" // the same without deadline checks, as the workers run guests
+	modeBus         = "bus"              // JetStream publish → work-queue pull → reply, no work
+	modeBare        = "bare"             // HTTP → JetStream → in-process wazero (no deadline checks) → reply → HTTP
+	modeNATS        = "nats"             // the product over direct NATS
+	modeREST        = "rest"             // the product over REST
+	modePeerCompile = "peer-compile"     // new runtime + compile + run per request, in-process
+	modePeerProcess = "peer-process"     // one wazero CLI process per request
 )
 
 // Modes are the bench's modes, in the order of its table.
-var Modes = []string{modeLimit, modeBus, modeBare, modeNATS, modeREST, modePeerCompile, modePeerProcess}
+var Modes = []string{modeLimit, modeLimitFree, modeBus, modeBare, modeNATS, modeREST, modePeerCompile, modePeerProcess}
 
 type benchModule struct {
-	Name  string `json:"name"`
-	Bytes int    `json:"bytes"`
-	wasm  []byte
-	stdin []byte
-	args  []string
-	file  string // on disk, for the wazero CLI
-	id    string // uploaded: sha256:…
-	cm    wazero.CompiledModule
+	Name   string `json:"name"`
+	Bytes  int    `json:"bytes"`
+	wasm   []byte
+	stdin  []byte
+	args   []string
+	file   string                // on disk, for the wazero CLI
+	id     string                // uploaded: sha256:…
+	cm     wazero.CompiledModule // in the limit runtime (deadline checks)
+	cmFree wazero.CompiledModule // in the limit-nodeadline runtime, which bare uses too
 }
 
 type benchCell struct {
@@ -207,12 +209,17 @@ func Run(ctx context.Context, cfg Config, sys System, stdout io.Writer) error {
 	}
 
 	// The floors' own plumbing, in the same process and NATS server.
-	lim, err := newLimitRunner(ctx)
+	lim, err := newLimitRunner(ctx, true)
 	if err != nil {
 		return err
 	}
 	defer lim.close(ctx)
-	bus, err := startBus(ctx, sys.NATSURL, lim, &closers)
+	limFree, err := newLimitRunner(ctx, false)
+	if err != nil {
+		return err
+	}
+	defer limFree.close(ctx)
+	bus, err := startBus(ctx, sys.NATSURL, limFree, &closers)
 	if err != nil {
 		return fmt.Errorf("bus: %w", err)
 	}
@@ -235,6 +242,9 @@ func Run(ctx context.Context, cfg Config, sys System, stdout io.Writer) error {
 		if m.cm, err = lim.rt.CompileModule(ctx, m.wasm); err != nil {
 			return fmt.Errorf("compile %s: %w", m.Name, err)
 		}
+		if m.cmFree, err = limFree.rt.CompileModule(ctx, m.wasm); err != nil {
+			return fmt.Errorf("compile %s: %w", m.Name, err)
+		}
 		if m.id, err = rest.Upload(ctx, m.Name, m.wasm); err != nil {
 			return fmt.Errorf("upload %s: %w", m.Name, err)
 		}
@@ -244,6 +254,8 @@ func Run(ctx context.Context, cfg Config, sys System, stdout io.Writer) error {
 		switch mode {
 		case modeLimit:
 			return func(ctx context.Context) string { return lim.run(ctx, m.cm, m) }
+		case modeLimitFree:
+			return func(ctx context.Context) string { return limFree.run(ctx, m.cmFree, m) }
 		case modeBus:
 			return bus.busOp
 		case modeBare:
@@ -289,7 +301,7 @@ func Run(ctx context.Context, cfg Config, sys System, stdout io.Writer) error {
 					inflight = min(c, 2*runtime.NumCPU())
 				}
 				lc := LoadConfig{Concurrency: inflight, Duration: cfg.CellDuration, Progress: prog,
-					Label: fmt.Sprintf("[%d/%d] %-5s %-12s c=%-3d ", i, total, m.Name, mode, c)}
+					Label: fmt.Sprintf("[%d/%d] %-5s %-16s c=%-3d ", i, total, m.Name, mode, c)}
 				// One profile per cell (a CPU profile cannot be paused): <path>.<module>.c<N>;
 				// `go tool pprof` merges several given together.
 				var prof *os.File
@@ -356,7 +368,7 @@ func (o *benchOutput) ratios(mods []*benchModule, levels []int) {
 			if rest == nil {
 				continue
 			}
-			for _, other := range []string{modeBare, modeLimit, modePeerCompile, modePeerProcess} {
+			for _, other := range []string{modeBare, modeLimit, modeLimitFree, modePeerCompile, modePeerProcess} {
 				if x := o.cell(m.Name, other, c); x != nil && x.Report.OKPerSecond > 0 {
 					o.Ratios = append(o.Ratios, benchRatio{Module: m.Name, Concurrency: c, Name: "rest/" + other, Value: rest.Report.OKPerSecond / x.Report.OKPerSecond})
 				}
@@ -368,14 +380,14 @@ func (o *benchOutput) ratios(mods []*benchModule, levels []int) {
 func (o *benchOutput) print(w io.Writer, mods []*benchModule, levels []int, modes []string) {
 	fmt.Fprintf(w, "wasmwiz bench: %d CPUs, %s, %d workers, %.1fs per cell, closed loop; exec/s counts succeeded executions, latency in ms\n\n",
 		o.CPUs, o.GoVersion, o.Workers, o.CellSeconds)
-	fmt.Fprintf(w, "%-6s %-13s", "module", "mode")
+	fmt.Fprintf(w, "%-6s %-16s", "module", "mode")
 	for _, c := range levels {
 		fmt.Fprintf(w, " | %22s", fmt.Sprintf("c=%d: exec/s  p50  p99", c))
 	}
 	fmt.Fprintln(w, " | errors")
 	for _, m := range mods {
 		for _, mode := range modes {
-			fmt.Fprintf(w, "%-6s %-13s", m.Name, mode)
+			fmt.Fprintf(w, "%-6s %-16s", m.Name, mode)
 			var errs int64
 			for _, c := range levels {
 				x := o.cell(m.Name, mode, c)
@@ -395,7 +407,8 @@ func (o *benchOutput) print(w io.Writer, mods []*benchModule, levels []int, mode
 		}
 	}
 	fmt.Fprintf(w, "\n* peers run at most %d in flight (2 × CPUs): they are CPU-bound, more would only queue.\n", 2*o.CPUs)
-	fmt.Fprintln(w, "limit, bare and the workers run guests WithCloseOnContextDone (deadlines); the peers do not (see docs/performance.md).")
+	fmt.Fprintln(w, "limit checks deadlines at every loop back-edge (WithCloseOnContextDone); limit-nodeadline, bare, the workers and the peers")
+	fmt.Fprintln(w, "do not: the workers' deadline is the node killing them (see docs/performance.md).")
 	fmt.Fprintln(w, "\nratios of exec/s:")
 	for _, m := range mods {
 		for _, c := range levels {
@@ -429,13 +442,14 @@ func fmtMS(ms float64) string {
 	return strconv.FormatFloat(ms, 'f', 2, 64)
 }
 
-// limitRunner runs compiled modules in this process with one shared wazero runtime.
+// limitRunner runs compiled modules in this process with one shared wazero runtime, which
+// checks deadlines at loop back-edges (WithCloseOnContextDone) when checks is set.
 type limitRunner struct {
 	rt wazero.Runtime
 }
 
-func newLimitRunner(ctx context.Context) (*limitRunner, error) {
-	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().WithCloseOnContextDone(true))
+func newLimitRunner(ctx context.Context, checks bool) (*limitRunner, error) {
+	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().WithCloseOnContextDone(checks))
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
 		return nil, err
 	}
@@ -675,7 +689,7 @@ func (b *benchBus) answerBare(ctx context.Context, m jetstream.Msg) {
 		if mod := b.mods[req.Module]; mod != nil {
 			run := *mod
 			run.stdin = req.Stdin
-			if out, o := runCompiled(ctx, b.lim.rt, mod.cm, &run); o == OutcomeOK {
+			if out, o := runCompiled(ctx, b.lim.rt, mod.cmFree, &run); o == OutcomeOK {
 				res = bareResult{Stdout: out, ExitCode: 0}
 			}
 		}
