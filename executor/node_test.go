@@ -443,8 +443,9 @@ func TestNode_Execute_KillsDeadlineIgnorer(t *testing.T) {
 		t.Errorf("worker restarts{deadline} = %v, want 1", got)
 	}
 	natstest.Eventually(t, 10*time.Second, func() bool {
-		return counterValue(t, e.node.m.workers.WithLabelValues("idle")) == 2 && counterValue(t, e.node.m.workers.WithLabelValues("spare")) == 1
-	}, "workers not back to 2 idle and 1 spare")
+		return counterValue(t, e.node.m.workers.WithLabelValues("idle")) == float64(e.node.cfg.Workers+e.node.cfg.CompileWorkers) &&
+			counterValue(t, e.node.m.workers.WithLabelValues("spare")) == 1
+	}, "workers not back to all idle and 1 spare")
 }
 
 // TestNode_Execute_Redelivery delivers executions again and checks that none runs twice.
