@@ -8,6 +8,7 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
@@ -45,6 +46,7 @@ func compatOperation() *huma.Operation {
 			"400": {Description: "not WebAssembly or a bad form"},
 			"401": {Description: "missing or unknown API key"},
 			"403": {Description: "the key lacks the execute or modules:write scope"},
+			"408": {Description: "the form did not arrive within 30 s"},
 			"429": {Description: "rate limited or too many executions in flight; Retry-After says when to try again"},
 			"413": {Description: "module or input too large"},
 			"422": {Description: "the module failed, trapped or timed out"},
@@ -70,11 +72,8 @@ func parseCompatForm(body io.Reader, boundary string) (wasm, input []byte, statu
 			break
 		}
 		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				return nil, nil, http.StatusRequestEntityTooLarge, tooLarge
-			}
-			return nil, nil, http.StatusBadRequest, "malformed multipart body"
+			status, msg := formError(err, tooLarge)
+			return nil, nil, status, msg
 		}
 		var limit int64
 		switch part.FormName() {
@@ -87,11 +86,8 @@ func parseCompatForm(body io.Reader, boundary string) (wasm, input []byte, statu
 		}
 		b, err := io.ReadAll(io.LimitReader(part, limit+1))
 		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				return nil, nil, http.StatusRequestEntityTooLarge, tooLarge
-			}
-			return nil, nil, http.StatusBadRequest, "malformed multipart body"
+			status, msg := formError(err, tooLarge)
+			return nil, nil, status, msg
 		}
 		if int64(len(b)) > limit {
 			return nil, nil, http.StatusRequestEntityTooLarge, part.FormName() + " is too large: wasm may be 10 MiB and input 1 MiB"
@@ -108,6 +104,18 @@ func parseCompatForm(body io.Reader, boundary string) (wasm, input []byte, statu
 	return wasm, input, 0, ""
 }
 
+// formError is the answer to an error reading the form: too large, too slow, or malformed.
+func formError(err error, tooLarge string) (int, string) {
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		return http.StatusRequestEntityTooLarge, tooLarge
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return http.StatusRequestTimeout, "the request body did not arrive in time"
+	}
+	return http.StatusBadRequest, "malformed multipart body"
+}
+
 func writeCompat(w http.ResponseWriter, status int, output, errMsg *string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
@@ -116,7 +124,8 @@ func writeCompat(w http.ResponseWriter, status int, output, errMsg *string) {
 
 func compatError(w http.ResponseWriter, status int, msg string) { writeCompat(w, status, nil, &msg) }
 
-// compatBodyTimeout bounds how long reading /api/execute's form may take.
+// compatBodyTimeout bounds how long reading /api/execute's form may take (and at most the
+// server's ReadTimeout); a form that does not arrive in time is a 408.
 const compatBodyTimeout = 30 * time.Second
 
 // compatExecute runs the form's module inline. Like module_base64, the module is stored as one
@@ -147,7 +156,7 @@ func (g *Gateway) compatExecute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Now().Add(compatBodyTimeout))
+	_ = rc.SetReadDeadline(time.Now().Add(min(compatBodyTimeout, g.cfg.ReadTimeout)))
 	body := http.MaxBytesReader(w, r.Body, compatMaxWasm+compatMaxInput+64<<10)
 	wasm, input, status, msg := parseCompatForm(body, params["boundary"])
 	_ = rc.SetReadDeadline(time.Time{})

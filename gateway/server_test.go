@@ -379,3 +379,31 @@ func writeSelfSigned(t *testing.T, certFile, keyFile string, serial int64) *x509
 	}
 	return cert
 }
+
+// /api/execute's form must arrive within its read timeout: a client that stops sending gets a
+// 408 instead of holding the connection and its request slot.
+func TestSecurity_CompatBodyReadTimeout(t *testing.T) {
+	tg := startTestGateway(t, Config{ReadTimeout: 500 * time.Millisecond})
+	tg.do(t, "GET", "/health/live", "")
+	conn, err := net.Dial("tcp", tg.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	head := "POST /api/execute HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + tg.key +
+		"\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"wasm\"\r\n\r\n\x00asm"
+	if _, err := io.WriteString(conn, head); err != nil {
+		t.Fatal(err)
+	}
+	// ... and nothing more. 10 s is far beyond the timeout.
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a stalled body: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestTimeout {
+		t.Errorf("stalled body: %d %s, want 408", resp.StatusCode, b)
+	}
+}
