@@ -67,6 +67,9 @@ func newModuleCache(dir string, store jetstream.ObjectStore, m *metrics, maxByte
 // sha256-<hex> as it does modules.
 func newFileCache(dir, ext string, store jetstream.ObjectStore, m *metrics, maxBytes int64) (*moduleCache, error) {
 	c := &moduleCache{dir: dir, ext: ext, store: store, m: m, maxBytes: maxBytes, files: map[string]*cachedFile{}}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err

@@ -77,7 +77,8 @@ type Node struct {
 	here   map[string]int        // executions whose guest runs here or whose result is being recorded
 }
 
-// New checks cfg and prepares a node on nc. Nothing runs until Run.
+// New checks cfg and prepares a node on nc. It does no I/O: Run makes the cache directories,
+// declares the streams and starts the workers.
 func New(cfg Config, nc *nats.Conn) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -97,12 +98,7 @@ func New(cfg Config, nc *nats.Conn) (*Node, error) {
 		m.fetchFailures.WithLabelValues(name) // exported as 0 until a pull fails
 		m.deadLetters.WithLabelValues(name)
 	}
-	for _, d := range []string{filepath.Join(cfg.CacheDir, "modules"), filepath.Join(cfg.CacheDir, "wazero")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, fmt.Errorf("executor: cache dir: %w", err)
-		}
-	}
-	return &Node{cfg: cfg, nc: nc, js: js, log: cfg.Logger.With("node_id", cfg.NodeID), m: m,
+	return &Node{cfg: cfg, nc: nc, js: js, log: cfg.Logger.With("role", "executor", "node_id", cfg.NodeID), m: m,
 		held: map[*queued]time.Time{}, here: map[string]int{}}, nil
 }
 
@@ -135,6 +131,9 @@ func (n *Node) Run(ctx context.Context) error {
 		return fmt.Errorf("executor: module cache: %w", err)
 	}
 	n.mods.replicated = n.cfg.Replicas > 1
+	if err := os.MkdirAll(filepath.Join(n.cfg.CacheDir, "wazero"), 0o755); err != nil {
+		return fmt.Errorf("executor: cache dir: %w", err)
+	}
 	if err := n.openBundles(ctx); err != nil {
 		return err
 	}
