@@ -142,6 +142,23 @@ func ensureNATSTenant(dir, id string, force bool, wrote func(string)) error {
 	return writeNATSTenants(dir, wrote)
 }
 
+// removeNATSTenant deletes a tenant's seed and public key and rebuilds nats-tenants.conf.
+func removeNATSTenant(dir, id string, wrote func(string)) error {
+	if !schemas.ValidToken(id) {
+		return usageError{fmt.Sprintf("%q is not a tenant id", id)}
+	}
+	pub := filepath.Join(dir, "nats-tenant-"+id+".pub")
+	if !fileExists(pub) {
+		return usageError{fmt.Sprintf("tenant %s has no NATS account in %s", id, dir)}
+	}
+	for _, p := range []string{pub, filepath.Join(dir, natsTenantSeed(id))} {
+		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+	}
+	return writeNATSTenants(dir, wrote)
+}
+
 // writeNATSTenants writes nats-tenants.conf: an account TENANT_<id> for each nats-tenant-<id>.pub
 // in dir. A tenant's user may publish only to the API and subscribe only to inboxes; its account
 // imports the API from WASMWIZ and has nothing else (no JetStream, no other subjects).

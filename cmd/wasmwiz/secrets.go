@@ -132,17 +132,25 @@ func runSecretsNATSTenant(args []string, getenv func(string) string, stdout, std
 	fs := newFlagSet("secrets nats-tenant", getenv, stderr)
 	dir := fs.String("dir", "secrets", "the directory `wasmwiz secrets generate` wrote")
 	force := fs.Bool("force", false, "replace the tenant's seed (its old one stops working at the next reload)")
+	remove := fs.Bool("remove", false, "remove the tenant's account and seed instead (it cannot connect after the next reload)")
 	pos, err := fs.parseInterspersed(args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 1 {
-		return usageError{"usage: wasmwiz secrets nats-tenant [--dir DIR] [--force] TENANT"}
+		return usageError{"usage: wasmwiz secrets nats-tenant [--dir DIR] [--force | --remove] TENANT"}
 	}
 	if !fileExists(filepath.Join(*dir, natsRolesConf)) {
 		return usageError{fmt.Sprintf("%s has no %s: run wasmwiz secrets generate --dir %s first", *dir, natsRolesConf, *dir)}
 	}
 	wrote := func(path string) { fmt.Fprintf(stdout, "wrote %s\n", path) }
+	if *remove {
+		if err := removeNATSTenant(*dir, pos[0], wrote); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "tenant %s removed; reload the NATS servers to apply (docker-compose kill -s HUP nats1 nats2 nats3)\n", pos[0])
+		return nil
+	}
 	if err := ensureNATSTenant(*dir, pos[0], *force, wrote); err != nil {
 		return err
 	}

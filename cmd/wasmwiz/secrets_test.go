@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -67,5 +69,92 @@ func TestSecretsGenerate(t *testing.T) {
 	gen("--force")
 	if read("postgres-password") == pw || read("jwt-key.pem") == jwt || !strings.Contains(read("pgpass"), read("postgres-password")) {
 		t.Error("--force did not rotate the secrets consistently")
+	}
+}
+
+func TestSecretsGenerate_NATS(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "secrets")
+	wasmwiz := func(args ...string) string {
+		t.Helper()
+		var out, errb bytes.Buffer
+		if code := run(context.Background(), args, func(string) string { return "" }, &out, &errb); code != 0 {
+			t.Fatalf("wasmwiz %v: exit %d: %s", args, code, errb.String())
+		}
+		return out.String()
+	}
+	read := func(name string) string {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	wasmwiz("secrets", "generate", "--dir", dir)
+	roles := read(natsRolesConf)
+	seeds := map[string]string{}
+	for _, role := range natsRoles {
+		pub, err := readSeedPublic(filepath.Join(dir, natsRoleSeed(role)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(roles, pub) {
+			t.Errorf("%s does not list %s's key", natsRolesConf, role)
+		}
+		seeds[role] = read(natsRoleSeed(role))
+	}
+	for _, name := range []string{natsRolesConf, natsTenantsConf, natsCA, natsServerCert, natsServerKey, natsRoleSeed("gateway")} {
+		if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v %v, want mode 0600", name, fi, err)
+		}
+	}
+	// The servers' certificate is the CA's, for compose's and the Helm chart's names, for
+	// clients and (as a client certificate) routes.
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(read(natsCA))) {
+		t.Fatal("no CA certificate")
+	}
+	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, natsServerCert), filepath.Join(dir, natsServerKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(pair.Certificate[0])
+	for _, name := range []string{"nats1", "nats3", "nats.nats.svc.cluster.local", "nats-2.nats-headless", "nats-0.nats-headless.nats.svc.cluster.local", "127.0.0.1"} {
+		for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+			if _, err := leaf.Verify(x509.VerifyOptions{DNSName: name, Roots: pool, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+				t.Errorf("certificate for %s (usage %v): %v", name, usage, err)
+			}
+		}
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{DNSName: "evil.example", Roots: pool}); err == nil {
+		t.Error("the certificate is valid for any name")
+	}
+
+	// Again: kept. A tenant: its account, with permissions; removed again: gone.
+	if out := wasmwiz("secrets", "generate", "--dir", dir); strings.Contains(out, "wrote") {
+		t.Errorf("second run wrote: %s", out)
+	}
+	wasmwiz("secrets", "nats-tenant", "--dir", dir, "acme")
+	pub, err := readSeedPublic(filepath.Join(dir, natsTenantSeed("acme")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tc := read(natsTenantsConf); !strings.Contains(tc, `"TENANT_acme"`) || !strings.Contains(tc, pub) || !strings.Contains(tc, `publish: {allow: ["wasmwiz.api.v1.>"]}`) {
+		t.Errorf("tenants conf: %s", tc)
+	}
+	wasmwiz("secrets", "nats-tenant", "--dir", dir, "--remove", "acme")
+	if tc := read(natsTenantsConf); strings.Contains(tc, "acme") {
+		t.Errorf("removed tenant still listed: %s", tc)
+	}
+	var errb bytes.Buffer
+	if code := run(context.Background(), []string{"secrets", "nats-tenant", "--dir", dir, "../x"}, func(string) string { return "" }, &bytes.Buffer{}, &errb); code != 2 {
+		t.Errorf("a bad tenant id: exit %d %s", code, errb.String())
+	}
+	// --force replaces every seed.
+	wasmwiz("secrets", "generate", "--dir", dir, "--force")
+	for role, old := range seeds {
+		if read(natsRoleSeed(role)) == old {
+			t.Errorf("--force kept %s's seed", role)
+		}
 	}
 }

@@ -2,7 +2,11 @@
 // the module (wasmwiz.api.v1.modules.upload) and executes it (wasmwiz.api.v1.executions.create)
 // with stdin, printing the execution as JSON. The bodies are the same JSON as the REST API.
 //
-//	go run ./examples/natsclient -key "$(cat wasmwiz-data/dev-api-key)" -stdin hello module.wasm
+// NATS admits no anonymous client: connect with the tenant's nkey seed (`wasmwiz dev` makes one
+// for tenant dev; `wasmwiz secrets nats-tenant <id>` for a deployment's tenants), and the CA of
+// a deployment's NATS servers.
+//
+//	go run ./examples/natsclient -nkey wasmwiz-data/nats/nats-tenant-dev.nk -key "$(cat wasmwiz-data/dev-api-key)" -stdin hello module.wasm
 package main
 
 import (
@@ -22,23 +26,41 @@ func main() {
 	url := flag.String("nats", "nats://127.0.0.1:4222", "NATS URL of WasmWiz (the dev command prints it)")
 	key := flag.String("key", os.Getenv("WASMWIZ_KEY"), "API key")
 	stdin := flag.String("stdin", "", "stdin for the module")
+	nkey := flag.String("nkey", "wasmwiz-data/nats/nats-tenant-dev.nk", "the tenant's NATS nkey seed file")
+	creds := flag.String("creds", "", "a NATS credentials file instead of -nkey")
+	ca := flag.String("tls-ca", "", "CA of the NATS servers (deployments speak TLS)")
 	flag.Parse()
 	if flag.NArg() != 1 || *key == "" {
-		fmt.Fprintln(os.Stderr, "usage: natsclient -key KEY [-nats URL] [-stdin TEXT] module.wasm")
+		fmt.Fprintln(os.Stderr, "usage: natsclient -key KEY [-nats URL] [-nkey SEED | -creds FILE] [-tls-ca CA] [-stdin TEXT] module.wasm")
 		os.Exit(2)
 	}
-	if err := run(*url, *key, *stdin, flag.Arg(0)); err != nil {
+	var opts []nats.Option
+	switch {
+	case *creds != "":
+		opts = append(opts, nats.UserCredentials(*creds))
+	case *nkey != "":
+		o, err := nats.NkeyOptionFromSeed(*nkey)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "natsclient:", err)
+			os.Exit(2)
+		}
+		opts = append(opts, o)
+	}
+	if *ca != "" {
+		opts = append(opts, nats.RootCAs(*ca))
+	}
+	if err := run(*url, *key, *stdin, flag.Arg(0), opts...); err != nil {
 		fmt.Fprintln(os.Stderr, "natsclient:", err)
 		os.Exit(1)
 	}
 }
 
-func run(url, key, stdin, path string) error {
+func run(url, key, stdin, path string, opts ...nats.Option) error {
 	wasm, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
-	nc, err := nats.Connect(url)
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return err
 	}
