@@ -158,19 +158,35 @@ func New(cfg Config) *FS {
 		f.stderr = io.Discard
 	}
 	f.root = f.newNode(kindDir, 0o755)
-	tmp := f.newNode(kindDir, 0o777|fs.ModeSticky)
-	f.root.children["tmp"] = tmp
-	dev := f.newNode(kindDir, 0o755)
-	dev.ro = true
-	for name, d := range map[string]device{"null": devNull, "stdin": devStdin, "stdout": devStdout, "stderr": devStderr} {
-		n := f.newNode(kindDevice, 0o666)
-		n.dev, n.ro = d, true
-		dev.children[name] = n
-	}
-	f.root.children["dev"] = dev
+	f.root.children["tmp"] = f.newNode(kindDir, 0o777|fs.ModeSticky)
+	f.root.children["dev"] = devDir
 	f.dirs[f.root.ino] = ""
 	return f
 }
+
+// devDir is /dev, the same read-only nodes in every FS: a device node names a stream, and an
+// open file writes to its own FS's streams.
+var devDir = func() *node {
+	ino := uint64(1) << 31 // above any scratch inode a run can make (each costs nodeCost bytes)
+	mk := func(k kind, perm fs.FileMode) *node {
+		ino++
+		n := &node{kind: k, perm: perm, ino: ino, ro: true, nlink: 1}
+		if k == kindDir {
+			n.children, n.nlink = map[string]*node{}, 2
+		}
+		return n
+	}
+	dev := mk(kindDir, 0o755)
+	for _, d := range []struct {
+		name string
+		dev  device
+	}{{"null", devNull}, {"stdin", devStdin}, {"stdout", devStdout}, {"stderr", devStderr}} {
+		n := mk(kindDevice, 0o666)
+		n.dev = d.dev
+		dev.children[d.name] = n
+	}
+	return dev
+}()
 
 func (f *FS) newNode(k kind, perm fs.FileMode) *node {
 	n := &node{kind: k, perm: perm, ino: f.nextIno, nlink: 1, writable: perm&0o200 != 0}
