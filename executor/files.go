@@ -75,7 +75,7 @@ func (n *Node) guestFiles(ctx context.Context, tier schemas.Tier, req *schemas.E
 			return func() {}, "", fmt.Errorf("load bundle: %w", gerr)
 		}
 		held = append(held, digest)
-		job.Mounts = append(job.Mounts, worker.Mount{Path: m.Path, BundleHash: digest, BundlePath: path})
+		job.Mounts = append(job.Mounts, worker.Mount{Path: m.Path, BundleHash: digest, BundlePath: path, Writable: m.Writable, Preopen: m.Preopen})
 	}
 	return release, "", nil
 }

@@ -24,26 +24,31 @@ func validateFiles(t schemas.Tier, req *schemas.ExecutionRequest, er *schemas.Ex
 		return invalid("at most %d mounts", schemas.MaxMounts)
 	}
 	var mountPaths []string
+	var readOnly []string
 	for _, m := range req.Mounts {
-		if msg := schemas.CleanGuestPath(m.Path, false); msg != "" {
+		spec := schemas.MountSpec{BundleID: m.Bundle, Path: m.Path, Writable: m.ReadOnly != nil && !*m.ReadOnly}
+		if m.Path != "" && !strings.HasPrefix(m.Path, "/") { // preopened under its own name too
+			spec.Path, spec.Preopen = "/"+m.Path, m.Path
+		}
+		if msg := schemas.CleanGuestPath(spec.Path, false); msg != "" {
 			return invalid("mounts: %s", msg)
 		}
-		if reserved(m.Path) {
-			return invalid("mounts: cannot mount over %s", m.Path)
-		}
-		if m.ReadOnly != nil && !*m.ReadOnly {
-			return invalid("mounts: bundles are mounted read-only (read_only: true); write to /tmp or any other path")
+		if reserved(spec.Path) {
+			return invalid("mounts: cannot mount over %s", spec.Path)
 		}
 		if _, err := schemas.ParseModuleID(m.Bundle); err != nil {
 			return schemas.Errorf(schemas.CodeNotFound, "bundle %s not found", truncateID(m.Bundle))
 		}
 		for _, o := range mountPaths {
-			if within(m.Path, o) || within(o, m.Path) {
-				return invalid("mounts: %s and %s overlap", o, m.Path)
+			if within(spec.Path, o) || within(o, spec.Path) {
+				return invalid("mounts: %s and %s overlap", o, spec.Path)
 			}
 		}
-		mountPaths = append(mountPaths, m.Path)
-		er.Mounts = append(er.Mounts, schemas.MountSpec{BundleID: m.Bundle, Path: m.Path})
+		mountPaths = append(mountPaths, spec.Path)
+		if !spec.Writable {
+			readOnly = append(readOnly, spec.Path)
+		}
+		er.Mounts = append(er.Mounts, spec)
 	}
 	if len(req.Files) > schemas.MaxInlineFiles {
 		return invalid("at most %d inline files", schemas.MaxInlineFiles)
@@ -57,9 +62,9 @@ func validateFiles(t schemas.Tier, req *schemas.ExecutionRequest, er *schemas.Ex
 		if reserved(p) {
 			return invalid("files: cannot write %s", p)
 		}
-		for _, m := range mountPaths {
+		for _, m := range readOnly {
 			if within(p, m) {
-				return invalid("files: %s is inside the bundle mounted at %s", p, m)
+				return invalid("files: %s is inside the bundle mounted read-only at %s", p, m)
 			}
 		}
 		var data []byte

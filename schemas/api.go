@@ -37,8 +37,8 @@ type FileContent struct {
 // Mount mounts a bundle into an execution.
 type Mount struct {
 	Bundle   string `json:"bundle" doc:"id of an uploaded bundle (sha256:<hex>)"`
-	Path     string `json:"path" doc:"absolute path where the bundle's root appears" example:"/share"`
-	ReadOnly *bool  `json:"read_only,omitempty" doc:"must be true (the default): bundles are read-only; write to /tmp or any other path"`
+	Path     string `json:"path" doc:"where the bundle's root appears: an absolute path, or a relative one (\"fs-tests.dir\"), which mounts it at /<path> and also preopens it under that very name, as wasmtime --dir and wazero -mount do" example:"/share"`
+	ReadOnly *bool  `json:"read_only,omitempty" doc:"true (the default): the bundle's files are shared read-only; false: the guest gets a writable copy, counted in its scratch space"`
 }
 
 // ExecutionFile is an output file of an execution.

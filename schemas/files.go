@@ -104,8 +104,10 @@ func trunc(s string) string {
 
 // MountSpec is a bundle mounted into an execution, as the executor receives it.
 type MountSpec struct {
-	BundleID string `json:"bundle_id"` // sha256:<hex>
-	Path     string `json:"path"`
+	BundleID string `json:"bundle_id"`          // sha256:<hex>
+	Path     string `json:"path"`               // absolute
+	Writable bool   `json:"writable,omitempty"` // a copy in scratch, not the shared read-only tree
+	Preopen  string `json:"preopen,omitempty"`  // also preopened under this name
 }
 
 // OutputFile is a file returned by an execution, as stored in its result.

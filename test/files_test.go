@@ -216,7 +216,8 @@ func TestDev_Files(t *testing.T) {
 		{"relative file", schemas.ExecutionRequest{Files: map[string]schemas.FileContent{"in/a": {Text: "x"}}}, "not an absolute path"},
 		{"dotdot file", schemas.ExecutionRequest{Files: map[string]schemas.FileContent{"/in/../a": {Text: "x"}}}, "not a clean path"},
 		{"dev", schemas.ExecutionRequest{Files: map[string]schemas.FileContent{"/dev/null": {Text: "x"}}}, "cannot write /dev/null"},
-		{"writable mount", schemas.ExecutionRequest{Mounts: []schemas.Mount{{Bundle: b.ID, Path: "/d", ReadOnly: new(bool)}}}, "read-only"},
+		{"file in a read-only mount", schemas.ExecutionRequest{Mounts: []schemas.Mount{{Bundle: b.ID, Path: "/d"}},
+			Files: map[string]schemas.FileContent{"/d/x": {Text: "x"}}}, "inside the bundle mounted read-only"},
 		{"big inline", schemas.ExecutionRequest{Files: map[string]schemas.FileContent{"/a": {Text: strings.Repeat("x", 2<<20)}}}, "inline files are over"},
 	} {
 		tc.req.ModuleID = om.ID

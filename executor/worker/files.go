@@ -25,8 +25,15 @@ func (w *worker) guestFS(job *RunJob, stdin io.Reader, stdout, stderr io.Writer)
 			w.log.Error("worker: reading bundle", "bundle_hash", m.BundleHash, "err", err)
 			return nil, fmt.Errorf("bundle %s is not readable", m.BundleHash)
 		}
-		if err := fsys.Mount(m.Path, b); err != nil {
+		mount := fsys.Mount
+		if m.Writable {
+			mount = fsys.CopyIn
+		}
+		if err := mount(m.Path, b); err != nil {
 			return nil, fmt.Errorf("cannot mount at %s: %w", m.Path, err)
+		}
+		if m.Preopen != "" {
+			fsys.Preopen(m.Preopen)
 		}
 	}
 	for _, f := range job.Files {

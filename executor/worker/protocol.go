@@ -102,6 +102,8 @@ type Mount struct {
 	Path       string // absolute
 	BundleHash string // hex sha256 of the archive, the cache key
 	BundlePath string // the node's cached (decompressed) tar archive
+	Writable   bool   // copy the files into scratch (charged) instead of sharing them read-only
+	Preopen    string // also preopen the mount under this name (a path relative to "/")
 }
 
 // OutputFile is a file returned after a run.

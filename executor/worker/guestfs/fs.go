@@ -140,6 +140,15 @@ type FS struct {
 	stdin   io.Reader
 	stdout  io.Writer
 	stderr  io.Writer
+
+	preopens []string // directories preopened under their own names besides "/" (FSConfig)
+}
+
+// Preopen asks FSConfig to preopen dir (relative to the root, e.g. "fs-tests.dir") under that
+// very name, as wasmtime's and wazero's --dir/-mount do; the guest finds it by name among its
+// preopens (wasi-libc resolves relative paths through it; Rust's wasi test crate looks for it).
+func (f *FS) Preopen(dir string) {
+	f.preopens = append(f.preopens, dir)
 }
 
 // New makes a file system holding "/", "/tmp" and "/dev".
@@ -188,8 +197,12 @@ var devDir = func() *node {
 	return dev
 }()
 
+// epoch is the time of every new scratch file: 2022-01-01, the start of wazero's fake wall
+// clock, which is the only clock a guest reads (a real time would tell the guest the host's).
+const epoch = 1640995200 * int64(1e9)
+
 func (f *FS) newNode(k kind, perm fs.FileMode) *node {
-	n := &node{kind: k, perm: perm, ino: f.nextIno, nlink: 1, writable: perm&0o200 != 0}
+	n := &node{kind: k, perm: perm, ino: f.nextIno, nlink: 1, writable: perm&0o200 != 0, atim: epoch, mtim: epoch, ctim: epoch}
 	f.nextIno++
 	if k == kindDir {
 		n.children = map[string]*node{}
@@ -252,6 +265,9 @@ func splitPath(p string) []string {
 // lookup resolves p. follow says whether a symbolic link in the last component is followed;
 // links in other components always are. A trailing slash demands a directory.
 func (f *FS) lookup(p string, follow bool) (found, experimentalsys.Errno) {
+	if strings.IndexByte(p, 0) >= 0 {
+		return found{}, experimentalsys.EINVAL
+	}
 	dirOnly := strings.HasSuffix(p, "/")
 	if dirOnly {
 		follow = true
@@ -596,13 +612,19 @@ func (f *FS) Link(oldPath, newPath string) experimentalsys.Errno {
 
 // Symlink implements experimentalsys.FS.
 func (f *FS) Symlink(target, linkName string) experimentalsys.Errno {
-	if target == "" || len(target) > 4096 {
+	switch {
+	case target == "" || len(target) > 4096 || strings.IndexByte(target, 0) >= 0:
 		return experimentalsys.EINVAL
+	case strings.HasPrefix(target, "/"):
+		// As wasmtime does: a link names a path relative to where it is, never an absolute one.
+		return experimentalsys.EPERM
 	}
 	r, errno := f.lookup(linkName, false)
 	switch {
 	case errno == 0:
 		return experimentalsys.EEXIST
+	case errno == experimentalsys.ENOENT && strings.HasSuffix(linkName, "/"):
+		return experimentalsys.ENOENT // a link is not a directory
 	case errno != experimentalsys.ENOENT || r.parent == nil:
 		return errno
 	case r.parent.ro:

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
+	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/wasmwiz/wasmwiz/bundle"
 )
@@ -158,4 +159,107 @@ func (f *FS) AddFile(p string, data []byte) error {
 	}
 	copy(n.data, data)
 	return nil
+}
+
+// CopyIn places a writable copy of a bundle's tree at p (absolute) in scratch: every file is
+// read from the archive and charged to the scratch budget.
+func (f *FS) CopyIn(p string, b *Bundle) error {
+	comps := splitPath(p)
+	dst, err := f.mkdirAll(comps)
+	if err != nil {
+		return err
+	}
+	return f.copyDir(b.root, dst)
+}
+
+func (f *FS) copyDir(src, dst *node) error {
+	for name, c := range src.children {
+		if dst.children[name] != nil {
+			return fmt.Errorf("%s already exists", name)
+		}
+		var k kind
+		switch c.kind {
+		case kindDir:
+			k = kindDir
+		case kindFile:
+			k = kindFile
+		case kindSymlink:
+			k = kindSymlink
+		default:
+			continue
+		}
+		n, errno := f.add(dst, name, k, c.perm|0o200)
+		if errno != 0 {
+			return ErrNoSpace
+		}
+		n.atim, n.mtim, n.ctim = c.atim, c.mtim, c.ctim
+		switch k {
+		case kindDir:
+			if err := f.copyDir(c, n); err != nil {
+				return err
+			}
+		case kindSymlink:
+			if errno := f.charge(int64(len(c.target))); errno != 0 {
+				return ErrNoSpace
+			}
+			n.target = c.target
+			n.charged += int64(len(c.target))
+		case kindFile:
+			if errno := f.resize(n, c.length()); errno != 0 {
+				return ErrNoSpace
+			}
+			if k, err := c.src.ReadAt(n.data, c.off); int64(k) != c.size {
+				return fmt.Errorf("reading the bundle: %v", err)
+			}
+		}
+	}
+	return nil
+}
+
+// Sub is the part of f under dir (absolute), as a file system of its own: what wazero needs to
+// preopen a directory under another name ("fs-tests.dir"). It is the same tree: a path through
+// it and the same path under dir through f name the same node.
+func (f *FS) Sub(dir string) experimentalsys.FS {
+	return &subFS{f: f, prefix: strings.TrimPrefix(path.Clean("/"+dir), "/")}
+}
+
+type subFS struct {
+	experimentalsys.UnimplementedFS
+	f      *FS
+	prefix string
+}
+
+func (s *subFS) at(p string) string {
+	full := path.Join(s.prefix, p)
+	if strings.HasSuffix(p, "/") {
+		full += "/"
+	}
+	return full
+}
+
+func (s *subFS) OpenFile(p string, flag experimentalsys.Oflag, perm fs.FileMode) (experimentalsys.File, experimentalsys.Errno) {
+	return s.f.OpenFile(s.at(p), flag, perm)
+}
+func (s *subFS) Lstat(p string) (sys.Stat_t, experimentalsys.Errno) { return s.f.Lstat(s.at(p)) }
+func (s *subFS) Stat(p string) (sys.Stat_t, experimentalsys.Errno)  { return s.f.Stat(s.at(p)) }
+func (s *subFS) Mkdir(p string, perm fs.FileMode) experimentalsys.Errno {
+	return s.f.Mkdir(s.at(p), perm)
+}
+func (s *subFS) Chmod(p string, perm fs.FileMode) experimentalsys.Errno {
+	return s.f.Chmod(s.at(p), perm)
+}
+func (s *subFS) Rename(from, to string) experimentalsys.Errno {
+	return s.f.Rename(s.at(from), s.at(to))
+}
+func (s *subFS) Rmdir(p string) experimentalsys.Errno  { return s.f.Rmdir(s.at(p)) }
+func (s *subFS) Unlink(p string) experimentalsys.Errno { return s.f.Unlink(s.at(p)) }
+func (s *subFS) Link(oldPath, newPath string) experimentalsys.Errno {
+	return s.f.Link(s.at(oldPath), s.at(newPath))
+}
+func (s *subFS) Symlink(target, link string) experimentalsys.Errno {
+	return s.f.Symlink(target, s.at(link))
+}
+func (s *subFS) Readlink(p string) (string, experimentalsys.Errno) { return s.f.Readlink(s.at(p)) }
+func (s *subFS) Utimens(p string, atim, mtim int64) experimentalsys.Errno {
+	return s.f.Utimens(s.at(p), atim, mtim)
 }

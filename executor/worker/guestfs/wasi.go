@@ -29,9 +29,14 @@ func fromContext(ctx context.Context) *FS {
 	return f
 }
 
-// FSConfig mounts f at "/" for a module.
+// FSConfig mounts f at "/" for a module, and preopens each directory given to f.Preopen under
+// its own name as well.
 func FSConfig(f *FS) wazero.FSConfig {
-	return wazero.NewFSConfig().(sysfs.FSConfig).WithSysFSMount(f, "/")
+	c := wazero.NewFSConfig().(sysfs.FSConfig).WithSysFSMount(f, "/")
+	for _, d := range f.preopens {
+		c = c.(sysfs.FSConfig).WithSysFSMount(f.Sub(d), d)
+	}
+	return c
 }
 
 // WASI error numbers this package answers itself (WASI preview 1 errno).
