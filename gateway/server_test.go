@@ -407,3 +407,50 @@ func TestSecurity_CompatBodyReadTimeout(t *testing.T) {
 		t.Errorf("stalled body: %d %s, want 408", resp.StatusCode, b)
 	}
 }
+
+// ReadTimeout bounds reading a request, not answering it: an event stream (no body) outlives it
+// several times over and keeps delivering.
+func TestGateway_EventStreamOutlivesReadTimeout(t *testing.T) {
+	const readTimeout = 200 * time.Millisecond
+	tg := startTestGateway(t, Config{ReadTimeout: readTimeout})
+	req, err := http.NewRequest("GET", tg.url+"/v1/events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+tg.key)
+	resp, err := (&http.Client{}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("events: %d", resp.StatusCode)
+	}
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	opened := time.Now()
+	for i := 0; time.Since(opened) < 5*readTimeout; i++ {
+		id := "test.event:" + strconv.Itoa(i)
+		tg.g.publishEvent(context.Background(), schemas.EventModuleDeleted, "acme", id, func(e *schemas.Event) {
+			e.Module = &schemas.ModuleEvent{ModuleID: "sha256:" + strings.Repeat("0", 64)}
+		})
+		deadline := time.After(10 * time.Second)
+		for got := false; !got; {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatalf("the stream ended %v after it opened (ReadTimeout %v), at event %d", time.Since(opened), readTimeout, i)
+				}
+				got = strings.HasPrefix(l, "data: ") && strings.Contains(l, id)
+			case <-deadline:
+				t.Fatalf("event %d not delivered", i)
+			}
+		}
+	}
+}
