@@ -367,7 +367,7 @@ func (g *Gateway) publishExec(ctx context.Context, er *schemas.ExecRequest, dead
 	// request as soon as the last one answered can find that one still counted in flight for a
 	// moment. A refusal by the in-flight cap is therefore tried again briefly before it is final.
 	for _, wait := range []time.Duration{2 * time.Millisecond, 5 * time.Millisecond, 10 * time.Millisecond, 20 * time.Millisecond, 0} {
-		if _, err = g.js.PublishMsg(ctx, msg); err == nil || !strings.Contains(err.Error(), "maximum messages per subject exceeded") || wait == 0 {
+		if err = g.publishExecMsg(ctx, msg, er.ExecutionID, time.Now().Add(time.Until(deadline)/2)); err == nil || !strings.Contains(err.Error(), "maximum messages per subject exceeded") || wait == 0 {
 			break
 		}
 		select {

@@ -1,0 +1,63 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// publishRetryFor bounds how long an execution request's publish is tried again while
+// JetStream cannot take it: a stream whose leader died elects another within a few seconds, and
+// a client whose request waits that long gets its answer rather than a 503. Half of the
+// request's own wait bounds it too, so that the execution keeps time to run.
+const publishRetryFor = 10 * time.Second
+
+// publishExecMsg publishes an execution request, trying again with backoff while JetStream
+// answers "no responders", "temporarily unavailable" or nothing at all (a stream electing a
+// leader), until until. A try that timed out may have been stored, so the tries after it carry
+// the execution id as Nats-Msg-Id (the stream's duplicate window keeps one copy) and no
+// "new execution" mark (an executor given a copy anyway looks for the result first).
+func (g *Gateway) publishExecMsg(ctx context.Context, msg *nats.Msg, id string, until time.Time) error {
+	if u := time.Now().Add(publishRetryFor); u.Before(until) {
+		until = u
+	}
+	delay := 50 * time.Millisecond
+	for try := 1; ; try++ {
+		actx, cancel := context.WithTimeout(ctx, min(2*time.Second, max(time.Until(until), 100*time.Millisecond)))
+		_, err := g.js.PublishMsg(actx, msg)
+		cancel()
+		if err == nil || !retryablePublish(err) || ctx.Err() != nil || time.Now().Add(delay).After(until) {
+			if err != nil && try > 1 {
+				g.log.Warn("execution queue: publish failed after retries", "execution_id", id, "tries", try, "err", err)
+			}
+			return err
+		}
+		if !errors.Is(err, jetstream.ErrNoStreamResponse) && msg.Header.Get(schemas.HeaderMsgID) == "" {
+			msg.Header.Set(schemas.HeaderMsgID, id)
+			msg.Header.Del(schemas.HeaderNewExecution)
+		}
+		if try == 1 {
+			g.log.Info("execution queue unavailable; retrying the publish", "execution_id", id, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, time.Second)
+	}
+}
+
+// retryablePublish reports whether a publish failed because JetStream could not take it for
+// the moment, rather than because it refused the message.
+func retryablePublish(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		(errors.As(err, &apiErr) && apiErr.Code == 503)
+}

@@ -1,0 +1,73 @@
+package gateway
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wasmwiz/wasmwiz/internal/natstest"
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// While a stream has no leader (its leader's server died and the others are electing one, a
+// few seconds), a publish to it finds no responders, as it does when there is no stream at
+// all. The gateway publishes again until a stream takes the message (it answered 503 after
+// the client library's own two retries, half a second: 4–6 s of 503s in a fault run), and the
+// message is stored once.
+func TestPublishExecMsg_RidesOutNoResponders(t *testing.T) {
+	srv := natstest.RunJetStream(t)
+	js := natstest.JetStream(t, srv)
+	g := &Gateway{js: js, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	ctx := context.Background()
+
+	msg := nats.NewMsg(schemas.ExecSubject(schemas.TierFree, "acme"))
+	msg.Data = []byte(`{}`)
+	msg.Header.Set(schemas.HeaderNewExecution, "true")
+	inMsgs := func() int64 {
+		v, err := srv.Varz(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v.InMsgs
+	}
+	before := inMsgs()
+	done := make(chan error, 1)
+	go func() { done <- g.publishExecMsg(ctx, msg, "ex_noleader", time.Now().Add(publishRetryFor)) }()
+	// Each publish call sends up to three requests (the client library retries twice on no
+	// responders): more than nine means the gateway itself tried again, past that half second.
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		select {
+		case err := <-done:
+			t.Fatalf("publish ended while no stream could take it: %v", err)
+		default:
+		}
+		return inMsgs()-before > 9
+	}, "the gateway did not publish again")
+
+	stream := schemas.ExecStream(schemas.TierFree)
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: stream, Subjects: []string{schemas.ExecSubjectTier(schemas.TierFree)}, Retention: jetstream.WorkQueuePolicy, Duplicates: time.Hour,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("publish once the stream is back: %v", err)
+		}
+	case <-time.After(publishRetryFor):
+		t.Fatal("publish never returned")
+	}
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := s.CachedInfo().State.Msgs; n != 1 {
+		t.Errorf("%d messages stored, want 1", n)
+	}
+}
