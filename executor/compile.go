@@ -65,7 +65,7 @@ func (n *Node) compileModule(ctx context.Context, m *nats.Msg) *schemas.CompileR
 	case errors.As(err, &merr):
 		return &schemas.CompileReply{Error: schemas.Errorf(schemas.CodeInvalidModule, "%s", merr.msg)}
 	case err != nil:
-		log.Error("executor: compile: module fetch", "err", err)
+		log.Error("compile: module fetch", "err", err)
 		return &schemas.CompileReply{Error: schemas.Errorf(schemas.CodeUnavailable, "module could not be loaded")}
 	}
 	defer n.mods.release(hexDigest)
@@ -85,16 +85,16 @@ func (n *Node) compileModule(ctx context.Context, m *nats.Msg) *schemas.CompileR
 	var killed *killedError
 	switch {
 	case errors.As(err, &killed):
-		log.Warn("executor: compile killed", "err", err)
+		log.Warn("compile killed", "err", err)
 		return &schemas.CompileReply{
 			Error:     schemas.Errorf(schemas.CodeInvalidModule, "module too expensive to compile: compilation ran past %v and was stopped", n.cfg.CompileTimeout),
 			CompileMS: ms(killed.after),
 		}
 	case errors.Is(err, errWorkerCrashed):
-		log.Warn("executor: worker crashed while compiling")
+		log.Warn("worker crashed while compiling")
 		return &schemas.CompileReply{Error: schemas.Errorf(schemas.CodeInvalidModule, "module too expensive to compile: its compiler crashed")}
 	case err != nil:
-		log.Error("executor: compile: worker pool", "err", err)
+		log.Error("compile: worker pool", "err", err)
 		return &schemas.CompileReply{Error: schemas.Errorf(schemas.CodeUnavailable, "no worker available")}
 	}
 	if res.CacheHit {
@@ -117,6 +117,6 @@ func (n *Node) respondCompile(m *nats.Msg, r *schemas.CompileReply) {
 		return
 	}
 	if err := m.Respond(b); err != nil && !errors.Is(err, nats.ErrMsgNoReply) {
-		n.log.Warn("executor: compile reply", "err", err)
+		n.log.Warn("compile reply", "err", err)
 	}
 }

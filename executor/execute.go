@@ -47,7 +47,7 @@ func (n *Node) handle(ctx context.Context, q *tierQueue, it *queued, free func()
 	}
 	req, err := &pre.req, pre.reqErr
 	if err != nil {
-		n.log.With(attrs...).Error("executor: bad request, terminated", "subject", msg.Subject(),
+		n.log.With(attrs...).Error("bad request, terminated", "subject", msg.Subject(),
 			"execution_id", msg.Headers().Get(schemas.HeaderExecutionID), "err", err)
 		_ = msg.TermWithReason("bad request")
 		return
@@ -56,7 +56,7 @@ func (n *Node) handle(ctx context.Context, q *tierQueue, it *queued, free func()
 	if req.Tier != q.tier.Name {
 		// The subject decides the tier (it is what the gateway published under and what
 		// the consumer filters on); the body is only informative.
-		log.Warn("executor: request tier differs from its subject's", "request_tier", req.Tier)
+		log.Warn("request tier differs from its subject's", "request_tier", req.Tier)
 	}
 	err = n.execute(ctx, log, q.tier, msg, req, pre, free)
 	if err == nil {
@@ -67,9 +67,9 @@ func (n *Node) handle(ctx context.Context, q *tierQueue, it *queued, free func()
 		delivered = meta.NumDelivered
 	}
 	if delivered >= streams.MaxDeliver {
-		log.Error("executor: giving up on request, moving it to the dead letters", "err", err, "deliveries", delivered)
+		log.Error("giving up on request, moving it to the dead letters", "err", err, "deliveries", delivered)
 		if derr := n.deadLetter(ctx, msg, err.Error()); derr != nil {
-			log.Error("executor: dead letter", "err", derr)
+			log.Error("dead letter", "err", derr)
 			_ = msg.Nak() // better another try than a lost request
 			return
 		}
@@ -81,12 +81,12 @@ func (n *Node) handle(ctx context.Context, q *tierQueue, it *queued, free func()
 		// publishes it), or a given-up one, which never started and bills nothing.
 		if res := n.giveUp(ctx, log, q.tier, req); res != nil && res.StartedAt != nil {
 			if err := n.publishEvent(ctx, msg.Headers(), res); err != nil {
-				log.Error("executor: event of a dead-lettered execution not published; wasmwiz accounting reconcile lists it", "err", err)
+				log.Error("event of a dead-lettered execution not published; wasmwiz accounting reconcile lists it", "err", err)
 			}
 		}
 		return
 	}
-	log.Warn("executor: request failed for an internal reason, will be redelivered", "err", err, "deliveries", delivered)
+	log.Warn("request failed for an internal reason, will be redelivered", "err", err, "deliveries", delivered)
 	_ = msg.NakWithDelay(time.Duration(delivered) * time.Second)
 }
 
@@ -119,7 +119,7 @@ func (n *Node) giveUp(ctx context.Context, log *slog.Logger, tier schemas.Tier, 
 		_, err = n.results.Update(pctx, req.ExecutionID, b, entry.Revision())
 	}
 	if err != nil {
-		log.Warn("executor: store given-up result", "err", err)
+		log.Warn("store given-up result", "err", err)
 		return nil
 	}
 	return res
@@ -148,7 +148,7 @@ func (n *Node) execute(ctx context.Context, log *slog.Logger, tier schemas.Tier,
 	case err == nil:
 		var prev schemas.Result
 		if jerr := json.Unmarshal(entry.Value(), &prev); jerr == nil && prev.Status.Final() {
-			log.Info("executor: redelivered execution already has a result", "status", prev.Status)
+			log.Info("redelivered execution already has a result", "status", prev.Status)
 			return n.finish(ctx, log, msg, &prev, false)
 		}
 		if prev.Status == schemas.StatusRunning {
@@ -191,7 +191,7 @@ func (n *Node) execute(ctx context.Context, log *slog.Logger, tier schemas.Tier,
 	n.m.duration.WithLabelValues(tier.Name).Observe(res.DurationMS / 1000)
 	// One line per execution at debug: at thousands per second an info line each would cost more
 	// than the rest of the node's bookkeeping. The record of every execution is its event.
-	log.Debug("executor: execution finished", "status", res.Status, "exit_code", res.ExitCode,
+	log.Debug("execution finished", "status", res.Status, "exit_code", res.ExitCode,
 		"duration_ms", res.DurationMS, "cpu_ms", res.CPUMS, "memory_peak_bytes", res.MemoryPeakBytes)
 	return n.finish(ctx, log, msg, res, true)
 }
@@ -206,7 +206,7 @@ func (n *Node) awaitElsewhere(ctx context.Context, log *slog.Logger, msg jetstre
 	if !n.runningSomewhere(id) {
 		return false, nil
 	}
-	log.Info("executor: redelivered execution is still running elsewhere; waiting for its result")
+	log.Info("redelivered execution is still running elsewhere; waiting for its result")
 	t := time.NewTicker(progressEvery)
 	defer t.Stop()
 	for {
@@ -227,7 +227,7 @@ func (n *Node) awaitElsewhere(ctx context.Context, log *slog.Logger, msg jetstre
 			return true, n.finish(ctx, log, msg, &prev, false)
 		}
 		if !running {
-			log.Warn("executor: the execution's other run ended without a result; running it here")
+			log.Warn("the execution's other run ended without a result; running it here")
 			return false, nil
 		}
 	}
@@ -251,7 +251,7 @@ func (n *Node) markRunning(log *slog.Logger, res *schemas.Result) (stop func()) 
 			_, err = n.js.PublishAsync("$KV."+schemas.BucketResults+"."+status.ID, b)
 		}
 		if err != nil {
-			log.Warn("executor: write running status", "err", err)
+			log.Warn("write running status", "err", err)
 		}
 	})
 	return func() {
@@ -340,9 +340,9 @@ func (n *Node) run(ctx context.Context, log *slog.Logger, tier schemas.Tier, req
 		// Billed up to the kill: its wall time, its CPU time and the most it held.
 		res.DurationMS, res.CPUMS, res.MemoryPeakBytes = ms(killed.after), ms(killed.cpu), killed.held
 		if killed.memory || killed.compiling {
-			log.Warn("executor: worker killed", "err", err)
+			log.Warn("worker killed", "err", err)
 		} else {
-			log.Debug("executor: worker killed at the deadline", "err", err)
+			log.Debug("worker killed at the deadline", "err", err)
 		}
 		return nil
 	case errors.As(err, &crashed):
@@ -354,11 +354,11 @@ func (n *Node) run(ctx context.Context, log *slog.Logger, tier schemas.Tier, req
 			fail(schemas.StatusKilled, "worker crashed")
 		}
 		res.DurationMS, res.CPUMS, res.MemoryPeakBytes = ms(crashed.after), ms(crashed.cpu), crashed.memory
-		log.Warn("executor: worker crashed during execution", "err", err)
+		log.Warn("worker crashed during execution", "err", err)
 		return nil
 	case errors.Is(err, errWorkerCrashed):
 		fail(schemas.StatusKilled, "worker crashed")
-		log.Warn("executor: worker crashed during execution", "err", err)
+		log.Warn("worker crashed during execution", "err", err)
 		return nil
 	case err != nil:
 		return fmt.Errorf("worker pool: %w", err)
@@ -372,7 +372,7 @@ func (n *Node) run(ctx context.Context, log *slog.Logger, tier schemas.Tier, req
 	res.CPUMS = ms(wres.CPU)
 	res.MemoryPeakBytes = wres.MemoryPeakBytes
 	filesResult(res, wres)
-	log.Debug("executor: worker stats", "compile_cache_hit", wres.CompileCacheHit,
+	log.Debug("worker stats", "compile_cache_hit", wres.CompileCacheHit,
 		"compile_ms", ms(wres.CompileDuration), "worker_runtime_bytes", wres.RuntimeBytes)
 	return nil
 }
@@ -413,7 +413,7 @@ func (n *Node) finish(ctx context.Context, log *slog.Logger, msg jetstream.Msg, 
 	// repeats the idempotent steps above without running the guest; waiting for the server's
 	// confirmation would add a round trip to every execution.
 	if err := msg.Ack(); err != nil {
-		log.Warn("executor: ack", "err", err)
+		log.Warn("ack", "err", err)
 	}
 	return nil
 }
@@ -497,7 +497,7 @@ func (n *Node) reply(log *slog.Logger, h nats.Header, res *schemas.Result, body 
 		m.Header.Set(schemas.HeaderRequestID, id)
 	}
 	if err := n.nc.PublishMsg(m); err != nil {
-		log.Warn("executor: reply", "err", err)
+		log.Warn("reply", "err", err)
 	}
 }
 

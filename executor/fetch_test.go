@@ -77,7 +77,7 @@ func TestNode_Fetch_BacksOffWhileConsumerIsGone(t *testing.T) {
 	if took, least := time.Since(start), 1550*time.Millisecond; took < least {
 		t.Errorf("%d failed pulls in %v: the node does not back off (at least %v)", failures()-from, took, least)
 	}
-	if got := count(slog.LevelWarn, "executor: fetch"); got != 1 {
+	if got := count(slog.LevelWarn, "fetch"); got != 1 {
 		t.Errorf("%d WARN lines about fetching for %d failed pulls, want 1 (rate-limited)", got, failures())
 	}
 
@@ -91,6 +91,6 @@ func TestNode_Fetch_BacksOffWhileConsumerIsGone(t *testing.T) {
 	if res := e.wait(e.publish(req, ""), fetchBackoffMax+30*time.Second); res.Status != schemas.StatusSucceeded || string(res.Stdout) != "back" {
 		t.Fatalf("after the consumer came back: %+v", res)
 	}
-	natstest.Eventually(t, 5*time.Second, func() bool { return count(slog.LevelInfo, "executor: fetching again") == 1 },
+	natstest.Eventually(t, 5*time.Second, func() bool { return count(slog.LevelInfo, "fetching again") == 1 },
 		"no line saying the node fetches again")
 }

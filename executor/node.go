@@ -203,12 +203,12 @@ func (n *Node) Run(ctx context.Context) error {
 	loops.Go(func() { n.dispatchLoop(work, stopping) })
 
 	n.ready.Store(true)
-	n.log.Info("executor: serving", "workers", n.cfg.Workers, "tiers", len(n.cfg.Tiers))
+	n.log.Info("serving", "workers", n.cfg.Workers, "tiers", len(n.cfg.Tiers))
 	<-ctx.Done()
 
 	// Drain.
 	n.ready.Store(false)
-	n.log.Info("executor: draining")
+	n.log.Info("draining")
 	_ = compileSub.Unsubscribe()
 	n.drainMu.Lock()
 	n.draining = true
@@ -220,9 +220,9 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	n.work.Wait() // started executions and compiles: each bounded by its own deadlines
 	if err := n.nc.Flush(); err != nil {
-		n.log.Warn("executor: flush on drain", "err", err)
+		n.log.Warn("flush on drain", "err", err)
 	}
-	n.log.Info("executor: drained")
+	n.log.Info("drained")
 	return nil
 }
 
@@ -252,7 +252,7 @@ func (n *Node) fetchLoop(q *tierQueue, stopping <-chan struct{}) {
 		err := n.fetchOnce(q, want, stopping)
 		if err == nil {
 			if d, count := fl.recovered(); count > 0 {
-				n.log.Info("executor: fetching again", "tier", q.tier.Name, "failures", count, "after_ms", d.Milliseconds())
+				n.log.Info("fetching again", "tier", q.tier.Name, "failures", count, "after_ms", d.Milliseconds())
 			}
 			backoff = fetchBackoffMin
 			continue
@@ -262,7 +262,7 @@ func (n *Node) fetchLoop(q *tierQueue, stopping <-chan struct{}) {
 		// deleted): without the wait a node with nothing to do spins on a failing pull.
 		failures.Inc()
 		if count, ok := fl.failed(time.Now()); ok {
-			n.log.Warn("executor: fetch failed, backing off", "tier", q.tier.Name, "err", err,
+			n.log.Warn("fetch failed, backing off", "tier", q.tier.Name, "err", err,
 				"failures", count, "backoff_ms", backoff.Milliseconds())
 		}
 		select {

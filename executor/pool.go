@@ -230,7 +230,7 @@ func (p *pool) start(ctx context.Context) (*proc, error) {
 		logged: make(chan struct{}),
 	}
 	if err := limitWorker(pr.pid, p.cfg.memoryLimit); err != nil {
-		p.log.Warn("executor: cannot set worker limits", "worker_pid", pr.pid, "err", err)
+		p.log.Warn("cannot set worker limits", "worker_pid", pr.pid, "err", err)
 	}
 	pr.bw = bufio.NewWriterSize(inW, 256<<10)
 	pr.enc = gob.NewEncoder(pr.bw)
@@ -289,7 +289,7 @@ func (p *pool) start(ctx context.Context) (*proc, error) {
 		pr.kill()
 		return nil, ctx.Err()
 	}
-	p.log.Debug("executor: worker started", "worker_pid", pr.pid, "engine", pr.engine)
+	p.log.Debug("worker started", "worker_pid", pr.pid, "engine", pr.engine)
 	return pr, nil
 }
 
@@ -377,7 +377,7 @@ func (p *pool) lose(pr *proc, reason string, busy bool) {
 		p.putIdle(spare) // acquire checks that it is still alive
 	}
 	p.gauges()
-	p.log.Warn("executor: replacing worker", "worker_pid", pr.pid, "reason", reason, "spare", spare != nil)
+	p.log.Warn("replacing worker", "worker_pid", pr.pid, "reason", reason, "spare", spare != nil)
 	p.kick()
 }
 
@@ -423,7 +423,7 @@ func (p *pool) refillLoop() {
 					if p.ctx.Err() != nil {
 						return // closing
 					}
-					p.log.Error("executor: cannot start a worker", "err", err)
+					p.log.Error("cannot start a worker", "err", err)
 					delay := min(50*time.Millisecond<<min(failures.Add(1), 7), 5*time.Second)
 					select {
 					case <-p.done:
@@ -964,7 +964,7 @@ func forwardStderr(log *slog.Logger, pid int, r io.ReadCloser, seen func(string)
 		line, isPrefix, err := br.ReadLine()
 		if err != nil {
 			if dropped > 0 {
-				log.Warn("executor: worker stderr lines dropped", "worker_pid", pid, "dropped", dropped)
+				log.Warn("worker stderr lines dropped", "worker_pid", pid, "dropped", dropped)
 			}
 			return
 		}
@@ -978,7 +978,7 @@ func forwardStderr(log *slog.Logger, pid int, r io.ReadCloser, seen func(string)
 		}
 		if time.Since(window) > 10*time.Second {
 			if dropped > 0 {
-				log.Warn("executor: worker stderr lines dropped", "worker_pid", pid, "dropped", dropped)
+				log.Warn("worker stderr lines dropped", "worker_pid", pid, "dropped", dropped)
 			}
 			window, lines, dropped = time.Now(), 0, 0
 		}
@@ -987,6 +987,6 @@ func forwardStderr(log *slog.Logger, pid int, r io.ReadCloser, seen func(string)
 			continue
 		}
 		lines++
-		log.Warn("executor: worker stderr", "worker_pid", pid, "line", text)
+		log.Warn("worker stderr", "worker_pid", pid, "line", text)
 	}
 }

@@ -22,7 +22,7 @@ func (w *worker) guestFS(job *RunJob, stdin io.Reader, stdout, stderr io.Writer)
 	for _, m := range job.Mounts {
 		b, err := w.bundles.get(m.BundleHash, m.BundlePath)
 		if err != nil {
-			w.log.Error("worker: reading bundle", "bundle_hash", m.BundleHash, "err", err)
+			w.log.Error("reading bundle", "bundle_hash", m.BundleHash, "err", err)
 			return nil, fmt.Errorf("bundle %s is not readable", m.BundleHash)
 		}
 		mount := fsys.Mount

@@ -59,7 +59,7 @@ func Main(ctx context.Context, in io.Reader, out io.Writer, stderr io.Writer) in
 	// let one worker's GC spread onto the cores of the others.
 	runtime.GOMAXPROCS(2)
 
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("role", "worker")
 	br := bufio.NewReaderSize(in, 256<<10)
 	bw := bufio.NewWriterSize(out, 256<<10)
 	dec := gob.NewDecoder(br)
@@ -73,21 +73,21 @@ func Main(ctx context.Context, in io.Reader, out io.Writer, stderr io.Writer) in
 
 	var first Request
 	if err := dec.Decode(&first); err != nil {
-		log.Error("worker: reading hello", "err", err)
+		log.Error("reading hello", "err", err)
 		return 2
 	}
 	if first.Hello == nil {
-		log.Error("worker: first frame is not hello")
+		log.Error("first frame is not hello")
 		return 2
 	}
 	w, err := newWorker(ctx, *first.Hello, log)
 	if err != nil {
 		_ = send(&Response{Ready: &Ready{PID: os.Getpid(), Error: err.Error()}})
-		log.Error("worker: setup", "err", err)
+		log.Error("setup", "err", err)
 		return 1
 	}
 	if err := send(&Response{Ready: &Ready{PID: os.Getpid(), Engine: w.engine, ProcessCPU: cpuTime()}}); err != nil {
-		log.Error("worker: writing ready", "err", err)
+		log.Error("writing ready", "err", err)
 		return 2
 	}
 
@@ -115,7 +115,7 @@ func (w *worker) serve(ctx context.Context, dec *gob.Decoder, send func(*Respons
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 				return 0
 			}
-			w.log.Error("worker: reading job", "err", err)
+			w.log.Error("reading job", "err", err)
 			return 2
 		}
 		var err error
@@ -128,11 +128,11 @@ func (w *worker) serve(ctx context.Context, dec *gob.Decoder, send func(*Respons
 		case req.Compile != nil:
 			err = send(&Response{Compile: w.compileJob(ctx, req.Compile)})
 		default:
-			w.log.Error("worker: unexpected frame")
+			w.log.Error("unexpected frame")
 			return 2
 		}
 		if err != nil {
-			w.log.Error("worker: writing response", "err", err)
+			w.log.Error("writing response", "err", err)
 			return 2
 		}
 	}
@@ -284,7 +284,7 @@ func (w *worker) compile(ctx context.Context, path, hash string, pages uint32, m
 	bin, err := os.ReadFile(path)
 	if err != nil {
 		// The node owns the file; its name is not for the guest's owner.
-		w.log.Error("worker: reading module", "module_hash", hash, "err", err)
+		w.log.Error("reading module", "module_hash", hash, "err", err)
 		return nil, false, errors.New("module file is not readable")
 	}
 	cm, err := r.CompileModule(ctx, bin)
