@@ -27,6 +27,7 @@ Servers:
 Operators:
   admin bootstrap  create the streams and a first admin key, straight over NATS
   secrets generate  make the secret files a deployment mounts (mode 0600)
+  secrets nats-tenant  give a tenant direct NATS access: its own account and nkey seed
   events tail      print events live as JSON lines, straight from the events stream
   accounting reconcile  compare the events stream with the usage accounting stored
   accounting migrate    apply the accounting database migrations and exit
