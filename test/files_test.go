@@ -7,6 +7,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -277,5 +280,50 @@ func (s *system) poll(t testing.TB, key, id string) *schemas.Execution {
 			t.Fatalf("execution %s still %s after 90s", id, last.Status)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestDev_FilesCLI: `wasmwiz run --mount --file --output` packs a local directory as a bundle,
+// uploads it once (a second run finds it by hash), sends a file inline and writes the output
+// files into a local folder.
+func TestDev_FilesCLI(t *testing.T) {
+	base := t.TempDir()
+	s := startDev(t, filepath.Join(base, "wasmwiz-data"))
+	share := filepath.Join(base, "share")
+	if err := os.MkdirAll(filepath.Join(share, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(share, "a.txt"), []byte("hello cli"), 0o644)
+	os.WriteFile(filepath.Join(share, "sub", "deep.txt"), []byte("deep"), 0o644)
+	os.WriteFile(filepath.Join(base, "note.txt"), []byte("a note"), 0o644)
+	wasm := filepath.Join(base, "filesgo.wasm")
+	os.WriteFile(wasm, fixtures.FilesGo(t), 0o644)
+	run := func() (string, string) {
+		t.Helper()
+		cmd := exec.Command(bin(), "run", "--url", s.URL, "--key", s.DevKey,
+			"--mount", share+":/share", "--file", filepath.Join(base, "note.txt")+":/out/note.txt",
+			"--output", "/out/*", "--workdir", "/out", "--output-dir", filepath.Join(base, "got"),
+			wasm, "--", "files", "/share", "/out")
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("wasmwiz run: %v\n%s\n%s", err, stdout.String(), stderr.String())
+		}
+		return stdout.String(), stderr.String()
+	}
+	out, _ := run()
+	if out != "file a.txt 9\ndir sub 4096\nparent is a directory: 1\n" {
+		t.Errorf("stdout %q", out)
+	}
+	for name, want := range map[string]string{"upper.txt": "HELLO CLI", "note.txt": "a note", "listing.txt": "file a.txt 9\ndir sub 4096\n"} {
+		if b, err := os.ReadFile(filepath.Join(base, "got", "out", name)); err != nil || string(b) != want {
+			t.Errorf("%s: %q %v", name, b, err)
+		}
+	}
+	run() // the same directory again: found by hash, not uploaded twice
+	var list schemas.BundleList
+	s.do(t, http.MethodGet, "/v1/bundles", s.DevKey, "", nil).decode(t, &list)
+	if len(list.Bundles) != 1 || list.Bundles[0].Files != 2 {
+		t.Errorf("bundles after two runs: %+v", list.Bundles)
 	}
 }

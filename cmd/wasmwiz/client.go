@@ -107,6 +107,7 @@ func runClientRun(ctx context.Context, args []string, getenv func(string) string
 	asJSON := fs.Bool("json", false, "print the whole execution as JSON")
 	env := envFlag{}
 	fs.Var(env, "env", "NAME=value for the module's environment (repeatable)")
+	files := addRunFileFlags(fs) // runfiles.go
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -117,7 +118,11 @@ func runClientRun(ctx context.Context, args []string, getenv func(string) string
 	if err != nil {
 		return err
 	}
-	req := schemas.ExecutionRequest{Args: fs.Args()[1:], Env: env, TimeoutMS: *timeout, MemoryMB: *memory, Async: *async}
+	guestArgs := fs.Args()[1:]
+	if len(guestArgs) > 0 && guestArgs[0] == "--" { // module.wasm -- args: flags end at the module
+		guestArgs = guestArgs[1:]
+	}
+	req := schemas.ExecutionRequest{Args: guestArgs, Env: env, TimeoutMS: *timeout, MemoryMB: *memory, Async: *async}
 	if m := fs.Arg(0); strings.HasPrefix(m, "sha256:") {
 		req.ModuleID = m
 	} else {
@@ -142,6 +147,9 @@ func runClientRun(ctx context.Context, args []string, getenv func(string) string
 	default:
 		req.Stdin = *stdinArg
 	}
+	if err := files.apply(ctx, c, &req); err != nil {
+		return err
+	}
 	body, _ := json.Marshal(req)
 	var ex schemas.Execution
 	status, err := c.do(ctx, http.MethodPost, "/v1/executions", "application/json", bytes.NewReader(body), &ex)
@@ -164,6 +172,9 @@ func runClientRun(ctx context.Context, args []string, getenv func(string) string
 	}
 	writeOutput(stdout, ex.Stdout, ex.StdoutEncoding)
 	writeOutput(stderr, ex.Stderr, ex.StderrEncoding)
+	if err := files.save(&ex, stderr); err != nil {
+		return err
+	}
 	if ex.Status != schemas.StatusSucceeded {
 		code := -1
 		if ex.ExitCode != nil {
