@@ -325,7 +325,7 @@ func TestMeasure_UploadPeakRSS(t *testing.T) {
 	}
 	s := startDevEnv(t, t.TempDir(), "WASMWIZ_COMPILE_TIMEOUT=60s")
 	addr := freeAddr(t)
-	gw := start(t, []string{"WASMWIZ_NATS_URL=" + s.NATSURL, "WASMWIZ_HTTP_ADDR=" + addr}, "gateway")
+	gw := start(t, append(s.natsRoleEnv("gateway"), "WASMWIZ_HTTP_ADDR="+addr), "gateway")
 	waitReady(t, "http://"+addr, gw)
 	g := &system{URL: "http://" + addr}
 	pid := gw.cmd.Process.Pid
