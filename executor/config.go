@@ -62,7 +62,10 @@ type Config struct {
 	CompileWorkers int
 }
 
-func (c *Config) setDefaults() error {
+// withDefaults returns c with every zero value replaced by its default; c is not changed.
+// Defaults that look at the machine (NodeID: the hostname; WorkerCommand: this executable)
+// read it, and nothing else.
+func (c Config) withDefaults() (Config, error) {
 	if c.NodeID == "" {
 		host, _ := os.Hostname()
 		if host == "" {
@@ -81,7 +84,7 @@ func (c *Config) setDefaults() error {
 	if len(c.WorkerCommand) == 0 {
 		cmd, err := DefaultWorkerCommand()
 		if err != nil {
-			return fmt.Errorf("executor: worker command: %w", err)
+			return c, fmt.Errorf("executor: worker command: %w", err)
 		}
 		c.WorkerCommand = cmd
 	}
@@ -116,7 +119,7 @@ func (c *Config) setDefaults() error {
 		}
 		c.WorkerMemoryLimit = int64(maxMB)*schemas.MiB + 1<<30
 	}
-	return nil
+	return c, nil
 }
 
 // WorkerBinary is the name of the slim worker binary (cmd/wasmwiz-worker).
@@ -143,9 +146,10 @@ func DefaultWorkerCommand() ([]string, error) {
 // workers than CPUs keep the CPUs busy. Config.LongRunning keeps long guests to one per CPU.
 func DefaultWorkers() int { return max(4, 3*runtime.NumCPU()) }
 
-// Validate fills in the defaults and checks the configuration.
-func (c *Config) Validate() error {
-	if err := c.setDefaults(); err != nil {
+// Validate checks the configuration as New would use it (defaults applied); it changes nothing.
+func (c Config) Validate() error {
+	c, err := c.withDefaults()
+	if err != nil {
 		return err
 	}
 	var errs []error

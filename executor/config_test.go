@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
@@ -10,8 +11,15 @@ import (
 )
 
 func TestConfig_Validate(t *testing.T) {
-	c := Config{CacheDir: t.TempDir()}
-	if err := c.Validate(); err != nil {
+	given := Config{CacheDir: t.TempDir()}
+	if err := given.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(given, Config{CacheDir: given.CacheDir}) {
+		t.Errorf("Validate changed the config: %+v", given)
+	}
+	c, err := given.withDefaults()
+	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Workers != max(4, 3*runtime.NumCPU()) || c.LongRunning != runtime.NumCPU() || c.CompileTimeout != 10*time.Second ||

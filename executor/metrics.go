@@ -2,6 +2,8 @@ package executor
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wasmwiz/wasmwiz/internal/promreg"
 )
 
 // metrics are the node's Prometheus collectors, all named wasmwiz_*.
@@ -68,15 +70,22 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Execution requests this node moved to the dead letters (WASMWIZ_DLQ) after their last delivery failed.",
 		}, []string{"tier"}),
 	}
+	rs := promreg.Set{R: reg}
+	m.executions = promreg.Add(&rs, m.executions)
+	m.duration = promreg.Add(&rs, m.duration)
+	m.queueWait = promreg.Add(&rs, m.queueWait)
+	m.cacheHits = promreg.Add(&rs, m.cacheHits)
+	m.cacheMisses = promreg.Add(&rs, m.cacheMisses)
+	m.workerRestarts = promreg.Add(&rs, m.workerRestarts)
+	m.workers = promreg.Add(&rs, m.workers)
+	m.compileDuration = promreg.Add(&rs, m.compileDuration)
+	m.fetchFailures = promreg.Add(&rs, m.fetchFailures)
+	m.deadLetters = promreg.Add(&rs, m.deadLetters)
+	if rs.Err != nil {
+		return nil, rs.Err
+	}
 	m.workersBusy, m.workersIdle = m.workers.WithLabelValues("busy"), m.workers.WithLabelValues("idle")
 	m.workersSpare = m.workers.WithLabelValues("spare")
 	m.fileHits, m.compiledHits = m.cacheHits.WithLabelValues("file"), m.cacheHits.WithLabelValues("compiled")
-	if reg != nil {
-		for _, c := range []prometheus.Collector{m.executions, m.duration, m.queueWait, m.cacheHits, m.cacheMisses, m.workerRestarts, m.workers, m.compileDuration, m.fetchFailures, m.deadLetters} {
-			if err := reg.Register(c); err != nil {
-				return nil, err
-			}
-		}
-	}
 	return m, nil
 }

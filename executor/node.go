@@ -80,6 +80,10 @@ type Node struct {
 // New checks cfg and prepares a node on nc. It does no I/O: Run makes the cache directories,
 // declares the streams and starts the workers.
 func New(cfg Config, nc *nats.Conn) (*Node, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
