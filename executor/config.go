@@ -43,7 +43,7 @@ type Config struct {
 	// WorkerMemoryLimit is the data-size limit (RLIMIT_DATA: private writable memory) set on
 	// each worker process, an OS-level backstop behind wazero's memory limit for what wazero
 	// does not count (tables, compiled code, runtime structures): a worker past it dies and its
-	// job ends as "worker crashed". Default: the largest tier's memory plus 1 GiB. RLIMIT_AS
+	// job ends as "worker crashed". Default: the largest tier's memory and scratch space plus 1 GiB. RLIMIT_AS
 	// would be the classic choice but counts address space the Go runtime merely reserves
 	// (about 2 GiB in an idle worker), so it can only be loose; RLIMIT_DATA counts what can be
 	// written to, which includes a guest's linear memory (one reservation of its limit, see
@@ -113,11 +113,11 @@ func (c Config) withDefaults() (Config, error) {
 		c.ModuleCacheBytes = 4 << 30
 	}
 	if c.WorkerMemoryLimit == 0 {
-		maxMB := 0
+		var most int64 // linear memory and scratch files, both in the worker's heap or mappings
 		for _, t := range c.Tiers {
-			maxMB = max(maxMB, t.MemoryMB)
+			most = max(most, int64(t.MemoryMB)*schemas.MiB+t.FileLimits().ScratchBytes)
 		}
-		c.WorkerMemoryLimit = int64(maxMB)*schemas.MiB + 1<<30
+		c.WorkerMemoryLimit = most + 1<<30
 	}
 	return c, nil
 }

@@ -24,7 +24,7 @@ func TestConfig_Validate(t *testing.T) {
 	}
 	if c.Workers != max(4, 3*runtime.NumCPU()) || c.LongRunning != runtime.NumCPU() || c.CompileTimeout != 10*time.Second ||
 		len(c.WorkerCommand) != 2 || c.WorkerCommand[1] != "worker" || c.NodeID == "" || len(c.Tiers) != len(schemas.DefaultTiers()) ||
-		c.WorkerMemoryLimit != 512*schemas.MiB+1<<30 || c.Logger == nil || c.Replicas != 1 || c.SpareWorkers != 1 {
+		c.WorkerMemoryLimit != 512*schemas.MiB+256*schemas.MiB+1<<30 || c.Logger == nil || c.Replicas != 1 || c.SpareWorkers != 1 {
 		t.Errorf("defaults: %+v", c)
 	}
 
