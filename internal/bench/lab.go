@@ -191,21 +191,9 @@ func Run(ctx context.Context, cfg Config, sys System, stdout io.Writer) error {
 	}()
 
 	// The modules.
-	var mods []*benchModule
-	for _, name := range cfg.Modules {
-		if name == "probe" {
-			say("building the Go wasip1 guest…")
-		}
-		wasm, stdin, err := guest(name)
-		if err != nil {
-			out.Notes = append(out.Notes, name+" skipped: "+firstLine(err.Error()))
-			continue
-		}
-		m := &benchModule{Name: name, Bytes: len(wasm), wasm: wasm, stdin: stdin, args: []string{name}, file: filepath.Join(tmp, name+".wasm")}
-		if err := os.WriteFile(m.file, m.wasm, 0o644); err != nil {
-			return err
-		}
-		mods = append(mods, m)
+	mods, err := prepareModules(cfg.Modules, tmp, say, out)
+	if err != nil {
+		return err
 	}
 
 	// The floors' own plumbing, in the same process and NATS server.
@@ -288,7 +276,6 @@ func Run(ctx context.Context, cfg Config, sys System, stdout io.Writer) error {
 
 	total := len(mods) * len(levels) * len(modes)
 	i := 0
-	maxC := levels[len(levels)-1]
 	for _, m := range mods {
 		for _, c := range levels {
 			for _, mode := range modes {
@@ -296,49 +283,17 @@ func Run(ctx context.Context, cfg Config, sys System, stdout io.Writer) error {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				inflight := c
-				if mode == modePeerCompile || mode == modePeerProcess {
-					inflight = min(c, 2*runtime.NumCPU())
+				label := fmt.Sprintf("[%d/%d] %-5s %-16s c=%-3d ", i, total, m.Name, mode, c)
+				if err := runCell(ctx, cfg, m, mode, c, c == levels[len(levels)-1], label, op(mode, m), out); err != nil {
+					return err
 				}
-				lc := LoadConfig{Concurrency: inflight, Duration: cfg.CellDuration, Progress: prog,
-					Label: fmt.Sprintf("[%d/%d] %-5s %-16s c=%-3d ", i, total, m.Name, mode, c)}
-				// One profile per cell (a CPU profile cannot be paused): <path>.<module>.c<N>;
-				// `go tool pprof` merges several given together.
-				var prof *os.File
-				if cfg.CPUProfile != "" && mode == cfg.ProfileMode {
-					if prof, err = os.Create(fmt.Sprintf("%s.%s.c%d", cfg.CPUProfile, m.Name, c)); err != nil {
-						return err
-					}
-					if err := pprof.StartCPUProfile(prof); err != nil {
-						return err
-					}
-					out.Notes = append(out.Notes, "CPU profile: "+prof.Name())
-				}
-				var sampler *rssSampler
-				if mode == modeREST && c == maxC {
-					sampler = startRSSSampler()
-				}
-				rep := Generate(ctx, lc, op(mode, m))
-				if sampler != nil {
-					out.RSSProcess, out.RSSWorkers = sampler.stop()
-				}
-				if prof != nil {
-					pprof.StopCPUProfile()
-					prof.Close()
-				}
-				out.Cells = append(out.Cells, benchCell{Module: m.Name, Mode: mode, Concurrency: c, InFlight: inflight, Report: rep})
 			}
 		}
 	}
 	say("")
 	out.LoadAfter = loadAvg()
 	if cfg.MemProfile != "" {
-		f, err := os.Create(cfg.MemProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		if err := writeAllocProfile(cfg.MemProfile); err != nil {
 			return err
 		}
 	}
@@ -350,6 +305,72 @@ func Run(ctx context.Context, cfg Config, sys System, stdout io.Writer) error {
 	}
 	out.print(stdout, mods, levels, modes)
 	return nil
+}
+
+// prepareModules gets each named guest and writes it into dir (for the wazero CLI); a guest that
+// cannot be had (the Go guest without a toolchain) is noted and skipped.
+func prepareModules(names []string, dir string, say func(string, ...any), out *benchOutput) ([]*benchModule, error) {
+	var mods []*benchModule
+	for _, name := range names {
+		if name == "probe" {
+			say("building the Go wasip1 guest…")
+		}
+		wasm, stdin, err := guest(name)
+		if err != nil {
+			out.Notes = append(out.Notes, name+" skipped: "+firstLine(err.Error()))
+			continue
+		}
+		m := &benchModule{Name: name, Bytes: len(wasm), wasm: wasm, stdin: stdin, args: []string{name}, file: filepath.Join(dir, name+".wasm")}
+		if err := os.WriteFile(m.file, m.wasm, 0o644); err != nil {
+			return nil, err
+		}
+		mods = append(mods, m)
+	}
+	return mods, nil
+}
+
+// runCell measures one mode on one module at concurrency c and appends the cell to out. Peers
+// run at most 2 × CPUs in flight; the rest cell at the largest concurrency samples RSS; cells of
+// cfg.ProfileMode get a CPU profile each (<path>.<module>.c<N>; a CPU profile cannot be paused,
+// and `go tool pprof` merges several given together).
+func runCell(ctx context.Context, cfg Config, m *benchModule, mode string, c int, largest bool, label string,
+	do func(context.Context) string, out *benchOutput) error {
+	inflight := c
+	if mode == modePeerCompile || mode == modePeerProcess {
+		inflight = min(c, 2*runtime.NumCPU())
+	}
+	if cfg.CPUProfile != "" && mode == cfg.ProfileMode {
+		prof, err := os.Create(fmt.Sprintf("%s.%s.c%d", cfg.CPUProfile, m.Name, c))
+		if err != nil {
+			return err
+		}
+		defer prof.Close()
+		if err := pprof.StartCPUProfile(prof); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+		out.Notes = append(out.Notes, "CPU profile: "+prof.Name())
+	}
+	var sampler *rssSampler
+	if mode == modeREST && largest {
+		sampler = startRSSSampler()
+	}
+	rep := Generate(ctx, LoadConfig{Concurrency: inflight, Duration: cfg.CellDuration, Progress: cfg.Progress, Label: label}, do)
+	if sampler != nil {
+		out.RSSProcess, out.RSSWorkers = sampler.stop()
+	}
+	out.Cells = append(out.Cells, benchCell{Module: m.Name, Mode: mode, Concurrency: c, InFlight: inflight, Report: rep})
+	return nil
+}
+
+// writeAllocProfile writes the allocations since the start (alloc_space) to path.
+func writeAllocProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return pprof.Lookup("allocs").WriteTo(f, 0)
 }
 
 func (o *benchOutput) cell(module, mode string, c int) *benchCell {
