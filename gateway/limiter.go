@@ -285,11 +285,14 @@ func seconds(d time.Duration) int {
 // connection or NATS request slot, for example with many replays of one long execution. Admin
 // keys are not bounded.
 type requestSlots struct {
-	mu   sync.Mutex
-	open map[string]int
+	mu       sync.Mutex
+	open     map[string]int
+	reported map[string]time.Time // last ratelimit.rejected event per tenant
 }
 
-func newRequestSlots() *requestSlots { return &requestSlots{open: map[string]int{}} }
+func newRequestSlots() *requestSlots {
+	return &requestSlots{open: map[string]int{}, reported: map[string]time.Time{}}
+}
 
 // acquire takes one of p's tenant's slots, or refuses with a 429; release gives it back.
 func (s *requestSlots) acquire(p *Principal) (release func(), err error) {
@@ -316,12 +319,35 @@ func (s *requestSlots) acquire(p *Principal) (release func(), err error) {
 	}, nil
 }
 
-// limitConcurrent takes a request slot for p, counting and reporting a refusal like any other
-// rate-limit refusal.
+// limitConcurrent takes a request slot for p. A refusal is counted like any other rate-limit
+// refusal, but its ratelimit.rejected event is published at most once a second per tenant and
+// gateway: a flood of refused requests must stay cheap to refuse (a JetStream publish each
+// would make the flood itself hold the gateway's NATS request slots).
 func (g *Gateway) limitConcurrent(ctx context.Context, p *Principal) (release func(), err error) {
 	release, err = g.slots.acquire(p)
 	if err != nil {
-		g.rejected(ctx, p, "concurrent_requests", schemas.AsError(err).Message)
+		msg := schemas.AsError(err).Message
+		if g.slots.shouldReport(p.TenantID) {
+			g.rejected(ctx, p, "concurrent_requests", msg)
+		} else {
+			g.metrics.rateLimited.WithLabelValues(p.Tier.Name, "concurrent_requests").Inc()
+		}
 	}
 	return release, err
+}
+
+// shouldReport reports whether a refusal of tenant's requests should publish its event now (at
+// most once a second per tenant).
+func (s *requestSlots) shouldReport(tenant string) bool {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if last, ok := s.reported[tenant]; ok && now.Sub(last) < time.Second {
+		return false
+	}
+	if len(s.reported) >= maxOldestEntries {
+		clear(s.reported)
+	}
+	s.reported[tenant] = now
+	return true
 }
