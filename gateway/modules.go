@@ -84,6 +84,10 @@ func (g *Gateway) storeModule(ctx context.Context, p *Principal, name string, sr
 			return nil, unavailable("module store", err)
 		}
 		if _, err := g.modules.Put(ctx, jetstream.ObjectMeta{Name: objName}, io.NewSectionReader(src.r, 0, src.size)); err != nil {
+			if strings.Contains(err.Error(), "maximum bytes") { // the store's share of the account is full (streams.StoreBudget)
+				g.log.ErrorContext(ctx, "module store is full", "err", err)
+				return nil, schemas.Errorf(schemas.CodeUnavailable, "the module store is full; uploads are refused until an operator makes room")
+			}
 			return nil, unavailable("module store", err)
 		}
 	}

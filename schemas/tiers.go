@@ -86,7 +86,7 @@ func DefaultTiers() map[string]Tier {
 			UploadsPerMinute: 30, CompilesInFlight: 2, ModuleBytes: 512 * MiB},
 		TierPro: {Name: TierPro, ExecPerMinute: 500, ExecPerDay: 50_000, MemoryMB: 512, WallTime: 30 * time.Second, ModuleSize: 50 * MiB, InFlight: 20, StdinMax: MiB, StdoutMax: MiB, Priority: 3,
 			ArgsMax: 1024, EnvMax: 1024, ArgsEnvBytes: 64 << 10, ConcurrentRequests: 128,
-			UploadsPerMinute: 100, CompilesInFlight: 4, ModuleBytes: 2048 * MiB},
+			UploadsPerMinute: 100, CompilesInFlight: 4, ModuleBytes: 1024 * MiB},
 		TierUnlimited: {Name: TierUnlimited, MemoryMB: 512, WallTime: 30 * time.Second, ModuleSize: 50 * MiB, InFlight: 1000, StdinMax: MiB, StdoutMax: MiB, Priority: 3,
 			ArgsMax: 1024, EnvMax: 1024, ArgsEnvBytes: 64 << 10, ConcurrentRequests: 1024,
 			CompilesInFlight: 8},

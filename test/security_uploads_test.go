@@ -9,13 +9,18 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/wasmwiz/wasmwiz/internal/fixtures"
+	"github.com/wasmwiz/wasmwiz/internal/streams"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
@@ -360,5 +365,58 @@ func TestMeasure_UploadPeakRSS(t *testing.T) {
 		mib(base.hwm), mib(afterFree.hwm), mib(afterPro.hwm), mib(afterPro.rss))
 	if grow := afterPro.hwm - base.hwm; grow > 256<<20 {
 		t.Errorf("the gateway's peak RSS grew by %.0f MiB for six uploads it should stream", mib(grow))
+	}
+}
+
+// TestStoreBudget_ShippedConfigs (hole 9): with the shipped NATS configuration (its WasmWiz
+// account's file storage limit), the modules object store and the results bucket are created
+// with their share of the account (streams.StoreBudget) — so neither can take the storage the
+// queues, counters, keys and events need — and every tier's module_bytes quota fits in the
+// modules share at the shipped three replicas, in compose and in the Helm values: no one
+// tenant can fill the modules store.
+func TestStoreBudget_ShippedConfigs(t *testing.T) {
+	values, err := os.ReadFile("../deploy/k8s/nats/values.yaml") // before startShippedNATS changes directory
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := startShippedNATS(t)
+	nc := ns.mustConnect(t, "nats-admin.nk")
+	js, err := jetstream.New(nc.Conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := streams.Ensure(ctx, js, streams.Options{}); err != nil {
+		t.Fatalf("ensure streams under the shipped account limit: %v", err)
+	}
+	ai, err := js.AccountInfo(ctx)
+	if err != nil || ai.Limits.MaxStore <= 0 {
+		t.Fatalf("account info: %+v %v", ai, err)
+	}
+	modules, results := streams.StoreBudget(ai.Limits.MaxStore, 1)
+	for name, want := range map[string]int64{"OBJ_" + schemas.ObjectModules: modules, "KV_" + schemas.BucketResults: results} {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.CachedInfo().Config.MaxBytes; got != want || got <= 0 {
+			t.Errorf("%s MaxBytes %d, want %d of the account's %d", name, got, want, ai.Limits.MaxStore)
+		}
+	}
+
+	// The shipped limits: compose's nats.conf (read by the server above) and the Helm values.
+	m := regexp.MustCompile(`max_file: (\d+)`).FindSubmatch(values)
+	if m == nil {
+		t.Fatal("deploy/k8s/nats/values.yaml sets no max_file for the WasmWiz account")
+	}
+	helm, _ := strconv.ParseInt(string(m[1]), 10, 64)
+	for where, limit := range map[string]int64{"deploy/nats/nats.conf": ai.Limits.MaxStore, "deploy/k8s/nats/values.yaml": helm} {
+		modules, _ := streams.StoreBudget(limit, 3)
+		for _, tier := range schemas.DefaultTiers() {
+			if (tier.ModuleBytes == 0 && tier.Name != schemas.TierUnlimited) || tier.ModuleBytes > modules {
+				t.Errorf("%s: tier %s stores up to %d bytes of modules (0: unlimited); the modules store gets %d of the account's %d at 3 replicas",
+					where, tier.Name, tier.ModuleBytes, modules, limit)
+			}
+		}
 	}
 }

@@ -14,7 +14,7 @@ import (
 
 // Which JetStream consumers and streams each role reports (see internal/opsmetrics).
 const (
-	opsGateway    = 1 << iota // connection, JetStream reachability and storage only
+	opsGateway    = 1 << iota // connection, JetStream reachability and storage, the modules and results stores
 	opsExecutor               // + the per-tier execution consumers, WASMWIZ_EXEC and the DLQ
 	opsAccounting             // + the accounting consumer and WASMWIZ_EVENTS
 )
@@ -22,6 +22,9 @@ const (
 // registerOps registers the scrape-time JetStream collector for the given roles on reg.
 func registerOps(reg prometheus.Registerer, nc *nats.Conn, roles int) error {
 	var cfg opsmetrics.Config
+	if roles&opsGateway != 0 { // the stores uploads and results fill (see streams.StoreBudget)
+		cfg.Streams = append(cfg.Streams, "OBJ_"+schemas.ObjectModules, "KV_"+schemas.BucketResults)
+	}
 	if roles&opsExecutor != 0 {
 		tiers := make([]string, 0, len(schemas.DefaultTiers()))
 		for name := range schemas.DefaultTiers() {

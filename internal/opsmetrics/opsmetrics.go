@@ -36,6 +36,7 @@ type JetStream struct {
 	connected, up, storeBytes, storeLimit *prometheus.Desc
 	pending, ackPending, redelivered      *prometheus.Desc
 	streamMsgs, streamBytes               *prometheus.Desc
+	streamMaxBytes                        *prometheus.Desc
 }
 
 // NewJetStream returns a collector reading from nc.
@@ -48,7 +49,7 @@ func NewJetStream(nc *nats.Conn, cfg Config) (*JetStream, error) {
 		cfg.Timeout = 2 * time.Second
 	}
 	cl := []string{"stream", "consumer"}
-	return &JetStream{
+	c := &JetStream{
 		nc: nc, js: js, cfg: cfg,
 		connected:   prometheus.NewDesc("wasmwiz_nats_connected", "1 when this process is connected to a NATS server, else 0.", nil, nil),
 		up:          prometheus.NewDesc("wasmwiz_jetstream_up", "1 when JetStream answered this scrape's account info request in time, else 0.", nil, nil),
@@ -59,12 +60,14 @@ func NewJetStream(nc *nats.Conn, cfg Config) (*JetStream, error) {
 		redelivered: prometheus.NewDesc("wasmwiz_consumer_redelivered", "Messages delivered more than once and not yet acked (consumer info num_redelivered).", cl, nil),
 		streamMsgs:  prometheus.NewDesc("wasmwiz_stream_messages", "Messages stored in the stream.", []string{"stream"}, nil),
 		streamBytes: prometheus.NewDesc("wasmwiz_stream_bytes", "Bytes stored in the stream.", []string{"stream"}, nil),
-	}, nil
+	}
+	c.streamMaxBytes = prometheus.NewDesc("wasmwiz_stream_max_bytes", "The stream's own byte limit (MaxBytes); absent when it has none.", []string{"stream"}, nil)
+	return c, nil
 }
 
 // Describe implements prometheus.Collector.
 func (c *JetStream) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.connected, c.up, c.storeBytes, c.storeLimit, c.pending, c.ackPending, c.redelivered, c.streamMsgs, c.streamBytes} {
+	for _, d := range []*prometheus.Desc{c.connected, c.up, c.storeBytes, c.storeLimit, c.pending, c.ackPending, c.redelivered, c.streamMsgs, c.streamBytes, c.streamMaxBytes} {
 		ch <- d
 	}
 }
@@ -94,6 +97,9 @@ func (c *JetStream) Collect(ch chan<- prometheus.Metric) {
 		info := st.CachedInfo()
 		gauge(c.streamMsgs, float64(info.State.Msgs), s)
 		gauge(c.streamBytes, float64(info.State.Bytes), s)
+		if info.Config.MaxBytes > 0 {
+			gauge(c.streamMaxBytes, float64(info.Config.MaxBytes), s)
+		}
 	}
 	for _, r := range c.cfg.Consumers {
 		cons, err := c.js.Consumer(ctx, r.Stream, r.Consumer)

@@ -164,6 +164,10 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 			return fmt.Errorf("consumer %s: %w", schemas.ExecConsumer(name), err)
 		}
 	}
+	modulesMax, resultsMax := int64(-1), int64(-1)
+	if ai, err := js.AccountInfo(ctx); err == nil {
+		modulesMax, resultsMax = StoreBudget(ai.Limits.MaxStore, o.Replicas)
+	}
 	resultsTTL := o.ResultsTTL
 	if resultsTTL <= 0 {
 		resultsTTL = DefaultResultsTTL
@@ -174,7 +178,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 		}
 	}
 	kvs := []jetstream.KeyValueConfig{
-		{Bucket: schemas.BucketResults, Description: "execution results by id", TTL: resultsTTL, MaxValueSize: 8 << 20},
+		{Bucket: schemas.BucketResults, Description: "execution results by id", TTL: resultsTTL, MaxValueSize: 8 << 20, MaxBytes: resultsMax},
 		{Bucket: schemas.BucketKeys, Description: "API key records by sha256 of the secret"},
 		{Bucket: schemas.BucketTenants, Description: "tenants by id"},
 		{Bucket: schemas.BucketModuleOwner, Description: "module ownership: <tenant>.<sha256 hex>"},
@@ -195,6 +199,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,
 		Compression: true,
+		MaxBytes:    modulesMax,
 	})
 	if err != nil {
 		return fmt.Errorf("object store %s: %w", schemas.ObjectModules, err)
@@ -210,6 +215,23 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 		return fmt.Errorf("object store %s: %w", schemas.ObjectBundles, err)
 	}
 	return nil
+}
+
+// StoreBudget is what the modules object store and the results bucket may hold (one copy) when
+// the account has a JetStream file storage limit of accountMaxStore bytes (<= 0: no limit, and
+// both are unbounded, -1): a quarter of it for modules and half for results, each divided by the
+// replicas (a stream's MaxBytes is reserved from the account once per replica). So neither can
+// take the account's storage from the execution queues, the rate-limit counters, the keys and the
+// events: a full store refuses only its own writes. Each tier's module_bytes quota should fit in
+// the modules share (TestStoreBudget_ShippedConfigs checks the shipped configurations), so that
+// no one tenant can fill it; the WasmWizModuleStoreFilling and WasmWizResultsStoreFilling alerts
+// watch both.
+func StoreBudget(accountMaxStore int64, replicas int) (modules, results int64) {
+	if accountMaxStore <= 0 {
+		return -1, -1
+	}
+	per := accountMaxStore / int64(max(replicas, 1))
+	return per / 4, per / 2
 }
 
 // EnsureWithRetry calls Ensure until it succeeds or ctx ends; a cluster that is still electing
