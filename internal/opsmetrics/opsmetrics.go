@@ -61,7 +61,7 @@ func NewJetStream(nc *nats.Conn, cfg Config) (*JetStream, error) {
 		streamMsgs:  prometheus.NewDesc("wasmwiz_stream_messages", "Messages stored in the stream.", []string{"stream"}, nil),
 		streamBytes: prometheus.NewDesc("wasmwiz_stream_bytes", "Bytes stored in the stream.", []string{"stream"}, nil),
 	}
-	c.streamMaxBytes = prometheus.NewDesc("wasmwiz_stream_max_bytes", "The stream's own byte limit (MaxBytes); absent when it has none.", []string{"stream"}, nil)
+	c.streamMaxBytes = prometheus.NewDesc("wasmwiz_stream_max_bytes", "The stream's own byte limit (MaxBytes); -1 when it has none.", []string{"stream"}, nil)
 	return c, nil
 }
 
@@ -97,9 +97,7 @@ func (c *JetStream) Collect(ch chan<- prometheus.Metric) {
 		info := st.CachedInfo()
 		gauge(c.streamMsgs, float64(info.State.Msgs), s)
 		gauge(c.streamBytes, float64(info.State.Bytes), s)
-		if info.Config.MaxBytes > 0 {
-			gauge(c.streamMaxBytes, float64(info.Config.MaxBytes), s)
-		}
+		gauge(c.streamMaxBytes, float64(info.Config.MaxBytes), s)
 	}
 	for _, r := range c.cfg.Consumers {
 		cons, err := c.js.Consumer(ctx, r.Stream, r.Consumer)
