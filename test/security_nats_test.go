@@ -222,6 +222,37 @@ func TestSecurity_AnonymousNATS(t *testing.T) {
 		t.Fatalf("acme's account saw %d messages of globex's traffic", got)
 	}
 
+	t.Run("roles over TLS as themselves", func(t *testing.T) {
+		// Each role's connection is TLS, in account WASMWIZ, as its own nkey.
+		cz, err := n.srv.Connz(&server.ConnzOptions{Username: true, Limit: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		for _, c := range cz.Conns {
+			role := strings.TrimPrefix(c.Name, "wasmwiz-")
+			if role != "gateway" && role != "executor" && role != "accounting" {
+				continue
+			}
+			pub, err := os.ReadFile(filepath.Join(n.dir, "nats-"+role+".nk"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			kp, err := nkeys.ParseDecoratedNKey(pub)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _ := kp.PublicKey()
+			if c.TLSVersion == "" || c.Account != "WASMWIZ" || c.AuthorizedUser != want {
+				t.Errorf("%s's connection: TLS %q, account %q, user %q (want %s)", role, c.TLSVersion, c.Account, c.AuthorizedUser, want)
+			}
+			seen[role] = true
+		}
+		if len(seen) != 3 {
+			t.Errorf("role connections seen: %v", seen)
+		}
+	})
+
 	t.Run("anonymous connect", func(t *testing.T) {
 		c, err := n.connect("")
 		if err == nil {
