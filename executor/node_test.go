@@ -523,30 +523,35 @@ func TestNode_Execute_BadRequest(t *testing.T) {
 }
 
 // TestSecurity_TableGrowthMemoryCapped (issue 12, hole 13) runs guests whose table growth is
-// outside wazero's linear memory limit, on the pro tier (512 MiB) with its 30 s deadline: each
-// is killed for its memory long before its deadline, reported as such and billed what it held,
-// and the node goes on serving. (tablefill stops growing at 24 million entries, ~200 MB, but its
-// growth holds three times that.)
+// outside wazero's linear memory limit, on a tier of 64 MiB with a minute's deadline (so that a
+// loaded machine cannot make the deadline come first): each is killed for its memory, reported
+// as such and billed what it held, and the node goes on serving. (tablefill stops growing at 24
+// million entries, ~200 MB.)
 func TestSecurity_TableGrowthMemoryCapped(t *testing.T) {
-	e := startEnv(t, nil)
-	limit := int64(schemas.DefaultTiers()[schemas.TierPro].MemoryMB) * schemas.MiB
+	const mb = 64
+	e := startEnv(t, func(c *Config) {
+		basic := c.Tiers[schemas.TierBasic]
+		basic.MemoryMB, basic.WallTime = mb, time.Minute
+		c.Tiers[schemas.TierBasic] = basic
+	})
+	limit := int64(mb) * schemas.MiB
 	for _, name := range []string{"tablebomb", "tablegrow", "tablefill"} {
-		req := newRequest(schemas.TierPro, e.putModule(fixtures.Wasm(name)))
-		req.TimeoutMS = 30_000
+		req := newRequest(schemas.TierBasic, e.putModule(fixtures.Wasm(name)))
+		req.TimeoutMS = time.Minute.Milliseconds()
 		start := time.Now()
 		res := e.execute(req)
 		t.Logf("%s: %s %q after %v, billed %.0f ms, %d MiB", name, res.Status, res.Error, time.Since(start), res.DurationMS, res.MemoryPeakBytes>>20)
 		if res.Status != schemas.StatusKilled || !strings.HasPrefix(res.Error, "memory limit exceeded") {
 			t.Errorf("%s: %s %q, want killed for exceeding its memory", name, res.Status, res.Error)
 		}
-		if res.MemoryPeakBytes <= limit || res.DurationMS <= 0 || res.DurationMS >= 30_000 {
+		if res.MemoryPeakBytes <= limit || res.DurationMS <= 0 || res.DurationMS >= float64(time.Minute.Milliseconds()) {
 			t.Errorf("%s: billed %d MiB for %.0f ms, want more than its %d MiB limit, before its deadline", name, res.MemoryPeakBytes>>20, res.DurationMS, limit>>20)
 		}
 	}
 	if got := counterValue(t, e.node.m.workerRestarts.WithLabelValues("memory")); got < 2 {
 		t.Errorf("restarts{memory} = %v, want the workers of the guests that never finished", got)
 	}
-	if res := e.execute(newRequest(schemas.TierPro, e.putModule(fixtures.Wasm("hello")))); res.Status != schemas.StatusSucceeded {
+	if res := e.execute(newRequest(schemas.TierBasic, e.putModule(fixtures.Wasm("hello")))); res.Status != schemas.StatusSucceeded {
 		t.Fatalf("hello afterwards: %s %q", res.Status, res.Error)
 	}
 }
