@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
@@ -15,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wasmwiz/wasmwiz/internal/backoff"
 	"github.com/wasmwiz/wasmwiz/internal/streams"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
@@ -237,7 +237,7 @@ func (n *Node) Run(ctx context.Context) error {
 func (n *Node) fetchLoop(q *tierQueue, stopping <-chan struct{}) {
 	failures := n.m.fetchFailures.WithLabelValues(q.tier.Name)
 	var fl failLog
-	backoff := fetchBackoffMin
+	retry := backoff.Backoff{Min: fetchBackoffMin, Max: fetchBackoffMax, Jitter: true}
 	for {
 		select {
 		case <-stopping:
@@ -258,20 +258,20 @@ func (n *Node) fetchLoop(q *tierQueue, stopping <-chan struct{}) {
 			if d, count := fl.recovered(); count > 0 {
 				n.log.Info("fetching again", "tier", q.tier.Name, "failures", count, "after_ms", d.Milliseconds())
 			}
-			backoff = fetchBackoffMin
+			retry.Reset()
 			continue
 		}
 		// Every failure waits, whether Fetch refused the pull or the pull ended in an error
 		// (no responders while the consumer has no leader, leadership changed, consumer
 		// deleted): without the wait a node with nothing to do spins on a failing pull.
 		failures.Inc()
+		wait := retry.Next()
 		if count, ok := fl.failed(time.Now()); ok {
 			n.log.Warn("fetch failed, backing off", "tier", q.tier.Name, "err", err,
-				"failures", count, "backoff_ms", backoff.Milliseconds())
+				"failures", count, "backoff_ms", wait.Milliseconds())
 		}
 		select {
-		case <-time.After(jitter(backoff)):
-			backoff = min(2*backoff, fetchBackoffMax)
+		case <-time.After(wait):
 		case <-stopping:
 			return
 		}
@@ -280,7 +280,8 @@ func (n *Node) fetchLoop(q *tierQueue, stopping <-chan struct{}) {
 
 const (
 	// fetchBackoffMin and fetchBackoffMax bound the wait after a failed pull; it doubles on
-	// every failure in a row, and a random part (see jitter) keeps nodes from pulling in step.
+	// every failure in a row, and jitter (each wait drawn from [d/2, d]) keeps nodes from
+	// pulling in step.
 	fetchBackoffMin = 100 * time.Millisecond
 	fetchBackoffMax = 5 * time.Second
 	// fetchLogEvery is how often a failing pull is logged at most (per tier); the lines in
@@ -323,11 +324,6 @@ func (n *Node) fetchOnce(q *tierQueue, want int, stopping <-chan struct{}) error
 		}
 	}
 	return err
-}
-
-// jitter returns a random duration in [d/2, d].
-func jitter(d time.Duration) time.Duration {
-	return d/2 + rand.N(d/2+1)
 }
 
 // failLog rate-limits the log lines of a failure that repeats: the first failure of a run is
