@@ -35,6 +35,7 @@ func newAPI(mux *http.ServeMux) huma.API {
 	config.Info.Description = "Run untrusted WebAssembly (WASI preview 1) modules as a service."
 	config.CreateHooks = nil // no $schema links in bodies: REST and NATS bodies are identical
 	config.OpenAPIPath = "/openapi"
+	config.DocsPath = "" // served by docsRoutes from embedded assets, not from a CDN
 	config.Components.SecuritySchemes = map[string]*huma.SecurityScheme{
 		"bearer": {Type: "http", Scheme: "bearer", Description: "an API key (ww_...)"},
 	}
@@ -52,6 +53,7 @@ func (g *Gateway) routes() http.Handler {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(g.cfg.Gatherer, promhttp.HandlerOpts{}))
 	}
 	mux.Handle("POST /api/execute", g.instrument("/api/execute", http.HandlerFunc(g.compatExecute)))
+	g.docsRoutes(mux)
 	mux.HandleFunc("/", notFound)
 	return g.secure(mux)
 }
