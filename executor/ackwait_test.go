@@ -49,9 +49,9 @@ func TestNode_Redelivered_WhileRunning_WaitsForTheRun(t *testing.T) {
 	req := newRequest(schemas.TierPro, e.putModule(fixtures.Wasm("loop")))
 	req.TimeoutMS = 4000
 	sub := e.publish(req, "")
-	natstest.Eventually(t, 10*time.Second, func() bool {
+	natstest.CheckFor(t, 10*time.Second, poll, state(func() bool {
 		return e.storedStatus(req.ExecutionID) == schemas.StatusRunning
-	}, "the execution never showed as running")
+	}, func() string { return "the execution never showed as running" }))
 
 	if err := e.js.DeleteConsumer(ctx, schemas.ExecStream(schemas.TierPro), schemas.ExecConsumer(schemas.TierPro)); err != nil {
 		t.Fatal(err)
@@ -64,10 +64,10 @@ func TestNode_Redelivered_WhileRunning_WaitsForTheRun(t *testing.T) {
 		t.Fatalf("reply %+v", res)
 	}
 	// The new delivery is acked once the run ends: the work queue empties.
-	natstest.Eventually(t, 20*time.Second, func() bool {
+	natstest.CheckFor(t, 20*time.Second, poll, state(func() bool {
 		s, err := e.js.Stream(ctx, schemas.ExecStream(schemas.TierPro))
 		return err == nil && s.CachedInfo().State.Msgs == 0
-	}, "the redelivered request was never acked")
+	}, func() string { return "the redelivered request was never acked" }))
 	// Both nodes drain (a second run, had one started, would finish first), then count runs.
 	stopFirst()
 	e.stop()

@@ -51,10 +51,10 @@ func TestNode_Execute_DeadLetter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	natstest.Eventually(t, 40*time.Second, func() bool {
+	natstest.CheckFor(t, 40*time.Second, poll, state(func() bool {
 		info, err := dlq.Info(context.Background())
 		return err == nil && info.State.Msgs == 1
-	}, "request not dead-lettered")
+	}, func() string { return "request not dead-lettered" }))
 	m, err := dlq.GetLastMsgForSubject(context.Background(), schemas.SubjectDLQ)
 	if err != nil {
 		t.Fatal(err)
@@ -67,10 +67,10 @@ func TestNode_Execute_DeadLetter(t *testing.T) {
 		t.Errorf("dead letter headers: %v", m.Header)
 	}
 	t.Logf("reason: %s", m.Header.Get(HeaderDLQReason))
-	natstest.Eventually(t, 10*time.Second, func() bool {
+	natstest.CheckFor(t, 10*time.Second, poll, state(func() bool {
 		info, err := e.js.Stream(context.Background(), schemas.ExecStream(schemas.TierFree))
 		return err == nil && info.CachedInfo().State.Msgs == 0
-	}, "request still in the work queue")
+	}, func() string { return "request still in the work queue" }))
 	cons, err := e.js.Consumer(context.Background(), schemas.ExecStream(schemas.TierFree), schemas.ExecConsumer(schemas.TierFree))
 	if err != nil {
 		t.Fatal(err)
@@ -92,9 +92,9 @@ func TestNode_Metrics(t *testing.T) {
 		}
 	}
 	// A timeout kills its worker; the spare, once started, takes its place at once.
-	natstest.Eventually(t, 10*time.Second, func() bool {
+	natstest.CheckFor(t, 10*time.Second, poll, state(func() bool {
 		return counterValue(t, e.node.m.workers.WithLabelValues("spare")) == 1
-	}, "no spare worker")
+	}, func() string { return "no spare worker" }))
 	req := newRequest(schemas.TierBasic, e.putModule(fixtures.Wasm("loop")))
 	req.TimeoutMS = 100
 	if res := e.execute(req); res.Status != schemas.StatusTimedOut || res.CPUMS <= 0 || res.DurationMS < 100 {

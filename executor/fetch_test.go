@@ -67,13 +67,13 @@ func TestNode_Fetch_BacksOffWhileConsumerIsGone(t *testing.T) {
 	if err := e.js.DeleteConsumer(ctx, schemas.ExecStream("free"), schemas.ExecConsumer("free")); err != nil {
 		t.Fatal(err)
 	}
-	natstest.Eventually(t, 10*time.Second, func() bool { return failures() >= 1 }, "no failed pull counted")
+	natstest.CheckFor(t, 10*time.Second, poll, state(func() bool { return failures() >= 1 }, func() string { return "no failed pull counted" }))
 	start, from := time.Now(), failures()
 
 	// The waits after failures in a row are at least 50, 100, 200, 400 and 800 ms (half of
 	// 100 ms doubling; see jitter), so six more failures take at least 1.55 s.
 	const more = 6
-	natstest.Eventually(t, 30*time.Second, func() bool { return failures() >= from+more }, "pulls stopped failing")
+	natstest.CheckFor(t, 30*time.Second, poll, state(func() bool { return failures() >= from+more }, func() string { return "pulls stopped failing" }))
 	if took, least := time.Since(start), 1550*time.Millisecond; took < least {
 		t.Errorf("%d failed pulls in %v: the node does not back off (at least %v)", failures()-from, took, least)
 	}
@@ -91,6 +91,5 @@ func TestNode_Fetch_BacksOffWhileConsumerIsGone(t *testing.T) {
 	if res := e.wait(e.publish(req, ""), fetchBackoffMax+30*time.Second); res.Status != schemas.StatusSucceeded || string(res.Stdout) != "back" {
 		t.Fatalf("after the consumer came back: %+v", res)
 	}
-	natstest.Eventually(t, 5*time.Second, func() bool { return count(slog.LevelInfo, "fetching again") == 1 },
-		"no line saying the node fetches again")
+	natstest.CheckFor(t, 5*time.Second, poll, state(func() bool { return count(slog.LevelInfo, "fetching again") == 1 }, func() string { return "no line saying the node fetches again" }))
 }

@@ -110,7 +110,7 @@ func (e *env) startNode(mod func(*Config)) *Node {
 			e.tb.Errorf("node %s did not stop", cfg.NodeID)
 		}
 	})
-	natstest.Eventually(e.tb, 30*time.Second, node.Ready, "node %s not ready", cfg.NodeID)
+	natstest.CheckFor(e.tb, 30*time.Second, poll, state(node.Ready, func() string { return fmt.Sprintf("node %s not ready", cfg.NodeID) }))
 	e.node, e.stop, e.done, e.runErr = node, cancel, done, &runErr
 	return node
 }
@@ -214,7 +214,7 @@ func (e *env) events(executionID string) []schemas.Event {
 	ctx := context.Background()
 	// A node replies before it publishes the event and acks the request: wait until every
 	// request is acked (gone from its work queue), and with it every event is stored.
-	natstest.Eventually(e.tb, 10*time.Second, func() bool {
+	natstest.CheckFor(e.tb, 10*time.Second, poll, state(func() bool {
 		for name := range schemas.DefaultTiers() {
 			s, err := e.js.Stream(ctx, schemas.ExecStream(name))
 			if err != nil || s.CachedInfo().State.Msgs != 0 {
@@ -222,7 +222,7 @@ func (e *env) events(executionID string) []schemas.Event {
 			}
 		}
 		return true
-	}, "requests still unacked")
+	}, func() string { return "requests still unacked" }))
 	c, err := e.js.OrderedConsumer(ctx, schemas.StreamEvents, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		e.tb.Fatal(err)
@@ -442,10 +442,10 @@ func TestNode_Execute_KillsDeadlineIgnorer(t *testing.T) {
 	if got := counterValue(t, e.node.m.workerRestarts.WithLabelValues("deadline")); got != 1 {
 		t.Errorf("worker restarts{deadline} = %v, want 1", got)
 	}
-	natstest.Eventually(t, 10*time.Second, func() bool {
+	natstest.CheckFor(t, 10*time.Second, poll, state(func() bool {
 		return counterValue(t, e.node.m.workers.WithLabelValues("idle")) == float64(e.node.cfg.Workers+e.node.cfg.CompileWorkers) &&
 			counterValue(t, e.node.m.workers.WithLabelValues("spare")) == 1
-	}, "workers not back to all idle and 1 spare")
+	}, func() string { return "workers not back to all idle and 1 spare" }))
 }
 
 // TestNode_Execute_Redelivery delivers executions again and checks that none runs twice.
@@ -509,10 +509,10 @@ func TestNode_Execute_BadRequest(t *testing.T) {
 		}
 	}
 	// Terminated, so gone from the work queue and never redelivered.
-	natstest.Eventually(t, 10*time.Second, func() bool {
+	natstest.CheckFor(t, 10*time.Second, poll, state(func() bool {
 		info, err := e.js.Stream(context.Background(), schemas.ExecStream(schemas.TierFree))
 		return err == nil && info.CachedInfo().State.Msgs == 0
-	}, "bad requests still in the stream")
+	}, func() string { return "bad requests still in the stream" }))
 	if _, err := e.results.Get(context.Background(), other.ExecutionID); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Errorf("the request with a wrong tenant has a result: %v", err)
 	}
@@ -605,5 +605,19 @@ func TestNode_Prepare_NewExecution(t *testing.T) {
 				t.Errorf("stored result found %v (err %v), want %v", found, err, c.wantFound)
 			}
 		})
+	}
+}
+
+// poll is how often these tests' natstest.CheckFor looks again.
+const poll = 10 * time.Millisecond
+
+// state makes a natstest.CheckFor check of a condition: describe says, when ok does not hold,
+// what was still missing (evaluated then, not before the wait).
+func state(ok func() bool, describe func() string) func() error {
+	return func() error {
+		if ok() {
+			return nil
+		}
+		return errors.New(describe())
 	}
 }

@@ -126,11 +126,11 @@ func TestPool_Run_WorkerCrash(t *testing.T) {
 		done <- err
 	}()
 	var pid int
-	natstest.Eventually(t, 5*time.Second, func() bool {
+	natstest.CheckFor(t, 5*time.Second, poll, state(func() bool {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		return p.busy == 1
-	}, "worker never busy")
+	}, func() string { return "worker never busy" }))
 	// The only worker is the busy one; find its pid through the idle channel's absence.
 	pid = busyPID(t, p)
 	killGroup(pid)

@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"fmt"
 	"sort"
 	"testing"
 	"time"
@@ -40,7 +41,7 @@ func TestNode_Priority(t *testing.T) {
 		req.TimeoutMS = 1500
 		blockers = append(blockers, e.publish(req, ""))
 	}
-	natstest.Eventually(t, 30*time.Second, func() bool { return e.node.pool.busyWorkers() == 2 }, "blockers not running")
+	natstest.CheckFor(t, 30*time.Second, poll, state(func() bool { return e.node.pool.busyWorkers() == 2 }, func() string { return "blockers not running" }))
 
 	type sent struct {
 		tier string
@@ -53,9 +54,11 @@ func TestNode_Priority(t *testing.T) {
 		all = append(all, sent{tier, e.publish(req, "")})
 	}
 	// Every one is fetched (the prefetch holds prefetchPerWorker × workers per tier) and waits.
-	natstest.Eventually(t, 10*time.Second, func() bool {
+	natstest.CheckFor(t, 10*time.Second, poll, state(func() bool {
 		return e.node.queued(schemas.TierFree) == 4 && e.node.queued(schemas.TierPro) == 4
-	}, "requests not fetched: free %d pro %d", e.node.queued(schemas.TierFree), e.node.queued(schemas.TierPro))
+	}, func() string {
+		return fmt.Sprintf("requests not fetched: free %d pro %d", e.node.queued(schemas.TierFree), e.node.queued(schemas.TierPro))
+	}))
 
 	for _, b := range blockers {
 		if res := e.wait(b, 30*time.Second); res.Status != schemas.StatusTimedOut {
@@ -144,12 +147,12 @@ func TestNode_Drain(t *testing.T) {
 	req := newRequest(schemas.TierFree, loop)
 	req.TimeoutMS = 1000
 	running := e.publish(req, "")
-	natstest.Eventually(t, 30*time.Second, func() bool { return e.node.pool.busyWorkers() == 1 }, "loop not running")
+	natstest.CheckFor(t, 30*time.Second, poll, state(func() bool { return e.node.pool.busyWorkers() == 1 }, func() string { return "loop not running" }))
 	var waiting []*nats.Subscription
 	for range 2 {
 		waiting = append(waiting, e.publish(newRequest(schemas.TierFree, hello), ""))
 	}
-	natstest.Eventually(t, 10*time.Second, func() bool { return e.node.queued(schemas.TierFree) == 2 }, "not fetched")
+	natstest.CheckFor(t, 10*time.Second, poll, state(func() bool { return e.node.queued(schemas.TierFree) == 2 }, func() string { return "not fetched" }))
 
 	start := time.Now()
 	stop()
