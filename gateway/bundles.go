@@ -180,8 +180,9 @@ type bundleIDInput struct {
 	ID string `path:"id" doc:"bundle id, sha256:<hex>"`
 }
 
-// registerBundles adds the bundle operations to the REST API.
+// registerBundles adds the bundle operations (and the output files' download) to the REST API.
 func (g *Gateway) registerBundles(api huma.API) {
+	g.registerOutputFiles(api) // files.go
 	binary := &huma.Schema{Type: "string", Format: "binary"}
 	huma.Register(api, huma.Operation{
 		OperationID: "upload-bundle", Method: http.MethodPost, Path: "/v1/bundles", Tags: []string{"bundles"},

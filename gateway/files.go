@@ -3,9 +3,14 @@ package gateway
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"maps"
+	"net/http"
 	"slices"
 	"strings"
+
+	"github.com/danielgtaylor/huma/v2"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
@@ -135,4 +140,62 @@ func (g *Gateway) resolveMounts(ctx context.Context, p *Principal, er *schemas.E
 		}
 	}
 	return nil
+}
+
+// getOutputFile returns one output file of an execution, as its result holds it.
+func (g *Gateway) getOutputFile(ctx context.Context, p *Principal, id, path string) (*schemas.OutputFile, error) {
+	notFound := schemas.Errorf(schemas.CodeNotFound, "execution %s has no output file %s", truncateID(id), truncateID(path))
+	if !schemas.ValidExecutionID(id) {
+		return nil, notFound
+	}
+	r, err := g.loadResult(ctx, id)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil, notFound
+		}
+		return nil, unavailable("results store", err)
+	}
+	if r.TenantID != p.TenantID {
+		return nil, notFound
+	}
+	if !strings.HasPrefix(path, "/") {
+		path = "/" + path
+	}
+	for i := range r.Files {
+		if r.Files[i].Path == path {
+			return &r.Files[i], nil
+		}
+	}
+	return nil, notFound
+}
+
+type outputFileInput struct {
+	ID   string `path:"id" doc:"execution id"`
+	Path string `path:"path" doc:"the file's guest path, URL-encoded as one segment (%2Fout%2Fa.wav); the leading slash may be left out"`
+}
+
+type outputFileOutput struct {
+	ContentType string `header:"Content-Type"`
+	Size        int64  `header:"Wasmwiz-File-Size" doc:"the file's whole size"`
+	Truncated   bool   `header:"Wasmwiz-File-Truncated" doc:"true when only the first bytes are returned"`
+	Body        []byte
+}
+
+// registerOutputFiles adds GET /v1/executions/{id}/files/{path}.
+func (g *Gateway) registerOutputFiles(api huma.API) {
+	huma.Register(api, huma.Operation{
+		OperationID: "download-output", Method: http.MethodGet, Path: "/v1/executions/{id}/files/{path}", Tags: []string{"executions"},
+		Summary: "Download an output file",
+		Description: "The bytes of one of an execution's output files (`outputs`), as its result holds them (the result's `files` has the same, as text or base64), " +
+			"until the result expires. `Wasmwiz-File-Truncated: true` says only the first bytes came back (the tier's `outputs_bytes`).",
+		Security: bearer, Errors: []int{401, 404},
+		Responses: map[string]*huma.Response{"200": {Description: "the file", Content: map[string]*huma.MediaType{
+			"application/octet-stream": {Schema: &huma.Schema{Type: "string", Format: "binary"}}}}},
+	}, func(ctx context.Context, in *outputFileInput) (*outputFileOutput, error) {
+		f, err := g.getOutputFile(ctx, principalFrom(ctx), in.ID, in.Path)
+		if err != nil {
+			return nil, g.fail(ctx, "download-output", err)
+		}
+		return &outputFileOutput{ContentType: "application/octet-stream", Size: f.Size, Truncated: f.Truncated, Body: f.Data}, nil
+	})
 }

@@ -120,6 +120,7 @@ var operationScopes = map[string]string{
 	"get-bundle":       schemas.ScopeModulesRead,
 	"create-execution": schemas.ScopeExecute,
 	"get-execution":    schemas.ScopeExecute,
+	"download-output":  schemas.ScopeExecute,
 	"compat-execute":   schemas.ScopeExecute,
 }
 

@@ -110,7 +110,7 @@ var pathIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_:-]{0,127}$`)
 func checkPathIDs(api huma.API) func(huma.Context, func(huma.Context)) {
 	return func(ctx huma.Context, next func(huma.Context)) {
 		for _, p := range ctx.Operation().Parameters {
-			if p.In != "path" {
+			if p.In != "path" || p.Name == "path" { // a guest file's path (files.go), never a store key
 				continue
 			}
 			if v := ctx.Param(p.Name); !pathIDRE.MatchString(v) {

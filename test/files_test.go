@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -130,7 +131,16 @@ func TestDev_Files(t *testing.T) {
 				t.Errorf("%s %s: files %+v", name, how, e.Files)
 			}
 		}
-		check("rest", s.runWait(t, key, req))
+		e := s.runWait(t, key, req)
+		check("rest", e)
+		// An output file downloads as raw bytes, its path one URL-encoded segment.
+		r := s.do(t, http.MethodGet, "/v1/executions/"+e.ID+"/files/"+url.PathEscape("/out/bytes.bin"), key, "", nil)
+		if r.Status != 200 || len(r.Body) != 256 || r.Body[255] != 255 || r.Header.Get("Wasmwiz-File-Size") != "256" {
+			t.Errorf("%s download: %d %s %v", name, r.Status, r.Body, r.Header)
+		}
+		if r := s.do(t, http.MethodGet, "/v1/executions/"+e.ID+"/files/out%2Fnone", key, "", nil); r.Status != 404 {
+			t.Errorf("%s download of a file that is not an output: %d", name, r.Status)
+		}
 
 		body, _ := json.Marshal(req)
 		status, data := natsCall(t, nc, schemas.OpExecutionsCreate, key, body)
@@ -142,7 +152,7 @@ func TestDev_Files(t *testing.T) {
 
 		areq := req
 		areq.Async = true
-		r, e := s.execute(t, key, areq)
+		r, e = s.execute(t, key, areq)
 		if r.Status != http.StatusAccepted {
 			t.Fatalf("async: %d %s", r.Status, r.Body)
 		}
