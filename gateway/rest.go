@@ -36,6 +36,8 @@ func newAPI(mux *http.ServeMux) huma.API {
 	config.CreateHooks = nil // no $schema links in bodies: REST and NATS bodies are identical
 	config.OpenAPIPath = "/openapi"
 	config.DocsPath = "" // served by docsRoutes from embedded assets, not from a CDN
+	config.Servers = contractServers
+	config.OnAddOperation = append(config.OnAddOperation, fixContract) // openapi.go
 	config.Components.SecuritySchemes = map[string]*huma.SecurityScheme{
 		"bearer": {Type: "http", Scheme: "bearer", Description: "an API key (ww_...)"},
 	}

@@ -1,0 +1,79 @@
+package gateway
+
+import (
+	"strings"
+
+	"github.com/danielgtaylor/huma/v2"
+)
+
+// contractServers is the document's servers entry: the address `wasmwiz dev` listens on by
+// default. Clients generated from the contract take their base URL as a setting anyway.
+var contractServers = []*huma.Server{{URL: "http://localhost:8080", Description: "wasmwiz dev on its default address; point clients at your gateway"}}
+
+// fixContract is an OnAddOperation hook that states in the OpenAPI document what the handlers
+// really do, so generated clients are typed: binary request bodies carry their media type, the
+// async 202 of create-execution is an Execution, and 429/503 answers declare the headers that
+// say when to try again.
+func fixContract(_ *huma.OpenAPI, op *huma.Operation) {
+	if op.RequestBody != nil {
+		for ct, mt := range op.RequestBody.Content {
+			if mt.Schema == nil {
+				continue
+			}
+			binaryBody(mt.Schema, ct)
+			for name, p := range mt.Schema.Properties {
+				if name == "wasm" {
+					binaryBody(p, "application/wasm")
+				}
+			}
+		}
+	}
+	if op.OperationID == "create-execution" {
+		if ok, accepted := op.Responses["200"], op.Responses["202"]; ok != nil && accepted != nil {
+			accepted.Content = ok.Content
+			accepted.Headers = map[string]*huma.Param{"Location": {
+				Description: "the execution to poll: GET /v1/executions/{id}",
+				Schema:      &huma.Schema{Type: "string"},
+			}}
+		}
+	}
+	if op.OperationID == "health-ready" {
+		return // a 503 there only means "not ready yet", with no Retry-After
+	}
+	for code, r := range op.Responses {
+		if code != "429" && code != "503" {
+			continue
+		}
+		if r.Headers == nil {
+			r.Headers = map[string]*huma.Param{}
+		}
+		r.Headers["Retry-After"] = &huma.Param{
+			Description: "seconds to wait before trying again (sent when the server knows)",
+			Schema:      &huma.Schema{Type: "integer", Minimum: new(float64(1))},
+		}
+		if code == "429" {
+			for name, doc := range map[string]string{
+				"RateLimit-Limit":     "executions allowed in the tightest window (sent on a rate-limit refusal of a limited tier)",
+				"RateLimit-Remaining": "executions left in that window",
+				"RateLimit-Reset":     "seconds until one more execution is available",
+			} {
+				r.Headers[name] = &huma.Param{Description: doc, Schema: &huma.Schema{Type: "integer", Minimum: new(float64(0))}}
+			}
+		}
+	}
+}
+
+// binaryBody marks a binary string schema with its real media type: Huma writes
+// contentMediaType application/octet-stream for every format: binary, which generators then
+// type as a plain string, so the format moves to Extensions next to the right media type.
+func binaryBody(s *huma.Schema, mediaType string) {
+	if s.Format != "binary" || strings.HasPrefix(mediaType, "multipart/") {
+		return
+	}
+	s.Format = ""
+	if s.Extensions == nil {
+		s.Extensions = map[string]any{}
+	}
+	s.Extensions["format"] = "binary"
+	s.Extensions["contentMediaType"] = mediaType
+}
