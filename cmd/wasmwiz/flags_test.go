@@ -12,7 +12,7 @@ import (
 // environment for each.
 var helpCommands = [][]string{
 	{"dev"}, {"gateway"}, {"executor"}, {"accounting"}, {"accounting", "reconcile"}, {"accounting", "migrate"},
-	{"admin", "bootstrap"}, {"secrets", "generate"}, {"events", "tail"},
+	{"admin", "bootstrap"}, {"secrets", "generate"}, {"events", "tail"}, {"dlq", "list"},
 	{"run"}, {"modules", "list"}, {"keys", "list"}, {"usage"}, {"load"}, {"bench"},
 }
 
