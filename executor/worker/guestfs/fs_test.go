@@ -197,3 +197,44 @@ func TestFS_Bundle(t *testing.T) {
 		t.Fatalf("collect: %+v", outs)
 	}
 }
+
+// TestFS_CopyInAndSub: a writable copy of a bundle is charged to scratch and changes only the
+// copy; Sub sees the same nodes under another root (a preopen under its own name).
+func TestFS_CopyInAndSub(t *testing.T) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Name: "a.txt", Mode: 0o444, Size: 5, Typeflag: tar.TypeReg})
+	tw.Write([]byte("alpha"))
+	tw.Close()
+	archive := bytes.NewReader(buf.Bytes())
+	idx, err := bundle.Scan(archive, bundle.Limits{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := NewBundle(idx, archive, 1)
+	f := New(Config{ScratchMax: 1 << 20})
+	if err := f.CopyIn("/fs-tests.dir", b); err != nil {
+		t.Fatal(err)
+	}
+	if f.Used() < 5+nodeCost {
+		t.Fatalf("copy charged %d bytes", f.Used())
+	}
+	sub := f.Sub("fs-tests.dir")
+	h, errno := sub.OpenFile("a.txt", experimentalsys.O_WRONLY|experimentalsys.O_TRUNC, 0)
+	if errno != 0 {
+		t.Fatalf("open the copy for writing: %v", errno)
+	}
+	h.Write([]byte("changed"))
+	h.Close()
+	p := make([]byte, 16)
+	if n, _ := mustOpen(t, f, "fs-tests.dir/a.txt", experimentalsys.O_RDONLY).Read(p); string(p[:n]) != "changed" {
+		t.Fatalf("through the root: %q", p[:n])
+	}
+	if n, _ := b.root.children["a.txt"].src.ReadAt(p[:5], b.root.children["a.txt"].off); string(p[:n]) != "alpha" {
+		t.Fatalf("the bundle itself changed: %q", p[:n])
+	}
+	small := New(Config{ScratchMax: 64})
+	if err := small.CopyIn("/d", b); err == nil {
+		t.Fatal("a copy larger than the scratch space fit")
+	}
+}
