@@ -25,15 +25,15 @@ func TestGateway_DrainDelay(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- g.Run(ctx) }()
 	url := "http://" + ln.Addr().String() + "/health/ready"
-	natstest.Eventually(t, 10*time.Second, func() bool {
+	natstest.CheckFor(t, 10*time.Second, poll, state(func() bool {
 		resp, err := http.Get(url)
 		if err == nil {
 			resp.Body.Close()
 		}
 		return err == nil // no executor here, so not ready; but it answers
-	}, "gateway never answered")
+	}, func() string { return "gateway never answered" }))
 	cancel()
-	natstest.Eventually(t, time.Second, func() bool { return g.draining.Load() }, "not draining")
+	natstest.CheckFor(t, time.Second, poll, state(func() bool { return g.draining.Load() }, func() string { return "not draining" }))
 	resp, err := http.Get(url)
 	if err != nil {
 		t.Fatalf("during the drain delay the gateway must still answer: %v", err)

@@ -245,9 +245,9 @@ func (m *keysModel) sequence(seq int, seed uint64, steps int) int {
 		k := mustAdminKey(m.t, m.gws[0], schemas.CreateKeyRequest{TenantID: tn, Admin: tn == ops})
 		m.add(&k.Record, k.Key)
 	}
-	natstest.Eventually(m.t, 10*time.Second, func() bool {
+	natstest.CheckFor(m.t, 10*time.Second, poll, state(func() bool {
 		return m.gws[0].keyring.tenantTier(ops) != "" && m.gws[1].keyring.tenantTier(ops) != ""
-	}, "the gateways never saw the sequence's tenants")
+	}, func() string { return "the gateways never saw the sequence's tenants" }))
 	m.sync()
 	for i := range steps {
 		m.step(i)
@@ -294,9 +294,9 @@ func (m *keysModel) sync() {
 		m.t.Fatal(err)
 	}
 	last := info.State.LastSeq
-	natstest.Eventually(m.t, 10*time.Second, func() bool {
+	natstest.CheckFor(m.t, 10*time.Second, poll, state(func() bool {
 		return m.gws[0].keyring.watchedRevision() >= last && m.gws[1].keyring.watchedRevision() >= last
-	}, "the gateways' watches never reached revision %d", last)
+	}, func() string { return fmt.Sprintf("the gateways' watches never reached revision %d", last) }))
 }
 
 type answer struct {

@@ -115,7 +115,7 @@ func runKeyring(t *testing.T, g *Gateway) {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = g.keyring.run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	natstest.Eventually(t, 10*time.Second, g.keyring.isSynced, "keyring never synced")
+	natstest.CheckFor(t, 10*time.Second, poll, state(g.keyring.isSynced, func() string { return "keyring never synced" }))
 }
 
 func mustAdminKey(t *testing.T, g *Gateway, req schemas.CreateKeyRequest) *schemas.CreatedKey {
@@ -235,7 +235,7 @@ func TestKeys_Hole2_LateReadDoesNotResurrect(t *testing.T) {
 	if err := g.keysKV.Purge(ctx, h, jetstream.LastRevision(before.Revision())); err != nil {
 		t.Fatal(err)
 	}
-	natstest.Eventually(t, 10*time.Second, func() bool { return g.keyring.watchedRevision() > before.Revision() }, "the watch never delivered the revocation")
+	natstest.CheckFor(t, 10*time.Second, poll, state(func() bool { return g.keyring.watchedRevision() > before.Revision() }, func() string { return "the watch never delivered the revocation" }))
 	g.keyring.applyKey(before, false) // the late read lands
 	if _, err := g.keyring.authenticate(ctx, "Bearer "+k.Key); err == nil {
 		t.Fatal("a revoked key authenticates again after a late read")

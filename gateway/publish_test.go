@@ -40,14 +40,14 @@ func TestPublishExecMsg_RidesOutNoResponders(t *testing.T) {
 	go func() { done <- g.publishExecMsg(ctx, msg, "ex_noleader", time.Now().Add(publishRetryFor)) }()
 	// Each publish call sends up to three requests (the client library retries twice on no
 	// responders): more than nine means the gateway itself tried again, past that half second.
-	natstest.Eventually(t, 10*time.Second, func() bool {
+	natstest.CheckFor(t, 10*time.Second, poll, state(func() bool {
 		select {
 		case err := <-done:
 			t.Fatalf("publish ended while no stream could take it: %v", err)
 		default:
 		}
 		return inMsgs()-before > 9
-	}, "the gateway did not publish again")
+	}, func() string { return "the gateway did not publish again" }))
 
 	stream := schemas.ExecStream(schemas.TierFree)
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{

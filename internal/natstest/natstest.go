@@ -136,19 +136,6 @@ func CheckFor(tb testing.TB, total, every time.Duration, check func() error) {
 	}
 }
 
-// Eventually polls cond every 10ms until it is true or timeout passes.
-//
-// Deprecated: use CheckFor, whose failure says what was still wrong.
-func Eventually(tb testing.TB, timeout time.Duration, cond func() bool, msg string, args ...any) {
-	tb.Helper()
-	CheckFor(tb, timeout, 10*time.Millisecond, func() error {
-		if !cond() {
-			return fmt.Errorf(msg, args...)
-		}
-		return nil
-	})
-}
-
 func freePort(tb testing.TB) int {
 	tb.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
