@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -57,7 +58,16 @@ func (g *Gateway) publishExecMsg(ctx context.Context, msg *nats.Msg, id string, 
 // the moment, rather than because it refused the message.
 func retryablePublish(err error) bool {
 	var apiErr *jetstream.APIError
+	if isInFlightRefusal(err) { // a 503 from the server, but the in-flight cap's refusal: final
+		return false
+	}
 	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 		(errors.As(err, &apiErr) && apiErr.Code == 503)
+}
+
+// isInFlightRefusal reports whether the execution stream refused a publish because the tenant
+// has its tier's in-flight cap of requests queued or running (DiscardNewPerSubject).
+func isInFlightRefusal(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "maximum messages per subject exceeded")
 }
