@@ -155,7 +155,9 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn) (*Gateway, error) {
 		return nil, err
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger.With("role", "gateway"), nc: nc, js: js, id: nuid.Next()}
-	g.metrics = newMetrics(cfg.Registerer)
+	if g.metrics, err = newMetrics(cfg.Registerer); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
 	if err := streams.EnsureWithRetry(ctx, js, streams.Options{Replicas: cfg.Replicas, Tiers: cfg.Tiers}); err != nil {
 		return nil, fmt.Errorf("ensure streams: %w", err)
 	}

@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wasmwiz/wasmwiz/internal/promreg"
 )
 
 type metrics struct {
@@ -15,7 +17,7 @@ type metrics struct {
 	rateLimitErrors     prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wasmwiz_http_requests_total", Help: "HTTP requests by method, route and status.",
@@ -45,8 +47,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "wasmwiz_ratelimit_errors_total", Help: "Execution requests refused because the rate limiter's store was unreachable (fail closed).",
 		}),
 	}
-	if reg != nil {
-		reg.MustRegister(m.httpRequests, m.httpDuration, m.natsRequests, m.natsDuration, m.executionsPublished, m.compileSeconds, m.rateLimited, m.rateLimitErrors)
-	}
-	return m
+	rs := promreg.Set{R: reg}
+	m.httpRequests = promreg.Add(&rs, m.httpRequests)
+	m.httpDuration = promreg.Add(&rs, m.httpDuration)
+	m.natsRequests = promreg.Add(&rs, m.natsRequests)
+	m.natsDuration = promreg.Add(&rs, m.natsDuration)
+	m.executionsPublished = promreg.Add(&rs, m.executionsPublished)
+	m.compileSeconds = promreg.Add(&rs, m.compileSeconds)
+	m.rateLimited = promreg.Add(&rs, m.rateLimited)
+	m.rateLimitErrors = promreg.Add(&rs, m.rateLimitErrors)
+	return m, rs.Err
 }
