@@ -14,6 +14,7 @@ var helpCommands = [][]string{
 	{"dev"}, {"gateway"}, {"executor"}, {"accounting"}, {"accounting", "reconcile"}, {"accounting", "migrate"},
 	{"admin", "bootstrap"}, {"secrets", "generate"}, {"events", "tail"}, {"dlq", "list"},
 	{"run"}, {"modules", "list"}, {"keys", "list"}, {"usage"}, {"load"}, {"bench"},
+	{"executions", "get"}, {"executions", "wait"}, {"version"},
 }
 
 func TestFlags_EveryFlagCanBeSetByEnvironment(t *testing.T) {

@@ -36,10 +36,12 @@ Operators:
 Clients:
   run          run a module: wasmwiz run [flags] <module.wasm | sha256:id> [-- args...]
   modules      upload, list, get or delete modules
+  executions   get an execution, or wait for an async one to end: executions get|wait <id>
   keys         keys, tokens and (admin) tenants: list, create, revoke, rotate, token, ...
   usage        your usage (executions, wall time, memory, bytes) by day, module or key
   load         load generator for a running WasmWiz (REST or NATS): throughput, latency percentiles
   bench        start a system in-process and measure it side by side with its floors and peers
+  version      the binary's version, VCS revision and Go toolchain
 
 Every flag can also be set by environment: --some-flag by WASMWIZ_SOME_FLAG (e.g.
 WASMWIZ_HTTP_ADDR); the command line wins, and a malformed value is an error.
@@ -83,6 +85,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = runKeys(ctx, rest, getenv, stdout, stderr)
 	case "modules":
 		err = runClientModules(ctx, rest, getenv, stdout, stderr)
+	case "executions":
+		err = runClientExecutions(ctx, rest, getenv, stdout, stderr) // executions.go
+	case "version", "--version":
+		err = runVersion(rest, getenv, stdout, stderr) // version.go
 	case "usage":
 		err = runClientUsage(ctx, rest, getenv, stdout, stderr)
 	case "events":
