@@ -20,6 +20,11 @@ func fixContract(_ *huma.OpenAPI, op *huma.Operation) {
 			if mt.Schema == nil {
 				continue
 			}
+			if mt.Schema.Format == "binary" {
+				// Media types of one body can share a schema: each gets its own copy.
+				cp := *mt.Schema
+				mt.Schema = &cp
+			}
 			binaryBody(mt.Schema, ct)
 			for name, p := range mt.Schema.Properties {
 				if name == "wasm" {
@@ -71,9 +76,11 @@ func binaryBody(s *huma.Schema, mediaType string) {
 		return
 	}
 	s.Format = ""
-	if s.Extensions == nil {
-		s.Extensions = map[string]any{}
+	ext := make(map[string]any, len(s.Extensions)+2)
+	for k, v := range s.Extensions {
+		ext[k] = v
 	}
+	s.Extensions = ext
 	s.Extensions["format"] = "binary"
 	s.Extensions["contentMediaType"] = mediaType
 }
