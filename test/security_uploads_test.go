@@ -230,7 +230,8 @@ func TestSecurity_CompileBombRateLimitedBeforeCompile(t *testing.T) {
 // the fix the bomb held the only worker until the compile timeout killed it, and another
 // tenant's executions waited that long.
 func TestSecurity_CompileBombKeepsWorkers(t *testing.T) {
-	const compileTimeout = 4 * time.Second
+	// Short enough that the bomb outlasts it on a quiet machine too (it compiled in under 4 s).
+	const compileTimeout = time.Second
 	s := startDevEnv(t, t.TempDir(), "WASMWIZ_WORKERS=1", "WASMWIZ_COMPILE_TIMEOUT="+compileTimeout.String(), "WASMWIZ_SYNC_WAIT=30s")
 	free := s.newTenant(t, "bomber", schemas.TierFree)
 	events := s.openEvents(t, free, url.Values{})
