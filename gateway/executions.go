@@ -502,7 +502,16 @@ func (g *Gateway) loadResult(ctx context.Context, id string) (*schemas.Result, e
 }
 
 func (g *Gateway) getExecution(ctx context.Context, p *Principal, id string) (*schemas.Execution, error) {
-	notFound := schemas.Errorf(schemas.CodeNotFound, "execution %s not found", truncateID(id))
+	r, err := g.ownResult(ctx, p, id, schemas.Errorf(schemas.CodeNotFound, "execution %s not found", truncateID(id)))
+	if err != nil {
+		return nil, err
+	}
+	return schemas.ExecutionView(r), nil
+}
+
+// ownResult loads the result of execution id if it belongs to p's tenant; a malformed id, a
+// missing result and another tenant's result all answer notFound.
+func (g *Gateway) ownResult(ctx context.Context, p *Principal, id string, notFound error) (*schemas.Result, error) {
 	if !schemas.ValidExecutionID(id) {
 		return nil, notFound
 	}
@@ -516,5 +525,5 @@ func (g *Gateway) getExecution(ctx context.Context, p *Principal, id string) (*s
 	if r.TenantID != p.TenantID {
 		return nil, notFound
 	}
-	return schemas.ExecutionView(r), nil
+	return r, nil
 }

@@ -3,14 +3,12 @@ package gateway
 import (
 	"context"
 	"encoding/base64"
-	"errors"
 	"maps"
 	"net/http"
 	"slices"
 	"strings"
 
 	"github.com/danielgtaylor/huma/v2"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
@@ -145,18 +143,9 @@ func (g *Gateway) resolveMounts(ctx context.Context, p *Principal, er *schemas.E
 // getOutputFile returns one output file of an execution, as its result holds it.
 func (g *Gateway) getOutputFile(ctx context.Context, p *Principal, id, path string) (*schemas.OutputFile, error) {
 	notFound := schemas.Errorf(schemas.CodeNotFound, "execution %s has no output file %s", truncateID(id), truncateID(path))
-	if !schemas.ValidExecutionID(id) {
-		return nil, notFound
-	}
-	r, err := g.loadResult(ctx, id)
+	r, err := g.ownResult(ctx, p, id, notFound)
 	if err != nil {
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return nil, notFound
-		}
-		return nil, unavailable("results store", err)
-	}
-	if r.TenantID != p.TenantID {
-		return nil, notFound
+		return nil, err
 	}
 	if !strings.HasPrefix(path, "/") {
 		path = "/" + path
