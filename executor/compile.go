@@ -10,6 +10,7 @@ import (
 
 	"github.com/wasmwiz/wasmwiz/executor/worker"
 	"github.com/wasmwiz/wasmwiz/schemas"
+	"github.com/wasmwiz/wasmwiz/wasmmodule"
 )
 
 // compileWaitForWorker bounds how long a compile request waits for a free worker.
@@ -105,7 +106,7 @@ func (n *Node) compileModule(ctx context.Context, m *nats.Msg) *schemas.CompileR
 	}
 	reply := &schemas.CompileReply{CompileMS: ms(res.Duration)}
 	if res.Error != "" {
-		reply.Error = schemas.Errorf(schemas.CodeInvalidModule, "%s", res.Error)
+		reply.Error = schemas.Errorf(schemas.CodeInvalidModule, "%s", wasmmodule.ExplainCompileError(res.Error))
 	}
 	return reply
 }

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/wasmwiz/wasmwiz/internal/telemetry"
 	"github.com/wasmwiz/wasmwiz/schemas"
+	"github.com/wasmwiz/wasmwiz/wasmmodule"
 )
 
 // HeaderDLQReason is set on a request moved to the dead letters: why it could not be handled.
@@ -365,6 +367,9 @@ func (n *Node) run(ctx context.Context, log *slog.Logger, tier schemas.Tier, req
 	}
 	n.compiled(wres.CompileCacheHit, wres.CompileDuration)
 	res.Status, res.ExitCode, res.Error = wres.Status, wres.ExitCode, wres.Error
+	if msg, ok := strings.CutPrefix(res.Error, worker.InvalidModulePrefix); ok {
+		res.Error = worker.InvalidModulePrefix + wasmmodule.ExplainCompileError(msg)
+	}
 	res.Stdout, res.Stderr = wres.Stdout, wres.Stderr
 	res.StdoutTruncated, res.StderrTruncated = wres.StdoutTruncated, wres.StderrTruncated
 	res.StdoutBytes, res.StderrBytes = wres.StdoutBytes, wres.StderrBytes

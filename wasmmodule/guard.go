@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/tetratelabs/wabin/leb128"
 )
@@ -41,6 +42,7 @@ const (
 	secCode      = 10
 	secData      = 11
 	secDataCount = 12
+	secTag       = 13 // exception handling's; refused by name
 )
 
 var sectionNames = [...]string{"custom", "type", "import", "function", "table", "memory", "global",
@@ -65,8 +67,13 @@ type guarded struct {
 	core               []byte
 	customSectionBytes int64 // bytes taken by custom sections, headers included
 	customSections     int
-	largestBody        int // bytes of the largest function body
+	largestBody        int    // bytes of the largest function body
+	funcImports        int    // functions imported: the first defined function's index
+	body               []byte // scanCode's window
 }
+
+// scanWindow is how much of a function body scanCode holds at once.
+const scanWindow = 32 << 10
 
 // maxDeclarationBytes bounds the sections other than code, data and custom (types, imports,
 // functions, tables, memory, globals, exports, start, elements): guard reads them into memory
@@ -91,6 +98,9 @@ func guard(r io.ReaderAt, size int64) (guarded, error) {
 	for top.Len() > 0 {
 		start := size - int64(top.Len())
 		id, _ := top.ReadByte()
+		if id == secTag {
+			return g, uses(ProposalExceptionHandling, "a tag section")
+		}
 		if int(id) >= len(sectionNames) {
 			return g, fmt.Errorf("unknown section id %d at offset %d", id, start)
 		}
@@ -141,6 +151,9 @@ func guard(r io.ReaderAt, size int64) (guarded, error) {
 			if err := s.walk(id); err != nil {
 				return g, err
 			}
+			if id == secImport {
+				g.funcImports = s.funcImports
+			}
 		}
 		if sec.Len() != 0 {
 			return g, fmt.Errorf("%s section: %d bytes left over after its contents", name, sec.Len())
@@ -171,11 +184,14 @@ type source interface {
 	io.ByteReader
 	Len() int            // bytes left
 	Discard(n int) error // skips n <= Len() bytes
+	Read(p []byte) error // reads len(p) <= Len() bytes
 }
 
 type memSource struct{ *bytes.Reader }
 
 func (m memSource) Discard(n int) error { _, err := m.Seek(int64(n), io.SeekCurrent); return err }
+
+func (m memSource) Read(p []byte) error { _, err := io.ReadFull(m.Reader, p); return err }
 
 // streamSource reads the next left bytes of a module from br. With rec set, ReadByte appends
 // what it reads to *rec.
@@ -201,6 +217,18 @@ func (s *streamSource) ReadByte() (byte, error) {
 }
 
 func (s *streamSource) Len() int { return int(s.left) }
+
+func (s *streamSource) Read(p []byte) error {
+	if int64(len(p)) > s.left {
+		return io.ErrUnexpectedEOF
+	}
+	n, err := io.ReadFull(s.br, p)
+	s.left -= int64(n)
+	if err != nil {
+		return io.ErrUnexpectedEOF
+	}
+	return nil
+}
 
 func (s *streamSource) Discard(n int) error {
 	if int64(n) > s.left {
@@ -233,6 +261,14 @@ func (l *limitSource) ReadByte() (byte, error) {
 
 func (l *limitSource) Len() int { return l.left }
 
+func (l *limitSource) Read(p []byte) error {
+	if len(p) > l.left {
+		return io.ErrUnexpectedEOF
+	}
+	l.left -= len(p)
+	return l.src.Read(p)
+}
+
 func (l *limitSource) Discard(n int) error {
 	if n > l.left {
 		return io.ErrUnexpectedEOF
@@ -243,8 +279,9 @@ func (l *limitSource) Discard(n int) error {
 
 // sectionReader reads one section's content; nothing it reads can pass the section's end.
 type sectionReader struct {
-	src  source
-	name string
+	src         source
+	name        string
+	funcImports int // functions imported (the import section's walk counts them)
 }
 
 func newSectionReader(name string, content []byte) *sectionReader {
@@ -307,7 +344,12 @@ func (s *sectionReader) limits() error {
 	if err != nil {
 		return err
 	}
-	if flag > 1 {
+	switch {
+	case flag == 2 || flag == 3:
+		return uses(ProposalThreads, "a shared memory")
+	case flag >= 4 && flag <= 7:
+		return uses(ProposalMemory64, "a 64-bit memory or table")
+	case flag > 1:
 		return s.errorf("limits flag %#x is not 0 or 1", flag)
 	}
 	if _, err := s.u32("limits minimum"); err != nil {
@@ -319,6 +361,54 @@ func (s *sectionReader) limits() error {
 		}
 	}
 	return nil
+}
+
+// valTypes reads a vector of value types (a function type's parameters or results).
+func (s *sectionReader) valTypes(what string) error {
+	n, err := s.count(what, 1)
+	if err != nil {
+		return err
+	}
+	for ; n > 0; n-- {
+		t, err := s.byte(what)
+		if err != nil {
+			return err
+		}
+		if !valueType(t) {
+			if err := valTypeError(t, "function "+strings.TrimSuffix(what, "s")); err != nil {
+				return err
+			}
+			return s.errorf("%s: %#x is not a value type", what, t)
+		}
+	}
+	return nil
+}
+
+// refType reads the reference type of a table or element segment.
+func (s *sectionReader) refType(what string) error {
+	t, err := s.byte(what + " type")
+	if err != nil {
+		return err
+	}
+	if t != 0x70 && t != 0x6f {
+		return valTypeError(t, what)
+	}
+	return nil
+}
+
+// globalType reads a global's value type and mutability.
+func (s *sectionReader) globalType(what string) error {
+	t, err := s.byte(what + " type")
+	if err != nil {
+		return err
+	}
+	if !valueType(t) {
+		if err := valTypeError(t, what); err != nil {
+			return err
+		}
+	}
+	_, err = s.byte(what + " mutability")
+	return err
 }
 
 // constExpr skips a constant expression: one instruction (as wabin accepts) and end.
@@ -339,7 +429,14 @@ func (s *sectionReader) constExpr() error {
 	case 0x23, 0xd2: // global.get, ref.func
 		_, err = s.u32("index")
 	case 0xd0: // ref.null
-		_, err = s.byte("reference type")
+		var t byte
+		if t, err = s.byte("reference type"); err == nil && t != 0x70 && t != 0x6f {
+			if e := valTypeError(t, "constant ref.null"); e != nil {
+				return e
+			}
+		}
+	case 0xfb:
+		return uses(ProposalGC, "a GC instruction in a constant expression")
 	case 0xfd: // v128.const
 		var sub byte
 		if sub, err = s.byte("vector opcode"); err == nil {
@@ -357,6 +454,10 @@ func (s *sectionReader) constExpr() error {
 	if end, err := s.byte("constant expression end"); err != nil {
 		return err
 	} else if end != 0x0b {
+		switch end {
+		case 0x41, 0x42, 0x23, 0x6a, 0x6b, 0x6c, 0x7c, 0x7d, 0x7e: // a second constant, add, sub, mul
+			return uses(ProposalExtendedConst, "a constant expression of more than one instruction")
+		}
 		return s.errorf("constant expression is not terminated")
 	}
 	return nil
@@ -376,7 +477,7 @@ func (s *sectionReader) walk(id byte) error {
 			return err
 		}
 		if n > 1 {
-			return s.errorf("%d memories declared; at most one is supported", n)
+			return uses(ProposalMultiMemory, "%d memories", n)
 		}
 		for ; n > 0; n-- {
 			if err := s.limits(); err != nil {
@@ -412,12 +513,16 @@ func (s *sectionReader) entry(id byte) error {
 		if form, err := s.byte("type form"); err != nil {
 			return err
 		} else if form != 0x60 {
+			switch form {
+			case 0x5e, 0x5f, 0x4e, 0x50, 0x4f: // array, struct, rec, sub, sub final
+				return uses(ProposalGC, "a type of form %#x (struct, array or recursive type)", form)
+			}
 			return s.errorf("type form %#x is not a function type (0x60)", form)
 		}
-		if err := s.skip("parameters"); err != nil {
+		if err := s.valTypes("parameters"); err != nil {
 			return err
 		}
-		return s.skip("results")
+		return s.valTypes("results")
 	case secImport:
 		if err := s.skip("import module name"); err != nil {
 			return err
@@ -431,29 +536,32 @@ func (s *sectionReader) entry(id byte) error {
 		}
 		switch kind {
 		case 0: // function
+			s.funcImports++
 			_, err = s.u32("type index")
 			return err
 		case 1: // table
-			if _, err := s.byte("table type"); err != nil {
+			if err := s.refType("imported table"); err != nil {
 				return err
 			}
 			return s.limits()
 		case 2: // memory
 			return s.limits()
 		case 3: // global
-			return s.fixed("global type", 2)
+			return s.globalType("imported global")
+		case 4:
+			return uses(ProposalExceptionHandling, "an imported tag")
 		}
 		return s.errorf("import kind %#x is not valid", kind)
 	case secFunction:
 		_, err := s.u32("type index")
 		return err
 	case secTable:
-		if _, err := s.byte("table type"); err != nil {
+		if err := s.refType("table"); err != nil {
 			return err
 		}
 		return s.limits()
 	case secGlobal:
-		if err := s.fixed("global type", 2); err != nil {
+		if err := s.globalType("global"); err != nil {
 			return err
 		}
 		return s.constExpr()
@@ -461,8 +569,10 @@ func (s *sectionReader) entry(id byte) error {
 		if err := s.skip("export name"); err != nil {
 			return err
 		}
-		if _, err := s.byte("export kind"); err != nil {
+		if kind, err := s.byte("export kind"); err != nil {
 			return err
+		} else if kind == 4 {
+			return uses(ProposalExceptionHandling, "an exported tag")
 		}
 		_, err := s.u32("export index")
 		return err
@@ -491,7 +601,7 @@ func (s *sectionReader) element() error {
 		}
 	}
 	if prefix != 0 && prefix != 4 {
-		if _, err := s.byte("element kind"); err != nil {
+		if err := s.refType("element segment"); err != nil {
 			return err
 		}
 	}
@@ -519,9 +629,9 @@ func (s *sectionReader) element() error {
 	return nil
 }
 
-// code checks one function body's size and its local declarations, skips the body and
-// returns its size.
-func (s *sectionReader) code() (int, error) {
+// code checks one function body's size and its local declarations, scans its instructions for
+// a proposal's (scanCode) and returns its size. fn is the function's index.
+func (s *sectionReader) code(g *guarded, fn int) (int, error) {
 	size, err := s.count("function body bytes", 1)
 	if err != nil {
 		return 0, err
@@ -545,10 +655,23 @@ func (s *sectionReader) code() (int, error) {
 			return 0, err
 		}
 		if !valueType(t) {
+			if err := valTypeError(t, "local"); err != nil {
+				return 0, err
+			}
 			return 0, s.errorf("local type %#x is not a value type", t)
 		}
 	}
-	return int(size), body.src.Discard(body.Len())
+	if g.body == nil {
+		g.body = make([]byte, scanWindow)
+	}
+	if err := scanCode(body.src, g.body, fn); err != nil {
+		var pe *proposalError
+		if errors.As(err, &pe) {
+			return 0, err
+		}
+		return 0, s.errorf("function %d: %v", fn, err)
+	}
+	return int(size), nil
 }
 
 // valueType reports whether t is a WebAssembly 2.0 value type.
@@ -570,7 +693,7 @@ func (s *sectionReader) walkBulk(id byte, g *guarded) ([]byte, error) {
 	out := leb128.EncodeUint32(n)
 	for i := uint32(0); i < n; i++ {
 		if id == secCode {
-			size, err := s.code()
+			size, err := s.code(g, g.funcImports+int(i))
 			if err != nil {
 				return nil, err
 			}

@@ -9,6 +9,7 @@ package wasmmodule
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"slices"
 	"strings"
@@ -96,6 +97,9 @@ func InspectReader(r io.ReaderAt, size int64) (*Info, error) {
 		return nil, invalid("unsupported WebAssembly version % x (only version 1 core modules are supported)", b[4:8])
 	}
 	g, err := guard(r, size)
+	if pe := (*proposalError)(nil); errors.As(err, &pe) {
+		return nil, pe.schemaError()
+	}
 	if err != nil {
 		return nil, invalid("malformed module: %v", err)
 	}

@@ -139,7 +139,7 @@ func TestInspect_Malformed(t *testing.T) {
 		{"huge locals", []byte("\x00asm\x01\x00\x00\x00\x01\x04\x01\x60\x00\x00\x03\x02\x01\x00\x0a\x0a\x01\x08\x01\xff\xff\xff\xff\x0f\x7f\x0b"), "more than 50000 locals"},
 		// a custom section that says it is 4 GiB long
 		{"huge custom section", []byte("\x00asm\x01\x00\x00\x00\x00\xff\xff\xff\xff\x0f\x01a"), "custom section: declares 4294967295 bytes"},
-		{"two memories", []byte("\x00asm\x01\x00\x00\x00\x05\x05\x02\x00\x01\x00\x01"), "2 memories declared"},
+		{"two memories", []byte("\x00asm\x01\x00\x00\x00\x05\x05\x02\x00\x01\x00\x01"), "uses the multi-memory proposal (2 memories)"},
 		{"memory over 4 GiB", []byte("\x00asm\x01\x00\x00\x00\x05\x05\x01\x00\x81\x80\x04"), "over the 65536 pages"},
 		{"sections out of order", []byte("\x00asm\x01\x00\x00\x00\x03\x01\x00\x01\x01\x00"), "type section is out of order or repeated"},
 	}

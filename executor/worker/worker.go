@@ -305,6 +305,9 @@ func (w *worker) compileJob(ctx context.Context, job *CompileJob) *CompileResult
 	return res
 }
 
+// InvalidModulePrefix starts the error of a Run whose module did not compile.
+const InvalidModulePrefix = "invalid module: "
+
 // run runs job; send writes a frame to the node (Compiling and Started, around a compile).
 func (w *worker) run(ctx context.Context, job *RunJob, send func(*Response) error) *RunResult {
 	t0 := time.Now()
@@ -324,7 +327,7 @@ func (w *worker) run(ctx context.Context, job *RunJob, send func(*Response) erro
 	}
 	if err != nil {
 		res.Status = schemas.StatusFailed
-		res.Error = "invalid module: " + cleanError(err)
+		res.Error = InvalidModulePrefix + cleanError(err)
 		return finish()
 	}
 	if (!hit || !job.Warm) && sendErr == nil {
