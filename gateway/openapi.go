@@ -33,13 +33,27 @@ func fixContract(_ *huma.OpenAPI, op *huma.Operation) {
 			}
 		}
 	}
-	if op.OperationID == "create-execution" {
+	switch op.OperationID {
+	case "create-execution":
+		// The 200 and the 202 send the same headers: Location, and the RateLimit-* numbers of
+		// the key's tier (Huma types them as the handler's strings; they are integers).
 		if ok, accepted := op.Responses["200"], op.Responses["202"]; ok != nil && accepted != nil {
-			accepted.Content = ok.Content
-			accepted.Headers = map[string]*huma.Param{"Location": {
-				Description: "the execution to poll: GET /v1/executions/{id}",
+			headers := map[string]*huma.Param{"Location": {
+				Description: "the execution: GET /v1/executions/{id}",
 				Schema:      &huma.Schema{Type: "string"},
 			}}
+			for name, h := range ok.Headers {
+				if strings.HasPrefix(name, "RateLimit-") && h.Schema != nil {
+					headers[name] = &huma.Param{Schema: &huma.Schema{Type: "integer", Minimum: new(float64(0)), Description: h.Schema.Description}}
+				}
+			}
+			ok.Headers, accepted.Headers = headers, headers
+			accepted.Content = ok.Content
+		}
+	case "get-execution":
+		// It shares create-execution's output type but sends none of its headers.
+		if ok := op.Responses["200"]; ok != nil {
+			ok.Headers = nil
 		}
 	}
 	if op.OperationID == "health-ready" {

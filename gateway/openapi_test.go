@@ -69,6 +69,20 @@ func TestOpenAPI_ClientContract(t *testing.T) {
 	if s := doc.Paths["/v1/executions"]["post"].Responses["202"].Content["application/json"].Schema.Ref; s != "#/components/schemas/Execution" {
 		t.Errorf("202 of create-execution: schema %q, want Execution", s)
 	}
+	for _, code := range []string{"200", "202"} {
+		r := doc.Paths["/v1/executions"]["post"].Responses[code]
+		for _, h := range []string{"RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"} {
+			if typ := headerType(r.Headers[h]); typ != "integer" {
+				t.Errorf("%s of create-execution: header %s type %q, want integer", code, h, typ)
+			}
+		}
+		if headerType(r.Headers["Location"]) != "string" {
+			t.Errorf("%s of create-execution: no Location header", code)
+		}
+	}
+	if h := doc.Paths["/v1/executions/{id}"]["get"].Responses["200"].Headers; len(h) != 0 {
+		t.Errorf("200 of get-execution declares headers it never sends: %v", h)
+	}
 	if s := doc.Paths["/v1/modules"]["post"].RequestBody.Content["application/wasm"].Schema; s.Format != "binary" || s.ContentMediaType != "application/wasm" {
 		t.Errorf("module upload body: %+v, want format binary, contentMediaType application/wasm", s)
 	}
@@ -96,4 +110,12 @@ func TestOpenAPI_ClientContract(t *testing.T) {
 	if n429 == 0 {
 		t.Error("no operation declares a 429")
 	}
+}
+
+// headerType is the schema type of a header declared in a decoded OpenAPI document.
+func headerType(h any) string {
+	m, _ := h.(map[string]any)
+	s, _ := m["schema"].(map[string]any)
+	typ, _ := s["type"].(string)
+	return typ
 }
