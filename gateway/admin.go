@@ -8,25 +8,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
-
-// publishEvent publishes one event; id is its unique identity (Nats-Msg-Id). A failure is
-// logged, not returned: the fact itself already happened.
-func (g *Gateway) publishEvent(ctx context.Context, typ, tenant, id string, fill func(*schemas.Event)) {
-	ev := schemas.Event{ID: id, Type: typ, Version: schemas.EventVersion, Time: time.Now().UTC(), TenantID: tenant}
-	fill(&ev)
-	b, _ := json.Marshal(ev)
-	msg := nats.NewMsg(schemas.EventSubject(typ, tenant))
-	msg.Data = b
-	msg.Header.Set(schemas.HeaderMsgID, id)
-	if _, err := g.js.PublishMsg(context.WithoutCancel(ctx), msg); err != nil {
-		g.log.Error("publish event", "type", typ, "tenant_id", tenant, "err", err)
-	}
-}
 
 // Admin is the tenant and key administration shared by the admin API and dev-mode bootstrap.
 type Admin struct {
@@ -190,18 +175,6 @@ func requireAdmin(p *Principal) error {
 		return schemas.Errorf(schemas.CodeForbidden, "this endpoint needs an admin key")
 	}
 	return nil
-}
-
-func (g *Gateway) createTenant(ctx context.Context, p *Principal, req *schemas.CreateTenantRequest) (*schemas.Tenant, error) {
-	if err := requireAdmin(p); err != nil {
-		return nil, err
-	}
-	t, err := g.admin().CreateTenant(ctx, req.ID, req.Tier)
-	if err != nil {
-		return nil, err
-	}
-	g.publishEvent(ctx, schemas.EventTenantCreated, t.ID, "tenant.created:"+t.ID+":"+t.CreatedAt.Format(time.RFC3339Nano), func(*schemas.Event) {})
-	return t, nil
 }
 
 // createKey is POST /v1/admin/keys: a key for any tenant, admin keys included, made by an admin

@@ -15,17 +15,6 @@ import (
 // gateway read more than the free tier's largest request. The per-operation MaxBodyBytes Huma
 // applies stays the largest tier's, as a backstop and for the OpenAPI document.
 
-// bodyLimit is the most bytes operation op may read for a caller of tier t; 0 leaves Huma's.
-func bodyLimit(op string, t schemas.Tier) int64 {
-	switch op {
-	case "upload-module":
-		return t.ModuleSize
-	case "create-execution":
-		return executionBodyLimit(t.ModuleSize)
-	}
-	return 0
-}
-
 // executionBodyLimit is the largest execution request for modules of moduleSize bytes: the
 // module in base64 plus room for stdin (1 MiB, up to 4 MiB as JSON) and args and env.
 func executionBodyLimit(moduleSize int64) int64 { return moduleSize*4/3 + 4<<20 }
@@ -42,7 +31,10 @@ func (g *Gateway) limitBody(api huma.API) func(huma.Context, func(huma.Context))
 			next(ctx)
 			return
 		}
-		limit := bodyLimit(ctx.Operation().OperationID, p.Tier)
+		var limit int64
+		if o := g.opByID[ctx.Operation().OperationID]; o != nil && o.BodyLimit != nil {
+			limit = o.BodyLimit(p.Tier)
+		}
 		if limit <= 0 {
 			next(ctx)
 			return

@@ -180,94 +180,30 @@ type bundleIDInput struct {
 	ID string `path:"id" doc:"bundle id, sha256:<hex>"`
 }
 
-// registerBundles adds the bundle operations (and the output files' download) to the REST API.
-func (g *Gateway) registerBundles(api huma.API) {
-	g.registerOutputFiles(api) // files.go
-	binary := &huma.Schema{Type: "string", Format: "binary"}
-	huma.Register(api, huma.Operation{
-		OperationID: "upload-bundle", Method: http.MethodPost, Path: "/v1/bundles", Tags: []string{"bundles"},
-		Summary: "Upload a bundle",
-		Description: "Stores a tar archive (optionally gzip-compressed) of files that executions mount read-only (`mounts`). " +
-			"Paths must be relative without `..`; only regular files, directories and symbolic links that stay inside the archive are accepted; " +
-			"the tier bounds the file data (`bundle_bytes`) and the entries (`bundle_files`). The same archive returns the same id.",
-		Security: bearer, DefaultStatus: http.StatusCreated,
-		RequestBody: &huma.RequestBody{Required: true, Content: map[string]*huma.MediaType{
-			"application/x-tar": {Schema: binary}, "application/gzip": {Schema: binary},
-		}},
-		Errors: []int{401, 403, 413, 422, 503},
-	}, func(ctx context.Context, in *bundleUploadInput) (*bundleOutput, error) {
-		body := in.body
-		if body == nil {
-			body = http.NoBody
-		}
-		b, err := g.uploadBundle(ctx, principalFrom(ctx), in.Name, body)
-		if err != nil {
-			return nil, g.fail(ctx, "upload-bundle", err)
-		}
-		return &bundleOutput{Body: b}, nil
-	})
-	huma.Register(api, huma.Operation{
-		OperationID: "list-bundles", Method: http.MethodGet, Path: "/v1/bundles", Tags: []string{"bundles"},
-		Summary: "List your bundles", Security: bearer, Errors: []int{401, 503},
-	}, func(ctx context.Context, _ *struct{}) (*bundleListOutput, error) {
-		l, err := g.listBundles(ctx, principalFrom(ctx))
-		if err != nil {
-			return nil, g.fail(ctx, "list-bundles", err)
-		}
-		return &bundleListOutput{Body: l}, nil
-	})
-	huma.Register(api, huma.Operation{
-		OperationID: "get-bundle", Method: http.MethodGet, Path: "/v1/bundles/{id}", Tags: []string{"bundles"},
-		Summary: "Get a bundle", Security: bearer, Errors: []int{401, 404},
-	}, func(ctx context.Context, in *bundleIDInput) (*bundleOutput, error) {
-		b, err := g.getBundle(ctx, principalFrom(ctx), in.ID)
-		if err != nil {
-			return nil, g.fail(ctx, "get-bundle", err)
-		}
-		return &bundleOutput{Body: b}, nil
-	})
-	huma.Register(api, huma.Operation{
-		OperationID: "delete-bundle", Method: http.MethodDelete, Path: "/v1/bundles/{id}", Tags: []string{"bundles"},
-		Summary: "Delete a bundle", Description: "Executions already queued that mount it fail with \"bundle not found\".",
-		Security: bearer, DefaultStatus: http.StatusNoContent, Errors: []int{401, 404},
-	}, func(ctx context.Context, in *bundleIDInput) (*struct{}, error) {
-		if err := g.deleteBundle(ctx, principalFrom(ctx), in.ID); err != nil {
-			return nil, g.fail(ctx, "delete-bundle", err)
-		}
-		return nil, nil
-	})
+func (g *Gateway) restUploadBundle(ctx context.Context, p *Principal, in *bundleUploadInput) (*bundleOutput, error) {
+	body := in.body
+	if body == nil {
+		body = http.NoBody
+	}
+	b, err := g.uploadBundle(ctx, p, in.Name, body)
+	return &bundleOutput{Body: b}, err
 }
 
-// bundleMicroOps are the bundle operations of the direct NATS API, with the scope each needs.
-func (g *Gateway) bundleMicroOps() map[string]func(context.Context, *Principal, micro.Request) (any, error) {
-	id := func(req micro.Request) (string, error) {
-		var body schemas.IDRequest
-		err := decodeJSON(req.Data(), &body)
-		return body.ID, err
-	}
-	return map[string]func(context.Context, *Principal, micro.Request) (any, error){
-		schemas.OpBundlesUpload: func(ctx context.Context, p *Principal, req micro.Request) (any, error) {
-			return g.uploadBundle(ctx, p, req.Headers().Get(HeaderBundleName), bytes.NewReader(req.Data()))
-		},
-		schemas.OpBundlesList: func(ctx context.Context, p *Principal, req micro.Request) (any, error) {
-			return g.listBundles(ctx, p)
-		},
-		schemas.OpBundlesGet: func(ctx context.Context, p *Principal, req micro.Request) (any, error) {
-			bid, err := id(req)
-			if err != nil {
-				return nil, err
-			}
-			return g.getBundle(ctx, p, bid)
-		},
-		schemas.OpBundlesDelete: func(ctx context.Context, p *Principal, req micro.Request) (any, error) {
-			bid, err := id(req)
-			if err != nil {
-				return nil, err
-			}
-			if err := g.deleteBundle(ctx, p, bid); err != nil {
-				return nil, err
-			}
-			return struct{}{}, nil
-		},
-	}
+// microUploadBundle is bundles.upload: the body is the archive, its name a header.
+func (g *Gateway) microUploadBundle(ctx context.Context, p *Principal, req micro.Request) (any, error) {
+	return g.uploadBundle(ctx, p, req.Headers().Get(HeaderBundleName), bytes.NewReader(req.Data()))
+}
+
+func (g *Gateway) restListBundles(ctx context.Context, p *Principal, _ *struct{}) (*bundleListOutput, error) {
+	l, err := g.listBundles(ctx, p)
+	return &bundleListOutput{Body: l}, err
+}
+
+func (g *Gateway) restGetBundle(ctx context.Context, p *Principal, in *bundleIDInput) (*bundleOutput, error) {
+	b, err := g.getBundle(ctx, p, in.ID)
+	return &bundleOutput{Body: b}, err
+}
+
+func (g *Gateway) restDeleteBundle(ctx context.Context, p *Principal, in *bundleIDInput) (*struct{}, error) {
+	return nil, g.deleteBundle(ctx, p, in.ID)
 }

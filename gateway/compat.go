@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -9,9 +10,12 @@ import (
 	"mime/multipart"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/danielgtaylor/huma/v2"
+	"github.com/danielgtaylor/huma/v2/adapters/humago"
 
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
@@ -28,12 +32,12 @@ type compatResponse struct {
 	Error  *string `json:"error"`
 }
 
-func compatOperation() *huma.Operation {
-	return &huma.Operation{
-		OperationID: "compat-execute", Method: http.MethodPost, Path: "/api/execute", Tags: []string{"compat"},
+// compatDoc is the OpenAPI description of POST /api/execute.
+func compatDoc() huma.Operation {
+	return huma.Operation{
+		Tags:        []string{"compat"},
 		Summary:     "Run a module (original WasmWiz API)",
 		Description: "multipart/form-data with file field `wasm` (≤ 10 MiB) and text field `input` (≤ 1 MiB, stdin). The module is stored as one of the tenant's modules, so the key needs the `modules:write` scope as well as `execute`. Answers {\"output\": stdout, \"error\": null}, or {\"output\": null, \"error\": message} with 400 (not wasm), 401 (no key), 403 (a scope is missing), 413 (too big), 422 (failed or timed out), 429 (rate limited; with Retry-After).",
-		Security:    bearer,
 		RequestBody: &huma.RequestBody{Required: true, Content: map[string]*huma.MediaType{"multipart/form-data": {Schema: &huma.Schema{
 			Type: "object", Required: []string{"wasm"},
 			Properties: map[string]*huma.Schema{
@@ -133,10 +137,7 @@ const compatBodyTimeout = 30 * time.Second
 // checked before the module is stored or compiled.
 func (g *Gateway) compatExecute(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	p, err := g.keyring.authenticate(ctx, r.Header.Get("Authorization"))
-	if err == nil {
-		err = p.require(schemas.ScopeExecute)
-	}
+	p, err := g.authorize(ctx, g.opByID["compat-execute"], r.Header.Get("Authorization"))
 	if err == nil && !p.can(schemas.ScopeModulesWrite) {
 		err = errInlineNeedsWrite
 	}
@@ -169,8 +170,8 @@ func (g *Gateway) compatExecute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req := &schemas.ExecutionRequest{Stdin: string(input)}
-	if len(input) > 0 && !isUTF8(input) {
-		req = &schemas.ExecutionRequest{StdinBase64: encodeB64(input)}
+	if len(input) > 0 && !utf8.Valid(input) {
+		req = &schemas.ExecutionRequest{StdinBase64: base64.StdEncoding.EncodeToString(input)}
 	}
 	out, err := g.execute(ctx, p, req, "", &inlineModule{name: "main.wasm", wasm: wasm})
 	if err != nil {
@@ -195,10 +196,21 @@ func (g *Gateway) compatExecute(w http.ResponseWriter, r *http.Request) {
 		if e.Error != "" {
 			msg += ": " + e.Error
 		} else if e.ExitCode != nil {
-			msg += ": exit code " + itoa(*e.ExitCode)
+			msg += ": exit code " + strconv.Itoa(*e.ExitCode)
 		}
 		compatError(w, http.StatusUnprocessableEntity, msg)
 	}
+}
+
+// restCompat serves POST /api/execute outside Huma's handlers (it answers in its own shape,
+// not problem+json) and describes it in the OpenAPI document.
+func (g *Gateway) restCompat(api huma.API, op huma.Operation) {
+	api.OpenAPI().AddOperation(&op)
+	h := g.instrument(op.Path, http.HandlerFunc(g.compatExecute))
+	api.Adapter().Handle(&op, func(ctx huma.Context) {
+		r, w := humago.Unwrap(ctx)
+		h.ServeHTTP(w, r)
+	})
 }
 
 // compatFail answers an error in the compat shape, with Retry-After (and the RateLimit headers)

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/wasmwiz/wasmwiz/internal/telemetry"
 	"github.com/wasmwiz/wasmwiz/schemas"
@@ -526,4 +528,66 @@ func (g *Gateway) ownResult(ctx context.Context, p *Principal, id string, notFou
 		return nil, notFound
 	}
 	return r, nil
+}
+
+type executionInput struct {
+	IdempotencyKey string `header:"Idempotency-Key" maxLength:"255" doc:"the same key with the same body returns the same execution, never running it twice"`
+	Body           schemas.ExecutionRequest
+}
+
+type executionOutput struct {
+	Status             int
+	Location           string `header:"Location"`
+	RateLimitLimit     string `header:"RateLimit-Limit" doc:"executions allowed in the tightest window (absent on unlimited tiers)"`
+	RateLimitRemaining string `header:"RateLimit-Remaining" doc:"executions left in that window"`
+	RateLimitReset     string `header:"RateLimit-Reset" doc:"seconds until one more execution is available"`
+	Body               *schemas.Execution
+}
+
+type executionIDInput struct {
+	ID string `path:"id"`
+}
+
+// restCreateExecution is POST /v1/executions: 200 with a final result, 202 while it runs.
+func (g *Gateway) restCreateExecution(ctx context.Context, p *Principal, in *executionInput) (*executionOutput, error) {
+	out, err := g.createExecution(ctx, p, &in.Body, in.IdempotencyKey)
+	if err != nil {
+		return nil, err
+	}
+	status := http.StatusOK
+	if out.Accepted {
+		status = http.StatusAccepted
+	}
+	o := &executionOutput{Status: status, Location: "/v1/executions/" + out.Execution.ID, Body: out.Execution}
+	o.RateLimitLimit, o.RateLimitRemaining, o.RateLimitReset = out.Limit.headers()
+	return o, nil
+}
+
+// microCreateExecution is executions.create: the body is the request, the Idempotency-Key a
+// header; a result not final yet is answered as 202 (serveMicro).
+func (g *Gateway) microCreateExecution(ctx context.Context, p *Principal, req micro.Request) (any, error) {
+	var body schemas.ExecutionRequest
+	if err := decodeJSON(req.Data(), &body); err != nil {
+		return nil, err
+	}
+	out, err := g.createExecution(ctx, p, &body, req.Headers().Get(HeaderIdempotencyKey))
+	if err != nil {
+		return nil, err
+	}
+	return out.Execution, nil
+}
+
+func (g *Gateway) restGetExecution(ctx context.Context, p *Principal, in *executionIDInput) (*executionOutput, error) {
+	e, err := g.getExecution(ctx, p, in.ID)
+	return &executionOutput{Status: http.StatusOK, Body: e}, err
+}
+
+// requestHash identifies an execution request's content for Idempotency-Key checks; it hashes
+// the decoded request, so formatting differences in the JSON do not matter.
+func requestHash(req *schemas.ExecutionRequest) string {
+	c := *req
+	c.Async = false // how the caller waits is not part of what runs
+	b, _ := json.Marshal(&c)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }

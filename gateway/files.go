@@ -4,11 +4,8 @@ import (
 	"context"
 	"encoding/base64"
 	"maps"
-	"net/http"
 	"slices"
 	"strings"
-
-	"github.com/danielgtaylor/huma/v2"
 
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
@@ -170,21 +167,11 @@ type outputFileOutput struct {
 	Body        []byte
 }
 
-// registerOutputFiles adds GET /v1/executions/{id}/files/{path}.
-func (g *Gateway) registerOutputFiles(api huma.API) {
-	huma.Register(api, huma.Operation{
-		OperationID: "download-output", Method: http.MethodGet, Path: "/v1/executions/{id}/files/{path}", Tags: []string{"executions"},
-		Summary: "Download an output file",
-		Description: "The bytes of one of an execution's output files (`outputs`), as its result holds them (the result's `files` has the same, as text or base64), " +
-			"until the result expires. `Wasmwiz-File-Truncated: true` says only the first bytes came back (the tier's `outputs_bytes`).",
-		Security: bearer, Errors: []int{401, 404},
-		Responses: map[string]*huma.Response{"200": {Description: "the file", Content: map[string]*huma.MediaType{
-			"application/octet-stream": {Schema: &huma.Schema{Type: "string", Format: "binary"}}}}},
-	}, func(ctx context.Context, in *outputFileInput) (*outputFileOutput, error) {
-		f, err := g.getOutputFile(ctx, principalFrom(ctx), in.ID, in.Path)
-		if err != nil {
-			return nil, g.fail(ctx, "download-output", err)
-		}
-		return &outputFileOutput{ContentType: "application/octet-stream", Size: f.Size, Truncated: f.Truncated, Body: f.Data}, nil
-	})
+// restOutputFile is GET /v1/executions/{id}/files/{path}: the file's bytes.
+func (g *Gateway) restOutputFile(ctx context.Context, p *Principal, in *outputFileInput) (*outputFileOutput, error) {
+	f, err := g.getOutputFile(ctx, p, in.ID, in.Path)
+	if err != nil {
+		return nil, err
+	}
+	return &outputFileOutput{ContentType: "application/octet-stream", Size: f.Size, Truncated: f.Truncated, Body: f.Data}, nil
 }

@@ -136,6 +136,8 @@ type Gateway struct {
 	keyUsage    *keyUsage
 	refCache    moduleRefCache
 
+	ops       []operation           // the API (ops.go)
+	opByID    map[string]*operation // ops by id
 	handler   http.Handler
 	certs     *certReloader // nil: plain HTTP
 	lastPing  atomic.Int64  // unix nanos of the last executor answer
@@ -204,6 +206,8 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn) (*Gateway, error) {
 	g.waiters = newWaiters(nc, "_INBOX.wasmwiz."+g.id)
 	g.limiter = NewLimiter(js)
 	g.slots = newRequestSlots()
+	g.ops = g.operations()
+	g.opByID = opsByID(g.ops)
 	g.handler = g.routes()
 	return g, nil
 }

@@ -4,12 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net/http"
-	"slices"
 	"sync"
 	"time"
 
-	"github.com/danielgtaylor/huma/v2"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wasmwiz/wasmwiz/schemas"
@@ -434,58 +431,19 @@ func (g *Gateway) issueToken(ctx context.Context, p *Principal) (*schemas.TokenR
 	return &schemas.TokenResponse{Token: tok, TokenType: "Bearer", ExpiresAt: exp.UTC()}, nil
 }
 
-func (g *Gateway) listTenants(ctx context.Context, p *Principal) (*schemas.TenantList, error) {
-	if err := requireAdmin(p); err != nil {
-		return nil, err
-	}
-	g.keyring.mu.RLock()
-	out := &schemas.TenantList{Tenants: []schemas.Tenant{}}
-	for _, t := range g.keyring.tenantByID {
-		out.Tenants = append(out.Tenants, t)
-	}
-	g.keyring.mu.RUnlock()
-	slices.SortFunc(out.Tenants, func(a, b schemas.Tenant) int { return a.CreatedAt.Compare(b.CreatedAt) })
-	return out, nil
-}
-
-func (g *Gateway) updateTenant(ctx context.Context, p *Principal, id string, req *schemas.UpdateTenantRequest) (*schemas.Tenant, error) {
-	if err := requireAdmin(p); err != nil {
-		return nil, err
-	}
-	for range 5 { // compare-and-set against concurrent admins
-		e, err := g.tenants.Get(ctx, id)
-		if err != nil {
-			if errors.Is(err, jetstream.ErrKeyNotFound) {
-				return nil, schemas.Errorf(schemas.CodeNotFound, "tenant %s not found", truncateID(id))
-			}
-			return nil, unavailable("tenant store", err)
-		}
-		var t schemas.Tenant
-		if err := json.Unmarshal(e.Value(), &t); err != nil {
-			return nil, unavailable("tenant store", err)
-		}
-		if req.Tier != "" {
-			if _, ok := g.cfg.Tiers[req.Tier]; !ok {
-				return nil, schemas.Errorf(schemas.CodeInvalid, "unknown tier %q", req.Tier)
-			}
-			t.Tier = req.Tier
-		}
-		if req.Suspended != nil {
-			t.Suspended = *req.Suspended
-		}
-		b, _ := json.Marshal(t)
-		if _, err := g.tenants.Update(ctx, id, b, e.Revision()); err == nil {
-			return &t, nil
-		}
-	}
-	return nil, schemas.Errorf(schemas.CodeConflict, "tenant %s is being changed by someone else; try again", id)
-}
-
 func (g *Gateway) adminListKeys(ctx context.Context, p *Principal, tenant string) (*schemas.KeyList, error) {
 	if err := requireAdmin(p); err != nil {
 		return nil, err
 	}
 	return g.withLastUsed(ctx, g.keyring.tenantKeys(tenant)), nil
+}
+
+type keyInput struct {
+	Body schemas.CreateKeyRequest
+}
+
+type keyOutput struct {
+	Body *schemas.CreatedKey
 }
 
 type keyListOutput struct{ Body *schemas.KeyList }
@@ -499,107 +457,50 @@ type rotateInput struct {
 }
 type tokenOutput struct{ Body *schemas.TokenResponse }
 type jwksOutput struct{ Body *JWKS }
-type tenantListOutput struct{ Body *schemas.TenantList }
-type tenantPatchInput struct {
-	ID   string `path:"id"`
-	Body schemas.UpdateTenantRequest
-}
 type adminKeysInput struct {
 	TenantID string `query:"tenant_id" doc:"only this tenant's keys"`
 }
 
-func (g *Gateway) registerKeys(api huma.API) {
-	huma.Register(api, huma.Operation{OperationID: "list-keys", Method: http.MethodGet, Path: "/v1/keys", Tags: []string{"keys"},
-		Summary: "List your tenant's keys (never their secrets)", Security: bearer, Errors: []int{401, 403}},
-		func(ctx context.Context, _ *struct{}) (*keyListOutput, error) {
-			l, err := g.listKeys(ctx, principalFrom(ctx))
-			if err != nil {
-				return nil, g.fail(ctx, "list-keys", err)
-			}
-			return &keyListOutput{Body: l}, nil
-		})
-	huma.Register(api, huma.Operation{OperationID: "create-key", Method: http.MethodPost, Path: "/v1/keys", Tags: []string{"keys"},
-		Summary: "Create a key for your tenant (tier, scopes and expiry at most yours; shown once)", Security: bearer, DefaultStatus: 201, Errors: []int{401, 403, 409, 422}},
-		func(ctx context.Context, in *newKeyInput) (*keyOutput, error) {
-			k, err := g.newKey(ctx, principalFrom(ctx), &in.Body)
-			if err != nil {
-				return nil, g.fail(ctx, "create-key", err)
-			}
-			return &keyOutput{Body: k}, nil
-		})
-	huma.Register(api, huma.Operation{OperationID: "revoke-key", Method: http.MethodDelete, Path: "/v1/keys/{id}", Tags: []string{"keys"},
-		Summary: "Revoke a key (and every token made from it), at once on every gateway; not an admin key", Security: bearer, DefaultStatus: 204, Errors: []int{401, 403, 404, 409}},
-		func(ctx context.Context, in *keyIDInput) (*struct{}, error) {
-			if err := g.revokeKey(ctx, principalFrom(ctx), in.ID, false); err != nil {
-				return nil, g.fail(ctx, "revoke-key", err)
-			}
-			return nil, nil
-		})
-	huma.Register(api, huma.Operation{OperationID: "rotate-key", Method: http.MethodPost, Path: "/v1/keys/{id}/rotate", Tags: []string{"keys"},
-		Summary: "Rotate a key (tier, scopes and expiry at most yours; not an admin key): a new key now, the old one valid for a grace (default 1 h, at most 7 days) in which it manages no keys", Security: bearer, DefaultStatus: 201, Errors: []int{401, 403, 404, 409, 422}},
-		func(ctx context.Context, in *rotateInput) (*keyOutput, error) {
-			k, err := g.rotateKey(ctx, principalFrom(ctx), in.ID, &in.Body, false)
-			if err != nil {
-				return nil, g.fail(ctx, "rotate-key", err)
-			}
-			return &keyOutput{Body: k}, nil
-		})
-	huma.Register(api, huma.Operation{OperationID: "create-token", Method: http.MethodPost, Path: "/v1/auth/token", Tags: []string{"keys"},
-		Summary: "Trade an API key for a short-lived JWT (EdDSA)", Security: bearer, Errors: []int{401, 403, 503}},
-		func(ctx context.Context, _ *struct{}) (*tokenOutput, error) {
-			tok, err := g.issueToken(ctx, principalFrom(ctx))
-			if err != nil {
-				return nil, g.fail(ctx, "create-token", err)
-			}
-			return &tokenOutput{Body: tok}, nil
-		})
-	huma.Register(api, huma.Operation{OperationID: "jwks", Method: http.MethodGet, Path: "/.well-known/jwks.json", Tags: []string{"keys"},
-		Summary: "The public keys that verify WasmWiz tokens"},
-		func(ctx context.Context, _ *struct{}) (*jwksOutput, error) {
-			return &jwksOutput{Body: g.keyring.signerJWKS()}, nil
-		})
-	huma.Register(api, huma.Operation{OperationID: "admin-list-tenants", Method: http.MethodGet, Path: "/v1/admin/tenants", Tags: []string{"admin"},
-		Summary: "List tenants (admin)", Security: bearer, Errors: []int{401, 403}},
-		func(ctx context.Context, _ *struct{}) (*tenantListOutput, error) {
-			l, err := g.listTenants(ctx, principalFrom(ctx))
-			if err != nil {
-				return nil, g.fail(ctx, "admin-list-tenants", err)
-			}
-			return &tenantListOutput{Body: l}, nil
-		})
-	huma.Register(api, huma.Operation{OperationID: "admin-update-tenant", Method: http.MethodPatch, Path: "/v1/admin/tenants/{id}", Tags: []string{"admin"},
-		Summary: "Change a tenant's tier or suspend it (admin)", Security: bearer, Errors: []int{401, 403, 404, 409, 422}},
-		func(ctx context.Context, in *tenantPatchInput) (*tenantOutput, error) {
-			t, err := g.updateTenant(ctx, principalFrom(ctx), in.ID, &in.Body)
-			if err != nil {
-				return nil, g.fail(ctx, "admin-update-tenant", err)
-			}
-			return &tenantOutput{Body: t}, nil
-		})
-	huma.Register(api, huma.Operation{OperationID: "admin-list-keys", Method: http.MethodGet, Path: "/v1/admin/keys", Tags: []string{"admin"},
-		Summary: "List keys of any tenant (admin)", Security: bearer, Errors: []int{401, 403}},
-		func(ctx context.Context, in *adminKeysInput) (*keyListOutput, error) {
-			l, err := g.adminListKeys(ctx, principalFrom(ctx), in.TenantID)
-			if err != nil {
-				return nil, g.fail(ctx, "admin-list-keys", err)
-			}
-			return &keyListOutput{Body: l}, nil
-		})
-	huma.Register(api, huma.Operation{OperationID: "admin-revoke-key", Method: http.MethodDelete, Path: "/v1/admin/keys/{id}", Tags: []string{"admin"},
-		Summary: "Revoke any tenant's key, admin keys included (admin)", Security: bearer, DefaultStatus: 204, Errors: []int{401, 403, 404, 409}},
-		func(ctx context.Context, in *keyIDInput) (*struct{}, error) {
-			if err := g.revokeKey(ctx, principalFrom(ctx), in.ID, true); err != nil {
-				return nil, g.fail(ctx, "admin-revoke-key", err)
-			}
-			return nil, nil
-		})
-	huma.Register(api, huma.Operation{OperationID: "admin-rotate-key", Method: http.MethodPost, Path: "/v1/admin/keys/{id}/rotate", Tags: []string{"admin"},
-		Summary: "Rotate any tenant's key, admin keys included (admin); the new key expires no later than the calling credential", Security: bearer, DefaultStatus: 201, Errors: []int{401, 403, 404, 409, 422}},
-		func(ctx context.Context, in *rotateInput) (*keyOutput, error) {
-			k, err := g.rotateKey(ctx, principalFrom(ctx), in.ID, &in.Body, true)
-			if err != nil {
-				return nil, g.fail(ctx, "admin-rotate-key", err)
-			}
-			return &keyOutput{Body: k}, nil
-		})
+func (g *Gateway) restListKeys(ctx context.Context, p *Principal, _ *struct{}) (*keyListOutput, error) {
+	l, err := g.listKeys(ctx, p)
+	return &keyListOutput{Body: l}, err
+}
+
+func (g *Gateway) restNewKey(ctx context.Context, p *Principal, in *newKeyInput) (*keyOutput, error) {
+	k, err := g.newKey(ctx, p, &in.Body)
+	return &keyOutput{Body: k}, err
+}
+
+func (g *Gateway) restCreateKey(ctx context.Context, p *Principal, in *keyInput) (*keyOutput, error) {
+	k, err := g.createKey(ctx, p, &in.Body)
+	return &keyOutput{Body: k}, err
+}
+
+func (g *Gateway) restAdminListKeys(ctx context.Context, p *Principal, in *adminKeysInput) (*keyListOutput, error) {
+	l, err := g.adminListKeys(ctx, p, in.TenantID)
+	return &keyListOutput{Body: l}, err
+}
+
+// restRevokeKey is DELETE /v1/keys/{id}, or with adminPath /v1/admin/keys/{id}.
+func (g *Gateway) restRevokeKey(adminPath bool) func(context.Context, *Principal, *keyIDInput) (*struct{}, error) {
+	return func(ctx context.Context, p *Principal, in *keyIDInput) (*struct{}, error) {
+		return nil, g.revokeKey(ctx, p, in.ID, adminPath)
+	}
+}
+
+// restRotateKey is POST /v1/keys/{id}/rotate, or with adminPath /v1/admin/keys/{id}/rotate.
+func (g *Gateway) restRotateKey(adminPath bool) func(context.Context, *Principal, *rotateInput) (*keyOutput, error) {
+	return func(ctx context.Context, p *Principal, in *rotateInput) (*keyOutput, error) {
+		k, err := g.rotateKey(ctx, p, in.ID, &in.Body, adminPath)
+		return &keyOutput{Body: k}, err
+	}
+}
+
+func (g *Gateway) restIssueToken(ctx context.Context, p *Principal, _ *struct{}) (*tokenOutput, error) {
+	tok, err := g.issueToken(ctx, p)
+	return &tokenOutput{Body: tok}, err
+}
+
+func (g *Gateway) restJWKS(context.Context, *Principal, *struct{}) (*jwksOutput, error) {
+	return &jwksOutput{Body: g.keyring.signerJWKS()}, nil
 }

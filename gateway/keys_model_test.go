@@ -556,10 +556,10 @@ func (m *keysModel) mayRotate(c *mCred, target *mKey, adminPath bool, grace int6
 		return 401
 	case adminPath && !c.key.admin:
 		return 403
+	case !adminPath && !m.holds(c, schemas.ScopeKeysManage): // the operation's scope, before the body is read
+		return 403
 	case grace > 7*86400:
 		return 422
-	case !adminPath && !m.holds(c, schemas.ScopeKeysManage):
-		return 403
 	case c.key.replaced:
 		return 403
 	case !m.live(target) || (!adminPath && target.tenant != c.key.tenant):

@@ -41,88 +41,26 @@ func (g *Gateway) startMicro() (micro.Service, error) {
 		return nil, err
 	}
 	sem := make(chan struct{}, maxMicroConcurrency)
-	add := func(op string, h func(ctx context.Context, p *Principal, req micro.Request) (any, error)) error {
+	for i := range g.ops {
+		o := &g.ops[i]
+		if o.NATS == "" {
+			continue
+		}
 		// Endpoint names may not hold dots; the subject keeps the operation's dotted name.
-		return svc.AddEndpoint(strings.ReplaceAll(op, ".", "_"), micro.HandlerFunc(func(req micro.Request) {
+		err := svc.AddEndpoint(strings.ReplaceAll(o.NATS, ".", "_"), micro.HandlerFunc(func(req micro.Request) {
 			sem <- struct{}{}
 			// micro calls handlers one at a time per endpoint; executions wait, so run each apart.
 			go func() {
 				defer func() { <-sem }()
-				g.serveMicro(op, req, h)
+				g.serveMicro(o, req)
 			}()
-		}), micro.WithEndpointSubject(schemas.APISubject(op)))
-	}
-	for op, h := range map[string]func(context.Context, *Principal, micro.Request) (any, error){
-		schemas.OpExecutionsCreate: func(ctx context.Context, p *Principal, req micro.Request) (any, error) {
-			var body schemas.ExecutionRequest
-			if err := decodeJSON(req.Data(), &body); err != nil {
-				return nil, err
-			}
-			out, err := g.createExecution(ctx, p, &body, req.Headers().Get(HeaderIdempotencyKey))
-			if err != nil {
-				return nil, err
-			}
-			return out.Execution, nil
-		},
-		schemas.OpExecutionsGet: func(ctx context.Context, p *Principal, req micro.Request) (any, error) {
-			var body schemas.IDRequest
-			if err := decodeJSON(req.Data(), &body); err != nil {
-				return nil, err
-			}
-			return g.getExecution(ctx, p, body.ID)
-		},
-		schemas.OpModulesUpload: func(ctx context.Context, p *Principal, req micro.Request) (any, error) {
-			return g.uploadModule(ctx, p, req.Headers().Get(HeaderModuleName), req.Data())
-		},
-		schemas.OpUsage: g.microUsage,
-		schemas.OpModulesList: func(ctx context.Context, p *Principal, req micro.Request) (any, error) {
-			return g.listModules(ctx, p)
-		},
-		schemas.OpModulesGet: func(ctx context.Context, p *Principal, req micro.Request) (any, error) {
-			var body schemas.IDRequest
-			if err := decodeJSON(req.Data(), &body); err != nil {
-				return nil, err
-			}
-			return g.getModule(ctx, p, body.ID)
-		},
-		schemas.OpModulesDelete: func(ctx context.Context, p *Principal, req micro.Request) (any, error) {
-			var body schemas.IDRequest
-			if err := decodeJSON(req.Data(), &body); err != nil {
-				return nil, err
-			}
-			if err := g.deleteModule(ctx, p, body.ID); err != nil {
-				return nil, err
-			}
-			return struct{}{}, nil
-		},
-	} {
-		if err := add(op, h); err != nil {
-			_ = svc.Stop()
-			return nil, err
-		}
-	}
-	for op, h := range g.bundleMicroOps() {
-		if err := add(op, h); err != nil {
+		}), micro.WithEndpointSubject(schemas.APISubject(o.NATS)))
+		if err != nil {
 			_ = svc.Stop()
 			return nil, err
 		}
 	}
 	return svc, nil
-}
-
-// microScopes is the scope each direct NATS operation needs, as operationScopes is for REST.
-var microScopes = map[string]string{
-	schemas.OpExecutionsCreate: schemas.ScopeExecute,
-	schemas.OpExecutionsGet:    schemas.ScopeExecute,
-	schemas.OpModulesUpload:    schemas.ScopeModulesWrite,
-	schemas.OpModulesDelete:    schemas.ScopeModulesWrite,
-	schemas.OpModulesList:      schemas.ScopeModulesRead,
-	schemas.OpModulesGet:       schemas.ScopeModulesRead,
-	schemas.OpBundlesUpload:    schemas.ScopeModulesWrite,
-	schemas.OpBundlesDelete:    schemas.ScopeModulesWrite,
-	schemas.OpBundlesList:      schemas.ScopeModulesRead,
-	schemas.OpBundlesGet:       schemas.ScopeModulesRead,
-	schemas.OpUsage:            schemas.ScopeUsageRead,
 }
 
 func decodeJSON(data []byte, v any) error {
@@ -132,7 +70,9 @@ func decodeJSON(data []byte, v any) error {
 	return nil
 }
 
-func (g *Gateway) serveMicro(op string, req micro.Request, h func(context.Context, *Principal, micro.Request) (any, error)) {
+// serveMicro serves one request to a table operation (ops.go) over NATS.
+func (g *Gateway) serveMicro(o *operation, req micro.Request) {
+	op := o.NATS
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
@@ -145,18 +85,13 @@ func (g *Gateway) serveMicro(op string, req micro.Request, h func(context.Contex
 		g.metrics.natsRequests.WithLabelValues(op, strconv.Itoa(status)).Inc()
 		g.metrics.natsDuration.WithLabelValues(op).Observe(time.Since(start).Seconds())
 	}()
-	p, err := g.keyring.authenticate(ctx, req.Headers().Get(schemas.HeaderAuthorization))
-	if err == nil {
-		if scope := microScopes[op]; scope != "" {
-			err = p.require(scope)
-		}
-	}
+	p, err := g.authorize(ctx, o, req.Headers().Get(schemas.HeaderAuthorization))
 	var out any
 	if err == nil {
 		g.keyUsage.touch(p.KeyID)
 		var release func()
 		if release, err = g.limitConcurrent(ctx, p); err == nil {
-			out, err = h(ctx, p, req)
+			out, err = o.micro(ctx, p, req)
 			release()
 		}
 	}

@@ -9,8 +9,10 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/danielgtaylor/huma/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/wasmwiz/wasmwiz/schemas"
 	"github.com/wasmwiz/wasmwiz/wasmmodule"
@@ -253,3 +255,61 @@ type dependencyError struct {
 
 func (e *dependencyError) Error() string { return e.what + ": " + e.err.Error() }
 func (e *dependencyError) Unwrap() error { return e.err }
+
+// moduleUploadInput has no Body or RawBody field, so Huma does not read the body: the handler
+// streams it to a spool file (uploads.go). Resolve hands it the body.
+type moduleUploadInput struct {
+	Name string `query:"name" maxLength:"128" doc:"a name for the module (argv[0] when it runs)"`
+	body io.Reader
+}
+
+func (in *moduleUploadInput) Resolve(ctx huma.Context) []error {
+	in.body = ctx.BodyReader()
+	_ = ctx.SetReadDeadline(time.Now().Add(uploadReadTimeout))
+	return nil
+}
+
+type moduleOutput struct {
+	Body *schemas.Module
+}
+
+type moduleIDInput struct {
+	ID string `path:"id" doc:"module id, sha256:<hex>"`
+}
+
+type moduleListOutput struct {
+	Body *schemas.ModuleList
+}
+
+// maxModuleBytes is the largest module any tier may upload; the tier's own limit is checked after.
+func maxModuleBytes(tiers map[string]schemas.Tier) int64 {
+	var m int64
+	for _, t := range tiers {
+		m = max(m, t.ModuleSize)
+	}
+	return m
+}
+
+func (g *Gateway) restUploadModule(ctx context.Context, p *Principal, in *moduleUploadInput) (*moduleOutput, error) {
+	m, err := g.uploadREST(ctx, p, in.Name, in.body)
+	return &moduleOutput{Body: m}, err
+}
+
+// microUploadModule is modules.upload: the body is the module, its name a header.
+func (g *Gateway) microUploadModule(ctx context.Context, p *Principal, req micro.Request) (any, error) {
+	return g.uploadModule(ctx, p, req.Headers().Get(HeaderModuleName), req.Data())
+}
+
+func (g *Gateway) restListModules(ctx context.Context, p *Principal, _ *struct{}) (*moduleListOutput, error) {
+	l, err := g.listModules(ctx, p)
+	return &moduleListOutput{Body: l}, err
+}
+
+func (g *Gateway) restGetModule(ctx context.Context, p *Principal, in *moduleIDInput) (*moduleOutput, error) {
+	m, err := g.getModule(ctx, p, in.ID)
+	return &moduleOutput{Body: m}, err
+}
+
+func (g *Gateway) restDeleteModule(ctx context.Context, p *Principal, in *moduleIDInput) (*struct{}, error) {
+	return nil, g.deleteModule(ctx, p, in.ID)
+}
