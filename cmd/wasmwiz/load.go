@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/wasmwiz/wasmwiz/internal/bench"
@@ -20,7 +21,8 @@ import (
 // (bench.Generate: closed loop, or open loop with --rate).
 func runLoad(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("load", getenv, stderr)
-	baseURL := fs.String("url", "", "REST API URL (e.g. http://127.0.0.1:8080); give --url or --nats")
+	var urls listFlag
+	fs.Var(&urls, "url", "REST API URL (e.g. http://127.0.0.1:8080), repeatable or comma separated: requests start on each in turn, and a retried one moves to the next; give --url or --nats")
 	natsURL := fs.String("nats", "", "NATS URL for the direct NATS API (e.g. nats://127.0.0.1:4222)")
 	auth := natsAuthFlags(fs)
 	key := fs.String("key", "", "API key (default, over REST beside a dev system: a key made for the run on the unlimited tier, with ./wasmwiz-data/admin-api-key; else ./wasmwiz-data/dev-api-key)")
@@ -32,26 +34,37 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	rate := fs.Float64("rate", 0, "open loop: requests per second at a constant arrival rate (0: closed loop)")
 	progress := fs.Bool("progress", false, "live progress line on stderr even when it is not a terminal")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	async := fs.Bool("async", false, "REST: ask for asynchronous executions (202) and poll each until its final status, which is its outcome")
+	idem := fs.Bool("idempotency-keys", false, "REST: send an Idempotency-Key per request and retry a request that got no answer, a 502/503/504 or a timeout with the same key on the next --url, until --deadline (on by itself with several --url)")
+	deadline := fs.Duration("deadline", time.Minute, "REST with keys: how long a request may take to be accepted, retries included, before it counts as an error")
+	attemptTimeout := fs.Duration("attempt-timeout", 30*time.Second, "REST with keys or --async: the timeout of one POST or poll")
+	wait := fs.Duration("wait", 5*time.Minute, "with --async: how long to poll an accepted execution for its final status")
+	record := fs.String("record", "", "REST: append every accepted execution to this file as it is accepted, one JSON object a line (id, idempotency_key, http_status, status, attempts, url, sent_at, accepted_at)")
+	timeoutMS := fs.Int64("timeout-ms", 0, "the executions' timeout_ms (0: the tier's wall time)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	baseURL := strings.Join(urls, ",")
+	rest := baseURL != ""
 	switch {
 	case fs.NArg() > 0:
 		return usageError{"unexpected arguments: " + strings.Join(fs.Args(), " ")}
-	case (*baseURL == "") == (*natsURL == ""):
+	case rest == (*natsURL != ""):
 		return usageError{"give exactly one of --url (REST) or --nats (direct NATS)"}
 	case *module == "":
 		return usageError{"--module is required (a .wasm file or sha256:id)"}
 	case *concurrency < 1:
 		return usageError{"--concurrency must be at least 1"}
-	case *rate < 0 || *requests < 0:
-		return usageError{"--rate and --requests must not be negative"}
+	case *rate < 0 || *requests < 0 || *timeoutMS < 0:
+		return usageError{"--rate, --requests and --timeout-ms must not be negative"}
+	case !rest && (*async || *idem || *record != ""):
+		return usageError{"--async, --idempotency-keys and --record are for REST (--url)"}
 	}
 	k, made := *key, false
-	if k == "" && *baseURL != "" {
+	if k == "" && rest {
 		if admin, err := os.ReadFile(filepath.Join("wasmwiz-data", "admin-api-key")); err == nil {
 			var merr error
-			if k, merr = loadKey(ctx, *baseURL, strings.TrimSpace(string(admin))); merr != nil {
+			if k, merr = loadKey(ctx, urls[0], strings.TrimSpace(string(admin))); merr != nil {
 				fmt.Fprintf(stderr, "wasmwiz load: cannot make a key on the unlimited tier (%v); using the dev key\n", merr)
 			} else {
 				made = true
@@ -68,8 +81,24 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 		return usageError{"no API key: pass --key or set WASMWIZ_KEY"}
 	}
 	var t bench.Target
-	if *baseURL != "" {
-		t = bench.NewRESTTarget(*baseURL, k, *concurrency)
+	var rt *bench.RESTTarget
+	if rest {
+		opts := bench.RESTOptions{URLs: urls, Async: *async, IdempotencyKeys: *idem || len(urls) > 1,
+			AttemptTimeout: *attemptTimeout, Deadline: *deadline, Wait: *wait}
+		if *record != "" {
+			rec, err := newRecordFile(*record)
+			if err != nil {
+				return err
+			}
+			defer func() {
+				if cerr := rec.close(); cerr != nil {
+					fmt.Fprintf(stderr, "wasmwiz load: %s: %v\n", *record, cerr)
+				}
+			}()
+			opts.Record = rec.write
+		}
+		rt = bench.NewRESTTargetWith(k, *concurrency, opts)
+		t = rt
 	} else {
 		if *auth.user == "" && *auth.creds == "" && *auth.nkey == "" {
 			if seed := filepath.Join("wasmwiz-data", "nats", natsTenantSeed("dev")); fileExists(seed) {
@@ -97,7 +126,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 			return fmt.Errorf("upload %s: %w", *module, err)
 		}
 	}
-	body, err := json.Marshal(schemas.ExecutionRequest{ModuleID: moduleID, Stdin: *stdin})
+	body, err := json.Marshal(schemas.ExecutionRequest{ModuleID: moduleID, Stdin: *stdin, TimeoutMS: *timeoutMS, Async: *async})
 	if err != nil {
 		return err
 	}
@@ -106,6 +135,9 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 		cfg.Progress = stderr
 	}
 	rep := bench.Generate(ctx, cfg, func(ctx context.Context) string { return t.Execute(ctx, body) })
+	if rt != nil {
+		rep.Retried = rt.Retried()
+	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -151,6 +183,43 @@ func loadKey(ctx context.Context, baseURL, adminKey string) (string, error) {
 		return "", err
 	}
 	return k.Key, nil
+}
+
+// recordFile is `load --record`: accepted executions, one JSON line each, written as they are
+// accepted (so a load that is killed leaves what it had accepted).
+type recordFile struct {
+	mu  sync.Mutex
+	f   *os.File
+	err error
+}
+
+func newRecordFile(path string) (*recordFile, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	return &recordFile{f: f}, nil
+}
+
+func (r *recordFile) write(a bench.Accepted) {
+	b, err := json.Marshal(a)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err == nil {
+		_, err = r.f.Write(append(b, '\n'))
+	}
+	if err != nil && r.err == nil {
+		r.err = err
+	}
+}
+
+func (r *recordFile) close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.f.Close(); r.err == nil {
+		r.err = err
+	}
+	return r.err
 }
 
 func isTerminal(w io.Writer) bool {

@@ -1,16 +1,12 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,68 +28,6 @@ type Target interface {
 
 // OutcomeOK is the outcome of a succeeded execution.
 const OutcomeOK = "200"
-
-// RESTTarget reaches WasmWiz over its REST API.
-type RESTTarget struct {
-	base, auth string
-	hc         *http.Client
-}
-
-// NewRESTTarget keeps up to concurrency+16 idle connections to base.
-func NewRESTTarget(base, key string, concurrency int) *RESTTarget {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConns = concurrency + 16
-	tr.MaxIdleConnsPerHost = concurrency + 16
-	return &RESTTarget{base: strings.TrimRight(base, "/"), auth: "Bearer " + key, hc: &http.Client{Transport: tr, Timeout: 2 * time.Minute}}
-}
-
-func (t *RESTTarget) Upload(ctx context.Context, name string, wasm []byte) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.base+"/v1/modules?name="+url.QueryEscape(name), bytes.NewReader(wasm))
-	if err != nil {
-		return "", err
-	}
-	req.Header.Set("Authorization", t.auth)
-	req.Header.Set("Content-Type", "application/wasm")
-	resp, err := t.hc.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("%s: %s", resp.Status, b)
-	}
-	var m schemas.Module
-	if err := json.Unmarshal(b, &m); err != nil {
-		return "", err
-	}
-	return m.ID, nil
-}
-
-func (t *RESTTarget) Execute(ctx context.Context, body []byte) string {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.base+"/v1/executions", bytes.NewReader(body))
-	if err != nil {
-		return "error:request"
-	}
-	req.Header.Set("Authorization", t.auth)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := t.hc.Do(req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return "error:canceled"
-		}
-		return "error:transport"
-	}
-	b, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return "error:read"
-	}
-	if resp.StatusCode != http.StatusOK {
-		return strconv.Itoa(resp.StatusCode)
-	}
-	return executionOutcome(b)
-}
 
 // executionOutcome is "200" for a succeeded execution and "200:<status>" otherwise.
 func executionOutcome(b []byte) string {
@@ -190,6 +124,9 @@ type Report struct {
 	OKPerSecond float64          `json:"ok_per_second"`
 	Latency     LatencySummary   `json:"latency_ms"`
 	Outcomes    map[string]int64 `json:"outcomes"` // "200" is a succeeded execution
+	// Retried counts attempts that failed and were sent again (keyed REST requests), by what
+	// failed: clients saw these and rode them out; Errors are the requests that failed for good.
+	Retried map[string]int64 `json:"retried,omitempty"`
 }
 
 type LatencySummary struct {
@@ -351,14 +288,22 @@ func (r *Report) Print(w io.Writer) {
 		mode, r.Requests, r.Seconds, r.PerSecond, r.OKPerSecond, r.Errors)
 	l := r.Latency
 	fmt.Fprintf(w, "latency ms: p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f  mean %.2f\n", l.P50, l.P90, l.P99, l.P999, l.Max, l.Mean)
-	keys := make([]string, 0, len(r.Outcomes))
-	for k := range r.Outcomes {
+	fmt.Fprintf(w, "outcomes (200 = succeeded execution): %s\n", joinCounts(r.Outcomes))
+	if len(r.Retried) > 0 {
+		fmt.Fprintf(w, "attempts retried (same Idempotency-Key, next gateway): %s\n", joinCounts(r.Retried))
+	}
+}
+
+// joinCounts is "a: 1, b: 2", sorted by label.
+func joinCounts(m map[string]int64) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	parts := make([]string, 0, len(keys))
 	for _, k := range keys {
-		parts = append(parts, fmt.Sprintf("%s: %d", k, r.Outcomes[k]))
+		parts = append(parts, fmt.Sprintf("%s: %d", k, m[k]))
 	}
-	fmt.Fprintf(w, "outcomes (200 = succeeded execution): %s\n", strings.Join(parts, ", "))
+	return strings.Join(parts, ", ")
 }
