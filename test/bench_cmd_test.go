@@ -3,6 +3,7 @@ package test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -89,5 +90,45 @@ func TestLoadCommand_MakesUnlimitedKey(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "tenant wasmwiz-load on the unlimited tier") {
 		t.Errorf("stderr %q does not say which tenant ran the load", stderr.String())
+	}
+}
+
+// BenchmarkSystem_NATSPerExecution counts what one synchronous execution of the echo module
+// costs the message path of a whole system (`wasmwiz bench`'s embedded NATS): messages clients
+// sent the server and the server sent them, and stream writes, per execution, over REST and
+// direct NATS at concurrency 1 and 16. The figures are counts, not times: they change only when
+// the path does. go test ./test -run XXX -bench NATSPerExecution -benchtime 1x
+func BenchmarkSystem_NATSPerExecution(b *testing.B) {
+	for b.Loop() {
+		cmd := exec.Command(bin(), "bench", "--json", "--modules", "echo", "--modes", "nats,rest", "--concurrency", "1,16", "--cell", "1s")
+		cmd.Dir = b.TempDir()
+		out, err := cmd.Output()
+		if err != nil {
+			b.Fatalf("wasmwiz bench: %v\n%s", err, out)
+		}
+		var res struct {
+			Cells []struct {
+				Mode        string
+				Concurrency int
+				NATS        *struct {
+					In      float64 `json:"in_per_exec"`
+					Out     float64 `json:"out_per_exec"`
+					Writes  float64 `json:"stream_writes_per_exec"`
+					Removes float64 `json:"stream_removes_per_exec"`
+				}
+			}
+		}
+		if err := json.Unmarshal(out, &res); err != nil {
+			b.Fatalf("bench JSON: %v\n%s", err, out)
+		}
+		for _, c := range res.Cells {
+			if c.NATS == nil {
+				b.Fatalf("%s c=%d: no NATS counts", c.Mode, c.Concurrency)
+			}
+			unit := func(what string) string { return fmt.Sprintf("%s-%s-c%d/exec", what, c.Mode, c.Concurrency) }
+			b.ReportMetric(c.NATS.In+c.NATS.Out, unit("msgs"))
+			b.ReportMetric(c.NATS.Writes, unit("writes"))
+			b.ReportMetric(c.NATS.Removes, unit("removes"))
+		}
 	}
 }

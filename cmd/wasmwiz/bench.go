@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wasmwiz/wasmwiz/gateway"
@@ -92,5 +93,32 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	defer sys.stop()
-	return bench.Run(ctx, cfg, bench.System{URL: sys.url, NATSURL: sys.ns.ClientURL(), Key: key, Workers: sys.workers}, stdout)
+	return bench.Run(ctx, cfg, bench.System{URL: sys.url, NATSURL: sys.ns.ClientURL(), Key: key, Workers: sys.workers,
+		NATSCounts: func() (bench.NATSCounts, error) { return natsCounts(sys.ns) }}, stdout)
+}
+
+// natsCounts reads the embedded server's message totals by connection name and its streams'
+// last sequences, for the bench's messages per execution.
+func natsCounts(ns *server.Server) (bench.NATSCounts, error) {
+	c := bench.NATSCounts{Conns: map[string]bench.MsgCounts{}, Streams: map[string]bench.StreamCounts{}}
+	conns, err := ns.Connz(&server.ConnzOptions{Limit: 1 << 16})
+	if err != nil {
+		return c, err
+	}
+	for _, ci := range conns.Conns {
+		m := c.Conns[ci.Name]
+		m.In += ci.InMsgs
+		m.Out += ci.OutMsgs
+		c.Conns[ci.Name] = m
+	}
+	js, err := ns.Jsz(&server.JSzOptions{Streams: true, Limit: 1 << 16})
+	if err != nil {
+		return c, err
+	}
+	for _, acc := range js.AccountDetails {
+		for _, st := range acc.Streams {
+			c.Streams[st.Name] = bench.StreamCounts{LastSeq: st.State.LastSeq, Msgs: st.State.Msgs}
+		}
+	}
+	return c, nil
 }

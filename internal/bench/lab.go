@@ -68,6 +68,9 @@ type benchCell struct {
 	Concurrency int     `json:"concurrency"`
 	InFlight    int     `json:"in_flight"` // what ran: peers are capped at 2×CPUs (CPU-bound; more only queues)
 	Report      *Report `json:"report"`
+	// NATS is what each execution cost the NATS server (modes that use it, when the system
+	// can count: System.NATSCounts).
+	NATS *cellNATS `json:"nats,omitempty"`
 }
 
 type benchRatio struct {
@@ -101,6 +104,9 @@ type System struct {
 	NATSURL string // its NATS server (the floors' streams run there too)
 	Key     string // an API key on the unlimited tier
 	Workers int    // the executor's worker processes
+	// NATSCounts, when set, reads the NATS server's totals (by connection and stream), so that
+	// cells of the modes that use NATS report the messages and stream writes per execution.
+	NATSCounts func() (NATSCounts, error)
 }
 
 // Config is what to measure, and how. The zero values of CellDuration, Concurrency, Modules and
@@ -284,7 +290,7 @@ func Run(ctx context.Context, cfg Config, sys System, stdout io.Writer) error {
 					return ctx.Err()
 				}
 				label := fmt.Sprintf("[%d/%d] %-5s %-16s c=%-3d ", i, total, m.Name, mode, c)
-				if err := runCell(ctx, cfg, m, mode, c, c == levels[len(levels)-1], label, op(mode, m), out); err != nil {
+				if err := runCell(ctx, cfg, sys, m, mode, c, c == levels[len(levels)-1], label, op(mode, m), out); err != nil {
 					return err
 				}
 			}
@@ -333,7 +339,7 @@ func prepareModules(names []string, dir string, say func(string, ...any), out *b
 // run at most 2 × CPUs in flight; the rest cell at the largest concurrency samples RSS; cells of
 // cfg.ProfileMode get a CPU profile each (<path>.<module>.c<N>; a CPU profile cannot be paused,
 // and `go tool pprof` merges several given together).
-func runCell(ctx context.Context, cfg Config, m *benchModule, mode string, c int, largest bool, label string,
+func runCell(ctx context.Context, cfg Config, sys System, m *benchModule, mode string, c int, largest bool, label string,
 	do func(context.Context) string, out *benchOutput) error {
 	inflight := c
 	if mode == modePeerCompile || mode == modePeerProcess {
@@ -355,11 +361,28 @@ func runCell(ctx context.Context, cfg Config, m *benchModule, mode string, c int
 	if mode == modeREST && largest {
 		sampler = startRSSSampler()
 	}
+	count := sys.NATSCounts != nil && (mode == modeREST || mode == modeNATS || mode == modeBare || mode == modeBus)
+	var before NATSCounts
+	if count {
+		var err error
+		if before, err = sys.NATSCounts(); err != nil {
+			return fmt.Errorf("NATS counts: %w", err)
+		}
+	}
 	rep := Generate(ctx, LoadConfig{Concurrency: inflight, Duration: cfg.CellDuration, Progress: cfg.Progress, Label: label}, do)
 	if sampler != nil {
 		out.RSSProcess, out.RSSWorkers = sampler.stop()
 	}
-	out.Cells = append(out.Cells, benchCell{Module: m.Name, Mode: mode, Concurrency: c, InFlight: inflight, Report: rep})
+	cell := benchCell{Module: m.Name, Mode: mode, Concurrency: c, InFlight: inflight, Report: rep}
+	if count {
+		time.Sleep(natsSettle) // what follows the replies (events, acks, accounting) belongs to this cell
+		after, err := sys.NATSCounts()
+		if err != nil {
+			return fmt.Errorf("NATS counts: %w", err)
+		}
+		cell.NATS = perExec(before, after, rep.Requests)
+	}
+	out.Cells = append(out.Cells, cell)
 	return nil
 }
 
@@ -444,6 +467,7 @@ func (o *benchOutput) print(w io.Writer, mods []*benchModule, levels []int, mode
 			}
 		}
 	}
+	o.printNATS(w)
 	if o.RSSProcess > 0 {
 		fmt.Fprintf(w, "\nRSS during rest at c=%d (peak of samples): bench process (NATS, gateway, node, accounting, load generator) %d MiB, %d workers %d MiB\n",
 			levels[len(levels)-1], o.RSSProcess>>20, o.Workers, o.RSSWorkers>>20)
