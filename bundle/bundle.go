@@ -1,10 +1,11 @@
 // Package bundle reads and checks bundles: tar archives of files that guests see as read-only
-// directory trees. It is pure and side-effect free, shared by the gateway (upload checks) and
-// executor workers (which index a node's cached copy and read file data from it in place).
+// directory trees. It is shared by the gateway (upload checks) and executor workers (which index
+// a node's cached copy and read file data from it in place), and has no side effects beyond the
+// temporary file Open spools a zip upload to.
 //
-// A bundle is a POSIX tar archive (ustar, PAX or GNU headers); an upload may be gzip-compressed,
-// and is stored decompressed, so that a worker reads each file at its offset in the archive
-// without unpacking anything. Scan accepts regular files, directories and symbolic links whose
+// A bundle is a POSIX tar archive (ustar, PAX or GNU headers); an upload may be gzip-compressed
+// or a zip archive (see Open), and is stored as a decompressed tar, so that a worker reads each
+// file at its offset in the archive without unpacking anything. Scan accepts regular files, directories and symbolic links whose
 // targets stay inside the bundle; it refuses absolute paths, ".." components, devices, FIFOs,
 // hard links, sparse files, duplicate paths, entries under a file or a symbolic link, and more
 // files or bytes than the limits allow. Its errors are *schemas.Error values for the uploader.
@@ -157,6 +158,9 @@ func Scan(r io.Reader, lim Limits, w io.Writer) (*Index, error) {
 			if errors.Is(err, errTooLarge) {
 				return nil, schemas.Errorf(schemas.CodeTooLarge, "bundle archive is larger than allowed")
 			}
+			if se := (*schemas.Error)(nil); errors.As(err, &se) { // from Open's zip reader
+				return nil, se
+			}
 			return nil, invalid("not a valid tar archive (%v)", err)
 		}
 		var typ Type
@@ -232,6 +236,9 @@ func Scan(r io.Reader, lim Limits, w io.Writer) (*Index, error) {
 	if _, err := io.Copy(io.Discard, cr); err != nil {
 		if errors.Is(err, errTooLarge) {
 			return nil, schemas.Errorf(schemas.CodeTooLarge, "bundle archive is larger than allowed")
+		}
+		if se := (*schemas.Error)(nil); errors.As(err, &se) {
+			return nil, se
 		}
 		return nil, invalid("reading the archive: %v", err)
 	}

@@ -27,17 +27,18 @@ import (
 // HeaderBundleName carries a bundle's name on the direct NATS API (REST: ?name=).
 const HeaderBundleName = "Wasmwiz-Bundle-Name"
 
-// uploadBundle checks an archive (tar, or tar.gz) as it streams in, keeps it in a temporary
+// uploadBundle checks an archive (tar, tar.gz or zip) as it streams in, keeps it in a temporary
 // file, stores it unless stored already, and records the caller's ownership.
 func (g *Gateway) uploadBundle(ctx context.Context, p *Principal, name string, body io.Reader) (*schemas.Bundle, error) {
 	if err := validModuleName(name); err != nil {
 		return nil, err
 	}
 	lim := p.Tier.FileLimits()
-	r, err := bundle.Decompress(body, lim.MaxArchiveBytes())
+	r, err := bundle.Open(body, lim.MaxArchiveBytes())
 	if err != nil {
 		return nil, err
 	}
+	defer r.Close()
 	tmp, err := os.CreateTemp("", "wasmwiz-bundle-*.tar")
 	if err != nil {
 		return nil, unavailable("bundle upload", err)

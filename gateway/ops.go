@@ -103,12 +103,12 @@ func (g *Gateway) operations() []operation {
 		// Bundles (bundles.go).
 		{ID: "upload-bundle", Method: http.MethodPost, Path: "/v1/bundles", NATS: schemas.OpBundlesUpload, Scope: schemas.ScopeModulesWrite,
 			Doc: huma.Operation{Tags: []string{"bundles"}, Summary: "Upload a bundle",
-				Description: "Stores a tar archive (optionally gzip-compressed) of files that executions mount read-only (`mounts`). " +
+				Description: "Stores a tar archive (optionally gzip-compressed) or a zip archive of files that executions mount read-only (`mounts`). " +
 					"Paths must be relative without `..`; only regular files, directories and symbolic links that stay inside the archive are accepted; " +
 					"the tier bounds the file data (`bundle_bytes`) and the entries (`bundle_files`). The same archive returns the same id.",
 				DefaultStatus: http.StatusCreated,
 				RequestBody: &huma.RequestBody{Required: true, Content: map[string]*huma.MediaType{
-					"application/x-tar": {Schema: binary}, "application/gzip": {Schema: binary},
+					"application/x-tar": {Schema: binary}, "application/gzip": {Schema: binary}, "application/zip": {Schema: binary},
 				}},
 				Errors: []int{401, 403, 413, 422, 503}},
 			rest: handle(g, g.restUploadBundle), micro: g.microUploadBundle},

@@ -2,10 +2,12 @@ package test
 
 import (
 	"archive/tar"
+	"archive/zip"
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -77,6 +79,23 @@ func TestDev_Files(t *testing.T) {
 	zw.Close()
 	if r := s.do(t, http.MethodPost, "/v1/bundles", key, "application/gzip", gz.Bytes()); r.Status != http.StatusCreated || !strings.Contains(string(r.Body), b.ID) {
 		t.Fatalf("gzip upload: %d %s", r.Status, r.Body)
+	}
+	// A zip of the same files is a bundle with the same files (stored as a tar of its own).
+	var zbuf bytes.Buffer
+	zipw := zip.NewWriter(&zbuf)
+	for name, body := range map[string]string{"a.txt": "hello bundle", "b.bin": "\x00\x01\x02", "sub/": "", "sub/deep.txt": "deep"} {
+		w, _ := zipw.Create(name)
+		io.WriteString(w, body)
+	}
+	zipw.Close()
+	var zb schemas.Bundle
+	if r := s.do(t, http.MethodPost, "/v1/bundles?name=zipped", key, "application/zip", zbuf.Bytes()); r.Status != http.StatusCreated {
+		t.Fatalf("zip upload: %d %s", r.Status, r.Body)
+	} else if r.decode(t, &zb); zb.Files != 3 || zb.Entries != 4 || zb.Size != 19 || zb.ID == b.ID {
+		t.Fatalf("zip upload: %+v", zb)
+	}
+	if r := s.do(t, http.MethodDelete, "/v1/bundles/"+zb.ID, key, "", nil); r.Status != http.StatusNoContent {
+		t.Fatalf("delete zip bundle: %d %s", r.Status, r.Body)
 	}
 	var list schemas.BundleList
 	s.do(t, http.MethodGet, "/v1/bundles", key, "", nil).decode(t, &list)
