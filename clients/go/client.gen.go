@@ -844,7 +844,7 @@ type ClientInterface interface {
 
 	// UploadBundleWithBody Upload a bundle
 	//
-	// Stores a tar archive (optionally gzip-compressed) of files that executions mount read-only (`mounts`). Paths must be relative without `..`; only regular files, directories and symbolic links that stay inside the archive are accepted; the tier bounds the file data (`bundle_bytes`) and the entries (`bundle_files`). The same archive returns the same id.
+	// Stores a tar archive (optionally gzip-compressed) or a zip archive of files that executions mount read-only (`mounts`). Paths must be relative without `..`; only regular files, directories and symbolic links that stay inside the archive are accepted; the tier bounds the file data (`bundle_bytes`) and the entries (`bundle_files`). The same archive returns the same id.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -1262,7 +1262,7 @@ func (c *Client) ListBundles(ctx context.Context, reqEditors ...RequestEditorFn)
 
 // UploadBundleWithBody Upload a bundle
 //
-// Stores a tar archive (optionally gzip-compressed) of files that executions mount read-only (`mounts`). Paths must be relative without `..`; only regular files, directories and symbolic links that stay inside the archive are accepted; the tier bounds the file data (`bundle_bytes`) and the entries (`bundle_files`). The same archive returns the same id.
+// Stores a tar archive (optionally gzip-compressed) or a zip archive of files that executions mount read-only (`mounts`). Paths must be relative without `..`; only regular files, directories and symbolic links that stay inside the archive are accepted; the tier bounds the file data (`bundle_bytes`) and the entries (`bundle_files`). The same archive returns the same id.
 //
 // Takes any type of body and a specified content type.
 //
@@ -2979,7 +2979,7 @@ type ClientWithResponsesInterface interface {
 
 	// UploadBundleWithBodyWithResponse Upload a bundle
 	//
-	// Stores a tar archive (optionally gzip-compressed) of files that executions mount read-only (`mounts`). Paths must be relative without `..`; only regular files, directories and symbolic links that stay inside the archive are accepted; the tier bounds the file data (`bundle_bytes`) and the entries (`bundle_files`). The same archive returns the same id.
+	// Stores a tar archive (optionally gzip-compressed) or a zip archive of files that executions mount read-only (`mounts`). Paths must be relative without `..`; only regular files, directories and symbolic links that stay inside the archive are accepted; the tier bounds the file data (`bundle_bytes`) and the entries (`bundle_files`). The same archive returns the same id.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -5594,7 +5594,7 @@ func (c *ClientWithResponses) ListBundlesWithResponse(ctx context.Context, reqEd
 
 // UploadBundleWithBodyWithResponse Upload a bundle
 //
-// Stores a tar archive (optionally gzip-compressed) of files that executions mount read-only (`mounts`). Paths must be relative without `..`; only regular files, directories and symbolic links that stay inside the archive are accepted; the tier bounds the file data (`bundle_bytes`) and the entries (`bundle_files`). The same archive returns the same id.
+// Stores a tar archive (optionally gzip-compressed) or a zip archive of files that executions mount read-only (`mounts`). Paths must be relative without `..`; only regular files, directories and symbolic links that stay inside the archive are accepted; the tier bounds the file data (`bundle_bytes`) and the entries (`bundle_files`). The same archive returns the same id.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
