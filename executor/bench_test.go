@@ -18,13 +18,13 @@ import (
 func BenchmarkWorker_RoundTrip(b *testing.B) {
 	p, _ := newTestPool(b, 1, nil)
 	job := runJob(b, "hello", time.Second, 128)
-	if res, err := p.run(context.Background(), job); err != nil || res.Status != schemas.StatusSucceeded {
+	if res, err := p.run(context.Background(), job, p.cfg.compileTimeout); err != nil || res.Status != schemas.StatusSucceeded {
 		b.Fatalf("warm-up: %+v %v", res, err)
 	}
 	var guest time.Duration
 	b.ResetTimer()
 	for b.Loop() {
-		res, err := p.run(context.Background(), job)
+		res, err := p.run(context.Background(), job, p.cfg.compileTimeout)
 		if err != nil || res.Status != schemas.StatusSucceeded || !res.CompileCacheHit {
 			b.Fatalf("%+v %v", res, err)
 		}
@@ -111,14 +111,14 @@ func BenchmarkNode_Execute_Parallel(b *testing.B) {
 func BenchmarkWorker_RoundTrip_Parallel(b *testing.B) {
 	p, _ := newTestPool(b, 2, nil)
 	job := runJob(b, "hello", time.Second, 128)
-	if res, err := p.run(context.Background(), job); err != nil || res.Status != schemas.StatusSucceeded {
+	if res, err := p.run(context.Background(), job, p.cfg.compileTimeout); err != nil || res.Status != schemas.StatusSucceeded {
 		b.Fatalf("warm-up: %+v %v", res, err)
 	}
 	b.SetParallelism(4)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			res, err := p.run(context.Background(), job)
+			res, err := p.run(context.Background(), job, p.cfg.compileTimeout)
 			if err != nil || res.Status != schemas.StatusSucceeded {
 				b.Errorf("%+v %v", res, err)
 				return

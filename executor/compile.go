@@ -82,13 +82,14 @@ func (n *Node) compileModule(ctx context.Context, m *nats.Msg) *schemas.CompileR
 	case <-actx.Done():
 		return &schemas.CompileReply{Error: schemas.Errorf(schemas.CodeUnavailable, "executor is busy compiling other uploads; retry shortly")}
 	}
-	res, err := n.pool.compile(actx, &worker.CompileJob{ModulePath: path, ModuleHash: hexDigest, MemoryPages: uint32(tier.MemoryMB * 16)})
+	budget := n.cfg.compileBudget(tier, n.mods.size(hexDigest))
+	res, err := n.pool.compile(actx, &worker.CompileJob{ModulePath: path, ModuleHash: hexDigest, MemoryPages: uint32(tier.MemoryMB * 16)}, budget)
 	var killed *killedError
 	switch {
 	case errors.As(err, &killed):
 		log.Warn("compile killed", "err", err)
 		return &schemas.CompileReply{
-			Error:     schemas.Errorf(schemas.CodeInvalidModule, "module too expensive to compile: compilation ran past %v and was stopped", n.cfg.CompileTimeout),
+			Error:     schemas.Errorf(schemas.CodeInvalidModule, "module too expensive to compile: compilation ran past its budget of %v (the %s tier's for a module of this size) and was stopped", budget, tier.Name),
 			CompileMS: ms(killed.after),
 		}
 	case errors.Is(err, errWorkerCrashed):

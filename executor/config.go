@@ -28,7 +28,10 @@ type Config struct {
 	WorkerEnv      []string                // KEY=value added to the workers' environment (tests re-exec themselves)
 	CacheDir       string                  // required: <CacheDir>/modules holds module files, <CacheDir>/wazero wazero's compile cache
 	Tiers          map[string]schemas.Tier // default schemas.DefaultTiers()
-	CompileTimeout time.Duration           // default 10s: a compile past it is killed with its worker
+	// CompileTimeout, when set, caps every tier's compile budget (Tier.CompileBudget: a base plus
+	// some time per MiB of the module, set in the tier table); a compile past its budget is
+	// killed with its worker. Zero: the tiers' budgets alone.
+	CompileTimeout time.Duration
 	Replicas       int                     // stream replicas for streams.Ensure; default 1
 	Logger         *slog.Logger            // default slog.Default()
 	Registerer     prometheus.Registerer   // may be nil: metrics are kept but not exported
@@ -97,9 +100,6 @@ func (c Config) withDefaults() (Config, error) {
 	case c.SpareWorkers < 0:
 		c.SpareWorkers = 0
 	}
-	if c.CompileTimeout <= 0 {
-		c.CompileTimeout = 10 * time.Second
-	}
 	if c.CompileWorkers <= 0 {
 		c.CompileWorkers = 1
 	}
@@ -163,4 +163,23 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("executor: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// compileBudget is how long a module of size bytes may compile for tier t: the tier's budget,
+// capped by Config.CompileTimeout when that is set.
+func (c Config) compileBudget(t schemas.Tier, size int64) time.Duration {
+	b := t.CompileBudget(size)
+	if c.CompileTimeout > 0 {
+		b = min(b, c.CompileTimeout)
+	}
+	return b
+}
+
+// warmTimeout bounds a new worker's warm-up compiles: the largest budget of any tier.
+func (c Config) warmTimeout() time.Duration {
+	var most time.Duration
+	for _, t := range c.Tiers {
+		most = max(most, c.compileBudget(t, t.ModuleSize))
+	}
+	return most
 }

@@ -22,10 +22,26 @@ func TestConfig_Validate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Workers != max(4, 3*runtime.NumCPU()) || c.LongRunning != runtime.NumCPU() || c.CompileTimeout != 10*time.Second ||
+	if c.Workers != max(4, 3*runtime.NumCPU()) || c.LongRunning != runtime.NumCPU() || c.CompileTimeout != 0 ||
 		len(c.WorkerCommand) != 2 || c.WorkerCommand[1] != "worker" || c.NodeID == "" || len(c.Tiers) != len(schemas.DefaultTiers()) ||
 		c.WorkerMemoryLimit != 512*schemas.MiB+256*schemas.MiB+1<<30 || c.Logger == nil || c.Replicas != 1 || c.SpareWorkers != 1 {
 		t.Errorf("defaults: %+v", c)
+	}
+	// Compile budgets come from the tier table (base + per MiB, at most the tier's max);
+	// CompileTimeout only caps them.
+	free, unlimited := c.Tiers[schemas.TierFree], c.Tiers[schemas.TierUnlimited]
+	if got, want := c.compileBudget(free, 5*schemas.MiB-1), free.CompileBase+5*free.CompilePerMiB; got != want {
+		t.Errorf("free budget for 5 MiB: %v, want %v", got, want)
+	}
+	if got := c.compileBudget(free, free.ModuleSize*4); got != free.CompileMax {
+		t.Errorf("free budget past its max: %v, want %v", got, free.CompileMax)
+	}
+	if got, want := c.warmTimeout(), c.compileBudget(unlimited, unlimited.ModuleSize); got != want || got < 5*time.Minute {
+		t.Errorf("warm-up timeout %v, want the largest budget %v", got, want)
+	}
+	c.CompileTimeout = time.Second
+	if got := c.compileBudget(unlimited, unlimited.ModuleSize); got != time.Second {
+		t.Errorf("CompileTimeout does not cap the budget: %v", got)
 	}
 
 	bad := []struct {

@@ -316,7 +316,8 @@ func (n *Node) run(ctx context.Context, log *slog.Logger, tier schemas.Tier, req
 		return nil
 	}
 	defer releaseFiles()
-	wres, err := n.pool.run(ctx, job)
+	budget := n.cfg.compileBudget(tier, n.mods.size(hexDigest))
+	wres, err := n.pool.run(ctx, job, budget)
 	var (
 		killed  *killedError
 		crashed *crashedError
@@ -332,7 +333,7 @@ func (n *Node) run(ctx context.Context, log *slog.Logger, tier schemas.Tier, req
 		}
 		switch {
 		case killed.compiling:
-			fail(schemas.StatusKilled, "module too expensive to compile: compilation ran past "+n.cfg.CompileTimeout.String()+" and was killed with its worker")
+			fail(schemas.StatusKilled, "module too expensive to compile: compilation ran past its budget of "+budget.String()+" and was killed with its worker")
 		case killed.memory:
 			fail(schemas.StatusKilled, worker.MemoryExceeded(killed.held, int64(job.MemoryPages)*65536))
 		default:

@@ -20,10 +20,10 @@ import (
 func TestPool_KilledAndCrashedJobsReportTheirCost(t *testing.T) {
 	p, _ := newTestPool(t, 1, func(c *poolConfig) { c.memoryLimit = 512 << 20 })
 	// Warm the worker: its CPU so far (compiling, running hello) must not be billed to the guest.
-	if res, err := p.run(context.Background(), runJob(t, "hello", time.Second, 16)); err != nil || res.Error != "" {
+	if res, err := p.run(context.Background(), runJob(t, "hello", time.Second, 16), p.cfg.compileTimeout); err != nil || res.Error != "" {
 		t.Fatalf("hello: %+v %v", res, err)
 	}
-	_, err := p.run(context.Background(), runJob(t, "expcalls", 400*time.Millisecond, 16))
+	_, err := p.run(context.Background(), runJob(t, "expcalls", 400*time.Millisecond, 16), p.cfg.compileTimeout)
 	var ke *killedError
 	if !errors.As(err, &ke) || ke.compiling || ke.memory {
 		t.Fatalf("expcalls: %v, want a kill at the deadline", err)
@@ -38,10 +38,10 @@ func TestPool_KilledAndCrashedJobsReportTheirCost(t *testing.T) {
 	// The same on a worker that has compiled the guest already (an upload's compile warmed it):
 	// no frame comes before the kill, and the bill starts from the worker's CPU after the compile.
 	job := runJob(t, "expcalls", 400*time.Millisecond, 16)
-	if cr, err := p.compile(context.Background(), &worker.CompileJob{ModulePath: job.ModulePath, ModuleHash: job.ModuleHash, MemoryPages: job.MemoryPages}); err != nil || cr.Error != "" {
+	if cr, err := p.compile(context.Background(), &worker.CompileJob{ModulePath: job.ModulePath, ModuleHash: job.ModuleHash, MemoryPages: job.MemoryPages}, p.cfg.compileTimeout); err != nil || cr.Error != "" {
 		t.Fatalf("compile expcalls: %+v %v", cr, err)
 	}
-	_, err = p.run(context.Background(), job)
+	_, err = p.run(context.Background(), job, p.cfg.compileTimeout)
 	if !errors.As(err, &ke) || ke.compiling || !job.Warm {
 		t.Fatalf("warm expcalls: %v (warm %v), want a kill of a running guest", err, job.Warm)
 	}
@@ -50,7 +50,7 @@ func TestPool_KilledAndCrashedJobsReportTheirCost(t *testing.T) {
 	}
 	t.Logf("warm expcalls killed after %v, CPU %v", ke.after, ke.cpu)
 
-	_, err = p.run(context.Background(), runJob(t, "tablegrow", 20*time.Second, 16))
+	_, err = p.run(context.Background(), runJob(t, "tablegrow", 20*time.Second, 16), p.cfg.compileTimeout)
 	if !errors.As(err, &ke) || !ke.memory || ke.held <= worker.MemoryLimit(16*16) {
 		t.Fatalf("tablegrow with 16 MiB: %v, want a kill for its memory", err)
 	}
@@ -59,7 +59,7 @@ func TestPool_KilledAndCrashedJobsReportTheirCost(t *testing.T) {
 	}
 	t.Logf("tablegrow killed for its memory (%d MiB) after %v, CPU %v", ke.held>>20, ke.after, ke.cpu)
 
-	_, err = p.run(context.Background(), runJob(t, "tablegrow", 2*time.Minute, 1024))
+	_, err = p.run(context.Background(), runJob(t, "tablegrow", 2*time.Minute, 1024), p.cfg.compileTimeout)
 	var ce *crashedError
 	if !errors.As(err, &ce) || !errors.Is(err, errWorkerCrashed) || !ce.oom {
 		t.Fatalf("tablegrow with 1 GiB under a 512 MiB RLIMIT_DATA: %v, want a crash out of memory", err)
@@ -77,7 +77,7 @@ func TestPool_KilledAndCrashedJobsReportTheirCost(t *testing.T) {
 // worker instead of reusing it.
 func TestPool_RecyclesWorkerLeftWithBigTables(t *testing.T) {
 	p, m := newTestPool(t, 1, func(c *poolConfig) { c.memoryLimit = 2 << 30 })
-	res, err := p.run(context.Background(), runJob(t, "tablefill", time.Minute, 1024))
+	res, err := p.run(context.Background(), runJob(t, "tablefill", time.Minute, 1024), p.cfg.compileTimeout)
 	if err != nil || res.Status != schemas.StatusSucceeded {
 		t.Fatalf("tablefill: %+v %v", res, err)
 	}
@@ -89,12 +89,12 @@ func TestPool_RecyclesWorkerLeftWithBigTables(t *testing.T) {
 		t.Errorf("restarts{recycled} = %v, want 1", got)
 	}
 	// The next guest reserves and uses 512 MiB of linear memory on a fresh worker.
-	res, err = p.run(context.Background(), runJob(t, "memgrow", 10*time.Second, 512))
+	res, err = p.run(context.Background(), runJob(t, "memgrow", 10*time.Second, 512), p.cfg.compileTimeout)
 	if err != nil || res.Status != schemas.StatusSucceeded || string(res.Stdout) != "8192\n" {
 		t.Fatalf("memgrow 512 MiB after tablefill: %+v %v", res, err)
 	}
 	// A light guest does not cost its worker.
-	if _, err := p.run(context.Background(), runJob(t, "hello", time.Second, 16)); err != nil {
+	if _, err := p.run(context.Background(), runJob(t, "hello", time.Second, 16), p.cfg.compileTimeout); err != nil {
 		t.Fatal(err)
 	}
 	if got := counterValue(t, m.workerRestarts.WithLabelValues("recycled")); got != 1 {

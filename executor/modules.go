@@ -108,6 +108,16 @@ func (c *moduleCache) hold(hexDigest string) (*cachedFile, bool) {
 	return f, ok
 }
 
+// size is the size of a file held (between get and release).
+func (c *moduleCache) size(hexDigest string) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f, ok := c.files[hexDigest]; ok {
+		return f.size
+	}
+	return 0
+}
+
 // release ends a hold taken by a successful get.
 func (c *moduleCache) release(hexDigest string) {
 	c.mu.Lock()

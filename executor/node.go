@@ -148,7 +148,7 @@ func (n *Node) Run(ctx context.Context) error {
 		cacheDir:       filepath.Join(n.cfg.CacheDir, "wazero"),
 		size:           n.cfg.Workers + n.cfg.CompileWorkers, // executions use Workers (slots), compiles the rest
 		spares:         n.cfg.SpareWorkers,
-		compileTimeout: n.cfg.CompileTimeout,
+		compileTimeout: n.cfg.warmTimeout(),
 		memoryLimit:    n.cfg.WorkerMemoryLimit,
 	}, n.log, n.m)
 	if err != nil {

@@ -74,7 +74,7 @@ type poolConfig struct {
 	cacheDir       string
 	size           int
 	spares         int // workers started and warmed ahead, serving nothing until one is lost
-	compileTimeout time.Duration
+	compileTimeout time.Duration // of the warm-up compiles of a new worker (modules compiled before, loaded from the cache on disk)
 	memoryLimit    int64 // RLIMIT_DATA of each worker; <= 0 for none
 }
 
@@ -853,8 +853,8 @@ func reason(started bool) string {
 // run executes a guest. The worker gets the compile timeout to compile (or find) the module,
 // then the job's timeout to run it, and is killed at either if its guest has not finished: the
 // guest runs without deadline checks of its own.
-func (p *pool) run(ctx context.Context, job *worker.RunJob) (*worker.RunResult, error) {
-	r, err := p.do(ctx, warmKey(job.ModuleHash, job.MemoryPages), &worker.Request{Run: job}, p.cfg.compileTimeout, job.Timeout, worker.MemoryLimit(job.MemoryPages))
+func (p *pool) run(ctx context.Context, job *worker.RunJob, compileBudget time.Duration) (*worker.RunResult, error) {
+	r, err := p.do(ctx, warmKey(job.ModuleHash, job.MemoryPages), &worker.Request{Run: job}, compileBudget, job.Timeout, worker.MemoryLimit(job.MemoryPages))
 	if err != nil {
 		return nil, err
 	}
@@ -864,9 +864,9 @@ func (p *pool) run(ctx context.Context, job *worker.RunJob) (*worker.RunResult, 
 	return r.Run, nil
 }
 
-// compile compiles a module in a worker, killing it past the compile timeout.
-func (p *pool) compile(ctx context.Context, job *worker.CompileJob) (*worker.CompileResult, error) {
-	r, err := p.do(ctx, warmKey(job.ModuleHash, job.MemoryPages), &worker.Request{Compile: job}, p.cfg.compileTimeout, p.cfg.compileTimeout, 0)
+// compile compiles a module in a worker, killing it past budget.
+func (p *pool) compile(ctx context.Context, job *worker.CompileJob, budget time.Duration) (*worker.CompileResult, error) {
+	r, err := p.do(ctx, warmKey(job.ModuleHash, job.MemoryPages), &worker.Request{Compile: job}, budget, budget, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -83,12 +83,12 @@ func runJob(tb testing.TB, name string, timeout time.Duration, memMB int) *worke
 
 func TestPool_Run(t *testing.T) {
 	p, _ := newTestPool(t, 2, nil)
-	res, err := p.run(context.Background(), runJob(t, "hello", time.Second, 128))
+	res, err := p.run(context.Background(), runJob(t, "hello", time.Second, 128), p.cfg.compileTimeout)
 	if err != nil || res.Status != schemas.StatusSucceeded || string(res.Stdout) != "hello, world\n" {
 		t.Fatalf("hello: %+v %v", res, err)
 	}
 	// The largest tier's memory, under the worker's RLIMIT_DATA (the default: that memory + 1 GiB).
-	res, err = p.run(context.Background(), runJob(t, "memgrow", 10*time.Second, 512))
+	res, err = p.run(context.Background(), runJob(t, "memgrow", 10*time.Second, 512), p.cfg.compileTimeout)
 	if err != nil || res.Status != schemas.StatusSucceeded || string(res.Stdout) != "8192\n" {
 		t.Fatalf("memgrow 512 MiB: %+v %v", res, err)
 	}
@@ -98,7 +98,7 @@ func TestPool_Run(t *testing.T) {
 func TestPool_Run_KillsDeadlineIgnorer(t *testing.T) {
 	p, m := newTestPool(t, 1, nil)
 	start := time.Now()
-	_, err := p.run(context.Background(), runJob(t, "expcalls", 300*time.Millisecond, 128))
+	_, err := p.run(context.Background(), runJob(t, "expcalls", 300*time.Millisecond, 128), p.cfg.compileTimeout)
 	var ke *killedError
 	if !errors.As(err, &ke) || ke.compiling {
 		t.Fatalf("expcalls: %v, want a kill", err)
@@ -108,7 +108,7 @@ func TestPool_Run_KillsDeadlineIgnorer(t *testing.T) {
 	}
 	t.Logf("killed: %v after %v", err, time.Since(start))
 	// The replacement serves the next job.
-	res, err := p.run(context.Background(), runJob(t, "hello", time.Second, 128))
+	res, err := p.run(context.Background(), runJob(t, "hello", time.Second, 128), p.cfg.compileTimeout)
 	if err != nil || res.Status != schemas.StatusSucceeded {
 		t.Fatalf("hello after kill: %+v %v", res, err)
 	}
@@ -122,7 +122,7 @@ func TestPool_Run_WorkerCrash(t *testing.T) {
 	// Kill the worker from outside while it runs a loop: the job reports a crash, the node lives.
 	done := make(chan error, 1)
 	go func() {
-		_, err := p.run(context.Background(), runJob(t, "loop", 20*time.Second, 128))
+		_, err := p.run(context.Background(), runJob(t, "loop", 20*time.Second, 128), p.cfg.compileTimeout)
 		done <- err
 	}()
 	var pid int
@@ -142,7 +142,7 @@ func TestPool_Run_WorkerCrash(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no answer after the worker died")
 	}
-	res, err := p.run(context.Background(), runJob(t, "hello", time.Second, 128))
+	res, err := p.run(context.Background(), runJob(t, "hello", time.Second, 128), p.cfg.compileTimeout)
 	if err != nil || res.Status != schemas.StatusSucceeded {
 		t.Fatalf("hello after crash: %+v %v", res, err)
 	}

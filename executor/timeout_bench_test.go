@@ -108,7 +108,7 @@ func BenchmarkPool_TimeoutRecovery(b *testing.B) {
 				default:
 				}
 				job := *hello
-				if res, err := p.run(context.Background(), &job); err != nil || res.Status != schemas.StatusSucceeded {
+				if res, err := p.run(context.Background(), &job, p.cfg.compileTimeout); err != nil || res.Status != schemas.StatusSucceeded {
 					b.Errorf("hello: %+v %v", res, err)
 					return
 				}
@@ -124,7 +124,7 @@ func BenchmarkPool_TimeoutRecovery(b *testing.B) {
 		rate := float64(done.Load()-before) / 0.5 // hellos/s at full rate (less one slot)
 
 		job := *killed
-		_, err := p.run(context.Background(), &job)
+		_, err := p.run(context.Background(), &job, p.cfg.compileTimeout)
 		var ke *killedError
 		if !errors.As(err, &ke) || ke.compiling || ke.memory {
 			b.Fatalf("sleep past its deadline: %v", err)
@@ -224,7 +224,7 @@ func warmPool(tb testing.TB, p *pool, workers int, jobs ...*worker.RunJob) {
 		wg.Go(func() {
 			for _, j := range jobs {
 				job := *j
-				if _, err := p.run(context.Background(), &job); err != nil {
+				if _, err := p.run(context.Background(), &job, p.cfg.compileTimeout); err != nil {
 					var ke *killedError
 					if !errors.As(err, &ke) {
 						tb.Errorf("warm-up: %v", err)
@@ -275,7 +275,7 @@ func runMix(tb testing.TB, p *pool, loops int, d time.Duration, hello, special *
 				if i%20 == 0 {
 					job = *special
 				}
-				res, err := p.run(context.Background(), &job)
+				res, err := p.run(context.Background(), &job, p.cfg.compileTimeout)
 				var ke *killedError
 				switch {
 				case errors.As(err, &ke) && !ke.compiling && !ke.memory:

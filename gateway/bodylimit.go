@@ -15,9 +15,20 @@ import (
 // gateway read more than the free tier's largest request. The per-operation MaxBodyBytes Huma
 // applies stays the largest tier's, as a backstop and for the OpenAPI document.
 
-// executionBodyLimit is the largest execution request for modules of moduleSize bytes: the
-// module in base64 plus room for stdin (1 MiB, up to 4 MiB as JSON) and args and env.
-func executionBodyLimit(moduleSize int64) int64 { return moduleSize*4/3 + 4<<20 }
+// executionBodyLimit is the largest execution request of tier t: its largest module in base64
+// plus room for its stdin (as JSON, up to 4 bytes a byte; at least 4 MiB) and args and env.
+func executionBodyLimit(t schemas.Tier) int64 {
+	return t.ModuleSize*4/3 + max(4<<20, 4*int64(t.StdinMax))
+}
+
+// maxExecutionBody is the largest executionBodyLimit of any tier.
+func maxExecutionBody(tiers map[string]schemas.Tier) int64 {
+	var m int64
+	for _, t := range tiers {
+		m = max(m, executionBodyLimit(t))
+	}
+	return m
+}
 
 // limitBody is the middleware that applies bodyLimit to the authenticated caller's request. It
 // uses http.MaxBytesReader, so that the server, having answered 413, closes the connection

@@ -58,12 +58,12 @@ func (g *Gateway) operations() []operation {
 	return []operation{
 		// Executions (executions.go, files.go).
 		{ID: "create-execution", Method: http.MethodPost, Path: "/v1/executions", NATS: schemas.OpExecutionsCreate, Scope: schemas.ScopeExecute,
-			BodyLimit: func(t schemas.Tier) int64 { return executionBodyLimit(t.ModuleSize) },
+			BodyLimit: executionBodyLimit,
 			Doc: huma.Operation{Tags: []string{"executions"}, Summary: "Run a module",
 				Description: "Runs a module with stdin, args and env. Answers 200 with the result, or 202 when async is set or the wait ran out (the execution goes on; poll GET /v1/executions/{id}). " +
 					"An inline module (module_base64) is stored as one of your modules and needs the modules:write scope. " +
 					"A request refused with 429 claims nothing: sent again with the same Idempotency-Key it is checked again; only an admitted execution is replayed.",
-				MaxBodyBytes: executionBodyLimit(maxModule),
+				MaxBodyBytes: maxExecutionBody(g.cfg.Tiers),
 				Responses:    map[string]*huma.Response{"202": {Description: "Accepted: queued or still running"}},
 				Errors:       []int{401, 403, 404, 409, 413, 422, 429, 503}},
 			rest: handle(g, g.restCreateExecution), micro: g.microCreateExecution},

@@ -41,6 +41,49 @@ type Tier struct {
 	UploadsPerMinute int   `json:"uploads_per_minute"` // 0 = unlimited
 	CompilesInFlight int   `json:"compiles_in_flight"` // compiles at once per tenant, all gateways; 0 = 1
 	ModuleBytes      int64 `json:"module_bytes"`       // storage quota: bytes of stored modules; 0 = unlimited
+
+	// MaxFunctions bounds the functions a module may define (0 = DefaultMaxFunctions): compile
+	// time and the compiled code grow with them.
+	MaxFunctions int `json:"max_functions"`
+	// A module's compile budget is CompileBase plus CompilePerMiB for each MiB of the module, at
+	// most CompileMax (see CompileBudget): a compile past it is stopped (its worker killed), the
+	// module refused and the time billed. Zero fields take the Default* values below.
+	CompileBase   time.Duration `json:"compile_base"`
+	CompilePerMiB time.Duration `json:"compile_per_mib"`
+	CompileMax    time.Duration `json:"compile_max"`
+}
+
+// Defaults of the compile budget and function count of a tier that sets none.
+const (
+	DefaultMaxFunctions  = 100_000
+	DefaultCompileBase   = 10 * time.Second
+	DefaultCompilePerMiB = time.Second
+	DefaultCompileMax    = time.Minute
+)
+
+// FunctionCap is the most functions a module of t may define.
+func (t Tier) FunctionCap() int {
+	if t.MaxFunctions > 0 {
+		return t.MaxFunctions
+	}
+	return DefaultMaxFunctions
+}
+
+// CompileBudget is how long a module of size bytes may take to compile on t: CompileBase plus
+// CompilePerMiB per started MiB, at most CompileMax.
+func (t Tier) CompileBudget(size int64) time.Duration {
+	base, per, most := t.CompileBase, t.CompilePerMiB, t.CompileMax
+	if base <= 0 {
+		base = DefaultCompileBase
+	}
+	if per <= 0 {
+		per = DefaultCompilePerMiB
+	}
+	if most <= 0 {
+		most = DefaultCompileMax
+	}
+	mib := (max(size, 0) + MiB - 1) / MiB
+	return min(most, base+time.Duration(mib)*per)
 }
 
 // DefaultMaxKeys is a tier's cap on live API keys per tenant when it sets none.
@@ -62,6 +105,7 @@ const (
 	DefaultConcurrentRequests = 32
 
 	// Ceilings that no tier may exceed.
+	MaxModuleSize   = 1 << 30
 	maxArgsMax      = 65536
 	maxArgsEnvBytes = 16 * MiB
 )
@@ -80,16 +124,19 @@ func DefaultTiers() map[string]Tier {
 	return map[string]Tier{
 		TierFree: {Name: TierFree, ExecPerMinute: 10, ExecPerDay: 500, MemoryMB: 128, WallTime: 5 * time.Second, ModuleSize: 10 * MiB, InFlight: 1, StdinMax: MiB, StdoutMax: MiB, Priority: 1,
 			ArgsMax: 64, EnvMax: 64, ArgsEnvBytes: 16 << 10, ConcurrentRequests: 16,
-			UploadsPerMinute: 10, CompilesInFlight: 1, ModuleBytes: 64 * MiB},
+			UploadsPerMinute: 10, CompilesInFlight: 1, ModuleBytes: 64 * MiB,
+			MaxFunctions: 100_000, CompileBase: 10 * time.Second, CompilePerMiB: time.Second, CompileMax: 20 * time.Second},
 		TierBasic: {Name: TierBasic, ExecPerMinute: 100, ExecPerDay: 10_000, MemoryMB: 256, WallTime: 10 * time.Second, ModuleSize: 25 * MiB, InFlight: 5, StdinMax: MiB, StdoutMax: MiB, Priority: 2,
 			ArgsMax: DefaultArgsMax, EnvMax: DefaultEnvMax, ArgsEnvBytes: DefaultArgsEnvBytes, ConcurrentRequests: DefaultConcurrentRequests,
-			UploadsPerMinute: 30, CompilesInFlight: 2, ModuleBytes: 512 * MiB},
+			UploadsPerMinute: 30, CompilesInFlight: 2, ModuleBytes: 512 * MiB,
+			MaxFunctions: 100_000, CompileBase: 10 * time.Second, CompilePerMiB: time.Second, CompileMax: time.Minute},
 		TierPro: {Name: TierPro, ExecPerMinute: 500, ExecPerDay: 50_000, MemoryMB: 512, WallTime: 30 * time.Second, ModuleSize: 50 * MiB, InFlight: 20, StdinMax: MiB, StdoutMax: MiB, Priority: 3,
 			ArgsMax: 1024, EnvMax: 1024, ArgsEnvBytes: 64 << 10, ConcurrentRequests: 128,
-			UploadsPerMinute: 100, CompilesInFlight: 4, ModuleBytes: 1024 * MiB},
-		TierUnlimited: {Name: TierUnlimited, MemoryMB: 512, WallTime: 30 * time.Second, ModuleSize: 50 * MiB, InFlight: 1000, StdinMax: MiB, StdoutMax: MiB, Priority: 3,
+			UploadsPerMinute: 100, CompilesInFlight: 4, ModuleBytes: 1024 * MiB,
+			MaxFunctions: 250_000, CompileBase: 10 * time.Second, CompilePerMiB: 2 * time.Second, CompileMax: 2 * time.Minute},
+		TierUnlimited: {Name: TierUnlimited, MemoryMB: 512, WallTime: 30 * time.Second, ModuleSize: 256 * MiB, InFlight: 1000, StdinMax: MiB, StdoutMax: 64 * MiB, Priority: 3,
 			ArgsMax: 1024, EnvMax: 1024, ArgsEnvBytes: 64 << 10, ConcurrentRequests: 1024,
-			CompilesInFlight: 8},
+			CompilesInFlight: 8, MaxFunctions: 1_000_000, CompileBase: 10 * time.Second, CompilePerMiB: 2 * time.Second, CompileMax: 10 * time.Minute},
 	}
 }
 
@@ -121,6 +168,12 @@ func (t Tier) Validate() error {
 		return fmt.Errorf("tier %s: compiles_in_flight must not be negative", t.Name)
 	case t.ModuleBytes < 0 || (t.ModuleBytes > 0 && t.ModuleBytes < t.ModuleSize):
 		return fmt.Errorf("tier %s: module_bytes must be 0 (unlimited) or at least module_size", t.Name)
+	case t.ModuleSize > MaxModuleSize:
+		return fmt.Errorf("tier %s: module_size must be at most %d (1 GiB)", t.Name, int64(MaxModuleSize))
+	case t.MaxFunctions < 0:
+		return fmt.Errorf("tier %s: max_functions must not be negative", t.Name)
+	case t.CompileBase < 0 || t.CompilePerMiB < 0 || t.CompileMax < 0:
+		return fmt.Errorf("tier %s: compile budgets must not be negative", t.Name)
 	}
 	return nil
 }
@@ -164,6 +217,10 @@ type tierFile struct {
 	UploadsPerMinute *int        `json:"uploads_per_minute"`
 	CompilesInFlight *int        `json:"compiles_in_flight"`
 	ModuleBytes      *int64      `json:"module_bytes"`
+	MaxFunctions     *int        `json:"max_functions"`
+	CompileBaseMS    *int64      `json:"compile_base_ms"`
+	CompilePerMiBMS  *int64      `json:"compile_per_mib_ms"`
+	CompileMaxMS     *int64      `json:"compile_max_ms"`
 }
 
 // ParseTiers reads a tiers file: a JSON object of tier name → fields, laid over DefaultTiers
@@ -203,8 +260,14 @@ func ParseTiers(data []byte) (map[string]Tier, error) {
 		set(&t.UploadsPerMinute, f.UploadsPerMinute)
 		set(&t.CompilesInFlight, f.CompilesInFlight)
 		set(&t.ModuleBytes, f.ModuleBytes)
-		if f.WallTimeMS != nil {
-			t.WallTime = time.Duration(*f.WallTimeMS) * time.Millisecond
+		set(&t.MaxFunctions, f.MaxFunctions)
+		for _, d := range []struct {
+			dst *time.Duration
+			ms  *int64
+		}{{&t.WallTime, f.WallTimeMS}, {&t.CompileBase, f.CompileBaseMS}, {&t.CompilePerMiB, f.CompilePerMiBMS}, {&t.CompileMax, f.CompileMaxMS}} {
+			if d.ms != nil {
+				*d.dst = time.Duration(*d.ms) * time.Millisecond
+			}
 		}
 		tiers[name] = t
 	}

@@ -71,3 +71,31 @@ func TestValidateTiers(t *testing.T) {
 		}
 	}
 }
+
+// Big modules: compile budgets and the function cap are tier settings, and unlimited takes
+// modules of 256 MiB.
+func TestParseTiers_CompileBudget(t *testing.T) {
+	tiers, err := ParseTiers([]byte(`{"free": {"compile_base_ms": 2000, "compile_per_mib_ms": 500, "compile_max_ms": 4000, "max_functions": 10}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	free := tiers[TierFree]
+	if free.FunctionCap() != 10 || free.CompileBudget(0) != 2*time.Second || free.CompileBudget(3*MiB) != 3500*time.Millisecond || free.CompileBudget(free.ModuleSize) != 4*time.Second {
+		t.Errorf("free: %+v, budgets %v %v", free, free.CompileBudget(3*MiB), free.CompileBudget(free.ModuleSize))
+	}
+	u := DefaultTiers()[TierUnlimited]
+	if u.ModuleSize < 256*MiB || u.FunctionCap() < 1_000_000 || u.StdoutMax < 64*MiB {
+		t.Errorf("unlimited: %+v", u)
+	}
+	if b := u.CompileBudget(u.ModuleSize); b <= u.CompileBudget(MiB) || b > u.CompileMax {
+		t.Errorf("unlimited budget for its largest module: %v", b)
+	}
+	if (Tier{}).CompileBudget(MiB) != DefaultCompileBase+DefaultCompilePerMiB || (Tier{}).FunctionCap() != DefaultMaxFunctions {
+		t.Error("a tier without the fields does not get the defaults")
+	}
+	for _, bad := range []string{`{"free": {"max_functions": -1}}`, `{"free": {"compile_max_ms": -5}}`, `{"unlimited": {"module_size": 2147483648}}`} {
+		if _, err := ParseTiers([]byte(bad)); err == nil {
+			t.Errorf("accepted %s", bad)
+		}
+	}
+}

@@ -204,7 +204,7 @@ type Policy struct {
 func PolicyFor(t schemas.Tier) Policy {
 	return Policy{
 		MaxSize:               t.ModuleSize,
-		MaxFunctions:          100_000,
+		MaxFunctions:          t.FunctionCap(),
 		MaxFunctionBody:       8 * schemas.MiB,
 		MaxTableSize:          100_000,
 		MaxImports:            1000,

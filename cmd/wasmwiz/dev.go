@@ -31,7 +31,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	natsAddr := fs.String("nats-addr", "127.0.0.1:4222", "address the embedded NATS server listens on for direct NATS clients")
 	dataDir := fs.String("data-dir", "./wasmwiz-data", "where JetStream, the accounting database, caches and dev keys live")
 	workers := fs.Int("workers", 0, "worker processes (default: 3 per CPU, at least 4; long-running guests are held to one per CPU)")
-	compileTimeout := fs.Duration("compile-timeout", 0, "longest a module may take to compile before its worker is killed (default 10s)")
+	compileTimeout := fs.Duration("compile-timeout", 0, "caps every tier's compile budget (the tier table's compile_base_ms + compile_per_mib_ms per MiB, at most compile_max_ms); 0: the budgets alone")
 	syncWait := fs.Duration("sync-wait", 0, "longest a synchronous execution request waits before answering 202 (default: its timeout + 10s)")
 	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "Postgres URL for accounting (default: $DATABASE_URL); empty: SQLite in the data dir")
 	resultsTTL := fs.Duration("results-ttl", 0, "how long execution results stay readable (default: as the data dir has it, 24h when new)")

@@ -226,7 +226,7 @@ func runExecutorCmd(ctx context.Context, args []string, getenv func(string) stri
 	rc := commonRoleFlags(fs, "executor")
 	cacheDir := fs.String("cache-dir", "./wasmwiz-cache", "module files and the compilation cache")
 	workers := fs.Int("workers", 0, "worker processes (default: 3 per CPU, at least 4; long-running guests are held to one per CPU)")
-	compileTimeout := fs.Duration("compile-timeout", 0, "longest a module may take to compile before its worker is killed (default 10s)")
+	compileTimeout := fs.Duration("compile-timeout", 0, "caps every tier's compile budget (the tier table's compile_base_ms + compile_per_mib_ms per MiB, at most compile_max_ms); 0: the budgets alone")
 	nodeID := fs.String("node-id", "", "node id (default: hostname-random)")
 	metricsAddr := fs.String("metrics-addr", defaultExecutorOpsAddr, "address for /metrics and /health (empty: off; the default, when taken, moves to a free port)")
 	e, err := rc.start(ctx, fs, args, getenv, stderr, opsExecutor)
