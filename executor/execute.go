@@ -25,13 +25,6 @@ import (
 	"github.com/wasmwiz/wasmwiz/wasmmodule"
 )
 
-// HeaderDLQReason is set on a request moved to the dead letters: why it could not be handled.
-// HeaderDLQSubject is the subject it was published on (wasmwiz dlq replay publishes it there).
-const (
-	HeaderDLQReason  = "Wasmwiz-Dlq-Reason"
-	HeaderDLQSubject = "Wasmwiz-Dlq-Subject"
-)
-
 // handle takes one request from fetch to Ack. Every delivery may be a redelivery. free gives
 // the execution slot back; handle calls it once the guest has run.
 func (n *Node) handle(ctx context.Context, q *tierQueue, it *queued, free func()) {
@@ -514,8 +507,8 @@ func (n *Node) deadLetter(ctx context.Context, msg jetstream.Msg, reason string)
 	for k, v := range msg.Headers() {
 		m.Header[k] = slices.Clone(v)
 	}
-	m.Header.Set(HeaderDLQReason, reason)
-	m.Header.Set(HeaderDLQSubject, msg.Subject())
+	m.Header.Set(schemas.HeaderDLQReason, reason)
+	m.Header.Set(schemas.HeaderDLQSubject, msg.Subject())
 	pctx, cancel := context.WithTimeout(ctx, natsTimeout)
 	defer cancel()
 	_, err := n.js.PublishMsg(pctx, m)

@@ -63,10 +63,10 @@ func TestNode_Execute_DeadLetter(t *testing.T) {
 	if err := json.Unmarshal(m.Data, &got); err != nil || got.ExecutionID != req.ExecutionID {
 		t.Errorf("dead letter body: %v %+v", err, got)
 	}
-	if m.Header.Get(HeaderDLQReason) == "" || m.Header.Get(schemas.HeaderExecutionID) != req.ExecutionID {
+	if m.Header.Get(schemas.HeaderDLQReason) == "" || m.Header.Get(schemas.HeaderExecutionID) != req.ExecutionID {
 		t.Errorf("dead letter headers: %v", m.Header)
 	}
-	t.Logf("reason: %s", m.Header.Get(HeaderDLQReason))
+	t.Logf("reason: %s", m.Header.Get(schemas.HeaderDLQReason))
 	natstest.CheckFor(t, 10*time.Second, poll, state(func() bool {
 		info, err := e.js.Stream(context.Background(), schemas.ExecStream(schemas.TierFree))
 		return err == nil && info.CachedInfo().State.Msgs == 0

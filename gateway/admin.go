@@ -166,7 +166,7 @@ func (a *Admin) clock() time.Time {
 	return time.Now()
 }
 
-func (g *Gateway) admin() *Admin {
+func (g *Server) admin() *Admin {
 	return &Admin{Tiers: g.cfg.Tiers, Tenants: g.tenants, Keys: g.keysKV, now: g.keyring.now}
 }
 
@@ -179,7 +179,7 @@ func requireAdmin(p *Principal) error {
 
 // createKey is POST /v1/admin/keys: a key for any tenant, admin keys included, made by an admin
 // key within its own expiry (see makeKey).
-func (g *Gateway) createKey(ctx context.Context, p *Principal, req *schemas.CreateKeyRequest) (*schemas.CreatedKey, error) {
+func (g *Server) createKey(ctx context.Context, p *Principal, req *schemas.CreateKeyRequest) (*schemas.CreatedKey, error) {
 	if err := requireAdmin(p); err != nil {
 		return nil, err
 	}

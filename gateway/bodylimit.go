@@ -34,7 +34,7 @@ func maxExecutionBody(tiers map[string]schemas.Tier) int64 {
 // uses http.MaxBytesReader, so that the server, having answered 413, closes the connection
 // gracefully (it stops reading, half-closes and waits for the client to read the answer)
 // instead of resetting it under the client's feet.
-func (g *Gateway) limitBody(api huma.API) func(huma.Context, func(huma.Context)) {
+func (g *Server) limitBody(api huma.API) func(huma.Context, func(huma.Context)) {
 	return func(ctx huma.Context, next func(huma.Context)) {
 		p := principalFrom(ctx.Context())
 		r, w := humago.Unwrap(ctx)

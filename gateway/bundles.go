@@ -24,12 +24,9 @@ import (
 // content-addressed in an object store (by the SHA-256 of the decompressed archive), owned per
 // tenant through a KV record <tenant>.<hex>, so another tenant's bundle is a 404.
 
-// HeaderBundleName carries a bundle's name on the direct NATS API (REST: ?name=).
-const HeaderBundleName = "Wasmwiz-Bundle-Name"
-
 // uploadBundle checks an archive (tar, tar.gz or zip) as it streams in, keeps it in a temporary
 // file, stores it unless stored already, and records the caller's ownership.
-func (g *Gateway) uploadBundle(ctx context.Context, p *Principal, name string, body io.Reader) (*schemas.Bundle, error) {
+func (g *Server) uploadBundle(ctx context.Context, p *Principal, name string, body io.Reader) (*schemas.Bundle, error) {
 	if err := validModuleName(name); err != nil {
 		return nil, err
 	}
@@ -95,7 +92,7 @@ func (g *Gateway) uploadBundle(ctx context.Context, p *Principal, name string, b
 	return b, nil
 }
 
-func (g *Gateway) getBundle(ctx context.Context, p *Principal, id string) (*schemas.Bundle, error) {
+func (g *Server) getBundle(ctx context.Context, p *Principal, id string) (*schemas.Bundle, error) {
 	notFound := schemas.Errorf(schemas.CodeNotFound, "bundle %s not found", truncateID(id))
 	digest, err := schemas.ParseModuleID(id)
 	if err != nil {
@@ -115,7 +112,7 @@ func (g *Gateway) getBundle(ctx context.Context, p *Principal, id string) (*sche
 	return &b, nil
 }
 
-func (g *Gateway) listBundles(ctx context.Context, p *Principal) (*schemas.BundleList, error) {
+func (g *Server) listBundles(ctx context.Context, p *Principal) (*schemas.BundleList, error) {
 	out := &schemas.BundleList{Bundles: []schemas.Bundle{}}
 	lister, err := g.bundleRefs.ListKeysFiltered(ctx, p.TenantID+".*")
 	if err != nil {
@@ -134,7 +131,7 @@ func (g *Gateway) listBundles(ctx context.Context, p *Principal) (*schemas.Bundl
 	return out, nil
 }
 
-func (g *Gateway) deleteBundle(ctx context.Context, p *Principal, id string) error {
+func (g *Server) deleteBundle(ctx context.Context, p *Principal, id string) error {
 	b, err := g.getBundle(ctx, p, id)
 	if err != nil {
 		return err
@@ -181,7 +178,7 @@ type bundleIDInput struct {
 	ID string `path:"id" doc:"bundle id, sha256:<hex>"`
 }
 
-func (g *Gateway) restUploadBundle(ctx context.Context, p *Principal, in *bundleUploadInput) (*bundleOutput, error) {
+func (g *Server) restUploadBundle(ctx context.Context, p *Principal, in *bundleUploadInput) (*bundleOutput, error) {
 	body := in.body
 	if body == nil {
 		body = http.NoBody
@@ -191,20 +188,20 @@ func (g *Gateway) restUploadBundle(ctx context.Context, p *Principal, in *bundle
 }
 
 // microUploadBundle is bundles.upload: the body is the archive, its name a header.
-func (g *Gateway) microUploadBundle(ctx context.Context, p *Principal, req micro.Request) (any, error) {
-	return g.uploadBundle(ctx, p, req.Headers().Get(HeaderBundleName), bytes.NewReader(req.Data()))
+func (g *Server) microUploadBundle(ctx context.Context, p *Principal, req micro.Request) (any, error) {
+	return g.uploadBundle(ctx, p, req.Headers().Get(schemas.HeaderBundleName), bytes.NewReader(req.Data()))
 }
 
-func (g *Gateway) restListBundles(ctx context.Context, p *Principal, _ *struct{}) (*bundleListOutput, error) {
+func (g *Server) restListBundles(ctx context.Context, p *Principal, _ *struct{}) (*bundleListOutput, error) {
 	l, err := g.listBundles(ctx, p)
 	return &bundleListOutput{Body: l}, err
 }
 
-func (g *Gateway) restGetBundle(ctx context.Context, p *Principal, in *bundleIDInput) (*bundleOutput, error) {
+func (g *Server) restGetBundle(ctx context.Context, p *Principal, in *bundleIDInput) (*bundleOutput, error) {
 	b, err := g.getBundle(ctx, p, in.ID)
 	return &bundleOutput{Body: b}, err
 }
 
-func (g *Gateway) restDeleteBundle(ctx context.Context, p *Principal, in *bundleIDInput) (*struct{}, error) {
+func (g *Server) restDeleteBundle(ctx context.Context, p *Principal, in *bundleIDInput) (*struct{}, error) {
 	return nil, g.deleteBundle(ctx, p, in.ID)
 }

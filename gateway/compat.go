@@ -135,7 +135,7 @@ const compatBodyTimeout = 30 * time.Second
 // compatExecute runs the form's module inline. Like module_base64, the module is stored as one
 // of the tenant's modules, so the key needs modules:write as well as execute; the rate limit is
 // checked before the module is stored or compiled.
-func (g *Gateway) compatExecute(w http.ResponseWriter, r *http.Request) {
+func (g *Server) compatExecute(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	p, err := g.authorize(ctx, g.opByID["compat-execute"], r.Header.Get("Authorization"))
 	if err == nil && !p.can(schemas.ScopeModulesWrite) {
@@ -204,7 +204,7 @@ func (g *Gateway) compatExecute(w http.ResponseWriter, r *http.Request) {
 
 // restCompat serves POST /api/execute outside Huma's handlers (it answers in its own shape,
 // not problem+json) and describes it in the OpenAPI document.
-func (g *Gateway) restCompat(api huma.API, op huma.Operation) {
+func (g *Server) restCompat(api huma.API, op huma.Operation) {
 	api.OpenAPI().AddOperation(&op)
 	h := g.instrument(op.Path, http.HandlerFunc(g.compatExecute))
 	api.Adapter().Handle(&op, func(ctx huma.Context) {
@@ -215,7 +215,7 @@ func (g *Gateway) restCompat(api huma.API, op huma.Operation) {
 
 // compatFail answers an error in the compat shape, with Retry-After (and the RateLimit headers)
 // on a 429 as on REST.
-func (g *Gateway) compatFail(ctx context.Context, w http.ResponseWriter, err error) {
+func (g *Server) compatFail(ctx context.Context, w http.ResponseWriter, err error) {
 	se := g.publicError(ctx, "compat-execute", err)
 	for k, v := range limitHeaders(se, err) {
 		w.Header()[k] = v

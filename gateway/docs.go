@@ -50,7 +50,7 @@ const docsHTML = `<!doctype html>
 
 // docsRoutes serves /docs (an HTML page) and its viewer's assets from the binary: the page
 // works without network access beyond the gateway.
-func (g *Gateway) docsRoutes(mux *http.ServeMux) {
+func (g *Server) docsRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /docs", g.instrument("/docs", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Security-Policy", docsCSP)
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")

@@ -9,7 +9,7 @@ import (
 
 // publicError turns any error from the service layer into a caller-safe *schemas.Error. Internal
 // details are logged here, once, and never sent to the caller.
-func (g *Gateway) publicError(ctx context.Context, op string, err error) *schemas.Error {
+func (g *Server) publicError(ctx context.Context, op string, err error) *schemas.Error {
 	var se *schemas.Error
 	if errors.As(err, &se) {
 		return se

@@ -26,7 +26,7 @@ import (
 
 // publishEvent publishes one event; id is its unique identity (Nats-Msg-Id). A failure is
 // logged, not returned: the fact itself already happened.
-func (g *Gateway) publishEvent(ctx context.Context, typ, tenant, id string, fill func(*schemas.Event)) {
+func (g *Server) publishEvent(ctx context.Context, typ, tenant, id string, fill func(*schemas.Event)) {
 	ev := schemas.Event{ID: id, Type: typ, Version: schemas.EventVersion, Time: time.Now().UTC(), TenantID: tenant}
 	fill(&ev)
 	b, _ := json.Marshal(ev)
@@ -49,7 +49,7 @@ var eventStreams = struct {
 }{open: map[string]int{}}
 
 // acquireStream reserves one of tenant's event streams on this gateway; release gives it back.
-func (g *Gateway) acquireStream(tenant string) (release func(), err error) {
+func (g *Server) acquireStream(tenant string) (release func(), err error) {
 	k := g.id + "/" + tenant
 	eventStreams.Lock()
 	defer eventStreams.Unlock()
@@ -83,7 +83,7 @@ type eventsInput struct {
 }
 
 // restEvents registers GET /v1/events: its 200 is a stream of Event, which Huma cannot infer.
-func (g *Gateway) restEvents(api huma.API, op huma.Operation) {
+func (g *Server) restEvents(api huma.API, op huma.Operation) {
 	eventSchema := api.OpenAPI().Components.Schemas.Schema(reflect.TypeFor[schemas.Event](), true, "Event")
 	op.Responses = map[string]*huma.Response{"200": {
 		Description: "a stream of events",
@@ -104,7 +104,7 @@ func (g *Gateway) restEvents(api huma.API, op huma.Operation) {
 // openEvents starts an ordered, ephemeral consumer on the events of one tenant: p's own, or
 // for an admin the one asked for. The filter holds the tenant token itself, so the server
 // never delivers another tenant's events.
-func (g *Gateway) openEvents(ctx context.Context, p *Principal, in *eventsInput) (_ jetstream.MessagesContext, release func(), err error) {
+func (g *Server) openEvents(ctx context.Context, p *Principal, in *eventsInput) (_ jetstream.MessagesContext, release func(), err error) {
 	tenant, err := g.scopeTenant(ctx, p, in.Tenant)
 	if err != nil {
 		return nil, nil, err
@@ -165,7 +165,7 @@ func (g *Gateway) openEvents(ctx context.Context, p *Principal, in *eventsInput)
 // the consumer fails, the gateway drains (the client then resumes with Last-Event-ID), or the
 // caller's credentials stop being valid: a revoked key or an expired token ends its streams
 // within a second, as it ends its requests.
-func (g *Gateway) streamEvents(hctx huma.Context, it jetstream.MessagesContext) {
+func (g *Server) streamEvents(hctx huma.Context, it jetstream.MessagesContext) {
 	ctx := hctx.Context()
 	authorization := hctx.Header("Authorization")
 	msgs := make(chan jetstream.Msg)

@@ -21,7 +21,7 @@ import (
 // every execution request at once with a succeeded result and acks it: what is left is the
 // gateway's own work on the execution path (validation, module lookup, publish, wait) and the
 // JetStream round trip. It returns the gateway, a principal on the unlimited tier and a module id.
-func startStubbedGateway(b *testing.B) (*Gateway, *Principal, string) {
+func startStubbedGateway(b *testing.B) (*Server, *Principal, string) {
 	b.Helper()
 	srv := natstest.RunJetStream(b)
 	ctx := context.Background()

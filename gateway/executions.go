@@ -61,7 +61,7 @@ var errInlineNeedsWrite = schemas.Errorf(schemas.CodeForbidden,
 
 // createExecution validates, admits (rate limits), publishes and, unless async, waits for one
 // execution.
-func (g *Gateway) createExecution(ctx context.Context, p *Principal, req *schemas.ExecutionRequest, idemKey string) (*execOutcome, error) {
+func (g *Server) createExecution(ctx context.Context, p *Principal, req *schemas.ExecutionRequest, idemKey string) (*execOutcome, error) {
 	return g.execute(ctx, p, req, idemKey, nil)
 }
 
@@ -73,7 +73,7 @@ func (g *Gateway) createExecution(ctx context.Context, p *Principal, req *schema
 // admits the request before anything costly happens (storing and compiling an inline module),
 // and only an admitted request claims its Idempotency-Key. A refused request claims nothing,
 // so sending it again is refused again: only an admitted execution can be replayed.
-func (g *Gateway) execute(ctx context.Context, p *Principal, req *schemas.ExecutionRequest, idemKey string, inline *inlineModule) (*execOutcome, error) {
+func (g *Server) execute(ctx context.Context, p *Principal, req *schemas.ExecutionRequest, idemKey string, inline *inlineModule) (*execOutcome, error) {
 	g.inflight.Add(1)
 	defer g.inflight.Done()
 	if len(idemKey) > maxIdemKeyBytes {
@@ -182,7 +182,7 @@ func (g *Gateway) execute(ctx context.Context, p *Principal, req *schemas.Execut
 
 // resolveModule fills in the execution's module: the uploaded one named by module_id, or the
 // inline one, stored (and compiled) like an upload.
-func (g *Gateway) resolveModule(ctx context.Context, p *Principal, req *schemas.ExecutionRequest, inline *inlineModule, er *schemas.ExecRequest) error {
+func (g *Server) resolveModule(ctx context.Context, p *Principal, req *schemas.ExecutionRequest, inline *inlineModule, er *schemas.ExecRequest) error {
 	var m *schemas.Module
 	var err error
 	if inline != nil {
@@ -204,7 +204,7 @@ func idempotencyKV(tenant, idemKey string) string {
 // findIdempotencyKey looks up (tenant, key). It reports whether an admitted request with this
 // body already claimed it (a replay) and, if that execution finished, its result; the same key
 // with another body is a conflict.
-func (g *Gateway) findIdempotencyKey(ctx context.Context, p *Principal, executionID, idemKey, bodyHash string) (bool, *schemas.Result, error) {
+func (g *Server) findIdempotencyKey(ctx context.Context, p *Principal, executionID, idemKey, bodyHash string) (bool, *schemas.Result, error) {
 	e, err := g.idempotency.Get(ctx, idempotencyKV(p.TenantID, idemKey))
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
 		return false, nil, nil
@@ -236,7 +236,7 @@ type idemClaim struct {
 
 // claimIdempotencyKey records (tenant, key) → execution and body for an admitted request. It
 // returns nil when another request claimed the key first.
-func (g *Gateway) claimIdempotencyKey(ctx context.Context, p *Principal, er *schemas.ExecRequest, idemKey, bodyHash string) (*idemClaim, error) {
+func (g *Server) claimIdempotencyKey(ctx context.Context, p *Principal, er *schemas.ExecRequest, idemKey, bodyHash string) (*idemClaim, error) {
 	rec, _ := json.Marshal(schemas.IdempotencyRecord{ExecutionID: er.ExecutionID, BodySHA256: bodyHash, CreatedAt: er.CreatedAt})
 	key := idempotencyKV(p.TenantID, idemKey)
 	rev, err := g.idempotency.Create(ctx, key, rec)
@@ -251,14 +251,14 @@ func (g *Gateway) claimIdempotencyKey(ctx context.Context, p *Principal, er *sch
 
 // unclaimIdempotencyKey removes a claim whose execution was not accepted after all (the queue
 // refused it), unless the record changed since.
-func (g *Gateway) unclaimIdempotencyKey(ctx context.Context, c *idemClaim) {
+func (g *Server) unclaimIdempotencyKey(ctx context.Context, c *idemClaim) {
 	if err := g.idempotency.Delete(context.WithoutCancel(ctx), c.key, jetstream.LastRevision(c.revision)); err != nil {
 		g.log.Warn("release idempotency key", "err", err)
 	}
 }
 
 // admit applies the tier's rate limits; a refusal is a 429 with the real Retry-After.
-func (g *Gateway) admit(ctx context.Context, p *Principal) (*Decision, error) {
+func (g *Server) admit(ctx context.Context, p *Principal) (*Decision, error) {
 	d, err := g.limiter.Admit(ctx, p.TenantID, p.Tier)
 	if err != nil {
 		g.metrics.rateLimitErrors.Inc()
@@ -278,7 +278,7 @@ func (g *Gateway) admit(ctx context.Context, p *Principal) (*Decision, error) {
 }
 
 // rejected counts a rate-limit rejection and publishes its ratelimit.rejected event.
-func (g *Gateway) rejected(ctx context.Context, p *Principal, limit, reason string) {
+func (g *Server) rejected(ctx context.Context, p *Principal, limit, reason string) {
 	g.metrics.rateLimited.WithLabelValues(p.Tier.Name, limit).Inc()
 	id := "ratelimit.rejected:" + newExecutionID(p.TenantID, "")
 	g.publishEvent(ctx, schemas.EventRateLimitRejected, p.TenantID, id, func(e *schemas.Event) {
@@ -287,7 +287,7 @@ func (g *Gateway) rejected(ctx context.Context, p *Principal, limit, reason stri
 }
 
 // await waits for a published execution's result, up to wait; then the results KV decides.
-func (g *Gateway) await(ctx context.Context, er *schemas.ExecRequest, async bool, replies <-chan *nats.Msg, wait time.Duration) *execOutcome {
+func (g *Server) await(ctx context.Context, er *schemas.ExecRequest, async bool, replies <-chan *nats.Msg, wait time.Duration) *execOutcome {
 	if async {
 		g.storeQueued(ctx, er)
 		return &execOutcome{Execution: queuedView(er), Accepted: true}
@@ -326,7 +326,7 @@ func queuedView(er *schemas.ExecRequest) *schemas.Execution {
 }
 
 // storeQueued records a queued execution unless the executor has written something already.
-func (g *Gateway) storeQueued(ctx context.Context, er *schemas.ExecRequest) {
+func (g *Server) storeQueued(ctx context.Context, er *schemas.ExecRequest) {
 	r := schemas.Result{ID: er.ExecutionID, TenantID: er.TenantID, KeyID: er.KeyID, Tier: er.Tier, ModuleID: er.ModuleID, Status: schemas.StatusQueued, ExitCode: -1, CreatedAt: er.CreatedAt}
 	b, _ := json.Marshal(r)
 	if _, err := g.results.Create(ctx, er.ExecutionID, b); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
@@ -336,7 +336,7 @@ func (g *Gateway) storeQueued(ctx context.Context, er *schemas.ExecRequest) {
 
 // syncWait is how long a synchronous request waits: the execution's own timeout plus room for
 // queueing, bounded by SyncWait when set.
-func (g *Gateway) syncWait(t schemas.Tier, timeoutMS int64) time.Duration {
+func (g *Server) syncWait(t schemas.Tier, timeoutMS int64) time.Duration {
 	w := time.Duration(timeoutMS)*time.Millisecond + 10*time.Second
 	if g.cfg.SyncWait > 0 && w > g.cfg.SyncWait {
 		w = g.cfg.SyncWait
@@ -344,7 +344,7 @@ func (g *Gateway) syncWait(t schemas.Tier, timeoutMS int64) time.Duration {
 	return w
 }
 
-func (g *Gateway) publishExec(ctx context.Context, er *schemas.ExecRequest, deadline time.Time, fresh bool) error {
+func (g *Server) publishExec(ctx context.Context, er *schemas.ExecRequest, deadline time.Time, fresh bool) error {
 	body, err := json.Marshal(er)
 	if err != nil {
 		return err
@@ -491,7 +491,7 @@ func checkArgsEnv(t schemas.Tier, args []string, env map[string]string) error {
 	return nil
 }
 
-func (g *Gateway) loadResult(ctx context.Context, id string) (*schemas.Result, error) {
+func (g *Server) loadResult(ctx context.Context, id string) (*schemas.Result, error) {
 	e, err := g.results.Get(ctx, id)
 	if err != nil {
 		return nil, err
@@ -503,7 +503,7 @@ func (g *Gateway) loadResult(ctx context.Context, id string) (*schemas.Result, e
 	return &r, nil
 }
 
-func (g *Gateway) getExecution(ctx context.Context, p *Principal, id string) (*schemas.Execution, error) {
+func (g *Server) getExecution(ctx context.Context, p *Principal, id string) (*schemas.Execution, error) {
 	r, err := g.ownResult(ctx, p, id, schemas.Errorf(schemas.CodeNotFound, "execution %s not found", truncateID(id)))
 	if err != nil {
 		return nil, err
@@ -513,7 +513,7 @@ func (g *Gateway) getExecution(ctx context.Context, p *Principal, id string) (*s
 
 // ownResult loads the result of execution id if it belongs to p's tenant; a malformed id, a
 // missing result and another tenant's result all answer notFound.
-func (g *Gateway) ownResult(ctx context.Context, p *Principal, id string, notFound error) (*schemas.Result, error) {
+func (g *Server) ownResult(ctx context.Context, p *Principal, id string, notFound error) (*schemas.Result, error) {
 	if !schemas.ValidExecutionID(id) {
 		return nil, notFound
 	}
@@ -549,7 +549,7 @@ type executionIDInput struct {
 }
 
 // restCreateExecution is POST /v1/executions: 200 with a final result, 202 while it runs.
-func (g *Gateway) restCreateExecution(ctx context.Context, p *Principal, in *executionInput) (*executionOutput, error) {
+func (g *Server) restCreateExecution(ctx context.Context, p *Principal, in *executionInput) (*executionOutput, error) {
 	out, err := g.createExecution(ctx, p, &in.Body, in.IdempotencyKey)
 	if err != nil {
 		return nil, err
@@ -565,19 +565,19 @@ func (g *Gateway) restCreateExecution(ctx context.Context, p *Principal, in *exe
 
 // microCreateExecution is executions.create: the body is the request, the Idempotency-Key a
 // header; a result not final yet is answered as 202 (serveMicro).
-func (g *Gateway) microCreateExecution(ctx context.Context, p *Principal, req micro.Request) (any, error) {
+func (g *Server) microCreateExecution(ctx context.Context, p *Principal, req micro.Request) (any, error) {
 	var body schemas.ExecutionRequest
 	if err := decodeJSON(req.Data(), &body); err != nil {
 		return nil, err
 	}
-	out, err := g.createExecution(ctx, p, &body, req.Headers().Get(HeaderIdempotencyKey))
+	out, err := g.createExecution(ctx, p, &body, req.Headers().Get(schemas.HeaderIdempotencyKey))
 	if err != nil {
 		return nil, err
 	}
 	return out.Execution, nil
 }
 
-func (g *Gateway) restGetExecution(ctx context.Context, p *Principal, in *executionIDInput) (*executionOutput, error) {
+func (g *Server) restGetExecution(ctx context.Context, p *Principal, in *executionIDInput) (*executionOutput, error) {
 	e, err := g.getExecution(ctx, p, in.ID)
 	return &executionOutput{Status: http.StatusOK, Body: e}, err
 }

@@ -128,7 +128,7 @@ func within(p, dir string) bool {
 }
 
 // resolveMounts checks that every mounted bundle is the caller's.
-func (g *Gateway) resolveMounts(ctx context.Context, p *Principal, er *schemas.ExecRequest) error {
+func (g *Server) resolveMounts(ctx context.Context, p *Principal, er *schemas.ExecRequest) error {
 	for _, m := range er.Mounts {
 		if _, err := g.getBundle(ctx, p, m.BundleID); err != nil {
 			return err
@@ -138,7 +138,7 @@ func (g *Gateway) resolveMounts(ctx context.Context, p *Principal, er *schemas.E
 }
 
 // getOutputFile returns one output file of an execution, as its result holds it.
-func (g *Gateway) getOutputFile(ctx context.Context, p *Principal, id, path string) (*schemas.OutputFile, error) {
+func (g *Server) getOutputFile(ctx context.Context, p *Principal, id, path string) (*schemas.OutputFile, error) {
 	notFound := schemas.Errorf(schemas.CodeNotFound, "execution %s has no output file %s", truncateID(id), truncateID(path))
 	r, err := g.ownResult(ctx, p, id, notFound)
 	if err != nil {
@@ -168,7 +168,7 @@ type outputFileOutput struct {
 }
 
 // restOutputFile is GET /v1/executions/{id}/files/{path}: the file's bytes.
-func (g *Gateway) restOutputFile(ctx context.Context, p *Principal, in *outputFileInput) (*outputFileOutput, error) {
+func (g *Server) restOutputFile(ctx context.Context, p *Principal, in *outputFileInput) (*outputFileOutput, error) {
 	f, err := g.getOutputFile(ctx, p, in.ID, in.Path)
 	if err != nil {
 		return nil, err

@@ -112,8 +112,8 @@ func (c *Config) Validate() error {
 	return schemas.ValidateTiers(c.Tiers)
 }
 
-// Gateway serves the WasmWiz API.
-type Gateway struct {
+// Server is a gateway: it serves the WasmWiz API over REST and NATS.
+type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	nc      *nats.Conn
@@ -147,7 +147,7 @@ type Gateway struct {
 }
 
 // New connects a gateway to NATS; it creates streams and buckets it needs.
-func New(ctx context.Context, cfg Config, nc *nats.Conn) (*Gateway, error) {
+func New(ctx context.Context, cfg Config, nc *nats.Conn) (*Server, error) {
 	cfg.defaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -156,7 +156,7 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger.With("role", "gateway"), nc: nc, js: js, id: nuid.Next()}
+	g := &Server{cfg: cfg, log: cfg.Logger.With("role", "gateway"), nc: nc, js: js, id: nuid.Next()}
 	if g.metrics, err = newMetrics(cfg.Registerer); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
@@ -213,18 +213,18 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn) (*Gateway, error) {
 }
 
 // Handler is the gateway's HTTP handler (REST API, compat endpoint, health, metrics).
-func (g *Gateway) Handler() http.Handler { return g.handler }
+func (g *Server) Handler() http.Handler { return g.handler }
 
 // Ready reports whether the gateway can take work: NATS connected, streams present, keys
 // loaded, and an executor answered within the last 10 seconds.
-func (g *Gateway) Ready() bool {
+func (g *Server) Ready() bool {
 	return !g.draining.Load() && g.nc.IsConnected() && g.streamsOK.Load() && g.keyring.isSynced() &&
 		time.Since(time.Unix(0, g.lastPing.Load())) < 10*time.Second
 }
 
 // Run serves HTTP and the NATS micro service until ctx ends, then drains: it stops accepting,
 // lets in-flight requests finish within DrainTimeout, and returns.
-func (g *Gateway) Run(ctx context.Context) error {
+func (g *Server) Run(ctx context.Context) error {
 	if err := g.waiters.start(); err != nil {
 		return err
 	}
@@ -303,7 +303,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 }
 
 // pingExecutors keeps lastPing fresh while any executor answers.
-func (g *Gateway) pingExecutors(ctx context.Context) {
+func (g *Server) pingExecutors(ctx context.Context) {
 	for {
 		interval := 2 * time.Second
 		if _, err := g.nc.Request(schemas.SubjectExecutorPing, nil, time.Second); err == nil {

@@ -20,7 +20,7 @@ type healthOutput struct {
 	Body   *HealthStatus
 }
 
-func (g *Gateway) health() *HealthStatus {
+func (g *Server) health() *HealthStatus {
 	if g.nc == nil {
 		return &HealthStatus{Status: "unavailable"}
 	}
@@ -37,7 +37,7 @@ func (g *Gateway) health() *HealthStatus {
 
 // restHealth is GET /health, or with ready GET /health/ready, which answers 503 until the
 // gateway is ready.
-func (g *Gateway) restHealth(ready bool) func(context.Context, *Principal, *struct{}) (*healthOutput, error) {
+func (g *Server) restHealth(ready bool) func(context.Context, *Principal, *struct{}) (*healthOutput, error) {
 	return func(context.Context, *Principal, *struct{}) (*healthOutput, error) {
 		h := g.health()
 		status := http.StatusOK

@@ -67,7 +67,7 @@ func (u *keyUsage) lastUsed(ctx context.Context, keyID string) *time.Time {
 	return nil
 }
 
-func (g *Gateway) withLastUsed(ctx context.Context, keys []schemas.Key) *schemas.KeyList {
+func (g *Server) withLastUsed(ctx context.Context, keys []schemas.Key) *schemas.KeyList {
 	out := &schemas.KeyList{Keys: []schemas.Key{}}
 	for _, k := range keys {
 		k.LastUsedAt = g.keyUsage.lastUsed(ctx, k.ID)
@@ -77,7 +77,7 @@ func (g *Gateway) withLastUsed(ctx context.Context, keys []schemas.Key) *schemas
 }
 
 // listKeys: the caller's tenant's keys, never secrets.
-func (g *Gateway) listKeys(ctx context.Context, p *Principal) (*schemas.KeyList, error) {
+func (g *Server) listKeys(ctx context.Context, p *Principal) (*schemas.KeyList, error) {
 	if err := p.require(schemas.ScopeKeysManage); err != nil {
 		return nil, err
 	}
@@ -110,7 +110,7 @@ var (
 )
 
 // readKey reads a key record and its revision from the store.
-func (g *Gateway) readKey(ctx context.Context, hash string) (schemas.Key, uint64, error) {
+func (g *Server) readKey(ctx context.Context, hash string) (schemas.Key, uint64, error) {
 	e, err := g.keysKV.Get(ctx, hash)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
@@ -127,7 +127,7 @@ func (g *Gateway) readKey(ctx context.Context, hash string) (schemas.Key, uint64
 
 // current re-reads the caller's key record from the store and returns the caller as it stands
 // now (revoked or expired: 401; rotated meanwhile: Replaced).
-func (g *Gateway) current(ctx context.Context, p *Principal) (*Principal, error) {
+func (g *Server) current(ctx context.Context, p *Principal) (*Principal, error) {
 	_, hash, ok := g.keyring.keyByID(p.KeyID)
 	if !ok {
 		return nil, errCallerGone
@@ -148,7 +148,7 @@ func (g *Gateway) current(ctx context.Context, p *Principal) (*Principal, error)
 
 // manager is the caller of a key-management operation: authorised for it (admin path: an admin
 // key; otherwise keys:manage), read again from the store.
-func (g *Gateway) manager(ctx context.Context, p *Principal, adminPath bool) (*Principal, error) {
+func (g *Server) manager(ctx context.Context, p *Principal, adminPath bool) (*Principal, error) {
 	if adminPath {
 		if err := requireAdmin(p); err != nil {
 			return nil, err
@@ -169,7 +169,7 @@ func (g *Gateway) manager(ctx context.Context, p *Principal, adminPath bool) (*P
 // target reads the key a rotation or revocation names, fresh from the store, with its hash and
 // revision. Another tenant's key (on /v1/keys), a missing, revoked or expired key: 404. An admin
 // key on /v1/keys: 403.
-func (g *Gateway) target(ctx context.Context, p *Principal, id string, adminPath bool) (schemas.Key, string, uint64, error) {
+func (g *Server) target(ctx context.Context, p *Principal, id string, adminPath bool) (schemas.Key, string, uint64, error) {
 	notFound := schemas.Errorf(schemas.CodeNotFound, "key %s not found", truncateID(id))
 	_, hash, ok := g.keyring.keyByID(id)
 	if !ok {
@@ -210,7 +210,7 @@ func boundExpiry(p *Principal, want *time.Time) (*time.Time, error) {
 // expired do not count, and at the cap they are removed. The count comes from this gateway's
 // watched copy under a per-tenant lock, so it is exact through one gateway; gateways racing
 // each other can exceed the cap by one key each.
-func (g *Gateway) keyCap(ctx context.Context, tenant, keyTier string) (unlock func(), err error) {
+func (g *Server) keyCap(ctx context.Context, tenant, keyTier string) (unlock func(), err error) {
 	mu, _ := g.keyring.createLocks.LoadOrStore(tenant, &sync.Mutex{})
 	mu.(*sync.Mutex).Lock()
 	unlock = mu.(*sync.Mutex).Unlock
@@ -244,13 +244,13 @@ func (g *Gateway) keyCap(ctx context.Context, tenant, keyTier string) (unlock fu
 }
 
 // newKey is POST /v1/keys: a key for the caller's own tenant, never an admin key.
-func (g *Gateway) newKey(ctx context.Context, p *Principal, req *schemas.NewKeyRequest) (*schemas.CreatedKey, error) {
+func (g *Server) newKey(ctx context.Context, p *Principal, req *schemas.NewKeyRequest) (*schemas.CreatedKey, error) {
 	return g.makeKey(ctx, p, schemas.CreateKeyRequest{TenantID: p.TenantID, Tier: req.Tier, Name: req.Name, Scopes: req.Scopes, ExpiresAt: req.ExpiresAt}, false)
 }
 
 // makeKey creates a key made by p: on /v1/keys for p's tenant, with tier and scopes at most p's
 // (absent: p's); on /v1/admin/keys for any tenant. Either way it expires no later than p.
-func (g *Gateway) makeKey(ctx context.Context, p *Principal, req schemas.CreateKeyRequest, adminPath bool) (*schemas.CreatedKey, error) {
+func (g *Server) makeKey(ctx context.Context, p *Principal, req schemas.CreateKeyRequest, adminPath bool) (*schemas.CreatedKey, error) {
 	p, err := g.manager(ctx, p, adminPath)
 	if err != nil {
 		return nil, err
@@ -298,7 +298,7 @@ func (g *Gateway) makeKey(ctx context.Context, p *Principal, req schemas.CreateK
 }
 
 // keyCreated applies a key just stored here at once and publishes key.created.
-func (g *Gateway) keyCreated(ctx context.Context, k *schemas.CreatedKey) {
+func (g *Server) keyCreated(ctx context.Context, k *schemas.CreatedKey) {
 	g.keyring.refresh(ctx, HashAPIKey(k.Key))
 	g.publishEvent(ctx, schemas.EventKeyCreated, k.Record.TenantID, "key.created:"+k.Record.ID, func(e *schemas.Event) {
 		e.Key = &schemas.KeyEvent{KeyID: k.Record.ID, Tier: k.Record.Tier, Admin: k.Record.Admin}
@@ -307,7 +307,7 @@ func (g *Gateway) keyCreated(ctx context.Context, k *schemas.CreatedKey) {
 
 // revokeKey deletes a key: on /v1/keys one of the caller's tenant's (not an admin key), on
 // /v1/admin/keys any. Its tokens die with it. A key in its grace may revoke only itself.
-func (g *Gateway) revokeKey(ctx context.Context, p *Principal, id string, adminPath bool) error {
+func (g *Server) revokeKey(ctx context.Context, p *Principal, id string, adminPath bool) error {
 	p, err := g.manager(ctx, p, adminPath)
 	if err != nil {
 		return err
@@ -339,7 +339,7 @@ func (g *Gateway) revokeKey(ctx context.Context, p *Principal, id string, adminP
 
 // rotateKey makes a new key like an old one and lets the old one expire after a grace (default
 // an hour, at most 7 days), during which it can finish in-flight work but manage no keys.
-func (g *Gateway) rotateKey(ctx context.Context, p *Principal, id string, req *schemas.RotateKeyRequest, adminPath bool) (*schemas.CreatedKey, error) {
+func (g *Server) rotateKey(ctx context.Context, p *Principal, id string, req *schemas.RotateKeyRequest, adminPath bool) (*schemas.CreatedKey, error) {
 	p, err := g.manager(ctx, p, adminPath)
 	if err != nil {
 		return nil, err
@@ -413,7 +413,7 @@ func (g *Gateway) rotateKey(ctx context.Context, p *Principal, id string, req *s
 
 // issueToken trades an API key (not a token) for a short-lived JWT, which expires no later
 // than the key.
-func (g *Gateway) issueToken(ctx context.Context, p *Principal) (*schemas.TokenResponse, error) {
+func (g *Server) issueToken(ctx context.Context, p *Principal) (*schemas.TokenResponse, error) {
 	if g.keyring.signer == nil {
 		return nil, schemas.Errorf(schemas.CodeUnavailable, "tokens are not configured on this gateway (no JWT signing key)")
 	}
@@ -431,7 +431,7 @@ func (g *Gateway) issueToken(ctx context.Context, p *Principal) (*schemas.TokenR
 	return &schemas.TokenResponse{Token: tok, TokenType: "Bearer", ExpiresAt: exp.UTC()}, nil
 }
 
-func (g *Gateway) adminListKeys(ctx context.Context, p *Principal, tenant string) (*schemas.KeyList, error) {
+func (g *Server) adminListKeys(ctx context.Context, p *Principal, tenant string) (*schemas.KeyList, error) {
 	if err := requireAdmin(p); err != nil {
 		return nil, err
 	}
@@ -461,46 +461,46 @@ type adminKeysInput struct {
 	TenantID string `query:"tenant_id" doc:"only this tenant's keys"`
 }
 
-func (g *Gateway) restListKeys(ctx context.Context, p *Principal, _ *struct{}) (*keyListOutput, error) {
+func (g *Server) restListKeys(ctx context.Context, p *Principal, _ *struct{}) (*keyListOutput, error) {
 	l, err := g.listKeys(ctx, p)
 	return &keyListOutput{Body: l}, err
 }
 
-func (g *Gateway) restNewKey(ctx context.Context, p *Principal, in *newKeyInput) (*keyOutput, error) {
+func (g *Server) restNewKey(ctx context.Context, p *Principal, in *newKeyInput) (*keyOutput, error) {
 	k, err := g.newKey(ctx, p, &in.Body)
 	return &keyOutput{Body: k}, err
 }
 
-func (g *Gateway) restCreateKey(ctx context.Context, p *Principal, in *keyInput) (*keyOutput, error) {
+func (g *Server) restCreateKey(ctx context.Context, p *Principal, in *keyInput) (*keyOutput, error) {
 	k, err := g.createKey(ctx, p, &in.Body)
 	return &keyOutput{Body: k}, err
 }
 
-func (g *Gateway) restAdminListKeys(ctx context.Context, p *Principal, in *adminKeysInput) (*keyListOutput, error) {
+func (g *Server) restAdminListKeys(ctx context.Context, p *Principal, in *adminKeysInput) (*keyListOutput, error) {
 	l, err := g.adminListKeys(ctx, p, in.TenantID)
 	return &keyListOutput{Body: l}, err
 }
 
 // restRevokeKey is DELETE /v1/keys/{id}, or with adminPath /v1/admin/keys/{id}.
-func (g *Gateway) restRevokeKey(adminPath bool) func(context.Context, *Principal, *keyIDInput) (*struct{}, error) {
+func (g *Server) restRevokeKey(adminPath bool) func(context.Context, *Principal, *keyIDInput) (*struct{}, error) {
 	return func(ctx context.Context, p *Principal, in *keyIDInput) (*struct{}, error) {
 		return nil, g.revokeKey(ctx, p, in.ID, adminPath)
 	}
 }
 
 // restRotateKey is POST /v1/keys/{id}/rotate, or with adminPath /v1/admin/keys/{id}/rotate.
-func (g *Gateway) restRotateKey(adminPath bool) func(context.Context, *Principal, *rotateInput) (*keyOutput, error) {
+func (g *Server) restRotateKey(adminPath bool) func(context.Context, *Principal, *rotateInput) (*keyOutput, error) {
 	return func(ctx context.Context, p *Principal, in *rotateInput) (*keyOutput, error) {
 		k, err := g.rotateKey(ctx, p, in.ID, &in.Body, adminPath)
 		return &keyOutput{Body: k}, err
 	}
 }
 
-func (g *Gateway) restIssueToken(ctx context.Context, p *Principal, _ *struct{}) (*tokenOutput, error) {
+func (g *Server) restIssueToken(ctx context.Context, p *Principal, _ *struct{}) (*tokenOutput, error) {
 	tok, err := g.issueToken(ctx, p)
 	return &tokenOutput{Body: tok}, err
 }
 
-func (g *Gateway) restJWKS(context.Context, *Principal, *struct{}) (*jwksOutput, error) {
+func (g *Server) restJWKS(context.Context, *Principal, *struct{}) (*jwksOutput, error) {
 	return &jwksOutput{Body: g.keyring.signerJWKS()}, nil
 }

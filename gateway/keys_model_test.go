@@ -51,7 +51,7 @@ func TestKeys_Model(t *testing.T) {
 	}
 	jwt := filepath.Join(t.TempDir(), "jwt.pem")
 	clock := &fakeClock{}
-	var gws [2]*Gateway
+	var gws [2]*Server
 	for i := range gws {
 		gws[i] = newTestGatewayTiers(t, srv, tiers, jwt)
 		gws[i].keyring.now = clock.Now
@@ -177,7 +177,7 @@ func (k *mKey) String() string {
 
 type keysModel struct {
 	t        *testing.T
-	gws      [2]*Gateway
+	gws      [2]*Server
 	clock    *fakeClock
 	tiers    map[string]schemas.Tier
 	outcomes map[string]int

@@ -90,12 +90,12 @@ func TestGateway_KeyManagedAtOnce(t *testing.T) {
 
 // newTestGateway makes a gateway on srv whose keys watch does not run (tests that want it call
 // runKeyring), with a JWT signing key.
-func newTestGateway(t *testing.T, srv *server.Server) *Gateway {
+func newTestGateway(t *testing.T, srv *server.Server) *Server {
 	t.Helper()
 	return newTestGatewayTiers(t, srv, nil, filepath.Join(t.TempDir(), "jwt.pem"))
 }
 
-func newTestGatewayTiers(t *testing.T, srv *server.Server, tiers map[string]schemas.Tier, jwtKey string) *Gateway {
+func newTestGatewayTiers(t *testing.T, srv *server.Server, tiers map[string]schemas.Tier, jwtKey string) *Server {
 	t.Helper()
 	if _, err := LoadSigner(jwtKey, true); err != nil {
 		t.Fatal(err)
@@ -109,7 +109,7 @@ func newTestGatewayTiers(t *testing.T, srv *server.Server, tiers map[string]sche
 }
 
 // runKeyring runs g's keys watch until the test ends and waits until it has loaded the buckets.
-func runKeyring(t *testing.T, g *Gateway) {
+func runKeyring(t *testing.T, g *Server) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -118,7 +118,7 @@ func runKeyring(t *testing.T, g *Gateway) {
 	natstest.CheckFor(t, 10*time.Second, poll, state(g.keyring.isSynced, func() string { return "keyring never synced" }))
 }
 
-func mustAdminKey(t *testing.T, g *Gateway, req schemas.CreateKeyRequest) *schemas.CreatedKey {
+func mustAdminKey(t *testing.T, g *Server, req schemas.CreateKeyRequest) *schemas.CreatedKey {
 	t.Helper()
 	k, err := g.admin().CreateKey(context.Background(), req)
 	if err != nil {
@@ -128,7 +128,7 @@ func mustAdminKey(t *testing.T, g *Gateway, req schemas.CreateKeyRequest) *schem
 }
 
 // mustPrincipal authenticates key (or token) on g as a request would.
-func mustPrincipal(t *testing.T, g *Gateway, k *schemas.CreatedKey) *Principal {
+func mustPrincipal(t *testing.T, g *Server, k *schemas.CreatedKey) *Principal {
 	t.Helper()
 	p, err := g.keyring.authenticate(context.Background(), "Bearer "+k.Key)
 	if err != nil {
@@ -138,7 +138,7 @@ func mustPrincipal(t *testing.T, g *Gateway, k *schemas.CreatedKey) *Principal {
 }
 
 // keyRecords reads every key record of tenant straight from the keys bucket.
-func keyRecords(t *testing.T, g *Gateway, tenant string) map[string]schemas.Key {
+func keyRecords(t *testing.T, g *Server, tenant string) map[string]schemas.Key {
 	t.Helper()
 	ctx := context.Background()
 	out := map[string]schemas.Key{}

@@ -323,7 +323,7 @@ func (s *requestSlots) acquire(p *Principal) (release func(), err error) {
 // refusal, but its ratelimit.rejected event is published at most once a second per tenant and
 // gateway: a flood of refused requests must stay cheap to refuse (a JetStream publish each
 // would make the flood itself hold the gateway's NATS request slots).
-func (g *Gateway) limitConcurrent(ctx context.Context, p *Principal) (release func(), err error) {
+func (g *Server) limitConcurrent(ctx context.Context, p *Principal) (release func(), err error) {
 	release, err = g.slots.acquire(p)
 	if err != nil {
 		msg := schemas.AsError(err).Message

@@ -15,12 +15,6 @@ import (
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
-// HeaderIdempotencyKey and HeaderModuleName carry what REST puts in a header or the query.
-const (
-	HeaderIdempotencyKey = "Idempotency-Key"
-	HeaderModuleName     = "Wasmwiz-Module-Name"
-)
-
 // maxMicroConcurrency bounds the NATS API requests served at once by one gateway. A request
 // takes one of these slots before it is authenticated and gives it back at once when its tenant
 // is over its own bound (the tier's ConcurrentRequests), so one tenant cannot hold them all.
@@ -30,12 +24,12 @@ const maxMicroConcurrency = 1024
 // JSON bodies as REST (a module upload takes the raw module bytes), with the API key in an
 // Authorization header. Errors are micro errors whose code is the HTTP status and whose body is
 // the same problem JSON as REST.
-func (g *Gateway) startMicro() (micro.Service, error) {
+func (g *Server) startMicro() (micro.Service, error) {
 	svc, err := micro.AddService(g.nc, micro.Config{
-		Name:        "wasmwiz-api",
+		Name:        schemas.APIService,
 		Version:     APIVersion,
 		Description: "WasmWiz API over NATS: same bodies as REST",
-		QueueGroup:  "wasmwiz-gateways",
+		QueueGroup:  schemas.QueueGateways,
 	})
 	if err != nil {
 		return nil, err
@@ -71,7 +65,7 @@ func decodeJSON(data []byte, v any) error {
 }
 
 // serveMicro serves one request to a table operation (ops.go) over NATS.
-func (g *Gateway) serveMicro(o *operation, req micro.Request) {
+func (g *Server) serveMicro(o *operation, req micro.Request) {
 	op := o.NATS
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)

@@ -32,7 +32,7 @@ func validModuleName(name string) error {
 
 // uploadModule checks, stores and compiles a module held in memory (a NATS upload, the compat
 // endpoint) for p's tenant.
-func (g *Gateway) uploadModule(ctx context.Context, p *Principal, name string, wasm []byte) (*schemas.Module, error) {
+func (g *Server) uploadModule(ctx context.Context, p *Principal, name string, wasm []byte) (*schemas.Module, error) {
 	if int64(len(wasm)) > p.Tier.ModuleSize {
 		return nil, schemas.Errorf(schemas.CodeTooLarge, "module is %d bytes; the %s tier allows %d", len(wasm), p.Tier.Name, p.Tier.ModuleSize)
 	}
@@ -42,7 +42,7 @@ func (g *Gateway) uploadModule(ctx context.Context, p *Principal, name string, w
 // storeModule checks, stores and compiles src for p's tenant and returns the module. A module
 // the tenant already has is returned at once; anything else passes the upload limits (see
 // uploads.go) before it is compiled.
-func (g *Gateway) storeModule(ctx context.Context, p *Principal, name string, src *moduleSource) (*schemas.Module, error) {
+func (g *Server) storeModule(ctx context.Context, p *Principal, name string, src *moduleSource) (*schemas.Module, error) {
 	if name == "" {
 		name = "module"
 	}
@@ -135,7 +135,7 @@ func nonNil(s []string) []string {
 
 // compile asks an executor to compile the stored module under supervision. It returns the
 // worker time the compile took (also when the module was refused for it).
-func (g *Gateway) compile(ctx context.Context, digest, tier string) (float64, error) {
+func (g *Server) compile(ctx context.Context, digest, tier string) (float64, error) {
 	req, _ := json.Marshal(schemas.CompileRequest{ModuleID: schemas.ModuleID(digest), Tier: tier})
 	cctx, cancel := context.WithTimeout(ctx, g.cfg.CompileTimeout)
 	defer cancel()
@@ -157,7 +157,7 @@ func (g *Gateway) compile(ctx context.Context, digest, tier string) (float64, er
 	return rep.CompileMS, nil
 }
 
-func (g *Gateway) deleteObjectIfUnreferenced(ctx context.Context, digest string) {
+func (g *Server) deleteObjectIfUnreferenced(ctx context.Context, digest string) {
 	lister, err := g.moduleRefs.ListKeysFiltered(ctx, "*."+digest)
 	if err != nil {
 		return
@@ -171,7 +171,7 @@ func (g *Gateway) deleteObjectIfUnreferenced(ctx context.Context, digest string)
 	}
 }
 
-func (g *Gateway) getModule(ctx context.Context, p *Principal, id string) (*schemas.Module, error) {
+func (g *Server) getModule(ctx context.Context, p *Principal, id string) (*schemas.Module, error) {
 	digest, err := schemas.ParseModuleID(id)
 	if err != nil {
 		return nil, schemas.Errorf(schemas.CodeNotFound, "module %s not found", truncateID(id))
@@ -195,7 +195,7 @@ func (g *Gateway) getModule(ctx context.Context, p *Principal, id string) (*sche
 	return &m, nil
 }
 
-func (g *Gateway) listModules(ctx context.Context, p *Principal) (*schemas.ModuleList, error) {
+func (g *Server) listModules(ctx context.Context, p *Principal) (*schemas.ModuleList, error) {
 	lister, err := g.moduleRefs.ListKeysFiltered(ctx, p.TenantID+".*")
 	if err != nil {
 		return nil, unavailable("module store", err)
@@ -219,7 +219,7 @@ func (g *Gateway) listModules(ctx context.Context, p *Principal) (*schemas.Modul
 	return out, nil
 }
 
-func (g *Gateway) deleteModule(ctx context.Context, p *Principal, id string) error {
+func (g *Server) deleteModule(ctx context.Context, p *Principal, id string) error {
 	m, err := g.getModule(ctx, p, id)
 	if err != nil {
 		return err
@@ -290,26 +290,26 @@ func maxModuleBytes(tiers map[string]schemas.Tier) int64 {
 	return m
 }
 
-func (g *Gateway) restUploadModule(ctx context.Context, p *Principal, in *moduleUploadInput) (*moduleOutput, error) {
+func (g *Server) restUploadModule(ctx context.Context, p *Principal, in *moduleUploadInput) (*moduleOutput, error) {
 	m, err := g.uploadREST(ctx, p, in.Name, in.body)
 	return &moduleOutput{Body: m}, err
 }
 
 // microUploadModule is modules.upload: the body is the module, its name a header.
-func (g *Gateway) microUploadModule(ctx context.Context, p *Principal, req micro.Request) (any, error) {
-	return g.uploadModule(ctx, p, req.Headers().Get(HeaderModuleName), req.Data())
+func (g *Server) microUploadModule(ctx context.Context, p *Principal, req micro.Request) (any, error) {
+	return g.uploadModule(ctx, p, req.Headers().Get(schemas.HeaderModuleName), req.Data())
 }
 
-func (g *Gateway) restListModules(ctx context.Context, p *Principal, _ *struct{}) (*moduleListOutput, error) {
+func (g *Server) restListModules(ctx context.Context, p *Principal, _ *struct{}) (*moduleListOutput, error) {
 	l, err := g.listModules(ctx, p)
 	return &moduleListOutput{Body: l}, err
 }
 
-func (g *Gateway) restGetModule(ctx context.Context, p *Principal, in *moduleIDInput) (*moduleOutput, error) {
+func (g *Server) restGetModule(ctx context.Context, p *Principal, in *moduleIDInput) (*moduleOutput, error) {
 	m, err := g.getModule(ctx, p, in.ID)
 	return &moduleOutput{Body: m}, err
 }
 
-func (g *Gateway) restDeleteModule(ctx context.Context, p *Principal, in *moduleIDInput) (*struct{}, error) {
+func (g *Server) restDeleteModule(ctx context.Context, p *Principal, in *moduleIDInput) (*struct{}, error) {
 	return nil, g.deleteModule(ctx, p, in.ID)
 }

@@ -15,7 +15,7 @@ import (
 // service, and authorize reads the scope and the admin flag from the row on both transports,
 // so neither can differ between REST and NATS.
 //
-// To add an operation: write the service method beside its resource (func (g *Gateway)
+// To add an operation: write the service method beside its resource (func (g *Server)
 // getThing(ctx, p, ...) (*schemas.Thing, error)) with its Huma input/output types, then add a
 // row below: rest: handle(g, ...) and, for the direct NATS API, a NATS name (a schemas.Op*
 // constant) and micro: natsJSON(...).
@@ -52,7 +52,7 @@ func (o *operation) huma() huma.Operation {
 }
 
 // operations is the API, one row per operation, in the order of the OpenAPI document.
-func (g *Gateway) operations() []operation {
+func (g *Server) operations() []operation {
 	maxModule := maxModuleBytes(g.cfg.Tiers)
 	binary := &huma.Schema{Type: "string", Format: "binary"}
 	return []operation{
@@ -206,7 +206,7 @@ func (g *Gateway) operations() []operation {
 
 // handle binds a service call to Huma: it hands the call the caller (nil on public
 // operations) and turns its error into the problem Huma writes.
-func handle[I, O any](g *Gateway, call func(ctx context.Context, p *Principal, in *I) (*O, error)) func(huma.API, huma.Operation) {
+func handle[I, O any](g *Server, call func(ctx context.Context, p *Principal, in *I) (*O, error)) func(huma.API, huma.Operation) {
 	return func(api huma.API, op huma.Operation) {
 		huma.Register(api, op, func(ctx context.Context, in *I) (*O, error) {
 			out, err := call(ctx, principalFrom(ctx), in)
@@ -242,7 +242,7 @@ func deleted(del func(ctx context.Context, p *Principal, id string) error) func(
 }
 
 // bindREST registers every operation with Huma.
-func (g *Gateway) bindREST(api huma.API) {
+func (g *Server) bindREST(api huma.API) {
 	for _, o := range g.ops {
 		o.rest(api, o.huma())
 	}
@@ -258,7 +258,7 @@ func opsByID(ops []operation) map[string]*operation {
 }
 
 // authorize authenticates a caller of o and checks the row's admin flag and scope.
-func (g *Gateway) authorize(ctx context.Context, o *operation, authorization string) (*Principal, error) {
+func (g *Server) authorize(ctx context.Context, o *operation, authorization string) (*Principal, error) {
 	p, err := g.keyring.authenticate(ctx, authorization)
 	if err != nil {
 		return nil, err

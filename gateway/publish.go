@@ -23,7 +23,7 @@ const publishRetryFor = 10 * time.Second
 // leader), until until. A try that timed out may have been stored, so the tries after it carry
 // the execution id as Nats-Msg-Id (the stream's duplicate window keeps one copy) and no
 // "new execution" mark (an executor given a copy anyway looks for the result first).
-func (g *Gateway) publishExecMsg(ctx context.Context, msg *nats.Msg, id string, until time.Time) error {
+func (g *Server) publishExecMsg(ctx context.Context, msg *nats.Msg, id string, until time.Time) error {
 	if u := time.Now().Add(publishRetryFor); u.Before(until) {
 		until = u
 	}

@@ -22,7 +22,7 @@ import (
 func TestPublishExecMsg_RidesOutNoResponders(t *testing.T) {
 	srv := natstest.RunJetStream(t)
 	js := natstest.JetStream(t, srv)
-	g := &Gateway{js: js, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	g := &Server{js: js, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	ctx := context.Background()
 
 	msg := nats.NewMsg(schemas.ExecSubject(schemas.TierFree, "acme"))

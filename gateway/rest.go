@@ -41,7 +41,7 @@ func newAPI(mux *http.ServeMux) huma.API {
 
 var bearer = []map[string][]string{{"bearer": {}}}
 
-func (g *Gateway) routes() http.Handler {
+func (g *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	api := newAPI(mux)
 	api.UseMiddleware(g.observe(api), g.traced(api), g.authenticate(api), g.limitBody(api), checkPathIDs(api))
@@ -58,7 +58,7 @@ func (g *Gateway) routes() http.Handler {
 func OpenAPI() *huma.OpenAPI {
 	mux := http.NewServeMux()
 	api := newAPI(mux)
-	g := &Gateway{cfg: Config{Tiers: schemas.DefaultTiers()}}
+	g := &Server{cfg: Config{Tiers: schemas.DefaultTiers()}}
 	g.ops = g.operations()
 	g.bindREST(api)
 	return api.OpenAPI()
@@ -67,7 +67,7 @@ func OpenAPI() *huma.OpenAPI {
 // authenticate is the middleware that authorizes the caller of a table operation (ops.go)
 // before Huma reads the body: a tenant key on an admin operation, or a key without the row's
 // scope, is refused having sent nothing but headers.
-func (g *Gateway) authenticate(api huma.API) func(huma.Context, func(huma.Context)) {
+func (g *Server) authenticate(api huma.API) func(huma.Context, func(huma.Context)) {
 	return func(ctx huma.Context, next func(huma.Context)) {
 		o := g.opByID[ctx.Operation().OperationID]
 		if o == nil || o.Public {
@@ -96,7 +96,7 @@ func (g *Gateway) authenticate(api huma.API) func(huma.Context, func(huma.Contex
 	}
 }
 
-func (g *Gateway) observe(api huma.API) func(huma.Context, func(huma.Context)) {
+func (g *Server) observe(api huma.API) func(huma.Context, func(huma.Context)) {
 	return func(ctx huma.Context, next func(huma.Context)) {
 		start := time.Now()
 		next(ctx)
@@ -107,7 +107,7 @@ func (g *Gateway) observe(api huma.API) func(huma.Context, func(huma.Context)) {
 }
 
 // instrument counts a plain net/http handler in the same metrics as Huma's operations.
-func (g *Gateway) instrument(route string, h http.Handler) http.Handler {
+func (g *Server) instrument(route string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
@@ -125,7 +125,7 @@ type statusWriter struct {
 func (w *statusWriter) WriteHeader(code int) { w.status = code; w.ResponseWriter.WriteHeader(code) }
 
 // fail converts a service error into the Problem Huma writes.
-func (g *Gateway) fail(ctx context.Context, op string, err error) error {
+func (g *Server) fail(ctx context.Context, op string, err error) error {
 	se := g.publicError(ctx, op, err)
 	p := problemFrom(se)
 	p.headers = limitHeaders(se, err)

@@ -35,7 +35,7 @@ func serverHeaderCap(maxHeaderBytes int) int { return max(8*maxHeaderBytes, 256<
 // and body together (ReadTimeout; operations set shorter deadlines on their own bodies, and a
 // handler's read deadline is lifted once its body is read, so long answers are not cut), and
 // idle keep-alive connections (IdleTimeout).
-func (g *Gateway) newServer(h http.Handler) *http.Server {
+func (g *Server) newServer(h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: g.cfg.ReadHeaderTimeout,
@@ -47,7 +47,7 @@ func (g *Gateway) newServer(h http.Handler) *http.Server {
 
 // listen opens the API listener (or takes Config.Listener), bounded to MaxConnections open
 // connections: past that, new connections wait in the kernel's accept queue.
-func (g *Gateway) listen() (net.Listener, error) {
+func (g *Server) listen() (net.Listener, error) {
 	ln := g.cfg.Listener
 	if ln == nil {
 		var err error
@@ -61,7 +61,7 @@ func (g *Gateway) listen() (net.Listener, error) {
 // secure wraps every response of the gateway: security headers (nosniff, no framing, a strict
 // Content-Security-Policy that the HTML docs page replaces with its own, HSTS over TLS), and
 // request headers bounded to MaxHeaderBytes with a problem+json 431.
-func (g *Gateway) secure(next http.Handler) http.Handler {
+func (g *Server) secure(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("X-Content-Type-Options", "nosniff")
@@ -191,7 +191,7 @@ func (c *certReloader) tlsConfig() *tls.Config {
 }
 
 // metricsListener opens the metrics listener when /metrics has one of its own (nil otherwise).
-func (g *Gateway) metricsListener() (net.Listener, error) {
+func (g *Server) metricsListener() (net.Listener, error) {
 	if g.cfg.MetricsListener != nil {
 		return g.cfg.MetricsListener, nil
 	}
@@ -206,12 +206,12 @@ func (g *Gateway) metricsListener() (net.Listener, error) {
 }
 
 // separateMetrics reports whether /metrics is served apart from the API.
-func (g *Gateway) separateMetrics() bool {
+func (g *Server) separateMetrics() bool {
 	return g.cfg.MetricsAddr != "" || g.cfg.MetricsListener != nil
 }
 
 // metricsHandler serves /metrics (and liveness) on the metrics listener.
-func (g *Gateway) metricsHandler() http.Handler {
+func (g *Server) metricsHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.cfg.Gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /health/live", func(w http.ResponseWriter, _ *http.Request) {

@@ -33,7 +33,7 @@ import (
 // testGateway is a running gateway on an embedded JetStream server (no executor: nothing here
 // runs a guest), with a tenant key and an admin key.
 type testGateway struct {
-	g        *Gateway
+	g        *Server
 	url      string
 	addr     string
 	client   *http.Client

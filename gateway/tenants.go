@@ -30,7 +30,7 @@ type tenantPatchInput struct {
 	Body schemas.UpdateTenantRequest
 }
 
-func (g *Gateway) createTenant(ctx context.Context, p *Principal, req *schemas.CreateTenantRequest) (*schemas.Tenant, error) {
+func (g *Server) createTenant(ctx context.Context, p *Principal, req *schemas.CreateTenantRequest) (*schemas.Tenant, error) {
 	if err := requireAdmin(p); err != nil {
 		return nil, err
 	}
@@ -42,7 +42,7 @@ func (g *Gateway) createTenant(ctx context.Context, p *Principal, req *schemas.C
 	return t, nil
 }
 
-func (g *Gateway) listTenants(ctx context.Context, p *Principal) (*schemas.TenantList, error) {
+func (g *Server) listTenants(ctx context.Context, p *Principal) (*schemas.TenantList, error) {
 	if err := requireAdmin(p); err != nil {
 		return nil, err
 	}
@@ -56,7 +56,7 @@ func (g *Gateway) listTenants(ctx context.Context, p *Principal) (*schemas.Tenan
 	return out, nil
 }
 
-func (g *Gateway) updateTenant(ctx context.Context, p *Principal, id string, req *schemas.UpdateTenantRequest) (*schemas.Tenant, error) {
+func (g *Server) updateTenant(ctx context.Context, p *Principal, id string, req *schemas.UpdateTenantRequest) (*schemas.Tenant, error) {
 	if err := requireAdmin(p); err != nil {
 		return nil, err
 	}
@@ -89,17 +89,17 @@ func (g *Gateway) updateTenant(ctx context.Context, p *Principal, id string, req
 	return nil, schemas.Errorf(schemas.CodeConflict, "tenant %s is being changed by someone else; try again", id)
 }
 
-func (g *Gateway) restCreateTenant(ctx context.Context, p *Principal, in *tenantInput) (*tenantOutput, error) {
+func (g *Server) restCreateTenant(ctx context.Context, p *Principal, in *tenantInput) (*tenantOutput, error) {
 	t, err := g.createTenant(ctx, p, &in.Body)
 	return &tenantOutput{Body: t}, err
 }
 
-func (g *Gateway) restListTenants(ctx context.Context, p *Principal, _ *struct{}) (*tenantListOutput, error) {
+func (g *Server) restListTenants(ctx context.Context, p *Principal, _ *struct{}) (*tenantListOutput, error) {
 	l, err := g.listTenants(ctx, p)
 	return &tenantListOutput{Body: l}, err
 }
 
-func (g *Gateway) restUpdateTenant(ctx context.Context, p *Principal, in *tenantPatchInput) (*tenantOutput, error) {
+func (g *Server) restUpdateTenant(ctx context.Context, p *Principal, in *tenantPatchInput) (*tenantOutput, error) {
 	t, err := g.updateTenant(ctx, p, in.ID, &in.Body)
 	return &tenantOutput{Body: t}, err
 }

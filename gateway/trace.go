@@ -44,7 +44,7 @@ func requestIDFrom(ctx context.Context) string {
 
 // traced starts a span per operation, continuing the caller's W3C trace context, and gives
 // every request an id (X-Request-Id, echoed back).
-func (g *Gateway) traced(api huma.API) func(huma.Context, func(huma.Context)) {
+func (g *Server) traced(api huma.API) func(huma.Context, func(huma.Context)) {
 	return func(ctx huma.Context, next func(huma.Context)) {
 		carrier := propagation.MapCarrier{}
 		for _, h := range []string{"traceparent", "tracestate"} {

@@ -63,7 +63,7 @@ func spool(body io.Reader, limit int64, tier string) (src *moduleSource, done fu
 
 // Uploads cost executors compile time, so they are limited before anything compiles:
 //   - an inline module (module_base64) is compiled only for an execution the rate limit admitted
-//     (see Gateway.execute);
+//     (see Server.execute);
 //   - each tier has its own upload rate (uploads_per_minute; admitUpload), counted exactly across
 //     gateways as executions are (a JetStream stream per tier whose per-subject cap is the limit);
 //   - a tenant has at most compiles_in_flight compiles at once, across gateways (acquireCompile:
@@ -86,7 +86,7 @@ func (l *Limiter) take(ctx context.Context, tier, win, tenant string) (uint64, e
 }
 
 // admitUpload counts one upload against the tier's uploads_per_minute, or refuses it (429).
-func (g *Gateway) admitUpload(ctx context.Context, p *Principal) error {
+func (g *Server) admitUpload(ctx context.Context, p *Principal) error {
 	if p.Tier.UploadsPerMinute <= 0 {
 		return nil
 	}
@@ -109,7 +109,7 @@ func (g *Gateway) admitUpload(ctx context.Context, p *Principal) error {
 
 // acquireCompile takes one of the tenant's compile slots, or refuses (429) when all are taken;
 // release gives it back.
-func (g *Gateway) acquireCompile(ctx context.Context, p *Principal) (release func(), err error) {
+func (g *Server) acquireCompile(ctx context.Context, p *Principal) (release func(), err error) {
 	seq, err := g.limiter.take(ctx, p.Tier.Name, schemas.WindowCompiling, p.TenantID)
 	if err != nil {
 		g.metrics.rateLimitErrors.Inc()
@@ -125,7 +125,7 @@ func (g *Gateway) acquireCompile(ctx context.Context, p *Principal) (release fun
 
 // storedBytes is the sum of the sizes of the modules tenant owns, read from the ownership
 // bucket in one pass (a watch of <tenant>.* delivers the current entries, then a nil marker).
-func (g *Gateway) storedBytes(ctx context.Context, tenant string) (int64, error) {
+func (g *Server) storedBytes(ctx context.Context, tenant string) (int64, error) {
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	w, err := g.moduleRefs.Watch(wctx, tenant+".*", jetstream.IgnoreDeletes())
@@ -156,7 +156,7 @@ func (g *Gateway) storedBytes(ctx context.Context, tenant string) (int64, error)
 // checkQuota refuses (413 quota_exceeded) a module of size bytes that would take the tenant's
 // stored modules over the tier's module_bytes. Uploads racing each other can pass together: at
 // most compiles_in_flight modules over, each at most module_size.
-func (g *Gateway) checkQuota(ctx context.Context, p *Principal, size int64) error {
+func (g *Server) checkQuota(ctx context.Context, p *Principal, size int64) error {
 	if p.Tier.ModuleBytes <= 0 {
 		return nil
 	}
@@ -172,7 +172,7 @@ func (g *Gateway) checkQuota(ctx context.Context, p *Principal, size int64) erro
 }
 
 // uploadREST spools a REST upload's body, bounded by the tier's module size, then stores it.
-func (g *Gateway) uploadREST(ctx context.Context, p *Principal, name string, body io.Reader) (*schemas.Module, error) {
+func (g *Server) uploadREST(ctx context.Context, p *Principal, name string, body io.Reader) (*schemas.Module, error) {
 	if body == nil {
 		body = bytes.NewReader(nil)
 	}

@@ -30,7 +30,7 @@ type usageOutput struct {
 
 // microUsage is the direct NATS twin of GET /v1/usage: the body is a schemas.UsageRequest
 // (tenant_id only for admins; an empty body takes the defaults).
-func (g *Gateway) microUsage(ctx context.Context, p *Principal, req micro.Request) (any, error) {
+func (g *Server) microUsage(ctx context.Context, p *Principal, req micro.Request) (any, error) {
 	var body schemas.UsageRequest
 	if len(bytes.TrimSpace(req.Data())) > 0 {
 		if err := decodeJSON(req.Data(), &body); err != nil {
@@ -68,7 +68,7 @@ func parseTimeParam(name, s string) (time.Time, error) {
 
 // scopeTenant decides whose usage and events p may read: its own tenant's with the usage:read
 // scope, or any tenant's for an admin.
-func (g *Gateway) scopeTenant(ctx context.Context, p *Principal, requested string) (string, error) {
+func (g *Server) scopeTenant(ctx context.Context, p *Principal, requested string) (string, error) {
 	if err := p.require(schemas.ScopeUsageRead); err != nil {
 		return "", err
 	}
@@ -85,7 +85,7 @@ func (g *Gateway) scopeTenant(ctx context.Context, p *Principal, requested strin
 }
 
 // usage asks accounting for p's usage (or, for an admin, req.TenantID's) over NATS.
-func (g *Gateway) usage(ctx context.Context, p *Principal, req schemas.UsageRequest) (*schemas.UsageResponse, error) {
+func (g *Server) usage(ctx context.Context, p *Principal, req schemas.UsageRequest) (*schemas.UsageResponse, error) {
 	tenant, err := g.scopeTenant(ctx, p, req.TenantID)
 	if err != nil {
 		return nil, err
@@ -124,7 +124,7 @@ func (g *Gateway) usage(ctx context.Context, p *Principal, req schemas.UsageRequ
 	return &out, nil
 }
 
-func (g *Gateway) restUsage(ctx context.Context, p *Principal, in *usageInput) (*usageOutput, error) {
+func (g *Server) restUsage(ctx context.Context, p *Principal, in *usageInput) (*usageOutput, error) {
 	req, err := usageRequest(in)
 	if err != nil {
 		return nil, err

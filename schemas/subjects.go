@@ -48,6 +48,26 @@ const (
 	// at random: no delivery of it can have stored a result yet, so its first delivery need not
 	// look one up. Absent (an idempotency key's id, a message republished by hand), executors look.
 	HeaderNewExecution = "Wasmwiz-New-Execution"
+
+	// HeaderIdempotencyKey makes a create-execution call idempotent (REST and NATS alike).
+	HeaderIdempotencyKey = "Idempotency-Key"
+	// HeaderModuleName and HeaderBundleName carry an upload's name on the direct NATS API
+	// (REST: ?name=).
+	HeaderModuleName = "Wasmwiz-Module-Name"
+	HeaderBundleName = "Wasmwiz-Bundle-Name"
+
+	// HeaderDLQReason is set on a request moved to the dead letters: why it could not be
+	// handled. HeaderDLQSubject is the subject it was published on (wasmwiz dlq replay
+	// publishes it there again).
+	HeaderDLQReason  = "Wasmwiz-Dlq-Reason"
+	HeaderDLQSubject = "Wasmwiz-Dlq-Subject"
+)
+
+// The direct NATS API is one NATS micro service of this name, served by every gateway in one
+// queue group; its endpoints listen on APISubject(operation).
+const (
+	APIService    = "wasmwiz-api"
+	QueueGateways = "wasmwiz-gateways"
 )
 
 var tokenRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)

@@ -15,7 +15,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/wasmwiz/wasmwiz/executor"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
@@ -45,7 +44,7 @@ type deadLetter struct {
 
 func newDeadLetter(seq uint64, t time.Time, h nats.Header, data []byte) deadLetter {
 	d := deadLetter{Seq: seq, Time: t.UTC(), ExecutionID: h.Get(schemas.HeaderExecutionID),
-		Subject: h.Get(executor.HeaderDLQSubject), Reason: h.Get(executor.HeaderDLQReason)}
+		Subject: h.Get(schemas.HeaderDLQSubject), Reason: h.Get(schemas.HeaderDLQReason)}
 	if tier, tenant, err := schemas.ParseExecSubject(d.Subject); err == nil {
 		d.Tier, d.TenantID = tier, tenant
 	}
@@ -261,7 +260,7 @@ func replayDeadLetter(ctx context.Context, js jetstream.JetStream, stream jetstr
 	out.Data = m.Data
 	for k, v := range m.Header {
 		switch k {
-		case executor.HeaderDLQReason, executor.HeaderDLQSubject, schemas.HeaderNewExecution,
+		case schemas.HeaderDLQReason, schemas.HeaderDLQSubject, schemas.HeaderNewExecution,
 			schemas.HeaderReply, schemas.HeaderDeadline, schemas.HeaderMsgID:
 			continue // nobody waits for a reply; the executor must look for a result
 		}

@@ -68,7 +68,7 @@ func run(url, key, stdin, path string, opts ...nats.Option) error {
 
 	up := nats.NewMsg(schemas.APISubject(schemas.OpModulesUpload))
 	up.Header.Set("Authorization", "Bearer "+key)
-	up.Header.Set("Wasmwiz-Module-Name", filepath.Base(path))
+	up.Header.Set(schemas.HeaderModuleName, filepath.Base(path))
 	up.Data = wasm
 	var module schemas.Module
 	if err := call(nc, up, &module); err != nil {

@@ -64,7 +64,7 @@ func (t *NATSTarget) Close() { t.nc.Close() }
 func (t *NATSTarget) Upload(ctx context.Context, name string, wasm []byte) (string, error) {
 	msg := nats.NewMsg(schemas.APISubject(schemas.OpModulesUpload))
 	msg.Header.Set("Authorization", t.auth)
-	msg.Header.Set("Wasmwiz-Module-Name", name)
+	msg.Header.Set(schemas.HeaderModuleName, name)
 	msg.Data = wasm
 	resp, err := t.nc.RequestMsgWithContext(ctx, msg)
 	if err != nil {
