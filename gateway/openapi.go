@@ -44,7 +44,7 @@ func fixContract(_ *huma.OpenAPI, op *huma.Operation) {
 			}}
 			for name, h := range ok.Headers {
 				if strings.HasPrefix(name, "RateLimit-") && h.Schema != nil {
-					headers[name] = &huma.Param{Schema: &huma.Schema{Type: "integer", Minimum: new(float64(0)), Description: h.Schema.Description}}
+					headers[name] = &huma.Param{Description: h.Schema.Description, Schema: &huma.Schema{Type: "integer", Minimum: new(float64(0))}}
 				}
 			}
 			ok.Headers, accepted.Headers = headers, headers

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -67,4 +68,31 @@ func CheckResponse(resp *http.Response, body []byte) error {
 		e.RetryAfter = time.Duration(s) * time.Second
 	}
 	return e
+}
+
+// WithProblemErrors sends the requests through hc and makes every answer of 400 or more the
+// call's error, an *Error (see CheckResponse), so that a call needs one error check:
+//
+//	c, _ := wasmwiz.NewClientWithResponses(url, wasmwiz.WithAPIKey(key), wasmwiz.WithProblemErrors(http.DefaultClient))
+//	r, err := c.GetExecutionWithResponse(ctx, id) // err is an *Error for a 404
+func WithProblemErrors(hc HttpRequestDoer) ClientOption {
+	return WithHTTPClient(problemDoer{hc})
+}
+
+type problemDoer struct{ hc HttpRequestDoer }
+
+// maxProblemBody bounds how much of an error's body is read.
+const maxProblemBody = 1 << 20
+
+func (d problemDoer) Do(req *http.Request) (*http.Response, error) {
+	resp, err := d.hc.Do(req)
+	if err != nil || resp.StatusCode < 400 {
+		return resp, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxProblemBody))
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: HTTP %d: %w", req.Method, req.URL.Path, resp.StatusCode, err)
+	}
+	return nil, CheckResponse(resp, body)
 }

@@ -79,3 +79,31 @@ func TestExecutionStatus_Final(t *testing.T) {
 		}
 	}
 }
+
+// With WithProblemErrors a refusal is the call's error; a success is parsed as usual.
+func TestWithProblemErrors(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/modules/sha256:00" {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"id":"sha256:00","name":"m","size":8,"imports":null,"exports":["_start"],"tenant_id":"t","created_at":"2026-01-01T00:00:00Z"}`))
+			return
+		}
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = w.Write([]byte(`{"title":"Not Found","status":404,"code":"not_found","detail":"no such module"}`))
+	}))
+	defer srv.Close()
+	c, err := wasmwiz.NewClientWithResponses(srv.URL, wasmwiz.WithProblemErrors(srv.Client()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.GetModuleWithResponse(context.Background(), "sha256:00")
+	if err != nil || r.JSON200 == nil || r.JSON200.Name != "m" || len(r.JSON200.Exports) != 1 {
+		t.Fatalf("get: %v %+v", err, r)
+	}
+	_, err = c.GetModuleWithResponse(context.Background(), "sha256:11")
+	var e *wasmwiz.Error
+	if !errors.As(err, &e) || e.Code != "not_found" || e.Status != 404 {
+		t.Errorf("404: %v", err)
+	}
+}

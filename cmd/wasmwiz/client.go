@@ -8,20 +8,19 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/wasmwiz/wasmwiz/schemas"
+	wasmwiz "github.com/wasmwiz/wasmwiz/clients/go"
 )
 
-// client is the small REST client behind the client commands.
+// client is the REST client behind the client commands: the generated one (clients/go), with
+// the key as a bearer token and every answer of 400 or more as the call's error (a
+// *wasmwiz.Error, printed as "404 not_found: …").
 type client struct {
-	base string
-	key  string
-	hc   *http.Client
+	api *wasmwiz.ClientWithResponses
 }
 
 func newClient(fs *flagSet) (func() (*client, error), *string) {
@@ -37,50 +36,45 @@ func newClient(fs *flagSet) (func() (*client, error), *string) {
 		if k == "" {
 			return nil, usageError{"no API key: pass --key or set WASMWIZ_KEY"}
 		}
-		return &client{base: strings.TrimRight(*u, "/"), key: k, hc: &http.Client{Timeout: 10 * time.Minute}}, nil
+		return dial(*u, k, 10*time.Minute)
 	}, u
 }
 
-type apiError struct {
-	Status int
-	Code   string
-	Detail string
+// dial makes a client of the API at baseURL with key, each request bounded by timeout.
+func dial(baseURL, key string, timeout time.Duration) (*client, error) {
+	api, err := wasmwiz.NewClientWithResponses(strings.TrimRight(baseURL, "/"),
+		wasmwiz.WithAPIKey(key), wasmwiz.WithProblemErrors(&http.Client{Timeout: timeout}))
+	if err != nil {
+		return nil, err
+	}
+	return &client{api: api}, nil
 }
 
-func (e *apiError) Error() string { return fmt.Sprintf("%d %s: %s", e.Status, e.Code, e.Detail) }
+// answer is the body of a successful answer, or an error when it had no body of the expected
+// kind (a proxy's HTML page, say).
+func answer[T any](body *T, status int) (*T, error) {
+	if body == nil {
+		return nil, fmt.Errorf("unexpected answer: HTTP %d without the JSON body it should have", status)
+	}
+	return body, nil
+}
 
-func (c *client) do(ctx context.Context, method, path, contentType string, body io.Reader, out any) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+// uploadModule uploads a module and returns it.
+func (c *client) uploadModule(ctx context.Context, name string, wasm []byte) (*wasmwiz.Module, error) {
+	r, err := c.api.UploadModuleWithBodyWithResponse(ctx, &wasmwiz.UploadModuleParams{Name: &name}, "application/wasm", bytes.NewReader(wasm))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.key)
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	resp, err := c.hc.Do(req)
+	return answer(r.JSON201, r.StatusCode())
+}
+
+// getExecution reads an execution.
+func (c *client) getExecution(ctx context.Context, id string) (*wasmwiz.Execution, error) {
+	r, err := c.api.GetExecutionWithResponse(ctx, id)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return resp.StatusCode, err
-	}
-	if resp.StatusCode >= 400 {
-		var p struct {
-			Code   string `json:"code"`
-			Detail string `json:"detail"`
-		}
-		_ = json.Unmarshal(b, &p)
-		return resp.StatusCode, &apiError{Status: resp.StatusCode, Code: p.Code, Detail: p.Detail}
-	}
-	if out != nil && len(b) > 0 {
-		if err := json.Unmarshal(b, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("decode response: %w", err)
-		}
-	}
-	return resp.StatusCode, nil
+	return answer(r.JSON200, r.StatusCode())
 }
 
 type envFlag map[string]string
@@ -122,19 +116,22 @@ func runClientRun(ctx context.Context, args []string, getenv func(string) string
 	if len(guestArgs) > 0 && guestArgs[0] == "--" { // module.wasm -- args: flags end at the module
 		guestArgs = guestArgs[1:]
 	}
-	req := schemas.ExecutionRequest{Args: guestArgs, Env: env, TimeoutMS: *timeout, MemoryMB: *memory, Async: *async}
+	req := wasmwiz.ExecutionRequest{Args: guestArgs, TimeoutMs: optional(*timeout), MemoryMb: optional(int64(*memory)), Async: optional(*async)}
+	if len(env) > 0 {
+		req.Env = env
+	}
 	if m := fs.Arg(0); strings.HasPrefix(m, "sha256:") {
-		req.ModuleID = m
+		req.ModuleID = &m
 	} else {
 		b, err := os.ReadFile(m)
 		if err != nil {
 			return err
 		}
-		var mod schemas.Module
-		if _, err := c.do(ctx, http.MethodPost, "/v1/modules?name="+url.QueryEscape(filepath.Base(m)), "application/wasm", bytes.NewReader(b), &mod); err != nil {
+		mod, err := c.uploadModule(ctx, filepath.Base(m), b)
+		if err != nil {
 			return fmt.Errorf("upload %s: %w", m, err)
 		}
-		req.ModuleID = mod.ID
+		req.ModuleID = &mod.ID
 	}
 	switch *stdinArg {
 	case "":
@@ -143,26 +140,34 @@ func runClientRun(ctx context.Context, args []string, getenv func(string) string
 		if err != nil {
 			return err
 		}
-		req.StdinBase64 = base64.StdEncoding.EncodeToString(b)
+		req.StdinBase64 = new(base64.StdEncoding.EncodeToString(b))
 	default:
-		req.Stdin = *stdinArg
+		req.Stdin = stdinArg
 	}
 	if err := files.apply(ctx, c, &req); err != nil {
 		return err
 	}
-	body, _ := json.Marshal(req)
-	var ex schemas.Execution
-	status, err := c.do(ctx, http.MethodPost, "/v1/executions", "application/json", bytes.NewReader(body), &ex)
+	r, err := c.api.CreateExecutionWithResponse(ctx, nil, req)
 	if err != nil {
 		return err
 	}
-	for status == http.StatusAccepted && !*async {
-		time.Sleep(200 * time.Millisecond)
-		if status, err = c.do(ctx, http.MethodGet, "/v1/executions/"+ex.ID, "", nil, &ex); err != nil {
+	ex := r.JSON200
+	if r.StatusCode() == http.StatusAccepted {
+		ex = r.JSON202
+	}
+	if ex, err = answer(ex, r.StatusCode()); err != nil {
+		return err
+	}
+	if !*async && !ex.Status.Final() { // a 202: the server's wait ran out, the execution goes on
+		err := waitFinal(ctx, ex, 10*time.Minute, func() error {
+			e, err := c.getExecution(ctx, ex.ID)
+			if err == nil {
+				*ex = *e
+			}
 			return err
-		}
-		if ex.Status.Final() {
-			break
+		})
+		if err != nil {
+			return err
 		}
 	}
 	if *asJSON || *async {
@@ -170,23 +175,40 @@ func runClientRun(ctx context.Context, args []string, getenv func(string) string
 		enc.SetIndent("", "  ")
 		return enc.Encode(ex)
 	}
-	writeOutput(stdout, ex.Stdout, ex.StdoutEncoding)
-	writeOutput(stderr, ex.Stderr, ex.StderrEncoding)
-	if err := files.save(&ex, stderr); err != nil {
+	writeOutput(stdout, ex.Stdout, str(ex.StdoutEncoding))
+	writeOutput(stderr, ex.Stderr, str(ex.StderrEncoding))
+	if err := files.save(ex, stderr); err != nil {
 		return err
 	}
-	if ex.Status != schemas.StatusSucceeded {
+	if ex.Status != wasmwiz.ExecutionStatusSucceeded {
 		code := -1
 		if ex.ExitCode != nil {
-			code = *ex.ExitCode
+			code = int(*ex.ExitCode)
 		}
 		msg := fmt.Sprintf("execution %s %s (exit code %d)", ex.ID, ex.Status, code)
-		if ex.Error != "" {
-			msg += ": " + ex.Error
+		if ex.Error != nil && *ex.Error != "" {
+			msg += ": " + *ex.Error
 		}
 		return exitError{msg: msg, code: code}
 	}
 	return nil
+}
+
+// optional is v, or nil for its zero value: a field the request leaves to the server.
+func optional[T comparable](v T) *T {
+	var zero T
+	if v == zero {
+		return nil
+	}
+	return &v
+}
+
+// str is what p points to, or "" for nil.
+func str[T ~string](p *T) string {
+	if p == nil {
+		return ""
+	}
+	return string(*p)
 }
 
 // exitError makes `wasmwiz run` exit with the module's own exit code (1 when it has none).
@@ -239,34 +261,37 @@ func runClientModules(ctx context.Context, args []string, getenv func(string) st
 		if n == "" {
 			n = filepath.Base(arg(0))
 		}
-		var m schemas.Module
-		if _, err := c.do(ctx, http.MethodPost, "/v1/modules?name="+url.QueryEscape(n), "application/wasm", bytes.NewReader(b), &m); err != nil {
+		if out, err = c.uploadModule(ctx, n, b); err != nil {
 			return err
 		}
-		out = m
 	case "list":
-		var l schemas.ModuleList
-		if _, err := c.do(ctx, http.MethodGet, "/v1/modules", "", nil, &l); err != nil {
+		r, err := c.api.ListModulesWithResponse(ctx)
+		if err != nil {
 			return err
 		}
-		out = l
-	case "get", "delete":
+		if out, err = answer(r.JSON200, r.StatusCode()); err != nil {
+			return err
+		}
+	case "get":
 		if len(pos) != 1 {
-			return usageError{"usage: wasmwiz modules " + sub + " <sha256:id>"}
+			return usageError{"usage: wasmwiz modules get <sha256:id>"}
 		}
-		method := http.MethodGet
-		if sub == "delete" {
-			method = http.MethodDelete
-		}
-		var m schemas.Module
-		if _, err := c.do(ctx, method, "/v1/modules/"+url.PathEscape(arg(0)), "", nil, &m); err != nil {
+		r, err := c.api.GetModuleWithResponse(ctx, arg(0))
+		if err != nil {
 			return err
 		}
-		if sub == "delete" {
-			fmt.Fprintf(stdout, "deleted %s\n", arg(0))
-			return nil
+		if out, err = answer(r.JSON200, r.StatusCode()); err != nil {
+			return err
 		}
-		out = m
+	case "delete":
+		if len(pos) != 1 {
+			return usageError{"usage: wasmwiz modules delete <sha256:id>"}
+		}
+		if _, err := c.api.DeleteModuleWithResponse(ctx, arg(0)); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "deleted %s\n", arg(0))
+		return nil
 	default:
 		return usageError{"unknown modules command " + sub}
 	}

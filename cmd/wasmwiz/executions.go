@@ -6,11 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"time"
 
-	"github.com/wasmwiz/wasmwiz/schemas"
+	wasmwiz "github.com/wasmwiz/wasmwiz/clients/go"
 )
 
 const executionsUsage = "usage: wasmwiz executions get <id> | wait <id> [--timeout D]"
@@ -50,16 +48,19 @@ func runClientExecutions(ctx context.Context, args []string, getenv func(string)
 	if err != nil {
 		return err
 	}
-	var ex schemas.Execution
-	get := func() error {
-		_, err := c.do(ctx, http.MethodGet, "/v1/executions/"+url.PathEscape(pos[0]), "", nil, &ex)
-		return err
-	}
-	if err := get(); err != nil {
+	ex, err := c.getExecution(ctx, pos[0])
+	if err != nil {
 		return err
 	}
 	if sub == "wait" {
-		if err := waitFinal(ctx, &ex, *timeout, get); err != nil {
+		err := waitFinal(ctx, ex, *timeout, func() error {
+			e, err := c.getExecution(ctx, pos[0])
+			if err == nil {
+				*ex = *e
+			}
+			return err
+		})
+		if err != nil {
 			return err
 		}
 	}
@@ -69,7 +70,7 @@ func runClientExecutions(ctx context.Context, args []string, getenv func(string)
 }
 
 // waitFinal polls get until ex is final or timeout passes, from every 100 ms up to every 2 s.
-func waitFinal(ctx context.Context, ex *schemas.Execution, timeout time.Duration, get func() error) error {
+func waitFinal(ctx context.Context, ex *wasmwiz.Execution, timeout time.Duration, get func() error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	interval := 100 * time.Millisecond

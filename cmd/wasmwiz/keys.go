@@ -1,17 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	wasmwiz "github.com/wasmwiz/wasmwiz/clients/go"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
@@ -68,13 +65,7 @@ func runKeys(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	var expires *time.Time
 	if *expiresIn > 0 {
-		t := time.Now().Add(*expiresIn).UTC()
-		expires = &t
-	}
-	post := func(path string, body, out any) error {
-		b, _ := json.Marshal(body)
-		_, err := c.do(ctx, http.MethodPost, path, "application/json", bytes.NewReader(b), out)
-		return err
+		expires = new(time.Now().Add(*expiresIn).UTC())
 	}
 	arg := func(what string) (string, error) {
 		if len(pos) != 1 {
@@ -84,23 +75,36 @@ func runKeys(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	switch sub {
 	case "list":
-		var l schemas.KeyList
-		if _, err := c.do(ctx, http.MethodGet, "/v1/keys", "", nil, &l); err != nil {
+		r, err := c.api.ListKeysWithResponse(ctx)
+		if err != nil {
+			return err
+		}
+		l, err := answer(r.JSON200, r.StatusCode())
+		if err != nil {
 			return err
 		}
 		printKeys(stdout, l.Keys)
 	case "create":
-		var k schemas.CreatedKey
-		if err := post("/v1/keys", schemas.NewKeyRequest{Name: *name, Tier: *tier, Scopes: scopeList, ExpiresAt: expires}, &k); err != nil {
+		r, err := c.api.CreateKeyWithResponse(ctx, wasmwiz.NewKeyRequest{Name: optional(*name), Tier: optional(*tier), Scopes: scopeList, ExpiresAt: expires})
+		if err != nil {
 			return err
 		}
-		printCreated(stdout, &k)
+		k, err := answer(r.JSON201, r.StatusCode())
+		if err != nil {
+			return err
+		}
+		printCreated(stdout, k)
 	case "revoke", "admin-revoke":
 		id, err := arg("key id")
 		if err != nil {
 			return err
 		}
-		if _, err := c.do(ctx, http.MethodDelete, keysPath(sub)+"/"+url.PathEscape(id), "", nil, nil); err != nil {
+		if sub == "revoke" {
+			_, err = c.api.RevokeKeyWithResponse(ctx, id)
+		} else {
+			_, err = c.api.AdminRevokeKeyWithResponse(ctx, id)
+		}
+		if err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "revoked %s (and every token made from it)\n", id)
@@ -112,28 +116,50 @@ func runKeys(ctx context.Context, args []string, getenv func(string) string, std
 		if *grace < time.Second {
 			return usageError{"--grace must be at least 1s"}
 		}
-		var k schemas.CreatedKey
-		if err := post(keysPath(sub)+"/"+url.PathEscape(id)+"/rotate", schemas.RotateKeyRequest{OldKeyExpiresIn: int64(grace.Seconds())}, &k); err != nil {
+		body := wasmwiz.RotateKeyRequest{OldKeyExpiresInSeconds: new(int64(grace.Seconds()))}
+		var k *wasmwiz.CreatedKey
+		if sub == "rotate" {
+			r, err := c.api.RotateKeyWithResponse(ctx, id, body)
+			if err != nil {
+				return err
+			}
+			k, err = answer(r.JSON201, r.StatusCode())
+		} else {
+			r, err := c.api.AdminRotateKeyWithResponse(ctx, id, body)
+			if err != nil {
+				return err
+			}
+			k, err = answer(r.JSON201, r.StatusCode())
+		}
+		if err != nil {
 			return err
 		}
-		printCreated(stdout, &k)
+		printCreated(stdout, k)
 		fmt.Fprintf(stdout, "the old key %s stays valid for %s\n", id, *grace)
 	case "token":
-		var tok schemas.TokenResponse
-		if err := post("/v1/auth/token", struct{}{}, &tok); err != nil {
+		r, err := c.api.CreateTokenWithResponse(ctx)
+		if err != nil {
+			return err
+		}
+		tok, err := answer(r.JSON200, r.StatusCode())
+		if err != nil {
 			return err
 		}
 		fmt.Fprintln(stdout, tok.Token)
 		fmt.Fprintf(stderr, "expires at %s\n", tok.ExpiresAt.Format(time.RFC3339))
 	case "tenants":
-		var l schemas.TenantList
-		if _, err := c.do(ctx, http.MethodGet, "/v1/admin/tenants", "", nil, &l); err != nil {
+		r, err := c.api.AdminListTenantsWithResponse(ctx)
+		if err != nil {
+			return err
+		}
+		l, err := answer(r.JSON200, r.StatusCode())
+		if err != nil {
 			return err
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "TENANT\tTIER\tSUSPENDED\tCREATED")
 		for _, t := range l.Tenants {
-			fmt.Fprintf(tw, "%s\t%s\t%v\t%s\n", t.ID, t.Tier, t.Suspended, t.CreatedAt.Format(time.RFC3339))
+			fmt.Fprintf(tw, "%s\t%s\t%v\t%s\n", t.ID, t.Tier, t.Suspended != nil && *t.Suspended, t.CreatedAt.Format(time.RFC3339))
 		}
 		return tw.Flush()
 	case "tenant-create":
@@ -141,8 +167,12 @@ func runKeys(ctx context.Context, args []string, getenv func(string) string, std
 		if err != nil {
 			return err
 		}
-		var t schemas.Tenant
-		if err := post("/v1/admin/tenants", schemas.CreateTenantRequest{ID: id, Tier: *tier}, &t); err != nil {
+		r, err := c.api.AdminCreateTenantWithResponse(ctx, wasmwiz.CreateTenantRequest{ID: id, Tier: *tier})
+		if err != nil {
+			return err
+		}
+		t, err := answer(r.JSON201, r.StatusCode())
+		if err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "created tenant %s on tier %s\n", t.ID, t.Tier)
@@ -151,39 +181,37 @@ func runKeys(ctx context.Context, args []string, getenv func(string) string, std
 		if err != nil {
 			return err
 		}
-		req := schemas.UpdateTenantRequest{Tier: *tier}
+		req := wasmwiz.UpdateTenantRequest{Tier: optional(*tier)}
 		if *suspend || *resume {
-			v := *suspend
-			req.Suspended = &v
+			req.Suspended = new(*suspend)
 		}
-		b, _ := json.Marshal(req)
-		var t schemas.Tenant
-		if _, err := c.do(ctx, http.MethodPatch, "/v1/admin/tenants/"+url.PathEscape(id), "application/json", bytes.NewReader(b), &t); err != nil {
+		r, err := c.api.AdminUpdateTenantWithResponse(ctx, id, req)
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "tenant %s: tier %s, suspended %v\n", t.ID, t.Tier, t.Suspended)
+		t, err := answer(r.JSON200, r.StatusCode())
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "tenant %s: tier %s, suspended %v\n", t.ID, t.Tier, t.Suspended != nil && *t.Suspended)
 	case "admin-create":
-		var k schemas.CreatedKey
-		if err := post("/v1/admin/keys", schemas.CreateKeyRequest{TenantID: *tenant, Tier: *tier, Name: *name, Admin: *admin, Scopes: scopeList, ExpiresAt: expires}, &k); err != nil {
+		r, err := c.api.AdminCreateKeyWithResponse(ctx, wasmwiz.CreateKeyRequest{TenantID: *tenant, Tier: optional(*tier), Name: optional(*name),
+			Admin: optional(*admin), Scopes: scopeList, ExpiresAt: expires})
+		if err != nil {
 			return err
 		}
-		printCreated(stdout, &k)
+		k, err := answer(r.JSON201, r.StatusCode())
+		if err != nil {
+			return err
+		}
+		printCreated(stdout, k)
 	default:
 		return usageError{"unknown keys command " + sub + "\n\n" + keysUsage}
 	}
 	return nil
 }
 
-// keysPath is where a keys command acts: admin-* commands on /v1/admin/keys (any tenant's keys,
-// admin keys included, with an admin key), the others on /v1/keys (your tenant's).
-func keysPath(sub string) string {
-	if strings.HasPrefix(sub, "admin-") {
-		return "/v1/admin/keys"
-	}
-	return "/v1/keys"
-}
-
-func printKeys(w io.Writer, keys []schemas.Key) {
+func printKeys(w io.Writer, keys []wasmwiz.Key) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tPREFIX\tNAME\tTIER\tSCOPES\tCREATED\tLAST USED\tEXPIRES")
 	for _, k := range keys {
@@ -191,14 +219,14 @@ func printKeys(w io.Writer, keys []schemas.Key) {
 		if k.Scopes != nil {
 			scopes = strings.Join(k.Scopes, ",")
 		}
-		if k.Admin {
+		if k.Admin != nil && *k.Admin {
 			scopes = "admin"
 		}
 		expires := fmtTime(k.ExpiresAt, "never")
-		if k.ReplacedBy != "" {
-			expires += " (rotated: replaced by " + k.ReplacedBy + ")"
+		if k.ReplacedBy != nil && *k.ReplacedBy != "" {
+			expires += " (rotated: replaced by " + *k.ReplacedBy + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s…\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Prefix, k.Name, k.Tier, scopes,
+		fmt.Fprintf(tw, "%s\t%s…\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Prefix, str(k.Name), k.Tier, scopes,
 			k.CreatedAt.Format(time.RFC3339), fmtTime(k.LastUsedAt, "never"), expires)
 	}
 	_ = tw.Flush()
@@ -211,7 +239,7 @@ func fmtTime(t *time.Time, none string) string {
 	return t.Format(time.RFC3339)
 }
 
-func printCreated(w io.Writer, k *schemas.CreatedKey) {
+func printCreated(w io.Writer, k *wasmwiz.CreatedKey) {
 	fmt.Fprintf(w, "%s\n\nkey id %s, tenant %s, tier %s, expires %s\nThis is the only time the key is shown: store it now.\n",
 		k.Key, k.Record.ID, k.Record.TenantID, k.Record.Tier, fmtTime(k.Record.ExpiresAt, "never"))
 }

@@ -1,9 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	wasmwiz "github.com/wasmwiz/wasmwiz/clients/go"
 	"github.com/wasmwiz/wasmwiz/internal/bench"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
@@ -161,25 +162,24 @@ const loadTenant = "wasmwiz-load"
 // the tenant, or moving it to that tier), expiring in an hour: a load test's tenant is made for
 // the purpose, so that no tier's rate limits throttle it by accident.
 func loadKey(ctx context.Context, baseURL, adminKey string) (string, error) {
-	c := &client{base: strings.TrimRight(baseURL, "/"), key: adminKey, hc: &http.Client{Timeout: 30 * time.Second}}
-	post := func(path string, in, out any) (int, error) {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return 0, err
-		}
-		return c.do(ctx, http.MethodPost, path, "application/json", bytes.NewReader(b), out)
+	c, err := dial(baseURL, adminKey, 30*time.Second)
+	if err != nil {
+		return "", err
 	}
-	status, err := post("/v1/admin/tenants", schemas.CreateTenantRequest{ID: loadTenant, Tier: schemas.TierUnlimited}, nil)
-	if status == http.StatusConflict {
-		b, _ := json.Marshal(schemas.UpdateTenantRequest{Tier: schemas.TierUnlimited})
-		_, err = c.do(ctx, http.MethodPatch, "/v1/admin/tenants/"+loadTenant, "application/json", bytes.NewReader(b), nil)
+	_, err = c.api.AdminCreateTenantWithResponse(ctx, wasmwiz.CreateTenantRequest{ID: loadTenant, Tier: schemas.TierUnlimited})
+	if e := (*wasmwiz.Error)(nil); errors.As(err, &e) && e.Status == http.StatusConflict {
+		_, err = c.api.AdminUpdateTenantWithResponse(ctx, loadTenant, wasmwiz.UpdateTenantRequest{Tier: new(schemas.TierUnlimited)})
 	}
 	if err != nil {
 		return "", err
 	}
-	expires := time.Now().Add(time.Hour).UTC()
-	var k schemas.CreatedKey
-	if _, err := post("/v1/admin/keys", schemas.CreateKeyRequest{TenantID: loadTenant, Tier: schemas.TierUnlimited, Name: "wasmwiz load", ExpiresAt: &expires}, &k); err != nil {
+	r, err := c.api.AdminCreateKeyWithResponse(ctx, wasmwiz.CreateKeyRequest{TenantID: loadTenant, Tier: new(schemas.TierUnlimited),
+		Name: new("wasmwiz load"), ExpiresAt: new(time.Now().Add(time.Hour).UTC())})
+	if err != nil {
+		return "", err
+	}
+	k, err := answer(r.JSON201, r.StatusCode())
+	if err != nil {
 		return "", err
 	}
 	return k.Key, nil

@@ -12,14 +12,13 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
-	"net/url"
 	"os"
 	"path"
 	"path/filepath"
 	"slices"
 	"strings"
 
-	"github.com/wasmwiz/wasmwiz/schemas"
+	wasmwiz "github.com/wasmwiz/wasmwiz/clients/go"
 )
 
 // runFiles are the file flags of `wasmwiz run`: local directories mounted as bundles, local
@@ -47,7 +46,7 @@ func addRunFileFlags(fs *flagSet) *runFiles {
 
 // apply puts the files into req, uploading the mounted directories that the server does not
 // have yet.
-func (f *runFiles) apply(ctx context.Context, c *client, req *schemas.ExecutionRequest) error {
+func (f *runFiles) apply(ctx context.Context, c *client, req *wasmwiz.ExecutionRequest) error {
 	for _, m := range f.mounts {
 		local, guest, ok := strings.Cut(m, ":")
 		if !ok || local == "" || guest == "" {
@@ -61,7 +60,7 @@ func (f *runFiles) apply(ctx context.Context, c *client, req *schemas.ExecutionR
 		if err != nil {
 			return fmt.Errorf("--mount %s: %w", local, err)
 		}
-		req.Mounts = append(req.Mounts, schemas.Mount{Bundle: id, Path: guest, ReadOnly: &readOnly})
+		req.Mounts = append(req.Mounts, wasmwiz.Mount{Bundle: id, Path: guest, ReadOnly: &readOnly})
 	}
 	for _, spec := range f.files {
 		local, guest, ok := strings.Cut(spec, ":")
@@ -73,11 +72,11 @@ func (f *runFiles) apply(ctx context.Context, c *client, req *schemas.ExecutionR
 			return err
 		}
 		if req.Files == nil {
-			req.Files = map[string]schemas.FileContent{}
+			req.Files = map[string]wasmwiz.FileContent{}
 		}
-		req.Files[guest] = schemas.FileContent{Base64: base64.StdEncoding.EncodeToString(b)}
+		req.Files[guest] = wasmwiz.FileContent{Base64: new(base64.StdEncoding.EncodeToString(b))}
 	}
-	req.Workdir = *f.workdir
+	req.Workdir = optional(*f.workdir)
 	req.Outputs = f.outputs
 	return nil
 }
@@ -92,16 +91,20 @@ func uploadDir(ctx context.Context, c *client, dir string) (string, error) {
 	}
 	sum := sha256.Sum256(archive)
 	id := "sha256:" + hex.EncodeToString(sum[:])
-	var b schemas.Bundle
-	_, err = c.do(ctx, http.MethodGet, "/v1/bundles/"+id, "", nil, &b)
-	var ae *apiError
+	_, err = c.api.GetBundleWithResponse(ctx, id)
+	var ae *wasmwiz.Error
 	switch {
 	case err == nil:
 		return id, nil
 	case !errors.As(err, &ae) || ae.Status != http.StatusNotFound:
 		return "", err
 	}
-	if _, err := c.do(ctx, http.MethodPost, "/v1/bundles?name="+url.QueryEscape(filepath.Base(dir)), "application/x-tar", bytes.NewReader(archive), &b); err != nil {
+	r, err := c.api.UploadBundleWithBodyWithResponse(ctx, &wasmwiz.UploadBundleParams{Name: new(filepath.Base(dir))}, "application/x-tar", bytes.NewReader(archive))
+	if err != nil {
+		return "", err
+	}
+	b, err := answer(r.JSON201, r.StatusCode())
+	if err != nil {
 		return "", err
 	}
 	if b.ID != id {
@@ -177,13 +180,13 @@ func packDir(dir string) ([]byte, error) {
 
 // save writes the execution's output files under the output directory, at their guest paths,
 // and says on w what it wrote and what was cut.
-func (f *runFiles) save(ex *schemas.Execution, w io.Writer) error {
+func (f *runFiles) save(ex *wasmwiz.Execution, w io.Writer) error {
 	for _, o := range ex.Files {
 		p := path.Clean("/" + o.Path)
 		local := filepath.Join(*f.outputDir, filepath.FromSlash(p))
-		data := []byte(o.Text)
-		if o.Base64 != "" {
-			b, err := base64.StdEncoding.DecodeString(o.Base64)
+		data := []byte(str(o.Text))
+		if o.Base64 != nil {
+			b, err := base64.StdEncoding.DecodeString(*o.Base64)
 			if err != nil {
 				return fmt.Errorf("output %s: %w", o.Path, err)
 			}
@@ -195,11 +198,11 @@ func (f *runFiles) save(ex *schemas.Execution, w io.Writer) error {
 		if err := os.WriteFile(local, data, 0o644); err != nil {
 			return err
 		}
-		if o.Truncated {
+		if o.Truncated != nil && *o.Truncated {
 			fmt.Fprintf(w, "wasmwiz run: %s: only the first %d of %d bytes came back (the tier's outputs limit)\n", local, len(data), o.Size)
 		}
 	}
-	if ex.FilesTruncated {
+	if ex.FilesTruncated != nil && *ex.FilesTruncated {
 		fmt.Fprintf(w, "wasmwiz run: more files matched --output than came back\n")
 	}
 	return nil

@@ -5,11 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"text/tabwriter"
 
-	"github.com/wasmwiz/wasmwiz/schemas"
+	wasmwiz "github.com/wasmwiz/wasmwiz/clients/go"
 )
 
 // runClientUsage prints the caller's usage from GET /v1/usage.
@@ -33,14 +31,13 @@ func runClientUsage(ctx context.Context, args []string, getenv func(string) stri
 	if err != nil {
 		return err
 	}
-	q := url.Values{}
-	for k, v := range map[string]string{"from": *from, "to": *to, "group_by": *groupBy, "tenant": *tenant} {
-		if v != "" {
-			q.Set(k, v)
-		}
+	r, err := c.api.GetUsageWithResponse(ctx, &wasmwiz.GetUsageParams{From: optional(*from), To: optional(*to),
+		GroupBy: optional(wasmwiz.GetUsageParamsGroupBy(*groupBy)), Tenant: optional(*tenant)})
+	if err != nil {
+		return err
 	}
-	var u schemas.UsageResponse
-	if _, err := c.do(ctx, http.MethodGet, "/v1/usage?"+q.Encode(), "", nil, &u); err != nil {
+	u, err := answer(r.JSON200, r.StatusCode())
+	if err != nil {
 		return err
 	}
 	if *asJSON {
@@ -50,11 +47,12 @@ func runClientUsage(ctx context.Context, args []string, getenv func(string) stri
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "%s\texecutions\tsucceeded\tfailed\ttimed_out\twall_ms\tmemory_mb_ms\tbytes_in\tbytes_out\t\n", u.GroupBy)
-	row := func(key string, t schemas.UsageTotals) {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", key, t.Executions, t.Succeeded, t.Failed, t.TimedOut, t.WallMS, t.MemoryMBMS, t.BytesIn, t.BytesOut)
+	row := func(key string, t wasmwiz.UsageTotals) {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", key, t.Executions, t.Succeeded, t.Failed, t.TimedOut, t.WallMs, t.MemoryMbMs, t.BytesIn, t.BytesOut)
 	}
 	for _, r := range u.Rows {
-		row(r.Key, r.UsageTotals)
+		row(r.Key, wasmwiz.UsageTotals{Executions: r.Executions, Succeeded: r.Succeeded, Failed: r.Failed, TimedOut: r.TimedOut,
+			WallMs: r.WallMs, MemoryMbMs: r.MemoryMbMs, BytesIn: r.BytesIn, BytesOut: r.BytesOut})
 	}
 	row("total", u.Total)
 	return tw.Flush()
