@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -71,6 +72,11 @@ type benchCell struct {
 	// NATS is what each execution cost the NATS server (modes that use it, when the system
 	// can count: System.NATSCounts).
 	NATS *cellNATS `json:"nats,omitempty"`
+	// CPU time per request (µs) of this process (NATS, gateway, node, accounting, the floors
+	// and the load generator together) and of its child processes (the executor's workers),
+	// read before and after the cell: what bounds the rate when the CPUs are the limit.
+	CPUProcessUS float64 `json:"cpu_process_us_per_exec"`
+	CPUWorkersUS float64 `json:"cpu_workers_us_per_exec"`
 }
 
 type benchRatio struct {
@@ -369,11 +375,17 @@ func runCell(ctx context.Context, cfg Config, sys System, m *benchModule, mode s
 			return fmt.Errorf("NATS counts: %w", err)
 		}
 	}
+	cpuSelf, cpuChildren := cpuNow()
 	rep := Generate(ctx, LoadConfig{Concurrency: inflight, Duration: cfg.CellDuration, Progress: cfg.Progress, Label: label}, do)
 	if sampler != nil {
 		out.RSSProcess, out.RSSWorkers = sampler.stop()
 	}
 	cell := benchCell{Module: m.Name, Mode: mode, Concurrency: c, InFlight: inflight, Report: rep}
+	if rep.Requests > 0 {
+		self, children := cpuNow()
+		cell.CPUProcessUS = float64(self-cpuSelf) / float64(rep.Requests)
+		cell.CPUWorkersUS = float64(max(0, children-cpuChildren)) / float64(rep.Requests)
+	}
 	if count {
 		time.Sleep(natsSettle) // what follows the replies (events, acks, accounting) belongs to this cell
 		after, err := sys.NATSCounts()
@@ -467,6 +479,7 @@ func (o *benchOutput) print(w io.Writer, mods []*benchModule, levels []int, mode
 			}
 		}
 	}
+	o.printCPU(w, levels)
 	o.printNATS(w)
 	if o.RSSProcess > 0 {
 		fmt.Fprintf(w, "\nRSS during rest at c=%d (peak of samples): bench process (NATS, gateway, node, accounting, load generator) %d MiB, %d workers %d MiB\n",
@@ -821,10 +834,18 @@ func (s *rssSampler) stop() (int64, int64) {
 
 // rssNow reads VmRSS of this process and the sum over its children (Linux /proc; 0 elsewhere).
 func rssNow() (self, children int64) {
-	pid := os.Getpid()
-	self = procRSS(strconv.Itoa(pid))
+	self = procRSS(strconv.Itoa(os.Getpid()))
+	for _, pid := range childPIDs() {
+		children += procRSS(pid)
+	}
+	return self, children
+}
+
+// childPIDs lists this process's children (the executor's workers; Linux /proc, none elsewhere).
+func childPIDs() []string {
+	var pids []string
 	entries, _ := os.ReadDir("/proc")
-	want := " " + strconv.Itoa(pid) + " "
+	want := strconv.Itoa(os.Getpid()) + " "
 	for _, e := range entries {
 		if e.Name()[0] < '0' || e.Name()[0] > '9' {
 			continue
@@ -835,9 +856,39 @@ func rssNow() (self, children int64) {
 		}
 		// pid (comm) state ppid …: the ppid follows the state after the last ')'.
 		s := string(stat)
-		if i := strings.LastIndexByte(s, ')'); i >= 0 && len(s) > i+4 && strings.HasPrefix(s[i+4:], want[1:]) {
-			children += procRSS(e.Name())
+		if i := strings.LastIndexByte(s, ')'); i >= 0 && len(s) > i+4 && strings.HasPrefix(s[i+4:], want) {
+			pids = append(pids, e.Name())
 		}
+	}
+	return pids
+}
+
+// cpuNow is the CPU time (user and system) this process and its live children have used, in
+// microseconds: the process's own from getrusage, the children's from /proc (in clock ticks,
+// assumed 100 per second, as on every Linux this runs on). A child that has exited is not counted.
+func cpuNow() (self, children int64) {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		self = ru.Utime.Nano()/1000 + ru.Stime.Nano()/1000
+	}
+	for _, pid := range childPIDs() {
+		stat, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(stat)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		// After the comm: state(3) ppid(4) … utime(14) stime(15): fields 11 and 12 after ')'.
+		f := strings.Fields(s[i+1:])
+		if len(f) < 13 {
+			continue
+		}
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		children += (ut + st) * 10_000
 	}
 	return self, children
 }

@@ -110,3 +110,27 @@ func (o *benchOutput) printNATS(w io.Writer) {
 			x.Module, x.Mode, x.Concurrency, n.In, n.Out, strings.Join(conns, ", "), n.Writes, strings.Join(strs, ", "), n.Removes)
 	}
 }
+
+// printCPU writes the CPU time per execution of every cell: what bounds a mode's rate when the
+// CPUs, not the waits, are the limit (on a busy machine the rates mostly measure the waits).
+func (o *benchOutput) printCPU(w io.Writer, levels []int) {
+	if len(o.Cells) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nCPU per execution, µs (this process + the workers; the floors and peers run in this process):")
+	seen := map[string]bool{}
+	for _, x := range o.Cells {
+		key := x.Module + " " + x.Mode
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		fmt.Fprintf(w, "  %-6s %-16s", x.Module, x.Mode)
+		for _, c := range levels {
+			if y := o.cell(x.Module, x.Mode, c); y != nil {
+				fmt.Fprintf(w, " | c=%-3d %7.0f + %-6.0f", c, y.CPUProcessUS, y.CPUWorkersUS)
+			}
+		}
+		fmt.Fprintln(w)
+	}
+}
