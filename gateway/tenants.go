@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -38,7 +39,9 @@ func (g *Server) createTenant(ctx context.Context, p *Principal, req *schemas.Cr
 	if err != nil {
 		return nil, err
 	}
-	g.publishEvent(ctx, schemas.EventTenantCreated, t.ID, "tenant.created:"+t.ID+":"+t.CreatedAt.Format(time.RFC3339Nano), func(*schemas.Event) {})
+	g.publishEvent(ctx, schemas.EventTenantCreated, t.ID, "tenant.created:"+t.ID+":"+t.CreatedAt.Format(time.RFC3339Nano), func(e *schemas.Event) {
+		e.Tenant = &schemas.TenantEvent{Tier: t.Tier, Suspended: t.Suspended, KeyID: p.KeyID}
+	})
 	return t, nil
 }
 
@@ -72,6 +75,7 @@ func (g *Server) updateTenant(ctx context.Context, p *Principal, id string, req 
 		if err := json.Unmarshal(e.Value(), &t); err != nil {
 			return nil, unavailable("tenant store", err)
 		}
+		before := t
 		if req.Tier != "" {
 			if _, ok := g.cfg.Tiers[req.Tier]; !ok {
 				return nil, schemas.Errorf(schemas.CodeInvalid, "unknown tier %q", req.Tier)
@@ -81,8 +85,17 @@ func (g *Server) updateTenant(ctx context.Context, p *Principal, id string, req 
 		if req.Suspended != nil {
 			t.Suspended = *req.Suspended
 		}
+		if t.Tier == before.Tier && t.Suspended == before.Suspended {
+			return &t, nil // nothing changes: no write, no event
+		}
 		b, _ := json.Marshal(t)
-		if _, err := g.tenants.Update(ctx, id, b, e.Revision()); err == nil {
+		rev, err := g.tenants.Update(ctx, id, b, e.Revision())
+		if err == nil {
+			// One event per change, named by the tenant record's new revision.
+			g.publishEvent(ctx, schemas.EventTenantUpdated, t.ID, "tenant.updated:"+t.ID+":"+strconv.FormatUint(rev, 10), func(e *schemas.Event) {
+				e.Tenant = &schemas.TenantEvent{Tier: t.Tier, Suspended: t.Suspended, PreviousTier: before.Tier,
+					PreviousSuspended: before.Suspended, KeyID: p.KeyID}
+			})
 			return &t, nil
 		}
 	}

@@ -12,6 +12,7 @@ const (
 	EventKeyCreated         = "key.created"
 	EventKeyRevoked         = "key.revoked"
 	EventTenantCreated      = "tenant.created"
+	EventTenantUpdated      = "tenant.updated" // an admin changed its tier or suspended it or lifted a suspension
 	EventRateLimitRejected  = "ratelimit.rejected"
 )
 
@@ -22,14 +23,14 @@ const EventVersion = 1
 func KnownEventType(t string) bool {
 	switch t {
 	case EventExecutionCompleted, EventExecutionFailed, EventModuleUploaded, EventModuleDeleted, EventModuleRejected,
-		EventKeyCreated, EventKeyRevoked, EventTenantCreated, EventRateLimitRejected:
+		EventKeyCreated, EventKeyRevoked, EventTenantCreated, EventTenantUpdated, EventRateLimitRejected:
 		return true
 	}
 	return false
 }
 
 // Event is the envelope of everything on StreamEvents. Exactly one of the typed parts is set,
-// the one matching Type. ID is unique per fact and is published as Nats-Msg-Id, so a fact
+// the one matching Type (Tenant for tenant.*). ID is unique per fact and is published as Nats-Msg-Id, so a fact
 // published twice (a redelivered execution) is stored once.
 type Event struct {
 	ID        string          `json:"id"`
@@ -40,6 +41,7 @@ type Event struct {
 	Execution *ExecutionEvent `json:"execution,omitempty"`
 	Module    *ModuleEvent    `json:"module,omitempty"`
 	Key       *KeyEvent       `json:"key,omitempty"`
+	Tenant    *TenantEvent    `json:"tenant,omitempty"`
 	RateLimit *RateLimitEvent `json:"rate_limit,omitempty"`
 }
 
@@ -80,6 +82,16 @@ type KeyEvent struct {
 	KeyID string `json:"key_id"`
 	Tier  string `json:"tier"`
 	Admin bool   `json:"admin,omitempty"`
+}
+
+// TenantEvent records a tenant being created or changed: its tier and suspension after the
+// fact and, on tenant.updated, before it, with the admin key that made the change.
+type TenantEvent struct {
+	Tier              string `json:"tier"`
+	Suspended         bool   `json:"suspended"`
+	PreviousTier      string `json:"previous_tier,omitempty"`
+	PreviousSuspended bool   `json:"previous_suspended,omitempty"`
+	KeyID             string `json:"key_id,omitempty"`
 }
 
 // RateLimitEvent records a rejected request.

@@ -174,7 +174,7 @@ func eventFilters(types, tenants []string) ([]string, error) {
 	}
 	for _, t := range types {
 		if t != "*.*" && !schemas.KnownEventType(t) && !typePatternRE.MatchString(t) {
-			return nil, usageError{fmt.Sprintf("--type %q is not an event type (execution.completed, execution.failed, module.uploaded, module.deleted, key.created, key.revoked, tenant.created, ratelimit.rejected) or a pattern such as execution.*", t)}
+			return nil, usageError{fmt.Sprintf("--type %q is not an event type (execution.completed, execution.failed, module.uploaded, module.deleted, key.created, key.revoked, tenant.created, tenant.updated, ratelimit.rejected) or a pattern such as execution.*", t)}
 		}
 	}
 	var out []string
