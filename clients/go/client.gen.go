@@ -224,6 +224,7 @@ type Event struct {
 	Key       *KeyEvent       `json:"key,omitempty"`
 	Module    *ModuleEvent    `json:"module,omitempty"`
 	RateLimit *RateLimitEvent `json:"rate_limit,omitempty"`
+	Tenant    *TenantEvent    `json:"tenant,omitempty"`
 	TenantID  string          `json:"tenant_id"`
 	Time      time.Time       `json:"time"`
 	Type      string          `json:"type"`
@@ -510,6 +511,15 @@ type Tenant struct {
 	ID        string    `json:"id"`
 	Suspended *bool     `json:"suspended,omitempty"`
 	Tier      string    `json:"tier"`
+}
+
+// TenantEvent defines model for TenantEvent.
+type TenantEvent struct {
+	KeyID             *string `json:"key_id,omitempty"`
+	PreviousSuspended *bool   `json:"previous_suspended,omitempty"`
+	PreviousTier      *string `json:"previous_tier,omitempty"`
+	Suspended         bool    `json:"suspended"`
+	Tier              string  `json:"tier"`
 }
 
 // TenantList defines model for TenantList.
