@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
@@ -25,3 +26,25 @@ func (g *Server) publicError(ctx context.Context, op string, err error) *schemas
 	g.log.ErrorContext(ctx, "internal error", "op", op, "request_id", requestIDFrom(ctx), "err", err)
 	return &schemas.Error{Code: schemas.CodeInternal, Message: "internal error"}
 }
+
+// truncateID bounds an id or path quoted back in an error message to 80 bytes of valid UTF-8.
+func truncateID(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return strings.ToValidUTF8(s, "?")
+}
+
+// unavailable wraps the failure of a dependency (a store, accounting): publicError logs it
+// once and answers a caller-safe 503 naming only what was unavailable.
+func unavailable(what string, err error) error {
+	return &dependencyError{what: what, err: err}
+}
+
+type dependencyError struct {
+	what string
+	err  error
+}
+
+func (e *dependencyError) Error() string { return e.what + ": " + e.err.Error() }
+func (e *dependencyError) Unwrap() error { return e.err }

@@ -236,26 +236,6 @@ func (g *Server) deleteModule(ctx context.Context, p *Principal, id string) erro
 	return nil
 }
 
-func truncateID(s string) string {
-	if len(s) > 80 {
-		return s[:80] + "…"
-	}
-	return strings.ToValidUTF8(s, "?")
-}
-
-// unavailable logs a dependency failure once and returns the caller-safe 503.
-func unavailable(what string, err error) error {
-	return &dependencyError{what: what, err: err}
-}
-
-type dependencyError struct {
-	what string
-	err  error
-}
-
-func (e *dependencyError) Error() string { return e.what + ": " + e.err.Error() }
-func (e *dependencyError) Unwrap() error { return e.err }
-
 // moduleUploadInput has no Body or RawBody field, so Huma does not read the body: the handler
 // streams it to a spool file (uploads.go). Resolve hands it the body.
 type moduleUploadInput struct {
