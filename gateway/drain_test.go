@@ -17,7 +17,7 @@ func TestGateway_DrainDelay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := New(context.Background(), Config{Listener: ln, DrainDelay: 2 * time.Second, DrainTimeout: 5 * time.Second}, natstest.Connect(t, srv))
+	g, err := New(Config{Listener: ln, DrainDelay: 2 * time.Second, DrainTimeout: 5 * time.Second}, natstest.Connect(t, srv))
 	if err != nil {
 		t.Fatal(err)
 	}

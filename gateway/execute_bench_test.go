@@ -26,8 +26,11 @@ func startStubbedGateway(b *testing.B) (*Server, *Principal, string) {
 	srv := natstest.RunJetStream(b)
 	ctx := context.Background()
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	g, err := New(ctx, Config{HTTPAddr: "127.0.0.1:0", Logger: log, Registerer: prometheus.NewRegistry(), Gatherer: prometheus.NewRegistry()}, natstest.Connect(b, srv))
+	g, err := New(Config{HTTPAddr: "127.0.0.1:0", Logger: log, Registerer: prometheus.NewRegistry(), Gatherer: prometheus.NewRegistry()}, natstest.Connect(b, srv))
 	if err != nil {
+		b.Fatal(err)
+	}
+	if err := g.open(ctx); err != nil {
 		b.Fatal(err)
 	}
 	if err := g.waiters.start(); err != nil {

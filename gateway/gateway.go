@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -18,99 +17,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/wasmwiz/wasmwiz/internal/streams"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
-
-// Config configures a gateway. Zero values take the defaults.
-type Config struct {
-	HTTPAddr string // default 127.0.0.1:8080; "" with Listener set
-	Listener net.Listener
-	Tiers    map[string]schemas.Tier
-	// SyncWait bounds how long a synchronous execution request waits for its result before
-	// answering 202; default the tier's wall time + 10s.
-	SyncWait       time.Duration
-	CompileTimeout time.Duration // how long an upload waits for an executor's compile; default 30s
-	Replicas       int           // stream replicas for streams.Ensure
-	DrainTimeout   time.Duration // default 30s
-	// DrainDelay is how long a draining gateway keeps serving, answering 503 on /health/ready,
-	// before it stops accepting: time for load balancers to take it out. Default 0.
-	DrainDelay time.Duration
-	JWTKeyFile string        // Ed25519 PKCS#8 PEM; empty: no tokens issued or accepted
-	TokenTTL   time.Duration // default 15m
-	Logger     *slog.Logger
-	Registerer prometheus.Registerer
-	Gatherer   prometheus.Gatherer // served at /metrics; default prometheus.DefaultGatherer
-
-	// MetricsAddr serves /metrics on a listener of its own, and no longer on the API's (which
-	// then answers 404 there); "" keeps it on the API's. MetricsListener is that listener
-	// already open (tests).
-	MetricsAddr     string
-	MetricsListener net.Listener
-	// TLSCertFile and TLSKeyFile (PEM), both or neither: the API is served over HTTPS (TLS 1.2
-	// and later, HTTP/2) with Strict-Transport-Security; the pair is read again when it changes.
-	TLSCertFile string
-	TLSKeyFile  string
-	// MaxConnections bounds the open HTTP connections; past it new ones wait in the kernel's
-	// accept queue. Default DefaultMaxConnections.
-	MaxConnections int
-	// ReadHeaderTimeout, ReadTimeout (header and body) and IdleTimeout (keep-alive connections
-	// between requests) bound slow and idle clients; MaxHeaderBytes the request headers (431).
-	ReadHeaderTimeout time.Duration
-	ReadTimeout       time.Duration
-	IdleTimeout       time.Duration
-	MaxHeaderBytes    int
-}
-
-func (c *Config) defaults() {
-	if c.HTTPAddr == "" && c.Listener == nil {
-		c.HTTPAddr = "127.0.0.1:8080"
-	}
-	if c.Tiers == nil {
-		c.Tiers = schemas.DefaultTiers()
-	}
-	if c.CompileTimeout <= 0 {
-		c.CompileTimeout = 30 * time.Second
-	}
-	if c.TokenTTL <= 0 {
-		c.TokenTTL = TokenTTL
-	}
-	if c.DrainTimeout <= 0 {
-		c.DrainTimeout = 30 * time.Second
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
-	if c.Gatherer == nil {
-		c.Gatherer = prometheus.DefaultGatherer
-	}
-	if c.MaxConnections <= 0 {
-		c.MaxConnections = DefaultMaxConnections
-	}
-	if c.ReadHeaderTimeout <= 0 {
-		c.ReadHeaderTimeout = DefaultReadHeaderTimeout
-	}
-	if c.ReadTimeout <= 0 {
-		c.ReadTimeout = DefaultReadTimeout
-	}
-	if c.IdleTimeout <= 0 {
-		c.IdleTimeout = DefaultIdleTimeout
-	}
-	if c.MaxHeaderBytes <= 0 {
-		c.MaxHeaderBytes = DefaultMaxHeaderBytes
-	}
-}
-
-// Validate checks the configuration.
-func (c *Config) Validate() error {
-	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
-		return errors.New("give both a TLS certificate and its key, or neither")
-	}
-	return schemas.ValidateTiers(c.Tiers)
-}
 
 // Server is a gateway: it serves the WasmWiz API over REST and NATS.
 type Server struct {
@@ -141,13 +52,16 @@ type Server struct {
 	handler   http.Handler
 	certs     *certReloader // nil: plain HTTP
 	lastPing  atomic.Int64  // unix nanos of the last executor answer
+	opened    bool          // open has run
 	streamsOK atomic.Bool
 	draining  atomic.Bool
 	inflight  sync.WaitGroup
 }
 
-// New connects a gateway to NATS; it creates streams and buckets it needs.
-func New(ctx context.Context, cfg Config, nc *nats.Conn) (*Server, error) {
+// New checks cfg and prepares a gateway on nc. It does no I/O: Run (through open) ensures the
+// streams, opens the buckets and object stores, reads the TLS pair and the JWT signing key, and
+// then serves.
+func New(cfg Config, nc *nats.Conn) (*Server, error) {
 	cfg.defaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -160,8 +74,27 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn) (*Server, error) {
 	if g.metrics, err = newMetrics(cfg.Registerer); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
+	g.keyring = newKeyring(nil, nil, cfg.Tiers, g.log) // buckets set by open
+	g.keyUsage = &keyUsage{m: map[string]time.Time{}}
+	g.waiters = newWaiters(nc, "_INBOX.wasmwiz."+g.id)
+	g.limiter = NewLimiter(js)
+	g.slots = newRequestSlots()
+	g.ops = g.operations()
+	g.opByID = opsByID(g.ops)
+	g.handler = g.routes()
+	return g, nil
+}
+
+// open does the gateway's start-up I/O, once: it ensures the streams (riding out a JetStream
+// that is not up yet), opens the buckets and object stores, and reads the TLS pair and the JWT
+// signing key. Run calls it; tests that need the stores before Run call it first.
+func (g *Server) open(ctx context.Context) error {
+	if g.opened {
+		return nil
+	}
+	cfg, js := g.cfg, g.js
 	if err := streams.EnsureWithRetry(ctx, js, streams.Options{Replicas: cfg.Replicas, Tiers: cfg.Tiers}); err != nil {
-		return nil, fmt.Errorf("ensure streams: %w", err)
+		return fmt.Errorf("ensure streams: %w", err)
 	}
 	g.streamsOK.Store(true)
 	for _, b := range []struct {
@@ -177,39 +110,33 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn) (*Server, error) {
 	} {
 		kv, err := js.KeyValue(ctx, b.name)
 		if err != nil {
-			return nil, fmt.Errorf("kv %s: %w", b.name, err)
+			return fmt.Errorf("kv %s: %w", b.name, err)
 		}
 		*b.kv = streams.LeaderReads(js, kv, cfg.Replicas)
 	}
+	var err error
+	if g.keyUsage.kv, err = js.KeyValue(ctx, schemas.BucketKeyUsage); err != nil {
+		return fmt.Errorf("kv %s: %w", schemas.BucketKeyUsage, err)
+	}
 	if g.modules, err = js.ObjectStore(ctx, schemas.ObjectModules); err != nil {
-		return nil, fmt.Errorf("object store: %w", err)
+		return fmt.Errorf("object store: %w", err)
 	}
 	if g.bundles, err = js.ObjectStore(ctx, schemas.ObjectBundles); err != nil {
-		return nil, fmt.Errorf("object store: %w", err)
+		return fmt.Errorf("object store: %w", err)
 	}
 	if cfg.TLSCertFile != "" {
 		if g.certs, err = newCertReloader(cfg.TLSCertFile, cfg.TLSKeyFile); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	g.keyring = newKeyring(g.keysKV, g.tenants, cfg.Tiers, g.log)
+	g.keyring.keys, g.keyring.tenants = g.keysKV, g.tenants
 	if cfg.JWTKeyFile != "" {
 		if g.keyring.signer, err = LoadSigner(cfg.JWTKeyFile, false); err != nil {
-			return nil, fmt.Errorf("JWT signing key: %w", err)
+			return fmt.Errorf("JWT signing key: %w", err)
 		}
 	}
-	usageKV, err := js.KeyValue(ctx, schemas.BucketKeyUsage)
-	if err != nil {
-		return nil, fmt.Errorf("kv %s: %w", schemas.BucketKeyUsage, err)
-	}
-	g.keyUsage = &keyUsage{kv: usageKV, m: map[string]time.Time{}}
-	g.waiters = newWaiters(nc, "_INBOX.wasmwiz."+g.id)
-	g.limiter = NewLimiter(js)
-	g.slots = newRequestSlots()
-	g.ops = g.operations()
-	g.opByID = opsByID(g.ops)
-	g.handler = g.routes()
-	return g, nil
+	g.opened = true
+	return nil
 }
 
 // Handler is the gateway's HTTP handler (REST API, compat endpoint, health, metrics).
@@ -225,6 +152,9 @@ func (g *Server) Ready() bool {
 // Run serves HTTP and the NATS micro service until ctx ends, then drains: it stops accepting,
 // lets in-flight requests finish within DrainTimeout, and returns.
 func (g *Server) Run(ctx context.Context) error {
+	if err := g.open(ctx); err != nil {
+		return err
+	}
 	if err := g.waiters.start(); err != nil {
 		return err
 	}

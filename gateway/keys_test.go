@@ -100,9 +100,12 @@ func newTestGatewayTiers(t *testing.T, srv *server.Server, tiers map[string]sche
 	if _, err := LoadSigner(jwtKey, true); err != nil {
 		t.Fatal(err)
 	}
-	g, err := New(context.Background(), Config{HTTPAddr: "127.0.0.1:0", Tiers: tiers, JWTKeyFile: jwtKey, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+	g, err := New(Config{HTTPAddr: "127.0.0.1:0", Tiers: tiers, JWTKeyFile: jwtKey, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
 		Registerer: prometheus.NewRegistry(), Gatherer: prometheus.NewRegistry()}, natstest.Connect(t, srv))
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.open(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	return g

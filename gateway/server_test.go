@@ -53,8 +53,11 @@ func startTestGateway(t *testing.T, cfg Config) *testGateway {
 	reg := prometheus.NewRegistry()
 	cfg.Registerer, cfg.Gatherer = reg, reg
 	ctx := context.Background()
-	g, err := New(ctx, cfg, natstest.Connect(t, srv))
+	g, err := New(cfg, natstest.Connect(t, srv))
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.open(ctx); err != nil { // the stores, for the keys below
 		t.Fatal(err)
 	}
 	tg := &testGateway{g: g, addr: ln.Addr().String(), url: "http://" + ln.Addr().String(), client: &http.Client{Timeout: 30 * time.Second}}

@@ -210,7 +210,7 @@ func runGatewayCmd(ctx context.Context, args []string, getenv func(string) strin
 		return err
 	}
 	defer e.close()
-	g, err := gateway.New(ctx, gateway.Config{
+	g, err := gateway.New(gateway.Config{
 		HTTPAddr: *httpAddr, Tiers: e.tiers, JWTKeyFile: *jwtKey, SyncWait: *syncWait, DrainTimeout: *drainTimeout,
 		DrainDelay: *drainDelay, Replicas: e.replicas, Logger: e.log, Registerer: e.reg, Gatherer: e.reg,
 		MetricsAddr: *metricsAddr, TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey, MaxConnections: *maxConns,

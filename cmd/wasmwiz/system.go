@@ -152,7 +152,7 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 		ln.Close()
 		return nil, fmt.Errorf("JWT signing key: %w", err)
 	}
-	gw, err := gateway.New(ctx, gateway.Config{Listener: ln, JWTKeyFile: jwtKey, SyncWait: cfg.SyncWait, Tiers: cfg.Tiers,
+	gw, err := gateway.New(gateway.Config{Listener: ln, JWTKeyFile: jwtKey, SyncWait: cfg.SyncWait, Tiers: cfg.Tiers,
 		Logger: cfg.Logger, Registerer: cfg.Registry, Gatherer: cfg.Registry}, gwNC)
 	if err != nil {
 		ln.Close()
