@@ -49,7 +49,7 @@ const (
 )
 
 // Modes are the bench's modes, in the order of its table.
-var Modes = []string{modeLimit, modeLimitFree, modeBus, modeBare, modeNATS, modeREST, modePeerCompile, modePeerProcess}
+var Modes = []string{modeLimit, modeLimitFree, modeBus, modeBare, modeNATS, modeREST, modeWrk, modePeerCompile, modePeerProcess}
 
 type benchModule struct {
 	Name   string `json:"name"`
@@ -237,6 +237,13 @@ func Run(ctx context.Context, cfg Config, sys System, stdout io.Writer) error {
 			modes = slices.DeleteFunc(modes, func(m string) bool { return m == modePeerProcess })
 		}
 	}
+	var wrk string
+	if slices.Contains(modes, modeWrk) {
+		if wrk, err = exec.LookPath("wrk"); err != nil {
+			out.Notes = append(out.Notes, "rest-wrk skipped: no wrk on PATH (Debian: apt-get install wrk)")
+			modes = slices.DeleteFunc(modes, func(m string) bool { return m == modeWrk })
+		}
+	}
 	wzCache := filepath.Join(tmp, "wazero-cli-cache")
 	for _, m := range mods {
 		if m.cm, err = lim.rt.CompileModule(ctx, m.wasm); err != nil {
@@ -261,8 +268,8 @@ func Run(ctx context.Context, cfg Config, sys System, stdout io.Writer) error {
 		case modeBare:
 			body, _ := json.Marshal(bareRequest{Module: m.Name, Stdin: m.stdin})
 			return func(ctx context.Context) string { return bus.bareOp(ctx, body) }
-		case modeNATS, modeREST:
-			body, _ := json.Marshal(schemas.ExecutionRequest{ModuleID: m.id, StdinBase64: b64(m.stdin), Args: m.args[1:]})
+		case modeNATS, modeREST, modeWrk: // rest-wrk warms up with the in-process client
+			body := executionBody(m)
 			if mode == modeNATS {
 				return func(ctx context.Context) string { return nt.Execute(ctx, body) }
 			}
@@ -296,7 +303,11 @@ func Run(ctx context.Context, cfg Config, sys System, stdout io.Writer) error {
 					return ctx.Err()
 				}
 				label := fmt.Sprintf("[%d/%d] %-5s %-16s c=%-3d ", i, total, m.Name, mode, c)
-				if err := runCell(ctx, cfg, sys, m, mode, c, c == levels[len(levels)-1], label, op(mode, m), out); err != nil {
+				do := op(mode, m)
+				if mode == modeWrk {
+					do = nil
+				}
+				if err := runCell(ctx, cfg, sys, m, mode, c, c == levels[len(levels)-1], label, do, out, wrkRun(wrk, tmp, sys, m)); err != nil {
 					return err
 				}
 			}
@@ -317,6 +328,23 @@ func Run(ctx context.Context, cfg Config, sys System, stdout io.Writer) error {
 	}
 	out.print(stdout, mods, levels, modes)
 	return nil
+}
+
+// executionBody is the body of POST /v1/executions (and of executions.create) that runs m.
+func executionBody(m *benchModule) []byte {
+	body, _ := json.Marshal(schemas.ExecutionRequest{ModuleID: m.id, StdinBase64: b64(m.stdin), Args: m.args[1:]})
+	return body
+}
+
+// wrkRun runs a rest-wrk cell of m: wrk (at path wrk) sends POST /v1/executions to sys.
+func wrkRun(wrk, dir string, sys System, m *benchModule) func(context.Context, int, time.Duration) (*Report, error) {
+	return func(ctx context.Context, c int, d time.Duration) (*Report, error) {
+		script, err := wrkScript(dir, sys.Key, executionBody(m))
+		if err != nil {
+			return nil, err
+		}
+		return runWrk(ctx, wrk, script, strings.TrimRight(sys.URL, "/")+"/v1/executions", c, d)
+	}
 }
 
 // prepareModules gets each named guest and writes it into dir (for the wazero CLI); a guest that
@@ -346,7 +374,7 @@ func prepareModules(names []string, dir string, say func(string, ...any), out *b
 // cfg.ProfileMode get a CPU profile each (<path>.<module>.c<N>; a CPU profile cannot be paused,
 // and `go tool pprof` merges several given together).
 func runCell(ctx context.Context, cfg Config, sys System, m *benchModule, mode string, c int, largest bool, label string,
-	do func(context.Context) string, out *benchOutput) error {
+	do func(context.Context) string, out *benchOutput, wrk func(context.Context, int, time.Duration) (*Report, error)) error {
 	inflight := c
 	if mode == modePeerCompile || mode == modePeerProcess {
 		inflight = min(c, 2*runtime.NumCPU())
@@ -367,7 +395,7 @@ func runCell(ctx context.Context, cfg Config, sys System, m *benchModule, mode s
 	if mode == modeREST && largest {
 		sampler = startRSSSampler()
 	}
-	count := sys.NATSCounts != nil && (mode == modeREST || mode == modeNATS || mode == modeBare || mode == modeBus)
+	count := sys.NATSCounts != nil && (mode == modeREST || mode == modeWrk || mode == modeNATS || mode == modeBare || mode == modeBus)
 	var before NATSCounts
 	if count {
 		var err error
@@ -376,7 +404,18 @@ func runCell(ctx context.Context, cfg Config, sys System, m *benchModule, mode s
 		}
 	}
 	cpuSelf, cpuChildren := cpuNow()
-	rep := Generate(ctx, LoadConfig{Concurrency: inflight, Duration: cfg.CellDuration, Progress: cfg.Progress, Label: label}, do)
+	var rep *Report
+	if do == nil {
+		if cfg.Progress != nil {
+			fmt.Fprintf(cfg.Progress, "\r\033[K%swrk…", label)
+		}
+		var err error
+		if rep, err = wrk(ctx, inflight, cfg.CellDuration); err != nil {
+			return err
+		}
+	} else {
+		rep = Generate(ctx, LoadConfig{Concurrency: inflight, Duration: cfg.CellDuration, Progress: cfg.Progress, Label: label}, do)
+	}
 	if sampler != nil {
 		out.RSSProcess, out.RSSWorkers = sampler.stop()
 	}
@@ -424,7 +463,7 @@ func (o *benchOutput) ratios(mods []*benchModule, levels []int) {
 			if rest == nil {
 				continue
 			}
-			for _, other := range []string{modeBare, modeLimit, modeLimitFree, modePeerCompile, modePeerProcess} {
+			for _, other := range []string{modeWrk, modeBare, modeLimit, modeLimitFree, modePeerCompile, modePeerProcess} {
 				if x := o.cell(m.Name, other, c); x != nil && x.Report.OKPerSecond > 0 {
 					o.Ratios = append(o.Ratios, benchRatio{Module: m.Name, Concurrency: c, Name: "rest/" + other, Value: rest.Report.OKPerSecond / x.Report.OKPerSecond})
 				}
@@ -465,6 +504,9 @@ func (o *benchOutput) print(w io.Writer, mods []*benchModule, levels []int, mode
 	fmt.Fprintf(w, "\n* peers run at most %d in flight (2 × CPUs): they are CPU-bound, more would only queue.\n", 2*o.CPUs)
 	fmt.Fprintln(w, "limit checks deadlines at every loop back-edge (WithCloseOnContextDone); limit-nodeadline, bare, the workers and the peers")
 	fmt.Fprintln(w, "do not: the workers' deadline is the node killing them (see docs/performance.md).")
+	if slices.Contains(modes, modeWrk) {
+		fmt.Fprintln(w, "rest-wrk is rest sent by wrk (a process of its own, up to 2 threads) instead of this process's client; it counts 2xx answers.")
+	}
 	fmt.Fprintln(w, "\nratios of exec/s:")
 	for _, m := range mods {
 		for _, c := range levels {

@@ -91,7 +91,7 @@ func (o *benchOutput) printNATS(w io.Writer) {
 	first := true
 	for _, x := range o.Cells {
 		n := x.NATS
-		if n == nil || (x.Mode != modeREST && x.Mode != modeNATS && x.Mode != modeBare) {
+		if n == nil || (x.Mode != modeREST && x.Mode != modeWrk && x.Mode != modeNATS && x.Mode != modeBare) {
 			continue
 		}
 		if first {
@@ -106,7 +106,7 @@ func (o *benchOutput) printNATS(w io.Writer) {
 		for _, name := range slices.Sorted(maps.Keys(n.Streams)) {
 			strs = append(strs, fmt.Sprintf("%s %.2f", name, n.Streams[name]))
 		}
-		fmt.Fprintf(w, "  %-6s %-5s c=%-3d %5.2f in %5.2f out (%s); %.2f writes (%s), %.2f removed\n",
+		fmt.Fprintf(w, "  %-6s %-8s c=%-3d %5.2f in %5.2f out (%s); %.2f writes (%s), %.2f removed\n",
 			x.Module, x.Mode, x.Concurrency, n.In, n.Out, strings.Join(conns, ", "), n.Writes, strings.Join(strs, ", "), n.Removes)
 	}
 }
