@@ -2,7 +2,6 @@ package schemas
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 )
 
@@ -70,11 +69,21 @@ const (
 	QueueGateways = "wasmwiz-gateways"
 )
 
-var tokenRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
-
 // ValidToken reports whether s may be used as a tier or tenant id: it becomes one NATS subject
-// token and one KV key token, so it is restricted to lower-case letters, digits, '-' and '_'.
-func ValidToken(s string) bool { return tokenRE.MatchString(s) }
+// token and one KV key token, so it is restricted to lower-case letters, digits, '-' and '_'
+// (`^[a-z0-9][a-z0-9_-]{0,62}$`; checked by hand, as the ids below: every request checks them,
+// and a regular expression cost a few microseconds each).
+func ValidToken(s string) bool {
+	if len(s) == 0 || len(s) > 63 || s[0] == '_' || s[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // ExecStream is the work-queue stream of one tier's execution requests: WASMWIZ_EXEC_<TIER>.
 // One stream per tier, because its per-subject message cap is the tier's in-flight limit:
@@ -184,11 +193,14 @@ const (
 // ModuleObjectName is the object store name of a module: sha256-<hex>.
 func ModuleObjectName(hexDigest string) string { return "sha256-" + hexDigest }
 
-var moduleIDRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
-
-// ParseModuleID checks a module id "sha256:<64 hex>" and returns the hex digest.
+// ParseModuleID checks a module id "sha256:<64 hex>" (lower case) and returns the hex digest.
 func ParseModuleID(id string) (hexDigest string, err error) {
-	if !moduleIDRE.MatchString(id) {
+	hexDigest, ok := strings.CutPrefix(id, "sha256:")
+	for i := 0; ok && i < len(hexDigest); i++ {
+		c := hexDigest[i]
+		ok = c >= '0' && c <= '9' || c >= 'a' && c <= 'f'
+	}
+	if !ok || len(hexDigest) != 64 {
 		return "", fmt.Errorf("module id must be sha256:<64 lower-case hex digits>, got %q", truncate(id, 80))
 	}
 	return id[len("sha256:"):], nil
@@ -200,10 +212,19 @@ func ModuleID(hexDigest string) string { return "sha256:" + hexDigest }
 // ModuleRefKey is the ownership key of a module: <tenant>.<hex>.
 func ModuleRefKey(tenant, hexDigest string) string { return tenant + "." + hexDigest }
 
-var executionIDRE = regexp.MustCompile(`^[0-9a-zA-Z_-]{16,64}$`)
-
-// ValidExecutionID reports whether id has the shape of an execution id (it is also a KV key).
-func ValidExecutionID(id string) bool { return executionIDRE.MatchString(id) }
+// ValidExecutionID reports whether id has the shape of an execution id (it is also a KV key):
+// `^[0-9a-zA-Z_-]{16,64}$`.
+func ValidExecutionID(id string) bool {
+	if len(id) < 16 || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 func truncate(s string, n int) string {
 	if len(s) <= n {
