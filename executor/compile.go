@@ -16,6 +16,9 @@ import (
 // compileWaitForWorker bounds how long a compile request waits for a free worker.
 const compileWaitForWorker = 15 * time.Second
 
+// shareTimeout bounds storing a compiled artifact for the other nodes.
+const shareTimeout = 10 * time.Second
+
 // serveCompile answers a CompileRequest: fetch the module (warming the node's file cache),
 // compile it in a worker under the compile timeout (warming wazero's file cache and the
 // worker's compiled modules), reply with a CompileReply.
@@ -83,7 +86,10 @@ func (n *Node) compileModule(ctx context.Context, m *nats.Msg) *schemas.CompileR
 		return &schemas.CompileReply{Error: schemas.Errorf(schemas.CodeUnavailable, "executor is busy compiling other uploads; retry shortly")}
 	}
 	budget := n.cfg.compileBudget(tier, n.mods.size(hexDigest))
-	res, err := n.pool.compile(actx, &worker.CompileJob{ModulePath: path, ModuleHash: hexDigest, MemoryPages: uint32(tier.MemoryMB * 16)}, budget)
+	// The first compile of a module in the cluster is shared: the worker compiles it afresh and
+	// names the artifact, which the node stores for the other nodes (artifacts.go).
+	share := !n.artifacts.shared(hexDigest)
+	res, err := n.pool.compile(actx, &worker.CompileJob{ModulePath: path, ModuleHash: hexDigest, MemoryPages: uint32(tier.MemoryMB * 16), Share: share}, budget)
 	var killed *killedError
 	switch {
 	case errors.As(err, &killed):
@@ -108,6 +114,12 @@ func (n *Node) compileModule(ctx context.Context, m *nats.Msg) *schemas.CompileR
 	reply := &schemas.CompileReply{CompileMS: ms(res.Duration)}
 	if res.Error != "" {
 		reply.Error = schemas.Errorf(schemas.CodeInvalidModule, "%s", wasmmodule.ExplainCompileError(res.Error))
+	} else if res.CacheFile != "" {
+		// Before the reply, so that the executions an upload's client starts next find it on
+		// every node; bounded, since sharing is an optimisation and the upload waits.
+		sctx, cancel := context.WithTimeout(ctx, shareTimeout)
+		n.artifacts.put(sctx, hexDigest, res.CacheFile)
+		cancel()
 	}
 	return reply
 }

@@ -44,6 +44,9 @@ type moduleCache struct {
 	// leader has acknowledged a moment ago (see RATIONALE: leader reads), so "not found" is
 	// asked again before it is believed.
 	replicated bool
+	// onFetch, if set, is called after a module is fetched into the cache, before the getters
+	// waiting for it go on (the node fetches the module's compiled artifact there).
+	onFetch func(ctx context.Context, hexDigest string)
 
 	mu    sync.Mutex
 	files map[string]*cachedFile // by hex digest
@@ -168,7 +171,11 @@ func (c *moduleCache) get(ctx context.Context, hexDigest string, maxSize int64) 
 	}
 	c.m.cacheMisses.WithLabelValues("file").Inc()
 	_, err, _ := c.group.Do(hexDigest, func() (any, error) {
-		return nil, c.fetch(ctx, hexDigest, maxSize)
+		err := c.fetch(ctx, hexDigest, maxSize)
+		if err == nil && c.onFetch != nil {
+			c.onFetch(ctx, hexDigest)
+		}
+		return nil, err
 	})
 	if err != nil {
 		return "", err

@@ -57,14 +57,15 @@ type Node struct {
 	ready atomic.Bool
 
 	// Set by Run.
-	pool    *pool
-	mods    *moduleCache
-	bundles *moduleCache // files.go
-	results jetstream.KeyValue
-	sched   *scheduler
-	slots   chan struct{} // one per worker: executions until their guest has run
-	handles chan struct{} // executions in flight, including those recording their results
-	compile chan struct{} // bounds compile requests in flight
+	pool      *pool
+	mods      *moduleCache
+	bundles   *moduleCache // files.go
+	artifacts *artifacts   // compiled modules shared with other nodes (artifacts.go)
+	results   jetstream.KeyValue
+	sched     *scheduler
+	slots     chan struct{} // one per worker: executions until their guest has run
+	handles   chan struct{} // executions in flight, including those recording their results
+	compile   chan struct{} // bounds compile requests in flight
 	// compiling bounds compiles at once to the CompileWorkers workers added for them.
 	compiling chan struct{}
 	work      sync.WaitGroup
@@ -138,6 +139,12 @@ func (n *Node) Run(ctx context.Context) error {
 	if err := os.MkdirAll(filepath.Join(n.cfg.CacheDir, "wazero"), 0o755); err != nil {
 		return fmt.Errorf("executor: cache dir: %w", err)
 	}
+	compiled, err := n.js.ObjectStore(ctx, schemas.ObjectCompiled)
+	if err != nil {
+		return fmt.Errorf("executor: compiled store: %w", err)
+	}
+	n.artifacts = newArtifacts(compiled, filepath.Join(n.cfg.CacheDir, "wazero"), n.log, n.m)
+	n.mods.onFetch = n.artifacts.fetch
 	if err := n.openBundles(ctx); err != nil {
 		return err
 	}

@@ -20,6 +20,7 @@ const (
 	BucketIdempotency = "wasmwiz_idempotency" // KV: <tenant>.<sha256(idempotency key)> -> IdempotencyRecord
 	BucketKeyUsage    = "wasmwiz_key_usage"   // KV: key id -> last use (RFC 3339), flushed by gateways
 	ObjectModules     = "wasmwiz_modules"     // object store: sha256-<hex> -> module bytes
+	ObjectCompiled    = "wasmwiz_compiled"    // object store: <wazero version, platform, CPU>/<hex> -> compiled artifact (executors only)
 
 	SubjectDLQ = "wasmwiz.dlq.exec"
 

@@ -166,6 +166,10 @@ type CompileJob struct {
 	ModulePath  string
 	ModuleHash  string
 	MemoryPages uint32
+	// Share asks for the compiled artifact the node shares with other nodes: the module is
+	// compiled afresh (not loaded from the file cache) and the file wazero writes for it is
+	// named in CompileResult.CacheFile.
+	Share bool
 }
 
 // CompileResult answers a CompileJob. Error is wazero's message when the module is invalid.
@@ -174,4 +178,7 @@ type CompileResult struct {
 	Duration   time.Duration
 	CacheHit   bool
 	ProcessCPU time.Duration // the worker process's CPU time at the end
+	// CacheFile is, for a Share job, the artifact's path under Hello.CacheDir
+	// ("wazero-<version>-<arch>-<os>/<hex key>"), or empty when the engine writes none.
+	CacheFile string
 }

@@ -27,6 +27,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
@@ -153,6 +154,7 @@ func runtimeBytes() int64 {
 type worker struct {
 	log      *slog.Logger
 	engine   string
+	cacheDir string // Hello.CacheDir
 	cache    wazero.CompilationCache
 	runtimes map[uint32]*list.Element // memory pages → element of lru holding *wazRuntime
 	rtLRU    *list.List
@@ -200,6 +202,7 @@ func newWorker(ctx context.Context, h Hello, log *slog.Logger) (*worker, error) 
 		runtimes: map[uint32]*list.Element{},
 		rtLRU:    list.New(),
 		bundles:  newBundleCache(),
+		cacheDir: h.CacheDir,
 	}
 	n := h.CompiledCacheSize
 	if n <= 0 {
@@ -250,21 +253,27 @@ func (w *worker) runtimeFor(ctx context.Context, pages uint32) (wazero.Runtime, 
 		w.compiled.removePages(ctx, rt.pages)
 		_ = rt.r.Close(ctx)
 	}
-	// NewRuntimeConfig picks the compiler (wazevo) wherever wazero supports it and the
-	// interpreter elsewhere.
-	// No WithCloseOnContextDone: it makes compiled code call into Go at every loop back-edge
-	// (wazero#2466), 4-10x slower on tight loops. The node kills a worker whose guest overruns.
-	cfg := wazero.NewRuntimeConfig().
-		WithMemoryLimitPages(pages).
-		WithCompilationCache(w.cache).
-		WithDebugInfoEnabled(false)
-	r := wazero.NewRuntimeWithConfig(ctx, cfg)
+	r := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(pages, w.cache))
 	if err := guestfs.Instantiate(ctx, r); err != nil { // wazero's WASI, see guestfs.Instantiate
 		_ = r.Close(ctx)
 		return nil, fmt.Errorf("wasi: %w", err)
 	}
 	w.runtimes[pages] = w.rtLRU.PushFront(&wazRuntime{pages: pages, r: r})
 	return r, nil
+}
+
+// runtimeConfig is the configuration of every runtime the worker makes. The compilation cache's
+// file names are keyed on the module and on this configuration (and the CPU), so an artifact
+// compiled for sharing (compileShared) is found by runtimes made with the same configuration.
+func runtimeConfig(pages uint32, cache wazero.CompilationCache) wazero.RuntimeConfig {
+	// NewRuntimeConfig picks the compiler (wazevo) wherever wazero supports it and the
+	// interpreter elsewhere.
+	// No WithCloseOnContextDone: it makes compiled code call into Go at every loop back-edge
+	// (wazero#2466), 4-10x slower on tight loops. The node kills a worker whose guest overruns.
+	return wazero.NewRuntimeConfig().
+		WithMemoryLimitPages(pages).
+		WithCompilationCache(cache).
+		WithDebugInfoEnabled(false)
 }
 
 // compile returns the compiled module for (hash, pages), compiling it on a miss; miss (may be
@@ -297,12 +306,64 @@ func (w *worker) compile(ctx context.Context, path, hash string, pages uint32, m
 
 func (w *worker) compileJob(ctx context.Context, job *CompileJob) *CompileResult {
 	start := time.Now()
+	if job.Share && w.cacheDir != "" {
+		file, err := w.compileShared(ctx, job)
+		res := &CompileResult{Duration: time.Since(start), CacheFile: file, ProcessCPU: cpuTime()}
+		if err != nil {
+			res.Error = cleanError(err)
+		}
+		return res
+	}
 	_, hit, err := w.compile(ctx, job.ModulePath, job.ModuleHash, job.MemoryPages, nil)
 	res := &CompileResult{Duration: time.Since(start), CacheHit: hit, ProcessCPU: cpuTime()}
 	if err != nil {
 		res.Error = cleanError(err)
 	}
 	return res
+}
+
+// compileShared compiles a module in a runtime of its own whose compilation cache is a fresh
+// directory, so that the one file wazero writes there is this module's artifact; it moves the
+// file into the worker's cache directory (where every runtime of the node finds it) and returns
+// its path relative to that directory. wazero names the file after the module, the runtime
+// configuration and the CPU's features, so the file is valid wherever that name is looked up.
+func (w *worker) compileShared(ctx context.Context, job *CompileJob) (string, error) {
+	bin, err := os.ReadFile(job.ModulePath)
+	if err != nil {
+		w.log.Error("reading module", "module_hash", job.ModuleHash, "err", err)
+		return "", errors.New("module file is not readable")
+	}
+	tmp, err := os.MkdirTemp(w.cacheDir, "share-*")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	cache, err := wazero.NewCompilationCacheWithDir(tmp)
+	if err != nil {
+		return "", err
+	}
+	defer cache.Close(ctx)
+	r := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(job.MemoryPages, cache))
+	defer r.Close(ctx)
+	if _, err := r.CompileModule(ctx, bin); err != nil {
+		return "", err
+	}
+	files, err := filepath.Glob(filepath.Join(tmp, "wazero-*", "*"))
+	if err != nil || len(files) != 1 {
+		return "", nil // the interpreter writes no artifact: nothing to share
+	}
+	rel, err := filepath.Rel(tmp, files[0])
+	if err != nil {
+		return "", err
+	}
+	dst := filepath.Join(w.cacheDir, rel)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return "", err
+	}
+	if err := os.Rename(files[0], dst); err != nil {
+		return "", err
+	}
+	return filepath.ToSlash(rel), nil
 }
 
 // InvalidModulePrefix starts the error of a Run whose module did not compile.

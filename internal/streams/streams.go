@@ -214,8 +214,28 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 	if err != nil {
 		return fmt.Errorf("object store %s: %w", schemas.ObjectBundles, err)
 	}
+	// Compiled artifacts are a cache (executor/artifacts.go): they expire, and a full store
+	// only means that nodes compile for themselves. Its share is a quarter of the modules' share.
+	compiledMax := modulesMax
+	if compiledMax > 0 {
+		compiledMax /= 4
+	}
+	_, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      schemas.ObjectCompiled,
+		Description: "compiled modules shared by executor nodes: <wazero version, platform, CPU>/<module hex>",
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+		TTL:         CompiledTTL,
+		MaxBytes:    compiledMax,
+	})
+	if err != nil {
+		return fmt.Errorf("object store %s: %w", schemas.ObjectCompiled, err)
+	}
 	return nil
 }
+
+// CompiledTTL is how long a shared compiled artifact is kept after it was stored.
+const CompiledTTL = 7 * 24 * time.Hour
 
 // StoreBudget is what the modules object store and the results bucket may hold (one copy) when
 // the account has a JetStream file storage limit of accountMaxStore bytes (<= 0: no limit, and

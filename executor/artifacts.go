@@ -1,0 +1,204 @@
+package executor
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sys/cpu"
+)
+
+// Compiled artifacts are shared between nodes through the object store schemas.ObjectCompiled,
+// so that a module is compiled once per cluster, not once per node: the node that compiles an
+// upload (serveCompile) stores the file wazero wrote for it, and a node that fetches a module
+// for the first time fetches its artifact with it, into the directory of wazero's file cache,
+// where its workers find it instead of compiling.
+//
+// wazero names an artifact after the module, the runtime configuration and the CPU's features
+// (a SHA-256 of them), and checks what it reads back (its own format, version and a checksum);
+// a file is only ever looked up under its own name. So sharing cannot make a worker run code
+// compiled for another module or another CPU: at worst a node fetches a file its wazero never
+// asks for, and compiles itself. Objects are named per wazero version, platform and CPU
+// fingerprint (artifactPlatform) so that nodes on different CPUs keep apart anyway.
+//
+// The store holds machine code that workers load and run: only the service's own roles can
+// write it (NATS accounts keep tenants out of the WASMWIZ account; see SECURITY.md).
+
+// HeaderCacheFile names an artifact's file under the cache directory, on its object.
+const HeaderCacheFile = "Wasmwiz-Cache-File"
+
+// maxArtifactBytes bounds an artifact a node accepts from the store.
+const maxArtifactBytes = 4 << 30
+
+// artifactRetryAfter is how long a node remembers that the store had no artifact for a module.
+const artifactRetryAfter = time.Minute
+
+// cacheFileName is an artifact's path under the cache directory, as wazero writes it.
+var cacheFileName = regexp.MustCompile(`^wazero-[A-Za-z0-9._+-]+/[0-9a-f]{64}$`)
+
+type artifacts struct {
+	store    jetstream.ObjectStore
+	dir      string // wazero's cache directory (the workers' Hello.CacheDir)
+	platform string // object name prefix: wazero version, GOARCH, GOOS, CPU fingerprint
+	log      *slog.Logger
+	m        *metrics
+
+	mu      sync.Mutex
+	have    map[string]bool      // modules whose artifact this node has fetched or stored
+	missing map[string]time.Time // modules the store had no artifact for, and when it said so
+}
+
+func newArtifacts(store jetstream.ObjectStore, dir string, log *slog.Logger, m *metrics) *artifacts {
+	return &artifacts{store: store, dir: dir, platform: artifactPlatform(), log: log, m: m,
+		have: map[string]bool{}, missing: map[string]time.Time{}}
+}
+
+// artifactPlatform names what an artifact is valid for: wazero's cache directory name (its
+// version, GOARCH and GOOS) and a fingerprint of the CPU features Go sees.
+func artifactPlatform() string {
+	version := "dev"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range bi.Deps {
+			if d.Path == "github.com/tetratelabs/wazero" && d.Version != "" && d.Version != "(devel)" {
+				version = d.Version
+			}
+		}
+	}
+	var features string
+	switch runtime.GOARCH {
+	case "amd64", "386":
+		features = fmt.Sprintf("%+v", cpu.X86)
+	case "arm64":
+		features = fmt.Sprintf("%+v", cpu.ARM64)
+	}
+	sum := sha256.Sum256([]byte(features))
+	return fmt.Sprintf("wazero-%s-%s-%s/%s", version, runtime.GOARCH, runtime.GOOS, hex.EncodeToString(sum[:6]))
+}
+
+func (a *artifacts) objectName(hexDigest string) string { return a.platform + "/" + hexDigest }
+
+// shared reports whether the store has (or this node put) the module's artifact.
+func (a *artifacts) shared(hexDigest string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.have[hexDigest]
+}
+
+// fetch puts the module's artifact, if the store has one, into the file cache's directory. It
+// is called once per module the node fetches (moduleCache.onFetch); failures only cost a compile.
+func (a *artifacts) fetch(ctx context.Context, hexDigest string) {
+	a.mu.Lock()
+	if a.have[hexDigest] || time.Since(a.missing[hexDigest]) < artifactRetryAfter {
+		a.mu.Unlock()
+		return
+	}
+	a.mu.Unlock()
+	err := a.fetchOnce(ctx, hexDigest)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case err == nil:
+		a.have[hexDigest] = true
+		delete(a.missing, hexDigest)
+		a.m.cacheHits.WithLabelValues("artifact").Inc()
+	case errors.Is(err, jetstream.ErrObjectNotFound):
+		if len(a.missing) > 10_000 {
+			for h, at := range a.missing {
+				if time.Since(at) >= artifactRetryAfter {
+					delete(a.missing, h)
+				}
+			}
+		}
+		a.missing[hexDigest] = time.Now()
+		a.m.cacheMisses.WithLabelValues("artifact").Inc()
+	default:
+		a.m.cacheMisses.WithLabelValues("artifact").Inc()
+		a.log.Warn("compiled artifact not fetched", "module_hash", hexDigest, "err", err)
+	}
+}
+
+func (a *artifacts) fetchOnce(ctx context.Context, hexDigest string) error {
+	obj, err := a.store.Get(ctx, a.objectName(hexDigest))
+	if err != nil {
+		return err
+	}
+	defer obj.Close()
+	info, err := obj.Info()
+	if err != nil {
+		return err
+	}
+	var name string
+	if info.Headers != nil {
+		name = nats.Header(info.Headers).Get(HeaderCacheFile)
+	}
+	// The name comes from the store: it must be a file of wazero's cache directory for this
+	// very wazero, nothing else.
+	if !cacheFileName.MatchString(name) || !strings.HasPrefix(a.platform, path.Dir(name)+"/") {
+		return fmt.Errorf("artifact names %q, not a file of this wazero's cache", name)
+	}
+	if info.Size > maxArtifactBytes {
+		return fmt.Errorf("artifact of %d bytes", info.Size)
+	}
+	dst := filepath.Join(a.dir, filepath.FromSlash(name))
+	if _, err := os.Stat(dst); err == nil {
+		return nil // compiled here already
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(dst), filepath.Base(dst)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())                                  // a no-op after the rename
+	_, err = io.Copy(tmp, io.LimitReader(obj, maxArtifactBytes)) // the object store checks its digest at the end
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	// The file keeps the time it was stored at: a file wazero writes is new.
+	if err := os.Chtimes(tmp.Name(), info.ModTime, info.ModTime); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), dst)
+}
+
+// put stores the artifact a worker compiled for sharing (CompileResult.CacheFile).
+func (a *artifacts) put(ctx context.Context, hexDigest, cacheFile string) {
+	if !cacheFileName.MatchString(cacheFile) || !strings.HasPrefix(a.platform, path.Dir(cacheFile)+"/") {
+		a.log.Warn("compiled artifact not shared: unexpected file name", "module_hash", hexDigest, "file", cacheFile)
+		return
+	}
+	f, err := os.Open(filepath.Join(a.dir, filepath.FromSlash(cacheFile)))
+	if err != nil {
+		a.log.Warn("compiled artifact not shared", "module_hash", hexDigest, "err", err)
+		return
+	}
+	defer f.Close()
+	meta := jetstream.ObjectMeta{Name: a.objectName(hexDigest), Headers: nats.Header{HeaderCacheFile: []string{cacheFile}}}
+	if _, err := a.store.Put(ctx, meta, f); err != nil {
+		a.log.Warn("compiled artifact not shared", "module_hash", hexDigest, "err", err)
+		return
+	}
+	a.mu.Lock()
+	a.have[hexDigest] = true
+	delete(a.missing, hexDigest)
+	a.mu.Unlock()
+}
