@@ -240,7 +240,8 @@ const CompiledTTL = 7 * 24 * time.Hour
 // StoreBudget is what the modules object store and the results bucket may hold (one copy) when
 // the account has a JetStream file storage limit of accountMaxStore bytes (<= 0: no limit, and
 // both are unbounded, -1): a quarter of it for modules and half for results, each divided by the
-// replicas (a stream's MaxBytes is reserved from the account once per replica). So neither can
+// replicas (a stream's MaxBytes is reserved from the account once per replica); Ensure gives the
+// compiled-artifacts cache a quarter of the modules' share (a sixteenth). So none of them can
 // take the account's storage from the execution queues, the rate-limit counters, the keys and the
 // events: a full store refuses only its own writes. Each tier's module_bytes quota should fit in
 // the modules share (TestStoreBudget_ShippedConfigs checks the shipped configurations), so that
