@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wasmwiz/wasmwiz/internal/natstest"
@@ -34,6 +35,7 @@ import (
 // runs a guest), with a tenant key and an admin key.
 type testGateway struct {
 	g        *Server
+	srv      *server.Server // the embedded NATS server
 	url      string
 	addr     string
 	client   *http.Client
@@ -60,7 +62,7 @@ func startTestGateway(t *testing.T, cfg Config) *testGateway {
 	if err := g.open(ctx); err != nil { // the stores, for the keys below
 		t.Fatal(err)
 	}
-	tg := &testGateway{g: g, addr: ln.Addr().String(), url: "http://" + ln.Addr().String(), client: &http.Client{Timeout: 30 * time.Second}}
+	tg := &testGateway{g: g, srv: srv, addr: ln.Addr().String(), url: "http://" + ln.Addr().String(), client: &http.Client{Timeout: 30 * time.Second}}
 	for _, tenant := range []struct {
 		id    string
 		admin bool
