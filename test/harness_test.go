@@ -66,7 +66,7 @@ func statSources() {
 			return nil
 		}
 		if d.IsDir() {
-			if name := d.Name(); path != ".." && (strings.HasPrefix(name, ".") || name == "testdata" || name == "deploy" || name == "docs") {
+			if name := d.Name(); path != ".." && (strings.HasPrefix(name, ".") || name == "testdata" || name == "deploy" || name == "docs" || name == "node_modules") {
 				return filepath.SkipDir
 			}
 			return nil
