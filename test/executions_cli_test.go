@@ -73,12 +73,12 @@ func TestDev_ExecutionsCLI(t *testing.T) {
 	if r.Status != 202 {
 		t.Fatalf("async execute: %d %s", r.Status, r.Body)
 	}
-	out, errOut, code = cli(t, append([]string{"executions", "wait", e.ID, "--timeout", "2m"}, auth...)...)
+	out, errOut, code = cli(t, append([]string{"executions", "wait", e.ID, "--timeout", "2m", "--json"}, auth...)...)
 	var got schemas.Execution
 	if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil || got.ID != e.ID || got.Status != schemas.StatusSucceeded || got.Stdout == "" {
 		t.Fatalf("executions wait: exit %d, %v, %+v\n%s", code, err, got, errOut)
 	}
-	out, errOut, code = cli(t, append([]string{"executions", "get", e.ID}, auth...)...)
+	out, errOut, code = cli(t, append([]string{"executions", "get", e.ID, "--json"}, auth...)...)
 	var again schemas.Execution
 	if err := json.Unmarshal([]byte(out), &again); code != 0 || err != nil || again.ID != e.ID || again.Status != got.Status || again.Stdout != got.Stdout {
 		t.Errorf("executions get: exit %d, %v, %+v\n%s", code, err, again, errOut)
@@ -97,7 +97,7 @@ func TestDev_ExecutionsCLI(t *testing.T) {
 	if out, errOut, code := cli(t, append([]string{"executions", "wait", e.ID, "--timeout", "100ms"}, auth...)...); code != 1 || !strings.Contains(errOut, "still") || out != "" {
 		t.Errorf("executions wait --timeout 100ms on a looping guest: exit %d, %q %q", code, out, errOut)
 	}
-	out, errOut, code = cli(t, append([]string{"executions", "wait", e.ID}, auth...)...)
+	out, errOut, code = cli(t, append([]string{"executions", "wait", e.ID, "--json"}, auth...)...)
 	got = schemas.Execution{}
 	if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil || !got.Status.Final() || got.Status == schemas.StatusSucceeded {
 		t.Errorf("executions wait on the looping guest: exit %d, %v, %+v\n%s", code, err, got, errOut)

@@ -37,6 +37,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binPath = filepath.Join(dir, "wasmwiz")
+	// Every wasmwiz the tests start keeps its client contexts here, never in the user's config
+	// directory, and dev saves none unless a test asks (TestDev_Contexts).
+	os.Setenv("WASMWIZ_CONFIG_DIR", filepath.Join(dir, "config"))
+	os.Setenv("WASMWIZ_SAVE_CONTEXT", "false")
 	// The slim worker binary beside it, as installed: executors start it as their workers.
 	build := exec.Command("go", "build", "-o", dir, "../cmd/wasmwiz", "../cmd/wasmwiz-worker")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr

@@ -20,24 +20,39 @@ import (
 // the key as a bearer token and every answer of 400 or more as the call's error (a
 // *wasmwiz.Error, printed as "404 not_found: …").
 type client struct {
-	api *wasmwiz.ClientWithResponses
+	api      *wasmwiz.ClientWithResponses
+	progress io.Writer // where long uploads show a progress line (a terminal), or nil
 }
 
+// clientFlags adds --url, --key and --context, the flags every client command shares.
+func clientFlags(fs *flagSet) (u, key, context *string) {
+	u = fs.String("url", "", "WasmWiz API URL (default: the context's, else "+defaultAPIURL+")")
+	key = fs.String("key", "", "API key (default: the context's; a given --url takes the key of a context saved for that URL; else ./wasmwiz-data/dev-api-key)")
+	context = fs.String("context", "", "the saved context to use (default: the current one; wasmwiz context list)")
+	return u, key, context
+}
+
+// newClient adds the client flags to fs; the returned func resolves them (config.go,
+// resolveTarget) and dials the API. The string is the resolved URL once the func has run.
 func newClient(fs *flagSet) (func() (*client, error), *string) {
-	u := fs.String("url", "http://127.0.0.1:8080", "WasmWiz API URL")
-	key := fs.String("key", "", "API key (default: ./wasmwiz-data/dev-api-key when present)")
+	u, key, ctxName := clientFlags(fs)
+	getenv := fs.getenv
+	resolved := new(string)
 	return func() (*client, error) {
-		k := *key
-		if k == "" {
-			if b, err := os.ReadFile(filepath.Join("wasmwiz-data", "dev-api-key")); err == nil {
-				k = strings.TrimSpace(string(b))
-			}
+		t, err := resolveTarget(getenv, *u, *key, *ctxName)
+		if err != nil {
+			return nil, err
 		}
-		if k == "" {
-			return nil, usageError{"no API key: pass --key or set WASMWIZ_KEY"}
+		if err := checkAPIURL(t.URL); err != nil {
+			return nil, err
 		}
-		return dial(*u, k, 10*time.Minute)
-	}, u
+		*resolved = t.URL
+		c, err := dial(t.URL, t.Key, 10*time.Minute)
+		if err == nil && isTerminal(fs.Output()) {
+			c.progress = fs.Output()
+		}
+		return c, err
+	}, resolved
 }
 
 // dial makes a client of the API at baseURL with key, each request bounded by timeout.
@@ -61,11 +76,22 @@ func answer[T any](body *T, status int) (*T, error) {
 
 // uploadModule uploads a module and returns it.
 func (c *client) uploadModule(ctx context.Context, name string, wasm []byte) (*wasmwiz.Module, error) {
-	r, err := c.api.UploadModuleWithBodyWithResponse(ctx, &wasmwiz.UploadModuleParams{Name: &name}, "application/wasm", bytes.NewReader(wasm))
+	p := startProgress(c.progress, name, int64(len(wasm)), "compiling")
+	r, err := c.api.UploadModuleWithBodyWithResponse(ctx, &wasmwiz.UploadModuleParams{Name: &name}, "application/wasm",
+		p.reader(bytes.NewReader(wasm)), withContentLength(int64(len(wasm))))
+	p.end()
 	if err != nil {
 		return nil, err
 	}
 	return answer(r.JSON201, r.StatusCode())
+}
+
+// withContentLength declares a body's length, which a wrapped reader hides from net/http.
+func withContentLength(n int64) wasmwiz.RequestEditorFn {
+	return func(_ context.Context, req *http.Request) error {
+		req.ContentLength = n
+		return nil
+	}
 }
 
 // getExecution reads an execution.
@@ -89,6 +115,26 @@ func (e envFlag) Set(s string) error {
 	return nil
 }
 
+const runUsage = `usage: wasmwiz run [flags] <module.wasm | sha256:id> [--] [args...]
+
+Uploads the module (unless given by id), runs it, prints its stdout and stderr, and exits with
+its exit code. Flags go before the module: everything after it is the guest's argv[1:],
+verbatim, except one '--' right after the module, which is dropped (so 'run m.wasm -- --help'
+passes --help to the guest, and 'run m.wasm -- -- x' passes "--" and "x").`
+
+// splitRunArgs splits what follows run's flags into the module and the guest's arguments:
+// everything after the module, less one "--" right after it.
+func splitRunArgs(rest []string) (module string, guest []string, ok bool) {
+	if len(rest) == 0 || rest[0] == "" {
+		return "", nil, false
+	}
+	guest = rest[1:]
+	if len(guest) > 0 && guest[0] == "--" {
+		guest = guest[1:]
+	}
+	return rest[0], guest, true
+}
+
 // runClientRun runs a module file or an uploaded module id, prints its stdout and stderr, and
 // exits with the module's exit code.
 func runClientRun(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -102,25 +148,26 @@ func runClientRun(ctx context.Context, args []string, getenv func(string) string
 	env := envFlag{}
 	fs.Var(env, "env", "NAME=value for the module's environment (repeatable)")
 	files := addRunFileFlags(fs) // runfiles.go
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), runUsage)
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() < 1 {
-		return usageError{"usage: wasmwiz run [flags] <module.wasm | sha256:id> [-- args...]"}
+	module, guestArgs, ok := splitRunArgs(fs.Args())
+	if !ok {
+		return usageError{runUsage}
 	}
 	c, err := mk()
 	if err != nil {
 		return err
 	}
-	guestArgs := fs.Args()[1:]
-	if len(guestArgs) > 0 && guestArgs[0] == "--" { // module.wasm -- args: flags end at the module
-		guestArgs = guestArgs[1:]
-	}
 	req := wasmwiz.ExecutionRequest{Args: guestArgs, TimeoutMs: optional(*timeout), MemoryMb: optional(int64(*memory)), Async: optional(*async)}
 	if len(env) > 0 {
 		req.Env = env
 	}
-	if m := fs.Arg(0); strings.HasPrefix(m, "sha256:") {
+	if m := module; strings.HasPrefix(m, "sha256:") {
 		req.ModuleID = &m
 	} else {
 		b, err := os.ReadFile(m)
@@ -230,14 +277,35 @@ func writeOutput(w io.Writer, s, encoding string) {
 	_, _ = io.WriteString(w, s)
 }
 
+const modulesUsage = `usage: wasmwiz modules <command> [flags]
+
+  upload <file.wasm> [--name N]   upload (and compile) a module; prints its id
+  list                            your modules
+  get <sha256:id>                 one module, with its imports and exports
+  delete <sha256:id>              delete a module
+
+Tables for people, --json for scripts. Flags common to all: --url, --key, --context (wasmwiz login).`
+
 func runClientModules(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return usageError{"usage: wasmwiz modules upload <file> [--name N] | list | get <id> | delete <id>"}
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprintln(stdout, modulesUsage)
+		if len(args) == 0 {
+			return usageError{"missing command"}
+		}
+		return nil
 	}
 	sub, rest := args[0], args[1:]
 	fs := newFlagSet("modules "+sub, getenv, stderr)
 	mk, _ := newClient(fs)
-	name := fs.String("name", "", "module name (upload; default: the file name)")
+	var name *string
+	if sub == "upload" {
+		name = fs.String("name", "", "module name (default: the file name)")
+	}
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: wasmwiz modules %s%s [flags]\n", sub, map[string]string{"upload": " <file.wasm>", "get": " <sha256:id>", "delete": " <sha256:id>"}[sub])
+		fs.PrintDefaults()
+	}
 	pos, err := fs.parseInterspersed(rest)
 	if err != nil {
 		return err
@@ -295,7 +363,25 @@ func runClientModules(ctx context.Context, args []string, getenv func(string) st
 	default:
 		return usageError{"unknown modules command " + sub}
 	}
-	enc := json.NewEncoder(stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	if *asJSON {
+		return writeJSON(stdout, out)
+	}
+	var mods []wasmwiz.Module
+	switch m := out.(type) {
+	case *wasmwiz.Module:
+		mods = []wasmwiz.Module{*m}
+	case *wasmwiz.ModuleList:
+		mods = m.Modules
+	}
+	t := newTable(stdout, "ID", "NAME", "SIZE", "CREATED")
+	for _, m := range mods {
+		t.row(m.ID, m.Name, fmt.Sprintf("%d", m.Size), m.CreatedAt.Format(time.RFC3339))
+	}
+	if err := t.flush(); err != nil {
+		return err
+	}
+	if sub == "get" && len(mods) == 1 {
+		fmt.Fprintf(stdout, "imports: %s\nexports: %s\n", strings.Join(mods[0].Imports, " "), strings.Join(mods[0].Exports, " "))
+	}
+	return nil
 }

@@ -35,6 +35,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	syncWait := fs.Duration("sync-wait", 0, "longest a synchronous execution request waits before answering 202 (default: its timeout + 10s)")
 	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "Postgres URL for accounting (default: $DATABASE_URL); empty: SQLite in the data dir")
 	resultsTTL := fs.Duration("results-ttl", 0, "how long execution results stay readable (default: as the data dir has it, 24h when new)")
+	saveCtx := fs.Bool("save-context", true, "save contexts dev and dev-admin (this API's URL, tenant dev's and the admin key) for the client commands; dev becomes current when none is")
 	loadTiers := fs.tiersFlag()
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -84,6 +85,13 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 			keys.admin, keys.dev, keys.adminFile, keys.devFile)
 	} else {
 		fmt.Fprintf(stdout, "  keys:      %s, %s\n", keys.adminFile, keys.devFile)
+	}
+	if *saveCtx {
+		if path, err := saveDevContexts(getenv, url, keys.devFile, keys.adminFile); err != nil {
+			log.Warn("cannot save the dev contexts; client commands need --url and --key", "err", err)
+		} else {
+			fmt.Fprintf(stdout, "  contexts:  dev, dev-admin in %s  (wasmwiz modules list works from any directory)\n", path)
+		}
 	}
 	fmt.Fprintf(stdout, "ready: %s\n", url)
 	err = sys.wait()

@@ -2,16 +2,16 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	wasmwiz "github.com/wasmwiz/wasmwiz/clients/go"
 )
 
-const executionsUsage = "usage: wasmwiz executions get <id> | wait <id> [--timeout D]"
+const executionsUsage = "usage: wasmwiz executions get <id> [--json] | wait <id> [--timeout D] [--json]"
 
 // runClientExecutions reads an execution (get) or waits for it to end (wait), by polling
 // GET /v1/executions/{id}, and prints it as JSON.
@@ -29,6 +29,7 @@ func runClientExecutions(ctx context.Context, args []string, getenv func(string)
 	}
 	fs := newFlagSet("executions "+sub, getenv, stderr)
 	mk, _ := newClient(fs)
+	asJSON := fs.Bool("json", false, "print the whole execution as JSON")
 	var timeout *time.Duration
 	if sub == "wait" {
 		timeout = fs.Duration("timeout", 10*time.Minute, "how long to wait for the execution to end")
@@ -64,9 +65,56 @@ func runClientExecutions(ctx context.Context, args []string, getenv func(string)
 			return err
 		}
 	}
-	enc := json.NewEncoder(stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(ex)
+	if *asJSON {
+		return writeJSON(stdout, ex)
+	}
+	printExecution(stdout, ex)
+	return nil
+}
+
+// printExecution shows an execution to a person: its figures, then its output.
+func printExecution(w io.Writer, ex *wasmwiz.Execution) {
+	t := newTable(w, "ID", ex.ID)
+	t.row("STATUS", string(ex.Status))
+	if ex.ExitCode != nil {
+		t.row("EXIT CODE", fmt.Sprint(*ex.ExitCode))
+	}
+	if ex.Error != nil && *ex.Error != "" {
+		t.row("ERROR", *ex.Error)
+	}
+	t.row("MODULE", ex.ModuleID)
+	t.row("CREATED", ex.CreatedAt.Format(time.RFC3339))
+	if ex.Status.Final() {
+		t.row("DURATION", fmt.Sprintf("%.1f ms", ex.DurationMs))
+		t.row("MEMORY PEAK", mib(ex.MemoryPeakBytes))
+	}
+	for _, f := range ex.Files {
+		t.row("FILE", fmt.Sprintf("%s (%d bytes)", f.Path, f.Size))
+	}
+	_ = t.flush()
+	for _, o := range []struct {
+		name, text string
+		base64     bool
+		cut        bool
+	}{
+		{"stdout", ex.Stdout, str(ex.StdoutEncoding) == "base64", ex.StdoutTruncated},
+		{"stderr", ex.Stderr, str(ex.StderrEncoding) == "base64", ex.StderrTruncated},
+	} {
+		if o.text == "" {
+			continue
+		}
+		note := ""
+		if o.base64 {
+			note = ", base64: not UTF-8; --json and decode it"
+		}
+		if o.cut {
+			note += ", truncated"
+		}
+		fmt.Fprintf(w, "--- %s%s\n%s", o.name, note, o.text)
+		if !strings.HasSuffix(o.text, "\n") {
+			fmt.Fprintln(w)
+		}
+	}
 }
 
 // waitFinal polls get until ex is final or timeout passes, from every 100 ms up to every 2 s.

@@ -32,12 +32,17 @@ const keysUsage = `usage: wasmwiz keys <command> [flags]
                                     (admin) rotate any key, admin keys included
   admin-revoke <key id>             (admin) revoke any key, admin keys included
 
-Flags common to all: --url (WASMWIZ_URL), --key (WASMWIZ_KEY; default ./wasmwiz-data/dev-api-key)`
+Flags common to all: --url (WASMWIZ_URL), --key (WASMWIZ_KEY), --context (WASMWIZ_CONTEXT);
+by default the current context (wasmwiz login, wasmwiz context), else ./wasmwiz-data/dev-api-key`
 
 // runKeys manages keys, tokens and tenants through the REST API.
 func runKeys(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "help" {
-		return usageError{keysUsage}
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprintln(stdout, keysUsage)
+		if len(args) == 0 {
+			return usageError{"missing command"}
+		}
+		return nil
 	}
 	sub, rest := args[0], args[1:]
 	fs := newFlagSet("keys "+sub, getenv, stderr)
@@ -51,6 +56,7 @@ func runKeys(ctx context.Context, args []string, getenv func(string) string, std
 	admin := fs.Bool("admin", false, "admin-create: an operator key")
 	suspend := fs.Bool("suspend", false, "tenant-update: suspend the tenant")
 	resume := fs.Bool("resume", false, "tenant-update: lift a suspension")
+	asJSON := fs.Bool("json", false, "list, tenants, create, rotate: print JSON instead of a table or text")
 	pos, err := fs.parseInterspersed(rest)
 	if err != nil {
 		return err
@@ -83,6 +89,9 @@ func runKeys(ctx context.Context, args []string, getenv func(string) string, std
 		if err != nil {
 			return err
 		}
+		if *asJSON {
+			return writeJSON(stdout, l)
+		}
 		printKeys(stdout, l.Keys)
 	case "create":
 		r, err := c.api.CreateKeyWithResponse(ctx, wasmwiz.NewKeyRequest{Name: optional(*name), Tier: optional(*tier), Scopes: scopeList, ExpiresAt: expires})
@@ -92,6 +101,9 @@ func runKeys(ctx context.Context, args []string, getenv func(string) string, std
 		k, err := answer(r.JSON201, r.StatusCode())
 		if err != nil {
 			return err
+		}
+		if *asJSON {
+			return writeJSON(stdout, k)
 		}
 		printCreated(stdout, k)
 	case "revoke", "admin-revoke":
@@ -134,6 +146,9 @@ func runKeys(ctx context.Context, args []string, getenv func(string) string, std
 		if err != nil {
 			return err
 		}
+		if *asJSON {
+			return writeJSON(stdout, k)
+		}
 		printCreated(stdout, k)
 		fmt.Fprintf(stdout, "the old key %s stays valid for %s\n", id, *grace)
 	case "token":
@@ -155,6 +170,9 @@ func runKeys(ctx context.Context, args []string, getenv func(string) string, std
 		l, err := answer(r.JSON200, r.StatusCode())
 		if err != nil {
 			return err
+		}
+		if *asJSON {
+			return writeJSON(stdout, l)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "TENANT\tTIER\tSUSPENDED\tCREATED")
@@ -203,6 +221,9 @@ func runKeys(ctx context.Context, args []string, getenv func(string) string, std
 		k, err := answer(r.JSON201, r.StatusCode())
 		if err != nil {
 			return err
+		}
+		if *asJSON {
+			return writeJSON(stdout, k)
 		}
 		printCreated(stdout, k)
 	default:

@@ -33,8 +33,10 @@ Operators:
   accounting migrate    apply the accounting database migrations and exit
   dlq              dead letters: list, show, replay (with their execution ids) or purge them
 
-Clients:
-  run          run a module: wasmwiz run [flags] <module.wasm | sha256:id> [-- args...]
+Clients (they talk to the current context: see login and context):
+  login        check an API key and save it with its URL as a context: login --url U --key K
+  context      list, use, remove or show the saved contexts
+  run          run a module: wasmwiz run [flags] <module.wasm | sha256:id> [--] [args...]
   modules      upload, list, get or delete modules
   executions   get an execution, or wait for an async one to end: executions get|wait <id>
   keys         keys, tokens and (admin) tenants: list, create, revoke, rotate, token, ...
@@ -42,10 +44,12 @@ Clients:
   load         load generator for a running WasmWiz (REST or NATS): throughput, latency percentiles
   bench        start a system in-process and measure it side by side with its floors and peers
   version      the binary's version, VCS revision and Go toolchain
+  completion   a shell completion script: source <(wasmwiz completion bash)   (or zsh)
 
 Every flag can also be set by environment: --some-flag by WASMWIZ_SOME_FLAG (e.g.
-WASMWIZ_HTTP_ADDR); the command line wins, and a malformed value is an error.
-Run 'wasmwiz <command> -h' for a command's flags.
+WASMWIZ_HTTP_ADDR); the command line wins, and a malformed value is an error. Lists print
+tables; --json prints JSON for scripts.
+Run 'wasmwiz <command> -h' for a command's usage and flags.
 `
 
 // run is the whole program, testable: it returns the exit code.
@@ -99,6 +103,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = runLoad(ctx, rest, getenv, stdout, stderr)
 	case "bench":
 		err = runBench(ctx, rest, getenv, stdout, stderr)
+	case "login":
+		err = runLogin(ctx, rest, getenv, os.Stdin, stdout, stderr) // login.go
+	case "context":
+		err = runContext(rest, getenv, stdout, stderr) // config.go
+	case "completion":
+		err = runCompletion(rest, stdout) // completion.go
+	case "__complete": // what the completion scripts ask
+		complete(ctx, rest, getenv, stdout)
+		return 0
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -120,6 +133,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		var ue usageError
 		if errors.As(err, &ue) {
+			if n := len(rest); n > 0 && (rest[n-1] == "-h" || rest[n-1] == "--help" || rest[n-1] == "-help") {
+				fmt.Fprintln(stdout, ue.msg) // asked for: a command's usage, exit 0
+				return 0
+			}
 			fmt.Fprintf(stderr, "wasmwiz %s: %v\n", cmd, err)
 			return 2
 		}

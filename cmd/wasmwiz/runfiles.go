@@ -99,7 +99,10 @@ func uploadDir(ctx context.Context, c *client, dir string) (string, error) {
 	case !errors.As(err, &ae) || ae.Status != http.StatusNotFound:
 		return "", err
 	}
-	r, err := c.api.UploadBundleWithBodyWithResponse(ctx, &wasmwiz.UploadBundleParams{Name: new(filepath.Base(dir))}, "application/x-tar", bytes.NewReader(archive))
+	p := startProgress(c.progress, filepath.Base(dir)+" (bundle)", int64(len(archive)), "checking")
+	r, err := c.api.UploadBundleWithBodyWithResponse(ctx, &wasmwiz.UploadBundleParams{Name: new(filepath.Base(dir))}, "application/x-tar",
+		p.reader(bytes.NewReader(archive)), withContentLength(int64(len(archive))))
+	p.end()
 	if err != nil {
 		return "", err
 	}
