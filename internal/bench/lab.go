@@ -77,6 +77,10 @@ type benchCell struct {
 	// read before and after the cell: what bounds the rate when the CPUs are the limit.
 	CPUProcessUS float64 `json:"cpu_process_us_per_exec"`
 	CPUWorkersUS float64 `json:"cpu_workers_us_per_exec"`
+	// Time the same threads waited, runnable, for a CPU (µs per request, Linux schedstat): on a
+	// machine shared with other work, the part of the latency that is the machine's.
+	WaitProcessUS float64 `json:"runq_wait_process_us_per_exec"`
+	WaitWorkersUS float64 `json:"runq_wait_workers_us_per_exec"`
 }
 
 type benchRatio struct {
@@ -404,6 +408,7 @@ func runCell(ctx context.Context, cfg Config, sys System, m *benchModule, mode s
 		}
 	}
 	cpuSelf, cpuChildren := cpuNow()
+	waitSelf, waitChildren := runqWait()
 	var rep *Report
 	if do == nil {
 		if cfg.Progress != nil {
@@ -424,6 +429,9 @@ func runCell(ctx context.Context, cfg Config, sys System, m *benchModule, mode s
 		self, children := cpuNow()
 		cell.CPUProcessUS = float64(self-cpuSelf) / float64(rep.Requests)
 		cell.CPUWorkersUS = float64(max(0, children-cpuChildren)) / float64(rep.Requests)
+		wSelf, wChildren := runqWait()
+		cell.WaitProcessUS = float64(wSelf-waitSelf) / float64(rep.Requests)
+		cell.WaitWorkersUS = float64(max(0, wChildren-waitChildren)) / float64(rep.Requests)
 	}
 	if count {
 		time.Sleep(natsSettle) // what follows the replies (events, acks, accounting) belongs to this cell
@@ -903,6 +911,35 @@ func childPIDs() []string {
 		}
 	}
 	return pids
+}
+
+// runqWait is how long the threads of this process and of its live children have waited,
+// runnable, for a CPU (/proc/<pid>/task/<tid>/schedstat, in ns, summed; 0 where there is none),
+// in microseconds: time the scheduler owed them, which grows with whatever else the machine
+// runs.
+func runqWait() (self, children int64) {
+	self = taskWait(strconv.Itoa(os.Getpid()))
+	for _, pid := range childPIDs() {
+		children += taskWait(pid)
+	}
+	return self / 1000, children / 1000
+}
+
+func taskWait(pid string) int64 {
+	tasks, _ := os.ReadDir("/proc/" + pid + "/task")
+	var ns int64
+	for _, t := range tasks {
+		b, err := os.ReadFile("/proc/" + pid + "/task/" + t.Name() + "/schedstat")
+		if err != nil {
+			continue
+		}
+		// on-CPU ns, run-queue wait ns, time slices
+		if f := strings.Fields(string(b)); len(f) >= 2 {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			ns += n
+		}
+	}
+	return ns
 }
 
 // cpuNow is the CPU time (user and system) this process and its live children have used, in

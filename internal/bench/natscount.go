@@ -117,7 +117,8 @@ func (o *benchOutput) printCPU(w io.Writer, levels []int) {
 	if len(o.Cells) == 0 {
 		return
 	}
-	fmt.Fprintln(w, "\nCPU per execution, µs (this process + the workers; the floors and peers run in this process):")
+	fmt.Fprintln(w, "\nCPU per execution, µs (this process + the workers; the floors and peers run in this process), and how long")
+	fmt.Fprintln(w, "the same threads waited for a CPU while runnable (µs per execution; grows with other work on the machine):")
 	seen := map[string]bool{}
 	for _, x := range o.Cells {
 		key := x.Module + " " + x.Mode
@@ -128,7 +129,7 @@ func (o *benchOutput) printCPU(w io.Writer, levels []int) {
 		fmt.Fprintf(w, "  %-6s %-16s", x.Module, x.Mode)
 		for _, c := range levels {
 			if y := o.cell(x.Module, x.Mode, c); y != nil {
-				fmt.Fprintf(w, " | c=%-3d %7.0f + %-6.0f", c, y.CPUProcessUS, y.CPUWorkersUS)
+				fmt.Fprintf(w, " | c=%-3d cpu %5.0f + %-5.0f wait %5.0f + %-5.0f", c, y.CPUProcessUS, y.CPUWorkersUS, y.WaitProcessUS, y.WaitWorkersUS)
 			}
 		}
 		fmt.Fprintln(w)
