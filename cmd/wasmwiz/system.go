@@ -49,6 +49,7 @@ type systemConfig struct {
 // system is a running WasmWiz: an embedded nats-server with JetStream, the gateway, an executor
 // node with its worker processes, and accounting.
 type system struct {
+	cfg     systemConfig
 	ns      *server.Server
 	url     string // the REST API
 	workers int
@@ -58,134 +59,165 @@ type system struct {
 	grp     *errgroup.Group
 }
 
+// role is what startSystem runs: executor.Node, accounting.Consumer, gateway.Server.
+type role interface {
+	Run(ctx context.Context) error
+}
+
 // startSystem starts a whole WasmWiz and returns once the gateway and the executor are ready.
 // The roles run until ctx ends or stop is called; wait returns when they have drained.
 func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
-	s := &system{}
+	s := &system{cfg: cfg, workers: cfg.Workers}
 	defer func() {
 		if err != nil {
 			s.stop()
 		}
 	}()
-	natsConf := ""
-	if cfg.NATSDir != "" {
-		if natsConf, err = devNATSConfig(cfg.NATSDir); err != nil {
-			return nil, fmt.Errorf("NATS credentials: %w", err)
-		}
-	}
-	if s.ns, err = startEmbeddedNATS(cfg.NATSAddr, natsConf, filepath.Join(cfg.DataDir, "jetstream")); err != nil {
-		return nil, err
-	}
-	dial := func(name, role string) (*nats.Conn, error) {
-		opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1)}
-		if cfg.NATSDir != "" { // each role as its own user
-			seed, err := nats.NkeyOptionFromSeed(filepath.Join(cfg.NATSDir, natsRoleSeed(role)))
-			if err != nil {
-				return nil, err
-			}
-			opts = append(opts, seed)
-		}
-		nc, err := nats.Connect(s.ns.ClientURL(), opts...)
-		if err == nil {
-			s.conns = append(s.conns, nc)
-		}
-		return nc, err
-	}
-	boot, err := dial("wasmwiz-dev", "admin")
-	if err != nil {
-		return nil, err
-	}
-	js, err := jetstream.New(boot)
-	if err != nil {
-		return nil, err
-	}
-	if err := streams.EnsureWithRetry(ctx, js, streams.Options{Tiers: cfg.Tiers, ResultsTTL: cfg.ResultsTTL}); err != nil {
-		return nil, fmt.Errorf("create streams: %w", err)
-	}
-	if cfg.Bootstrap != nil {
-		if err := cfg.Bootstrap(ctx, js); err != nil {
-			return nil, err
-		}
-	}
-	sqlitePath := ""
-	if cfg.DatabaseURL == "" {
-		sqlitePath = filepath.Join(cfg.DataDir, "accounting.db")
-	}
-	if s.store, err = stores.Open(ctx, cfg.DatabaseURL, sqlitePath); err != nil {
-		return nil, fmt.Errorf("open accounting store: %w", err)
-	}
-	if err := registerOps(cfg.Registry, boot, opsGateway|opsExecutor|opsAccounting); err != nil {
-		return nil, err
-	}
-	if err := registerDatabaseUp(cfg.Registry, s.store.Ping); err != nil {
-		return nil, err
-	}
-
-	exNC, err := dial("wasmwiz-executor", "executor")
-	if err != nil {
-		return nil, err
-	}
-	node, err := executor.New(executor.Config{Workers: cfg.Workers, CompileTimeout: cfg.CompileTimeout,
-		CacheDir: filepath.Join(cfg.DataDir, "cache"), Tiers: cfg.Tiers, Logger: cfg.Logger, Registerer: cfg.Registry}, exNC)
-	if err != nil {
-		return nil, err
-	}
-	acNC, err := dial("wasmwiz-accounting", "accounting")
-	if err != nil {
-		return nil, err
-	}
-	acct, err := accounting.New(accounting.Config{Store: s.store, Tiers: cfg.Tiers, Logger: cfg.Logger, Registerer: cfg.Registry}, acNC)
-	if err != nil {
-		return nil, err
-	}
-	gwNC, err := dial("wasmwiz-gateway", "gateway")
-	if err != nil {
-		return nil, err
-	}
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return nil, fmt.Errorf("API cannot listen on %s (%w): set WASMWIZ_HTTP_ADDR to a free address", cfg.HTTPAddr, err)
-	}
-	s.url = "http://" + ln.Addr().String()
-	jwtKey := filepath.Join(cfg.DataDir, "jwt-key.pem")
-	if _, err := gateway.LoadSigner(jwtKey, true); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("JWT signing key: %w", err)
-	}
-	gw, err := gateway.New(gateway.Config{Listener: ln, JWTKeyFile: jwtKey, SyncWait: cfg.SyncWait, Tiers: cfg.Tiers,
-		Logger: cfg.Logger, Registerer: cfg.Registry, Gatherer: cfg.Registry}, gwNC)
-	if err != nil {
-		ln.Close()
-		return nil, err
-	}
-
-	rctx, cancel := context.WithCancel(ctx)
-	s.cancel = cancel
-	s.grp, rctx = errgroup.WithContext(rctx)
-	s.grp.Go(func() error { return node.Run(rctx) })
-	s.grp.Go(func() error { return acct.Run(rctx) })
-	s.grp.Go(func() error { return gw.Run(rctx) })
-	// The roles report readiness as a flag; poll it, for at most a minute.
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(time.Minute)
-	for !gw.Ready() || !node.Ready() {
-		select {
-		case <-rctx.Done():
-			if err := s.grp.Wait(); err != nil {
-				return nil, err
-			}
-			return nil, ctx.Err()
-		case <-deadline:
-			return nil, errors.New("the in-process system did not become ready within a minute")
-		case <-tick.C:
-		}
-	}
-	s.workers = cfg.Workers
 	if s.workers <= 0 {
 		s.workers = executor.DefaultWorkers()
 	}
+	if err := s.startNATS(); err != nil {
+		return nil, err
+	}
+	if err := s.prepare(ctx); err != nil {
+		return nil, err
+	}
+	node, acct, gw, err := s.newRoles()
+	if err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	s.cancel = cancel
+	s.grp, rctx = errgroup.WithContext(rctx)
+	for _, r := range []role{node, acct, gw} {
+		s.grp.Go(func() error { return r.Run(rctx) })
+	}
+	if err := s.waitReady(ctx, rctx, gw.Ready, node.Ready); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// startNATS starts the embedded server, with the shipped accounts when cfg.NATSDir is set.
+func (s *system) startNATS() (err error) {
+	natsConf := ""
+	if s.cfg.NATSDir != "" {
+		if natsConf, err = devNATSConfig(s.cfg.NATSDir); err != nil {
+			return fmt.Errorf("NATS credentials: %w", err)
+		}
+	}
+	s.ns, err = startEmbeddedNATS(s.cfg.NATSAddr, natsConf, filepath.Join(s.cfg.DataDir, "jetstream"))
+	return err
+}
+
+// dial connects to the embedded server, as role's own user when cfg.NATSDir is set.
+func (s *system) dial(name, role string) (*nats.Conn, error) {
+	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1)}
+	if s.cfg.NATSDir != "" {
+		seed, err := nats.NkeyOptionFromSeed(filepath.Join(s.cfg.NATSDir, natsRoleSeed(role)))
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, seed)
+	}
+	nc, err := nats.Connect(s.ns.ClientURL(), opts...)
+	if err == nil {
+		s.conns = append(s.conns, nc)
+	}
+	return nc, err
+}
+
+// prepare does what comes before any role starts: the streams and buckets, cfg.Bootstrap, the
+// accounting store, and the ops metrics.
+func (s *system) prepare(ctx context.Context) error {
+	boot, err := s.dial("wasmwiz-dev", "admin")
+	if err != nil {
+		return err
+	}
+	js, err := jetstream.New(boot)
+	if err != nil {
+		return err
+	}
+	if err := streams.EnsureWithRetry(ctx, js, streams.Options{Tiers: s.cfg.Tiers, ResultsTTL: s.cfg.ResultsTTL}); err != nil {
+		return fmt.Errorf("create streams: %w", err)
+	}
+	if s.cfg.Bootstrap != nil {
+		if err := s.cfg.Bootstrap(ctx, js); err != nil {
+			return err
+		}
+	}
+	sqlitePath := ""
+	if s.cfg.DatabaseURL == "" {
+		sqlitePath = filepath.Join(s.cfg.DataDir, "accounting.db")
+	}
+	if s.store, err = stores.Open(ctx, s.cfg.DatabaseURL, sqlitePath); err != nil {
+		return fmt.Errorf("open accounting store: %w", err)
+	}
+	if err := registerOps(s.cfg.Registry, boot, opsGateway|opsExecutor|opsAccounting); err != nil {
+		return err
+	}
+	return registerDatabaseUp(s.cfg.Registry, s.store.Ping)
+}
+
+// newRoles makes the three roles, each on a connection of its own; the gateway's listener is
+// opened here, so the API's address is known (s.url) before it serves.
+func (s *system) newRoles() (*executor.Node, *accounting.Consumer, *gateway.Server, error) {
+	cfg := s.cfg
+	var nc [3]*nats.Conn
+	for i, r := range []string{"executor", "accounting", "gateway"} {
+		var err error
+		if nc[i], err = s.dial("wasmwiz-"+r, r); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	node, err := executor.New(executor.Config{Workers: cfg.Workers, CompileTimeout: cfg.CompileTimeout,
+		CacheDir: filepath.Join(cfg.DataDir, "cache"), Tiers: cfg.Tiers, Logger: cfg.Logger, Registerer: cfg.Registry}, nc[0])
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	acct, err := accounting.New(accounting.Config{Store: s.store, Tiers: cfg.Tiers, Logger: cfg.Logger, Registerer: cfg.Registry}, nc[1])
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	jwtKey := filepath.Join(cfg.DataDir, "jwt-key.pem")
+	if _, err := gateway.LoadSigner(jwtKey, true); err != nil {
+		return nil, nil, nil, fmt.Errorf("JWT signing key: %w", err)
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("API cannot listen on %s (%w): set WASMWIZ_HTTP_ADDR to a free address", cfg.HTTPAddr, err)
+	}
+	gw, err := gateway.New(gateway.Config{Listener: ln, JWTKeyFile: jwtKey, SyncWait: cfg.SyncWait, Tiers: cfg.Tiers,
+		Logger: cfg.Logger, Registerer: cfg.Registry, Gatherer: cfg.Registry}, nc[2])
+	if err != nil {
+		ln.Close()
+		return nil, nil, nil, err
+	}
+	s.url = "http://" + ln.Addr().String()
+	return node, acct, gw, nil
+}
+
+// waitReady polls the roles' readiness flags for at most a minute; a role that fails first
+// ends the wait with its error.
+func (s *system) waitReady(ctx, rctx context.Context, ready ...func() bool) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(time.Minute)
+	for _, r := range ready {
+		for !r() {
+			select {
+			case <-rctx.Done():
+				if err := s.grp.Wait(); err != nil {
+					return err
+				}
+				return ctx.Err()
+			case <-deadline:
+				return errors.New("the in-process system did not become ready within a minute")
+			case <-tick.C:
+			}
+		}
+	}
+	return nil
 }
 
 // wait waits until the roles have returned (ctx ended, or one failed) and gives the first error.
