@@ -23,18 +23,18 @@ type Config struct {
 	// SpareWorkers are started and warmed (with the modules run last) ahead of need and serve
 	// nothing until a worker is lost: a guest that reaches its deadline is stopped by killing
 	// its worker, and a spare takes its place at once. Default 1; negative: none.
-	SpareWorkers   int
-	WorkerCommand  []string                // default DefaultWorkerCommand()
-	WorkerEnv      []string                // KEY=value added to the workers' environment (tests re-exec themselves)
-	CacheDir       string                  // required: <CacheDir>/modules holds module files, <CacheDir>/wazero wazero's compile cache
-	Tiers          map[string]schemas.Tier // default schemas.DefaultTiers()
+	SpareWorkers  int
+	WorkerCommand []string                // default DefaultWorkerCommand()
+	WorkerEnv     []string                // KEY=value added to the workers' environment (tests re-exec themselves)
+	CacheDir      string                  // required: <CacheDir>/modules holds module files, <CacheDir>/wazero wazero's compile cache
+	Tiers         map[string]schemas.Tier // default schemas.DefaultTiers()
 	// CompileTimeout, when set, caps every tier's compile budget (Tier.CompileBudget: a base plus
 	// some time per MiB of the module, set in the tier table); a compile past its budget is
 	// killed with its worker. Zero: the tiers' budgets alone.
 	CompileTimeout time.Duration
-	Replicas       int                     // stream replicas for streams.Ensure; default 1
-	Logger         *slog.Logger            // default slog.Default()
-	Registerer     prometheus.Registerer   // may be nil: metrics are kept but not exported
+	Replicas       int                   // stream replicas for streams.Ensure; default 1
+	Logger         *slog.Logger          // default slog.Default()
+	Registerer     prometheus.Registerer // may be nil: metrics are kept but not exported
 
 	// LongRunning bounds the executions that have run longer than longAfter (10 ms) at once:
 	// while that many are, the node starts nothing new, so that CPU-bound guests do not share

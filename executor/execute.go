@@ -392,6 +392,9 @@ func (n *Node) compiled(hit bool, took time.Duration) {
 // out as soon as the result is durable; the event, which only accounting and audit readers
 // wait for, follows. store is false when the result came from the KV.
 func (n *Node) finish(ctx context.Context, log *slog.Logger, msg jetstream.Msg, res *schemas.Result, store bool) error {
+	if store {
+		n.storeOutputs(ctx, log, res) // outputs.go
+	}
 	b, err := fitResult(res, int(n.nc.MaxPayload())-16<<10) // room for headers and the KV's envelope
 	if err != nil {
 		return fmt.Errorf("encode result: %w", err)
@@ -529,12 +532,13 @@ func fitResult(res *schemas.Result, limit int) ([]byte, error) {
 		if cutOutputFile(res, cut) { // files.go
 			continue
 		}
+		// A stored output's inline part is only a preview: cutting it loses nothing.
 		if len(res.Stdout) >= len(res.Stderr) {
 			res.Stdout = res.Stdout[:max(0, len(res.Stdout)-cut)]
-			res.StdoutTruncated = true
+			res.StdoutTruncated = res.StdoutTruncated || !res.StdoutStored
 		} else {
 			res.Stderr = res.Stderr[:max(0, len(res.Stderr)-cut)]
-			res.StderrTruncated = true
+			res.StderrTruncated = res.StderrTruncated || !res.StderrStored
 		}
 	}
 }

@@ -59,8 +59,9 @@ type Node struct {
 	// Set by Run.
 	pool      *pool
 	mods      *moduleCache
-	bundles   *moduleCache // files.go
-	artifacts *artifacts   // compiled modules shared with other nodes (artifacts.go)
+	bundles   *moduleCache          // files.go
+	artifacts *artifacts            // compiled modules shared with other nodes (artifacts.go)
+	outputs   jetstream.ObjectStore // outputs.go
 	results   jetstream.KeyValue
 	sched     *scheduler
 	slots     chan struct{} // one per worker: executions until their guest has run
@@ -147,6 +148,9 @@ func (n *Node) Run(ctx context.Context) error {
 	n.mods.onFetch = n.artifacts.fetch
 	if err := n.openBundles(ctx); err != nil {
 		return err
+	}
+	if n.outputs, err = n.js.ObjectStore(ctx, schemas.ObjectOutputs); err != nil {
+		return fmt.Errorf("executor: outputs store: %w", err)
 	}
 
 	n.pool, err = newPool(ctx, poolConfig{

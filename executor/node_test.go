@@ -325,6 +325,46 @@ func TestNode_Execute(t *testing.T) {
 	}
 }
 
+// A stdout larger than a NATS message reaches the caller through the outputs object store: the
+// result carries its first MiB and says the rest is stored; the object holds every byte.
+func TestNode_Execute_LargeOutput(t *testing.T) {
+	e := startEnv(t, nil)
+	req := newRequest(schemas.TierUnlimited, e.putModule(fixtures.Wasm("stdoutbig")))
+	res := e.execute(req)
+	const want = 12 << 20
+	if want <= natstest.MaxPayload || schemas.DefaultTiers()[schemas.TierUnlimited].StdoutMax < want {
+		t.Fatalf("the test needs an output over the NATS max payload (%d) within the tier's stdout_max", natstest.MaxPayload)
+	}
+	if res.Status != schemas.StatusSucceeded || res.StdoutBytes != want || res.StdoutTruncated || !res.StdoutStored ||
+		len(res.Stdout) != schemas.InlineOutputMax || res.StderrStored || string(res.Stderr) != "\n" {
+		t.Fatalf("stdoutbig: %s, %d bytes inline, %d written, truncated %v, stored %v, stderr %q",
+			res.Status, len(res.Stdout), res.StdoutBytes, res.StdoutTruncated, res.StdoutStored, res.Stderr)
+	}
+	if stored := e.stored(req.ExecutionID); !stored.StdoutStored || len(stored.Stdout) != schemas.InlineOutputMax {
+		t.Errorf("stored result: stored %v, %d bytes inline", stored.StdoutStored, len(stored.Stdout))
+	}
+	outputs, err := e.js.ObjectStore(context.Background(), schemas.ObjectOutputs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := outputs.GetBytes(context.Background(), schemas.OutputObjectName(req.ExecutionID, schemas.StreamStdout))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != want {
+		t.Fatalf("stored stdout is %d bytes, want %d", len(all), want)
+	}
+	for i := range want / (64 << 10) {
+		chunk := all[i*64<<10 : (i+1)*64<<10]
+		if c := byte('a' + i%26); chunk[0] != c || chunk[len(chunk)-1] != c || !bytes.Equal(chunk, bytes.Repeat([]byte{c}, len(chunk))) {
+			t.Fatalf("stored stdout: chunk %d is not all %q", i, c)
+		}
+	}
+	if !bytes.Equal(res.Stdout, all[:schemas.InlineOutputMax]) {
+		t.Error("the result's stdout is not the stored stdout's first part")
+	}
+}
+
 func truncate(b []byte) string {
 	if len(b) > 100 {
 		return string(b[:100]) + "…"

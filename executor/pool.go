@@ -73,9 +73,9 @@ type poolConfig struct {
 	env            []string
 	cacheDir       string
 	size           int
-	spares         int // workers started and warmed ahead, serving nothing until one is lost
+	spares         int           // workers started and warmed ahead, serving nothing until one is lost
 	compileTimeout time.Duration // of the warm-up compiles of a new worker (modules compiled before, loaded from the cache on disk)
-	memoryLimit    int64 // RLIMIT_DATA of each worker; <= 0 for none
+	memoryLimit    int64         // RLIMIT_DATA of each worker; <= 0 for none
 }
 
 // pool supervises the worker processes. Each runs one job at a time; a job holds its worker

@@ -40,6 +40,7 @@ type Server struct {
 	modules     jetstream.ObjectStore
 	bundleRefs  jetstream.KeyValue    // bundles.go
 	bundles     jetstream.ObjectStore // bundles.go
+	outputs     jetstream.ObjectStore // outputs.go
 	keyring     *keyring
 	waiters     *waiters
 	limiter     *Limiter
@@ -122,6 +123,9 @@ func (g *Server) open(ctx context.Context) error {
 		return fmt.Errorf("object store: %w", err)
 	}
 	if g.bundles, err = js.ObjectStore(ctx, schemas.ObjectBundles); err != nil {
+		return fmt.Errorf("object store: %w", err)
+	}
+	if g.outputs, err = js.ObjectStore(ctx, schemas.ObjectOutputs); err != nil {
 		return fmt.Errorf("object store: %w", err)
 	}
 	if cfg.TLSCertFile != "" {

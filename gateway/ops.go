@@ -78,6 +78,21 @@ func (g *Server) operations() []operation {
 				Responses: map[string]*huma.Response{"200": {Description: "the file", Content: map[string]*huma.MediaType{
 					"application/octet-stream": {Schema: &huma.Schema{Type: "string", Format: "binary"}}}}}},
 			rest: handle(g, g.restOutputFile)},
+		{ID: "get-execution-stdout", Method: http.MethodGet, Path: "/v1/executions/{id}/stdout", NATS: schemas.OpExecutionsOutput, Scope: schemas.ScopeExecute,
+			Doc: huma.Operation{Tags: []string{"executions"}, Summary: "Download an execution's whole stdout",
+				Description: "All of stdout as the guest wrote it (up to the tier's stdout_max), while the result lasts. A result carries at most 1 MiB of stdout itself; " +
+					"when there was more, its `stdout_url` points here. Over NATS, `executions.output` (`{id, stream, offset, length}`) returns it in pieces of up to 4 MiB.",
+				Errors: []int{401, 404, 503},
+				Responses: map[string]*huma.Response{"200": {Description: "stdout", Content: map[string]*huma.MediaType{
+					"application/octet-stream": {Schema: &huma.Schema{Type: "string", Format: "binary"}}}}}},
+			rest: handle(g, g.restOutput(schemas.StreamStdout)), micro: natsJSON(g.outputChunk)},
+		{ID: "get-execution-stderr", Method: http.MethodGet, Path: "/v1/executions/{id}/stderr", Scope: schemas.ScopeExecute,
+			Doc: huma.Operation{Tags: []string{"executions"}, Summary: "Download an execution's whole stderr",
+				Description: "As the stdout download, for stderr (`stderr_url`).",
+				Errors:      []int{401, 404, 503},
+				Responses: map[string]*huma.Response{"200": {Description: "stderr", Content: map[string]*huma.MediaType{
+					"application/octet-stream": {Schema: &huma.Schema{Type: "string", Format: "binary"}}}}}},
+			rest: handle(g, g.restOutput(schemas.StreamStderr))},
 
 		// Modules (modules.go, uploads.go).
 		{ID: "upload-module", Method: http.MethodPost, Path: "/v1/modules", NATS: schemas.OpModulesUpload, Scope: schemas.ScopeModulesWrite,
@@ -226,6 +241,17 @@ func natsID[O any](call func(ctx context.Context, p *Principal, id string) (O, e
 			return nil, err
 		}
 		return call(ctx, p, body.ID)
+	}
+}
+
+// natsJSON is a NATS handler whose body is the JSON of an I.
+func natsJSON[I, O any](call func(ctx context.Context, p *Principal, in *I) (O, error)) microHandler {
+	return func(ctx context.Context, p *Principal, req micro.Request) (any, error) {
+		var body I
+		if err := decodeJSON(req.Data(), &body); err != nil {
+			return nil, err
+		}
+		return call(ctx, p, &body)
 	}
 }
 

@@ -69,6 +69,9 @@ type Execution struct {
 	StartedAt       *time.Time `json:"started_at,omitempty"`
 	FinishedAt      *time.Time `json:"finished_at,omitempty"`
 
+	StdoutURL string `json:"stdout_url,omitempty" doc:"set when stdout was longer than 1 MiB: stdout holds its first MiB, and this path (GET, relative to the API's base URL) returns all of it; over NATS, executions.output"`
+	StderrURL string `json:"stderr_url,omitempty" doc:"as stdout_url, for stderr"`
+
 	Files          []ExecutionFile `json:"files,omitempty" doc:"the output files asked for (outputs), sorted by path"`
 	FilesTruncated bool            `json:"files_truncated,omitempty" doc:"more files matched the outputs than are returned (at most 1000)"`
 }
@@ -87,6 +90,12 @@ func ExecutionView(r *Result) *Execution {
 	}
 	e.Stdout, e.StdoutEncoding = encodeOutput(r.Stdout)
 	e.Stderr, e.StderrEncoding = encodeOutput(r.Stderr)
+	if r.StdoutStored {
+		e.StdoutURL = "/v1/executions/" + r.ID + "/stdout"
+	}
+	if r.StderrStored {
+		e.StderrURL = "/v1/executions/" + r.ID + "/stderr"
+	}
 	e.FilesTruncated = r.FilesTruncated
 	for _, f := range r.Files {
 		ef := ExecutionFile{Path: f.Path, Size: f.Size, Truncated: f.Truncated}
@@ -105,6 +114,24 @@ func encodeOutput(b []byte) (string, string) {
 		return string(b), ""
 	}
 	return base64.StdEncoding.EncodeToString(b), "base64"
+}
+
+// OutputRequest is the body of executions.output over NATS: Length bytes (0 or more than 4 MiB:
+// 4 MiB) of an execution's stdout or stderr, from Offset.
+type OutputRequest struct {
+	ID     string `json:"id"`
+	Stream string `json:"stream" enum:"stdout,stderr"`
+	Offset int64  `json:"offset,omitempty"`
+	Length int64  `json:"length,omitempty"`
+}
+
+// OutputChunk answers an OutputRequest: Data from Offset, the output's whole Size, and EOF when
+// Data reaches its end.
+type OutputChunk struct {
+	Offset int64  `json:"offset"`
+	Size   int64  `json:"size"`
+	Data   []byte `json:"data"`
+	EOF    bool   `json:"eof"`
 }
 
 // IDRequest names one resource, for direct NATS operations that take an id.

@@ -141,6 +141,25 @@ const (
 	ObjectBundles     = "wasmwiz_bundles"     // object store: sha256-<hex> -> tar archive
 )
 
+// ObjectOutputs holds what a result cannot carry in one NATS message: stdout and stderr over
+// InlineOutputMax, named by OutputObjectName, kept as long as results (the results TTL).
+const ObjectOutputs = "wasmwiz_outputs"
+
+// InlineOutputMax is the most of a stdout or stderr a result carries itself. More (up to the
+// tier's stdout_max) is stored in ObjectOutputs; the result then carries its first
+// InlineOutputMax bytes and says so (Result.StdoutStored, Execution.StdoutURL).
+const InlineOutputMax = MiB
+
+// Output streams stored in ObjectOutputs.
+const (
+	StreamStdout = "stdout"
+	StreamStderr = "stderr"
+)
+
+// OutputObjectName is the name in ObjectOutputs of an execution's stdout or stderr:
+// <execution id>/<stream>.
+func OutputObjectName(executionID, stream string) string { return executionID + "/" + stream }
+
 // BundleObjectName is a bundle's name in ObjectBundles.
 func BundleObjectName(hexDigest string) string { return "sha256-" + hexDigest }
 

@@ -91,6 +91,12 @@ type Result struct {
 	Files            []OutputFile `json:"files,omitempty"`
 	FilesTruncated   bool         `json:"files_truncated,omitempty"`
 	ScratchPeakBytes int64        `json:"scratch_peak_bytes,omitempty"`
+
+	// StdoutStored: Stdout is only the first InlineOutputMax bytes of what was kept; all of it
+	// (StdoutBytes, or the tier's stdout_max when StdoutTruncated) is the object
+	// OutputObjectName(ID, "stdout") in ObjectOutputs. StderrStored likewise.
+	StdoutStored bool `json:"stdout_stored,omitempty"`
+	StderrStored bool `json:"stderr_stored,omitempty"`
 }
 
 // CompileRequest asks an executor to compile a stored module under supervision.

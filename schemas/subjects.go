@@ -184,6 +184,7 @@ func AccountingSubject(operation string) string { return "wasmwiz.accounting.v1.
 const (
 	OpExecutionsCreate = "executions.create"
 	OpExecutionsGet    = "executions.get"
+	OpExecutionsOutput = "executions.output" // OutputRequest -> OutputChunk
 	OpModulesUpload    = "modules.upload"
 	OpModulesList      = "modules.list"
 	OpModulesGet       = "modules.get"

@@ -59,3 +59,27 @@ func uleb(b *bytes.Buffer, v uint64) {
 		}
 	}
 }
+
+// genDataModule returns a WASI command module carrying data bytes of data (byte i is i*7 mod
+// 251) in one active segment at address 0 of a memory just large enough for them, and an empty
+// _start: a big module that costs little to compile.
+func genDataModule(data int) []byte {
+	var out bytes.Buffer
+	out.WriteString("\x00asm\x01\x00\x00\x00")
+	section(&out, 1, []byte{1, 0x60, 0, 0}) // one type: () -> ()
+	section(&out, 3, []byte{1, 0})          // one function of type 0
+	var mem bytes.Buffer
+	mem.Write([]byte{1, 0}) // one memory, no max
+	uleb(&mem, uint64((data+65535)/65536))
+	section(&out, 5, mem.Bytes())
+	section(&out, 7, []byte{2, 6, '_', 's', 't', 'a', 'r', 't', 0, 0, 6, 'm', 'e', 'm', 'o', 'r', 'y', 2, 0})
+	section(&out, 10, []byte{1, 2, 0, 0x0b}) // the empty body
+	var seg bytes.Buffer
+	seg.Write([]byte{1, 0, 0x41, 0, 0x0b}) // one segment, memory 0, offset i32.const 0
+	uleb(&seg, uint64(data))
+	for i := range data {
+		seg.WriteByte(byte(i * 7 % 251))
+	}
+	section(&out, 11, seg.Bytes())
+	return out.Bytes()
+}

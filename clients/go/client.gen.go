@@ -256,11 +256,17 @@ type Execution struct {
 	Stderr          string                   `json:"stderr"`
 	StderrEncoding  *ExecutionStderrEncoding `json:"stderr_encoding,omitempty"`
 	StderrTruncated bool                     `json:"stderr_truncated"`
-	Stdout          string                   `json:"stdout"`
+
+	// StderrURL as stdout_url, for stderr
+	StderrURL *string `json:"stderr_url,omitempty"`
+	Stdout    string  `json:"stdout"`
 
 	// StdoutEncoding base64 when stdout is not valid UTF-8
 	StdoutEncoding  *ExecutionStdoutEncoding `json:"stdout_encoding,omitempty"`
 	StdoutTruncated bool                     `json:"stdout_truncated"`
+
+	// StdoutURL set when stdout was longer than 1 MiB: stdout holds its first MiB, and this path (GET, relative to the API's base URL) returns all of it; over NATS, executions.output
+	StdoutURL *string `json:"stdout_url,omitempty"`
 }
 
 // ExecutionStatus defines model for Execution.Status.
@@ -910,6 +916,20 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/executions/{id}/files/{path} (the `DownloadOutput` operationId).
 	DownloadOutput(ctx context.Context, id string, path string, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetExecutionStderr Download an execution's whole stderr
+	//
+	// As the stdout download, for stderr (`stderr_url`).
+	//
+	// Corresponds with GET /v1/executions/{id}/stderr (the `GetExecutionStderr` operationId).
+	GetExecutionStderr(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetExecutionStdout Download an execution's whole stdout
+	//
+	// All of stdout as the guest wrote it (up to the tier's stdout_max), while the result lasts. A result carries at most 1 MiB of stdout itself; when there was more, its `stdout_url` points here. Over NATS, `executions.output` (`{id, stream, offset, length}`) returns it in pieces of up to 4 MiB.
+	//
+	// Corresponds with GET /v1/executions/{id}/stdout (the `GetExecutionStdout` operationId).
+	GetExecutionStdout(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListKeys List your tenant's keys (never their secrets)
 	//
 	// Corresponds with GET /v1/keys (the `ListKeys` operationId).
@@ -1398,6 +1418,40 @@ func (c *Client) GetExecution(ctx context.Context, id string, reqEditors ...Requ
 // Corresponds with GET /v1/executions/{id}/files/{path} (the `DownloadOutput` operationId).
 func (c *Client) DownloadOutput(ctx context.Context, id string, path string, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewDownloadOutputRequest(c.Server, id, path)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetExecutionStderr Download an execution's whole stderr
+//
+// As the stdout download, for stderr (`stderr_url`).
+//
+// Corresponds with GET /v1/executions/{id}/stderr (the `GetExecutionStderr` operationId).
+func (c *Client) GetExecutionStderr(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetExecutionStderrRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetExecutionStdout Download an execution's whole stdout
+//
+// All of stdout as the guest wrote it (up to the tier's stdout_max), while the result lasts. A result carries at most 1 MiB of stdout itself; when there was more, its `stdout_url` points here. Over NATS, `executions.output` (`{id, stream, offset, length}`) returns it in pieces of up to 4 MiB.
+//
+// Corresponds with GET /v1/executions/{id}/stdout (the `GetExecutionStdout` operationId).
+func (c *Client) GetExecutionStdout(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetExecutionStdoutRequest(c.Server, id)
 	if err != nil {
 		return nil, err
 	}
@@ -2426,6 +2480,74 @@ func NewDownloadOutputRequest(server string, id string, path string) (*http.Requ
 	return req, nil
 }
 
+// NewGetExecutionStderrRequest constructs an http.Request for the GetExecutionStderr method
+func NewGetExecutionStderrRequest(server string, id string) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/executions/%s/stderr", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetExecutionStdoutRequest constructs an http.Request for the GetExecutionStdout method
+func NewGetExecutionStdoutRequest(server string, id string) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/executions/%s/stdout", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewListKeysRequest constructs an http.Request for the ListKeys method
 func NewListKeysRequest(server string) (*http.Request, error) {
 	var err error
@@ -3054,6 +3176,24 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /v1/executions/{id}/files/{path} (the `DownloadOutput` operationId).
 	DownloadOutputWithResponse(ctx context.Context, id string, path string, reqEditors ...RequestEditorFn) (*DownloadOutputResponse, error)
+
+	// GetExecutionStderrWithResponse Download an execution's whole stderr
+	//
+	// As the stdout download, for stderr (`stderr_url`).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/executions/{id}/stderr (the `GetExecutionStderr` operationId).
+	GetExecutionStderrWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*GetExecutionStderrResponse, error)
+
+	// GetExecutionStdoutWithResponse Download an execution's whole stdout
+	//
+	// All of stdout as the guest wrote it (up to the tier's stdout_max), while the result lasts. A result carries at most 1 MiB of stdout itself; when there was more, its `stdout_url` points here. Over NATS, `executions.output` (`{id, stream, offset, length}`) returns it in pieces of up to 4 MiB.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/executions/{id}/stdout (the `GetExecutionStdout` operationId).
+	GetExecutionStdoutWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*GetExecutionStdoutResponse, error)
 
 	// ListKeysWithResponse List your tenant's keys (never their secrets)
 	//
@@ -4679,6 +4819,158 @@ func (r DownloadOutputResponse) ContentType() string {
 	return ""
 }
 
+// GetExecutionStderrResponse503Headers the declared response headers of an HTTP 503 response for GetExecutionStderr
+type GetExecutionStderrResponse503Headers struct {
+	RetryAfter *int
+}
+
+type GetExecutionStderrResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationProblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationProblemJSON401 *Problem
+	// ApplicationProblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationProblemJSON404 *Problem
+	// ApplicationProblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationProblemJSON422 *Problem
+	// ApplicationProblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationProblemJSON500 *Problem
+	// ApplicationProblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationProblemJSON503 *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetExecutionStderrResponse503Headers
+}
+
+// GetApplicationProblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r GetExecutionStderrResponse) GetApplicationProblemJSON401() *Problem {
+	return r.ApplicationProblemJSON401
+}
+
+// GetApplicationProblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r GetExecutionStderrResponse) GetApplicationProblemJSON404() *Problem {
+	return r.ApplicationProblemJSON404
+}
+
+// GetApplicationProblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r GetExecutionStderrResponse) GetApplicationProblemJSON422() *Problem {
+	return r.ApplicationProblemJSON422
+}
+
+// GetApplicationProblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r GetExecutionStderrResponse) GetApplicationProblemJSON500() *Problem {
+	return r.ApplicationProblemJSON500
+}
+
+// GetApplicationProblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetExecutionStderrResponse) GetApplicationProblemJSON503() *Problem {
+	return r.ApplicationProblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r GetExecutionStderrResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetExecutionStderrResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetExecutionStderrResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetExecutionStderrResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetExecutionStdoutResponse503Headers the declared response headers of an HTTP 503 response for GetExecutionStdout
+type GetExecutionStdoutResponse503Headers struct {
+	RetryAfter *int
+}
+
+type GetExecutionStdoutResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationProblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationProblemJSON401 *Problem
+	// ApplicationProblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationProblemJSON404 *Problem
+	// ApplicationProblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationProblemJSON422 *Problem
+	// ApplicationProblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationProblemJSON500 *Problem
+	// ApplicationProblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationProblemJSON503 *Problem
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetExecutionStdoutResponse503Headers
+}
+
+// GetApplicationProblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r GetExecutionStdoutResponse) GetApplicationProblemJSON401() *Problem {
+	return r.ApplicationProblemJSON401
+}
+
+// GetApplicationProblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r GetExecutionStdoutResponse) GetApplicationProblemJSON404() *Problem {
+	return r.ApplicationProblemJSON404
+}
+
+// GetApplicationProblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r GetExecutionStdoutResponse) GetApplicationProblemJSON422() *Problem {
+	return r.ApplicationProblemJSON422
+}
+
+// GetApplicationProblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r GetExecutionStdoutResponse) GetApplicationProblemJSON500() *Problem {
+	return r.ApplicationProblemJSON500
+}
+
+// GetApplicationProblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetExecutionStdoutResponse) GetApplicationProblemJSON503() *Problem {
+	return r.ApplicationProblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r GetExecutionStdoutResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetExecutionStdoutResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetExecutionStdoutResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetExecutionStdoutResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type ListKeysResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -5716,6 +6008,36 @@ func (c *ClientWithResponses) DownloadOutputWithResponse(ctx context.Context, id
 		return nil, err
 	}
 	return ParseDownloadOutputResponse(rsp)
+}
+
+// GetExecutionStderrWithResponse Download an execution's whole stderr
+//
+// As the stdout download, for stderr (`stderr_url`).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/executions/{id}/stderr (the `GetExecutionStderr` operationId).
+func (c *ClientWithResponses) GetExecutionStderrWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*GetExecutionStderrResponse, error) {
+	rsp, err := c.GetExecutionStderr(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetExecutionStderrResponse(rsp)
+}
+
+// GetExecutionStdoutWithResponse Download an execution's whole stdout
+//
+// All of stdout as the guest wrote it (up to the tier's stdout_max), while the result lasts. A result carries at most 1 MiB of stdout itself; when there was more, its `stdout_url` points here. Over NATS, `executions.output` (`{id, stream, offset, length}`) returns it in pieces of up to 4 MiB.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/executions/{id}/stdout (the `GetExecutionStdout` operationId).
+func (c *ClientWithResponses) GetExecutionStdoutWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*GetExecutionStdoutResponse, error) {
+	rsp, err := c.GetExecutionStdout(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetExecutionStdoutResponse(rsp)
 }
 
 // ListKeysWithResponse List your tenant's keys (never their secrets)
@@ -7276,6 +7598,140 @@ func ParseDownloadOutputResponse(rsp *http.Response) (*DownloadOutputResponse, e
 			headers.WasmwizFileTruncated = &value
 		}
 		response.Headers200 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetExecutionStderrResponse parses an HTTP response from a GetExecutionStderrWithResponse call
+func ParseGetExecutionStderrResponse(rsp *http.Response) (*GetExecutionStderrResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetExecutionStderrResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers GetExecutionStderrResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetExecutionStdoutResponse parses an HTTP response from a GetExecutionStdoutWithResponse call
+func ParseGetExecutionStdoutResponse(rsp *http.Response) (*GetExecutionStdoutResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetExecutionStdoutResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationProblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers GetExecutionStdoutResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil

@@ -222,8 +222,17 @@ func runClientRun(ctx context.Context, args []string, getenv func(string) string
 		enc.SetIndent("", "  ")
 		return enc.Encode(ex)
 	}
-	writeOutput(stdout, ex.Stdout, str(ex.StdoutEncoding))
-	writeOutput(stderr, ex.Stderr, str(ex.StderrEncoding))
+	// An output over 1 MiB comes whole from its own download; the result holds its first MiB.
+	if ex.StdoutURL == nil {
+		writeOutput(stdout, ex.Stdout, str(ex.StdoutEncoding))
+	} else if err := download(stdout)(c.api.GetExecutionStdout(ctx, ex.ID)); err != nil {
+		return err
+	}
+	if ex.StderrURL == nil {
+		writeOutput(stderr, ex.Stderr, str(ex.StderrEncoding))
+	} else if err := download(stderr)(c.api.GetExecutionStderr(ctx, ex.ID)); err != nil {
+		return err
+	}
 	if err := files.save(ex, stderr); err != nil {
 		return err
 	}
@@ -239,6 +248,21 @@ func runClientRun(ctx context.Context, args []string, getenv func(string) string
 		return exitError{msg: msg, code: code}
 	}
 	return nil
+}
+
+// download copies a raw download's body to w.
+func download(w io.Writer) func(*http.Response, error) error {
+	return func(resp *http.Response, err error) error {
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("download %s: %s", resp.Request.URL.Path, resp.Status)
+		}
+		_, err = io.Copy(w, resp.Body)
+		return err
+	}
 }
 
 // optional is v, or nil for its zero value: a field the request leaves to the server.

@@ -231,6 +231,17 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 	if err != nil {
 		return fmt.Errorf("object store %s: %w", schemas.ObjectCompiled, err)
 	}
+	_, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      schemas.ObjectOutputs,
+		Description: "stdout and stderr too large for a result: <execution id>/stdout, kept as long as results",
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+		Compression: true,
+		TTL:         resultsTTL,
+	})
+	if err != nil {
+		return fmt.Errorf("object store %s: %w", schemas.ObjectOutputs, err)
+	}
 	return nil
 }
 

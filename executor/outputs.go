@@ -1,0 +1,57 @@
+package executor
+
+import (
+	"context"
+	"log/slog"
+	"time"
+	"unicode/utf8"
+
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// outputsTimeout bounds storing one stdout or stderr in the outputs object store (64 MiB, in
+// chunks, takes well under a second on a local server).
+const outputsTimeout = time.Minute
+
+// storeOutputs moves a stdout or stderr longer than schemas.InlineOutputMax to the outputs
+// object store (schemas.OutputObjectName), so that it need not fit in the result's NATS
+// message: the result keeps its first part (cut where a UTF-8 character starts) and is marked
+// StdoutStored / StderrStored. A store that refuses (full, unreachable) leaves the output cut
+// and marked truncated instead: the execution's result never waits on its output. Storing the
+// same execution's output again (a redelivery) replaces the object with the same bytes.
+func (n *Node) storeOutputs(ctx context.Context, log *slog.Logger, res *schemas.Result) {
+	for _, o := range []struct {
+		stream    string
+		data      *[]byte
+		stored    *bool
+		truncated *bool
+	}{
+		{schemas.StreamStdout, &res.Stdout, &res.StdoutStored, &res.StdoutTruncated},
+		{schemas.StreamStderr, &res.Stderr, &res.StderrStored, &res.StderrTruncated},
+	} {
+		if len(*o.data) <= schemas.InlineOutputMax || n.outputs == nil {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, outputsTimeout)
+		_, err := n.outputs.PutBytes(pctx, schemas.OutputObjectName(res.ID, o.stream), *o.data)
+		cancel()
+		if err != nil {
+			log.Error("store large output; the result keeps its first part only", "stream", o.stream, "bytes", len(*o.data), "err", err)
+			*o.truncated = true
+		} else {
+			*o.stored = true
+		}
+		*o.data = (*o.data)[:runeStart(*o.data, schemas.InlineOutputMax)]
+	}
+}
+
+// runeStart is the largest i <= n at which a UTF-8 character of b starts (n when b is not
+// UTF-8 there: binary output is cut anywhere).
+func runeStart(b []byte, n int) int {
+	for i := n; i > n-utf8.UTFMax && i > 0; i-- {
+		if utf8.RuneStart(b[i]) {
+			return i
+		}
+	}
+	return n
+}

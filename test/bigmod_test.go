@@ -1,0 +1,119 @@
+package test
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wasmwiz/wasmwiz/internal/fixtures"
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// TestDev_BigModulesAndOutputs runs issue 14's big-module walls through wasmwiz dev as a user
+// of the unlimited tier meets them: a module over the old 50 MiB cap (generated: 60 MiB of
+// data) uploads over REST, is stored, compiled and run; a stdout larger than a NATS message
+// (12 MiB) comes back whole from stdout_url, from the CLI and over NATS in pieces; and a
+// module that uses an unsupported proposal is refused with a 422 naming it.
+func TestDev_BigModulesAndOutputs(t *testing.T) {
+	// Pro's stdout_max raised to 64 MiB, so that tenant dev (pro; the NATS tenant) gets a stored
+	// stdout too.
+	tiersFile := filepath.Join(t.TempDir(), "tiers.json")
+	if err := os.WriteFile(tiersFile, []byte(`{"pro": {"stdout_max": 67108864}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startDevEnv(t, filepath.Join(t.TempDir(), "wasmwiz-data"), "WASMWIZ_TIERS_FILE="+tiersFile)
+	key := s.newTenant(t, "big", schemas.TierUnlimited)
+
+	const dataBytes = 60 << 20
+	wasm := genDataModule(dataBytes)
+	if len(wasm) <= 50<<20 {
+		t.Fatalf("generated module is %d bytes, want more than 50 MiB", len(wasm))
+	}
+	start := time.Now()
+	m := s.upload(t, key, "big", wasm)
+	t.Logf("uploaded and compiled a %d MiB module in %v", len(wasm)>>20, time.Since(start).Round(time.Millisecond))
+	if m.Size != int64(len(wasm)) {
+		t.Fatalf("module %+v, want size %d", m, len(wasm))
+	}
+	if ex := s.run(t, key, schemas.ExecutionRequest{ModuleID: m.ID}); ex.Status != schemas.StatusSucceeded {
+		t.Fatalf("big module: %s %s", ex.Status, ex.Error)
+	}
+	// The same bytes are too big for a pro tenant: 413 from the tier's module_size.
+	if r := s.do(t, http.MethodPost, "/v1/modules", s.DevKey, "application/wasm", wasm); r.Status != http.StatusRequestEntityTooLarge {
+		t.Errorf("pro upload of %d bytes: %d %s", len(wasm), r.Status, r.Body)
+	}
+
+	// 12 MiB of stdout: the result carries the first MiB and a link to all of it.
+	big := s.upload(t, key, "stdoutbig", fixtures.Wasm("stdoutbig"))
+	ex := s.run(t, key, schemas.ExecutionRequest{ModuleID: big.ID})
+	const want = 12 << 20
+	if ex.Status != schemas.StatusSucceeded || ex.StdoutTruncated || len(ex.Stdout) != schemas.InlineOutputMax ||
+		ex.StdoutURL != "/v1/executions/"+ex.ID+"/stdout" || ex.StderrURL != "" || ex.Stderr != "\n" {
+		t.Fatalf("stdoutbig: %s, %d bytes inline, truncated %v, stdout_url %q, stderr_url %q",
+			ex.Status, len(ex.Stdout), ex.StdoutTruncated, ex.StdoutURL, ex.StderrURL)
+	}
+	wantOut := make([]byte, 0, want)
+	for i := range want / (64 << 10) {
+		wantOut = append(wantOut, bytes.Repeat([]byte{byte('a' + i%26)}, 64<<10)...)
+	}
+	r := s.do(t, http.MethodGet, ex.StdoutURL, key, "", nil)
+	if r.Status != 200 || !bytes.Equal(r.Body, wantOut) {
+		t.Fatalf("GET %s: %d, %d bytes, want the %d bytes written", ex.StdoutURL, r.Status, len(r.Body), want)
+	}
+	if r := s.do(t, http.MethodGet, "/v1/executions/"+ex.ID+"/stderr", key, "", nil); r.Status != 200 || string(r.Body) != "\n" {
+		t.Errorf("GET stderr (inline): %d %q", r.Status, r.Body)
+	}
+	if r := s.do(t, http.MethodGet, ex.StdoutURL, s.DevKey, "", nil); r.Status != http.StatusNotFound {
+		t.Errorf("another tenant's stdout: %d, want 404", r.Status)
+	}
+
+	// The CLI prints all of it.
+	out, errOut, code := cli(t, "run", "--url", s.URL, "--key", key, filepath.Join("..", "internal", "fixtures", "wasm", "stdoutbig.wasm"))
+	if code != 0 || out != string(wantOut) || errOut != "\n" {
+		t.Errorf("wasmwiz run: exit %d, %d bytes of stdout (want %d), stderr %q", code, len(out), want, errOut)
+	}
+
+	// Over NATS, executions.output in pieces of at most 4 MiB. The NATS tenant is dev, so dev
+	// runs it too.
+	devBig := s.upload(t, s.DevKey, "stdoutbig", fixtures.Wasm("stdoutbig"))
+	devEx := s.run(t, s.DevKey, schemas.ExecutionRequest{ModuleID: devBig.ID})
+	if devEx.StdoutURL == "" || devEx.StdoutTruncated {
+		t.Errorf("pro tier with stdout_max 64 MiB: truncated %v, %d bytes, stdout_url %q", devEx.StdoutTruncated, len(devEx.Stdout), devEx.StdoutURL)
+	}
+	nc, err := s.connectNATS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var got []byte
+	pieces := 0
+	for off := int64(0); ; pieces++ {
+		body, _ := json.Marshal(schemas.OutputRequest{ID: devEx.ID, Stream: schemas.StreamStdout, Offset: off})
+		rep := natsMsg(t, nc, schemas.OpExecutionsOutput, s.DevKey, body)
+		var c schemas.OutputChunk
+		if err := json.Unmarshal(rep.Data, &c); err != nil || natsStatus(rep) != 200 || c.Size != want || c.Offset != off {
+			t.Fatalf("executions.output at %d: %d %.200s %v", off, natsStatus(rep), rep.Data, err)
+		}
+		got = append(got, c.Data...)
+		off += int64(len(c.Data))
+		if c.EOF || len(c.Data) == 0 {
+			break
+		}
+	}
+	if !bytes.Equal(got, wantOut) || pieces < 2 {
+		t.Errorf("executions.output returned %d bytes in %d pieces, want the %d of stdout", len(got), pieces+1, want)
+	}
+
+	// A module that uses the exception-handling proposal: 422 naming it.
+	eh := []byte("\x00asm\x01\x00\x00\x00\x0d\x01\x00") // an empty tag section
+	r = s.do(t, http.MethodPost, "/v1/modules", key, "application/wasm", eh)
+	if code, detail := r.problem(t); r.Status != http.StatusUnprocessableEntity || code != string(schemas.CodeInvalidModule) ||
+		!strings.Contains(detail, "exception-handling proposal") || !strings.Contains(detail, "does not support") {
+		t.Errorf("exception handling module: %d %s %q", r.Status, code, detail)
+	}
+}
