@@ -85,7 +85,7 @@ func TestDev_Clients(t *testing.T) {
 
 	t.Run("cli", func(t *testing.T) {
 		auth := []string{"--url", s.URL, "--key", s.DevKey}
-		out, errOut, code := cli(t, append([]string{"modules", "upload", wasm, "--name", "echo-cli"}, auth...)...)
+		out, errOut, code := cli(t, append([]string{"modules", "upload", wasm, "--name", "echo-cli", "--json"}, auth...)...)
 		var m struct{ ID, Name string }
 		if err := json.Unmarshal([]byte(out), &m); code != 0 || err != nil || !strings.HasPrefix(m.ID, "sha256:") || m.Name != "echo-cli" {
 			t.Fatalf("modules upload: exit %d, %v, %q %q", code, err, out, errOut)
@@ -93,7 +93,7 @@ func TestDev_Clients(t *testing.T) {
 		if out, errOut, code := cli(t, append([]string{"modules", "list"}, auth...)...); code != 0 || !strings.Contains(out, m.ID) {
 			t.Errorf("modules list: exit %d, %q %q", code, out, errOut)
 		}
-		if out, errOut, code := cli(t, append([]string{"modules", "get", m.ID}, auth...)...); code != 0 || !strings.Contains(out, `"echo-cli"`) {
+		if out, errOut, code := cli(t, append([]string{"modules", "get", m.ID, "--json"}, auth...)...); code != 0 || !strings.Contains(out, `"echo-cli"`) {
 			t.Errorf("modules get: exit %d, %q %q", code, out, errOut)
 		}
 		if out, errOut, code := cli(t, append(append([]string{"run"}, auth...), "--stdin", "from the CLI", m.ID)...); code != 0 || out != "from the CLI" {
