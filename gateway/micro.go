@@ -20,8 +20,8 @@ import (
 // is over its own bound (the tier's ConcurrentRequests), so one tenant cannot hold them all.
 const maxMicroConcurrency = 1024
 
-// startMicro serves the direct NATS API: a NATS micro service whose endpoints take the same
-// JSON bodies as REST (a module upload takes the raw module bytes), with the API key in an
+// startMicro serves the direct NATS API: a NATS micro service with one endpoint per table
+// operation that has a NATS name (ops.go). Endpoints take the same JSON bodies as REST (a module upload takes the raw module bytes), with the API key in an
 // Authorization header. Errors are micro errors whose code is the HTTP status and whose body is
 // the same problem JSON as REST.
 func (g *Server) startMicro() (micro.Service, error) {

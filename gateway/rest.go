@@ -23,8 +23,7 @@ func principalFrom(ctx context.Context) *Principal {
 // APIVersion is the version of the REST contract in the OpenAPI document.
 const APIVersion = "1.0.0"
 
-// NewAPI builds the Huma API on mux. Handlers are bound to g; with g == nil it only describes
-// the API (used to write the OpenAPI snapshot).
+// newAPI builds the Huma API on mux, with no operations yet (bindREST adds the table's).
 func newAPI(mux *http.ServeMux) huma.API {
 	config := huma.DefaultConfig("WasmWiz API", APIVersion)
 	config.Info.Description = "Run untrusted WebAssembly (WASI preview 1) modules as a service."
@@ -41,6 +40,8 @@ func newAPI(mux *http.ServeMux) huma.API {
 
 var bearer = []map[string][]string{{"bearer": {}}}
 
+// routes is the gateway's HTTP handler: the table's operations behind the middleware (metrics,
+// tracing, authorization, tier body limits, path ids), /metrics, the docs, and a problem+json 404.
 func (g *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	api := newAPI(mux)
@@ -54,7 +55,8 @@ func (g *Server) routes() http.Handler {
 	return g.secure(mux)
 }
 
-// OpenAPI returns the gateway's OpenAPI document (for the committed snapshot and clients).
+// OpenAPI returns the gateway's OpenAPI document (for the committed snapshot and clients): the
+// table bound to an API that serves nothing, with the default tiers' body limits.
 func OpenAPI() *huma.OpenAPI {
 	mux := http.NewServeMux()
 	api := newAPI(mux)
