@@ -45,15 +45,27 @@ type apiCall struct {
 type transport struct {
 	name   string
 	serves func(o *operation) bool
-	call   func(t *testing.T, s *apiSuite, o *operation, key string, c apiCall) (status int, body []byte)
+	do     func(t *testing.T, s *apiSuite, o *operation, key string, c apiCall) (status int, header http.Header, body []byte)
 }
 
 var transports = []transport{
-	{name: "rest", serves: func(*operation) bool { return true }, call: restCall},
-	{name: "nats", serves: func(o *operation) bool { return o.NATS != "" }, call: natsAPICall},
+	{name: "rest", serves: func(*operation) bool { return true }, do: restDo},
+	{name: "nats", serves: func(o *operation) bool { return o.NATS != "" }, do: natsDo},
+}
+
+// call is do without the answer's headers.
+func (tr transport) call(t *testing.T, s *apiSuite, o *operation, key string, c apiCall) (int, []byte) {
+	t.Helper()
+	status, _, body := tr.do(t, s, o, key, c)
+	return status, body
 }
 
 func restCall(t *testing.T, s *apiSuite, o *operation, key string, c apiCall) (int, []byte) {
+	t.Helper()
+	return transports[0].call(t, s, o, key, c)
+}
+
+func restDo(t *testing.T, s *apiSuite, o *operation, key string, c apiCall) (int, http.Header, []byte) {
 	t.Helper()
 	path := strings.Replace(o.Path, "{id}", url.PathEscape(c.id), 1)
 	path = strings.Replace(path, "{path}", url.PathEscape(c.path), 1)
@@ -90,10 +102,10 @@ func restCall(t *testing.T, s *apiSuite, o *operation, key string, c apiCall) (i
 	defer resp.Body.Close()
 	var b bytes.Buffer
 	_, _ = b.ReadFrom(resp.Body)
-	return resp.StatusCode, b.Bytes()
+	return resp.StatusCode, resp.Header, b.Bytes()
 }
 
-func natsAPICall(t *testing.T, s *apiSuite, o *operation, key string, c apiCall) (int, []byte) {
+func natsDo(t *testing.T, s *apiSuite, o *operation, key string, c apiCall) (int, http.Header, []byte) {
 	t.Helper()
 	msg := nats.NewMsg(schemas.APISubject(o.NATS))
 	switch {
@@ -126,9 +138,9 @@ func natsAPICall(t *testing.T, s *apiSuite, o *operation, key string, c apiCall)
 		if err != nil {
 			t.Fatalf("nats %s: error code %q", o.NATS, code)
 		}
-		return n, resp.Data
+		return n, http.Header(resp.Header), resp.Data
 	}
-	return http.StatusOK, resp.Data
+	return http.StatusOK, http.Header(resp.Header), resp.Data
 }
 
 // apiSuite is a running gateway with a stub executor (compiles succeed; an execution succeeds
@@ -138,6 +150,8 @@ type apiSuite struct {
 	*testGateway
 	nc       *nats.Conn
 	otherKey string // tenant "globex" (basic), every scope
+
+	accounting *nats.Subscription // the stub accounting role
 
 	mu      sync.Mutex
 	runs    map[string]int // execution id -> deliveries the stub executor ran
@@ -168,7 +182,7 @@ func startAPISuite(t *testing.T) *apiSuite {
 			t.Fatal(err)
 		}
 	}
-	if _, err := ex.Subscribe(schemas.AccountingSubject(schemas.OpUsage), func(m *nats.Msg) {
+	if s.accounting, err = ex.Subscribe(schemas.AccountingSubject(schemas.OpUsage), func(m *nats.Msg) {
 		var req schemas.UsageRequest
 		_ = json.Unmarshal(m.Data, &req)
 		s.mu.Lock()
@@ -187,18 +201,14 @@ func startAPISuite(t *testing.T) *apiSuite {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cons, err := js.Consumer(ctx, schemas.ExecStream(schemas.TierBasic), schemas.ExecConsumer(schemas.TierBasic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := cons.Consume(func(m jetstream.Msg) {
+	run := func(m jetstream.Msg) {
 		var er schemas.ExecRequest
 		if err := json.Unmarshal(m.Data(), &er); err != nil {
 			_ = m.Term()
 			return
 		}
 		now := time.Now().UTC()
-		r := schemas.Result{ID: er.ExecutionID, TenantID: er.TenantID, Tier: schemas.TierBasic, ModuleID: er.ModuleID,
+		r := schemas.Result{ID: er.ExecutionID, TenantID: er.TenantID, Tier: er.Tier, ModuleID: er.ModuleID,
 			Status: schemas.StatusSucceeded, Stdout: er.Stdin, CreatedAt: now, StartedAt: &now, FinishedAt: &now, NodeID: "stub"}
 		b, _ := json.Marshal(r)
 		if _, err := results.Put(context.Background(), er.ExecutionID, b); err != nil {
@@ -210,11 +220,18 @@ func startAPISuite(t *testing.T) *apiSuite {
 		s.mu.Unlock()
 		_ = ex.Publish(m.Headers().Get(schemas.HeaderReply), b)
 		_ = m.Ack()
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
-	t.Cleanup(cc.Stop)
+	for tier := range schemas.DefaultTiers() {
+		cons, err := js.Consumer(ctx, schemas.ExecStream(tier), schemas.ExecConsumer(tier))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc, err := cons.Consume(run)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(cc.Stop)
+	}
 	natstest.CheckFor(t, 10*time.Second, poll, state(tg.g.Ready, func() string { return fmt.Sprintf("gateway not ready: %+v", tg.g.health()) }))
 	return s
 }
@@ -267,6 +284,19 @@ func tarOf(t *testing.T, files map[string]string) []byte {
 	return b.Bytes()
 }
 
+// tenantKey makes a tenant of tier and returns a key of it with every scope.
+func (s *apiSuite) tenantKey(t *testing.T, id, tier string) string {
+	t.Helper()
+	if _, err := s.g.admin().CreateTenant(context.Background(), id, tier); err != nil {
+		t.Fatal(err)
+	}
+	k, err := s.g.admin().CreateKey(context.Background(), schemas.CreateKeyRequest{TenantID: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.Key
+}
+
 // ok reports a success status; NATS has one (200), REST several (200, 201, 202, 204).
 func ok(status int) bool { return status/100 == 2 }
 
@@ -286,6 +316,17 @@ func TestAPI(t *testing.T) {
 					}
 					if status, body := tr.call(t, s, o, "ww_not-a-key", apiCall{id: someID, path: "out"}); status != http.StatusUnauthorized {
 						t.Errorf("%s with a made-up key: %d %s, want 401", o.ID, status, body)
+					}
+				}
+			})
+			t.Run("Public", func(t *testing.T) {
+				for i := range s.g.ops {
+					o := &s.g.ops[i]
+					if !o.Public || !tr.serves(o) {
+						continue
+					}
+					if status, body := tr.call(t, s, o, "", apiCall{}); !ok(status) {
+						t.Errorf("%s without a key: %d %s", o.ID, status, body)
 					}
 				}
 			})
@@ -453,6 +494,26 @@ func TestAPI(t *testing.T) {
 					t.Errorf("globex with acme's key: %d %s, want a new execution", status, body)
 				}
 			})
+			// The tier's rate limit refuses with 429, Retry-After and the RateLimit figures, as
+			// headers on both transports.
+			t.Run("RateLimited", func(t *testing.T) {
+				tier := schemas.DefaultTiers()[schemas.TierFree]
+				key := s.tenantKey(t, "free-"+tr.name, tier.Name)
+				req, _ := json.Marshal(schemas.ExecutionRequest{ModuleID: s.uploadModule(t, key), Stdin: "x"})
+				create := s.op(t, "create-execution")
+				for i := range tier.ExecPerMinute {
+					if status, body := tr.call(t, s, create, key, apiCall{body: req}); !ok(status) {
+						t.Fatalf("execution %d of the %d a minute the tier allows: %d %s", i+1, tier.ExecPerMinute, status, body)
+					}
+				}
+				status, h, body := tr.do(t, s, create, key, apiCall{body: req})
+				if status != http.StatusTooManyRequests || !bytes.Contains(body, []byte(schemas.CodeRateLimited)) {
+					t.Fatalf("execution %d: %d %s, want 429 %s", tier.ExecPerMinute+1, status, body, schemas.CodeRateLimited)
+				}
+				if ra, err := strconv.Atoi(h.Get("Retry-After")); err != nil || ra < 1 || h.Get("RateLimit-Limit") != strconv.Itoa(tier.ExecPerMinute) || h.Get("RateLimit-Remaining") != "0" {
+					t.Errorf("429 headers: %v, want Retry-After ≥ 1, RateLimit-Limit %d, RateLimit-Remaining 0", h, tier.ExecPerMinute)
+				}
+			})
 			t.Run("Usage", func(t *testing.T) {
 				usage := s.op(t, "get-usage")
 				asked := func() []string {
@@ -484,6 +545,19 @@ func TestAPI(t *testing.T) {
 			})
 		})
 	}
+
+	// Accounting gone: usage is a 503 on both transports, naming only what is unavailable.
+	t.Run("UsageUnavailable", func(t *testing.T) {
+		if err := s.accounting.Unsubscribe(); err != nil {
+			t.Fatal(err)
+		}
+		for _, tr := range transports {
+			status, body := tr.call(t, s, s.op(t, "get-usage"), s.key, apiCall{})
+			if status != http.StatusServiceUnavailable || !bytes.Contains(body, []byte("accounting is unavailable")) {
+				t.Errorf("%s: usage without accounting: %d %s, want 503 naming accounting", tr.name, status, body)
+			}
+		}
+	})
 
 	// REST only: keys, tokens, events and the original API have no NATS twin.
 	t.Run("rest/Keys", func(t *testing.T) {
