@@ -312,6 +312,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/executions/{id}/stderr": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download an execution's whole stderr
+         * @description As the stdout download, for stderr (`stderr_url`).
+         */
+        get: operations["get-execution-stderr"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/executions/{id}/stdout": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download an execution's whole stdout
+         * @description All of stdout as the guest wrote it (up to the tier's stdout_max), while the result lasts. A result carries at most 1 MiB of stdout itself; when there was more, its `stdout_url` points here. Over NATS, `executions.output` (`{id, stream, offset, length}`) returns it in pieces of up to 4 MiB.
+         */
+        get: operations["get-execution-stdout"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/keys": {
         parameters: {
             query?: never;
@@ -542,6 +582,8 @@ export interface components {
             /** @enum {string} */
             stderr_encoding?: "utf-8" | "base64";
             stderr_truncated: boolean;
+            /** @description as stdout_url, for stderr */
+            stderr_url?: string;
             stdout: string;
             /**
              * @description base64 when stdout is not valid UTF-8
@@ -549,6 +591,8 @@ export interface components {
              */
             stdout_encoding?: "utf-8" | "base64";
             stdout_truncated: boolean;
+            /** @description set when stdout was longer than 1 MiB: stdout holds its first MiB, and this path (GET, relative to the API's base URL) returns all of it; over NATS, executions.output */
+            stdout_url?: string;
         };
         ExecutionEvent: {
             /** Format: double */
@@ -2224,6 +2268,146 @@ export interface operations {
             /** @description Internal Server Error */
             500: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "get-execution-stderr": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description execution id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description stderr */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": Blob;
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    /** @description seconds to wait before trying again (sent when the server knows) */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "get-execution-stdout": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description execution id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description stdout */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": Blob;
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    /** @description seconds to wait before trying again (sent when the server knows) */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
