@@ -51,7 +51,8 @@ type Config struct {
 	MaxHeaderBytes    int
 }
 
-func (c *Config) defaults() {
+// withDefaults returns c with every zero value replaced by its default; c is not changed.
+func (c Config) withDefaults() Config {
 	if c.HTTPAddr == "" && c.Listener == nil {
 		c.HTTPAddr = "127.0.0.1:8080"
 	}
@@ -88,12 +89,16 @@ func (c *Config) defaults() {
 	if c.MaxHeaderBytes <= 0 {
 		c.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
+	return c
 }
 
-// Validate checks the configuration.
-func (c *Config) Validate() error {
+// Validate checks c as given, zero values standing for their defaults; it changes nothing.
+func (c Config) Validate() error {
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		return errors.New("give both a TLS certificate and its key, or neither")
+	}
+	if c.Tiers == nil {
+		return nil // the default tiers
 	}
 	return schemas.ValidateTiers(c.Tiers)
 }

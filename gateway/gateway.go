@@ -63,10 +63,10 @@ type Server struct {
 // streams, opens the buckets and object stores, reads the TLS pair and the JWT signing key, and
 // then serves.
 func New(cfg Config, nc *nats.Conn) (*Server, error) {
-	cfg.defaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg = cfg.withDefaults()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
