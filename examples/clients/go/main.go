@@ -1,4 +1,4 @@
-// Command go runs a WebAssembly module through WasmWiz with the generated Go client
+// The Go client example runs a WebAssembly module through WasmWiz with the generated Go client
 // (clients/go): it uploads the module, runs it with stdin and waits for the answer, runs it again
 // asynchronously and polls until it ends, and lists the key's tenant's API keys.
 //
