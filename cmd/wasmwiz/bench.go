@@ -33,6 +33,8 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	cpuProfile := fs.String("cpuprofile", "", "write CPU profiles of this process (<path>.<module>.c<N>), one per --profile-mode cell")
 	memProfile := fs.String("memprofile", "", "write an allocation profile (alloc_space since start) after the run")
 	profileMode := fs.String("profile-mode", "rest", "the mode whose cells --cpuprofile covers")
+	tierName := fs.String("tier", schemas.TierUnlimited, "the bench tenant's tier: a tier with rate limits adds the limiter's work to every execution (raise its limits with --tiers-file)")
+	loadTiers := fs.tiersFlag()
 	wazeroBin := fs.String("wazero", "", "wazero CLI for peer-process (default: on PATH, else go install'ed into the user cache dir)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -67,7 +69,13 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	defer os.RemoveAll(dir)
-	tiers := schemas.DefaultTiers()
+	tiers, err := loadTiers()
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	if _, ok := tiers[*tierName]; !ok {
+		return usageError{fmt.Sprintf("unknown tier %q", *tierName)}
+	}
 	var key string
 	sys, err := startSystem(ctx, systemConfig{
 		DataDir: dir, NATSAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Workers: *workers, Tiers: tiers,
@@ -78,7 +86,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 			if err != nil {
 				return err
 			}
-			if _, err := admin.CreateTenant(ctx, "bench", schemas.TierUnlimited); err != nil {
+			if _, err := admin.CreateTenant(ctx, "bench", *tierName); err != nil {
 				return err
 			}
 			k, err := admin.CreateKey(ctx, schemas.CreateKeyRequest{TenantID: "bench", Name: "bench"})
