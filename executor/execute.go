@@ -20,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/wasmwiz/wasmwiz/internal/backoff"
 	"github.com/wasmwiz/wasmwiz/internal/telemetry"
 	"github.com/wasmwiz/wasmwiz/schemas"
 	"github.com/wasmwiz/wasmwiz/wasmmodule"
@@ -153,6 +154,14 @@ func (n *Node) execute(ctx context.Context, log *slog.Logger, tier schemas.Tier,
 		}
 	case !errors.Is(err, jetstream.ErrKeyNotFound):
 		return fmt.Errorf("read result: %w", err)
+	case isRedelivery(msg):
+		// No result and no "running" yet (a short guest never writes one), but this is a
+		// redelivery: the delivery before it may still be on another node, its guest done and
+		// its result being stored (JetStream redelivers when progress reports are lost with a
+		// consumer leader). Wait for that one rather than run the guest a second time.
+		if done, err := n.awaitElsewhere(ctx, log, msg, req.ExecutionID); done {
+			return err
+		}
 	}
 
 	started := time.Now().UTC()
@@ -400,10 +409,13 @@ func (n *Node) finish(ctx context.Context, log *slog.Logger, msg jetstream.Msg, 
 		return fmt.Errorf("encode result: %w", err)
 	}
 	if store {
-		pctx, cancel := context.WithTimeout(ctx, natsTimeout)
-		_, err := n.results.Put(pctx, res.ID, b)
-		cancel()
-		if err != nil {
+		// The guest has run: a result that cannot be stored now means running it again later,
+		// so the store rides out a results bucket without a leader (an election takes seconds)
+		// for up to storeResultFor, the request held meanwhile (progress goes on).
+		if err := storeWithRetry(ctx, storeResultFor, func(ctx context.Context) error {
+			_, err := n.results.Put(ctx, res.ID, b)
+			return err
+		}); err != nil {
 			return fmt.Errorf("store result: %w", err)
 		}
 	}
@@ -633,4 +645,42 @@ func (p *prepared) result(ctx context.Context, results jetstream.KeyValue, id st
 	gctx, cancel := context.WithTimeout(ctx, natsTimeout)
 	defer cancel()
 	return results.Get(gctx, id)
+}
+
+// storeResultFor bounds how long a run's result is tried again while the results bucket cannot
+// take it.
+const storeResultFor = 30 * time.Second
+
+// isRedelivery reports whether msg has been delivered before.
+func isRedelivery(msg jetstream.Msg) bool {
+	meta, err := msg.Metadata()
+	return err == nil && meta.NumDelivered > 1
+}
+
+// storeWithRetry runs op, each try bounded by natsTimeout/2, again with backoff while JetStream
+// cannot answer for the moment (no responders, a timeout, 503 while a stream elects a leader),
+// until it succeeds, fails otherwise or for has passed.
+func storeWithRetry(ctx context.Context, total time.Duration, op func(context.Context) error) error {
+	until := time.Now().Add(total)
+	b := backoff.Backoff{Min: 100 * time.Millisecond, Max: time.Second, Jitter: true}
+	for {
+		tctx, cancel := context.WithTimeout(ctx, natsTimeout/2)
+		err := op(tctx)
+		cancel()
+		if err == nil || !unavailable(err) || ctx.Err() != nil || time.Now().After(until) {
+			return err
+		}
+		if !backoff.Sleep(ctx, b.Next()) {
+			return err
+		}
+	}
+}
+
+// unavailable reports whether err says JetStream could not answer for the moment rather than
+// that it refused.
+func unavailable(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		(errors.As(err, &apiErr) && apiErr.Code == 503)
 }

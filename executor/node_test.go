@@ -9,9 +9,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -659,5 +662,67 @@ func state(ok func() bool, describe func() string) func() error {
 			return nil
 		}
 		return errors.New(describe())
+	}
+}
+
+// ackable is a redelivered message whose acknowledgements are counted.
+type ackable struct {
+	redelivered
+	acks atomic.Int64
+}
+
+func (m *ackable) Ack() error                       { m.acks.Add(1); return nil }
+func (m *ackable) InProgress() error                { return nil }
+func (m *ackable) NakWithDelay(time.Duration) error { return nil }
+func (m *ackable) TermWithReason(string) error      { return nil }
+func (m *ackable) Reply() string                    { return "" }
+func (m *ackable) Metadata() (*jetstream.MsgMetadata, error) {
+	return &jetstream.MsgMetadata{NumDelivered: m.delivered}, nil
+}
+
+// A redelivered request with no stored result whose earlier delivery another node still holds
+// (its short guest has run, its result is being stored while the results bucket elects a
+// leader; short guests write no "running") waits for that result instead of running the guest
+// again. In a fault run the guest ran twice: once per node.
+func TestNode_Execute_RedeliveryWaitsForTheOtherNode(t *testing.T) {
+	e := startEnv(t, nil)
+	mod := e.putModule(fixtures.Wasm("hello"))
+	req := newRequest(schemas.TierFree, mod)
+	var stored atomic.Bool
+	other, err := e.nc.Subscribe(schemas.SubjectExecutorRunning, func(m *nats.Msg) {
+		if string(m.Data) == req.ExecutionID && !stored.Load() {
+			_ = m.Respond([]byte("other-node"))
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Unsubscribe()
+	now := time.Now().UTC()
+	prev := schemas.Result{ID: req.ExecutionID, TenantID: req.TenantID, Tier: schemas.TierFree, ModuleID: mod,
+		Status: schemas.StatusSucceeded, Stdout: []byte("from the other node"), CreatedAt: req.CreatedAt, StartedAt: &now, FinishedAt: &now, NodeID: "other-node"}
+	go func() {
+		time.Sleep(1500 * time.Millisecond) // the other node's store gets through
+		b, _ := json.Marshal(prev)
+		if _, err := e.results.Put(context.Background(), req.ExecutionID, b); err == nil {
+			stored.Store(true)
+		}
+	}()
+	runs := counterValue(t, e.node.m.executions.WithLabelValues(schemas.TierFree, string(schemas.StatusSucceeded)))
+	b, _ := json.Marshal(req)
+	msg := &ackable{redelivered: redelivered{subject: schemas.ExecSubject(req.Tier, req.TenantID), data: b, header: nats.Header{}, delivered: 2}}
+	p := e.node.prepare(msg, true)
+	tier := e.node.cfg.Tiers[schemas.TierFree]
+	if err := e.node.execute(context.Background(), slog.New(slog.NewTextHandler(io.Discard, nil)), tier, msg, &p.req, p, func() {}); err != nil {
+		t.Fatal(err)
+	}
+	if got := counterValue(t, e.node.m.executions.WithLabelValues(schemas.TierFree, string(schemas.StatusSucceeded))); got != runs {
+		t.Errorf("executions went from %v to %v: the guest ran again", runs, got)
+	}
+	if msg.acks.Load() != 1 {
+		t.Errorf("%d acks, want 1", msg.acks.Load())
+	}
+	if evs := e.events(req.ExecutionID); len(evs) != 1 || evs[0].Execution.NodeID != "other-node" {
+		t.Errorf("events %+v, want the other node's result's", evs)
 	}
 }

@@ -94,12 +94,15 @@ func (g *Server) execute(ctx context.Context, p *Principal, req *schemas.Executi
 		return nil, errInlineNeedsWrite
 	}
 	er.ExecutionID = newExecutionID(p.TenantID, idemKey)
+	// Buckets whose stream elects a leader are tried again up to here (as the queue is): half
+	// the request's wait, at most storeRetryFor.
+	storeUntil := time.Now().Add(min(storeRetryFor, g.syncWait(p.Tier, er.TimeoutMS)/2))
 	var bodyHash string // identifies the request as sent, for Idempotency-Key conflict checks
 	replay := false
 	if idemKey != "" {
 		bodyHash = requestHash(req)
 		var done *schemas.Result
-		if replay, done, err = g.findIdempotencyKey(ctx, p, er.ExecutionID, idemKey, bodyHash); err != nil {
+		if replay, done, err = g.findIdempotencyKey(ctx, p, er.ExecutionID, idemKey, bodyHash, storeUntil); err != nil {
 			return nil, err
 		}
 		if done != nil {
@@ -129,7 +132,7 @@ func (g *Server) execute(ctx context.Context, p *Principal, req *schemas.Executi
 	}
 	var claim *idemClaim
 	if idemKey != "" && !replay {
-		if claim, err = g.claimIdempotencyKey(ctx, p, er, idemKey, bodyHash); err != nil {
+		if claim, err = g.claimIdempotencyKey(ctx, p, er, idemKey, bodyHash, storeUntil); err != nil {
 			release()
 			return nil, err
 		}
@@ -137,7 +140,7 @@ func (g *Server) execute(ctx context.Context, p *Principal, req *schemas.Executi
 			// Another request with this key was admitted a moment ago: this one is its replay.
 			release()
 			var done *schemas.Result
-			if _, done, err = g.findIdempotencyKey(ctx, p, er.ExecutionID, idemKey, bodyHash); err != nil {
+			if _, done, err = g.findIdempotencyKey(ctx, p, er.ExecutionID, idemKey, bodyHash, storeUntil); err != nil {
 				return nil, err
 			}
 			if done != nil {
@@ -204,8 +207,12 @@ func idempotencyKV(tenant, idemKey string) string {
 // findIdempotencyKey looks up (tenant, key). It reports whether an admitted request with this
 // body already claimed it (a replay) and, if that execution finished, its result; the same key
 // with another body is a conflict.
-func (g *Server) findIdempotencyKey(ctx context.Context, p *Principal, executionID, idemKey, bodyHash string) (bool, *schemas.Result, error) {
-	e, err := g.idempotency.Get(ctx, idempotencyKV(p.TenantID, idemKey))
+func (g *Server) findIdempotencyKey(ctx context.Context, p *Principal, executionID, idemKey, bodyHash string, until time.Time) (bool, *schemas.Result, error) {
+	var e jetstream.KeyValueEntry
+	err := g.rideOut(ctx, "idempotency store", until, func(ctx context.Context) (err error) {
+		e, err = g.idempotency.Get(ctx, idempotencyKV(p.TenantID, idemKey))
+		return err
+	})
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
 		return false, nil, nil
 	}
@@ -236,10 +243,16 @@ type idemClaim struct {
 
 // claimIdempotencyKey records (tenant, key) → execution and body for an admitted request. It
 // returns nil when another request claimed the key first.
-func (g *Server) claimIdempotencyKey(ctx context.Context, p *Principal, er *schemas.ExecRequest, idemKey, bodyHash string) (*idemClaim, error) {
+// A try that timed out may have been stored: the next one then finds the key taken, and the
+// request goes on as the replay of its own claim (it publishes; the queue keeps one copy).
+func (g *Server) claimIdempotencyKey(ctx context.Context, p *Principal, er *schemas.ExecRequest, idemKey, bodyHash string, until time.Time) (*idemClaim, error) {
 	rec, _ := json.Marshal(schemas.IdempotencyRecord{ExecutionID: er.ExecutionID, BodySHA256: bodyHash, CreatedAt: er.CreatedAt})
 	key := idempotencyKV(p.TenantID, idemKey)
-	rev, err := g.idempotency.Create(ctx, key, rec)
+	var rev uint64
+	err := g.rideOut(ctx, "idempotency store", until, func(ctx context.Context) (err error) {
+		rev, err = g.idempotency.Create(ctx, key, rec)
+		return err
+	})
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return nil, nil
 	}
@@ -329,7 +342,12 @@ func queuedView(er *schemas.ExecRequest) *schemas.Execution {
 func (g *Server) storeQueued(ctx context.Context, er *schemas.ExecRequest) {
 	r := schemas.Result{ID: er.ExecutionID, TenantID: er.TenantID, KeyID: er.KeyID, Tier: er.Tier, ModuleID: er.ModuleID, Status: schemas.StatusQueued, ExitCode: -1, CreatedAt: er.CreatedAt}
 	b, _ := json.Marshal(r)
-	if _, err := g.results.Create(ctx, er.ExecutionID, b); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+	// Until it is stored the execution reads as 404, unless an executor has started it.
+	err := g.rideOut(ctx, "results store", time.Now().Add(storeRetryFor), func(ctx context.Context) error {
+		_, err := g.results.Create(ctx, er.ExecutionID, b)
+		return err
+	})
+	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
 		g.log.Warn("store queued execution", "execution_id", er.ExecutionID, "err", err)
 	}
 }
@@ -517,7 +535,11 @@ func (g *Server) ownResult(ctx context.Context, p *Principal, id string, notFoun
 	if !schemas.ValidExecutionID(id) {
 		return nil, notFound
 	}
-	r, err := g.loadResult(ctx, id)
+	var r *schemas.Result
+	err := g.rideOut(ctx, "results store", time.Now().Add(storeRetryFor), func(ctx context.Context) (err error) {
+		r, err = g.loadResult(ctx, id)
+		return err
+	})
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return nil, notFound

@@ -71,3 +71,36 @@ func retryablePublish(err error) bool {
 func isInFlightRefusal(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "maximum messages per subject exceeded")
 }
+
+// storeRetryFor bounds how long a read or write of a bucket (idempotency records, results) is
+// tried again while its stream has no leader, as publishRetryFor does for the queue.
+const storeRetryFor = 10 * time.Second
+
+// rideOut runs op until it succeeds, fails for a reason other than JetStream being unable to
+// answer for the moment (retryablePublish: no responders, a timeout, 503 "temporarily
+// unavailable" while a stream elects a leader), or until passes; each try gets at most 2 s.
+// A bucket's leader dying made the gateway answer 503 for the 5–6 s of the election (159
+// retried answers in a fault run) although the queue itself rode it out.
+func (g *Server) rideOut(ctx context.Context, what string, until time.Time, op func(context.Context) error) error {
+	delay := 50 * time.Millisecond
+	for try := 1; ; try++ {
+		actx, cancel := context.WithTimeout(ctx, min(2*time.Second, max(time.Until(until), 100*time.Millisecond)))
+		err := op(actx)
+		cancel()
+		if err == nil || !retryablePublish(err) || ctx.Err() != nil || time.Now().Add(delay).After(until) {
+			if err != nil && try > 1 && retryablePublish(err) {
+				g.log.Warn(what+": still unavailable after retries", "tries", try, "err", err)
+			}
+			return err
+		}
+		if try == 1 {
+			g.log.Info(what+" unavailable; retrying", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, time.Second)
+	}
+}

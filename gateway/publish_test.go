@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"testing"
@@ -69,5 +70,60 @@ func TestPublishExecMsg_RidesOutNoResponders(t *testing.T) {
 	}
 	if n := s.CachedInfo().State.Msgs; n != 1 {
 		t.Errorf("%d messages stored, want 1", n)
+	}
+}
+
+// A bucket whose stream has no leader answers nothing, as one that is not there at all. The
+// gateway claims an Idempotency-Key again until the bucket takes it (it answered 503 for the
+// whole election), and stops at its bound when it never does.
+func TestClaimIdempotencyKey_RidesOutNoLeader(t *testing.T) {
+	srv := natstest.RunJetStream(t)
+	js := natstest.JetStream(t, srv)
+	ctx := context.Background()
+	cfg := jetstream.KeyValueConfig{Bucket: schemas.BucketIdempotency}
+	kv, err := js.CreateKeyValue(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteKeyValue(ctx, cfg.Bucket); err != nil {
+		t.Fatal(err)
+	}
+	g := &Server{js: js, idempotency: kv, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	p := &Principal{TenantID: "acme"}
+	er := &schemas.ExecRequest{ExecutionID: "ex_claim", CreatedAt: time.Now()}
+
+	start := time.Now()
+	if _, err := g.claimIdempotencyKey(ctx, p, er, "k0", "hash", time.Now().Add(300*time.Millisecond)); err == nil {
+		t.Fatal("claimed a key in a bucket that is not there")
+	} else if took := time.Since(start); took < 250*time.Millisecond {
+		t.Fatalf("gave up after %v, before its bound (err %v)", took, err)
+	}
+
+	done := make(chan error, 1)
+	go func() {
+		c, err := g.claimIdempotencyKey(ctx, p, er, "k1", "hash", time.Now().Add(storeRetryFor))
+		if err == nil && c == nil {
+			err = errors.New("claimed by another request")
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("the claim ended while no stream could take it: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	if _, err := js.CreateKeyValue(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("claim once the bucket is back: %v", err)
+		}
+	case <-time.After(storeRetryFor):
+		t.Fatal("the claim never returned")
+	}
+	if _, err := kv.Get(ctx, idempotencyKV("acme", "k1")); err != nil {
+		t.Errorf("the claim is not stored: %v", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -128,29 +129,8 @@ func TestFaults_AccountingWaitsForPostgres(t *testing.T) {
 		t.Errorf("wasmwiz_database_up while the database is unreachable: want exported as 0")
 	}
 
-	relay, err := net.Listen("tcp", relayAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer relay.Close()
-	go func() {
-		for {
-			c, err := relay.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				d, err := net.Dial("tcp", realAddr)
-				if err != nil {
-					return
-				}
-				defer d.Close()
-				go func() { _, _ = io.Copy(d, c) }()
-				_, _ = io.Copy(c, d)
-			}()
-		}
-	}()
+	relay := newTCPRelay(t, relayAddr, realAddr)
+	defer relay.cut()
 	eventually(t, 60*time.Second, "accounting never became ready once the database answered", func() bool {
 		if !ac.alive() {
 			t.Fatalf("accounting exited: %v\n%s", ac.err, lastLines(ac.output(), 20))
@@ -252,5 +232,84 @@ func TestFaults_UnpublishedEventIsVisibleAndReplayed(t *testing.T) {
 	}
 	if dl := scrape(t, s.executors[0].opsURL).sum("wasmwiz_dead_letters_total"); dl != 1 {
 		t.Errorf("wasmwiz_dead_letters_total %v, want 1", dl)
+	}
+}
+
+// tcpRelay forwards connections from its address to another: a dependency the test can make
+// unreachable (cut: the listener and every relayed connection closed, so connecting is refused
+// and connections in use break) and reachable again (open, on the same address).
+type tcpRelay struct {
+	addr, target string
+	mu           sync.Mutex
+	ln           net.Listener
+	conns        map[net.Conn]bool
+}
+
+// newTCPRelay relays addr to target, open.
+func newTCPRelay(t testing.TB, addr, target string) *tcpRelay {
+	t.Helper()
+	r := &tcpRelay{addr: addr, target: target, conns: map[net.Conn]bool{}}
+	if err := r.open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.cut)
+	return r
+}
+
+func (r *tcpRelay) open() error {
+	ln, err := net.Listen("tcp", r.addr)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.ln = ln
+	r.mu.Unlock()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go r.relay(c)
+		}
+	}()
+	return nil
+}
+
+func (r *tcpRelay) relay(c net.Conn) {
+	d, err := net.Dial("tcp", r.target)
+	if err != nil {
+		c.Close()
+		return
+	}
+	r.mu.Lock()
+	if r.ln == nil { // cut meanwhile
+		r.mu.Unlock()
+		c.Close()
+		d.Close()
+		return
+	}
+	r.conns[c], r.conns[d] = true, true
+	r.mu.Unlock()
+	go func() { _, _ = io.Copy(d, c); d.Close() }()
+	_, _ = io.Copy(c, d)
+	c.Close()
+	r.mu.Lock()
+	delete(r.conns, c)
+	delete(r.conns, d)
+	r.mu.Unlock()
+}
+
+// cut closes the listener and every relayed connection.
+func (r *tcpRelay) cut() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ln != nil {
+		r.ln.Close()
+		r.ln = nil
+	}
+	for c := range r.conns {
+		c.Close()
+		delete(r.conns, c)
 	}
 }

@@ -33,7 +33,15 @@ func (s *Store) Reconcile(ctx context.Context, req schemas.ReconcileRequest) (sc
 		return schemas.ReconcileResponse{}, err
 	}
 	resp := schemas.ReconcileResponse{From: req.From, To: req.To, ExecutionIDs: []string{}, RollupMismatches: []schemas.RollupMismatch{}}
-	rows, err := s.pool.Query(ctx, reconcileIDs, req.From, req.To, req.TenantID, req.After, req.Limit+1)
+	// One snapshot for the page, the count and the two sides of the rollup: rows stored while
+	// it reads (accounting goes on under load) would otherwise make the count disagree with
+	// the ids listed, and the rollup with the raw rows.
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return resp, fmt.Errorf("postgres: reconcile: %w", err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	rows, err := tx.Query(ctx, reconcileIDs, req.From, req.To, req.TenantID, req.After, req.Limit+1)
 	if err != nil {
 		return resp, fmt.Errorf("postgres: reconcile: %w", err)
 	}
@@ -49,17 +57,17 @@ func (s *Store) Reconcile(ctx context.Context, req schemas.ReconcileRequest) (sc
 	if req.After != "" {
 		return resp, nil
 	}
-	if err := s.pool.QueryRow(ctx, reconcileCount, req.From, req.To, req.TenantID).Scan(&resp.Count); err != nil {
+	if err := tx.QueryRow(ctx, reconcileCount, req.From, req.To, req.TenantID).Scan(&resp.Count); err != nil {
 		return resp, fmt.Errorf("postgres: reconcile: %w", err)
 	}
 	firstDay, endDay := ledger.DayRange(req.From, req.To)
 	first, _ := time.Parse(ledger.DayFormat, firstDay)
 	end, _ := time.Parse(ledger.DayFormat, endDay)
-	rollup, err := s.daily(ctx, reconcileRollup, first, end, req.TenantID)
+	rollup, err := daily(ctx, tx, reconcileRollup, first, end, req.TenantID)
 	if err != nil {
 		return resp, err
 	}
-	raw, err := s.daily(ctx, reconcileRaw, first, end, req.TenantID)
+	raw, err := daily(ctx, tx, reconcileRaw, first, end, req.TenantID)
 	if err != nil {
 		return resp, err
 	}
@@ -67,8 +75,8 @@ func (s *Store) Reconcile(ctx context.Context, req schemas.ReconcileRequest) (sc
 	return resp, nil
 }
 
-func (s *Store) daily(ctx context.Context, query string, args ...any) ([]ledger.DailyDelta, error) {
-	rows, err := s.pool.Query(ctx, query, args...)
+func daily(ctx context.Context, tx pgx.Tx, query string, args ...any) ([]ledger.DailyDelta, error) {
+	rows, err := tx.Query(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: reconcile: %w", err)
 	}

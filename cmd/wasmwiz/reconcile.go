@@ -257,25 +257,22 @@ func reconcile(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, tenan
 		rep.eventIDs[id] = true
 	}
 
-	// Then what accounting stored, page by page.
-	stored := map[string]int{}
-	req := schemas.ReconcileRequest{TenantID: tenant, From: from, To: to}
-	for page := 0; ; page++ {
-		var resp schemas.ReconcileResponse
-		if err := accountingCall(ctx, nc, schemas.OpReconcile, req, &resp); err != nil {
+	// Then what accounting stored, page by page. Each page is a snapshot of its own, so rows
+	// stored between pages (accounting goes on under load) make the count disagree with the
+	// ids listed: then the listing is read again.
+	var stored map[string]int
+	var listed int64
+	for try := 1; ; try++ {
+		if stored, err = storedExecutions(ctx, nc, rep, schemas.ReconcileRequest{TenantID: tenant, From: from, To: to}); err != nil {
 			return nil, err
 		}
-		if page == 0 {
-			rep.Stored = resp.Count
-			rep.RollupMismatches = resp.RollupMismatches
+		listed = 0
+		for _, n := range stored {
+			listed += int64(n)
 		}
-		for _, id := range resp.ExecutionIDs {
-			stored[id]++
-		}
-		if resp.Next == "" {
+		if listed == rep.Stored || try == 5 {
 			break
 		}
-		req.After = resp.Next
 	}
 	if rep.RollupMismatches == nil {
 		rep.RollupMismatches = []schemas.RollupMismatch{}
@@ -285,9 +282,7 @@ func reconcile(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, tenan
 			rep.Missing = append(rep.Missing, id)
 		}
 	}
-	var listed int64
 	for id, n := range stored {
-		listed += int64(n)
 		if n > 1 {
 			rep.Duplicates = append(rep.Duplicates, id)
 		}
@@ -304,6 +299,29 @@ func reconcile(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, tenan
 	slices.Sort(rep.Duplicates)
 	slices.Sort(rep.Unexpected)
 	return rep, nil
+}
+
+// storedExecutions lists the executions accounting stored for req's range, counting each id's
+// rows, and sets rep's Stored and RollupMismatches from the first page.
+func storedExecutions(ctx context.Context, nc *nats.Conn, rep *ReconcileReport, req schemas.ReconcileRequest) (map[string]int, error) {
+	stored := map[string]int{}
+	for page := 0; ; page++ {
+		var resp schemas.ReconcileResponse
+		if err := accountingCall(ctx, nc, schemas.OpReconcile, req, &resp); err != nil {
+			return nil, err
+		}
+		if page == 0 {
+			rep.Stored = resp.Count
+			rep.RollupMismatches = resp.RollupMismatches
+		}
+		for _, id := range resp.ExecutionIDs {
+			stored[id]++
+		}
+		if resp.Next == "" {
+			return stored, nil
+		}
+		req.After = resp.Next
+	}
 }
 
 // accountingCall sends a request to an accounting micro endpoint and decodes the answer.

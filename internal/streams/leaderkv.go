@@ -69,7 +69,10 @@ func (l *leaderKV) Get(ctx context.Context, key string) (jetstream.KeyValueEntry
 		if resp.Error.ErrCode == int(jetstream.JSErrCodeMessageNotFound) {
 			return nil, jetstream.ErrKeyNotFound
 		}
-		return nil, fmt.Errorf("kv %s: leader get: %s (%d)", bucket, resp.Error.Description, resp.Error.ErrCode)
+		// As the client library's own calls do: an *APIError (a stream electing its leader
+		// answers 503 "temporarily unavailable"), so callers can tell "not now" from "no".
+		return nil, fmt.Errorf("kv %s: leader get: %w", bucket, &jetstream.APIError{
+			Code: resp.Error.Code, ErrorCode: jetstream.ErrorCode(resp.Error.ErrCode), Description: resp.Error.Description})
 	}
 	if resp.Message == nil {
 		return nil, jetstream.ErrInvalidJetStreamResponse
