@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wasmwiz/wasmwiz/executor/worker"
+	"github.com/wasmwiz/wasmwiz/internal/history"
 	"github.com/wasmwiz/wasmwiz/internal/streams"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
@@ -75,7 +76,15 @@ func (n *Node) handle(ctx context.Context, q *tierQueue, it *queued, free func()
 		// event is what failed, and the run must be billed: the event is published once more;
 		// if that fails too, reconcile lists a result without an event and wasmwiz dlq replay
 		// publishes it), or a given-up one, which never started and bills nothing.
-		if res := n.giveUp(ctx, log, q.tier, req); res != nil && res.StartedAt != nil {
+		res := n.giveUp(ctx, log, q.tier, req)
+		if res != nil {
+			hctx, cancel := context.WithTimeout(ctx, natsTimeout)
+			if err := history.Publish(hctx, n.js, res.TenantID, schemas.SummaryOf(res, req.ModuleName)); err != nil {
+				log.Warn("history of a dead-lettered execution", "err", err)
+			}
+			cancel()
+		}
+		if res != nil && res.StartedAt != nil {
 			if err := n.publishEvent(ctx, msg.Headers(), res); err != nil {
 				log.Error("event of a dead-lettered execution not published; wasmwiz accounting reconcile lists it", "err", err)
 			}
@@ -420,8 +429,17 @@ func (n *Node) finish(ctx context.Context, log *slog.Logger, msg jetstream.Msg, 
 		}
 	}
 	n.reply(log, msg.Headers(), res, b)
+	// The history record goes out beside the event; both must be stored before the ack, so
+	// that a redelivery repeats whichever was lost (each is stored once: Nats-Msg-Id).
+	hist, herr := n.recordHistory(res)
 	if err := n.publishEvent(ctx, msg.Headers(), res); err != nil {
 		return err
+	}
+	if herr == nil {
+		herr = awaitAck(ctx, hist)
+	}
+	if herr != nil {
+		return fmt.Errorf("record history: %w", herr)
 	}
 	// Ack, not AckSync: a lost ack only means a redelivery, which finds the stored result and
 	// repeats the idempotent steps above without running the guest; waiting for the server's
@@ -430,6 +448,32 @@ func (n *Node) finish(ctx context.Context, log *slog.Logger, msg jetstream.Msg, 
 		log.Warn("ack", "err", err)
 	}
 	return nil
+}
+
+// recordHistory publishes the history record of a final result (internal/history) without
+// waiting for the stream's answer.
+func (n *Node) recordHistory(res *schemas.Result) (jetstream.PubAckFuture, error) {
+	m, err := history.Msg(res.TenantID, schemas.SummaryOf(res, ""))
+	if err != nil {
+		return nil, err
+	}
+	return n.js.PublishMsgAsync(m)
+}
+
+// awaitAck waits for an asynchronous publish's acknowledgement, at most natsTimeout.
+func awaitAck(ctx context.Context, f jetstream.PubAckFuture) error {
+	t := time.NewTimer(natsTimeout)
+	defer t.Stop()
+	select {
+	case <-f.Ok():
+		return nil
+	case err := <-f.Err():
+		return err
+	case <-t.C:
+		return errors.New("no acknowledgement in time")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // eventType is execution.completed when the guest ran to an exit code, execution.failed

@@ -168,6 +168,7 @@ func (g *Server) execute(ctx context.Context, p *Principal, req *schemas.Executi
 		return nil, err
 	}
 	g.metrics.executionsPublished.WithLabelValues(p.Tier.Name).Inc()
+	g.recordQueued(ctx, er) // history.go
 	// Remaining and Reset are two reads; they run while the execution does.
 	var status sync.WaitGroup
 	if limit != nil && limit.Limit > 0 {

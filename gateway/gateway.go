@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nuid"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/wasmwiz/wasmwiz/internal/history"
 	"github.com/wasmwiz/wasmwiz/internal/streams"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
@@ -41,6 +42,7 @@ type Server struct {
 	bundleRefs  jetstream.KeyValue    // bundles.go
 	bundles     jetstream.ObjectStore // bundles.go
 	outputs     jetstream.ObjectStore // outputs.go
+	history     *history.Lister       // history.go
 	keyring     *keyring
 	waiters     *waiters
 	limiter     *Limiter
@@ -128,6 +130,11 @@ func (g *Server) open(ctx context.Context) error {
 	if g.outputs, err = js.ObjectStore(ctx, schemas.ObjectOutputs); err != nil {
 		return fmt.Errorf("object store: %w", err)
 	}
+	hs, err := js.Stream(ctx, schemas.StreamHistory)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", schemas.StreamHistory, err)
+	}
+	g.history = &history.Lister{NC: g.nc, Stream: hs, Results: g.results}
 	if cfg.TLSCertFile != "" {
 		if g.certs, err = newCertReloader(cfg.TLSCertFile, cfg.TLSKeyFile); err != nil {
 			return err

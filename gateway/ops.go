@@ -70,6 +70,12 @@ func (g *Server) operations() []operation {
 		{ID: "get-execution", Method: http.MethodGet, Path: "/v1/executions/{id}", NATS: schemas.OpExecutionsGet, Scope: schemas.ScopeExecute,
 			Doc:  huma.Operation{Tags: []string{"executions"}, Summary: "Get an execution", Errors: []int{401, 404, 503}},
 			rest: handle(g, g.restGetExecution), micro: natsID(g.getExecution)},
+		{ID: "list-executions", Method: http.MethodGet, Path: "/v1/executions", NATS: schemas.OpExecutionsList, Scope: schemas.ScopeExecute,
+			Doc: huma.Operation{Tags: []string{"executions"}, Summary: "List your executions",
+				Description: "Your executions, newest first, while their results are kept (24 hours by default): status, module, exit code, duration and memory, without output (GET /v1/executions/{id} has it). " +
+					"Filter by status, module and creation time; page with limit and next_cursor. Over NATS (executions.list) the body holds the same fields.",
+				Errors: []int{401, 403, 422, 503}},
+			rest: handle(g, g.restListExecutions), micro: g.microListExecutions}, // history.go
 		{ID: "download-output", Method: http.MethodGet, Path: "/v1/executions/{id}/files/{path}", Scope: schemas.ScopeExecute,
 			Doc: huma.Operation{Tags: []string{"executions"}, Summary: "Download an output file",
 				Description: "The bytes of one of an execution's output files (`outputs`), as its result holds them (the result's `files` has the same, as text or base64), " +

@@ -32,6 +32,8 @@ var messageTypes = map[string]any{
 	"tenant":             schemas.Tenant{},
 	"idempotency-record": schemas.IdempotencyRecord{},
 	"error":              schemas.Error{},
+	"execution-summary":  schemas.ExecutionSummary{},
+	"execution-list":     schemas.ExecutionList{},
 }
 
 func TestJSONSchemas_UpToDate(t *testing.T) {

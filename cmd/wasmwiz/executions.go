@@ -11,7 +11,7 @@ import (
 	wasmwiz "github.com/wasmwiz/wasmwiz/clients/go"
 )
 
-const executionsUsage = "usage: wasmwiz executions get <id> [--json] | wait <id> [--timeout D] [--json]"
+const executionsUsage = "usage: wasmwiz executions list [--status S] [--module ID] [--from T] [--to T] [--limit N] [--all] [--json] | get <id> [--json] | wait <id> [--timeout D] [--json]"
 
 // runClientExecutions reads an execution (get) or waits for it to end (wait), by polling
 // GET /v1/executions/{id}, and prints it as JSON.
@@ -23,6 +23,9 @@ func runClientExecutions(ctx context.Context, args []string, getenv func(string)
 	if sub == "-h" || sub == "--help" || sub == "help" {
 		fmt.Fprintln(stdout, executionsUsage)
 		return nil
+	}
+	if sub == "list" {
+		return runExecutionsList(ctx, rest, getenv, stdout, stderr) // executions_list.go
 	}
 	if sub != "get" && sub != "wait" {
 		return usageError{"unknown executions command " + sub + "; " + executionsUsage}

@@ -177,6 +177,27 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 			}
 		}
 	}
+	// The execution history lists what the results bucket still holds: its records age out
+	// with the results (a final record is written when its result is), and it may take an
+	// eighth of the results' share of the account's storage, oldest records dropped first.
+	historyMax := int64(-1)
+	if resultsMax > 0 {
+		historyMax = resultsMax / 8
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        schemas.StreamHistory,
+		Description: "execution history: summaries per tenant and minute of creation, newest read first",
+		Subjects:    []string{schemas.HistorySubjectAll},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+		MaxAge:      resultsTTL,
+		MaxBytes:    historyMax,
+		Duplicates:  min(2*time.Minute, resultsTTL),
+		AllowDirect: true,
+	}); err != nil {
+		return fmt.Errorf("stream %s: %w", schemas.StreamHistory, err)
+	}
 	kvs := []jetstream.KeyValueConfig{
 		{Bucket: schemas.BucketResults, Description: "execution results by id", TTL: resultsTTL, MaxValueSize: 8 << 20, MaxBytes: resultsMax},
 		{Bucket: schemas.BucketKeys, Description: "API key records by sha256 of the secret"},
