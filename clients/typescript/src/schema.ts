@@ -262,7 +262,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * List your executions
+         * @description Your executions, newest first, while their results are kept (24 hours by default): status, module, exit code, duration and memory, without output (GET /v1/executions/{id} has it). Filter by status, module and creation time; page with limit and next_cursor. Over NATS (executions.list) the body holds the same fields.
+         */
+        get: operations["list-executions"];
         put?: never;
         /**
          * Run a module
@@ -636,6 +640,11 @@ export interface components {
             /** @description only the first bytes are returned: the outputs reached the tier's outputs_bytes */
             truncated?: boolean;
         };
+        ExecutionList: {
+            executions: components["schemas"]["ExecutionSummary"][] | null;
+            /** @description pass it as cursor for the next (older) page; absent on the last page */
+            next_cursor?: string;
+        };
         ExecutionRequest: {
             /** @description argv[1:]; argv[0] is the module's name. The tier bounds how many (args_max) and, with env, how many bytes (args_env_bytes) */
             args?: string[] | null;
@@ -695,6 +704,31 @@ export interface components {
              * @example /work
              */
             workdir?: string;
+        };
+        ExecutionSummary: {
+            /** Format: date-time */
+            created_at: string;
+            /** Format: double */
+            duration_ms: number;
+            error?: string;
+            /**
+             * Format: int64
+             * @description the guest's exit code once it ended; -1 after a trap, timeout or kill
+             */
+            exit_code?: number;
+            /** Format: date-time */
+            finished_at?: string;
+            id: string;
+            /** @description the API key that started it */
+            key_id?: string;
+            /** Format: int64 */
+            memory_peak_bytes: number;
+            module_id: string;
+            module_name?: string;
+            /** Format: date-time */
+            started_at?: string;
+            /** @enum {string} */
+            status: "queued" | "running" | "succeeded" | "failed" | "timed_out" | "killed";
         };
         FileContent: {
             /** @description the content as base64, for binary data */
@@ -1972,6 +2006,86 @@ export interface operations {
                     "RateLimit-Reset"?: number;
                     /** @description seconds to wait before trying again (sent when the server knows) */
                     "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    /** @description seconds to wait before trying again (sent when the server knows) */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "list-executions": {
+        parameters: {
+            query?: {
+                /** @description only executions in these states, comma-separated (queued, running, succeeded, failed, timed_out, killed) */
+                status?: string;
+                /** @description only executions of this module (sha256:<hex>) */
+                module_id?: string;
+                /** @description only executions created at or after this time (RFC 3339) */
+                from?: string;
+                /** @description only executions created before this time (RFC 3339) */
+                to?: string;
+                /** @description at most this many (1-100; default 20) */
+                limit?: number;
+                /** @description next_cursor of the previous page */
+                cursor?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ExecutionList"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
