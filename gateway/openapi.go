@@ -55,6 +55,16 @@ func fixContract(_ *huma.OpenAPI, op *huma.Operation) {
 		if ok := op.Responses["200"]; ok != nil {
 			ok.Headers = nil
 		}
+	case "compat-execute", "health-ready":
+		// Their refusals carry the body of their 200 (compat: {"output": null, "error": …};
+		// ready: the health status that says what is missing).
+		if ok := op.Responses["200"]; ok != nil {
+			for code, r := range op.Responses {
+				if code != "200" && r.Content == nil {
+					r.Content = ok.Content
+				}
+			}
+		}
 	}
 	if op.OperationID == "health-ready" {
 		return // a 503 there only means "not ready yet", with no Retry-After

@@ -83,6 +83,15 @@ func TestOpenAPI_ClientContract(t *testing.T) {
 	if h := doc.Paths["/v1/executions/{id}"]["get"].Responses["200"].Headers; len(h) != 0 {
 		t.Errorf("200 of get-execution declares headers it never sends: %v", h)
 	}
+	for _, c := range []struct{ path, method, code, ref string }{
+		{"/api/execute", "post", "422", ""}, {"/api/execute", "post", "429", ""}, {"/api/execute", "post", "401", ""},
+		{"/health/ready", "get", "503", "#/components/schemas/HealthStatus"},
+	} {
+		m, ok := doc.Paths[c.path][c.method].Responses[c.code].Content["application/json"]
+		if !ok || m.Schema.Ref != c.ref {
+			t.Errorf("%s %s %s: application/json body %+v (declared %v), want the 200's", c.method, c.path, c.code, m.Schema, ok)
+		}
+	}
 	if s := doc.Paths["/v1/modules"]["post"].RequestBody.Content["application/wasm"].Schema; s.Format != "binary" || s.ContentMediaType != "application/wasm" {
 		t.Errorf("module upload body: %+v, want format binary, contentMediaType application/wasm", s)
 	}

@@ -3570,6 +3570,41 @@ type CompatExecuteResponse struct {
 		Error  *string `json:"error,omitempty"`
 		Output *string `json:"output,omitempty"`
 	}
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *struct {
+		Error  *string `json:"error,omitempty"`
+		Output *string `json:"output,omitempty"`
+	}
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *struct {
+		Error  *string `json:"error,omitempty"`
+		Output *string `json:"output,omitempty"`
+	}
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *struct {
+		Error  *string `json:"error,omitempty"`
+		Output *string `json:"output,omitempty"`
+	}
+	// JSON408 the response for an HTTP 408 `application/json` response
+	JSON408 *struct {
+		Error  *string `json:"error,omitempty"`
+		Output *string `json:"output,omitempty"`
+	}
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *struct {
+		Error  *string `json:"error,omitempty"`
+		Output *string `json:"output,omitempty"`
+	}
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *struct {
+		Error  *string `json:"error,omitempty"`
+		Output *string `json:"output,omitempty"`
+	}
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *struct {
+		Error  *string `json:"error,omitempty"`
+		Output *string `json:"output,omitempty"`
+	}
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *CompatExecuteResponse429Headers
 }
@@ -3580,6 +3615,62 @@ func (r CompatExecuteResponse) GetJSON200() *struct {
 	Output *string `json:"output,omitempty"`
 } {
 	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r CompatExecuteResponse) GetJSON400() *struct {
+	Error  *string `json:"error,omitempty"`
+	Output *string `json:"output,omitempty"`
+} {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r CompatExecuteResponse) GetJSON401() *struct {
+	Error  *string `json:"error,omitempty"`
+	Output *string `json:"output,omitempty"`
+} {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r CompatExecuteResponse) GetJSON403() *struct {
+	Error  *string `json:"error,omitempty"`
+	Output *string `json:"output,omitempty"`
+} {
+	return r.JSON403
+}
+
+// GetJSON408 returns the response for an HTTP 408 `application/json` response
+func (r CompatExecuteResponse) GetJSON408() *struct {
+	Error  *string `json:"error,omitempty"`
+	Output *string `json:"output,omitempty"`
+} {
+	return r.JSON408
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r CompatExecuteResponse) GetJSON413() *struct {
+	Error  *string `json:"error,omitempty"`
+	Output *string `json:"output,omitempty"`
+} {
+	return r.JSON413
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r CompatExecuteResponse) GetJSON422() *struct {
+	Error  *string `json:"error,omitempty"`
+	Output *string `json:"output,omitempty"`
+} {
+	return r.JSON422
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r CompatExecuteResponse) GetJSON429() *struct {
+	Error  *string `json:"error,omitempty"`
+	Output *string `json:"output,omitempty"`
+} {
+	return r.JSON429
 }
 
 // GetBody returns the raw response body bytes
@@ -3712,11 +3803,18 @@ type HealthReadyResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *HealthStatus
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *HealthStatus
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
 func (r HealthReadyResponse) GetJSON200() *HealthStatus {
 	return r.JSON200
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r HealthReadyResponse) GetJSON503() *HealthStatus {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -6571,26 +6669,75 @@ func ParseCompatExecuteResponse(rsp *http.Response) (*CompatExecuteResponse, err
 		}
 		response.JSON200 = &dest
 
-	case rsp.StatusCode == 400:
-		break // No content-type
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest struct {
+			Error  *string `json:"error,omitempty"`
+			Output *string `json:"output,omitempty"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
 
-	case rsp.StatusCode == 401:
-		break // No content-type
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest struct {
+			Error  *string `json:"error,omitempty"`
+			Output *string `json:"output,omitempty"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
 
-	case rsp.StatusCode == 403:
-		break // No content-type
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest struct {
+			Error  *string `json:"error,omitempty"`
+			Output *string `json:"output,omitempty"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
 
-	case rsp.StatusCode == 408:
-		break // No content-type
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 408:
+		var dest struct {
+			Error  *string `json:"error,omitempty"`
+			Output *string `json:"output,omitempty"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON408 = &dest
 
-	case rsp.StatusCode == 413:
-		break // No content-type
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest struct {
+			Error  *string `json:"error,omitempty"`
+			Output *string `json:"output,omitempty"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
 
-	case rsp.StatusCode == 422:
-		break // No content-type
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest struct {
+			Error  *string `json:"error,omitempty"`
+			Output *string `json:"output,omitempty"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
 
-	case rsp.StatusCode == 429:
-		break // No content-type
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest struct {
+			Error  *string `json:"error,omitempty"`
+			Output *string `json:"output,omitempty"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
 
 	}
 
@@ -6718,8 +6865,12 @@ func ParseHealthReadyResponse(rsp *http.Response) (*HealthReadyResponse, error) 
 		}
 		response.JSON200 = &dest
 
-	case rsp.StatusCode == 503:
-		break // No content-type
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest HealthStatus
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 

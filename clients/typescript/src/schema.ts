@@ -995,42 +995,72 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": {
+                        error?: string | null;
+                        output?: string | null;
+                    };
+                };
             };
             /** @description missing or unknown API key */
             401: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": {
+                        error?: string | null;
+                        output?: string | null;
+                    };
+                };
             };
             /** @description the key lacks the execute or modules:write scope */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": {
+                        error?: string | null;
+                        output?: string | null;
+                    };
+                };
             };
             /** @description the form did not arrive within 30 s */
             408: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": {
+                        error?: string | null;
+                        output?: string | null;
+                    };
+                };
             };
             /** @description module or input too large */
             413: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": {
+                        error?: string | null;
+                        output?: string | null;
+                    };
+                };
             };
             /** @description the module failed, trapped or timed out */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": {
+                        error?: string | null;
+                        output?: string | null;
+                    };
+                };
             };
             /** @description rate limited or too many executions in flight; Retry-After says when to try again */
             429: {
@@ -1045,7 +1075,12 @@ export interface operations {
                     "Retry-After"?: number;
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": {
+                        error?: string | null;
+                        output?: string | null;
+                    };
+                };
             };
         };
     };
@@ -1130,7 +1165,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["HealthStatus"];
+                };
             };
         };
     };
