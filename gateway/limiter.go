@@ -31,14 +31,50 @@ type Limiter struct {
 	// window was made, for Status's Reset. Only the RateLimit-Reset header uses it: admission
 	// is decided by the server and Retry-After is read afresh on every refusal.
 	oldestAt map[string]time.Time
+	// counts remembers, per tier, window and tenant, the count Status last read and the
+	// admissions this gateway made since, for RateLimit-Remaining (see statusFresh).
+	counts map[string]*countRead
+	fresh  time.Duration // statusFresh; tests change it
 }
 
-// maxOldestEntries bounds the Reset cache; past it the cache starts over.
+// countRead is a tenant's count in one window as Status read it, and this gateway's admissions.
+type countRead struct {
+	admitted int       // admissions by this gateway (less the ones given back), ever
+	used     int       // the count the last read returned
+	base     int       // admitted when that read was sent
+	at       time.Time // when it was sent; zero: never read
+}
+
+// statusFresh is how long a count read by Status serves for RateLimit-Remaining on this gateway:
+// within it, Status adds this gateway's own admissions since the read instead of reading again
+// (a stream-info round trip, two NATS messages per execution). What other gateways admitted
+// meanwhile is not seen, so on a fleet the header can be high by up to one second of their
+// admissions; what is admitted stays exact (the server decides), and Retry-After is read afresh
+// on every refusal.
+const statusFresh = time.Second
+
+// maxOldestEntries bounds the Reset and Remaining caches; past it a cache starts over.
 const maxOldestEntries = 100_000
 
 // NewLimiter makes a limiter on js; streams.Ensure creates its streams.
 func NewLimiter(js jetstream.JetStream) *Limiter {
-	return &Limiter{js: js, streams: map[string]jetstream.Stream{}, oldestAt: map[string]time.Time{}}
+	return &Limiter{js: js, streams: map[string]jetstream.Stream{}, oldestAt: map[string]time.Time{}, counts: map[string]*countRead{}, fresh: statusFresh}
+}
+
+// counted adds n admissions of tenant in tier's window on this gateway (n < 0: given back).
+func (l *Limiter) counted(tier, win, tenant string, n int) {
+	key := oldestKey(tier, win, tenant)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c := l.counts[key]
+	if c == nil {
+		if len(l.counts) >= maxOldestEntries {
+			clear(l.counts)
+		}
+		c = &countRead{}
+		l.counts[key] = c
+	}
+	c.admitted += n
 }
 
 // Decision is the outcome of Admit, with what the RateLimit-* headers report (the tightest
@@ -64,6 +100,7 @@ type heldSlot struct {
 func (l *Limiter) Release(ctx context.Context, tier string, d *Decision) {
 	for _, h := range d.held {
 		l.release(ctx, tier, h.window, h.seq)
+		l.counted(tier, h.window, d.tenant, -1)
 	}
 	d.held = nil
 	// The released admission may have been the oldest one: read it again next time.
@@ -167,12 +204,14 @@ func (l *Limiter) Admit(ctx context.Context, tenant string, t schemas.Tier) (*De
 	d := &Decision{Allowed: true, Window: ws[0].name, Limit: ws[0].limit, tenant: tenant}
 	for i, o := range outs {
 		d.held = append(d.held, heldSlot{ws[i].name, o.seq})
+		l.counted(t.Name, ws[i].name, tenant, 1)
 	}
 	return d, nil
 }
 
 // Status fills in Remaining and Reset for an admitted decision's window. It costs one read (the
-// tenant's count), and a second one (the oldest admission's time) only when that admission is
+// tenant's count) at most once per statusFresh per tenant and window on this gateway (see used),
+// and a second one (the oldest admission's time) only when that admission is
 // not known yet or has left the window: until it leaves, at its time + the window, it stays
 // the oldest (admissions leave oldest first; a Release here forgets it). The gateway runs it
 // while the execution runs.
@@ -190,12 +229,10 @@ func (l *Limiter) Status(ctx context.Context, tenant string, t schemas.Tier, d *
 	if err != nil {
 		return err
 	}
-	subj := schemas.RateLimitSubject(t.Name, w.name, tenant)
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subj))
+	used, err := l.used(ctx, s, t.Name, w.name, tenant)
 	if err != nil {
 		return err
 	}
-	used := int(info.State.Subjects[subj])
 	d.Remaining = max(w.limit-used, 0)
 	key := oldestKey(t.Name, w.name, tenant)
 	if used == 0 {
@@ -220,6 +257,45 @@ func (l *Limiter) Status(ctx context.Context, tenant string, t schemas.Tier, d *
 	}
 	d.Reset = max(time.Until(oldest.Add(w.span)), 0)
 	return nil
+}
+
+// used is tenant's count in the window: read from the stream, or, within statusFresh of the
+// last read, that read plus this gateway's admissions since it was sent (an admission the read
+// already counted is counted twice: the figure errs low).
+func (l *Limiter) used(ctx context.Context, s jetstream.Stream, tier, win, tenant string) (int, error) {
+	key := oldestKey(tier, win, tenant)
+	now := time.Now()
+	l.mu.Lock()
+	c := l.counts[key]
+	if c != nil && !c.at.IsZero() && now.Sub(c.at) < l.fresh {
+		used := c.used + c.admitted - c.base
+		l.mu.Unlock()
+		return max(used, 0), nil
+	}
+	base := 0
+	if c != nil {
+		base = c.admitted
+	}
+	l.mu.Unlock()
+	subj := schemas.RateLimitSubject(tier, win, tenant)
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		return 0, err
+	}
+	used := int(info.State.Subjects[subj])
+	l.mu.Lock()
+	if c = l.counts[key]; c == nil {
+		if len(l.counts) >= maxOldestEntries {
+			clear(l.counts)
+		}
+		c = &countRead{admitted: base}
+		l.counts[key] = c
+	}
+	if c.at.Before(now) {
+		c.used, c.base, c.at = used, base, now
+	}
+	l.mu.Unlock()
+	return used, nil
 }
 
 func (l *Limiter) oldest(ctx context.Context, tier, win, tenant string) (time.Time, error) {

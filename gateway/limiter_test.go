@@ -157,3 +157,48 @@ func BenchmarkLimiter_Admit(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "admits/s")
 }
+
+// Status reads a tenant's count at most once per statusFresh on a gateway and counts its own
+// admissions and releases in between: Remaining goes down by one per admission without a read,
+// and a read after the window of freshness sees what other gateways admitted meanwhile.
+func TestLimiter_StatusCountsBetweenReads(t *testing.T) {
+	ls, free := newTestLimiters(t, 2)
+	ctx := context.Background()
+	a, b := ls[0], ls[1]
+	a.fresh, b.fresh = time.Hour, time.Hour // however slow the machine, the reads below stay fresh
+	remaining := func(l *Limiter) int {
+		t.Helper()
+		d, err := l.Admit(ctx, "acme", free)
+		if err != nil || !d.Allowed {
+			t.Fatalf("admit: %+v %v", d, err)
+		}
+		if err := l.Status(ctx, "acme", free, d); err != nil {
+			t.Fatal(err)
+		}
+		return d.Remaining
+	}
+	if got := remaining(a); got != free.ExecPerMinute-1 {
+		t.Fatalf("first: remaining %d, want %d", got, free.ExecPerMinute-1)
+	}
+	if got := remaining(b); got != free.ExecPerMinute-2 { // b reads: it sees a's admission
+		t.Fatalf("b: remaining %d, want %d", got, free.ExecPerMinute-2)
+	}
+	// Within statusFresh, a counts its own admission on its last read and does not see b's.
+	if got := remaining(a); got != free.ExecPerMinute-2 {
+		t.Fatalf("a, fresh: remaining %d, want %d (its read plus its own admission)", got, free.ExecPerMinute-2)
+	}
+	// A released admission is given back to the count too.
+	d, err := a.Admit(ctx, "acme", free)
+	if err != nil || !d.Allowed {
+		t.Fatal(d, err)
+	}
+	a.Release(ctx, free.Name, d)
+	if got := remaining(a); got != free.ExecPerMinute-3 {
+		t.Fatalf("a after a release: remaining %d, want %d", got, free.ExecPerMinute-3)
+	}
+	// Past its freshness, a reads again and sees everything: a's four and b's one.
+	a.fresh = 0
+	if got := remaining(a); got != free.ExecPerMinute-5 {
+		t.Fatalf("a, read again: remaining %d, want %d", got, free.ExecPerMinute-5)
+	}
+}
