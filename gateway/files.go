@@ -13,35 +13,70 @@ import (
 // validateFiles checks the file fields of an execution request (files, mounts, workdir,
 // outputs) against the tier and puts them into er. Pure: it runs inside validateRequest.
 func validateFiles(t schemas.Tier, req *schemas.ExecutionRequest, er *schemas.ExecRequest) error {
-	lim := t.FileLimits()
-	invalid := func(format string, args ...any) error {
-		return schemas.Errorf(schemas.CodeInvalid, format, args...)
+	readOnly, err := validateMounts(req, er)
+	if err != nil {
+		return err
 	}
-	reserved := func(p string) bool { // paths the guest's file system makes itself
-		return p == "/" || p == "/dev" || strings.HasPrefix(p, "/dev/") || p == "/tmp"
+	if err := validateInlineFiles(t, req, er, readOnly); err != nil {
+		return err
 	}
+	if req.Workdir != "" {
+		if msg := schemas.CleanGuestPath(req.Workdir, false); msg != "" {
+			return invalidf("workdir: %s", msg)
+		}
+		if _, isFile := er.Files[req.Workdir]; isFile {
+			return invalidf("workdir: %s is a file", req.Workdir)
+		}
+		er.Workdir = req.Workdir
+	}
+	if len(req.Outputs) > schemas.MaxOutputs {
+		return invalidf("at most %d outputs", schemas.MaxOutputs)
+	}
+	for _, p := range req.Outputs {
+		if msg := schemas.CleanGuestPath(p, true); msg != "" {
+			return invalidf("outputs: %s", msg)
+		}
+	}
+	er.Outputs = req.Outputs
+	if len(er.Outputs) > 0 {
+		er.OutputsMax = t.FileLimits().OutputsBytes
+	}
+	return nil
+}
+
+func invalidf(format string, args ...any) error {
+	return schemas.Errorf(schemas.CodeInvalid, format, args...)
+}
+
+// reservedPath reports whether the guest's file system makes p itself.
+func reservedPath(p string) bool {
+	return p == "/" || p == "/dev" || strings.HasPrefix(p, "/dev/") || p == "/tmp"
+}
+
+// validateMounts checks the mounts (bundle ids, paths, overlaps) into er.Mounts and returns the
+// paths mounted read-only.
+func validateMounts(req *schemas.ExecutionRequest, er *schemas.ExecRequest) (readOnly []string, err error) {
 	if len(req.Mounts) > schemas.MaxMounts {
-		return invalid("at most %d mounts", schemas.MaxMounts)
+		return nil, invalidf("at most %d mounts", schemas.MaxMounts)
 	}
 	var mountPaths []string
-	var readOnly []string
 	for _, m := range req.Mounts {
 		spec := schemas.MountSpec{BundleID: m.Bundle, Path: m.Path, Writable: m.ReadOnly != nil && !*m.ReadOnly}
 		if m.Path != "" && !strings.HasPrefix(m.Path, "/") { // preopened under its own name too
 			spec.Path, spec.Preopen = "/"+m.Path, m.Path
 		}
 		if msg := schemas.CleanGuestPath(spec.Path, false); msg != "" {
-			return invalid("mounts: %s", msg)
+			return nil, invalidf("mounts: %s", msg)
 		}
-		if reserved(spec.Path) {
-			return invalid("mounts: cannot mount over %s", spec.Path)
+		if reservedPath(spec.Path) {
+			return nil, invalidf("mounts: cannot mount over %s", spec.Path)
 		}
 		if _, err := schemas.ParseModuleID(m.Bundle); err != nil {
-			return schemas.Errorf(schemas.CodeNotFound, "bundle %s not found", truncateID(m.Bundle))
+			return nil, schemas.Errorf(schemas.CodeNotFound, "bundle %s not found", truncateID(m.Bundle))
 		}
 		for _, o := range mountPaths {
 			if within(spec.Path, o) || within(o, spec.Path) {
-				return invalid("mounts: %s and %s overlap", o, spec.Path)
+				return nil, invalidf("mounts: %s and %s overlap", o, spec.Path)
 			}
 		}
 		mountPaths = append(mountPaths, spec.Path)
@@ -50,34 +85,41 @@ func validateFiles(t schemas.Tier, req *schemas.ExecutionRequest, er *schemas.Ex
 		}
 		er.Mounts = append(er.Mounts, spec)
 	}
+	return readOnly, nil
+}
+
+// validateInlineFiles checks the inline files (paths, encoding, the tier's bytes) into
+// er.Files; none may sit inside a read-only mount or inside another file.
+func validateInlineFiles(t schemas.Tier, req *schemas.ExecutionRequest, er *schemas.ExecRequest, readOnly []string) error {
+	lim := t.FileLimits()
 	if len(req.Files) > schemas.MaxInlineFiles {
-		return invalid("at most %d inline files", schemas.MaxInlineFiles)
+		return invalidf("at most %d inline files", schemas.MaxInlineFiles)
 	}
 	var total int64
 	for _, p := range slices.Sorted(maps.Keys(req.Files)) {
 		c := req.Files[p]
 		if msg := schemas.CleanGuestPath(p, false); msg != "" {
-			return invalid("files: %s", msg)
+			return invalidf("files: %s", msg)
 		}
-		if reserved(p) {
-			return invalid("files: cannot write %s", p)
+		if reservedPath(p) {
+			return invalidf("files: cannot write %s", p)
 		}
 		for _, m := range readOnly {
 			if within(p, m) {
-				return invalid("files: %s is inside the bundle mounted read-only at %s", p, m)
+				return invalidf("files: %s is inside the bundle mounted read-only at %s", p, m)
 			}
 		}
 		var data []byte
 		switch {
 		case c.Text != "" && c.Base64 != "":
-			return invalid("files: %s: give text or base64, not both", p)
+			return invalidf("files: %s: give text or base64, not both", p)
 		case c.Base64 != "":
 			if int64(base64.StdEncoding.DecodedLen(len(c.Base64))) > lim.InlineFilesBytes+3 {
 				return schemas.Errorf(schemas.CodeTooLarge, "inline files are over the %s tier's %d bytes", t.Name, lim.InlineFilesBytes)
 			}
 			b, err := base64.StdEncoding.DecodeString(c.Base64)
 			if err != nil {
-				return invalid("files: %s: base64 is not valid", p)
+				return invalidf("files: %s: base64 is not valid", p)
 			}
 			data = b
 		default:
@@ -94,30 +136,9 @@ func validateFiles(t schemas.Tier, req *schemas.ExecutionRequest, er *schemas.Ex
 	for p := range er.Files { // a file may not sit where another file is a directory
 		for q := range er.Files {
 			if within(q, p) && q != p {
-				return invalid("files: %s is inside %s, which is a file", q, p)
+				return invalidf("files: %s is inside %s, which is a file", q, p)
 			}
 		}
-	}
-	if req.Workdir != "" {
-		if msg := schemas.CleanGuestPath(req.Workdir, false); msg != "" {
-			return invalid("workdir: %s", msg)
-		}
-		if _, isFile := er.Files[req.Workdir]; isFile {
-			return invalid("workdir: %s is a file", req.Workdir)
-		}
-		er.Workdir = req.Workdir
-	}
-	if len(req.Outputs) > schemas.MaxOutputs {
-		return invalid("at most %d outputs", schemas.MaxOutputs)
-	}
-	for _, p := range req.Outputs {
-		if msg := schemas.CleanGuestPath(p, true); msg != "" {
-			return invalid("outputs: %s", msg)
-		}
-	}
-	er.Outputs = req.Outputs
-	if len(er.Outputs) > 0 {
-		er.OutputsMax = lim.OutputsBytes
 	}
 	return nil
 }
