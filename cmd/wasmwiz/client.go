@@ -206,14 +206,7 @@ func runClientRun(ctx context.Context, args []string, getenv func(string) string
 		return err
 	}
 	if !*async && !ex.Status.Final() { // a 202: the server's wait ran out, the execution goes on
-		err := waitFinal(ctx, ex, 10*time.Minute, func() error {
-			e, err := c.getExecution(ctx, ex.ID)
-			if err == nil {
-				*ex = *e
-			}
-			return err
-		})
-		if err != nil {
+		if err := c.waitFinal(ctx, ex, 10*time.Minute); err != nil {
 			return err
 		}
 	}

@@ -57,14 +57,7 @@ func runClientExecutions(ctx context.Context, args []string, getenv func(string)
 		return err
 	}
 	if sub == "wait" {
-		err := waitFinal(ctx, ex, *timeout, func() error {
-			e, err := c.getExecution(ctx, pos[0])
-			if err == nil {
-				*ex = *e
-			}
-			return err
-		})
-		if err != nil {
+		if err := c.waitFinal(ctx, ex, *timeout); err != nil {
 			return err
 		}
 	}
@@ -120,8 +113,9 @@ func printExecution(w io.Writer, ex *wasmwiz.Execution) {
 	}
 }
 
-// waitFinal polls get until ex is final or timeout passes, from every 100 ms up to every 2 s.
-func waitFinal(ctx context.Context, ex *wasmwiz.Execution, timeout time.Duration, get func() error) error {
+// waitFinal reads ex again until it is final or timeout passes, from every 100 ms up to every
+// 2 s.
+func (c *client) waitFinal(ctx context.Context, ex *wasmwiz.Execution, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	interval := 100 * time.Millisecond
@@ -134,12 +128,14 @@ func waitFinal(ctx context.Context, ex *wasmwiz.Execution, timeout time.Duration
 		case <-t.C:
 		}
 		interval = min(interval*2, 2*time.Second)
-		if err := get(); err != nil {
-			if errors.Is(err, context.DeadlineExceeded) {
-				return fmt.Errorf("execution %s is still %s after %s", ex.ID, ex.Status, timeout)
-			}
+		e, err := c.getExecution(ctx, ex.ID)
+		if errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("execution %s is still %s after %s", ex.ID, ex.Status, timeout)
+		}
+		if err != nil {
 			return err
 		}
+		*ex = *e
 	}
 	return nil
 }
