@@ -18,10 +18,12 @@ type Config struct {
 	Tiers    map[string]schemas.Tier
 	// SyncWait bounds how long a synchronous execution request waits for its result before
 	// answering 202; default the tier's wall time + 10s.
-	SyncWait       time.Duration
-	CompileTimeout time.Duration // how long an upload waits for an executor's compile; default 30s
-	Replicas       int           // stream replicas for streams.Ensure
-	DrainTimeout   time.Duration // default 30s
+	SyncWait time.Duration
+	// UploadWait is how long an upload waits for its compile before answering 202 "compiling"
+	// (?wait=true waits for the compile's whole budget); default 30s.
+	UploadWait   time.Duration
+	Replicas     int           // stream replicas for streams.Ensure
+	DrainTimeout time.Duration // default 30s
 	// DrainDelay is how long a draining gateway keeps serving, answering 503 on /health/ready,
 	// before it stops accepting: time for load balancers to take it out. Default 0.
 	DrainDelay time.Duration
@@ -59,8 +61,8 @@ func (c Config) withDefaults() Config {
 	if c.Tiers == nil {
 		c.Tiers = schemas.DefaultTiers()
 	}
-	if c.CompileTimeout <= 0 {
-		c.CompileTimeout = 30 * time.Second
+	if c.UploadWait <= 0 {
+		c.UploadWait = 30 * time.Second
 	}
 	if c.TokenTTL <= 0 {
 		c.TokenTTL = TokenTTL

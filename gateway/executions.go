@@ -184,15 +184,26 @@ func (g *Server) execute(ctx context.Context, p *Principal, req *schemas.Executi
 	return out, nil
 }
 
+// compileWaitForExecution bounds how long an execution waits for its module's compile before
+// it is queued anyway.
+const compileWaitForExecution = 10 * time.Second
+
 // resolveModule fills in the execution's module: the uploaded one named by module_id, or the
 // inline one, stored (and compiled) like an upload.
 func (g *Server) resolveModule(ctx context.Context, p *Principal, req *schemas.ExecutionRequest, inline *inlineModule, er *schemas.ExecRequest) error {
 	var m *schemas.Module
 	var err error
 	if inline != nil {
-		m, err = g.uploadModule(ctx, p, inline.name, inline.wasm)
+		m, err = g.uploadModule(ctx, p, inline.name, inline.wasm, false)
 	} else {
 		m, err = g.getModule(ctx, p, req.ModuleID)
+	}
+	if err == nil && !m.Ready() {
+		// A module still compiling: wait for it a while (a refusal is the caller's 422);
+		// after that the execution queues, and the executor that takes it compiles the module
+		// itself if the upload's compile has not finished (within the tier's compile budget,
+		// apart from the execution's own deadline).
+		m, err = g.awaitModule(ctx, p, m, min(g.cfg.UploadWait, compileWaitForExecution))
 	}
 	if err != nil {
 		return err

@@ -49,6 +49,7 @@ type Server struct {
 	slots       *requestSlots
 	keyUsage    *keyUsage
 	refCache    moduleRefCache
+	compiles    sync.WaitGroup // compiles running in the background (compiling.go)
 
 	ops       []operation           // the API (ops.go)
 	opByID    map[string]*operation // ops by id

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
 	"strings"
 	"time"
 	"unicode"
@@ -31,18 +32,23 @@ func validModuleName(name string) error {
 }
 
 // uploadModule checks, stores and compiles a module held in memory (a NATS upload, the compat
-// endpoint) for p's tenant.
-func (g *Server) uploadModule(ctx context.Context, p *Principal, name string, wasm []byte) (*schemas.Module, error) {
+// endpoint, an inline module) for p's tenant; wait as in storeModule.
+func (g *Server) uploadModule(ctx context.Context, p *Principal, name string, wasm []byte, wait bool) (*schemas.Module, error) {
 	if int64(len(wasm)) > p.Tier.ModuleSize {
 		return nil, schemas.Errorf(schemas.CodeTooLarge, "module is %d bytes; the %s tier allows %d", len(wasm), p.Tier.Name, p.Tier.ModuleSize)
 	}
-	return g.storeModule(ctx, p, name, bytesSource(wasm))
+	return g.storeModule(ctx, p, name, bytesSource(wasm), wait)
 }
 
 // storeModule checks, stores and compiles src for p's tenant and returns the module. A module
 // the tenant already has is returned at once; anything else passes the upload limits (see
 // uploads.go) before it is compiled.
-func (g *Server) storeModule(ctx context.Context, p *Principal, name string, src *moduleSource) (*schemas.Module, error) {
+//
+// The compile runs in the background (compiling.go). The upload waits for it up to
+// Config.UploadWait, or, with wait, up to the compile's whole budget: a module compiled by
+// then is returned ready (or refused, as before: nothing of it is kept); one still compiling is
+// returned with status "compiling" (a 202) and its record says later how the compile ended.
+func (g *Server) storeModule(ctx context.Context, p *Principal, name string, src *moduleSource, wait bool) (*schemas.Module, error) {
 	if name == "" {
 		name = "module"
 	}
@@ -54,10 +60,17 @@ func (g *Server) storeModule(ctx context.Context, p *Principal, name string, src
 	}
 	digest := src.digest
 	refKey := schemas.ModuleRefKey(p.TenantID, digest)
+	var prevRev uint64 // a failed or abandoned record this upload replaces
 	if e, err := g.moduleRefs.Get(ctx, refKey); err == nil {
 		var m schemas.Module
 		if json.Unmarshal(e.Value(), &m) == nil {
-			return &m, nil
+			switch {
+			case m.Ready():
+				return &m, nil
+			case m.Status == schemas.ModuleCompiling && !abandoned(&m):
+				return g.awaitModule(ctx, p, &m, g.uploadWait(p.Tier, m.Size, wait))
+			}
+			prevRev = e.Revision()
 		}
 	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, unavailable("module store", err)
@@ -79,7 +92,12 @@ func (g *Server) storeModule(ctx context.Context, p *Principal, name string, src
 	if err != nil {
 		return nil, err
 	}
-	defer release()
+	started := false
+	defer func() {
+		if !started {
+			release()
+		}
+	}()
 	objName := schemas.ModuleObjectName(digest)
 	if _, err := g.modules.GetInfo(ctx, objName); err != nil {
 		if !errors.Is(err, jetstream.ErrObjectNotFound) {
@@ -93,37 +111,43 @@ func (g *Server) storeModule(ctx context.Context, p *Principal, name string, src
 			return nil, unavailable("module store", err)
 		}
 	}
-	compileMS, err := g.compile(ctx, digest, p.Tier.Name)
-	if err != nil {
-		var se *schemas.Error
-		if errors.As(err, &se) && se.Code == schemas.CodeInvalidModule {
-			g.deleteObjectIfUnreferenced(ctx, digest)
-			// The executor's time is billed even though the module was refused: a compile bomb
-			// costs its uploader.
-			g.publishEvent(ctx, schemas.EventModuleRejected, p.TenantID, "module.rejected:"+refKey+":"+time.Now().UTC().Format(time.RFC3339Nano), func(e *schemas.Event) {
-				e.Module = &schemas.ModuleEvent{ModuleID: schemas.ModuleID(digest), Name: name, Size: src.size, KeyID: p.KeyID, CompileMS: compileMS, Error: se.Message}
-			})
-		}
-		return nil, err
-	}
+	deadline := time.Now().UTC().Add(compileRequestTimeout(p.Tier, src.size))
 	m := &schemas.Module{
 		ID: schemas.ModuleID(digest), Name: name, Size: src.size,
 		Imports: nonNil(info.Imports), Exports: nonNil(info.Exports),
 		CreatedAt: time.Now().UTC(), TenantID: p.TenantID,
+		Status: schemas.ModuleCompiling, CompileDeadline: &deadline,
 	}
 	b, _ := json.Marshal(m)
-	if _, err := g.moduleRefs.Create(ctx, refKey, b); err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) { // uploaded twice at once: the first one stands
-			if e, err := g.moduleRefs.Get(ctx, refKey); err == nil && json.Unmarshal(e.Value(), m) == nil {
-				return m, nil
-			}
+	var rev uint64
+	if prevRev != 0 {
+		rev, err = g.moduleRefs.Update(ctx, refKey, b, prevRev)
+	} else {
+		rev, err = g.moduleRefs.Create(ctx, refKey, b)
+	}
+	if err != nil {
+		// Uploaded twice at once: the first one stands.
+		if e, gerr := g.moduleRefs.Get(ctx, refKey); gerr == nil && json.Unmarshal(e.Value(), m) == nil {
+			return g.awaitModule(ctx, p, m, g.uploadWait(p.Tier, m.Size, wait))
 		}
 		return nil, unavailable("module store", err)
 	}
-	g.publishEvent(ctx, schemas.EventModuleUploaded, p.TenantID, "module.uploaded:"+refKey+":"+m.CreatedAt.Format(time.RFC3339Nano), func(e *schemas.Event) {
-		e.Module = &schemas.ModuleEvent{ModuleID: m.ID, Name: m.Name, Size: m.Size, KeyID: p.KeyID, CompileMS: compileMS}
-	})
-	return m, nil
+	started = true
+	j := g.startCompile(p.Tier, p.KeyID, *m, rev, release)
+	if !j.wait(ctx, g.uploadWait(p.Tier, src.size, wait)) {
+		return m, nil // still compiling: its record will say how it ended
+	}
+	if j.err != nil {
+		// The caller learns of the refusal (or the failure) now, as before compiles went on in
+		// the background: nothing of the module is kept.
+		if err := g.moduleRefs.Purge(context.WithoutCancel(ctx), refKey); err != nil {
+			g.log.WarnContext(ctx, "remove refused module's record", "module_id", m.ID, "err", err)
+		}
+		g.refCache.drop(refKey)
+		g.deleteObjectIfUnreferenced(context.WithoutCancel(ctx), digest)
+		return nil, j.err
+	}
+	return j.m, nil
 }
 
 func nonNil(s []string) []string {
@@ -133,11 +157,12 @@ func nonNil(s []string) []string {
 	return s
 }
 
-// compile asks an executor to compile the stored module under supervision. It returns the
-// worker time the compile took (also when the module was refused for it).
-func (g *Server) compile(ctx context.Context, digest, tier string) (float64, error) {
+// compile asks an executor to compile the stored module under supervision, waiting for its
+// answer at most timeout. It returns the worker time the compile took (also when the module
+// was refused for it).
+func (g *Server) compile(ctx context.Context, digest, tier string, timeout time.Duration) (float64, error) {
 	req, _ := json.Marshal(schemas.CompileRequest{ModuleID: schemas.ModuleID(digest), Tier: tier})
-	cctx, cancel := context.WithTimeout(ctx, g.cfg.CompileTimeout)
+	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	msg, err := g.nc.RequestWithContext(cctx, schemas.SubjectCompile, req)
 	if err != nil {
@@ -191,7 +216,12 @@ func (g *Server) getModule(ctx context.Context, p *Principal, id string) (*schem
 	if err := json.Unmarshal(e.Value(), &m); err != nil {
 		return nil, unavailable("module store", err)
 	}
-	g.refCache.put(key, &m)
+	if abandoned(&m) {
+		return g.revive(ctx, p, &m, e.Revision()), nil // compiling.go
+	}
+	if m.Ready() { // a compiling module is read again until it is not
+		g.refCache.put(key, &m)
+	}
 	return &m, nil
 }
 
@@ -240,6 +270,7 @@ func (g *Server) deleteModule(ctx context.Context, p *Principal, id string) erro
 // streams it to a spool file (uploads.go). Resolve hands it the body.
 type moduleUploadInput struct {
 	Name string `query:"name" maxLength:"128" doc:"a name for the module (argv[0] when it runs)"`
+	Wait bool   `query:"wait" doc:"wait for the compile, however long its budget (otherwise a compile still running after 30 s is answered 202 with status compiling)"`
 	body io.Reader
 }
 
@@ -251,6 +282,12 @@ func (in *moduleUploadInput) Resolve(ctx huma.Context) []error {
 
 type moduleOutput struct {
 	Body *schemas.Module
+}
+
+type moduleUploadOutput struct {
+	Status   int
+	Location string `header:"Location" doc:"with a 202: the module, to poll until its status is ready or failed"`
+	Body     *schemas.Module
 }
 
 type moduleIDInput struct {
@@ -270,14 +307,21 @@ func maxModuleBytes(tiers map[string]schemas.Tier) int64 {
 	return m
 }
 
-func (g *Server) restUploadModule(ctx context.Context, p *Principal, in *moduleUploadInput) (*moduleOutput, error) {
-	m, err := g.uploadREST(ctx, p, in.Name, in.body)
-	return &moduleOutput{Body: m}, err
+func (g *Server) restUploadModule(ctx context.Context, p *Principal, in *moduleUploadInput) (*moduleUploadOutput, error) {
+	m, err := g.uploadREST(ctx, p, in.Name, in.body, in.Wait)
+	if err != nil {
+		return nil, err
+	}
+	out := &moduleUploadOutput{Status: http.StatusCreated, Body: m}
+	if m.Status == schemas.ModuleCompiling {
+		out.Status, out.Location = http.StatusAccepted, "/v1/modules/"+m.ID
+	}
+	return out, nil
 }
 
 // microUploadModule is modules.upload: the body is the module, its name a header.
 func (g *Server) microUploadModule(ctx context.Context, p *Principal, req micro.Request) (any, error) {
-	return g.uploadModule(ctx, p, req.Headers().Get(schemas.HeaderModuleName), req.Data())
+	return g.uploadModule(ctx, p, req.Headers().Get(schemas.HeaderModuleName), req.Data(), req.Headers().Get(schemas.HeaderWait) == "true")
 }
 
 func (g *Server) restListModules(ctx context.Context, p *Principal, _ *struct{}) (*moduleListOutput, error) {

@@ -104,12 +104,15 @@ func (g *Server) operations() []operation {
 		{ID: "upload-module", Method: http.MethodPost, Path: "/v1/modules", NATS: schemas.OpModulesUpload, Scope: schemas.ScopeModulesWrite,
 			BodyLimit: func(t schemas.Tier) int64 { return t.ModuleSize },
 			Doc: huma.Operation{Tags: []string{"modules"}, Summary: "Upload a module",
-				Description:   "Validates a WASI preview 1 command module, compiles it once on an executor, and stores it content-addressed. The same bytes return the same id.",
+				Description: "Validates a WASI preview 1 command module, stores it content-addressed and compiles it on an executor (within the tier's compile budget: a base plus some time per MiB). The same bytes return the same id. " +
+					"Answers 201 with the module once compiled; a compile still running after 30 s is answered 202 with `status: compiling` and a Location to poll (GET /v1/modules/{id} says `ready`, or `failed` with `error`); `?wait=true` waits for the compile however long its budget. " +
+					"A module using a WebAssembly proposal the runtime does not support (exception handling, threads, tail calls, memory64, GC, …) is a 422 naming the proposal.",
 				DefaultStatus: http.StatusCreated, MaxBodyBytes: maxModule + 1,
 				RequestBody: &huma.RequestBody{Required: true, Content: map[string]*huma.MediaType{"application/wasm": {Schema: &huma.Schema{
 					Type: "string", Format: "binary", // marshalled with contentMediaType application/octet-stream
 				}}}},
-				Errors: []int{401, 413, 422, 429, 503}},
+				Responses: map[string]*huma.Response{"202": {Description: "Accepted: stored, still compiling"}},
+				Errors:    []int{401, 413, 422, 429, 503}},
 			rest: handle(g, g.restUploadModule), micro: g.microUploadModule},
 		{ID: "list-modules", Method: http.MethodGet, Path: "/v1/modules", NATS: schemas.OpModulesList, Scope: schemas.ScopeModulesRead,
 			Doc:  huma.Operation{Tags: []string{"modules"}, Summary: "List your modules", Errors: []int{401, 503}},

@@ -172,7 +172,7 @@ func (g *Server) checkQuota(ctx context.Context, p *Principal, size int64) error
 }
 
 // uploadREST spools a REST upload's body, bounded by the tier's module size, then stores it.
-func (g *Server) uploadREST(ctx context.Context, p *Principal, name string, body io.Reader) (*schemas.Module, error) {
+func (g *Server) uploadREST(ctx context.Context, p *Principal, name string, body io.Reader, wait bool) (*schemas.Module, error) {
 	if body == nil {
 		body = bytes.NewReader(nil)
 	}
@@ -184,5 +184,5 @@ func (g *Server) uploadREST(ctx context.Context, p *Principal, name string, body
 		return nil, err
 	}
 	defer done()
-	return g.storeModule(ctx, p, name, src)
+	return g.storeModule(ctx, p, name, src, wait)
 }

@@ -105,6 +105,10 @@ type CompileRequest struct {
 	Tier     string `json:"tier"`
 }
 
+// HeaderWait on a direct NATS modules.upload asks it to wait for the compile, as ?wait=true
+// does over REST.
+const HeaderWait = "Wasmwiz-Wait"
+
 // CompileReply answers a CompileRequest; Error is nil when the module compiled.
 type CompileReply struct {
 	Error     *Error  `json:"error,omitempty"`
@@ -160,7 +164,27 @@ type Module struct {
 	Exports   []string  `json:"exports"`
 	CreatedAt time.Time `json:"created_at"`
 	TenantID  string    `json:"tenant_id"`
+
+	// Status is where the module's compile is: an upload whose compile takes longer than the
+	// request waits is answered 202 with "compiling", and its record says how it ended.
+	// Records written before statuses existed have none: they are ready.
+	Status          ModuleStatus `json:"status,omitempty" enum:"compiling,ready,failed" doc:"compiling: accepted, its compile goes on (executions of it wait or queue); ready: compiled; failed: refused by the compile (error says why; delete it or upload it again)"`
+	Error           string       `json:"error,omitempty" doc:"why the compile failed"`
+	CompileMS       float64      `json:"compile_ms,omitempty" doc:"the executor time its compile took"`
+	CompileDeadline *time.Time   `json:"compile_deadline,omitempty" doc:"while compiling: when its compile budget ends"`
 }
+
+// ModuleStatus is the state of a module's compile.
+type ModuleStatus string
+
+const (
+	ModuleCompiling ModuleStatus = "compiling"
+	ModuleReady     ModuleStatus = "ready"
+	ModuleFailed    ModuleStatus = "failed"
+)
+
+// Ready reports whether the module compiled (a record without a status did).
+func (m *Module) Ready() bool { return m.Status == ModuleReady || m.Status == "" }
 
 // IdempotencyRecord binds a tenant's Idempotency-Key to one execution and one request body.
 type IdempotencyRecord struct {

@@ -150,6 +150,27 @@ func (e HealthStatusStatus) Valid() bool {
 	}
 }
 
+// Defines values for ModuleStatus.
+const (
+	ModuleStatusCompiling ModuleStatus = "compiling"
+	ModuleStatusFailed    ModuleStatus = "failed"
+	ModuleStatusReady     ModuleStatus = "ready"
+)
+
+// Valid indicates whether the value is a known member of the ModuleStatus enum.
+func (e ModuleStatus) Valid() bool {
+	switch e {
+	case ModuleStatusCompiling:
+		return true
+	case ModuleStatusFailed:
+		return true
+	case ModuleStatusReady:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for GetUsageParamsGroupBy.
 const (
 	GetUsageParamsGroupByDay    GetUsageParamsGroupBy = "day"
@@ -497,14 +518,28 @@ type KeyList struct {
 
 // Module defines model for Module.
 type Module struct {
+	// CompileDeadline while compiling: when its compile budget ends
+	CompileDeadline *time.Time `json:"compile_deadline,omitempty"`
+
+	// CompileMs the executor time its compile took
+	CompileMs *float64  `json:"compile_ms,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
-	Exports   []string  `json:"exports"`
-	ID        string    `json:"id"`
-	Imports   []string  `json:"imports"`
-	Name      string    `json:"name"`
-	Size      int64     `json:"size"`
-	TenantID  string    `json:"tenant_id"`
+
+	// Error why the compile failed
+	Error   *string  `json:"error,omitempty"`
+	Exports []string `json:"exports"`
+	ID      string   `json:"id"`
+	Imports []string `json:"imports"`
+	Name    string   `json:"name"`
+	Size    int64    `json:"size"`
+
+	// Status compiling: accepted, its compile goes on (executions of it wait or queue); ready: compiled; failed: refused by the compile (error says why; delete it or upload it again)
+	Status   *ModuleStatus `json:"status,omitempty"`
+	TenantID string        `json:"tenant_id"`
 }
+
+// ModuleStatus compiling: accepted, its compile goes on (executions of it wait or queue); ready: compiled; failed: refused by the compile (error says why; delete it or upload it again)
+type ModuleStatus string
 
 // ModuleEvent defines model for ModuleEvent.
 type ModuleEvent struct {
@@ -712,6 +747,9 @@ type CreateExecutionParams struct {
 type UploadModuleParams struct {
 	// Name a name for the module (argv[0] when it runs)
 	Name *string `form:"name,omitempty" json:"name,omitempty"`
+
+	// Wait wait for the compile, however long its budget (otherwise a compile still running after 30 s is answered 202 with status compiling)
+	Wait *bool `form:"wait,omitempty" json:"wait,omitempty"`
 }
 
 // GetUsageParams defines parameters for GetUsage.
@@ -1064,7 +1102,7 @@ type ClientInterface interface {
 
 	// UploadModuleWithBody Upload a module
 	//
-	// Validates a WASI preview 1 command module, compiles it once on an executor, and stores it content-addressed. The same bytes return the same id.
+	// Validates a WASI preview 1 command module, stores it content-addressed and compiles it on an executor (within the tier's compile budget: a base plus some time per MiB). The same bytes return the same id. Answers 201 with the module once compiled; a compile still running after 30 s is answered 202 with `status: compiling` and a Location to poll (GET /v1/modules/{id} says `ready`, or `failed` with `error`); `?wait=true` waits for the compile however long its budget. A module using a WebAssembly proposal the runtime does not support (exception handling, threads, tail calls, memory64, GC, …) is a 422 naming the proposal.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -1683,7 +1721,7 @@ func (c *Client) ListModules(ctx context.Context, reqEditors ...RequestEditorFn)
 
 // UploadModuleWithBody Upload a module
 //
-// Validates a WASI preview 1 command module, compiles it once on an executor, and stores it content-addressed. The same bytes return the same id.
+// Validates a WASI preview 1 command module, stores it content-addressed and compiles it on an executor (within the tier's compile budget: a base plus some time per MiB). The same bytes return the same id. Answers 201 with the module once compiled; a compile still running after 30 s is answered 202 with `status: compiling` and a Location to poll (GET /v1/modules/{id} says `ready`, or `failed` with `error`); `?wait=true` waits for the compile however long its budget. A module using a WebAssembly proposal the runtime does not support (exception handling, threads, tail calls, memory64, GC, …) is a 422 naming the proposal.
 //
 // Takes any type of body and a specified content type.
 //
@@ -2983,6 +3021,18 @@ func NewUploadModuleRequestWithBody(server string, params *UploadModuleParams, c
 
 		}
 
+		if params.Wait != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", false, "wait", *params.Wait, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "boolean", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
 		if encoded := queryValues.Encode(); encoded != "" {
 			rawQueryFragments = append(rawQueryFragments, encoded)
 		}
@@ -3475,7 +3525,7 @@ type ClientWithResponsesInterface interface {
 
 	// UploadModuleWithBodyWithResponse Upload a module
 	//
-	// Validates a WASI preview 1 command module, compiles it once on an executor, and stores it content-addressed. The same bytes return the same id.
+	// Validates a WASI preview 1 command module, stores it content-addressed and compiles it on an executor (within the tier's compile budget: a base plus some time per MiB). The same bytes return the same id. Answers 201 with the module once compiled; a compile still running after 30 s is answered 202 with `status: compiling` and a Location to poll (GET /v1/modules/{id} says `ready`, or `failed` with `error`); `?wait=true` waits for the compile however long its budget. A module using a WebAssembly proposal the runtime does not support (exception handling, threads, tail calls, memory64, GC, …) is a 422 naming the proposal.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -5747,6 +5797,11 @@ func (r ListModulesResponse) ContentType() string {
 	return ""
 }
 
+// UploadModuleResponse201Headers the declared response headers of an HTTP 201 response for UploadModule
+type UploadModuleResponse201Headers struct {
+	Location *string
+}
+
 // UploadModuleResponse429Headers the declared response headers of an HTTP 429 response for UploadModule
 type UploadModuleResponse429Headers struct {
 	RateLimitLimit     *int
@@ -5777,6 +5832,8 @@ type UploadModuleResponse struct {
 	ApplicationProblemJSON500 *Problem
 	// ApplicationProblemJSON503 the response for an HTTP 503 `application/problem+json` response
 	ApplicationProblemJSON503 *Problem
+	// Headers201 the parsed response headers for an HTTP 201 response
+	Headers201 *UploadModuleResponse201Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *UploadModuleResponse429Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -6558,7 +6615,7 @@ func (c *ClientWithResponses) ListModulesWithResponse(ctx context.Context, reqEd
 
 // UploadModuleWithBodyWithResponse Upload a module
 //
-// Validates a WASI preview 1 command module, compiles it once on an executor, and stores it content-addressed. The same bytes return the same id.
+// Validates a WASI preview 1 command module, stores it content-addressed and compiles it on an executor (within the tier's compile budget: a base plus some time per MiB). The same bytes return the same id. Answers 201 with the module once compiled; a compile still running after 30 s is answered 202 with `status: compiling` and a Location to poll (GET /v1/modules/{id} says `ready`, or `failed` with `error`); `?wait=true` waits for the compile however long its budget. A module using a WebAssembly proposal the runtime does not support (exception handling, threads, tail calls, memory64, GC, …) is a 422 naming the proposal.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -8610,6 +8667,9 @@ func ParseUploadModuleResponse(rsp *http.Response) (*UploadModuleResponse, error
 		}
 		response.JSON201 = &dest
 
+	case rsp.StatusCode == 202:
+		break // No content-type
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -8655,6 +8715,16 @@ func ParseUploadModuleResponse(rsp *http.Response) (*UploadModuleResponse, error
 	}
 
 	switch {
+	case rsp.StatusCode == 201:
+		var headers UploadModuleResponse201Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = &value
+		}
+		response.Headers201 = &headers
 	case rsp.StatusCode == 429:
 		var headers UploadModuleResponse429Headers
 		if values := rsp.Header.Values("RateLimit-Limit"); len(values) > 0 {

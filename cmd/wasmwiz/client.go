@@ -77,7 +77,8 @@ func answer[T any](body *T, status int) (*T, error) {
 // uploadModule uploads a module and returns it.
 func (c *client) uploadModule(ctx context.Context, name string, wasm []byte) (*wasmwiz.Module, error) {
 	p := startProgress(c.progress, name, int64(len(wasm)), "compiling")
-	r, err := c.api.UploadModuleWithBodyWithResponse(ctx, &wasmwiz.UploadModuleParams{Name: &name}, "application/wasm",
+	wait := true // the CLI waits for the compile, however long the tier's budget lets it run
+	r, err := c.api.UploadModuleWithBodyWithResponse(ctx, &wasmwiz.UploadModuleParams{Name: &name, Wait: &wait}, "application/wasm",
 		p.reader(bytes.NewReader(wasm)), withContentLength(int64(len(wasm))))
 	p.end()
 	if err != nil {

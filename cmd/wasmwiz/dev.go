@@ -32,6 +32,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	dataDir := fs.String("data-dir", "./wasmwiz-data", "where JetStream, the accounting database, caches and dev keys live")
 	workers := fs.Int("workers", 0, "worker processes (default: 3 per CPU, at least 4; long-running guests are held to one per CPU)")
 	compileTimeout := fs.Duration("compile-timeout", 0, "caps every tier's compile budget (the tier table's compile_base_ms + compile_per_mib_ms per MiB, at most compile_max_ms); 0: the budgets alone")
+	uploadWait := fs.Duration("upload-wait", 0, "longest an upload waits for its compile before answering 202 with status compiling (default 30s; ?wait=true waits for the whole compile budget)")
 	syncWait := fs.Duration("sync-wait", 0, "longest a synchronous execution request waits before answering 202 (default: its timeout + 10s)")
 	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "Postgres URL for accounting (default: $DATABASE_URL); empty: SQLite in the data dir")
 	resultsTTL := fs.Duration("results-ttl", 0, "how long execution results stay readable (default: as the data dir has it, 24h when new)")
@@ -58,7 +59,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	var keys *devKeys
 	sys, err := startSystem(ctx, systemConfig{
 		DataDir: *dataDir, NATSDir: filepath.Join(*dataDir, "nats"), NATSAddr: *natsAddr, HTTPAddr: *httpAddr, DatabaseURL: *dbURL,
-		Workers: *workers, CompileTimeout: *compileTimeout, SyncWait: *syncWait, ResultsTTL: *resultsTTL,
+		Workers: *workers, CompileTimeout: *compileTimeout, SyncWait: *syncWait, UploadWait: *uploadWait, ResultsTTL: *resultsTTL,
 		Tiers: tiers, Logger: log, Registry: newRegistry(),
 		Bootstrap: func(ctx context.Context, js jetstream.JetStream) (err error) {
 			if keys, err = bootstrapKeys(ctx, js, tiers, *dataDir); err != nil {

@@ -197,6 +197,7 @@ func runGatewayCmd(ctx context.Context, args []string, getenv func(string) strin
 	fs := newFlagSet("gateway", getenv, stderr)
 	rc := commonRoleFlags(fs, "gateway")
 	httpAddr := fs.String("http-addr", "127.0.0.1:8080", "REST API address")
+	uploadWait := fs.Duration("upload-wait", 0, "longest an upload waits for its compile before answering 202 with status compiling (default 30s; ?wait=true waits for the whole compile budget)")
 	syncWait := fs.Duration("sync-wait", 0, "longest a synchronous execution request waits before answering 202 (default: its timeout + 10s)")
 	drainTimeout := fs.Duration("drain-timeout", 30*time.Second, "after SIGTERM, how long in-flight requests may take to finish")
 	drainDelay := fs.Duration("drain-delay", 0, "after SIGTERM, how long to keep serving while /health/ready answers 503, before refusing new connections")
@@ -211,7 +212,7 @@ func runGatewayCmd(ctx context.Context, args []string, getenv func(string) strin
 	}
 	defer e.close()
 	g, err := gateway.New(gateway.Config{
-		HTTPAddr: *httpAddr, Tiers: e.tiers, JWTKeyFile: *jwtKey, SyncWait: *syncWait, DrainTimeout: *drainTimeout,
+		HTTPAddr: *httpAddr, Tiers: e.tiers, JWTKeyFile: *jwtKey, SyncWait: *syncWait, UploadWait: *uploadWait, DrainTimeout: *drainTimeout,
 		DrainDelay: *drainDelay, Replicas: e.replicas, Logger: e.log, Registerer: e.reg, Gatherer: e.reg,
 		MetricsAddr: *metricsAddr, TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey, MaxConnections: *maxConns,
 	}, e.nc)

@@ -33,6 +33,7 @@ type systemConfig struct {
 	Workers        int
 	CompileTimeout time.Duration
 	SyncWait       time.Duration
+	UploadWait     time.Duration
 	ResultsTTL     time.Duration
 	Tiers          map[string]schemas.Tier
 	Logger         *slog.Logger
@@ -187,7 +188,7 @@ func (s *system) newRoles() (*executor.Node, *accounting.Consumer, *gateway.Serv
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("API cannot listen on %s (%w): set WASMWIZ_HTTP_ADDR to a free address", cfg.HTTPAddr, err)
 	}
-	gw, err := gateway.New(gateway.Config{Listener: ln, JWTKeyFile: jwtKey, SyncWait: cfg.SyncWait, Tiers: cfg.Tiers,
+	gw, err := gateway.New(gateway.Config{Listener: ln, JWTKeyFile: jwtKey, SyncWait: cfg.SyncWait, UploadWait: cfg.UploadWait, Tiers: cfg.Tiers,
 		Logger: cfg.Logger, Registerer: cfg.Registry, Gatherer: cfg.Registry}, nc[2])
 	if err != nil {
 		ln.Close()

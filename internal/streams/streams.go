@@ -56,7 +56,8 @@ func (o *Options) defaults() {
 // once); only the audit stream would hold it twice, under the same id.
 const EventsDuplicateWindow = 10 * time.Minute
 
-// CompilingMaxAge is how long a compile in flight counts against its tenant if the gateway that
+// CompilingMaxAge, plus three times the tier's largest compile budget (a compile is sent up to
+// three times), is how long a compile in flight counts against its tenant if the gateway that
 // started it never says it ended (the gateway died): longer than any compile may wait for.
 const CompilingMaxAge = 2 * time.Minute
 
@@ -123,7 +124,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 			{schemas.WindowMinute, t.ExecPerMinute, time.Minute, "executions admitted per tenant in the last minute"},
 			{schemas.WindowDay, t.ExecPerDay, 24 * time.Hour, "executions admitted per tenant in the last day"},
 			{schemas.WindowUpload, t.UploadsPerMinute, time.Minute, "uploads (compiles) admitted per tenant in the last minute"},
-			{schemas.WindowCompiling, t.CompileSlots(), CompilingMaxAge, "compiles in flight per tenant (deleted when each ends)"},
+			{schemas.WindowCompiling, t.CompileSlots(), CompilingMaxAge + t.CompileBudget(t.ModuleSize)*3, "compiles in flight per tenant (deleted when each ends)"},
 		} {
 			if w.limit <= 0 {
 				continue

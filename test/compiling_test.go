@@ -1,0 +1,120 @@
+package test
+
+import (
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// TestDev_CompilingModule: an upload whose compile outlasts the upload's wait (0.1 s here) is
+// accepted as "compiling" (202 with a Location); GET /v1/modules/{id} and NATS modules.get show
+// the status until it is ready; an execution sent meanwhile waits for the compile and runs;
+// the same bytes uploaded with ?wait=true wait for it. The generated module compiles for
+// seconds (1,000 functions of 5,000 additions each, ~35 MB).
+func TestDev_CompilingModule(t *testing.T) {
+	tiersFile := filepath.Join(t.TempDir(), "tiers.json")
+	if err := os.WriteFile(tiersFile, []byte(`{"free": {"compile_max_ms": 300}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startDevEnv(t, filepath.Join(t.TempDir(), "wasmwiz-data"), "WASMWIZ_UPLOAD_WAIT=100ms", "WASMWIZ_SYNC_WAIT=2m", "WASMWIZ_TIERS_FILE="+tiersFile)
+	wasm := genModule(1000, patAdd, 5000)
+	r := s.do(t, http.MethodPost, "/v1/modules?name=slow", s.DevKey, "application/wasm", wasm)
+	if r.Status != http.StatusAccepted {
+		t.Fatalf("upload of a slow module: %d %s, want 202 (compiling)", r.Status, r.Body)
+	}
+	var m schemas.Module
+	r.decode(t, &m)
+	if m.Status != schemas.ModuleCompiling || m.CompileDeadline == nil || r.Header.Get("Location") != "/v1/modules/"+m.ID {
+		t.Fatalf("202 body %+v, Location %q", m, r.Header.Get("Location"))
+	}
+	// Over NATS, the same record.
+	nc, err := s.connectNATS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	body, _ := json.Marshal(schemas.IDRequest{ID: m.ID})
+	var nm schemas.Module
+	if rep := natsMsg(t, nc, schemas.OpModulesGet, s.DevKey, body); natsStatus(rep) != 200 || json.Unmarshal(rep.Data, &nm) != nil || nm.Status == "" {
+		t.Fatalf("modules.get: %d %s", natsStatus(rep), rep.Data)
+	}
+	t.Logf("over NATS: %s", nm.Status)
+
+	// An execution of it now waits for the compile (up to 10 s), then queues; either way it runs.
+	ex := s.run(t, s.DevKey, schemas.ExecutionRequest{ModuleID: m.ID})
+	if ex.Status != schemas.StatusSucceeded {
+		t.Fatalf("execution of a compiling module: %s %s", ex.Status, ex.Error)
+	}
+	// ?wait=true on the same bytes waits for the compile and answers 201.
+	r = s.do(t, http.MethodPost, "/v1/modules?name=slow&wait=true", s.DevKey, "application/wasm", wasm)
+	if r.Status != http.StatusCreated {
+		t.Fatalf("upload with wait=true: %d %s", r.Status, r.Body)
+	}
+	m = schemas.Module{}
+	r.decode(t, &m)
+	if m.Status != schemas.ModuleReady || m.CompileMS <= 0 || m.CompileDeadline != nil {
+		t.Fatalf("module after the compile: %+v", m)
+	}
+	t.Logf("compiled a %.1f MB module in %.0f ms of executor time", float64(len(wasm))/1e6, m.CompileMS)
+	r = s.do(t, http.MethodGet, "/v1/modules/"+m.ID, s.DevKey, "", nil)
+	var got schemas.Module
+	if r.decode(t, &got); got.Status != schemas.ModuleReady {
+		t.Errorf("GET after ready: %+v", got)
+	}
+
+	// A module whose compile passes its budget after the upload stopped waiting: the record
+	// says failed, and why; the compile's time is billed in module.rejected (as before).
+	free := s.newTenant(t, "tight", schemas.TierFree)
+	bomb := genModule(1000, patAdd, 1400) // ~9.8 MB, about a second to compile; the free tier's budget is 0.3 s here
+	r = s.do(t, http.MethodPost, "/v1/modules", free, "application/wasm", bomb)
+	if r.Status != http.StatusAccepted {
+		t.Fatalf("upload of a module over its compile budget: %d %s, want 202", r.Status, r.Body)
+	}
+	r.decode(t, &m)
+	deadline := time.Now().Add(time.Minute)
+	for m.Status == schemas.ModuleCompiling && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+		id := m.ID
+		m = schemas.Module{}
+		s.do(t, http.MethodGet, "/v1/modules/"+id, free, "", nil).decode(t, &m)
+	}
+	if m.Status != schemas.ModuleFailed || !strings.Contains(m.Error, "too expensive to compile") || m.CompileMS < 250 {
+		t.Fatalf("module over its compile budget: %+v", m)
+	}
+	t.Logf("failed: %s (compile %.0f ms)", m.Error, m.CompileMS)
+	if r := s.do(t, http.MethodPost, "/v1/executions", free, "application/json", []byte(`{"module_id":"`+m.ID+`"}`)); r.Status != http.StatusUnprocessableEntity {
+		t.Errorf("execution of a failed module: %d %s, want 422", r.Status, r.Body)
+	}
+}
+
+// TestMeasure_BigModuleCompile measures the compile of a ~30 MB generated module on the unlimited
+// tier, cold (first upload) and warm (another tenant uploads the same bytes: the executor finds
+// wazero's compiled code in its cache), and its first execution. Run with WASMWIZ_MEASURE=1.
+func TestMeasure_BigModuleCompile(t *testing.T) {
+	if os.Getenv("WASMWIZ_MEASURE") == "" {
+		t.Skip("set WASMWIZ_MEASURE=1")
+	}
+	s := startDevEnv(t, filepath.Join(t.TempDir(), "wasmwiz-data"), "WASMWIZ_SYNC_WAIT=10m")
+	wasm := genModule(4000, patAdd, 1100)
+	for i, tenant := range []string{"cold", "warm"} {
+		key := s.newTenant(t, tenant, schemas.TierUnlimited)
+		start := time.Now()
+		r := s.do(t, http.MethodPost, "/v1/modules?wait=true", key, "application/wasm", wasm)
+		if r.Status != http.StatusCreated {
+			t.Fatalf("%s upload: %d %s", tenant, r.Status, r.Body)
+		}
+		var m schemas.Module
+		r.decode(t, &m)
+		upload := time.Since(start)
+		start = time.Now()
+		ex := s.run(t, key, schemas.ExecutionRequest{ModuleID: m.ID})
+		t.Logf("%d: %s: %.1f MB module, %d functions: compile %.0f ms (executor), upload answered in %v; first execution %s in %v (%.0f ms in the guest)",
+			i, tenant, float64(len(wasm))/1e6, 4000, m.CompileMS, upload.Round(time.Millisecond), ex.Status, time.Since(start).Round(time.Millisecond), ex.DurationMS)
+	}
+}
