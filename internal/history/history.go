@@ -10,7 +10,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-		"fmt"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -308,7 +308,9 @@ type QueryError struct{ Msg string }
 
 func (e *QueryError) Error() string { return e.Msg }
 
-func badQuery(format string, args ...any) error { return &QueryError{Msg: fmt.Sprintf(format, args...)} }
+func badQuery(format string, args ...any) error {
+	return &QueryError{Msg: fmt.Sprintf(format, args...)}
+}
 
 // ParseQuery checks a list request (REST query or NATS body) and makes its Query.
 func ParseQuery(r *schemas.ExecutionListRequest) (Query, error) {

@@ -191,7 +191,9 @@ func TestList_PagesFiltersTenants(t *testing.T) {
 		{"module", history.Query{ModuleID: modB}, func(w want) bool { return w.module == modB }},
 		{"from to", history.Query{From: from, To: to}, func(w want) bool { return !w.created.Before(from) && w.created.Before(to) }},
 		{"all at once", history.Query{ModuleID: modA, Statuses: []schemas.Status{schemas.StatusSucceeded}, From: from},
-			func(w want) bool { return w.module == modA && w.status == schemas.StatusSucceeded && !w.created.Before(from) }},
+			func(w want) bool {
+				return w.module == modA && w.status == schemas.StatusSucceeded && !w.created.Before(from)
+			}},
 	}
 	for _, c := range cases {
 		c.q.Limit = 3
