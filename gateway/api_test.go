@@ -257,10 +257,11 @@ func (s *apiSuite) keyWithout(t *testing.T, scope string) string {
 	return k.Key
 }
 
-// uploadModule uploads the echo fixture for key's tenant over REST and returns its id.
-func (s *apiSuite) uploadModule(t *testing.T, key string) string {
+// uploadModule uploads a fixture module for key's tenant over REST and returns its id. Modules
+// are content-addressed: tenants that upload the same fixture hold the same id.
+func (s *apiSuite) uploadModule(t *testing.T, key, fixture string) string {
 	t.Helper()
-	status, body := restCall(t, s, s.op(t, "upload-module"), key, apiCall{body: fixtures.Wasm("echo"), contentType: "application/wasm", name: "echo"})
+	status, body := restCall(t, s, s.op(t, "upload-module"), key, apiCall{body: fixtures.Wasm(fixture), contentType: "application/wasm", name: fixture})
 	var m schemas.Module
 	if status != http.StatusCreated || json.Unmarshal(body, &m) != nil || m.ID == "" {
 		t.Fatalf("upload: %d %s", status, body)
@@ -387,6 +388,13 @@ func TestAPI(t *testing.T) {
 				if status, body = tr.call(t, s, s.op(t, "get-execution"), s.key, apiCall{id: e.ID}); !ok(status) || !bytes.Contains(body, []byte(e.ID)) {
 					t.Errorf("get execution: %d %s", status, body)
 				}
+				// The history is written in the background: the list shows it soon.
+				natstest.CheckFor(t, 10*time.Second, poll, func() error {
+					if status, body := tr.call(t, s, s.op(t, "list-executions"), s.key, apiCall{}); !ok(status) || !bytes.Contains(body, []byte(e.ID)) {
+						return fmt.Errorf("list executions: %d %s, want it to hold %s", status, body, e.ID)
+					}
+					return nil
+				})
 				async, _ := json.Marshal(schemas.ExecutionRequest{ModuleID: m.ID, Stdin: "later", Async: true})
 				if status, body = tr.call(t, s, s.op(t, "create-execution"), s.key, apiCall{body: async}); !ok(status) || !bytes.Contains(body, []byte(`"id"`)) {
 					t.Errorf("async execute: %d %s", status, body)
@@ -423,7 +431,7 @@ func TestAPI(t *testing.T) {
 			})
 			// Another tenant's module, bundle and execution are not found, not forbidden.
 			t.Run("Ownership", func(t *testing.T) {
-				mod := s.uploadModule(t, s.otherKey)
+				mod := s.uploadModule(t, s.otherKey, "hello") // a module acme never uploads
 				req, _ := json.Marshal(schemas.ExecutionRequest{ModuleID: mod, Stdin: "theirs", Outputs: []string{"/out"}})
 				status, body := restCall(t, s, s.op(t, "create-execution"), s.otherKey, apiCall{body: req})
 				var e schemas.Execution
@@ -447,6 +455,17 @@ func TestAPI(t *testing.T) {
 						t.Errorf("%s of globex's %s by acme: %d %s, want 404", c.op, c.id, status, body)
 					}
 				}
+				natstest.CheckFor(t, 10*time.Second, poll, func() error {
+					if status, body := restCall(t, s, s.op(t, "list-executions"), s.otherKey, apiCall{}); !ok(status) || !bytes.Contains(body, []byte(e.ID)) {
+						return fmt.Errorf("globex lists executions: %d %s, want %s", status, body, e.ID)
+					}
+					return nil
+				})
+				if o := s.op(t, "list-executions"); tr.serves(o) {
+					if status, body := tr.call(t, s, o, s.key, apiCall{}); !ok(status) || bytes.Contains(body, []byte(e.ID)) {
+						t.Errorf("acme lists executions: %d %s, want none of globex's", status, body)
+					}
+				}
 				// Still there for its owner.
 				if status, body := restCall(t, s, s.op(t, "get-module"), s.otherKey, apiCall{id: mod}); !ok(status) {
 					t.Errorf("globex's module after acme's delete: %d %s", status, body)
@@ -456,7 +475,7 @@ func TestAPI(t *testing.T) {
 				}
 			})
 			t.Run("Idempotency", func(t *testing.T) {
-				mod := s.uploadModule(t, s.key)
+				mod := s.uploadModule(t, s.key, "echo")
 				create := s.op(t, "create-execution")
 				idem := "idem-" + tr.name
 				req, _ := json.Marshal(schemas.ExecutionRequest{ModuleID: mod, Stdin: "once"})
@@ -488,7 +507,7 @@ func TestAPI(t *testing.T) {
 					t.Errorf("another body with %s: %d %s, want 409", idem, status, body)
 				}
 				// The key is the tenant's own: globex's same key is another execution.
-				theirs := s.uploadModule(t, s.otherKey)
+				theirs := s.uploadModule(t, s.otherKey, "hello")
 				req2, _ := json.Marshal(schemas.ExecutionRequest{ModuleID: theirs, Stdin: "once"})
 				if status, body := tr.call(t, s, create, s.otherKey, apiCall{body: req2, idem: idem}); !ok(status) || bytes.Contains(body, []byte(ids[0])) {
 					t.Errorf("globex with acme's key: %d %s, want a new execution", status, body)
@@ -499,7 +518,7 @@ func TestAPI(t *testing.T) {
 			t.Run("RateLimited", func(t *testing.T) {
 				tier := schemas.DefaultTiers()[schemas.TierFree]
 				key := s.tenantKey(t, "free-"+tr.name, tier.Name)
-				req, _ := json.Marshal(schemas.ExecutionRequest{ModuleID: s.uploadModule(t, key), Stdin: "x"})
+				req, _ := json.Marshal(schemas.ExecutionRequest{ModuleID: s.uploadModule(t, key, "echo"), Stdin: "x"})
 				create := s.op(t, "create-execution")
 				for i := range tier.ExecPerMinute {
 					if status, body := tr.call(t, s, create, key, apiCall{body: req}); !ok(status) {
