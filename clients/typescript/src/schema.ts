@@ -420,7 +420,7 @@ export interface paths {
         put?: never;
         /**
          * Upload a module
-         * @description Validates a WASI preview 1 command module, compiles it once on an executor, and stores it content-addressed. The same bytes return the same id.
+         * @description Validates a WASI preview 1 command module, stores it content-addressed and compiles it on an executor (within the tier's compile budget: a base plus some time per MiB). The same bytes return the same id. Answers 201 with the module once compiled; a compile still running after 30 s is answered 202 with `status: compiling` and a Location to poll (GET /v1/modules/{id} says `ready`, or `failed` with `error`); `?wait=true` waits for the compile however long its budget. A module using a WebAssembly proposal the runtime does not support (exception handling, threads, tail calls, memory64, GC, …) is a 422 naming the proposal.
          */
         post: operations["upload-module"];
         delete?: never;
@@ -780,14 +780,31 @@ export interface components {
             keys: components["schemas"]["Key"][] | null;
         };
         Module: {
+            /**
+             * Format: date-time
+             * @description while compiling: when its compile budget ends
+             */
+            compile_deadline?: string;
+            /**
+             * Format: double
+             * @description the executor time its compile took
+             */
+            compile_ms?: number;
             /** Format: date-time */
             created_at: string;
+            /** @description why the compile failed */
+            error?: string;
             exports: string[] | null;
             id: string;
             imports: string[] | null;
             name: string;
             /** Format: int64 */
             size: number;
+            /**
+             * @description compiling: accepted, its compile goes on (executions of it wait or queue); ready: compiled; failed: refused by the compile (error says why; delete it or upload it again)
+             * @enum {string}
+             */
+            status?: "compiling" | "ready" | "failed";
             tenant_id: string;
         };
         ModuleEvent: {
@@ -2891,6 +2908,8 @@ export interface operations {
             query?: {
                 /** @description a name for the module (argv[0] when it runs) */
                 name?: string;
+                /** @description wait for the compile, however long its budget (otherwise a compile still running after 30 s is answered 202 with status compiling) */
+                wait?: boolean;
             };
             header?: never;
             path?: never;
@@ -2905,11 +2924,19 @@ export interface operations {
             /** @description Created */
             201: {
                 headers: {
+                    Location?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Module"];
                 };
+            };
+            /** @description Accepted: stored, still compiling */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description Unauthorized */
             401: {
