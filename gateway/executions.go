@@ -284,7 +284,14 @@ func (g *Server) unclaimIdempotencyKey(ctx context.Context, c *idemClaim) {
 
 // admit applies the tier's rate limits; a refusal is a 429 with the real Retry-After.
 func (g *Server) admit(ctx context.Context, p *Principal) (*Decision, error) {
-	d, err := g.limiter.Admit(ctx, p.TenantID, p.Tier)
+	// A refused or failed admission holds nothing, so it can be tried again while the
+	// windows' streams elect leaders (a try that timed out after it was counted costs one
+	// slot of the window).
+	var d *Decision
+	err := g.rideOut(ctx, "rate limiter", time.Now().Add(storeRetryFor), func(ctx context.Context) (err error) {
+		d, err = g.limiter.Admit(ctx, p.TenantID, p.Tier)
+		return err
+	})
 	if err != nil {
 		g.metrics.rateLimitErrors.Inc()
 		return nil, err

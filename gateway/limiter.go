@@ -149,7 +149,7 @@ func (l *Limiter) Admit(ctx context.Context, tenant string, t schemas.Tier) (*De
 	for i, w := range ws {
 		f, err := l.js.PublishAsync(schemas.RateLimitSubject(t.Name, w.name, tenant), nil)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", errLimiterUnavailable, err)
+			return nil, fmt.Errorf("%w: %w", errLimiterUnavailable, err)
 		}
 		futures[i] = f
 	}
@@ -188,7 +188,8 @@ func (l *Limiter) Admit(ctx context.Context, tenant string, t schemas.Tier) (*De
 		}
 	}
 	if failure != nil {
-		return nil, errLimiterUnavailable
+		// The cause stays inspectable: a stream electing its leader is tried again (rideOut).
+		return nil, fmt.Errorf("%w: %w", errLimiterUnavailable, failure)
 	}
 	if refusedAt >= 0 {
 		w := ws[refusedAt]

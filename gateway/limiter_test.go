@@ -2,6 +2,9 @@ package gateway
 
 import (
 	"context"
+	"errors"
+	"io"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -200,5 +203,46 @@ func TestLimiter_StatusCountsBetweenReads(t *testing.T) {
 	a.fresh = 0
 	if got := remaining(a); got != free.ExecPerMinute-5 {
 		t.Fatalf("a, read again: remaining %d, want %d", got, free.ExecPerMinute-5)
+	}
+}
+
+// While a window's stream has no leader (here: none at all) admission is tried again, as the
+// queue's publish is, and admits once the stream takes the count; it answered 503 at once.
+func TestAdmit_RidesOutNoLeader(t *testing.T) {
+	srv := natstest.RunJetStream(t)
+	js := natstest.JetStream(t, srv)
+	ctx := context.Background()
+	tiers := limiterTiers()
+	if err := streams.Ensure(ctx, js, streams.Options{Tiers: tiers}); err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(ctx, schemas.RateLimitStream(schemas.TierFree, schemas.WindowMinute)); err != nil {
+		t.Fatal(err)
+	}
+	g := &Server{limiter: NewLimiter(js), log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	p := &Principal{TenantID: "acme", Tier: tiers[schemas.TierFree]}
+	done := make(chan error, 1)
+	go func() {
+		d, err := g.admit(ctx, p)
+		if err == nil && !d.Allowed {
+			err = errors.New("refused")
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("admission ended while a window's stream was gone: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	if err := streams.Ensure(ctx, js, streams.Options{Tiers: tiers}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("admission once the stream is back: %v", err)
+		}
+	case <-time.After(storeRetryFor):
+		t.Fatal("admission never returned")
 	}
 }

@@ -205,7 +205,11 @@ func (g *Server) getModule(ctx context.Context, p *Principal, id string) (*schem
 	if m, ok := g.refCache.get(key); ok {
 		return m, nil
 	}
-	e, err := g.moduleRefs.Get(ctx, key)
+	var e jetstream.KeyValueEntry
+	err = g.rideOut(ctx, "module store", time.Now().Add(storeRetryFor), func(ctx context.Context) (err error) {
+		e, err = g.moduleRefs.Get(ctx, key)
+		return err
+	})
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return nil, schemas.Errorf(schemas.CodeNotFound, "module %s not found", id)
