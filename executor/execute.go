@@ -418,6 +418,12 @@ func (n *Node) finish(ctx context.Context, log *slog.Logger, msg jetstream.Msg, 
 		return fmt.Errorf("encode result: %w", err)
 	}
 	if store {
+		cctx, cancel := context.WithTimeout(ctx, natsTimeout)
+		res, b, err = n.chargeResult(cctx, res, b) // storage.go
+		cancel()
+		if err != nil {
+			return err
+		}
 		// The guest has run: a result that cannot be stored now means running it again later,
 		// so the store rides out a results bucket without a leader (an election takes seconds)
 		// for up to storeResultFor, the request held meanwhile (progress goes on).

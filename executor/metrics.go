@@ -18,6 +18,7 @@ type metrics struct {
 	compileDuration prometheus.Histogram
 	fetchFailures   *prometheus.CounterVec // tier
 	deadLetters     *prometheus.CounterVec // tier
+	resultsCut      *prometheus.CounterVec // tier
 
 	// Children set on every execution, looked up once.
 	workersBusy, workersIdle, workersSpare prometheus.Gauge
@@ -69,6 +70,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "wasmwiz_dead_letters_total",
 			Help: "Execution requests this node moved to the dead letters (WASMWIZ_DLQ) after their last delivery failed.",
 		}, []string{"tier"}),
+		resultsCut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wasmwiz_results_cut_total",
+			Help: "Results whose outputs were cut because their tenant's stored results had reached its tier's result_bytes (storage_quota_exceeded).",
+		}, []string{"tier"}),
 	}
 	rs := promreg.Set{R: reg}
 	m.executions = promreg.Add(&rs, m.executions)
@@ -81,6 +86,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.compileDuration = promreg.Add(&rs, m.compileDuration)
 	m.fetchFailures = promreg.Add(&rs, m.fetchFailures)
 	m.deadLetters = promreg.Add(&rs, m.deadLetters)
+	m.resultsCut = promreg.Add(&rs, m.resultsCut)
 	if rs.Err != nil {
 		return nil, rs.Err
 	}

@@ -63,10 +63,13 @@ type Node struct {
 	artifacts *artifacts            // compiled modules shared with other nodes (artifacts.go)
 	outputs   jetstream.ObjectStore // outputs.go
 	results   jetstream.KeyValue
-	sched     *scheduler
-	slots     chan struct{} // one per worker: executions until their guest has run
-	handles   chan struct{} // executions in flight, including those recording their results
-	compile   chan struct{} // bounds compile requests in flight
+	storage   jetstream.KeyValue // per-tenant result usage (storage.go)
+	// resultsTTL is the results bucket's TTL: how long a stored result counts against its tenant.
+	resultsTTL time.Duration
+	sched      *scheduler
+	slots      chan struct{} // one per worker: executions until their guest has run
+	handles    chan struct{} // executions in flight, including those recording their results
+	compile    chan struct{} // bounds compile requests in flight
 	// compiling bounds compiles at once to the CompileWorkers workers added for them.
 	compiling chan struct{}
 	work      sync.WaitGroup
@@ -103,6 +106,7 @@ func New(cfg Config, nc *nats.Conn) (*Node, error) {
 	for name := range cfg.Tiers {
 		m.fetchFailures.WithLabelValues(name) // exported as 0 until a pull fails
 		m.deadLetters.WithLabelValues(name)
+		m.resultsCut.WithLabelValues(name)
 	}
 	return &Node{cfg: cfg, nc: nc, js: js, log: cfg.Logger.With("role", "executor", "node_id", cfg.NodeID), m: m,
 		held: map[*queued]time.Time{}, here: map[string]int{}}, nil
@@ -129,6 +133,15 @@ func (n *Node) Run(ctx context.Context) error {
 		return fmt.Errorf("executor: results bucket: %w", err)
 	}
 	n.results = streams.LeaderReads(n.js, n.results, n.cfg.Replicas)
+	if st, err := n.results.Status(ctx); err != nil {
+		return fmt.Errorf("executor: results bucket: %w", err)
+	} else if n.resultsTTL = st.TTL(); n.resultsTTL <= 0 {
+		n.resultsTTL = streams.DefaultResultsTTL
+	}
+	if n.storage, err = n.js.KeyValue(ctx, schemas.BucketStorage); err != nil {
+		return fmt.Errorf("executor: storage bucket: %w", err)
+	}
+	n.storage = streams.LeaderReads(n.js, n.storage, n.cfg.Replicas)
 	store, err := n.js.ObjectStore(ctx, schemas.ObjectModules)
 	if err != nil {
 		return fmt.Errorf("executor: module store: %w", err)

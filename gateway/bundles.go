@@ -64,6 +64,9 @@ func (g *Server) uploadBundle(ctx context.Context, p *Principal, name string, bo
 	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, unavailable("bundle store", err)
 	}
+	if err := g.quotaFits(ctx, p, storedBundles, stored); err != nil { // storage.go
+		return nil, err
+	}
 	objName := schemas.BundleObjectName(digest)
 	if _, err := g.bundles.GetInfo(ctx, objName); err != nil {
 		if !errors.Is(err, jetstream.ErrObjectNotFound) {
@@ -88,6 +91,10 @@ func (g *Server) uploadBundle(ctx context.Context, p *Principal, name string, bo
 			}
 		}
 		return nil, unavailable("bundle store", err)
+	}
+	if err := g.withinQuota(ctx, p, storedBundles, refKey, stored); err != nil {
+		g.deleteBundleIfUnreferenced(context.WithoutCancel(ctx), digest)
+		return nil, err
 	}
 	return b, nil
 }
@@ -140,18 +147,23 @@ func (g *Server) deleteBundle(ctx context.Context, p *Principal, id string) erro
 	if err := g.bundleRefs.Purge(ctx, schemas.ModuleRefKey(p.TenantID, digest)); err != nil {
 		return unavailable("bundle store", err)
 	}
+	g.deleteBundleIfUnreferenced(ctx, digest)
+	return nil
+}
+
+// deleteBundleIfUnreferenced deletes a bundle's object unless a tenant still owns it.
+func (g *Server) deleteBundleIfUnreferenced(ctx context.Context, digest string) {
 	lister, err := g.bundleRefs.ListKeysFiltered(ctx, "*."+digest)
 	if err != nil {
-		return nil
+		return
 	}
 	for range lister.Keys() {
 		_ = lister.Stop()
-		return nil // another tenant still owns it
+		return // someone still owns it
 	}
 	if err := g.bundles.Delete(ctx, schemas.BundleObjectName(digest)); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
-		g.log.Warn("delete bundle object", "bundle_id", b.ID, "err", err)
+		g.log.Warn("delete bundle object", "bundle_id", schemas.ModuleID(digest), "err", err)
 	}
-	return nil
 }
 
 // bundleUploadInput streams the body: Resolve hands the handler the request's body reader, so

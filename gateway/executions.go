@@ -112,6 +112,9 @@ func (g *Server) execute(ctx context.Context, p *Principal, req *schemas.Executi
 	// A replay of an admitted request uses no quota: it was counted when it was admitted.
 	var limit *Decision
 	if !replay {
+		if err := g.checkResultQuota(ctx, p); err != nil { // storage.go
+			return nil, err
+		}
 		if limit, err = g.admit(ctx, p); err != nil {
 			return nil, err
 		}

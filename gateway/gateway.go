@@ -43,6 +43,8 @@ type Server struct {
 	bundles     jetstream.ObjectStore // bundles.go
 	outputs     jetstream.ObjectStore // outputs.go
 	history     *history.Lister       // history.go
+	storage     jetstream.KeyValue    // per-tenant result usage (storage.go)
+	resultsTTL  time.Duration         // the results bucket's: how long a result counts against its tenant
 	keyring     *keyring
 	waiters     *waiters
 	limiter     *Limiter
@@ -111,6 +113,7 @@ func (g *Server) open(ctx context.Context) error {
 		{schemas.BucketTenants, &g.tenants},
 		{schemas.BucketKeys, &g.keysKV},
 		{schemas.BucketBundleOwner, &g.bundleRefs},
+		{schemas.BucketStorage, &g.storage},
 	} {
 		kv, err := js.KeyValue(ctx, b.name)
 		if err != nil {
@@ -119,6 +122,11 @@ func (g *Server) open(ctx context.Context) error {
 		*b.kv = streams.LeaderReads(js, kv, cfg.Replicas)
 	}
 	var err error
+	if st, err := g.results.Status(ctx); err != nil {
+		return fmt.Errorf("kv %s: %w", schemas.BucketResults, err)
+	} else if g.resultsTTL = st.TTL(); g.resultsTTL <= 0 {
+		g.resultsTTL = streams.DefaultResultsTTL
+	}
 	if g.keyUsage.kv, err = js.KeyValue(ctx, schemas.BucketKeyUsage); err != nil {
 		return fmt.Errorf("kv %s: %w", schemas.BucketKeyUsage, err)
 	}

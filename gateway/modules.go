@@ -85,7 +85,7 @@ func (g *Server) storeModule(ctx context.Context, p *Principal, name string, src
 	if err := wasmmodule.Check(info, wasmmodule.PolicyFor(p.Tier)); err != nil {
 		return nil, err
 	}
-	if err := g.checkQuota(ctx, p, src.size); err != nil {
+	if err := g.quotaFits(ctx, p, storedModules, src.size); err != nil { // storage.go
 		return nil, err
 	}
 	release, err := g.acquireCompile(ctx, p)
@@ -131,6 +131,12 @@ func (g *Server) storeModule(ctx context.Context, p *Principal, name string, src
 			return g.awaitModule(ctx, p, m, g.uploadWait(p.Tier, m.Size, wait))
 		}
 		return nil, unavailable("module store", err)
+	}
+	// The record counts now: uploads racing this one see it; if the total is over, it goes.
+	if err := g.withinQuota(ctx, p, storedModules, refKey, src.size); err != nil { // storage.go
+		g.refCache.drop(refKey)
+		g.deleteObjectIfUnreferenced(context.WithoutCancel(ctx), digest)
+		return nil, err
 	}
 	started = true
 	j := g.startCompile(p.Tier, p.KeyID, *m, rev, release)

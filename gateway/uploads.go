@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -68,7 +67,7 @@ func spool(body io.Reader, limit int64, tier string) (src *moduleSource, done fu
 //     gateways as executions are (a JetStream stream per tier whose per-subject cap is the limit);
 //   - a tenant has at most compiles_in_flight compiles at once, across gateways (acquireCompile:
 //     one message per compile in a stream with that per-subject cap, deleted when it ends);
-//   - stored modules count against the tier's module_bytes quota (checkQuota).
+//   - stored modules count against the tier's module_bytes quota (storage.go).
 // A module a tenant already has costs nothing and is answered before any of these.
 
 // take publishes one message to tenant's subject of a tier's counter stream. It reports the
@@ -121,54 +120,6 @@ func (g *Server) acquireCompile(ctx context.Context, p *Principal) (release func
 		return nil, &limitedError{err: &schemas.Error{Code: schemas.CodeRateLimited, Message: msg, RetryAfter: 1}}
 	}
 	return func() { g.limiter.release(context.WithoutCancel(ctx), p.Tier.Name, schemas.WindowCompiling, seq) }, nil
-}
-
-// storedBytes is the sum of the sizes of the modules tenant owns, read from the ownership
-// bucket in one pass (a watch of <tenant>.* delivers the current entries, then a nil marker).
-func (g *Server) storedBytes(ctx context.Context, tenant string) (int64, error) {
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	w, err := g.moduleRefs.Watch(wctx, tenant+".*", jetstream.IgnoreDeletes())
-	if err != nil {
-		return 0, err
-	}
-	defer w.Stop()
-	var total int64
-	for {
-		select {
-		case e, ok := <-w.Updates():
-			if !ok {
-				return 0, errors.New("module ownership watch ended")
-			}
-			if e == nil {
-				return total, nil
-			}
-			var m schemas.Module
-			if json.Unmarshal(e.Value(), &m) == nil {
-				total += m.Size
-			}
-		case <-wctx.Done():
-			return 0, wctx.Err()
-		}
-	}
-}
-
-// checkQuota refuses (413 quota_exceeded) a module of size bytes that would take the tenant's
-// stored modules over the tier's module_bytes. Uploads racing each other can pass together: at
-// most compiles_in_flight modules over, each at most module_size.
-func (g *Server) checkQuota(ctx context.Context, p *Principal, size int64) error {
-	if p.Tier.ModuleBytes <= 0 {
-		return nil
-	}
-	used, err := g.storedBytes(ctx, p.TenantID)
-	if err != nil {
-		return unavailable("module store", err)
-	}
-	if used+size > p.Tier.ModuleBytes {
-		return schemas.Errorf(schemas.CodeQuotaExceeded, "storage quota exceeded: your modules take %d bytes, this one %d, and the %s tier stores at most %d; delete modules you no longer need",
-			used, size, p.Tier.Name, p.Tier.ModuleBytes)
-	}
-	return nil
 }
 
 // uploadREST spools a REST upload's body, bounded by the tier's module size, then stores it.

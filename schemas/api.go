@@ -74,6 +74,8 @@ type Execution struct {
 
 	Files          []ExecutionFile `json:"files,omitempty" doc:"the output files asked for (outputs), sorted by path"`
 	FilesTruncated bool            `json:"files_truncated,omitempty" doc:"more files matched the outputs than are returned (at most 1000)"`
+	// StorageQuotaExceeded: see Result.
+	StorageQuotaExceeded bool `json:"storage_quota_exceeded,omitempty" doc:"the tenant's stored results filled its tier's result_bytes: stdout, stderr and files were cut (their *_truncated flags say which) so that the result could be stored; status and exit code are the guest's"`
 }
 
 // ExecutionView turns a stored result into what callers see.
@@ -97,6 +99,7 @@ func ExecutionView(r *Result) *Execution {
 		e.StderrURL = "/v1/executions/" + r.ID + "/stderr"
 	}
 	e.FilesTruncated = r.FilesTruncated
+	e.StorageQuotaExceeded = r.StorageQuotaExceeded
 	for _, f := range r.Files {
 		ef := ExecutionFile{Path: f.Path, Size: f.Size, Truncated: f.Truncated}
 		if utf8.Valid(f.Data) {

@@ -10,22 +10,22 @@ import (
 type Code string
 
 const (
-	CodeInvalid       Code = "invalid"                // 422 the request is well-formed but not acceptable
-	CodeBadRequest    Code = "bad_request"            // 400 the request cannot be parsed
-	CodeInvalidModule Code = "invalid_module"         // 422 not a usable WASI preview 1 command module
-	CodeUnauthorized  Code = "unauthorized"           // 401 no or unknown credentials
-	CodeForbidden     Code = "forbidden"              // 403 known caller, not allowed
-	CodeNotFound      Code = "not_found"              // 404
-	CodeConflict      Code = "conflict"               // 409 e.g. idempotency key reused with another body
-	CodeTooLarge      Code = "too_large"              // 413
-	CodeQuotaExceeded Code = "quota_exceeded"         // 413 the tenant's storage quota would be exceeded
-	CodeUnsupported   Code = "unsupported_media_type" // 415 send Content-Type: application/json (or application/wasm)
-	CodeRateLimited   Code = "rate_limited"           // 429
-	CodeUnavailable   Code = "unavailable"            // 503 a dependency (NATS, executors) is not reachable
-	CodeTimeout       Code = "timeout"                // 504
-	CodeInternal      Code = "internal"               // 500
-	CodeEmptyScopes   Code = "empty_scopes"           // 422 a key asked for with "scopes": [] (omit the field for the default)
-	CodeKeyLimit      Code = "key_limit"              // 409 the tenant holds its tier's maximum of live keys
+	CodeInvalid              Code = "invalid"                // 422 the request is well-formed but not acceptable
+	CodeBadRequest           Code = "bad_request"            // 400 the request cannot be parsed
+	CodeInvalidModule        Code = "invalid_module"         // 422 not a usable WASI preview 1 command module
+	CodeUnauthorized         Code = "unauthorized"           // 401 no or unknown credentials
+	CodeForbidden            Code = "forbidden"              // 403 known caller, not allowed
+	CodeNotFound             Code = "not_found"              // 404
+	CodeConflict             Code = "conflict"               // 409 e.g. idempotency key reused with another body
+	CodeTooLarge             Code = "too_large"              // 413
+	CodeStorageQuotaExceeded Code = "storage_quota_exceeded" // 413 a storage quota of the tenant (modules, bundles, results) is used up; Retry-After when room frees by itself
+	CodeUnsupported          Code = "unsupported_media_type" // 415 send Content-Type: application/json (or application/wasm)
+	CodeRateLimited          Code = "rate_limited"           // 429
+	CodeUnavailable          Code = "unavailable"            // 503 a dependency (NATS, executors) is not reachable
+	CodeTimeout              Code = "timeout"                // 504
+	CodeInternal             Code = "internal"               // 500
+	CodeEmptyScopes          Code = "empty_scopes"           // 422 a key asked for with "scopes": [] (omit the field for the default)
+	CodeKeyLimit             Code = "key_limit"              // 409 the tenant holds its tier's maximum of live keys
 )
 
 // Status maps a code to its HTTP status. This is the one place where that mapping lives.
@@ -43,7 +43,7 @@ func (c Code) Status() int {
 		return http.StatusNotFound
 	case CodeConflict, CodeKeyLimit:
 		return http.StatusConflict
-	case CodeTooLarge, CodeQuotaExceeded:
+	case CodeTooLarge, CodeStorageQuotaExceeded:
 		return http.StatusRequestEntityTooLarge
 	case CodeUnsupported:
 		return http.StatusUnsupportedMediaType
@@ -61,7 +61,7 @@ func (c Code) Status() int {
 // codes lists every code; where several share a status, the first is the generic one.
 var codes = []Code{CodeInvalid, CodeInvalidModule, CodeBadRequest, CodeUnauthorized, CodeForbidden,
 	CodeNotFound, CodeConflict, CodeTooLarge, CodeUnsupported, CodeRateLimited, CodeUnavailable,
-	CodeTimeout, CodeInternal, CodeEmptyScopes, CodeKeyLimit, CodeQuotaExceeded}
+	CodeTimeout, CodeInternal, CodeEmptyScopes, CodeKeyLimit, CodeStorageQuotaExceeded}
 
 // CodeForStatus is the generic code of an HTTP status, for errors made by HTTP machinery (body
 // too large, validation) rather than by WasmWiz; the inverse of Status.

@@ -97,6 +97,11 @@ type Result struct {
 	// OutputObjectName(ID, "stdout") in ObjectOutputs. StderrStored likewise.
 	StdoutStored bool `json:"stdout_stored,omitempty"`
 	StderrStored bool `json:"stderr_stored,omitempty"`
+
+	// StorageQuotaExceeded: the tenant's stored results (ResultUsage) would have gone past its
+	// tier's result_bytes with this one, so its outputs were cut to what fitted (the *Truncated
+	// flags say which); the execution itself is recorded as it ran.
+	StorageQuotaExceeded bool `json:"storage_quota_exceeded,omitempty"`
 }
 
 // CompileRequest asks an executor to compile a stored module under supervision.

@@ -42,6 +42,12 @@ type Tier struct {
 	CompilesInFlight int   `json:"compiles_in_flight"` // compiles at once per tenant, all gateways; 0 = 1
 	ModuleBytes      int64 `json:"module_bytes"`       // storage quota: bytes of stored modules; 0 = unlimited
 
+	// Storage quotas of what else a tenant stores in the shared JetStream store (0 = unlimited):
+	// ResultBytes bounds the bytes of its results (stdout, stderr and output files, as stored)
+	// written within the results TTL (ResultUsage); StoredBundleBytes the archives of its bundles.
+	ResultBytes       int64 `json:"result_bytes"`
+	StoredBundleBytes int64 `json:"stored_bundle_bytes"`
+
 	// MaxFunctions bounds the functions a module may define (0 = DefaultMaxFunctions): compile
 	// time and the compiled code grow with them.
 	MaxFunctions int `json:"max_functions"`
@@ -124,15 +130,15 @@ func DefaultTiers() map[string]Tier {
 	return map[string]Tier{
 		TierFree: {Name: TierFree, ExecPerMinute: 10, ExecPerDay: 500, MemoryMB: 128, WallTime: 5 * time.Second, ModuleSize: 10 * MiB, InFlight: 1, StdinMax: MiB, StdoutMax: MiB, Priority: 1,
 			ArgsMax: 64, EnvMax: 64, ArgsEnvBytes: 16 << 10, ConcurrentRequests: 16,
-			UploadsPerMinute: 10, CompilesInFlight: 1, ModuleBytes: 64 * MiB,
+			UploadsPerMinute: 10, CompilesInFlight: 1, ModuleBytes: 64 * MiB, ResultBytes: 32 * MiB, StoredBundleBytes: 32 * MiB,
 			MaxFunctions: 100_000, CompileBase: 10 * time.Second, CompilePerMiB: time.Second, CompileMax: 20 * time.Second},
 		TierBasic: {Name: TierBasic, ExecPerMinute: 100, ExecPerDay: 10_000, MemoryMB: 256, WallTime: 10 * time.Second, ModuleSize: 25 * MiB, InFlight: 5, StdinMax: MiB, StdoutMax: MiB, Priority: 2,
 			ArgsMax: DefaultArgsMax, EnvMax: DefaultEnvMax, ArgsEnvBytes: DefaultArgsEnvBytes, ConcurrentRequests: DefaultConcurrentRequests,
-			UploadsPerMinute: 30, CompilesInFlight: 2, ModuleBytes: 512 * MiB,
+			UploadsPerMinute: 30, CompilesInFlight: 2, ModuleBytes: 512 * MiB, ResultBytes: 256 * MiB, StoredBundleBytes: 256 * MiB,
 			MaxFunctions: 100_000, CompileBase: 10 * time.Second, CompilePerMiB: time.Second, CompileMax: time.Minute},
 		TierPro: {Name: TierPro, ExecPerMinute: 500, ExecPerDay: 50_000, MemoryMB: 512, WallTime: 30 * time.Second, ModuleSize: 50 * MiB, InFlight: 20, StdinMax: MiB, StdoutMax: MiB, Priority: 3,
 			ArgsMax: 1024, EnvMax: 1024, ArgsEnvBytes: 64 << 10, ConcurrentRequests: 128,
-			UploadsPerMinute: 100, CompilesInFlight: 4, ModuleBytes: 1024 * MiB,
+			UploadsPerMinute: 100, CompilesInFlight: 4, ModuleBytes: 1024 * MiB, ResultBytes: 1024 * MiB, StoredBundleBytes: 512 * MiB,
 			MaxFunctions: 250_000, CompileBase: 10 * time.Second, CompilePerMiB: 2 * time.Second, CompileMax: 2 * time.Minute},
 		TierUnlimited: {Name: TierUnlimited, MemoryMB: 512, WallTime: 30 * time.Second, ModuleSize: 256 * MiB, InFlight: 1000, StdinMax: MiB, StdoutMax: 64 * MiB, Priority: 3,
 			ArgsMax: 1024, EnvMax: 1024, ArgsEnvBytes: 64 << 10, ConcurrentRequests: 1024,
@@ -174,6 +180,10 @@ func (t Tier) Validate() error {
 		return fmt.Errorf("tier %s: max_functions must not be negative", t.Name)
 	case t.CompileBase < 0 || t.CompilePerMiB < 0 || t.CompileMax < 0:
 		return fmt.Errorf("tier %s: compile budgets must not be negative", t.Name)
+	case t.ResultBytes < 0:
+		return fmt.Errorf("tier %s: result_bytes must not be negative", t.Name)
+	case t.StoredBundleBytes < 0 || (t.StoredBundleBytes > 0 && t.StoredBundleBytes < t.FileLimits().MaxArchiveBytes()):
+		return fmt.Errorf("tier %s: stored_bundle_bytes must be 0 (unlimited) or at least the largest bundle archive (%d)", t.Name, t.FileLimits().MaxArchiveBytes())
 	}
 	return nil
 }
@@ -221,6 +231,8 @@ type tierFile struct {
 	CompileBaseMS    *int64      `json:"compile_base_ms"`
 	CompilePerMiBMS  *int64      `json:"compile_per_mib_ms"`
 	CompileMaxMS     *int64      `json:"compile_max_ms"`
+	ResultBytes      *int64      `json:"result_bytes"`
+	StoredBundle     *int64      `json:"stored_bundle_bytes"`
 }
 
 // ParseTiers reads a tiers file: a JSON object of tier name → fields, laid over DefaultTiers
@@ -260,6 +272,8 @@ func ParseTiers(data []byte) (map[string]Tier, error) {
 		set(&t.UploadsPerMinute, f.UploadsPerMinute)
 		set(&t.CompilesInFlight, f.CompilesInFlight)
 		set(&t.ModuleBytes, f.ModuleBytes)
+		set(&t.ResultBytes, f.ResultBytes)
+		set(&t.StoredBundleBytes, f.StoredBundle)
 		set(&t.MaxFunctions, f.MaxFunctions)
 		for _, d := range []struct {
 			dst *time.Duration

@@ -289,11 +289,11 @@ func TestSecurity_StorageQuota(t *testing.T) {
 	r := s.do(t, http.MethodPost, "/v1/modules?name=c", free, "application/wasm", sizedModule(size, 'c'))
 	code, detail := r.problem(t)
 	t.Logf("third module: %d %s %q", r.Status, code, detail)
-	if r.Status != 413 || code != string(schemas.CodeQuotaExceeded) || !strings.Contains(detail, "quota") {
+	if r.Status != 413 || code != string(schemas.CodeStorageQuotaExceeded) || !strings.Contains(detail, "quota") {
 		t.Fatalf("upload over the quota: %d %s, want 413 quota_exceeded", r.Status, r.Body)
 	}
 	r, _ = s.execute(t, free, schemas.ExecutionRequest{ModuleBase64: b64(sizedModule(size, 'd'))})
-	if code, _ := r.problem(t); r.Status != 413 || code != string(schemas.CodeQuotaExceeded) {
+	if code, _ := r.problem(t); r.Status != 413 || code != string(schemas.CodeStorageQuotaExceeded) {
 		t.Fatalf("inline module over the quota: %d %s, want 413 quota_exceeded", r.Status, r.Body)
 	}
 	// The same bytes again are not stored twice and not refused.
@@ -373,11 +373,12 @@ func TestMeasure_UploadPeakRSS(t *testing.T) {
 }
 
 // TestStoreBudget_ShippedConfigs (hole 9): with the shipped NATS configuration (its WasmWiz
-// account's file storage limit), the modules object store and the results bucket are created
-// with their share of the account (streams.StoreBudget) — so neither can take the storage the
-// queues, counters, keys and events need — and every tier's module_bytes quota fits in the
-// modules share at the shipped three replicas, in compose and in the Helm values: no one
-// tenant can fill the modules store.
+// account's file storage limit), the modules and bundles object stores and the results bucket
+// are created with their share of the account (streams.StoreBudget) — so none can take the
+// storage the queues, counters, keys and events need — and every tier's storage quota
+// (module_bytes, stored_bundle_bytes, result_bytes) fits in its share at the shipped three
+// replicas, in compose and in the Helm values: no one tenant can fill a store. Only the
+// unlimited tier, for the operator's own tenants, has no quotas.
 func TestStoreBudget_ShippedConfigs(t *testing.T) {
 	values, err := os.ReadFile("../deploy/k8s/nats/values.yaml") // before startShippedNATS changes directory
 	if err != nil {
@@ -397,8 +398,11 @@ func TestStoreBudget_ShippedConfigs(t *testing.T) {
 	if err != nil || ai.Limits.MaxStore <= 0 {
 		t.Fatalf("account info: %+v %v", ai, err)
 	}
-	modules, results := streams.StoreBudget(ai.Limits.MaxStore, 1)
-	for name, want := range map[string]int64{"OBJ_" + schemas.ObjectModules: modules, "KV_" + schemas.BucketResults: results} {
+	b := streams.StoreBudget(ai.Limits.MaxStore, 1)
+	if b.Modules+b.Bundles+b.Results+b.Compiled >= ai.Limits.MaxStore {
+		t.Errorf("the shares %+v leave nothing of the account's %d for queues, counters and events", b, ai.Limits.MaxStore)
+	}
+	for name, want := range map[string]int64{"OBJ_" + schemas.ObjectModules: b.Modules, "OBJ_" + schemas.ObjectBundles: b.Bundles, "KV_" + schemas.BucketResults: b.Results, "OBJ_" + schemas.ObjectCompiled: b.Compiled} {
 		s, err := js.Stream(ctx, name)
 		if err != nil {
 			t.Fatal(err)
@@ -415,11 +419,20 @@ func TestStoreBudget_ShippedConfigs(t *testing.T) {
 	}
 	helm, _ := strconv.ParseInt(string(m[1]), 10, 64)
 	for where, limit := range map[string]int64{"deploy/nats/nats.conf": ai.Limits.MaxStore, "deploy/k8s/nats/values.yaml": helm} {
-		modules, _ := streams.StoreBudget(limit, 3)
+		b := streams.StoreBudget(limit, 3)
 		for _, tier := range schemas.DefaultTiers() {
-			if (tier.ModuleBytes == 0 && tier.Name != schemas.TierUnlimited) || tier.ModuleBytes > modules {
-				t.Errorf("%s: tier %s stores up to %d bytes of modules (0: unlimited); the modules store gets %d of the account's %d at 3 replicas",
-					where, tier.Name, tier.ModuleBytes, modules, limit)
+			for _, q := range []struct {
+				field        string
+				quota, share int64
+			}{
+				{"module_bytes", tier.ModuleBytes, b.Modules},
+				{"stored_bundle_bytes", tier.StoredBundleBytes, b.Bundles},
+				{"result_bytes", tier.ResultBytes, b.Results},
+			} {
+				if (q.quota == 0 && tier.Name != schemas.TierUnlimited) || q.quota > q.share {
+					t.Errorf("%s: tier %s's %s is %d (0: unlimited); its store gets %d of the account's %d at 3 replicas",
+						where, tier.Name, q.field, q.quota, q.share, limit)
+				}
 			}
 		}
 	}

@@ -14,7 +14,7 @@ import (
 
 // Which JetStream consumers and streams each role reports (see internal/opsmetrics).
 const (
-	opsGateway    = 1 << iota // connection, JetStream reachability and storage, the modules and results stores
+	opsGateway    = 1 << iota // connection, JetStream reachability and storage, the modules, bundles and results stores
 	opsExecutor               // + the per-tier execution consumers, WASMWIZ_EXEC and the DLQ
 	opsAccounting             // + the accounting consumer and WASMWIZ_EVENTS
 )
@@ -23,7 +23,7 @@ const (
 func registerOps(reg prometheus.Registerer, nc *nats.Conn, roles int) error {
 	var cfg opsmetrics.Config
 	if roles&opsGateway != 0 { // the stores uploads and results fill (see streams.StoreBudget)
-		cfg.Streams = append(cfg.Streams, "OBJ_"+schemas.ObjectModules, "KV_"+schemas.BucketResults)
+		cfg.Streams = append(cfg.Streams, "OBJ_"+schemas.ObjectModules, "OBJ_"+schemas.ObjectBundles, "KV_"+schemas.BucketResults)
 	}
 	if roles&opsExecutor != 0 {
 		tiers := make([]string, 0, len(schemas.DefaultTiers()))

@@ -165,9 +165,9 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 			return fmt.Errorf("consumer %s: %w", schemas.ExecConsumer(name), err)
 		}
 	}
-	modulesMax, resultsMax := int64(-1), int64(-1)
+	budget := StoreBudget(-1, o.Replicas)
 	if ai, err := js.AccountInfo(ctx); err == nil {
-		modulesMax, resultsMax = StoreBudget(ai.Limits.MaxStore, o.Replicas)
+		budget = StoreBudget(ai.Limits.MaxStore, o.Replicas)
 	}
 	resultsTTL := o.ResultsTTL
 	if resultsTTL <= 0 {
@@ -182,8 +182,8 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 	// with the results (a final record is written when its result is), and it may take an
 	// eighth of the results' share of the account's storage, oldest records dropped first.
 	historyMax := int64(-1)
-	if resultsMax > 0 {
-		historyMax = resultsMax / 8
+	if budget.Results > 0 {
+		historyMax = budget.Results / 8
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        schemas.StreamHistory,
@@ -200,7 +200,9 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 		return fmt.Errorf("stream %s: %w", schemas.StreamHistory, err)
 	}
 	kvs := []jetstream.KeyValueConfig{
-		{Bucket: schemas.BucketResults, Description: "execution results by id", TTL: resultsTTL, MaxValueSize: 8 << 20, MaxBytes: resultsMax},
+		{Bucket: schemas.BucketResults, Description: "execution results by id", TTL: resultsTTL, MaxValueSize: 8 << 20, MaxBytes: budget.Results},
+		// A tenant's record outlives its last result by a window: then nothing it counts is stored.
+		{Bucket: schemas.BucketStorage, Description: "stored result bytes per tenant: <tenant>.results", TTL: resultsTTL + schemas.ResultUsageWindow},
 		{Bucket: schemas.BucketKeys, Description: "API key records by sha256 of the secret"},
 		{Bucket: schemas.BucketTenants, Description: "tenants by id"},
 		{Bucket: schemas.BucketModuleOwner, Description: "module ownership: <tenant>.<sha256 hex>"},
@@ -221,7 +223,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,
 		Compression: true,
-		MaxBytes:    modulesMax,
+		MaxBytes:    budget.Modules,
 	})
 	if err != nil {
 		return fmt.Errorf("object store %s: %w", schemas.ObjectModules, err)
@@ -232,23 +234,20 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,
 		Compression: true,
+		MaxBytes:    budget.Bundles,
 	})
 	if err != nil {
 		return fmt.Errorf("object store %s: %w", schemas.ObjectBundles, err)
 	}
 	// Compiled artifacts are a cache (executor/artifacts.go): they expire, and a full store
 	// only means that nodes compile for themselves. Its share is a quarter of the modules' share.
-	compiledMax := modulesMax
-	if compiledMax > 0 {
-		compiledMax /= 4
-	}
 	_, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket:      schemas.ObjectCompiled,
 		Description: "compiled modules shared by executor nodes: <wazero version, platform, CPU>/<module hex>",
 		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,
 		TTL:         CompiledTTL,
-		MaxBytes:    compiledMax,
+		MaxBytes:    budget.Compiled,
 	})
 	if err != nil {
 		return fmt.Errorf("object store %s: %w", schemas.ObjectCompiled, err)
@@ -270,22 +269,28 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 // CompiledTTL is how long a shared compiled artifact is kept after it was stored.
 const CompiledTTL = 7 * 24 * time.Hour
 
-// StoreBudget is what the modules object store and the results bucket may hold (one copy) when
-// the account has a JetStream file storage limit of accountMaxStore bytes (<= 0: no limit, and
-// both are unbounded, -1): a quarter of it for modules and half for results, each divided by the
-// replicas (a stream's MaxBytes is reserved from the account once per replica); Ensure gives the
-// compiled-artifacts cache a quarter of the modules' share (a sixteenth). So none of them can
-// take the account's storage from the execution queues, the rate-limit counters, the keys and the
-// events: a full store refuses only its own writes. Each tier's module_bytes quota should fit in
-// the modules share (TestStoreBudget_ShippedConfigs checks the shipped configurations), so that
-// no one tenant can fill it; the WasmWizModuleStoreFilling and WasmWizResultsStoreFilling alerts
-// watch both.
-func StoreBudget(accountMaxStore int64, replicas int) (modules, results int64) {
+// Budget is what the stores that fill with use may hold (one copy each; -1: unbounded).
+type Budget struct {
+	Modules, Bundles, Results, Compiled int64
+}
+
+// StoreBudget is what the modules and bundles object stores, the results bucket and the
+// compiled-artifacts cache may hold (one copy) when the account has a JetStream file storage
+// limit of accountMaxStore bytes (<= 0: no limit, and all are unbounded): of the account's
+// storage divided by the replicas (a stream's MaxBytes is reserved from the account once per
+// replica), a quarter for modules, an eighth for bundles, three eighths for results and a
+// sixteenth for compiled artifacts. The last three sixteenths are left to the execution queues,
+// the rate-limit counters, the keys, tenants, usage records and the events, so a full store
+// refuses only its own writes. Each tier's storage quotas (module_bytes, stored_bundle_bytes,
+// result_bytes) should fit in their shares (TestStoreBudget_ShippedConfigs checks the shipped
+// configurations), so that no one tenant can fill one; the WasmWiz*StoreFilling alerts watch
+// the tenants' three.
+func StoreBudget(accountMaxStore int64, replicas int) Budget {
 	if accountMaxStore <= 0 {
-		return -1, -1
+		return Budget{-1, -1, -1, -1}
 	}
 	per := accountMaxStore / int64(max(replicas, 1))
-	return per / 4, per / 2
+	return Budget{Modules: per / 4, Bundles: per / 8, Results: per * 3 / 8, Compiled: per / 16}
 }
 
 // EnsureWithRetry calls Ensure until it succeeds or ctx ends; a cluster that is still electing

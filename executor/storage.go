@@ -1,0 +1,85 @@
+package executor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// chargeAttempts bounds the compare-and-set retries of one charge: each retry means another
+// executor charged the same tenant in between, so a few suffice even for a busy tenant.
+const chargeAttempts = 32
+
+// chargeResult counts a result's stored bytes against its tenant's result_bytes before it is
+// stored, and returns the bytes to store. The tenant's usage record (schemas.ResultUsage, KV
+// BucketStorage) is updated compare-and-set on the revision read, so executors storing results
+// of one tenant at once each see the others' charges. A result that fits what the quota has
+// left is stored as it is; one that does not has its stdout, stderr and output files cut to
+// what is left (possibly nothing) and is marked StorageQuotaExceeded. An accepted execution is
+// never refused here: its status, exit code and costs are always stored, so the quota can be
+// passed by at most such an outputless result per execution in flight. res is not changed; the
+// result stored is returned with its bytes.
+func (n *Node) chargeResult(ctx context.Context, res *schemas.Result, b []byte) (*schemas.Result, []byte, error) {
+	tier, ok := n.cfg.Tiers[res.Tier]
+	if !ok || tier.ResultBytes <= 0 || n.storage == nil {
+		return res, b, nil
+	}
+	key := schemas.ResultUsageKey(res.TenantID)
+	for range chargeAttempts {
+		var u schemas.ResultUsage
+		var rev uint64
+		e, err := n.storage.Get(ctx, key)
+		switch {
+		case err == nil:
+			rev = e.Revision()
+			if json.Unmarshal(e.Value(), &u) != nil {
+				u = schemas.ResultUsage{} // unreadable: start again rather than refuse every result
+			}
+		case !errors.Is(err, jetstream.ErrKeyNotFound):
+			return nil, nil, fmt.Errorf("read result usage: %w", err)
+		}
+		now := time.Now()
+		used, _ := u.Live(now, n.resultsTTL)
+		stored, out := res, b
+		if used+int64(len(b)) > tier.ResultBytes {
+			stored = cutCopy(res)
+			stored.StorageQuotaExceeded = true
+			if out, err = fitResult(stored, int(max(tier.ResultBytes-used, 0))); err != nil {
+				return nil, nil, fmt.Errorf("encode result: %w", err)
+			}
+		}
+		u.Add(now, n.resultsTTL, int64(len(out)))
+		v, err := json.Marshal(&u)
+		if err != nil {
+			return nil, nil, err
+		}
+		if rev == 0 {
+			_, err = n.storage.Create(ctx, key, v)
+		} else {
+			_, err = n.storage.Update(ctx, key, v, rev)
+		}
+		switch {
+		case err == nil:
+			if stored.StorageQuotaExceeded {
+				n.m.resultsCut.WithLabelValues(tier.Name).Inc()
+			}
+			return stored, out, nil
+		case !errors.Is(err, jetstream.ErrKeyExists):
+			return nil, nil, fmt.Errorf("charge result usage: %w", err)
+		}
+	}
+	return nil, nil, fmt.Errorf("charge result usage: %d attempts lost to other executors", chargeAttempts)
+}
+
+// cutCopy is a copy of res whose outputs fitResult may cut without touching res.
+func cutCopy(res *schemas.Result) *schemas.Result {
+	c := *res
+	c.Files = append([]schemas.OutputFile(nil), res.Files...)
+	return &c
+}
