@@ -410,8 +410,9 @@ func (n *Node) compiled(hit bool, took time.Duration) {
 // out as soon as the result is durable; the event, which only accounting and audit readers
 // wait for, follows. store is false when the result came from the KV.
 func (n *Node) finish(ctx context.Context, log *slog.Logger, msg jetstream.Msg, res *schemas.Result, store bool) error {
+	var objects int64 // bytes of stdout and stderr stored as objects
 	if store {
-		n.storeOutputs(ctx, log, res) // outputs.go
+		objects = n.storeOutputs(ctx, log, res) // outputs.go
 	}
 	b, err := fitResult(res, int(n.nc.MaxPayload())-16<<10) // room for headers and the KV's envelope
 	if err != nil {
@@ -419,7 +420,7 @@ func (n *Node) finish(ctx context.Context, log *slog.Logger, msg jetstream.Msg, 
 	}
 	if store {
 		cctx, cancel := context.WithTimeout(ctx, natsTimeout)
-		res, b, err = n.chargeResult(cctx, res, b) // storage.go
+		res, b, err = n.chargeResult(cctx, res, b, objects) // storage.go
 		cancel()
 		if err != nil {
 			return err

@@ -18,8 +18,10 @@ const outputsTimeout = time.Minute
 // message: the result keeps its first part (cut where a UTF-8 character starts) and is marked
 // StdoutStored / StderrStored. A store that refuses (full, unreachable) leaves the output cut
 // and marked truncated instead: the execution's result never waits on its output. Storing the
-// same execution's output again (a redelivery) replaces the object with the same bytes.
-func (n *Node) storeOutputs(ctx context.Context, log *slog.Logger, res *schemas.Result) {
+// same execution's output again (a redelivery) replaces the object with the same bytes. It
+// returns the bytes stored in objects, which count against the tenant's result_bytes
+// (chargeResult).
+func (n *Node) storeOutputs(ctx context.Context, log *slog.Logger, res *schemas.Result) (stored int64) {
 	for _, o := range []struct {
 		stream    string
 		data      *[]byte
@@ -40,9 +42,11 @@ func (n *Node) storeOutputs(ctx context.Context, log *slog.Logger, res *schemas.
 			*o.truncated = true
 		} else {
 			*o.stored = true
+			stored += int64(len(*o.data))
 		}
 		*o.data = (*o.data)[:runeStart(*o.data, schemas.InlineOutputMax)]
 	}
+	return stored
 }
 
 // runeStart is the largest i <= n at which a UTF-8 character of b starts (n when b is not

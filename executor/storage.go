@@ -23,9 +23,11 @@ const chargeAttempts = 32
 // left is stored as it is; one that does not has its stdout, stderr and output files cut to
 // what is left (possibly nothing) and is marked StorageQuotaExceeded. An accepted execution is
 // never refused here: its status, exit code and costs are always stored, so the quota can be
-// passed by at most such an outputless result per execution in flight. res is not changed; the
-// result stored is returned with its bytes.
-func (n *Node) chargeResult(ctx context.Context, res *schemas.Result, b []byte) (*schemas.Result, []byte, error) {
+// passed by at most such an outputless result per execution in flight. objects is the bytes of
+// res's stdout and stderr already stored as objects (storeOutputs): they count too, and are
+// deleted when the result does not fit. res is not changed; the result stored is returned with
+// its bytes.
+func (n *Node) chargeResult(ctx context.Context, res *schemas.Result, b []byte, objects int64) (*schemas.Result, []byte, error) {
 	tier, ok := n.cfg.Tiers[res.Tier]
 	if !ok || tier.ResultBytes <= 0 || n.storage == nil {
 		return res, b, nil
@@ -46,15 +48,20 @@ func (n *Node) chargeResult(ctx context.Context, res *schemas.Result, b []byte) 
 		}
 		now := time.Now()
 		used, _ := u.Live(now, n.resultsTTL)
-		stored, out := res, b
-		if used+int64(len(b)) > tier.ResultBytes {
+		stored, out, charge := res, b, int64(len(b))+objects
+		if used+charge > tier.ResultBytes {
 			stored = cutCopy(res)
 			stored.StorageQuotaExceeded = true
+			// Outputs stored as objects go first: the inline part is all that is kept.
+			stored.StdoutTruncated = stored.StdoutTruncated || stored.StdoutStored
+			stored.StderrTruncated = stored.StderrTruncated || stored.StderrStored
+			stored.StdoutStored, stored.StderrStored = false, false
 			if out, err = fitResult(stored, int(max(tier.ResultBytes-used, 0))); err != nil {
 				return nil, nil, fmt.Errorf("encode result: %w", err)
 			}
+			charge = int64(len(out))
 		}
-		u.Add(now, n.resultsTTL, int64(len(out)))
+		u.Add(now, n.resultsTTL, charge)
 		v, err := json.Marshal(&u)
 		if err != nil {
 			return nil, nil, err
@@ -68,6 +75,7 @@ func (n *Node) chargeResult(ctx context.Context, res *schemas.Result, b []byte) 
 		case err == nil:
 			if stored.StorageQuotaExceeded {
 				n.m.resultsCut.WithLabelValues(tier.Name).Inc()
+				n.deleteOutputs(ctx, res)
 			}
 			return stored, out, nil
 		case !errors.Is(err, jetstream.ErrKeyExists):
@@ -82,4 +90,20 @@ func cutCopy(res *schemas.Result) *schemas.Result {
 	c := *res
 	c.Files = append([]schemas.OutputFile(nil), res.Files...)
 	return &c
+}
+
+// deleteOutputs removes the stdout and stderr objects stored for res (storeOutputs) after its
+// result was cut to fit its tenant's quota; one left behind expires with the results.
+func (n *Node) deleteOutputs(ctx context.Context, res *schemas.Result) {
+	for _, o := range []struct {
+		stream string
+		stored bool
+	}{{schemas.StreamStdout, res.StdoutStored}, {schemas.StreamStderr, res.StderrStored}} {
+		if !o.stored || n.outputs == nil {
+			continue
+		}
+		if err := n.outputs.Delete(ctx, schemas.OutputObjectName(res.ID, o.stream)); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+			n.log.Warn("delete an output cut by the storage quota", "execution_id", res.ID, "stream", o.stream, "err", err)
+		}
+	}
 }

@@ -54,7 +54,7 @@ func TestSecurity_Hole9_ResultChargesRaceSafely(t *testing.T) {
 		wg.Go(func() {
 			res := &schemas.Result{ID: fmt.Sprintf("e%d", i), TenantID: "hoarder", Tier: schemas.TierFree, Status: schemas.StatusSucceeded, Stdout: out}
 			b, _ := json.Marshal(res)
-			got, gb, err := nodes[i%len(nodes)].chargeResult(ctx, res, b)
+			got, gb, err := nodes[i%len(nodes)].chargeResult(ctx, res, b, 0)
 			if err != nil {
 				t.Error(err)
 				return

@@ -399,10 +399,10 @@ func TestStoreBudget_ShippedConfigs(t *testing.T) {
 		t.Fatalf("account info: %+v %v", ai, err)
 	}
 	b := streams.StoreBudget(ai.Limits.MaxStore, 1)
-	if b.Modules+b.Bundles+b.Results+b.Compiled >= ai.Limits.MaxStore {
+	if b.Modules+b.Bundles+b.Results+b.Outputs+b.Compiled >= ai.Limits.MaxStore {
 		t.Errorf("the shares %+v leave nothing of the account's %d for queues, counters and events", b, ai.Limits.MaxStore)
 	}
-	for name, want := range map[string]int64{"OBJ_" + schemas.ObjectModules: b.Modules, "OBJ_" + schemas.ObjectBundles: b.Bundles, "KV_" + schemas.BucketResults: b.Results, "OBJ_" + schemas.ObjectCompiled: b.Compiled} {
+	for name, want := range map[string]int64{"OBJ_" + schemas.ObjectModules: b.Modules, "OBJ_" + schemas.ObjectBundles: b.Bundles, "KV_" + schemas.BucketResults: b.Results, "OBJ_" + schemas.ObjectCompiled: b.Compiled, "OBJ_" + schemas.ObjectOutputs: b.Outputs} {
 		s, err := js.Stream(ctx, name)
 		if err != nil {
 			t.Fatal(err)

@@ -259,6 +259,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 		Replicas:    o.Replicas,
 		Compression: true,
 		TTL:         resultsTTL,
+		MaxBytes:    budget.Outputs,
 	})
 	if err != nil {
 		return fmt.Errorf("object store %s: %w", schemas.ObjectOutputs, err)
@@ -271,26 +272,27 @@ const CompiledTTL = 7 * 24 * time.Hour
 
 // Budget is what the stores that fill with use may hold (one copy each; -1: unbounded).
 type Budget struct {
-	Modules, Bundles, Results, Compiled int64
+	Modules, Bundles, Results, Outputs, Compiled int64
 }
 
-// StoreBudget is what the modules and bundles object stores, the results bucket and the
-// compiled-artifacts cache may hold (one copy) when the account has a JetStream file storage
-// limit of accountMaxStore bytes (<= 0: no limit, and all are unbounded): of the account's
-// storage divided by the replicas (a stream's MaxBytes is reserved from the account once per
-// replica), a quarter for modules, an eighth for bundles, three eighths for results and a
-// sixteenth for compiled artifacts. The last three sixteenths are left to the execution queues,
-// the rate-limit counters, the keys, tenants, usage records and the events, so a full store
-// refuses only its own writes. Each tier's storage quotas (module_bytes, stored_bundle_bytes,
-// result_bytes) should fit in their shares (TestStoreBudget_ShippedConfigs checks the shipped
-// configurations), so that no one tenant can fill one; the WasmWiz*StoreFilling alerts watch
-// the tenants' three.
+// StoreBudget is what the modules and bundles object stores, the results bucket, the outputs
+// object store and the compiled-artifacts cache may hold (one copy) when the account has a
+// JetStream file storage limit of accountMaxStore bytes (<= 0: no limit, and all are
+// unbounded): of the account's storage divided by the replicas (a stream's MaxBytes is reserved
+// from the account once per replica), a quarter for modules, an eighth for bundles, five
+// sixteenths for results, a sixteenth for outputs too large for a result and a sixteenth for
+// compiled artifacts. The last three sixteenths are left to the execution queues, the
+// rate-limit counters, the keys, tenants, usage records and the events, so a full store refuses
+// only its own writes. Each tier's storage quotas (module_bytes, stored_bundle_bytes,
+// result_bytes: results and their stored outputs) should fit in their shares
+// (TestStoreBudget_ShippedConfigs checks the shipped configurations), so that no one tenant can
+// fill one; the WasmWiz*StoreFilling alerts watch them.
 func StoreBudget(accountMaxStore int64, replicas int) Budget {
 	if accountMaxStore <= 0 {
-		return Budget{-1, -1, -1, -1}
+		return Budget{-1, -1, -1, -1, -1}
 	}
 	per := accountMaxStore / int64(max(replicas, 1))
-	return Budget{Modules: per / 4, Bundles: per / 8, Results: per * 3 / 8, Compiled: per / 16}
+	return Budget{Modules: per / 4, Bundles: per / 8, Results: per * 5 / 16, Outputs: per / 16, Compiled: per / 16}
 }
 
 // EnsureWithRetry calls Ensure until it succeeds or ctx ends; a cluster that is still electing
