@@ -419,10 +419,14 @@ func (n *Node) finish(ctx context.Context, log *slog.Logger, msg jetstream.Msg, 
 		return fmt.Errorf("encode result: %w", err)
 	}
 	if store {
-		cctx, cancel := context.WithTimeout(ctx, natsTimeout)
-		res, b, err = n.chargeResult(cctx, res, b, objects) // storage.go
-		cancel()
-		if err != nil {
+		// The result's bytes count against its tenant's result_bytes first (storage.go), riding
+		// out an election like the store below; the charge's errors wrap JetStream's.
+		whole, wholeB := res, b
+		if err := storeWithRetry(ctx, storeResultFor, func(ctx context.Context) error {
+			var cerr error
+			res, b, cerr = n.chargeResult(ctx, whole, wholeB, objects)
+			return cerr
+		}); err != nil {
 			return err
 		}
 		// The guest has run: a result that cannot be stored now means running it again later,

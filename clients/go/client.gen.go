@@ -318,6 +318,9 @@ type Execution struct {
 
 	// StdoutURL set when stdout was longer than 1 MiB: stdout holds its first MiB, and this path (GET, relative to the API's base URL) returns all of it; over NATS, executions.output
 	StdoutURL *string `json:"stdout_url,omitempty"`
+
+	// StorageQuotaExceeded the tenant's stored results filled its tier's result_bytes: stdout, stderr and files were cut (their *_truncated flags say which) so that the result could be stored; status and exit code are the guest's
+	StorageQuotaExceeded *bool `json:"storage_quota_exceeded,omitempty"`
 }
 
 // ExecutionStatus defines model for Execution.Status.

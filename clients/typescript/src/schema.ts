@@ -597,6 +597,8 @@ export interface components {
             stdout_truncated: boolean;
             /** @description set when stdout was longer than 1 MiB: stdout holds its first MiB, and this path (GET, relative to the API's base URL) returns all of it; over NATS, executions.output */
             stdout_url?: string;
+            /** @description the tenant's stored results filled its tier's result_bytes: stdout, stderr and files were cut (their *_truncated flags say which) so that the result could be stored; status and exit code are the guest's */
+            storage_quota_exceeded?: boolean;
         };
         ExecutionEvent: {
             /** Format: double */
