@@ -39,7 +39,7 @@ func (p *progress) loop() {
 	defer p.done.Done()
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
-	shown := false
+	shown, last := false, ""
 	for {
 		select {
 		case <-p.stop:
@@ -52,8 +52,10 @@ func (p *progress) loop() {
 		if time.Since(p.start) < progressDelay {
 			continue
 		}
-		shown = true
-		fmt.Fprintf(p.w, "\r\033[K%s", p.line())
+		if l := p.line(); l != last { // redrawn only when it says something new
+			shown, last = true, l
+			fmt.Fprintf(p.w, "\r\033[K%s", l)
+		}
 	}
 }
 
