@@ -10,6 +10,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -160,7 +161,11 @@ type apiSuite struct {
 
 func startAPISuite(t *testing.T) *apiSuite {
 	t.Helper()
-	tg := startTestGateway(t, Config{})
+	jwtKey := filepath.Join(t.TempDir(), "jwt.pem")
+	if _, err := LoadSigner(jwtKey, true); err != nil {
+		t.Fatal(err)
+	}
+	tg := startTestGateway(t, Config{JWTKeyFile: jwtKey})
 	s := &apiSuite{testGateway: tg, nc: natstest.Connect(t, tg.srv), runs: map[string]int{}}
 	ctx := context.Background()
 	if _, err := tg.g.admin().CreateTenant(ctx, "globex", schemas.TierBasic); err != nil {
@@ -531,6 +536,27 @@ func TestAPI(t *testing.T) {
 				}
 				if ra, err := strconv.Atoi(h.Get("Retry-After")); err != nil || ra < 1 || h.Get("RateLimit-Limit") != strconv.Itoa(tier.ExecPerMinute) || h.Get("RateLimit-Remaining") != "0" {
 					t.Errorf("429 headers: %v, want Retry-After ≥ 1, RateLimit-Limit %d, RateLimit-Remaining 0", h, tier.ExecPerMinute)
+				}
+			})
+			// A token from POST /v1/auth/token works on every transport, with its key's scopes.
+			t.Run("Token", func(t *testing.T) {
+				token := func(key string) string {
+					status, body := restCall(t, s, s.op(t, "create-token"), key, apiCall{})
+					var tok schemas.TokenResponse
+					if status != http.StatusOK || json.Unmarshal(body, &tok) != nil || strings.Count(tok.Token, ".") != 2 {
+						t.Fatalf("create token: %d %s", status, body)
+					}
+					return tok.Token
+				}
+				list := s.op(t, "list-modules")
+				if status, body := tr.call(t, s, list, token(s.key), apiCall{}); !ok(status) {
+					t.Errorf("list modules with a token: %d %s", status, body)
+				}
+				if status, body := tr.call(t, s, list, token(s.keyWithout(t, schemas.ScopeModulesRead)), apiCall{}); status != http.StatusForbidden {
+					t.Errorf("list modules with a token of a key lacking %s: %d %s, want 403", schemas.ScopeModulesRead, status, body)
+				}
+				if status, body := tr.call(t, s, list, token(s.key)+"x", apiCall{}); status != http.StatusUnauthorized {
+					t.Errorf("list modules with a tampered token: %d %s, want 401", status, body)
 				}
 			})
 			t.Run("Usage", func(t *testing.T) {
