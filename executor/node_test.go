@@ -253,7 +253,14 @@ func (e *env) events(executionID string) []schemas.Event {
 }
 
 func TestNode_Execute(t *testing.T) {
-	e := startEnv(t, nil)
+	// The cases check outcomes, not the free tier's 5 s deadline (TestNode_Execute_Timeout does):
+	// a deep recursion grows its stack to ~150 MB before it overflows, which takes longer than
+	// 5 s on a loaded machine and was then reported timed out.
+	e := startEnv(t, func(c *Config) {
+		free := c.Tiers[schemas.TierFree]
+		free.WallTime = 45 * time.Second // under execute's 60 s wait: a runaway guest still reports timed out
+		c.Tiers[schemas.TierFree] = free
+	})
 	probe := e.putModule(fixtures.Probe(t))
 	stdin := bytes.Repeat([]byte("0123456789"), 50_000)
 	tests := []struct {

@@ -50,7 +50,9 @@ func run(tb testing.TB, opts *server.Options) *server.Server {
 }
 
 // RunCluster starts a JetStream cluster of n servers on 127.0.0.1, all on free ports, and
-// waits until it has a meta leader.
+// waits until it has a meta leader that counts all n servers as JetStream peers (online, with
+// stats): a leader is elected by a quorum, and a stream of n replicas created before the last
+// server has reported to it fails with "no suitable peers for placement".
 func RunCluster(tb testing.TB, n int) []*server.Server {
 	tb.Helper()
 	ports := make([]int, n)
@@ -84,17 +86,18 @@ func RunCluster(tb testing.TB, n int) []*server.Server {
 		}
 		servers[i] = run(tb, opts)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
+	CheckFor(tb, 60*time.Second, 50*time.Millisecond, func() error {
 		for _, s := range servers {
 			if s.JetStreamIsLeader() {
-				return servers
+				if peers := s.JetStreamClusterPeers(); len(peers) != n {
+					return fmt.Errorf("natstest: meta leader %s sees JetStream peers %v, want %d", s.Name(), peers, n)
+				}
+				return nil
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	tb.Fatalf("natstest: cluster has no JetStream meta leader")
-	return nil
+		return fmt.Errorf("natstest: cluster has no JetStream meta leader")
+	})
+	return servers
 }
 
 // Connect connects to s and closes the connection when the test ends.
