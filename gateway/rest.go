@@ -51,6 +51,7 @@ func (g *Server) routes() http.Handler {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(g.cfg.Gatherer, promhttp.HandlerOpts{}))
 	}
 	g.docsRoutes(mux)
+	g.consoleRoutes(mux) // console.go
 	mux.HandleFunc("/", notFound)
 	return g.secure(mux)
 }
