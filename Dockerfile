@@ -8,7 +8,7 @@
 # The root filesystem can be read-only: executors need a writable --cache-dir (a volume or
 # tmpfs) and nothing else writes.
 
-FROM golang:1.26-bookworm AS build
+FROM golang:1.27.3-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
