@@ -64,7 +64,10 @@ func (c *Consumer) Ready() bool { return c.ready.Load() && !c.stopping.Load() }
 // up; store and NATS errors after that are retried.
 func (c *Consumer) Run(ctx context.Context) error {
 	defer c.ready.Store(false)
-	stop := context.AfterFunc(ctx, func() { c.stopping.Store(true) }) // not ready while draining
+	stop := context.AfterFunc(ctx, func() { // not ready while draining
+		c.stopping.Store(true)
+		c.log.Info("accounting draining: not ready")
+	})
 	defer stop()
 	if err := streams.EnsureWithRetry(ctx, c.js, streams.Options{Replicas: c.cfg.Replicas, Tiers: c.cfg.Tiers}); err != nil {
 		return fmt.Errorf("accounting: streams: %w", err)

@@ -225,9 +225,9 @@ func (g *Server) Run(ctx context.Context) error {
 	grp.Go(func() error {
 		<-gctx.Done()
 		g.draining.Store(true)
+		g.log.Info("gateway draining: not ready", "drain_delay", g.cfg.DrainDelay.String())
 		if g.cfg.DrainDelay > 0 {
-			g.log.Info("gateway draining: not ready, still serving", "drain_delay", g.cfg.DrainDelay.String())
-			time.Sleep(g.cfg.DrainDelay)
+			time.Sleep(g.cfg.DrainDelay) // still serving meanwhile
 		}
 		_ = svc.Stop()
 		sctx, cancel := context.WithTimeout(context.Background(), g.cfg.DrainTimeout)
