@@ -97,6 +97,11 @@ func TestDev_CLIContexts(t *testing.T) {
 		t.Errorf("executions wait, for people: exit %d\n%s%s", code, out, errOut)
 	}
 
+	// load finds the key of the context saved for its --url, too.
+	if out, errOut, code = cli("load", "--url", s.URL, "--module", "hello.wasm", "--requests", "3", "--concurrency", "1"); code != 0 || !strings.Contains(out, "3 requests") {
+		t.Errorf("load with the dev context's key: exit %d\n%s%s", code, out, errOut)
+	}
+
 	// login checks the key and makes a current context of it.
 	out, errOut, code = cli("login", "--url", s.URL, "--key", s.DevKey, "--name", "mine")
 	if code != 0 || !strings.Contains(out, "as tenant dev") {

@@ -15,7 +15,7 @@ var commandTree = map[string][]string{
 	"dev": nil, "gateway": nil, "executor": nil, "accounting": {"reconcile", "migrate"},
 	"admin": {"bootstrap"}, "secrets": {"generate", "nats-tenant"}, "events": {"tail"},
 	"dlq": {"list", "show", "replay", "purge"},
-	"run": nil, "modules": {"upload", "list", "get", "delete"}, "executions": {"get", "wait"},
+	"run": nil, "modules": {"upload", "list", "get", "delete"}, "executions": {"list", "get", "wait"},
 	"keys": {"list", "create", "revoke", "rotate", "token", "tenants", "tenant-create", "tenant-update",
 		"admin-create", "admin-rotate", "admin-revoke"},
 	"usage": nil, "load": nil, "bench": nil, "version": nil,

@@ -26,7 +26,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	fs.Var(&urls, "url", "REST API URL (e.g. http://127.0.0.1:8080), repeatable or comma separated: requests start on each in turn, and a retried one moves to the next; give --url or --nats")
 	natsURL := fs.String("nats", "", "NATS URL for the direct NATS API (e.g. nats://127.0.0.1:4222)")
 	auth := natsAuthFlags(fs)
-	key := fs.String("key", "", "API key (default, over REST beside a dev system: a key made for the run on the unlimited tier, with ./wasmwiz-data/admin-api-key; else ./wasmwiz-data/dev-api-key)")
+	key := fs.String("key", "", "API key (default, over REST beside a dev system: a key made for the run on the unlimited tier, with ./wasmwiz-data/admin-api-key; else the key of a context saved for --url; else ./wasmwiz-data/dev-api-key)")
 	module := fs.String("module", "", "module file (uploaded first) or an uploaded module's sha256:id")
 	stdin := fs.String("stdin", "", "stdin for every execution")
 	concurrency := fs.Int("concurrency", 16, "requests in flight at most")
@@ -71,6 +71,13 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 				made = true
 				fmt.Fprintf(stderr, "wasmwiz load: running as tenant %s on the unlimited tier, with a key made for this run (expires in an hour)\n", loadTenant)
 			}
+		}
+	}
+	if k == "" && rest {
+		// The key of a context saved for this URL (wasmwiz login, wasmwiz dev), else
+		// ./wasmwiz-data/dev-api-key: as every client command finds it (resolveTarget).
+		if t, err := resolveTarget(getenv, urls[0], "", ""); err == nil {
+			k = t.Key
 		}
 	}
 	if k == "" {
