@@ -154,10 +154,10 @@ func (n *Node) execute(ctx context.Context, log *slog.Logger, tier schemas.Tier,
 		var prev schemas.Result
 		if jerr := json.Unmarshal(entry.Value(), &prev); jerr == nil && prev.Status.Final() {
 			log.Info("redelivered execution already has a result", "status", prev.Status)
-			return n.finish(ctx, log, msg, &prev, false)
+			return n.finish(ctx, log, msg, req.ModuleName, &prev, false)
 		}
 		if prev.Status == schemas.StatusRunning {
-			if done, err := n.awaitElsewhere(ctx, log, msg, req.ExecutionID); done {
+			if done, err := n.awaitElsewhere(ctx, log, msg, req.ExecutionID, req.ModuleName); done {
 				return err
 			}
 		}
@@ -168,7 +168,7 @@ func (n *Node) execute(ctx context.Context, log *slog.Logger, tier schemas.Tier,
 		// redelivery: the delivery before it may still be on another node, its guest done and
 		// its result being stored (JetStream redelivers when progress reports are lost with a
 		// consumer leader). Wait for that one rather than run the guest a second time.
-		if done, err := n.awaitElsewhere(ctx, log, msg, req.ExecutionID); done {
+		if done, err := n.awaitElsewhere(ctx, log, msg, req.ExecutionID, req.ModuleName); done {
 			return err
 		}
 	}
@@ -206,7 +206,7 @@ func (n *Node) execute(ctx context.Context, log *slog.Logger, tier schemas.Tier,
 	// than the rest of the node's bookkeeping. The record of every execution is its event.
 	log.Debug("execution finished", "status", res.Status, "exit_code", res.ExitCode,
 		"duration_ms", res.DurationMS, "cpu_ms", res.CPUMS, "memory_peak_bytes", res.MemoryPeakBytes)
-	return n.finish(ctx, log, msg, res, true)
+	return n.finish(ctx, log, msg, req.ModuleName, res, true)
 }
 
 // awaitElsewhere handles a delivery of an execution that another delivery still runs, here or
@@ -215,7 +215,7 @@ func (n *Node) execute(ctx context.Context, log *slog.Logger, tier schemas.Tier,
 // for that run's result and finishes with it (reply, event, ack: all idempotent). done is false
 // when nobody runs it any more (its node died after writing "running"): then this delivery runs
 // it. It keeps its execution slot meanwhile, which is rare enough not to matter.
-func (n *Node) awaitElsewhere(ctx context.Context, log *slog.Logger, msg jetstream.Msg, id string) (done bool, err error) {
+func (n *Node) awaitElsewhere(ctx context.Context, log *slog.Logger, msg jetstream.Msg, id, moduleName string) (done bool, err error) {
 	if !n.runningSomewhere(id) {
 		return false, nil
 	}
@@ -237,7 +237,7 @@ func (n *Node) awaitElsewhere(ctx context.Context, log *slog.Logger, msg jetstre
 		}
 		var prev schemas.Result
 		if err == nil && json.Unmarshal(entry.Value(), &prev) == nil && prev.Status.Final() {
-			return true, n.finish(ctx, log, msg, &prev, false)
+			return true, n.finish(ctx, log, msg, moduleName, &prev, false)
 		}
 		if !running {
 			log.Warn("the execution's other run ended without a result; running it here")
@@ -409,7 +409,7 @@ func (n *Node) compiled(hit bool, took time.Duration) {
 // redelivery that follows: the request is acked only once its event is stored. The reply goes
 // out as soon as the result is durable; the event, which only accounting and audit readers
 // wait for, follows. store is false when the result came from the KV.
-func (n *Node) finish(ctx context.Context, log *slog.Logger, msg jetstream.Msg, res *schemas.Result, store bool) error {
+func (n *Node) finish(ctx context.Context, log *slog.Logger, msg jetstream.Msg, moduleName string, res *schemas.Result, store bool) error {
 	var objects int64 // bytes of stdout and stderr stored as objects
 	if store {
 		objects = n.storeOutputs(ctx, log, res) // outputs.go
@@ -442,7 +442,7 @@ func (n *Node) finish(ctx context.Context, log *slog.Logger, msg jetstream.Msg, 
 	n.reply(log, msg.Headers(), res, b)
 	// The history record goes out beside the event; both must be stored before the ack, so
 	// that a redelivery repeats whichever was lost (each is stored once: Nats-Msg-Id).
-	hist, herr := n.recordHistory(res)
+	hist, herr := n.recordHistory(res, moduleName)
 	if err := n.publishEvent(ctx, msg.Headers(), res); err != nil {
 		return err
 	}
@@ -463,8 +463,8 @@ func (n *Node) finish(ctx context.Context, log *slog.Logger, msg jetstream.Msg, 
 
 // recordHistory publishes the history record of a final result (internal/history) without
 // waiting for the stream's answer.
-func (n *Node) recordHistory(res *schemas.Result) (jetstream.PubAckFuture, error) {
-	m, err := history.Msg(res.TenantID, schemas.SummaryOf(res, ""))
+func (n *Node) recordHistory(res *schemas.Result, moduleName string) (jetstream.PubAckFuture, error) {
+	m, err := history.Msg(res.TenantID, schemas.SummaryOf(res, moduleName))
 	if err != nil {
 		return nil, err
 	}

@@ -171,7 +171,9 @@ func (g *Server) execute(ctx context.Context, p *Principal, req *schemas.Executi
 		return nil, err
 	}
 	g.metrics.executionsPublished.WithLabelValues(p.Tier.Name).Inc()
-	g.recordQueued(ctx, er) // history.go
+	if req.Async {
+		g.recordQueued(ctx, er) // history.go; a synchronous execution's waits for queuedRecordAfter (await)
+	}
 	// Remaining and Reset are two reads; they run while the execution does.
 	var status sync.WaitGroup
 	if limit != nil && limit.Limit > 0 {
@@ -321,6 +323,13 @@ func (g *Server) rejected(ctx context.Context, p *Principal, limit, reason strin
 	})
 }
 
+// queuedRecordAfter is how long a synchronous execution runs before the gateway writes its
+// queued record into the execution history. Most have ended by then, and their executor's final
+// record is all a listing needs: the record cost 2 NATS messages and a stream write each (the
+// executor's running status is written after as long, for the same reason). An asynchronous
+// execution's is written when it is published.
+const queuedRecordAfter = 50 * time.Millisecond
+
 // await waits for a published execution's result, up to wait; then the results KV decides.
 func (g *Server) await(ctx context.Context, er *schemas.ExecRequest, async bool, replies <-chan *nats.Msg, wait time.Duration) *execOutcome {
 	if async {
@@ -329,14 +338,24 @@ func (g *Server) await(ctx context.Context, er *schemas.ExecRequest, async bool,
 	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
-	select {
-	case msg := <-replies:
-		var r schemas.Result
-		if err := json.Unmarshal(msg.Data, &r); err == nil && r.Status.Final() {
-			return &execOutcome{Execution: schemas.ExecutionView(&r)}
+	record := time.NewTimer(queuedRecordAfter)
+	defer record.Stop()
+wait:
+	for {
+		select {
+		case msg := <-replies:
+			var r schemas.Result
+			if err := json.Unmarshal(msg.Data, &r); err == nil && r.Status.Final() {
+				return &execOutcome{Execution: schemas.ExecutionView(&r)}
+			}
+			break wait
+		case <-record.C:
+			g.recordQueued(ctx, er) // history.go
+		case <-timer.C:
+			break wait
+		case <-ctx.Done():
+			break wait
 		}
-	case <-timer.C:
-	case <-ctx.Done():
 	}
 	// The reply did not come in time (or was lost): the results KV is the source of truth.
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
