@@ -234,3 +234,32 @@ func TestProgress_Line(t *testing.T) {
 		t.Errorf("after all of it: %q", got)
 	}
 }
+
+// dev points dev and dev-admin at its URL, and takes the current context only when there is none.
+func TestContexts_DevSaves(t *testing.T) {
+	dir := t.TempDir()
+	env := envOf(map[string]string{"WASMWIZ_CONFIG_DIR": filepath.Join(dir, "cfg")})
+	devKey, adminKey := filepath.Join(dir, "dev-api-key"), filepath.Join(dir, "admin-api-key")
+	if err := os.WriteFile(devKey, []byte("ww_dev\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(adminKey, []byte("ww_admin\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, cur, err := saveDevContexts(env, "http://127.0.0.1:1234", devKey, adminKey); err != nil || cur != "dev" {
+		t.Fatalf("first dev: current %q, %v", cur, err)
+	}
+	if _, err := saveContext(env, "prod", cliContext{URL: "https://p", Key: "kp"}, true); err != nil {
+		t.Fatal(err)
+	}
+	// A restart on another port updates both, and leaves prod current.
+	if _, cur, err := saveDevContexts(env, "http://127.0.0.1:4321", devKey, adminKey); err != nil || cur != "prod" {
+		t.Fatalf("dev after login: current %q, %v", cur, err)
+	}
+	if tg, err := resolveTarget(env, "", "", "dev-admin"); err != nil || tg.URL != "http://127.0.0.1:4321" || tg.Key != "ww_admin" {
+		t.Errorf("dev-admin after the restart: %+v %v", tg, err)
+	}
+	if tg, err := resolveTarget(env, "http://127.0.0.1:4321", "", ""); err != nil || tg.Key != "ww_dev" || tg.Context != "dev" {
+		t.Errorf("--url of dev's API: %+v %v", tg, err)
+	}
+}

@@ -88,10 +88,13 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		fmt.Fprintf(stdout, "  keys:      %s, %s\n", keys.adminFile, keys.devFile)
 	}
 	if *saveCtx {
-		if path, err := saveDevContexts(getenv, url, keys.devFile, keys.adminFile); err != nil {
+		switch path, current, err := saveDevContexts(getenv, url, keys.devFile, keys.adminFile); {
+		case err != nil:
 			log.Warn("cannot save the dev contexts; client commands need --url and --key", "err", err)
-		} else {
+		case current == "dev" || current == "dev-admin":
 			fmt.Fprintf(stdout, "  contexts:  dev, dev-admin in %s  (wasmwiz modules list works from any directory)\n", path)
+		default:
+			fmt.Fprintf(stdout, "  contexts:  dev, dev-admin in %s  (the current one is %s: wasmwiz context use dev)\n", path, current)
 		}
 	}
 	fmt.Fprintf(stdout, "ready: %s\n", url)

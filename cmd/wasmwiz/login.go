@@ -102,25 +102,27 @@ func whoAmI(ctx context.Context, baseURL, key string) (string, error) {
 
 // saveDevContexts points contexts "dev" (tenant dev's key) and "dev-admin" (the admin key) at a
 // dev system's real URL; "dev" becomes the current context when there is none.
-func saveDevContexts(getenv func(string) string, apiURL, devKeyFile, adminKeyFile string) (string, error) {
+func saveDevContexts(getenv func(string) string, apiURL, devKeyFile, adminKeyFile string) (path, current string, err error) {
 	read := func(p string) (string, error) {
 		b, err := os.ReadFile(p)
 		return strings.TrimSpace(string(b)), err
 	}
 	dk, err := read(devKeyFile)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	ak, err := read(adminKeyFile)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
-	return updateConfig(getenv, func(cfg *cliConfig) error {
+	path, err = updateConfig(getenv, func(cfg *cliConfig) error {
 		cfg.Contexts["dev"] = cliContext{URL: apiURL, Key: dk}
 		cfg.Contexts["dev-admin"] = cliContext{URL: apiURL, Key: ak}
 		if _, ok := cfg.Contexts[cfg.Current]; !ok {
 			cfg.Current = "dev"
 		}
+		current = cfg.Current
 		return nil
 	})
+	return path, current, err
 }
