@@ -199,13 +199,18 @@ func TestDev_REST(t *testing.T) {
 	})
 
 	t.Run("sync wait runs out", func(t *testing.T) {
-		// The dev system waits at most 2s (WASMWIZ_SYNC_WAIT); the execution goes on after the 202.
+		// A gateway that waits at most 2 s (WASMWIZ_SYNC_WAIT) answers a 4 s guest with a 202; the
+		// execution goes on after it. (The dev system itself waits long: under load a short
+		// synchronous execution may take seconds.)
+		addr := freeAddr(t)
+		waitReady(t, "http://"+addr, start(t, append(s.natsRoleEnv("gateway"), "WASMWIZ_HTTP_ADDR="+addr, "WASMWIZ_SYNC_WAIT=2s"), "gateway"))
+		g := &system{URL: "http://" + addr}
 		loop := s.upload(t, key, "loop", fixtures.Wasm("loop"))
-		r, e := s.execute(t, key, schemas.ExecutionRequest{ModuleID: loop.ID, TimeoutMS: 4000})
+		r, e := g.execute(t, key, schemas.ExecutionRequest{ModuleID: loop.ID, TimeoutMS: 4000})
 		if r.Status != 202 || e.Status.Final() {
 			t.Fatalf("long sync request: %d %s", r.Status, r.Body)
 		}
-		if got := poll(t, s, key, e.ID); got.Status != schemas.StatusTimedOut || got.DurationMS < 3900 {
+		if got := poll(t, g, key, e.ID); got.Status != schemas.StatusTimedOut || got.DurationMS < 3900 {
 			t.Errorf("after the 202: %+v", got)
 		}
 	})

@@ -280,8 +280,7 @@ func tryFilesC(t *testing.T) []byte {
 	return wasm
 }
 
-// runWait executes and waits for the end: a synchronous wait that runs out (202; the dev system
-// of the tests waits 2 s) is polled.
+// runWait executes and waits for the end: a synchronous wait that runs out (202) is polled.
 func (s *system) runWait(t testing.TB, key string, req schemas.ExecutionRequest) *schemas.Execution {
 	t.Helper()
 	r, e := s.execute(t, key, req)

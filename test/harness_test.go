@@ -184,13 +184,15 @@ func startDev(t testing.TB, dataDir string) *system {
 	return startDevEnv(t, dataDir)
 }
 
-// startDevEnv is startDev with extra environment.
+// startDevEnv is startDev with extra environment. A synchronous execution waits up to 90 s for
+// its result (below the client's 2 minutes): on a loaded machine even a short guest's first run
+// may take seconds, and a test's run insists on the 200.
 func startDevEnv(t testing.TB, dataDir string, env ...string) *system {
 	t.Helper()
 	httpAddr, natsAddr := freeAddr(t), freeAddr(t)
 	p := start(t, append([]string{
 		"WASMWIZ_HTTP_ADDR=" + httpAddr, "WASMWIZ_NATS_ADDR=" + natsAddr, "WASMWIZ_DATA_DIR=" + dataDir,
-		"WASMWIZ_WORKERS=2", "DATABASE_URL=", "WASMWIZ_SYNC_WAIT=2s",
+		"WASMWIZ_WORKERS=2", "DATABASE_URL=", "WASMWIZ_SYNC_WAIT=90s",
 	}, env...), "dev")
 	s := &system{URL: "http://" + httpAddr, NATSURL: "nats://" + natsAddr, DataDir: dataDir, procs: []*proc{p}}
 	waitReady(t, s.URL, p)
@@ -311,9 +313,12 @@ func (s *system) do(t testing.TB, method, path, key, contentType string, body []
 	return &response{Status: resp.StatusCode, Header: resp.Header, Body: b}
 }
 
+// upload uploads and waits for the compile, however long its budget (?wait=true, as the CLI
+// does): a loaded machine may take longer than the gateway's default 30 s wait for a large
+// module, and the caller wants the 201. TestDev_CompilingModule covers the 202.
 func (s *system) upload(t testing.TB, key, name string, wasm []byte) *schemas.Module {
 	t.Helper()
-	r := s.do(t, http.MethodPost, "/v1/modules?name="+name, key, "application/wasm", wasm)
+	r := s.do(t, http.MethodPost, "/v1/modules?wait=true&name="+name, key, "application/wasm", wasm)
 	if r.Status != http.StatusCreated {
 		t.Fatalf("upload %s: %d %s", name, r.Status, r.Body)
 	}
