@@ -303,6 +303,36 @@ func (s *apiSuite) tenantKey(t *testing.T, id, tier string) string {
 	return k.Key
 }
 
+// newKey makes a key of acme with acme's scopes through POST /v1/keys, which this gateway
+// applies at once (a key written to the store directly is listed once the watch brings it).
+func (s *apiSuite) newKey(t *testing.T, name string) *schemas.CreatedKey {
+	t.Helper()
+	body, _ := json.Marshal(schemas.NewKeyRequest{Name: name})
+	status, resp := restCall(t, s, s.op(t, "create-key"), s.key, apiCall{body: body})
+	var k schemas.CreatedKey
+	if status != http.StatusCreated || json.Unmarshal(resp, &k) != nil {
+		t.Fatalf("create key: %d %s", status, resp)
+	}
+	return &k
+}
+
+// lastUsed is the last_used_at of one of acme's keys, as GET /v1/keys shows it.
+func (s *apiSuite) lastUsed(t *testing.T, keyID string) *time.Time {
+	t.Helper()
+	status, body := restCall(t, s, s.op(t, "list-keys"), s.key, apiCall{})
+	var l schemas.KeyList
+	if status != http.StatusOK || json.Unmarshal(body, &l) != nil {
+		t.Fatalf("list keys: %d %s", status, body)
+	}
+	for _, k := range l.Keys {
+		if k.ID == keyID {
+			return k.LastUsedAt
+		}
+	}
+	t.Fatalf("key %s is not listed: %s", keyID, body)
+	return nil
+}
+
 // ok reports a success status; NATS has one (200), REST several (200, 201, 202, 204).
 func ok(status int) bool { return status/100 == 2 }
 
@@ -559,6 +589,19 @@ func TestAPI(t *testing.T) {
 					t.Errorf("list modules with a tampered token: %d %s, want 401", status, body)
 				}
 			})
+			// A call on any transport marks its key used (GET /v1/keys shows last_used_at).
+			t.Run("LastUsed", func(t *testing.T) {
+				k := s.newKey(t, "used-"+tr.name)
+				if s.lastUsed(t, k.Record.ID) != nil {
+					t.Fatal("a new key has been used")
+				}
+				if status, body := tr.call(t, s, s.op(t, "list-modules"), k.Key, apiCall{}); !ok(status) {
+					t.Fatalf("list modules: %d %s", status, body)
+				}
+				if s.lastUsed(t, k.Record.ID) == nil {
+					t.Errorf("key %s has no last_used_at after a call over %s", k.Record.ID, tr.name)
+				}
+			})
 			t.Run("Usage", func(t *testing.T) {
 				usage := s.op(t, "get-usage")
 				asked := func() []string {
@@ -685,10 +728,14 @@ func TestAPI(t *testing.T) {
 		_ = mw.WriteField("input", "from the original API")
 		_ = mw.Close()
 		o := s.op(t, "compat-execute")
-		status, body := restCall(t, s, o, s.key, apiCall{body: b.Bytes(), contentType: mw.FormDataContentType()})
+		k := s.newKey(t, "compat")
+		status, body := restCall(t, s, o, k.Key, apiCall{body: b.Bytes(), contentType: mw.FormDataContentType()})
 		var out compatResponse
 		if status != http.StatusOK || json.Unmarshal(body, &out) != nil || out.Output == nil || *out.Output != "from the original API" || out.Error != nil {
 			t.Errorf("compat: %d %s", status, body)
+		}
+		if s.lastUsed(t, k.Record.ID) == nil {
+			t.Errorf("the compat endpoint did not mark its key used")
 		}
 		// Its own answer shape for refusals, with the table's scope.
 		status, body = restCall(t, s, o, s.keyWithout(t, schemas.ScopeModulesWrite), apiCall{body: b.Bytes(), contentType: mw.FormDataContentType()})

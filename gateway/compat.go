@@ -137,15 +137,11 @@ const compatBodyTimeout = 30 * time.Second
 // checked before the module is stored or compiled.
 func (g *Server) compatExecute(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	p, err := g.authorize(ctx, g.opByID["compat-execute"], r.Header.Get("Authorization"))
+	p, release, err := g.admitCaller(ctx, g.opByID["compat-execute"], r.Header.Get("Authorization"))
 	if err == nil && !p.can(schemas.ScopeModulesWrite) {
+		release()
 		err = errInlineNeedsWrite
 	}
-	if err != nil {
-		g.compatFail(ctx, w, err)
-		return
-	}
-	release, err := g.limitConcurrent(ctx, p)
 	if err != nil {
 		g.compatFail(ctx, w, err)
 		return

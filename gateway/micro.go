@@ -79,15 +79,11 @@ func (g *Server) serveMicro(o *operation, req micro.Request) {
 		g.metrics.natsRequests.WithLabelValues(op, strconv.Itoa(status)).Inc()
 		g.metrics.natsDuration.WithLabelValues(op).Observe(time.Since(start).Seconds())
 	}()
-	p, err := g.authorize(ctx, o, req.Headers().Get(schemas.HeaderAuthorization))
+	p, release, err := g.admitCaller(ctx, o, req.Headers().Get(schemas.HeaderAuthorization))
 	var out any
 	if err == nil {
-		g.keyUsage.touch(p.KeyID)
-		var release func()
-		if release, err = g.limitConcurrent(ctx, p); err == nil {
-			out, err = o.micro(ctx, p, req)
-			release()
-		}
+		out, err = o.micro(ctx, p, req)
+		release()
 	}
 	if err != nil {
 		se := g.publicError(ctx, op, err)

@@ -309,4 +309,21 @@ func (g *Server) authorize(ctx context.Context, o *operation, authorization stri
 	return p, nil
 }
 
+// admitCaller is how every transport lets a caller of o in: authorize, note the key's use
+// (last_used_at), and take one of its tenant's concurrent request slots (not for long-lived
+// streams, which have a bound of their own); release gives the slot back.
+func (g *Server) admitCaller(ctx context.Context, o *operation, authorization string) (p *Principal, release func(), err error) {
+	if p, err = g.authorize(ctx, o, authorization); err != nil {
+		return nil, nil, err
+	}
+	g.keyUsage.touch(p.KeyID)
+	if o.Stream {
+		return p, func() {}, nil
+	}
+	if release, err = g.limitConcurrent(ctx, p); err != nil {
+		return nil, nil, err
+	}
+	return p, release, nil
+}
+
 var errNeedsAdmin = schemas.Errorf(schemas.CodeForbidden, "this endpoint needs an admin key")

@@ -67,9 +67,9 @@ func OpenAPI() *huma.OpenAPI {
 	return api.OpenAPI()
 }
 
-// authenticate is the middleware that authorizes the caller of a table operation (ops.go)
-// before Huma reads the body: a tenant key on an admin operation, or a key without the row's
-// scope, is refused having sent nothing but headers.
+// authenticate is the middleware that lets the caller of a table operation in (admitCaller,
+// ops.go) before Huma reads the body: a tenant key on an admin operation, a key without the
+// row's scope, or a tenant over its concurrent requests is refused having sent only headers.
 func (g *Server) authenticate(api huma.API) func(huma.Context, func(huma.Context)) {
 	return func(ctx huma.Context, next func(huma.Context)) {
 		o := g.opByID[ctx.Operation().OperationID]
@@ -77,24 +77,16 @@ func (g *Server) authenticate(api huma.API) func(huma.Context, func(huma.Context
 			next(ctx)
 			return
 		}
-		p, err := g.authorize(ctx.Context(), o, ctx.Header("Authorization"))
+		p, release, err := g.admitCaller(ctx.Context(), o, ctx.Header("Authorization"))
 		if err != nil {
 			se := g.publicError(ctx.Context(), "authenticate", err)
+			for k, v := range limitHeaders(se, err) {
+				ctx.SetHeader(k, v[0])
+			}
 			_ = huma.WriteErr(api, ctx, se.Code.Status(), se.Message)
 			return
 		}
-		g.keyUsage.touch(p.KeyID)
-		// Event streams are long-lived and have a bound of their own (maxEventStreams).
-		if !o.Stream {
-			release, err := g.limitConcurrent(ctx.Context(), p)
-			if err != nil {
-				se := g.publicError(ctx.Context(), "authenticate", err)
-				ctx.SetHeader("Retry-After", strconv.Itoa(se.RetryAfter))
-				_ = huma.WriteErr(api, ctx, se.Code.Status(), se.Message)
-				return
-			}
-			defer release()
-		}
+		defer release()
 		next(huma.WithValue(ctx, principalKey{}, p))
 	}
 }
