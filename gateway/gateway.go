@@ -1,7 +1,8 @@
 // Package gateway is WasmWiz's front door: it authenticates callers, validates their requests,
 // stores modules, publishes execution requests to JetStream and waits for the executors'
-// replies. It serves one contract twice: REST (Huma v2, OpenAPI 3.1) and a NATS micro service
-// (wasmwiz.api.v1.*). It is stateless and speaks only NATS: no database, no guest code.
+// replies. It serves one contract twice, from one table of operations (ops.go): REST (Huma v2,
+// OpenAPI 3.1) and a NATS micro service (wasmwiz.api.v1.*). It is stateless and speaks only
+// NATS: no database, no guest code.
 package gateway
 
 import (
