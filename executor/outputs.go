@@ -13,7 +13,7 @@ import (
 // chunks, takes well under a second on a local server).
 const outputsTimeout = time.Minute
 
-// storeOutputs moves a stdout or stderr longer than schemas.InlineOutputMax to the outputs
+// storeOutputs moves a stdout, stderr or output file longer than schemas.InlineOutputMax to the outputs
 // object store (schemas.OutputObjectName), so that it need not fit in the result's NATS
 // message: the result keeps its first part (cut where a UTF-8 character starts) and is marked
 // StdoutStored / StderrStored. A store that refuses (full, unreachable) leaves the output cut
@@ -45,6 +45,25 @@ func (n *Node) storeOutputs(ctx context.Context, log *slog.Logger, res *schemas.
 			stored += int64(len(*o.data))
 		}
 		*o.data = (*o.data)[:runeStart(*o.data, schemas.InlineOutputMax)]
+	}
+	// Output files over InlineOutputMax likewise, whole: the result keeps only their record.
+	files := 0
+	for i := range res.Files {
+		f := &res.Files[i]
+		if len(f.Data) <= schemas.InlineOutputMax || n.outputs == nil {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, outputsTimeout)
+		_, err := n.outputs.PutBytes(pctx, schemas.OutputFileObjectName(res.ID, files), f.Data)
+		cancel()
+		if err != nil {
+			log.Error("store large output file; the result keeps its first part only", "bytes", len(f.Data), "err", err)
+			f.Data, f.Truncated = f.Data[:schemas.InlineOutputMax], true
+			continue
+		}
+		stored += int64(len(f.Data))
+		f.Stored, f.Index, f.Kept, f.Data = true, files, int64(len(f.Data)), nil
+		files++
 	}
 	return stored
 }

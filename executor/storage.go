@@ -56,6 +56,11 @@ func (n *Node) chargeResult(ctx context.Context, res *schemas.Result, b []byte, 
 			stored.StdoutTruncated = stored.StdoutTruncated || stored.StdoutStored
 			stored.StderrTruncated = stored.StderrTruncated || stored.StderrStored
 			stored.StdoutStored, stored.StderrStored = false, false
+			for i := range stored.Files {
+				if f := &stored.Files[i]; f.Stored {
+					f.Stored, f.Truncated, f.Kept = false, true, 0
+				}
+			}
 			if out, err = fitResult(stored, int(max(tier.ResultBytes-used, 0))); err != nil {
 				return nil, nil, fmt.Errorf("encode result: %w", err)
 			}
@@ -92,7 +97,7 @@ func cutCopy(res *schemas.Result) *schemas.Result {
 	return &c
 }
 
-// deleteOutputs removes the stdout and stderr objects stored for res (storeOutputs) after its
+// deleteOutputs removes the stdout, stderr and output file objects stored for res (storeOutputs) after its
 // result was cut to fit its tenant's quota; one left behind expires with the results.
 func (n *Node) deleteOutputs(ctx context.Context, res *schemas.Result) {
 	for _, o := range []struct {
@@ -104,6 +109,14 @@ func (n *Node) deleteOutputs(ctx context.Context, res *schemas.Result) {
 		}
 		if err := n.outputs.Delete(ctx, schemas.OutputObjectName(res.ID, o.stream)); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
 			n.log.Warn("delete an output cut by the storage quota", "execution_id", res.ID, "stream", o.stream, "err", err)
+		}
+	}
+	for _, f := range res.Files {
+		if !f.Stored || n.outputs == nil {
+			continue
+		}
+		if err := n.outputs.Delete(ctx, schemas.OutputFileObjectName(res.ID, f.Index)); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+			n.log.Warn("delete an output file cut by the storage quota", "execution_id", res.ID, "path", f.Path, "err", err)
 		}
 	}
 }

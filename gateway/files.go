@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/base64"
+	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -194,5 +195,16 @@ func (g *Server) restOutputFile(ctx context.Context, p *Principal, in *outputFil
 	if err != nil {
 		return nil, err
 	}
-	return &outputFileOutput{ContentType: "application/octet-stream", Size: f.Size, Truncated: f.Truncated, Body: f.Data}, nil
+	data := f.Data
+	if f.Stored { // over 1 MiB: in the outputs store (at most the tier's outputs_bytes)
+		rc, _, err := g.openOutput(ctx, schemas.OutputFileObjectName(in.ID, f.Index), "output file "+f.Path+" of execution "+in.ID)
+		if err != nil {
+			return nil, err
+		}
+		defer rc.Close()
+		if data, err = io.ReadAll(rc); err != nil {
+			return nil, unavailable("outputs store", err)
+		}
+	}
+	return &outputFileOutput{ContentType: "application/octet-stream", Size: f.Size, Truncated: f.Truncated, Body: data}, nil
 }

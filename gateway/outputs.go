@@ -34,8 +34,15 @@ func (g *Server) output(ctx context.Context, p *Principal, id, stream string) (i
 	if !stored {
 		return io.NopCloser(bytes.NewReader(inline)), int64(len(inline)), nil
 	}
-	name := schemas.OutputObjectName(r.ID, stream)
-	var obj jetstream.ObjectResult
+	return g.openOutput(ctx, schemas.OutputObjectName(r.ID, stream), "the "+stream+" of execution "+r.ID)
+}
+
+// openOutput opens the object name of the outputs store; what names it in a 404.
+func (g *Server) openOutput(ctx context.Context, name, what string) (io.ReadCloser, int64, error) {
+	var (
+		obj jetstream.ObjectResult
+		err error
+	)
 	for attempt := range 5 { // a follower may not have the object the leader acknowledged yet
 		obj, err = g.outputs.Get(ctx, name)
 		if !errors.Is(err, jetstream.ErrObjectNotFound) {
@@ -48,7 +55,7 @@ func (g *Server) output(ctx context.Context, p *Principal, id, stream string) (i
 		}
 	}
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return nil, 0, schemas.Errorf(schemas.CodeNotFound, "the %s of execution %s has expired", stream, r.ID)
+		return nil, 0, schemas.Errorf(schemas.CodeNotFound, "%s has expired", what)
 	} else if err != nil {
 		return nil, 0, unavailable("outputs store", err)
 	}

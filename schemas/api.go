@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"encoding/base64"
+	"net/url"
 	"time"
 	"unicode/utf8"
 )
@@ -48,6 +49,7 @@ type ExecutionFile struct {
 	Base64    string `json:"base64,omitempty" doc:"the content as base64, when it is not UTF-8"`
 	Size      int64  `json:"size" doc:"the file's whole size in bytes"`
 	Truncated bool   `json:"truncated,omitempty" doc:"only the first bytes are returned: the outputs reached the tier's outputs_bytes"`
+	URL       string `json:"url,omitempty" doc:"set for a file over 1 MiB, which the result does not carry: GET it (relative to the API's base URL) for its bytes"`
 }
 
 // Execution is an execution as callers see it.
@@ -102,7 +104,9 @@ func ExecutionView(r *Result) *Execution {
 	e.StorageQuotaExceeded = r.StorageQuotaExceeded
 	for _, f := range r.Files {
 		ef := ExecutionFile{Path: f.Path, Size: f.Size, Truncated: f.Truncated}
-		if utf8.Valid(f.Data) {
+		if f.Stored {
+			ef.URL = "/v1/executions/" + r.ID + "/files/" + url.PathEscape(f.Path)
+		} else if utf8.Valid(f.Data) {
 			ef.Text = string(f.Data)
 		} else {
 			ef.Base64 = base64.StdEncoding.EncodeToString(f.Data)

@@ -3,6 +3,7 @@ package schemas
 import (
 	"fmt"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -25,7 +26,7 @@ var DefaultFileLimits = map[string]FileLimits{
 	TierFree:      {ScratchBytes: 32 * MiB, InlineFilesBytes: MiB, OutputsBytes: MiB, BundleBytes: 16 * MiB, BundleFiles: 1_000},
 	TierBasic:     {ScratchBytes: 64 * MiB, InlineFilesBytes: 2 * MiB, OutputsBytes: 2 * MiB, BundleBytes: 64 * MiB, BundleFiles: 10_000},
 	TierPro:       {ScratchBytes: 128 * MiB, InlineFilesBytes: 4 * MiB, OutputsBytes: 4 * MiB, BundleBytes: 256 * MiB, BundleFiles: 100_000},
-	TierUnlimited: {ScratchBytes: 256 * MiB, InlineFilesBytes: 4 * MiB, OutputsBytes: 4 * MiB, BundleBytes: 256 * MiB, BundleFiles: 100_000},
+	TierUnlimited: {ScratchBytes: 256 * MiB, InlineFilesBytes: 4 * MiB, OutputsBytes: 64 * MiB, BundleBytes: 256 * MiB, BundleFiles: 100_000},
 }
 
 // FileLimits returns t's file limits with the defaults filled in.
@@ -116,6 +117,17 @@ type OutputFile struct {
 	Data      []byte `json:"data,omitempty"`
 	Size      int64  `json:"size"`                // the file's whole size
 	Truncated bool   `json:"truncated,omitempty"` // Data holds fewer than Size bytes
+	// Stored: the file (its first Size bytes, or what the outputs cap kept when Truncated) is
+	// the object OutputFileObjectName(execution, Index) in ObjectOutputs, not Data.
+	Stored bool  `json:"stored,omitempty"`
+	Index  int   `json:"index,omitempty"` // its place among the execution's stored files
+	Kept   int64 `json:"kept,omitempty"`  // bytes stored
+}
+
+// OutputFileObjectName is the name in ObjectOutputs of an execution's stored output file:
+// <execution id>/files/<index>.
+func OutputFileObjectName(executionID string, index int) string {
+	return executionID + "/files/" + strconv.Itoa(index)
 }
 
 // Bundle is a tenant's reference to a stored bundle, in KV BucketBundleOwner.
@@ -145,7 +157,8 @@ const (
 // InlineOutputMax, named by OutputObjectName, kept as long as results (the results TTL).
 const ObjectOutputs = "wasmwiz_outputs"
 
-// InlineOutputMax is the most of a stdout or stderr a result carries itself. More (up to the
+// InlineOutputMax is the most of a stdout or stderr a result carries itself, and the largest
+// output file it carries (larger ones are stored like stdout, see OutputFile.Stored). More (up to the
 // tier's stdout_max) is stored in ObjectOutputs; the result then carries its first
 // InlineOutputMax bytes and says so (Result.StdoutStored, Execution.StdoutURL).
 const InlineOutputMax = MiB

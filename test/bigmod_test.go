@@ -109,6 +109,35 @@ func TestDev_BigModulesAndOutputs(t *testing.T) {
 		t.Errorf("executions.output returned %d bytes in %d pieces, want the %d of stdout", len(got), pieces+1, want)
 	}
 
+	// An output file larger than a NATS message: a 12 MiB file of a bundle, mounted writable,
+	// returned as an output; the result carries its record and url, the download its bytes.
+	bigFile := bytes.Repeat([]byte("0123456789abcdef"), (12<<20)/16)
+	br, bundle := s.uploadBundle(t, key, tarball(t, tarFile{name: "big.bin", body: string(bigFile)}))
+	if br.Status != http.StatusCreated {
+		t.Fatalf("bundle: %d %s", br.Status, br.Body)
+	}
+	rw := false
+	hello := s.upload(t, key, "hello", fixtures.Wasm("hello"))
+	fex := s.run(t, key, schemas.ExecutionRequest{ModuleID: hello.ID, Mounts: []schemas.Mount{{Bundle: bundle.ID, Path: "/out", ReadOnly: &rw}}, Outputs: []string{"/out/*"}})
+	if fex.Status != schemas.StatusSucceeded || len(fex.Files) != 1 || fex.Files[0].Size != int64(len(bigFile)) || fex.Files[0].Truncated ||
+		fex.Files[0].URL == "" || fex.Files[0].Text != "" || fex.Files[0].Base64 != "" {
+		t.Fatalf("big output file: %s %s, files %+v", fex.Status, fex.Error, fex.Files)
+	}
+	if r := s.do(t, http.MethodGet, fex.Files[0].URL, key, "", nil); r.Status != 200 || !bytes.Equal(r.Body, bigFile) {
+		t.Fatalf("GET %s: %d, %d bytes, want %d", fex.Files[0].URL, r.Status, len(r.Body), len(bigFile))
+	}
+	// The CLI writes it to the output directory.
+	share, outDir := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(share, "big.bin"), bigFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := cli(t, "run", "--url", s.URL, "--key", key, "--mount", share+":/out:rw", "--output", "/out/*", "--output-dir", outDir,
+		filepath.Join("..", "internal", "fixtures", "wasm", "hello.wasm")); code != 0 {
+		t.Errorf("wasmwiz run --output: exit %d: %s", code, errOut)
+	} else if got, err := os.ReadFile(filepath.Join(outDir, "out", "big.bin")); err != nil || !bytes.Equal(got, bigFile) {
+		t.Errorf("wasmwiz run --output wrote %d bytes (%v), want %d", len(got), err, len(bigFile))
+	}
+
 	// A module that uses the exception-handling proposal: 422 naming it.
 	eh := []byte("\x00asm\x01\x00\x00\x00\x0d\x01\x00") // an empty tag section
 	r = s.do(t, http.MethodPost, "/v1/modules", key, "application/wasm", eh)

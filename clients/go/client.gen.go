@@ -366,6 +366,9 @@ type ExecutionFile struct {
 
 	// Truncated only the first bytes are returned: the outputs reached the tier's outputs_bytes
 	Truncated *bool `json:"truncated,omitempty"`
+
+	// URL set for a file over 1 MiB, which the result does not carry: GET it (relative to the API's base URL) for its bytes
+	URL *string `json:"url,omitempty"`
 }
 
 // ExecutionList defines model for ExecutionList.

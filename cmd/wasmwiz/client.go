@@ -227,7 +227,7 @@ func runClientRun(ctx context.Context, args []string, getenv func(string) string
 	} else if err := download(stderr)(c.api.GetExecutionStderr(ctx, ex.ID)); err != nil {
 		return err
 	}
-	if err := files.save(ex, stderr); err != nil {
+	if err := files.save(ctx, c, ex, stderr); err != nil {
 		return err
 	}
 	if ex.Status != wasmwiz.ExecutionStatusSucceeded {

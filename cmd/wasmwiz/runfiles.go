@@ -183,12 +183,18 @@ func packDir(dir string) ([]byte, error) {
 
 // save writes the execution's output files under the output directory, at their guest paths,
 // and says on w what it wrote and what was cut.
-func (f *runFiles) save(ex *wasmwiz.Execution, w io.Writer) error {
+func (f *runFiles) save(ctx context.Context, c *client, ex *wasmwiz.Execution, w io.Writer) error {
 	for _, o := range ex.Files {
 		p := path.Clean("/" + o.Path)
 		local := filepath.Join(*f.outputDir, filepath.FromSlash(p))
 		data := []byte(str(o.Text))
-		if o.Base64 != nil {
+		if o.URL != nil { // over 1 MiB: not in the result, downloaded
+			var buf bytes.Buffer
+			if err := download(&buf)(c.api.DownloadOutput(ctx, ex.ID, o.Path)); err != nil {
+				return fmt.Errorf("output %s: %w", o.Path, err)
+			}
+			data = buf.Bytes()
+		} else if o.Base64 != nil {
 			b, err := base64.StdEncoding.DecodeString(*o.Base64)
 			if err != nil {
 				return fmt.Errorf("output %s: %w", o.Path, err)

@@ -641,6 +641,8 @@ export interface components {
             text?: string;
             /** @description only the first bytes are returned: the outputs reached the tier's outputs_bytes */
             truncated?: boolean;
+            /** @description set for a file over 1 MiB, which the result does not carry: GET it (relative to the API's base URL) for its bytes */
+            url?: string;
         };
         ExecutionList: {
             executions: components["schemas"]["ExecutionSummary"][] | null;
