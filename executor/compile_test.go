@@ -2,11 +2,13 @@ package executor
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/wasmwiz/wasmwiz/internal/fixtures"
+	"github.com/wasmwiz/wasmwiz/internal/natstest"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
@@ -88,6 +90,52 @@ func TestNode_Compile_TooExpensive(t *testing.T) {
 	}
 	if !e.node.Ready() {
 		t.Error("node not ready")
+	}
+}
+
+// TestNode_CompileKeepsExecutionWorkers: a compile in progress does not take a worker an
+// execution counts on. A node with one execution worker compiles a bomb (killed at its budget);
+// an execution started once the compile holds its worker finishes while the compile still runs.
+// The proof is the order of the two replies, not a duration: the node sends both on one
+// connection, and this test receives both on one, so had the execution waited for the compile's
+// worker, the compile's reply would have arrived first.
+func TestNode_CompileKeepsExecutionWorkers(t *testing.T) {
+	e := startEnv(t, func(c *Config) { c.Workers, c.CompileTimeout = 1, 5*time.Second })
+	hello := e.putModule(fixtures.Wasm("hello"))
+	if res := e.execute(newRequest(schemas.TierFree, hello)); res.Status != schemas.StatusSucceeded { // warm
+		t.Fatalf("hello: %s %q", res.Status, res.Error)
+	}
+	bomb := e.putModule(compileBomb(1000, 20_000)) // compiles for far longer than 5 s
+	compiled, err := e.nc.SubscribeSync(e.nc.NewRespInbox())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(schemas.CompileRequest{ModuleID: bomb, Tier: schemas.TierFree})
+	if err := e.nc.PublishRequest(schemas.SubjectCompile, compiled.Subject, b); err != nil {
+		t.Fatal(err)
+	}
+	natstest.CheckFor(t, time.Minute, poll, func() error {
+		if busy := counterValue(t, e.node.m.workersBusy); busy != 1 {
+			return fmt.Errorf("%v workers busy, want 1 (the compile's)", busy)
+		}
+		return nil
+	})
+	if res := e.execute(newRequest(schemas.TierFree, hello)); res.Status != schemas.StatusSucceeded {
+		t.Fatalf("hello during the compile: %s %q", res.Status, res.Error)
+	}
+	if n, _, _ := compiled.Pending(); n != 0 {
+		t.Fatal("the compile answered before the execution did: the execution waited for the compile's worker, or the bomb compiled within its budget")
+	}
+	m, err := compiled.NextMsg(time.Minute)
+	if err != nil {
+		t.Fatalf("compile reply: %v", err)
+	}
+	var r schemas.CompileReply
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Error == nil || !strings.HasPrefix(r.Error.Message, "module too expensive to compile") {
+		t.Errorf("bomb: %+v, want too expensive to compile", r.Error)
 	}
 }
 

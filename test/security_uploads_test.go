@@ -228,7 +228,10 @@ func TestSecurity_CompileBombRateLimitedBeforeCompile(t *testing.T) {
 // TestSecurity_CompileBombKeepsWorkers (hole 8): a compile bomb on a node with one execution
 // worker neither takes that worker from another tenant's executions nor goes unbilled. Before
 // the fix the bomb held the only worker until the compile timeout killed it, and another
-// tenant's executions waited that long.
+// tenant's executions waited that long. Here another tenant's executions all succeed while the
+// bomb compiles; that none of them waited for the compile's worker is proven without a clock by
+// executor's TestNode_CompileKeepsExecutionWorkers (a duration bound here failed on a loaded
+// machine, where a plain execution took longer than half the compile timeout).
 func TestSecurity_CompileBombKeepsWorkers(t *testing.T) {
 	// Short enough that the bomb outlasts it on a quiet machine too (it compiled in under 4 s).
 	const compileTimeout = time.Second
@@ -263,9 +266,6 @@ func TestSecurity_CompileBombKeepsWorkers(t *testing.T) {
 		runs, slowest.Round(time.Millisecond), bomb.Status, trunc(string(bomb.Body), 160))
 	if bomb.Status != 422 || !strings.Contains(string(bomb.Body), "too expensive to compile") {
 		t.Fatalf("bomb: %d %s, want 422 too expensive to compile", bomb.Status, bomb.Body)
-	}
-	if slowest > compileTimeout/2 {
-		t.Errorf("another tenant's execution took %v while the bomb compiled: the compile took its worker", slowest)
 	}
 	got := events.until(t, func(ev sseEvent) bool { return ev.Event == schemas.EventModuleRejected })
 	mod := got[len(got)-1].Data.Module
