@@ -127,9 +127,9 @@ func TestHostile(t *testing.T) {
 			uploadStatus: 422, uploadDetail: "bytes in its largest function body, over the limit of 8388608"},
 		{name: "huge function body (2.1 MB, 300k adds, within the policy)", wasm: genModule(1, patAdd, 300_000),
 			status: schemas.StatusSucceeded, maxStop: 30 * time.Second},
-		{name: "many functions (100,001, over the policy)", wasm: genModule(100_001, nil, 0),
-			uploadStatus: 422, uploadDetail: "module has 100001 functions, over the limit of 100000"},
-		{name: "many functions (100,000, at the limit)", wasm: genModule(100_000, patDrop, 1),
+		{name: fmt.Sprintf("many functions (%d, over the tier's cap)", pro.FunctionCap()+1), wasm: genModule(pro.FunctionCap()+1, nil, 0),
+			uploadStatus: 422, uploadDetail: fmt.Sprintf("module has %d functions, over the limit of %d", pro.FunctionCap()+1, pro.FunctionCap())},
+		{name: fmt.Sprintf("many functions (%d, at the tier's cap)", pro.FunctionCap()), wasm: genModule(pro.FunctionCap(), patDrop, 1),
 			status: schemas.StatusSucceeded, maxStop: 30 * time.Second},
 		{name: "stdout flood (4 MiB)", wasm: fixtures.Wasm("stdoutflood"), status: schemas.StatusSucceeded,
 			check: func(t *testing.T, e *schemas.Execution) {
