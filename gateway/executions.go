@@ -408,6 +408,12 @@ func (g *Server) publishExec(ctx context.Context, er *schemas.ExecRequest, deadl
 	if err != nil {
 		return err
 	}
+	// The request travels as one NATS message: stdin and inline files must fit in it, whatever
+	// the tier's stdin_max says (headers take well under 4 KiB).
+	if most := g.nc.MaxPayload() - 4<<10; int64(len(body)) > most {
+		return schemas.Errorf(schemas.CodeTooLarge, "the execution request is %d bytes as a message, over the %d the message bus carries (its max_payload); send less stdin or fewer inline files (stdin travels base64-encoded: at most about %d bytes)",
+			len(body), most, most*3/4-64<<10)
+	}
 	msg := nats.NewMsg(schemas.ExecSubject(er.Tier, er.TenantID))
 	msg.Data = body
 	msg.Header.Set(schemas.HeaderExecutionID, er.ExecutionID)

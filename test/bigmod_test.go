@@ -23,7 +23,7 @@ func TestDev_BigModulesAndOutputs(t *testing.T) {
 	// Pro's stdout_max raised to 64 MiB, so that tenant dev (pro; the NATS tenant) gets a stored
 	// stdout too.
 	tiersFile := filepath.Join(t.TempDir(), "tiers.json")
-	if err := os.WriteFile(tiersFile, []byte(`{"pro": {"stdout_max": 67108864}}`), 0o600); err != nil {
+	if err := os.WriteFile(tiersFile, []byte(`{"pro": {"stdout_max": 67108864, "stdin_max": 16777216}}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	s := startDevEnv(t, filepath.Join(t.TempDir(), "wasmwiz-data"), "WASMWIZ_TIERS_FILE="+tiersFile)
@@ -136,6 +136,14 @@ func TestDev_BigModulesAndOutputs(t *testing.T) {
 		t.Errorf("wasmwiz run --output: exit %d: %s", code, errOut)
 	} else if got, err := os.ReadFile(filepath.Join(outDir, "out", "big.bin")); err != nil || !bytes.Equal(got, bigFile) {
 		t.Errorf("wasmwiz run --output wrote %d bytes (%v), want %d", len(got), err, len(bigFile))
+	}
+
+	// A stdin the tier allows (16 MiB here) but the message bus cannot carry (8 MiB messages):
+	// a 413 that says so, not a 503.
+	body, _ := json.Marshal(schemas.ExecutionRequest{ModuleID: devBig.ID, Stdin: strings.Repeat("s", 9<<20)})
+	r = s.do(t, http.MethodPost, "/v1/executions", s.DevKey, "application/json", body)
+	if code, detail := r.problem(t); r.Status != http.StatusRequestEntityTooLarge || code != string(schemas.CodeTooLarge) || !strings.Contains(detail, "max_payload") {
+		t.Errorf("9 MiB of stdin: %d %s %q, want 413 naming max_payload", r.Status, code, detail)
 	}
 
 	// A module that uses the exception-handling proposal: 422 naming it.
