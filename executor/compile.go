@@ -86,10 +86,14 @@ func (n *Node) compileModule(ctx context.Context, m *nats.Msg) *schemas.CompileR
 		return &schemas.CompileReply{Error: schemas.Errorf(schemas.CodeUnavailable, "executor is busy compiling other uploads; retry shortly")}
 	}
 	budget := n.cfg.compileBudget(tier, n.mods.size(hexDigest))
-	// The first compile of a module in the cluster is shared: the worker compiles it afresh and
-	// names the artifact, which the node stores for the other nodes (artifacts.go).
+	// Every compile request is an upload by a tenant that does not own the module yet, and is
+	// compiled afresh (CompileJob.Share: a runtime and cache directory of its own, no worker's
+	// compiled modules, no file cache): an upload of bytes another tenant already uploaded
+	// costs the same compile as a new module, so its time tells nothing about other tenants
+	// (issue 12). The first compile of a module in the cluster is also shared: the node stores
+	// the artifact the worker names for the other nodes (artifacts.go).
 	share := !n.artifacts.shared(hexDigest)
-	res, err := n.pool.compile(actx, &worker.CompileJob{ModulePath: path, ModuleHash: hexDigest, MemoryPages: uint32(tier.MemoryMB * 16), Share: share}, budget)
+	res, err := n.pool.compile(actx, &worker.CompileJob{ModulePath: path, ModuleHash: hexDigest, MemoryPages: uint32(tier.MemoryMB * 16), Share: true}, budget)
 	var killed *killedError
 	switch {
 	case errors.As(err, &killed):
@@ -114,7 +118,7 @@ func (n *Node) compileModule(ctx context.Context, m *nats.Msg) *schemas.CompileR
 	reply := &schemas.CompileReply{CompileMS: ms(res.Duration)}
 	if res.Error != "" {
 		reply.Error = schemas.Errorf(schemas.CodeInvalidModule, "%s", wasmmodule.ExplainCompileError(res.Error))
-	} else if res.CacheFile != "" {
+	} else if res.CacheFile != "" && share {
 		// Before the reply, so that the executions an upload's client starts next find it on
 		// every node; bounded, since sharing is an optimisation and the upload waits.
 		sctx, cancel := context.WithTimeout(ctx, shareTimeout)

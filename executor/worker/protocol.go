@@ -166,9 +166,9 @@ type CompileJob struct {
 	ModulePath  string
 	ModuleHash  string
 	MemoryPages uint32
-	// Share asks for the compiled artifact the node shares with other nodes: the module is
-	// compiled afresh (not loaded from the file cache) and the file wazero writes for it is
-	// named in CompileResult.CacheFile.
+	// Share asks for a compile afresh (not loaded from the file cache or the worker's compiled
+	// modules), whose artifact, the file wazero writes for it, is named in
+	// CompileResult.CacheFile (for the node to share with other nodes). Uploads always set it.
 	Share bool
 }
 
