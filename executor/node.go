@@ -64,6 +64,7 @@ type Node struct {
 	outputs   jetstream.ObjectStore // outputs.go
 	results   jetstream.KeyValue
 	storage   jetstream.KeyValue // per-tenant result usage (storage.go)
+	charging  keyedMutex         // one charge of a tenant at a time on this node (storage.go)
 	// resultsTTL is the results bucket's TTL: how long a stored result counts against its tenant.
 	resultsTTL time.Duration
 	sched      *scheduler

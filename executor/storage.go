@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -33,6 +34,7 @@ func (n *Node) chargeResult(ctx context.Context, res *schemas.Result, b []byte, 
 		return res, b, nil
 	}
 	key := schemas.ResultUsageKey(res.TenantID)
+	defer n.charging.lock(key)()
 	for range chargeAttempts {
 		var u schemas.ResultUsage
 		var rev uint64
@@ -88,6 +90,47 @@ func (n *Node) chargeResult(ctx context.Context, res *schemas.Result, b []byte, 
 		}
 	}
 	return nil, nil, fmt.Errorf("charge result usage: %d attempts lost to other executors", chargeAttempts)
+}
+
+// keyedMutex holds one lock per key, for as long as somebody holds or waits for it.
+//
+// A node charges one tenant's results one at a time (Node.charging): its own executions would
+// otherwise race each other's compare-and-set on the tenant's usage record, and at 64
+// concurrent executions of one tenant most attempts lost and were tried again (24 NATS messages
+// per execution instead of 4, 44 executions/s). Other nodes' charges of the tenant still race
+// this node's, which the compare-and-set settles.
+type keyedMutex struct {
+	mu sync.Mutex
+	m  map[string]*keyedLock
+}
+
+type keyedLock struct {
+	mu      sync.Mutex
+	holders int // holding or waiting
+}
+
+// lock locks key and returns its unlock.
+func (k *keyedMutex) lock(key string) (unlock func()) {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = map[string]*keyedLock{}
+	}
+	l := k.m[key]
+	if l == nil {
+		l = &keyedLock{}
+		k.m[key] = l
+	}
+	l.holders++
+	k.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		k.mu.Lock()
+		if l.holders--; l.holders == 0 {
+			delete(k.m, key)
+		}
+		k.mu.Unlock()
+	}
 }
 
 // cutCopy is a copy of res whose outputs fitResult may cut without touching res.
