@@ -13,6 +13,13 @@ const docsViewerVersion = "9.0.15"
 //go:embed docsassets/web-components.min.js docsassets/styles.min.css
 var docsAssets embed.FS
 
+// docsOverview is the OpenAPI document's description, the overview page of /docs: how to
+// authenticate, errors, idempotency, rate limits and async executions, with examples that
+// TestDocs_Examples (test/) sends to a running system.
+//
+//go:embed docsassets/overview.md
+var docsOverview string
+
 // docsCSP lets the docs page load its viewer and the OpenAPI document from the gateway itself
 // and nothing else. The viewer sets inline styles, hence 'unsafe-inline' for styles only.
 var docsCSP = strings.Join([]string{

@@ -26,7 +26,7 @@ const APIVersion = "1.0.0"
 // newAPI builds the Huma API on mux, with no operations yet (bindREST adds the table's).
 func newAPI(mux *http.ServeMux) huma.API {
 	config := huma.DefaultConfig("WasmWiz API", APIVersion)
-	config.Info.Description = "Run untrusted WebAssembly (WASI preview 1) modules as a service."
+	config.Info.Description = docsOverview // docsassets/overview.md: the narrative on /docs
 	config.CreateHooks = nil // no $schema links in bodies: REST and NATS bodies are identical
 	config.OpenAPIPath = "/openapi"
 	config.DocsPath = "" // served by docsRoutes from embedded assets, not from a CDN

@@ -270,8 +270,17 @@ func TestDev_Console(t *testing.T) {
 	if stored := get("session storage after sign out", storedKey); stored != "" {
 		t.Errorf("after sign out sessionStorage still holds a key")
 	}
+	consoleErrors := errorsSoFar()
+
+	// /docs shows the narrative overview (the OpenAPI description) offline, from the binary.
+	do("docs overview",
+		chromedp.Navigate(s.URL+"/docs"),
+		until(`document.body.innerText.includes("Idempotency-Key: <anything unique>")`),
+		shot("docs-overview"),
+	)
+
 	var real []string
-	for _, e := range errorsSoFar() {
+	for _, e := range consoleErrors {
 		// The wrong key's 401 is logged by Chromium as a failed resource load; nothing else may be.
 		if strings.Contains(e, "401 (Unauthorized)") {
 			continue
