@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wasmwiz/wasmwiz/internal/fixtures"
+	"github.com/wasmwiz/wasmwiz/internal/history"
 	"github.com/wasmwiz/wasmwiz/internal/natstest"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
@@ -217,6 +218,12 @@ func startAPISuite(t *testing.T) *apiSuite {
 			Status: schemas.StatusSucceeded, Stdout: er.Stdin, CreatedAt: now, StartedAt: &now, FinishedAt: &now, NodeID: "stub"}
 		b, _ := json.Marshal(r)
 		if _, err := results.Put(context.Background(), er.ExecutionID, b); err != nil {
+			_ = m.Nak()
+			return
+		}
+		// As the executor does, the end goes into the history too (a synchronous execution that
+		// ends at once has no queued record from the gateway).
+		if err := history.Publish(context.Background(), js, er.TenantID, schemas.SummaryOf(&r, er.ModuleName)); err != nil {
 			_ = m.Nak()
 			return
 		}

@@ -27,7 +27,7 @@ const APIVersion = "1.0.0"
 func newAPI(mux *http.ServeMux) huma.API {
 	config := huma.DefaultConfig("WasmWiz API", APIVersion)
 	config.Info.Description = docsOverview // docsassets/overview.md: the narrative on /docs
-	config.CreateHooks = nil // no $schema links in bodies: REST and NATS bodies are identical
+	config.CreateHooks = nil               // no $schema links in bodies: REST and NATS bodies are identical
 	config.OpenAPIPath = "/openapi"
 	config.DocsPath = "" // served by docsRoutes from embedded assets, not from a CDN
 	config.Servers = contractServers
