@@ -242,6 +242,30 @@ func TestDev_Console(t *testing.T) {
 		t.Errorf("the new key is still in the page after Done")
 	}
 
+	// Rotate the new key (a new one, shown once; the old one in its grace) and revoke the
+	// rotated one; the dialogs asking to confirm are answered yes.
+	rowOf := func(name string) string {
+		return fmt.Sprintf(`[...document.querySelectorAll("#keys tbody tr")].find(r => r.children[1].textContent === %q)`, name)
+	}
+	do("rotate and revoke",
+		eval(`(window.confirm = () => true) !== null`),
+		eval(rowOf("from-chromium")+`.querySelector("button.rotate").click() === undefined`),
+		chromedp.WaitVisible(chromedp.ID("new-key-box")),
+		until(`document.getElementById("new-key").textContent.startsWith("ww_") && document.getElementById("new-key").textContent !== `+fmt.Sprintf("%q", newKey)),
+		until(`[...document.querySelectorAll("#keys tbody tr")].filter(r => r.children[1].textContent === "from-chromium").length === 2`),
+	)
+	rotated := get("the rotated key", chromedp.TextContent(chromedp.ID("new-key")))
+	if r := s.do(t, http.MethodGet, "/v1/executions", rotated, "", nil); r.Status != 200 {
+		t.Errorf("the rotated key lists executions: %d %s", r.Status, r.Body)
+	}
+	do("revoke the rotated key",
+		eval(`[...document.querySelectorAll("#keys tbody tr")].filter(r => r.children[1].textContent === "from-chromium" && !r.children[5].textContent.includes("rotated"))[0].querySelector("button.revoke").click() === undefined`),
+		until(`[...document.querySelectorAll("#keys tbody tr")].filter(r => r.children[1].textContent === "from-chromium").length === 1`),
+	)
+	if r := s.do(t, http.MethodGet, "/v1/executions", rotated, "", nil); r.Status != 401 {
+		t.Errorf("the revoked key still works: %d", r.Status)
+	}
+
 	// Live events: an execution started elsewhere shows up.
 	do("live events",
 		chromedp.Click(chromedp.ID("tab-events")),
