@@ -186,13 +186,13 @@ func startFaultCluster(t *testing.T) *faultCluster {
 	for i, p := range ps {
 		text := string(conf)
 		for old, repl := range map[string]string{
-			"port: 4222":        "port: " + p.client,
-			"http_port: 8222":   "http_port: " + p.http,
-			"store_dir: /data":  fmt.Sprintf("store_dir: %q", filepath.Join(c.dir, fmt.Sprintf("data-n%d", i))),
-			"port: 6222":        "port: " + p.cluster,
-			"nats://nats1:6222": "nats://127.0.0.1:" + ps[0].cluster,
-			"nats://nats2:6222": "nats://127.0.0.1:" + ps[1].cluster,
-			"nats://nats3:6222": "nats://127.0.0.1:" + ps[2].cluster,
+			"port: 4222":             "port: " + p.client,
+			`http: "127.0.0.1:8222"`: `http: "127.0.0.1:` + p.http + `"`,
+			"store_dir: /data":       fmt.Sprintf("store_dir: %q", filepath.Join(c.dir, fmt.Sprintf("data-n%d", i))),
+			"port: 6222":             "port: " + p.cluster,
+			"nats://nats1:6222":      "nats://127.0.0.1:" + ps[0].cluster,
+			"nats://nats2:6222":      "nats://127.0.0.1:" + ps[1].cluster,
+			"nats://nats3:6222":      "nats://127.0.0.1:" + ps[2].cluster,
 		} {
 			if !strings.Contains(text, old) {
 				t.Fatalf("deploy/nats/nats.conf has no %q any more: update the fault suite", old)
