@@ -36,10 +36,19 @@ func compileRequestTimeout(t schemas.Tier, size int64) time.Duration {
 	return t.CompileBudget(size) + compileSlack
 }
 
+// compileDeadline is when a compile of size bytes on tier t started now must have ended, all
+// its attempts and the pauses between them included.
+func compileDeadline(t schemas.Tier, size int64) time.Time {
+	return time.Now().UTC().Add(compileRequestTimeout(t, size)*compileAttempts + compilePauses)
+}
+
+// compilePauses is the sum of the pauses between a compile's attempts (2 s, then 4 s).
+const compilePauses = 6 * time.Second
+
 // uploadWait is how long an upload waits for its compile before answering "compiling".
 func (g *Server) uploadWait(t schemas.Tier, size int64, wait bool) time.Duration {
 	if wait {
-		return compileRequestTimeout(t, size) * compileAttempts
+		return compileRequestTimeout(t, size)*compileAttempts + compilePauses
 	}
 	return g.cfg.UploadWait
 }
@@ -48,7 +57,7 @@ func (g *Server) uploadWait(t schemas.Tier, size int64, wait bool) time.Duration
 // gateway running it is gone.
 func abandoned(m *schemas.Module) bool {
 	return m.Status == schemas.ModuleCompiling && m.CompileDeadline != nil &&
-		time.Now().After(m.CompileDeadline.Add(compileSlack*compileAttempts))
+		time.Now().After(m.CompileDeadline.Add(compileSlack))
 }
 
 // compileAttempts is how many times a compile is sent when no executor answers (none is up, all
@@ -108,7 +117,9 @@ func (g *Server) startCompile(t schemas.Tier, keyID string, m schemas.Module, re
 				break
 			}
 			g.log.Warn("compile not answered; sending it again", "module_id", m.ID, "tenant_id", m.TenantID, "attempt", attempt+1, "err", err)
-			time.Sleep(time.Duration(attempt+1) * 2 * time.Second)
+			if attempt+1 < compileAttempts {
+				time.Sleep(time.Duration(attempt+1) * 2 * time.Second) // compilePauses in all
+			}
 		}
 		m.CompileMS, m.CompileDeadline = compileMS, nil
 		var se *schemas.Error
@@ -183,7 +194,7 @@ func (g *Server) awaitModule(ctx context.Context, p *Principal, m *schemas.Modul
 // it abandoned (compare-and-set on rev). It returns the record as it now is.
 func (g *Server) revive(ctx context.Context, p *Principal, m *schemas.Module, rev uint64) *schemas.Module {
 	digest, _ := schemas.ParseModuleID(m.ID)
-	deadline := time.Now().UTC().Add(compileRequestTimeout(p.Tier, m.Size))
+	deadline := compileDeadline(p.Tier, m.Size)
 	next := *m
 	next.CompileDeadline = &deadline
 	b, _ := json.Marshal(&next)

@@ -111,7 +111,7 @@ func (g *Server) storeModule(ctx context.Context, p *Principal, name string, src
 			return nil, unavailable("module store", err)
 		}
 	}
-	deadline := time.Now().UTC().Add(compileRequestTimeout(p.Tier, src.size))
+	deadline := compileDeadline(p.Tier, src.size)
 	m := &schemas.Module{
 		ID: schemas.ModuleID(digest), Name: name, Size: src.size,
 		Imports: nonNil(info.Imports), Exports: nonNil(info.Exports),

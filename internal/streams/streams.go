@@ -61,6 +61,12 @@ const EventsDuplicateWindow = 10 * time.Minute
 // started it never says it ended (the gateway died): longer than any compile may wait for.
 const CompilingMaxAge = 2 * time.Minute
 
+// CompilingAge is how long a compile slot of tier t lasts at most: CompilingMaxAge plus three
+// times the tier's largest compile budget.
+func CompilingAge(t schemas.Tier) time.Duration {
+	return CompilingMaxAge + t.CompileBudget(t.ModuleSize)*3
+}
+
 // DefaultResultsTTL is a new results bucket's TTL when none is given.
 const DefaultResultsTTL = 24 * time.Hour
 
@@ -124,7 +130,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 			{schemas.WindowMinute, t.ExecPerMinute, time.Minute, "executions admitted per tenant in the last minute"},
 			{schemas.WindowDay, t.ExecPerDay, 24 * time.Hour, "executions admitted per tenant in the last day"},
 			{schemas.WindowUpload, t.UploadsPerMinute, time.Minute, "uploads (compiles) admitted per tenant in the last minute"},
-			{schemas.WindowCompiling, t.CompileSlots(), CompilingMaxAge + t.CompileBudget(t.ModuleSize)*3, "compiles in flight per tenant (deleted when each ends)"},
+			{schemas.WindowCompiling, t.CompileSlots(), CompilingAge(t), "compiles in flight per tenant (deleted when each ends)"},
 		} {
 			if w.limit <= 0 {
 				continue
