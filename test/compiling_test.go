@@ -20,7 +20,7 @@ import (
 // seconds (1,000 functions of 5,000 additions each, ~35 MB).
 func TestDev_CompilingModule(t *testing.T) {
 	tiersFile := filepath.Join(t.TempDir(), "tiers.json")
-	if err := os.WriteFile(tiersFile, []byte(`{"free": {"compile_max_ms": 300}}`), 0o600); err != nil {
+	if err := os.WriteFile(tiersFile, []byte(`{"free": {"compile_max_ms": 100}}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	s := startDevEnv(t, filepath.Join(t.TempDir(), "wasmwiz-data"), "WASMWIZ_UPLOAD_WAIT=100ms", "WASMWIZ_SYNC_WAIT=2m", "WASMWIZ_TIERS_FILE="+tiersFile)
@@ -72,7 +72,8 @@ func TestDev_CompilingModule(t *testing.T) {
 	// A module whose compile passes its budget after the upload stopped waiting: the record
 	// says failed, and why; the compile's time is billed in module.rejected (as before).
 	free := s.newTenant(t, "tight", schemas.TierFree)
-	bomb := genModule(1000, patAdd, 1400) // ~9.8 MB, about a second to compile; the free tier's budget is 0.3 s here
+	// ~9.8 MB: 0.3 to 1 s to compile, depending on the machine; the free tier's budget is 0.1 s here.
+	bomb := genModule(1000, patAdd, 1400)
 	r = s.do(t, http.MethodPost, "/v1/modules", free, "application/wasm", bomb)
 	if r.Status != http.StatusAccepted {
 		t.Fatalf("upload of a module over its compile budget: %d %s, want 202", r.Status, r.Body)
@@ -85,7 +86,7 @@ func TestDev_CompilingModule(t *testing.T) {
 		m = schemas.Module{}
 		s.do(t, http.MethodGet, "/v1/modules/"+id, free, "", nil).decode(t, &m)
 	}
-	if m.Status != schemas.ModuleFailed || !strings.Contains(m.Error, "too expensive to compile") || m.CompileMS < 250 {
+	if m.Status != schemas.ModuleFailed || !strings.Contains(m.Error, "too expensive to compile") || m.CompileMS < 90 {
 		t.Fatalf("module over its compile budget: %+v", m)
 	}
 	t.Logf("failed: %s (compile %.0f ms)", m.Error, m.CompileMS)
