@@ -13,7 +13,7 @@ var contractServers = []*huma.Server{{URL: "http://localhost:8080", Description:
 // fixContract is an OnAddOperation hook that states in the OpenAPI document what the handlers
 // really do, so generated clients are typed: binary request bodies carry their media type, the
 // async 202 of create-execution is an Execution, and 429/503 answers declare the headers that
-// say when to try again.
+// say when to try again; an upload's 202 (compiling) is a Module.
 func fixContract(_ *huma.OpenAPI, op *huma.Operation) {
 	if op.RequestBody != nil {
 		for ct, mt := range op.RequestBody.Content {
@@ -49,6 +49,16 @@ func fixContract(_ *huma.OpenAPI, op *huma.Operation) {
 			}
 			ok.Headers, accepted.Headers = headers, headers
 			accepted.Content = ok.Content
+		}
+	case "upload-module":
+		// The 202 (still compiling) is the same Module as the 201, with a Location to poll.
+		if created, accepted := op.Responses["201"], op.Responses["202"]; created != nil && accepted != nil {
+			accepted.Content = created.Content
+			accepted.Headers = map[string]*huma.Param{"Location": {
+				Description: "the module: GET /v1/modules/{id} until its status is ready or failed",
+				Schema:      &huma.Schema{Type: "string"},
+			}}
+			delete(created.Headers, "Location")
 		}
 	case "get-execution":
 		// It shares create-execution's output type but sends none of its headers.

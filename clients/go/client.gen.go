@@ -5803,8 +5803,8 @@ func (r ListModulesResponse) ContentType() string {
 	return ""
 }
 
-// UploadModuleResponse201Headers the declared response headers of an HTTP 201 response for UploadModule
-type UploadModuleResponse201Headers struct {
+// UploadModuleResponse202Headers the declared response headers of an HTTP 202 response for UploadModule
+type UploadModuleResponse202Headers struct {
 	Location *string
 }
 
@@ -5826,6 +5826,8 @@ type UploadModuleResponse struct {
 	HTTPResponse *http.Response
 	// JSON201 the response for an HTTP 201 `application/json` response
 	JSON201 *Module
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *Module
 	// ApplicationProblemJSON401 the response for an HTTP 401 `application/problem+json` response
 	ApplicationProblemJSON401 *Problem
 	// ApplicationProblemJSON413 the response for an HTTP 413 `application/problem+json` response
@@ -5838,8 +5840,8 @@ type UploadModuleResponse struct {
 	ApplicationProblemJSON500 *Problem
 	// ApplicationProblemJSON503 the response for an HTTP 503 `application/problem+json` response
 	ApplicationProblemJSON503 *Problem
-	// Headers201 the parsed response headers for an HTTP 201 response
-	Headers201 *UploadModuleResponse201Headers
+	// Headers202 the parsed response headers for an HTTP 202 response
+	Headers202 *UploadModuleResponse202Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *UploadModuleResponse429Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -5849,6 +5851,11 @@ type UploadModuleResponse struct {
 // GetJSON201 returns the response for an HTTP 201 `application/json` response
 func (r UploadModuleResponse) GetJSON201() *Module {
 	return r.JSON201
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r UploadModuleResponse) GetJSON202() *Module {
+	return r.JSON202
 }
 
 // GetApplicationProblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
@@ -8673,8 +8680,12 @@ func ParseUploadModuleResponse(rsp *http.Response) (*UploadModuleResponse, error
 		}
 		response.JSON201 = &dest
 
-	case rsp.StatusCode == 202:
-		break // No content-type
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest Module
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
 		var dest Problem
@@ -8721,8 +8732,8 @@ func ParseUploadModuleResponse(rsp *http.Response) (*UploadModuleResponse, error
 	}
 
 	switch {
-	case rsp.StatusCode == 201:
-		var headers UploadModuleResponse201Headers
+	case rsp.StatusCode == 202:
+		var headers UploadModuleResponse202Headers
 		if values := rsp.Header.Values("Location"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
@@ -8730,7 +8741,7 @@ func ParseUploadModuleResponse(rsp *http.Response) (*UploadModuleResponse, error
 			}
 			headers.Location = &value
 		}
-		response.Headers201 = &headers
+		response.Headers202 = &headers
 	case rsp.StatusCode == 429:
 		var headers UploadModuleResponse429Headers
 		if values := rsp.Header.Values("RateLimit-Limit"); len(values) > 0 {

@@ -84,6 +84,9 @@ func (c *client) uploadModule(ctx context.Context, name string, wasm []byte) (*w
 	if err != nil {
 		return nil, err
 	}
+	if r.JSON202 != nil { // still compiling after every attempt's budget: its executions queue
+		return r.JSON202, nil
+	}
 	return answer(r.JSON201, r.StatusCode())
 }
 

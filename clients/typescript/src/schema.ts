@@ -2928,7 +2928,6 @@ export interface operations {
             /** @description Created */
             201: {
                 headers: {
-                    Location?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2938,9 +2937,13 @@ export interface operations {
             /** @description Accepted: stored, still compiling */
             202: {
                 headers: {
+                    /** @description the module: GET /v1/modules/{id} until its status is ready or failed */
+                    Location?: string;
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Module"];
+                };
             };
             /** @description Unauthorized */
             401: {
