@@ -69,6 +69,20 @@ func TestDev_CompilingModule(t *testing.T) {
 		t.Errorf("GET after ready: %+v", got)
 	}
 
+	// Over NATS the same: modules.upload answers the compiling record, and with
+	// Wasmwiz-Wait: true waits for the compile (a 7.7 MB module: NATS uploads are one message of at most 8 MiB).
+	small := genModule(1000, patAdd, 1100)
+	var up schemas.Module
+	rep := natsMsg(t, nc, schemas.OpModulesUpload, s.DevKey, small, schemas.HeaderModuleName, "small")
+	if natsStatus(rep) != 200 || json.Unmarshal(rep.Data, &up) != nil || up.Status != schemas.ModuleCompiling {
+		t.Fatalf("modules.upload: %d %.300s, want the compiling record", natsStatus(rep), rep.Data)
+	}
+	up = schemas.Module{}
+	rep = natsMsg(t, nc, schemas.OpModulesUpload, s.DevKey, small, schemas.HeaderModuleName, "small", schemas.HeaderWait, "true")
+	if natsStatus(rep) != 200 || json.Unmarshal(rep.Data, &up) != nil || up.Status != schemas.ModuleReady {
+		t.Fatalf("modules.upload with %s: %d %.300s, want ready", schemas.HeaderWait, natsStatus(rep), rep.Data)
+	}
+
 	// A module whose compile passes its budget after the upload stopped waiting: the record
 	// says failed, and why; the compile's time is billed in module.rejected (as before).
 	free := s.newTenant(t, "tight", schemas.TierFree)
