@@ -154,3 +154,24 @@ func TestDev_BigModulesAndOutputs(t *testing.T) {
 		t.Errorf("exception handling module: %d %s %q", r.Status, code, detail)
 	}
 }
+
+// TestMeasure_MaxModule uploads, compiles and runs a module of nearly the unlimited tier's 256
+// MiB (generated: 250 MiB of data) through every wall on its way. Run with WASMWIZ_MEASURE=1.
+func TestMeasure_MaxModule(t *testing.T) {
+	if os.Getenv("WASMWIZ_MEASURE") == "" {
+		t.Skip("set WASMWIZ_MEASURE=1")
+	}
+	s := startDev(t, filepath.Join(t.TempDir(), "wasmwiz-data"))
+	key := s.newTenant(t, "max", schemas.TierUnlimited)
+	wasm := genDataModule(250 << 20)
+	start := time.Now()
+	m := s.upload(t, key, "max", wasm)
+	upload := time.Since(start)
+	start = time.Now()
+	ex := s.run(t, key, schemas.ExecutionRequest{ModuleID: m.ID})
+	t.Logf("%d MiB module: upload answered in %v (compile %.0f ms); first execution %s in %v",
+		len(wasm)>>20, upload.Round(time.Millisecond), m.CompileMS, ex.Status, time.Since(start).Round(time.Millisecond))
+	if ex.Status != schemas.StatusSucceeded {
+		t.Fatalf("execution: %s %s", ex.Status, ex.Error)
+	}
+}
