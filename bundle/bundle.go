@@ -139,8 +139,9 @@ func Scan(r io.Reader, lim Limits, w io.Writer) (*Index, error) {
 	cr := &countingReader{r: r}
 	tr := tar.NewReader(cr)
 	idx := &Index{}
-	kinds := map[string]Type{} // path → type, for duplicates and parents
-	var links []int            // indexes of symlink entries, checked at the end
+	kinds := map[string]Type{}   // path → type, for duplicates and parents
+	implicit := map[string]int{} // directory added for its children → its index, until listed
+	var links []int              // indexes of symlink entries, checked at the end
 	add := func(e Entry) error {
 		if lim.MaxEntries > 0 && len(idx.Entries) >= lim.MaxEntries {
 			return schemas.Errorf(schemas.CodeTooLarge, "bundle has more than %d files and directories", lim.MaxEntries)
@@ -193,6 +194,13 @@ func Scan(r io.Reader, lim Limits, w io.Writer) (*Index, error) {
 			continue
 		}
 		if _, dup := kinds[p]; dup {
+			// A directory listed after its contents (zip and tar writers may put it anywhere) is
+			// the one added for them, with the archive's mode and time.
+			if i, ok := implicit[p]; ok && typ == TypeDir {
+				idx.Entries[i].Mode, idx.Entries[i].ModTime = fs.FileMode(h.Mode)&fs.ModePerm, h.ModTime
+				delete(implicit, p)
+				continue
+			}
 			return nil, invalid("%s appears twice", quote(p))
 		}
 		// Parents: every one must be a directory (listed or implicit), never a file or a link,
@@ -205,7 +213,10 @@ func Scan(r io.Reader, lim Limits, w io.Writer) (*Index, error) {
 				continue
 			}
 		}
-		if err := addParents(p, kinds, add); err != nil {
+		if err := addParents(p, kinds, func(e Entry) error {
+			implicit[e.Path] = len(idx.Entries)
+			return add(e)
+		}); err != nil {
 			return nil, err
 		}
 		e := Entry{Path: p, Type: typ, Mode: fs.FileMode(h.Mode) & fs.ModePerm, ModTime: h.ModTime}

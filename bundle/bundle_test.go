@@ -52,6 +52,16 @@ func TestScan(t *testing.T) {
 	if e := idx.Entries[1]; string(good[e.Offset:e.Offset+e.Size]) != "bee" {
 		t.Fatalf("offset %d does not hold the data", e.Offset)
 	}
+	// A directory listed after its contents is the directory added for them, with its own mode
+	// (as a zip of a map's entries in random order arrives); listed twice, it is a duplicate.
+	late := archive(t, entry{name: "sub/deep.txt", body: "deep"}, entry{name: "sub/", typ: tar.TypeDir})
+	idx, err = ScanBytes(late, Limits{})
+	if err != nil {
+		t.Fatalf("directory after its contents: %v", err)
+	}
+	if len(idx.Entries) != 2 || idx.Entries[0].Path != "sub" || idx.Entries[0].Type != TypeDir || idx.Entries[0].Mode != 0o644 || idx.Entries[1].Path != "sub/deep.txt" {
+		t.Fatalf("directory after its contents: %+v", idx.Entries)
+	}
 
 	for _, tc := range []struct {
 		name string
@@ -68,6 +78,8 @@ func TestScan(t *testing.T) {
 		{"fifo", archive(t, entry{name: "p", typ: tar.TypeFifo}), Limits{}, schemas.CodeInvalid, "FIFOs"},
 		{"hard link", archive(t, entry{name: "h", link: "c", typ: tar.TypeLink}), Limits{}, schemas.CodeInvalid, "hard links"},
 		{"duplicate", archive(t, entry{name: "a", body: "1"}, entry{name: "./a", body: "2"}), Limits{}, schemas.CodeInvalid, "twice"},
+		{"directory twice", archive(t, entry{name: "d/x", body: "1"}, entry{name: "d/", typ: tar.TypeDir}, entry{name: "d", typ: tar.TypeDir}), Limits{}, schemas.CodeInvalid, "twice"},
+		{"file where its contents made a directory", archive(t, entry{name: "d/x", body: "1"}, entry{name: "d", body: "2"}), Limits{}, schemas.CodeInvalid, "twice"},
 		{"under a file", archive(t, entry{name: "a", body: "1"}, entry{name: "a/b", body: "2"}), Limits{}, schemas.CodeInvalid, "not a directory"},
 		{"under a link", archive(t, entry{name: "d", typ: tar.TypeDir}, entry{name: "l", link: "d", typ: tar.TypeSymlink}, entry{name: "l/x", body: "2"}), Limits{}, schemas.CodeInvalid, "not a directory"},
 		{"too many", archive(t, entry{name: "a"}, entry{name: "b"}, entry{name: "c"}), Limits{MaxEntries: 2}, schemas.CodeTooLarge, "more than 2"},
