@@ -92,6 +92,12 @@ func artifactPlatform() string {
 
 func (a *artifacts) objectName(hexDigest string) string { return a.platform + "/" + hexDigest }
 
+// ownCacheFile reports whether name is a file of this wazero's cache directory
+// ("wazero-<version>-<arch>-<os>/<hex key>"), and nothing else: no other directory, no escape.
+func (a *artifacts) ownCacheFile(name string) bool {
+	return cacheFileName.MatchString(name) && strings.HasPrefix(a.platform, path.Dir(name)+"/")
+}
+
 // shared reports whether the store has (or this node put) the module's artifact.
 func (a *artifacts) shared(hexDigest string) bool {
 	a.mu.Lock()
@@ -146,9 +152,8 @@ func (a *artifacts) fetchOnce(ctx context.Context, hexDigest string) error {
 	if info.Headers != nil {
 		name = nats.Header(info.Headers).Get(HeaderCacheFile)
 	}
-	// The name comes from the store: it must be a file of wazero's cache directory for this
-	// very wazero, nothing else.
-	if !cacheFileName.MatchString(name) || !strings.HasPrefix(a.platform, path.Dir(name)+"/") {
+	// The name comes from the store.
+	if !a.ownCacheFile(name) {
 		return fmt.Errorf("artifact names %q, not a file of this wazero's cache", name)
 	}
 	if info.Size > maxArtifactBytes {
@@ -182,7 +187,7 @@ func (a *artifacts) fetchOnce(ctx context.Context, hexDigest string) error {
 
 // put stores the artifact a worker compiled for sharing (CompileResult.CacheFile).
 func (a *artifacts) put(ctx context.Context, hexDigest, cacheFile string) {
-	if !cacheFileName.MatchString(cacheFile) || !strings.HasPrefix(a.platform, path.Dir(cacheFile)+"/") {
+	if !a.ownCacheFile(cacheFile) {
 		a.log.Warn("compiled artifact not shared: unexpected file name", "module_hash", hexDigest, "file", cacheFile)
 		return
 	}
