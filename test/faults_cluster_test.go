@@ -665,17 +665,7 @@ func TestFaults_Cluster(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			result := func() *schemas.Result {
-				entry, err := kv.Get(context.Background(), e.ID)
-				if err != nil {
-					return nil
-				}
-				var res schemas.Result
-				if json.Unmarshal(entry.Value(), &res) != nil {
-					return nil
-				}
-				return &res
-			}
+			result := func() *schemas.Result { return storedResult(kv, e.ID) }
 			var on string
 			eventually(t, time.Minute, "the long guest never ran", func() bool {
 				if res := result(); res != nil && res.Status == schemas.StatusRunning {

@@ -2,7 +2,6 @@ package test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -43,17 +42,7 @@ func TestFaults_ExecutorKilledMidRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stored := func() *schemas.Result {
-		entry, err := kv.Get(context.Background(), e.ID)
-		if err != nil {
-			return nil
-		}
-		var res schemas.Result
-		if json.Unmarshal(entry.Value(), &res) != nil {
-			return nil
-		}
-		return &res
-	}
+	stored := func() *schemas.Result { return storedResult(kv, e.ID) }
 	var runningOn string
 	eventually(t, 30*time.Second, "the execution never ran", func() bool {
 		if res := stored(); res != nil && res.Status == schemas.StatusRunning {

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wasmwiz/wasmwiz/internal/natstest"
 	"github.com/wasmwiz/wasmwiz/schemas"
@@ -401,4 +402,18 @@ func startCore(t testing.TB, env []string, dir string) *system {
 	s := &system{URL: "http://" + httpAddr, AdminKey: adminKey, procs: []*proc{gw, ex}}
 	waitReady(t, s.URL, gw, ex)
 	return s
+}
+
+// storedResult reads an execution's result from the results bucket: nil while there is none
+// (or it cannot be read or decoded).
+func storedResult(kv jetstream.KeyValue, id string) *schemas.Result {
+	entry, err := kv.Get(context.Background(), id)
+	if err != nil {
+		return nil
+	}
+	var res schemas.Result
+	if json.Unmarshal(entry.Value(), &res) != nil {
+		return nil
+	}
+	return &res
 }
