@@ -33,7 +33,7 @@ func cliIn(t *testing.T, dir string, env []string, args ...string) (string, stri
 
 // TestDev_CLIContexts uses the CLI as a person does: dev saves contexts, and every client
 // command then works from another directory on dev's real port, with tables, --json, login,
-// context switching, `--` before guest arguments, and bash completion.
+// context switching and `--` before guest arguments (completion: completion_test.go).
 func TestDev_CLIContexts(t *testing.T) {
 	cfgDir := t.TempDir()
 	env := []string{"WASMWIZ_CONFIG_DIR=" + cfgDir}
@@ -112,31 +112,5 @@ func TestDev_CLIContexts(t *testing.T) {
 	}
 	if out, _, _ = cli("context", "show"); !strings.Contains(out, "context  mine") {
 		t.Errorf("context show after login:\n%s", out)
-	}
-
-	// bash completion, through the script `wasmwiz completion bash` prints.
-	script, _, _ := cli("completion", "bash")
-	complete := func(words ...string) string {
-		t.Helper()
-		q := make([]string, len(words))
-		for i, w := range words {
-			q[i] = "'" + w + "'"
-		}
-		sh := script + "\nCOMP_WORDS=('" + bin() + "' " + strings.Join(q, " ") + "); COMP_CWORD=" + itoa(len(words)) + "; _wasmwiz; printf '%s\\n' \"${COMPREPLY[@]}\"\n"
-		cmd := exec.Command("bash", "--norc", "-c", sh)
-		cmd.Dir, cmd.Env = home, append(os.Environ(), env...)
-		b, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("bash completion of %q: %v", words, err)
-		}
-		return string(b)
-	}
-	if _, err := exec.LookPath("bash"); err == nil {
-		if got := complete("context", "use", ""); !strings.Contains(got, "dev-admin \n") || !strings.Contains(got, "mine \n") {
-			t.Errorf("bash completion of context names: %q", got)
-		}
-		if got := complete("modules", "li"); got != "list \n" {
-			t.Errorf("bash completion of modules li: %q", got)
-		}
 	}
 }
