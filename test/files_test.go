@@ -58,13 +58,22 @@ func (s *system) uploadBundle(t testing.TB, key string, archive []byte) (*respon
 	return r, &b
 }
 
-// TestDev_Files: a bundle uploaded over REST is mounted into executions of a C program (when
-// clang is installed) and a Go program, over REST, over direct NATS and asynchronously, with an
-// inline file, a working directory and output files; another tenant cannot see or mount it;
-// hostile archives are refused with clear errors; a guest filling its scratch space or writing
-// a huge output file fails cleanly and the node goes on.
+// TestDev_Files: a bundle uploaded over REST is mounted into executions of a C program (built
+// here with clang and wasi-libc; skipped outside CI when clang is missing) and a Go wasip1
+// program, over REST, over direct NATS and asynchronously, with an inline file, a working
+// directory and output files; each lists a directory, reads a file, writes files and, once,
+// 9 MiB of stdout; another tenant cannot see or mount the bundle; hostile archives (.., absolute
+// paths, a symlink out, a device, a gzip bomb, too many files, 1,000,000 empty files) are
+// refused with clear errors; a guest filling its scratch space or writing a huge output file
+// fails cleanly and the node goes on.
 func TestDev_Files(t *testing.T) {
-	s := startDev(t, t.TempDir())
+	// Pro's stdout_max raised to 64 MiB, so that dev (pro) gets a stdout larger than a NATS
+	// message back whole.
+	tiersFile := filepath.Join(t.TempDir(), "tiers.json")
+	if err := os.WriteFile(tiersFile, []byte(`{"pro": {"stdout_max": 67108864}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startDevEnv(t, t.TempDir(), "WASMWIZ_TIERS_FILE="+tiersFile)
 	key := s.DevKey
 	archive := tarball(t, tarFile{name: "a.txt", body: "hello bundle"}, tarFile{name: "b.bin", body: "\x00\x01\x02"},
 		tarFile{name: "sub/", typ: tar.TypeDir}, tarFile{name: "sub/deep.txt", body: "deep"})
@@ -127,14 +136,18 @@ func TestDev_Files(t *testing.T) {
 			Files:   map[string]schemas.FileContent{"/out/note.txt": {Text: "from the request"}, "/out/raw.bin": {Base64: "/wA="}},
 			Workdir: "/out", Outputs: []string{"/out/*"},
 		}
-		check := func(how string, e *schemas.Execution) {
+		const listing = "file a.txt 12\nfile b.bin 3\ndir sub 4096\nparent is a directory: 1\n"
+		check := func(how string, e *schemas.Execution, want string) {
 			t.Helper()
 			if e.Status != schemas.StatusSucceeded {
-				t.Fatalf("%s %s: %s %q stdout %q", name, how, e.Status, e.Error, e.Stdout)
+				t.Fatalf("%s %s: %s %q stdout %.200q", name, how, e.Status, e.Error, e.Stdout)
 			}
-			want := "file a.txt 12\nfile b.bin 3\ndir sub 4096\nparent is a directory: 1\n"
-			if e.Stdout != want {
-				t.Errorf("%s %s: stdout %q", name, how, e.Stdout)
+			stdout := e.Stdout
+			if e.StdoutURL != "" { // more than a result carries: all of it is downloaded
+				stdout = string(s.do(t, http.MethodGet, e.StdoutURL, key, "", nil).Body)
+			}
+			if stdout != want || e.StdoutTruncated {
+				t.Errorf("%s %s: %d bytes of stdout (truncated %v), want %d: %.200q", name, how, len(stdout), e.StdoutTruncated, len(want), stdout)
 			}
 			got := map[string]schemas.ExecutionFile{}
 			var paths []string
@@ -151,7 +164,7 @@ func TestDev_Files(t *testing.T) {
 			}
 		}
 		e := s.runWait(t, key, req)
-		check("rest", e)
+		check("rest", e, listing)
 		// An output file downloads as raw bytes, its path one URL-encoded segment.
 		r := s.do(t, http.MethodGet, "/v1/executions/"+e.ID+"/files/"+url.PathEscape("/out/bytes.bin"), key, "", nil)
 		if r.Status != 200 || len(r.Body) != 256 || r.Body[255] != 255 || r.Header.Get("Wasmwiz-File-Size") != "256" {
@@ -167,7 +180,7 @@ func TestDev_Files(t *testing.T) {
 		if status != "200" || json.Unmarshal(data, &ne) != nil {
 			t.Fatalf("nats: %s %s", status, data)
 		}
-		check("nats", &ne)
+		check("nats", &ne, listing)
 
 		areq := req
 		areq.Async = true
@@ -175,7 +188,17 @@ func TestDev_Files(t *testing.T) {
 		if r.Status != http.StatusAccepted {
 			t.Fatalf("async: %d %s", r.Status, r.Body)
 		}
-		check("async", s.poll(t, key, e.ID))
+		check("async", s.poll(t, key, e.ID), listing)
+
+		// The same run writing 9 MiB of stdout after its files: more than a NATS message, it
+		// comes back whole from stdout_url (pro's stdout_max is 64 MiB here).
+		breq := req
+		breq.Args = []string{"files", "/data", "/out", "9"}
+		e = s.runWait(t, key, breq)
+		if e.StdoutURL == "" {
+			t.Errorf("%s 9 MiB of stdout: no stdout_url, %d bytes inline", name, len(e.Stdout))
+		}
+		check("9 MiB of stdout", e, listing+strings.Repeat("o", 9<<20))
 
 		// Filling the scratch space (pro tier: 128 MiB) fails cleanly, with ENOSPC for the guest.
 		e = s.runWait(t, key, schemas.ExecutionRequest{ModuleID: m.ID, Args: []string{"fill", "/tmp/fill"}})
@@ -208,9 +231,27 @@ func TestDev_Files(t *testing.T) {
 	for i := range many {
 		many[i] = tarFile{name: fmt.Sprintf("f%d", i)}
 	}
+	// 1,000,000 empty files (7.7 MB gzipped, 512 MB of tar) to a tier that allows 100,000:
+	// refused as soon as the scan passes the limit, and the node goes on (checked below).
+	var million bytes.Buffer
+	zw, _ = gzip.NewWriterLevel(&million, gzip.BestSpeed)
+	tw := tar.NewWriter(zw)
+	for i := range 1_000_000 {
+		if err := tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("f%d", i), Mode: 0o644, Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tw.Close()
+	zw.Close()
+	unlimited := s.newTenant(t, "files-unlimited", schemas.TierUnlimited)
+	if r, _ := s.uploadBundle(t, unlimited, million.Bytes()); r.Status != http.StatusRequestEntityTooLarge {
+		t.Errorf("1,000,000 empty files: %d %s", r.Status, r.Body)
+	} else if code, detail := r.problem(t); code != string(schemas.CodeTooLarge) || !strings.Contains(detail, "more than 100000 files") {
+		t.Errorf("1,000,000 empty files: %s %q", code, detail)
+	}
 	var bomb bytes.Buffer
 	zw = gzip.NewWriter(&bomb)
-	tw := tar.NewWriter(zw)
+	tw = tar.NewWriter(zw)
 	tw.WriteHeader(&tar.Header{Name: "zeros", Mode: 0o644, Size: 256 << 20, Typeflag: tar.TypeReg})
 	zeros := make([]byte, 1<<20)
 	for range 256 {
