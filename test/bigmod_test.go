@@ -3,12 +3,15 @@ package test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/wasmwiz/wasmwiz/internal/fixtures"
 	"github.com/wasmwiz/wasmwiz/schemas"
@@ -144,6 +147,20 @@ func TestDev_BigModulesAndOutputs(t *testing.T) {
 	r = s.do(t, http.MethodPost, "/v1/executions", s.DevKey, "application/json", body)
 	if code, detail := r.problem(t); r.Status != http.StatusRequestEntityTooLarge || code != string(schemas.CodeTooLarge) || !strings.Contains(detail, "max_payload") {
 		t.Errorf("9 MiB of stdin: %d %s %q, want 413 naming max_payload", r.Status, code, detail)
+	}
+	// Over direct NATS the same: 7 MiB of stdin fits the request's message, not the execution's
+	// (base64): a 413 naming max_payload and the way round it, a bundle uploaded over REST.
+	body, _ = json.Marshal(schemas.ExecutionRequest{ModuleID: devBig.ID, Stdin: strings.Repeat("s", 7<<20)})
+	rep := natsMsg(t, nc, schemas.OpExecutionsCreate, s.DevKey, body)
+	var p struct{ Code, Detail string }
+	if json.Unmarshal(rep.Data, &p) != nil || natsStatus(rep) != http.StatusRequestEntityTooLarge || p.Code != string(schemas.CodeTooLarge) ||
+		!strings.Contains(p.Detail, "max_payload") || !strings.Contains(p.Detail, "POST /v1/bundles") {
+		t.Errorf("7 MiB of stdin over NATS: %d %.300s, want 413 too_large naming max_payload and bundles", natsStatus(rep), rep.Data)
+	}
+	// A request larger than a message never leaves the client: nats.go refuses it.
+	body, _ = json.Marshal(schemas.ExecutionRequest{ModuleID: devBig.ID, Stdin: strings.Repeat("s", 9<<20)})
+	if _, err := nc.Request(schemas.APISubject(schemas.OpExecutionsCreate), body, 10*time.Second); !errors.Is(err, nats.ErrMaxPayload) {
+		t.Errorf("9 MiB of stdin over NATS: %v, want %v", err, nats.ErrMaxPayload)
 	}
 
 	// A module that uses the exception-handling proposal: 422 naming it.
