@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sys/cpu"
+
+	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
 // Compiled artifacts are shared between nodes through the object store schemas.ObjectCompiled,
@@ -183,6 +186,74 @@ func (a *artifacts) fetchOnce(ctx context.Context, hexDigest string) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), dst)
+}
+
+// artifactPoll is how often a node looks for the artifact of a module still compiling.
+const artifactPoll = 250 * time.Millisecond
+
+// stored reports whether the store has the module's artifact, and forgets a miss remembered
+// for it (fetch then asks the store again).
+func (a *artifacts) stored(ctx context.Context, hexDigest string) bool {
+	gctx, cancel := context.WithTimeout(ctx, natsTimeout)
+	defer cancel()
+	if _, err := a.store.GetInfo(gctx, a.objectName(hexDigest)); err != nil {
+		return false
+	}
+	a.mu.Lock()
+	delete(a.missing, hexDigest)
+	a.mu.Unlock()
+	return true
+}
+
+// awaitCompile waits, until the compile's deadline, for the upload's compile of a module that
+// an execution found compiling (ExecRequest.CompileDeadline), on this node or another: for its
+// shared artifact, so that the execution loads the module rather than compiling it a second time
+// beside that compile, or for the module's record to say the compile ended without one. It
+// returns the record's error when the compile refused the module. Otherwise the run goes on,
+// loading the artifact or, without one (the compile did not share it, or the deadline passed),
+// compiling as it would without sharing.
+func (n *Node) awaitCompile(ctx context.Context, log *slog.Logger, tenantID, hexDigest string, deadline time.Time) (refused string) {
+	start := time.Now()
+	t := time.NewTicker(artifactPoll)
+	defer t.Stop()
+	for !n.artifacts.shared(hexDigest) {
+		// The record first: a compile stores its artifact before it answers, and its gateway
+		// writes the record after the answer, so a record read "ready" here finds the artifact
+		// next if there is one.
+		var m schemas.Module
+		gctx, cancel := context.WithTimeout(ctx, natsTimeout)
+		e, err := n.modRefs.Get(gctx, schemas.ModuleRefKey(tenantID, hexDigest))
+		cancel()
+		if err == nil && json.Unmarshal(e.Value(), &m) != nil {
+			err = errors.New("module record is not valid JSON")
+		}
+		if n.artifacts.stored(ctx, hexDigest) {
+			n.artifacts.fetch(ctx, hexDigest)
+			break
+		}
+		switch {
+		case err == nil && m.Status == schemas.ModuleFailed:
+			log.Info("module was compiling for its upload, which refused it", "module_hash", hexDigest, "waited_ms", ms(time.Since(start)))
+			return m.Error
+		case err == nil && m.Status != schemas.ModuleCompiling, errors.Is(err, jetstream.ErrKeyNotFound):
+			log.Info("module was compiling for its upload, which shared no artifact; compiling it here", "module_hash", hexDigest,
+				"status", m.Status, "waited_ms", ms(time.Since(start)))
+			return ""
+		case !time.Now().Before(deadline):
+			log.Warn("module still compiling for its upload past its deadline; compiling it here", "module_hash", hexDigest,
+				"waited_ms", ms(time.Since(start)), "err", err)
+			return ""
+		}
+		select {
+		case <-ctx.Done():
+			return ""
+		case <-t.C:
+		}
+	}
+	if waited := time.Since(start); waited >= artifactPoll && n.artifacts.shared(hexDigest) {
+		log.Info("module was compiling for its upload: waited for its shared artifact instead of compiling it again", "module_hash", hexDigest, "waited_ms", ms(waited))
+	}
+	return ""
 }
 
 // put stores the artifact a worker compiled for sharing (CompileResult.CacheFile).

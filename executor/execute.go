@@ -299,6 +299,14 @@ func (n *Node) run(ctx context.Context, log *slog.Logger, tier schemas.Tier, req
 		return fmt.Errorf("load module: %w", err)
 	}
 	defer n.mods.release(hexDigest)
+	if req.CompileDeadline != nil {
+		// The module's upload is compiling it, here or on another node: its artifact is
+		// worth waiting for rather than compiling the module a second time (artifacts.go).
+		if refused := n.awaitCompile(ctx, log, req.TenantID, hexDigest, *req.CompileDeadline); refused != "" {
+			fail(schemas.StatusFailed, worker.InvalidModulePrefix+refused)
+			return nil
+		}
+	}
 
 	job := &worker.RunJob{
 		ModulePath:  path,

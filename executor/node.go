@@ -63,6 +63,7 @@ type Node struct {
 	artifacts *artifacts            // compiled modules shared with other nodes (artifacts.go)
 	outputs   jetstream.ObjectStore // outputs.go
 	results   jetstream.KeyValue
+	modRefs   jetstream.KeyValue // the gateways' module records, read while a module compiles (artifacts.go)
 	storage   jetstream.KeyValue // per-tenant result usage (storage.go)
 	charging  keyedMutex         // one charge of a tenant at a time on this node (storage.go)
 	// resultsTTL is the results bucket's TTL: how long a stored result counts against its tenant.
@@ -134,6 +135,10 @@ func (n *Node) Run(ctx context.Context) error {
 		return fmt.Errorf("executor: results bucket: %w", err)
 	}
 	n.results = streams.LeaderReads(n.js, n.results, n.cfg.Replicas)
+	if n.modRefs, err = n.js.KeyValue(ctx, schemas.BucketModuleOwner); err != nil {
+		return fmt.Errorf("executor: module records: %w", err)
+	}
+	n.modRefs = streams.LeaderReads(n.js, n.modRefs, n.cfg.Replicas)
 	if st, err := n.results.Status(ctx); err != nil {
 		return fmt.Errorf("executor: results bucket: %w", err)
 	} else if n.resultsTTL = st.TTL(); n.resultsTTL <= 0 {

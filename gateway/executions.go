@@ -205,15 +205,19 @@ func (g *Server) resolveModule(ctx context.Context, p *Principal, req *schemas.E
 	}
 	if err == nil && !m.Ready() {
 		// A module still compiling: wait for it a while (a refusal is the caller's 422);
-		// after that the execution queues, and the executor that takes it compiles the module
-		// itself if the upload's compile has not finished (within the tier's compile budget,
-		// apart from the execution's own deadline).
+		// after that the execution queues with the compile's deadline, and the executor that
+		// takes it waits for the compile's shared artifact (artifacts.go), compiling the module
+		// itself only if none comes by then (within the tier's compile budget, apart from the
+		// execution's own deadline).
 		m, err = g.awaitModule(ctx, p, m, min(g.cfg.UploadWait, compileWaitForExecution))
 	}
 	if err != nil {
 		return err
 	}
 	er.ModuleID, er.ModuleName = m.ID, m.Name
+	if m.Status == schemas.ModuleCompiling {
+		er.CompileDeadline = m.CompileDeadline // the executor waits for that compile's artifact
+	}
 	return nil
 }
 

@@ -47,6 +47,12 @@ type ExecRequest struct {
 	Workdir    string            `json:"workdir,omitempty"`
 	Outputs    []string          `json:"outputs,omitempty"`
 	OutputsMax int64             `json:"outputs_max,omitempty"`
+
+	// CompileDeadline is set when the module's upload was still compiling it as the execution
+	// was published (its record said "compiling"): when that compile must have answered. The
+	// executor waits for the compile's shared artifact until then rather than compiling the
+	// module a second time.
+	CompileDeadline *time.Time `json:"compile_deadline,omitempty"`
 }
 
 // The guest's clocks (ExecutionRequest.Clock). Fixed, the default, starts at

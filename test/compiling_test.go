@@ -52,6 +52,13 @@ func TestDev_CompilingModule(t *testing.T) {
 	if ex.Status != schemas.StatusSucceeded {
 		t.Fatalf("execution of a compiling module: %s %s", ex.Status, ex.Error)
 	}
+	// Queued with the compile's deadline, it waited for the upload's compile (unless that had
+	// ended by the time the executor took it) rather than compiling the module a second time.
+	if out := s.procs[0].output(); strings.Contains(out, "no shared artifact came") {
+		t.Errorf("the execution compiled the module itself:\n%s", lastLines(out, 20))
+	} else {
+		t.Logf("waited for the upload's compile: %v", strings.Contains(out, "waited for its shared artifact"))
+	}
 	// ?wait=true on the same bytes waits for the compile and answers 201.
 	r = s.do(t, http.MethodPost, "/v1/modules?name=slow&wait=true", s.DevKey, "application/wasm", wasm)
 	if r.Status != http.StatusCreated {
