@@ -27,11 +27,18 @@ import (
 // (the first run builds the module with the Go toolchain, minutes on a busy machine).
 //
 // WASMWIZ_BENCH_GEN_FUNCS=N measures a generated module instead (fixtures.GenModule: N functions
-// of 1,100 additions, 7.7 KB each; 4000 makes 30.8 MB, 8000 61.7 MB).
+// of 1,100 additions to a local, 7.7 KB each: 4000 make 30.8 MB, 8000 61.7 MB; the compiler
+// removes the dead additions, so the artifact is small). With WASMWIZ_BENCH_GEN_PATTERN=store,
+// 1,100 increments of a word in memory each (fixtures.PatStore, 14.3 KB a function: 2200 make
+// 31.5 MB), which all stay in the machine code.
 func BenchmarkNode_CompiledOncePerCluster(b *testing.B) {
 	var bin []byte
 	if n, err := strconv.Atoi(os.Getenv("WASMWIZ_BENCH_GEN_FUNCS")); err == nil && n > 0 {
-		bin = fixtures.GenModule(n, fixtures.PatAdd, 1100)
+		pattern := fixtures.PatAdd
+		if os.Getenv("WASMWIZ_BENCH_GEN_PATTERN") == "store" {
+			pattern = fixtures.PatStore
+		}
+		bin = fixtures.GenModule(n, pattern, 1100)
 	} else {
 		src, err := os.ReadFile("testdata/bigprog/main.go.txt")
 		if err != nil {
