@@ -396,3 +396,80 @@ func TestDev_FilesCLI(t *testing.T) {
 		t.Errorf("bundles after two runs: %+v", list.Bundles)
 	}
 }
+
+// TestDev_READMEFiles runs the README's example of files for guests ("Files for guests": a
+// bundle made with tar, uploaded with curl, mounted into the Go program filesgo, an inline file
+// and output files; then the same with wasmwiz run) with sh, as written, against a real
+// wasmwiz dev, apart from its go build: the program is fixtures.FilesGo, built the same way.
+// It checks what the example's comments say it prints.
+func TestDev_READMEFiles(t *testing.T) {
+	for _, tool := range []string{"curl", "jq", "tar"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("no %s on PATH", tool)
+			}
+			t.Skipf("no %s on PATH", tool)
+		}
+	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	section := string(readme)
+	if i := strings.Index(section, "\n## Files for guests\n"); i >= 0 {
+		section = section[i:]
+	} else {
+		t.Fatal(`README has no "Files for guests" section`)
+	}
+	start := strings.Index(section, "```sh\n")
+	end := strings.Index(section[start+6:], "```")
+	if start < 0 || end < 0 {
+		t.Fatal(`no sh block in the README's "Files for guests"`)
+	}
+	var script []string
+	for _, line := range strings.Split(section[start+6:start+6+end], "\n") {
+		if strings.HasPrefix(line, "GOOS=wasip1 GOARCH=wasm go build -o filesgo.wasm ") {
+			continue // the fixture below
+		}
+		script = append(script, line)
+	}
+	s := startDev(t, t.TempDir())
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "filesgo.wasm"), fixtures.FilesGo(t), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sh", "-e", "-c", strings.Join(script, "\n"))
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "U="+s.URL, "KEY="+s.DevKey, "PATH="+filepath.Dir(bin())+string(os.PathListSeparator)+os.Getenv("PATH"))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("the README's example: %v\n%s\n%s", err, stdout.String(), stderr.String())
+	}
+	// Its output: the bundle (tee), the execution (curl), the CLI's stdout, upper.txt (cat).
+	dec := json.NewDecoder(&stdout)
+	var b schemas.Bundle
+	var e schemas.Execution
+	if err := dec.Decode(&b); err != nil || b.Name != "share" || b.Files != 2 || b.Entries != 3 || b.Size != 25 || b.Stored != 10240 {
+		t.Errorf("bundle (README: files 2, entries 3, size 25, stored 10240): %+v %v", b, err)
+	}
+	if err := dec.Decode(&e); err != nil {
+		t.Fatalf("execution: %v", err)
+	}
+	const listing = "file a.txt 20\ndir docs 4096\n"
+	files := map[string]string{}
+	for _, f := range e.Files {
+		files[f.Path] = f.Text
+	}
+	if e.Status != schemas.StatusSucceeded || e.Stdout != listing+"parent is a directory: 1\n" || len(e.Files) != 3 ||
+		files["/out/listing.txt"] != listing || files["/out/note.txt"] != "inline" || files["/out/upper.txt"] != "HELLO FROM A BUNDLE\n" {
+		t.Errorf("execution: %s %q, stdout %q, files %+v", e.Status, e.Error, e.Stdout, e.Files)
+	}
+	rest, _ := io.ReadAll(io.MultiReader(dec.Buffered(), &stdout))
+	if want := "\n" + listing + "parent is a directory: 1\nHELLO FROM A BUNDLE\n"; string(rest) != want {
+		t.Errorf("the CLI's output and upper.txt: %q, want %q", rest, want)
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "results", "out", "note.txt")); err != nil || string(got) != "inline\n" {
+		t.Errorf("results/out/note.txt: %q %v", got, err)
+	}
+}
