@@ -65,7 +65,7 @@ type Node struct {
 	results   jetstream.KeyValue
 	modRefs   jetstream.KeyValue // the gateways' module records, read while a module compiles (artifacts.go)
 	storage   jetstream.KeyValue // per-tenant result usage (storage.go)
-	charging  keyedMutex         // one charge of a tenant at a time on this node (storage.go)
+	charges   chargeQueues       // one tenant's results charged in batches (storage.go)
 	// resultsTTL is the results bucket's TTL: how long a stored result counts against its tenant.
 	resultsTTL time.Duration
 	sched      *scheduler
