@@ -350,6 +350,9 @@ wait:
 		case msg := <-replies:
 			var r schemas.Result
 			if err := json.Unmarshal(msg.Data, &r); err == nil && r.Status.Final() {
+				if r.StorageQuotaExceeded {
+					g.usageReads.forget(r.TenantID) // storage.go
+				}
 				return &execOutcome{Execution: schemas.ExecutionView(&r)}
 			}
 			break wait

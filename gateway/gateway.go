@@ -45,6 +45,7 @@ type Server struct {
 	outputs     jetstream.ObjectStore // outputs.go
 	history     *history.Lister       // history.go
 	storage     jetstream.KeyValue    // per-tenant result usage (storage.go)
+	usageReads  usageReads            // result usage as last read, per tenant (storage.go)
 	resultsTTL  time.Duration         // the results bucket's: how long a result counts against its tenant
 	keyring     *keyring
 	waiters     *waiters

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -132,24 +133,88 @@ func (g *Server) quotaError(ctx context.Context, p *Principal, k storedKind, use
 // result without outputs (status, exit code, costs) takes under 1 KiB.
 const resultRoom = 4 << 10
 
+// resultUsageFresh is how long a tenant's result usage, as checkResultQuota read it, serves the
+// tenant's next executions on this gateway before it is read again. Reading it for every
+// execution cost two NATS messages each. The check only spares the workers a tenant whose
+// results could not be kept: the executors charge every result against the record itself,
+// compare-and-set, and cut what does not fit. So a gateway that has not yet seen a quota fill
+// admits at most resultUsageFresh more of the tenant's executions, each of whose results is then
+// stored without its outputs (under 1 KiB); the quota is passed by at most that, as by an
+// execution in flight when it filled. A result this gateway relays that was cut to fit
+// (storage_quota_exceeded) makes it read the tenant's usage again at once (forget).
+const resultUsageFresh = time.Second
+
+// maxUsageEntries bounds the tenants whose result usage a gateway remembers; past it the cache
+// starts over.
+const maxUsageEntries = 100_000
+
+// usageRead is a tenant's result usage as this gateway last read it.
+type usageRead struct {
+	mu sync.Mutex // one read of the tenant at a time; the others wait for it
+	u  schemas.ResultUsage
+	at time.Time // when it was read; zero: never
+}
+
+// usageReads is the gateway's usageRead of each tenant.
+type usageReads struct {
+	mu sync.Mutex
+	m  map[string]*usageRead
+}
+
+func (c *usageReads) of(tenant string) *usageRead {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.m[tenant]
+	if r == nil {
+		if c.m == nil || len(c.m) >= maxUsageEntries {
+			c.m = map[string]*usageRead{}
+		}
+		r = &usageRead{}
+		c.m[tenant] = r
+	}
+	return r
+}
+
+// forget makes the next check of tenant read its usage again.
+func (c *usageReads) forget(tenant string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, tenant)
+}
+
+// resultUsage is tenant's result usage, read at most once per resultUsageFresh.
+func (g *Server) resultUsage(ctx context.Context, tenant string) (schemas.ResultUsage, error) {
+	r := g.usageReads.of(tenant)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.at.IsZero() && time.Since(r.at) < resultUsageFresh {
+		return r.u, nil
+	}
+	at := time.Now()
+	var u schemas.ResultUsage
+	e, err := g.storage.Get(ctx, schemas.ResultUsageKey(tenant))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case err != nil:
+		return u, err
+	case json.Unmarshal(e.Value(), &u) != nil:
+		u = schemas.ResultUsage{} // the executors start such a record again
+	}
+	r.u, r.at = u, at
+	return u, nil
+}
+
 // checkResultQuota refuses (413 storage_quota_exceeded, Retry-After) an execution of a tenant
 // whose stored results already take its tier's result_bytes (all but resultRoom): its result
-// could not be stored whole. Executions admitted before the quota filled are never refused; their results are cut
+// could not be stored whole; the usage read serves for resultUsageFresh. Executions admitted before the quota filled are never refused; their results are cut
 // to fit instead (executor/storage.go).
 func (g *Server) checkResultQuota(ctx context.Context, p *Principal) error {
 	if p.Tier.ResultBytes <= 0 {
 		return nil
 	}
-	e, err := g.storage.Get(ctx, schemas.ResultUsageKey(p.TenantID))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil
-	}
+	u, err := g.resultUsage(ctx, p.TenantID)
 	if err != nil {
 		return unavailable("storage usage", err)
-	}
-	var u schemas.ResultUsage
-	if json.Unmarshal(e.Value(), &u) != nil {
-		return nil // the executors start such a record again
 	}
 	used, freesAt := u.Live(time.Now(), g.resultsTTL)
 	if used+resultRoom <= p.Tier.ResultBytes {
