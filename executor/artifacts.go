@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sys/cpu"
 
+	"github.com/wasmwiz/wasmwiz/internal/streams"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
@@ -55,6 +56,7 @@ const artifactRetryAfter = time.Minute
 var cacheFileName = regexp.MustCompile(`^wazero-[A-Za-z0-9._+-]+/[0-9a-f]{64}$`)
 
 type artifacts struct {
+	js       jetstream.JetStream
 	store    jetstream.ObjectStore
 	dir      string // wazero's cache directory (the workers' Hello.CacheDir)
 	platform string // object name prefix: wazero version, GOARCH, GOOS, CPU fingerprint
@@ -66,8 +68,8 @@ type artifacts struct {
 	missing map[string]time.Time // modules the store had no artifact for, and when it said so
 }
 
-func newArtifacts(store jetstream.ObjectStore, dir string, log *slog.Logger, m *metrics) *artifacts {
-	return &artifacts{store: store, dir: dir, platform: artifactPlatform(), log: log, m: m,
+func newArtifacts(js jetstream.JetStream, store jetstream.ObjectStore, dir string, log *slog.Logger, m *metrics) *artifacts {
+	return &artifacts{js: js, store: store, dir: dir, platform: artifactPlatform(), log: log, m: m,
 		have: map[string]bool{}, missing: map[string]time.Time{}}
 }
 
@@ -256,7 +258,8 @@ func (n *Node) awaitCompile(ctx context.Context, log *slog.Logger, tenantID, hex
 	return ""
 }
 
-// put stores the artifact a worker compiled for sharing (CompileResult.CacheFile).
+// put stores the artifact a worker compiled for sharing (CompileResult.CacheFile); one the store
+// has already is stored aside (streams.PutAside) instead, with the same work.
 func (a *artifacts) put(ctx context.Context, hexDigest, cacheFile string) {
 	if !a.ownCacheFile(cacheFile) {
 		a.log.Warn("compiled artifact not shared: unexpected file name", "module_hash", hexDigest, "file", cacheFile)
@@ -268,6 +271,19 @@ func (a *artifacts) put(ctx context.Context, hexDigest, cacheFile string) {
 		return
 	}
 	defer f.Close()
+	if _, err := a.store.GetInfo(ctx, a.objectName(hexDigest)); err == nil {
+		// The store has it (another upload's compile put it): the same bytes are stored aside,
+		// so that an upload of known bytes costs what the first one did (issue 12, upload
+		// timing), and the object other nodes may be reading is not replaced under them.
+		if err := streams.PutAside(ctx, a.js, schemas.ObjectCompiled, a.store, f); err != nil {
+			a.log.Warn("compiled artifact: storing aside", "module_hash", hexDigest, "err", err)
+		}
+		a.mu.Lock()
+		a.have[hexDigest] = true
+		delete(a.missing, hexDigest)
+		a.mu.Unlock()
+		return
+	}
 	meta := jetstream.ObjectMeta{Name: a.objectName(hexDigest), Headers: nats.Header{HeaderCacheFile: []string{cacheFile}}}
 	if _, err := a.store.Put(ctx, meta, f); err != nil {
 		a.log.Warn("compiled artifact not shared", "module_hash", hexDigest, "err", err)

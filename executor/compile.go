@@ -59,8 +59,9 @@ func (n *Node) compileModule(ctx context.Context, m *nats.Msg) *schemas.CompileR
 		return &schemas.CompileReply{Error: schemas.Errorf(schemas.CodeInvalid, "unknown tier %q", req.Tier)}
 	}
 	log := n.log.With("module_id", req.ModuleID, "tier", tier.Name)
+	// Fetched afresh, whether or not the node has the module (moduleCache.getFresh).
 	mctx, cancel := context.WithTimeout(ctx, natsTimeout)
-	path, err := n.mods.get(mctx, hexDigest, tier.ModuleSize)
+	path, size, release, err := n.mods.getFresh(mctx, hexDigest, tier.ModuleSize)
 	cancel()
 	var merr *moduleError
 	switch {
@@ -72,7 +73,7 @@ func (n *Node) compileModule(ctx context.Context, m *nats.Msg) *schemas.CompileR
 		log.Error("compile: module fetch", "err", err)
 		return &schemas.CompileReply{Error: schemas.Errorf(schemas.CodeUnavailable, "module could not be loaded")}
 	}
-	defer n.mods.release(hexDigest)
+	defer release()
 	// Wait for a worker no longer than a gateway waits for the answer (it gives up after 30 s
 	// by default); the compile itself then has its own timeout.
 	actx, cancel := context.WithTimeout(ctx, compileWaitForWorker)
@@ -85,14 +86,14 @@ func (n *Node) compileModule(ctx context.Context, m *nats.Msg) *schemas.CompileR
 	case <-actx.Done():
 		return &schemas.CompileReply{Error: schemas.Errorf(schemas.CodeUnavailable, "executor is busy compiling other uploads; retry shortly")}
 	}
-	budget := n.cfg.compileBudget(tier, n.mods.size(hexDigest))
-	// Every compile request is an upload by a tenant that does not own the module yet, and is
-	// compiled afresh (CompileJob.Share: a runtime and cache directory of its own, no worker's
-	// compiled modules, no file cache): an upload of bytes another tenant already uploaded
-	// costs the same compile as a new module, so its time tells nothing about other tenants
-	// (issue 12). The first compile of a module in the cluster is also shared: the node stores
-	// the artifact the worker names for the other nodes (artifacts.go).
-	share := !n.artifacts.shared(hexDigest)
+	budget := n.cfg.compileBudget(tier, size)
+	// Every compile request is an upload by a tenant that does not own the module yet, and
+	// does the same work whatever other tenants uploaded before (issue 12, upload timing): the
+	// module is fetched from the store afresh (getFresh), compiled afresh (CompileJob.Share: a
+	// runtime and cache directory of its own, no worker's compiled modules, no file cache), and
+	// its artifact stored, for the other nodes the first time, aside every other time
+	// (artifacts.put). So an upload of bytes another tenant already uploaded costs what one of
+	// new bytes does, and its time tells nothing about other tenants.
 	res, err := n.pool.compile(actx, &worker.CompileJob{ModulePath: path, ModuleHash: hexDigest, MemoryPages: uint32(tier.MemoryMB * 16), Share: true}, budget)
 	var killed *killedError
 	switch {
@@ -118,7 +119,7 @@ func (n *Node) compileModule(ctx context.Context, m *nats.Msg) *schemas.CompileR
 	reply := &schemas.CompileReply{CompileMS: ms(res.Duration)}
 	if res.Error != "" {
 		reply.Error = schemas.Errorf(schemas.CodeInvalidModule, "%s", wasmmodule.ExplainCompileError(res.Error))
-	} else if res.CacheFile != "" && share {
+	} else if res.CacheFile != "" {
 		// Before the reply, so that the executions an upload's client starts next find it on
 		// every node; bounded, since sharing is an optimisation and the upload waits.
 		sctx, cancel := context.WithTimeout(ctx, shareTimeout)

@@ -197,9 +197,14 @@ func (c *moduleCache) get(ctx context.Context, hexDigest string, maxSize int64) 
 // on a replicated store: the gateway checked that it exists before publishing the request, and
 // a follower may not have it yet. Whatever is kept is checked against its sha256 id anyway.
 func (c *moduleCache) fetch(ctx context.Context, hexDigest string, maxSize int64) error {
+	return c.retrying(ctx, func() error { return c.fetchOnce(ctx, hexDigest, maxSize) })
+}
+
+// retrying calls fetch until it succeeds, fails for good or has failed five times.
+func (c *moduleCache) retrying(ctx context.Context, fetch func() error) error {
 	var err error
 	for attempt := range 5 {
-		err = c.fetchOnce(ctx, hexDigest, maxSize)
+		err = fetch()
 		retry := errors.Is(err, jetstream.ErrDigestMismatch) || (c.replicated && errors.Is(err, errModuleNotFound))
 		if !retry {
 			return err
@@ -220,42 +225,104 @@ func (c *moduleCache) fetchOnce(ctx context.Context, hexDigest string, maxSize i
 	if ok {
 		return nil // fetched by a call that finished just before ours started
 	}
+	tmp, n, err := c.download(ctx, hexDigest, maxSize)
+	if err != nil {
+		return err
+	}
+	if installed, err := c.install(tmp, hexDigest, n, false); err != nil || !installed {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+// download copies a module from the object store into a temporary file of the cache's
+// directory, checked against its sha256 id, and returns the file's path and size. The caller
+// installs or removes the file.
+func (c *moduleCache) download(ctx context.Context, hexDigest string, maxSize int64) (string, int64, error) {
 	obj, err := c.store.Get(ctx, schemas.ModuleObjectName(hexDigest))
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return errModuleNotFound
+		return "", 0, errModuleNotFound
 	} else if err != nil {
-		return fmt.Errorf("get module %s: %w", hexDigest, err)
+		return "", 0, fmt.Errorf("get module %s: %w", hexDigest, err)
 	}
 	defer obj.Close()
 	if info, err := obj.Info(); err == nil && info.Size > uint64(maxSize) {
-		return tooLargeError(maxSize)
+		return "", 0, tooLargeError(maxSize)
 	}
 	tmp, err := os.CreateTemp(c.dir, hexDigest+".*.tmp")
 	if err != nil {
-		return fmt.Errorf("module cache: %w", err)
+		return "", 0, fmt.Errorf("module cache: %w", err)
 	}
-	defer os.Remove(tmp.Name()) // a no-op after the rename
+	keep := false
+	defer func() {
+		if !keep {
+			os.Remove(tmp.Name())
+		}
+	}()
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(obj, maxSize+1))
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("fetch module %s: %w", hexDigest, err)
+		return "", 0, fmt.Errorf("fetch module %s: %w", hexDigest, err)
 	}
 	if n > maxSize {
-		return tooLargeError(maxSize)
+		return "", 0, tooLargeError(maxSize)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != hexDigest {
-		return &moduleError{msg: "stored module does not match its id"}
+		return "", 0, &moduleError{msg: "stored module does not match its id"}
 	}
-	if err := os.Rename(tmp.Name(), c.path(hexDigest)); err != nil {
-		return fmt.Errorf("module cache: %w", err)
-	}
+	keep = true
+	return tmp.Name(), n, nil
+}
+
+// install makes the downloaded file tmp the cache's file of the module, held when hold is set,
+// unless the cache has one already: then tmp stays where it is and install reports false.
+func (c *moduleCache) install(tmp, hexDigest string, n int64, hold bool) (bool, error) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.files[hexDigest]; ok {
+		return false, nil
+	}
+	if err := os.Rename(tmp, c.path(hexDigest)); err != nil {
+		os.Remove(tmp)
+		return false, fmt.Errorf("module cache: %w", err)
+	}
 	c.clock++
-	c.files[hexDigest] = &cachedFile{size: n, used: c.clock}
+	f := &cachedFile{size: n, used: c.clock}
+	if hold {
+		f.inUse = 1
+	}
+	c.files[hexDigest] = f
 	c.total += n // trimmed by the release that follows every get
-	c.mu.Unlock()
-	return nil
+	return true, nil
+}
+
+// getFresh is get for an upload's compile: the module is fetched from the object store whether
+// or not the node has it, so that an upload of bytes the node already holds (another tenant's
+// upload, perhaps) does the same work as one of new bytes, and its time tells nothing about
+// other tenants (issue 12, upload timing; see compileModule). It counts as a file-cache miss.
+// The file it returns is the cache's, fetched now, or, when the cache has one already, the
+// fresh copy beside it; release ends the hold or removes the copy. The module's compiled
+// artifact is not fetched: the compile is done afresh anyway.
+func (c *moduleCache) getFresh(ctx context.Context, hexDigest string, maxSize int64) (path string, size int64, release func(), err error) {
+	c.m.cacheMisses.WithLabelValues("file").Inc()
+	var tmp string
+	err = c.retrying(ctx, func() (err error) {
+		tmp, size, err = c.download(ctx, hexDigest, maxSize)
+		return err
+	})
+	if err != nil {
+		return "", 0, nil, err
+	}
+	installed, err := c.install(tmp, hexDigest, size, true)
+	switch {
+	case err != nil:
+		return "", 0, nil, err
+	case installed:
+		return c.path(hexDigest), size, func() { c.release(hexDigest) }, nil
+	}
+	return tmp, size, func() { os.Remove(tmp) }, nil
 }

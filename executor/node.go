@@ -163,7 +163,7 @@ func (n *Node) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("executor: compiled store: %w", err)
 	}
-	n.artifacts = newArtifacts(compiled, filepath.Join(n.cfg.CacheDir, "wazero"), n.log, n.m)
+	n.artifacts = newArtifacts(n.js, compiled, filepath.Join(n.cfg.CacheDir, "wazero"), n.log, n.m)
 	n.mods.onFetch = n.artifacts.fetch
 	if err := n.openBundles(ctx); err != nil {
 		return err

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/wasmwiz/wasmwiz/bundle"
+	"github.com/wasmwiz/wasmwiz/internal/streams"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
@@ -67,17 +68,21 @@ func (g *Server) uploadBundle(ctx context.Context, p *Principal, name string, bo
 	if err := g.quotaFits(ctx, p, storedBundles, stored); err != nil { // storage.go
 		return nil, err
 	}
+	// Stored whether or not another tenant has the same bundle (aside when the store has it),
+	// so that the upload's time does not tell (issue 12, upload timing; as storeModule).
 	objName := schemas.BundleObjectName(digest)
-	if _, err := g.bundles.GetInfo(ctx, objName); err != nil {
-		if !errors.Is(err, jetstream.ErrObjectNotFound) {
-			return nil, unavailable("bundle store", err)
-		}
-		if _, err := tmp.Seek(0, io.SeekStart); err != nil {
-			return nil, unavailable("bundle upload", err)
-		}
-		if _, err := g.bundles.Put(ctx, jetstream.ObjectMeta{Name: objName}, tmp); err != nil {
-			return nil, unavailable("bundle store", err)
-		}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return nil, unavailable("bundle upload", err)
+	}
+	_, err = g.bundles.GetInfo(ctx, objName)
+	switch {
+	case err == nil:
+		err = streams.PutAside(ctx, g.js, schemas.ObjectBundles, g.bundles, tmp)
+	case errors.Is(err, jetstream.ErrObjectNotFound):
+		_, err = g.bundles.Put(ctx, jetstream.ObjectMeta{Name: objName}, tmp)
+	}
+	if err != nil {
+		return nil, unavailable("bundle store", err)
 	}
 	b := &schemas.Bundle{
 		ID: schemas.ModuleID(digest), Name: name, Files: idx.Files, Entries: len(idx.Entries),

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/wasmwiz/wasmwiz/internal/streams"
 	"github.com/wasmwiz/wasmwiz/schemas"
 	"github.com/wasmwiz/wasmwiz/wasmmodule"
 )
@@ -42,7 +43,7 @@ func (g *Server) uploadModule(ctx context.Context, p *Principal, name string, wa
 
 // storeModule checks, stores and compiles src for p's tenant and returns the module. A module
 // the tenant already has is returned at once; anything else passes the upload limits (see
-// uploads.go) before it is compiled.
+// uploads.go), is stored and is compiled, the same whether or not other tenants have it.
 //
 // The compile runs in the background (compiling.go). The upload waits for it up to
 // Config.UploadWait, or, with wait, up to the compile's whole budget: a module compiled by
@@ -98,18 +99,28 @@ func (g *Server) storeModule(ctx context.Context, p *Principal, name string, src
 			release()
 		}
 	}()
+	// The tenant does not own the module. Whether or not another tenant does, its bytes are
+	// stored: as the module's object, or, when the store has that already, aside (stored and
+	// removed again), so that this upload costs what one of new bytes does and its time does
+	// not tell what other tenants uploaded (issue 12, upload timing; the executor's compile
+	// does likewise).
 	objName := schemas.ModuleObjectName(digest)
-	if _, err := g.modules.GetInfo(ctx, objName); err != nil {
-		if !errors.Is(err, jetstream.ErrObjectNotFound) {
-			return nil, unavailable("module store", err)
+	body := io.NewSectionReader(src.r, 0, src.size)
+	_, err = g.modules.GetInfo(ctx, objName)
+	switch {
+	case err == nil:
+		err = streams.PutAside(ctx, g.js, schemas.ObjectModules, g.modules, body)
+	case errors.Is(err, jetstream.ErrObjectNotFound):
+		_, err = g.modules.Put(ctx, jetstream.ObjectMeta{Name: objName}, body)
+	default:
+		return nil, unavailable("module store", err)
+	}
+	if err != nil {
+		if strings.Contains(err.Error(), "maximum bytes") { // the store's share of the account is full (streams.StoreBudget)
+			g.log.ErrorContext(ctx, "module store is full", "err", err)
+			return nil, schemas.Errorf(schemas.CodeUnavailable, "the module store is full; uploads are refused until an operator makes room")
 		}
-		if _, err := g.modules.Put(ctx, jetstream.ObjectMeta{Name: objName}, io.NewSectionReader(src.r, 0, src.size)); err != nil {
-			if strings.Contains(err.Error(), "maximum bytes") { // the store's share of the account is full (streams.StoreBudget)
-				g.log.ErrorContext(ctx, "module store is full", "err", err)
-				return nil, schemas.Errorf(schemas.CodeUnavailable, "the module store is full; uploads are refused until an operator makes room")
-			}
-			return nil, unavailable("module store", err)
-		}
+		return nil, unavailable("module store", err)
 	}
 	deadline := compileDeadline(p.Tier, src.size)
 	m := &schemas.Module{

@@ -441,3 +441,117 @@ func TestStoreBudget_ShippedConfigs(t *testing.T) {
 		}
 	}
 }
+
+// TestSecurity_UploadTimingSamePath (issue 12, upload timing): an upload of bytes another
+// tenant had uploaded answered in 70 ms against 1.6 s for new bytes, which told a tenant what
+// others had uploaded. Now a tenant that does not own a module gets the same path whatever
+// other tenants uploaded, and the test shows it by the work done, not by a clock: tenant B's
+// upload of tenant A's bytes writes as many messages to the module store as B's upload of new
+// bytes of the same size (the gateway stored nothing for it before), the executor fetches the
+// module again (a file-cache miss), compiles it afresh and stores its artifact (aside, since
+// the store has it), and the compile is in B's module.uploaded event, to be billed. Bundles are
+// stored the same way. A re-upload by a tenant that owns the module still costs nothing.
+func TestSecurity_UploadTimingSamePath(t *testing.T) {
+	s := startDev(t, t.TempDir())
+	a := s.newTenant(t, "tenant-a", schemas.TierPro)
+	b := s.newTenant(t, "tenant-b", schemas.TierPro)
+	nc, err := s.connectNATSAs("nats-admin.nk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	lastSeq := func(bucket string) uint64 {
+		t.Helper()
+		st, err := js.Stream(ctx, "OBJ_"+bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.LastSeq
+	}
+	metric := func(name string) float64 {
+		t.Helper()
+		v, _ := strconv.ParseFloat(metricSum(string(s.do(t, http.MethodGet, "/metrics", "", "", nil).Body), name), 64)
+		return v
+	}
+	type work struct {
+		modules, compiled uint64  // messages written to the module and artifact stores
+		fetches, compiles float64 // the executor's file-cache misses and compiles
+	}
+	upload := func(key string, wasm []byte) work {
+		t.Helper()
+		m0, c0 := lastSeq(schemas.ObjectModules), lastSeq(schemas.ObjectCompiled)
+		f0 := metric(`wasmwiz_module_cache_misses_total{cache="file"}`)
+		k0 := metric("wasmwiz_compile_duration_seconds_count")
+		s.upload(t, key, "m", wasm)
+		return work{
+			modules: lastSeq(schemas.ObjectModules) - m0, compiled: lastSeq(schemas.ObjectCompiled) - c0,
+			fetches:  metric(`wasmwiz_module_cache_misses_total{cache="file"}`) - f0,
+			compiles: metric("wasmwiz_compile_duration_seconds_count") - k0,
+		}
+	}
+	const size = 1 << 20 // 8 chunks of the object store's 128 KiB
+	known, fresh := sizedModule(size, 1), sizedModule(size, 2)
+	first := upload(a, known)
+	if first.modules < size/(128<<10) || first.compiled == 0 || first.fetches != 1 || first.compiles != 1 {
+		t.Fatalf("tenant A's upload of new bytes: %+v", first)
+	}
+	// The module runs, so the node holds its file and its compiled code.
+	mod := s.upload(t, a, "m", known) // A owns it: answered at once, nothing stored or compiled
+	s.run(t, a, schemas.ExecutionRequest{ModuleID: mod.ID})
+
+	events := s.openEvents(t, b, url.Values{})
+	again := upload(b, known)
+	other := upload(b, fresh)
+	t.Logf("work of tenant B's upload of A's bytes: %+v; of new bytes: %+v", again, other)
+	if again.modules != other.modules {
+		t.Errorf("tenant B's upload of A's bytes wrote %d messages to the module store, of new bytes %d: not the same path", again.modules, other.modules)
+	}
+	if again.compiled == 0 {
+		t.Errorf("tenant B's upload of A's bytes stored no compiled artifact (new bytes: %d messages)", other.compiled)
+	}
+	if again.fetches != 1 || again.compiles != 1 {
+		t.Errorf("tenant B's upload of A's bytes: %v module fetches and %v compiles on the executor, want 1 and 1", again.fetches, again.compiles)
+	}
+	got := events.until(t, func(ev sseEvent) bool {
+		return ev.Event == schemas.EventModuleUploaded && ev.Data.Module != nil && ev.Data.Module.ModuleID == mod.ID
+	})
+	if m := got[len(got)-1].Data.Module; m.CompileMS <= 0 {
+		t.Errorf("tenant B's module.uploaded for A's bytes bills no compile: %+v", m)
+	}
+
+	// Bundles likewise: B's upload of A's bundle stores as much as B's upload of a new one.
+	bundleWrites := func(key string, archive []byte) uint64 {
+		t.Helper()
+		b0 := lastSeq(schemas.ObjectBundles)
+		if r, _ := s.uploadBundle(t, key, archive); r.Status != http.StatusCreated {
+			t.Fatalf("bundle upload: %d %s", r.Status, r.Body)
+		}
+		return lastSeq(schemas.ObjectBundles) - b0
+	}
+	data := func(c byte) []byte {
+		return tarball(t, tarFile{name: "data.bin", body: string(bytes.Repeat([]byte{c}, 512<<10))})
+	}
+	bundleWrites(a, data('a'))
+	if knownB, newB := bundleWrites(b, data('a')), bundleWrites(b, data('b')); knownB != newB {
+		t.Errorf("tenant B's upload of A's bundle wrote %d messages to the bundle store, of a new one %d", knownB, newB)
+	}
+
+	// The owner's re-upload is the one short cut; B's copy and A's module both work.
+	if w := upload(b, known); w.modules != 0 || w.compiles != 0 || w.fetches != 0 {
+		t.Errorf("tenant B's re-upload of its own module: %+v, want no work", w)
+	}
+	for _, key := range []string{a, b} {
+		if e := s.run(t, key, schemas.ExecutionRequest{ModuleID: mod.ID}); e.Status != schemas.StatusSucceeded {
+			t.Errorf("run after the uploads: %s", e.Status)
+		}
+	}
+}
