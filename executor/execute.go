@@ -314,6 +314,7 @@ func (n *Node) run(ctx context.Context, log *slog.Logger, tier schemas.Tier, req
 		Name:        req.ModuleName,
 		Args:        req.Args,
 		Stdin:       req.Stdin,
+		StdinFile:   req.StdinFile,
 		Timeout:     clampDuration(time.Duration(req.TimeoutMS)*time.Millisecond, tier.WallTime),
 		MemoryPages: uint32(clampInt(req.MemoryMB, tier.MemoryMB) * 16), // 16 pages of 64 KiB per MiB
 		StdoutMax:   clampInt(req.StdoutMax, tier.StdoutMax),

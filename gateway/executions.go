@@ -418,7 +418,7 @@ func (g *Server) publishExec(ctx context.Context, er *schemas.ExecRequest, deadl
 	// The request travels as one NATS message: stdin and inline files must fit in it, whatever
 	// the tier's stdin_max says (headers take well under 4 KiB).
 	if most := g.nc.MaxPayload() - 4<<10; int64(len(body)) > most {
-		return schemas.Errorf(schemas.CodeTooLarge, "the execution request is %d bytes as a message, over the %d the message bus carries (its max_payload), over REST as over NATS; send less stdin or fewer inline files (stdin travels base64-encoded: at most about %d bytes), and put larger inputs in a bundle (POST /v1/bundles over REST, up to the tier's bundle_bytes) mounted for the program to read",
+		return schemas.Errorf(schemas.CodeTooLarge, "the execution request is %d bytes as a message, over the %d the message bus carries (its max_payload), over REST as over NATS; send less stdin or fewer inline files (stdin travels base64-encoded: at most about %d bytes), and put larger inputs in a bundle (POST /v1/bundles over REST, up to the tier's bundle_bytes), mounted, and name the file in stdin_file",
 			len(body), most, most*3/4-64<<10)
 	}
 	msg := nats.NewMsg(schemas.ExecSubject(er.Tier, er.TenantID))

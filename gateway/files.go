@@ -30,6 +30,18 @@ func validateFiles(t schemas.Tier, req *schemas.ExecutionRequest, er *schemas.Ex
 		}
 		er.Workdir = req.Workdir
 	}
+	if req.StdinFile != "" {
+		if msg := schemas.CleanGuestPath(req.StdinFile, false); msg != "" {
+			return invalidf("stdin_file: %s", msg)
+		}
+		if req.Stdin != "" || req.StdinBase64 != "" {
+			return invalidf("give stdin_file or stdin (stdin_base64), not both")
+		}
+		if reservedPath(req.StdinFile) {
+			return invalidf("stdin_file: %s is not a file of the request", req.StdinFile)
+		}
+		er.StdinFile = req.StdinFile
+	}
 	if len(req.Outputs) > schemas.MaxOutputs {
 		return invalidf("at most %d outputs", schemas.MaxOutputs)
 	}

@@ -15,6 +15,7 @@ type ExecutionRequest struct {
 	ModuleBase64 string            `json:"module_base64,omitempty" doc:"the module inline, base64; it is stored as one of your modules like an upload named \"inline\", so the key needs the modules:write scope"`
 	Stdin        string            `json:"stdin,omitempty" doc:"stdin as text"`
 	StdinBase64  string            `json:"stdin_base64,omitempty" doc:"stdin as base64, for binary input"`
+	StdinFile    string            `json:"stdin_file,omitempty" doc:"a file of the guest's file system (in a mounted bundle, or an inline file) read as its stdin, instead of stdin or stdin_base64: the way to give a program more input than a request carries (stdin is bounded by the tier's stdin_max and by a NATS message; a bundle by the tier's bundle_bytes)" example:"/in/input.txt"`
 	Args         []string          `json:"args,omitempty" doc:"argv[1:]; argv[0] is the module's name. The tier bounds how many (args_max) and, with env, how many bytes (args_env_bytes)" maxItems:"65536"`
 	Env          map[string]string `json:"env,omitempty" doc:"environment variables; the tier bounds how many (env_max) and, with args, how many bytes (args_env_bytes)"`
 	TimeoutMS    int64             `json:"timeout_ms,omitempty" doc:"wall-time limit; default and maximum: the tier's" minimum:"0"`

@@ -45,6 +45,7 @@ type ExecRequest struct {
 	Files      map[string][]byte `json:"files,omitempty"`
 	Mounts     []MountSpec       `json:"mounts,omitempty"`
 	Workdir    string            `json:"workdir,omitempty"`
+	StdinFile  string            `json:"stdin_file,omitempty"` // a file of the guest's file system read as its stdin
 	Outputs    []string          `json:"outputs,omitempty"`
 	OutputsMax int64             `json:"outputs_max,omitempty"`
 

@@ -149,18 +149,34 @@ func TestDev_BigModulesAndOutputs(t *testing.T) {
 		t.Errorf("9 MiB of stdin: %d %s %q, want 413 naming max_payload", r.Status, code, detail)
 	}
 	// Over direct NATS the same: 7 MiB of stdin fits the request's message, not the execution's
-	// (base64): a 413 naming max_payload and the way round it, a bundle uploaded over REST.
+	// (base64): a 413 naming max_payload and the way round it, a bundle uploaded over REST and
+	// named in stdin_file.
 	body, _ = json.Marshal(schemas.ExecutionRequest{ModuleID: devBig.ID, Stdin: strings.Repeat("s", 7<<20)})
 	rep := natsMsg(t, nc, schemas.OpExecutionsCreate, s.DevKey, body)
 	var p struct{ Code, Detail string }
 	if json.Unmarshal(rep.Data, &p) != nil || natsStatus(rep) != http.StatusRequestEntityTooLarge || p.Code != string(schemas.CodeTooLarge) ||
-		!strings.Contains(p.Detail, "max_payload") || !strings.Contains(p.Detail, "POST /v1/bundles") {
-		t.Errorf("7 MiB of stdin over NATS: %d %.300s, want 413 too_large naming max_payload and bundles", natsStatus(rep), rep.Data)
+		!strings.Contains(p.Detail, "max_payload") || !strings.Contains(p.Detail, "POST /v1/bundles") || !strings.Contains(p.Detail, "stdin_file") {
+		t.Errorf("7 MiB of stdin over NATS: %d %.300s, want 413 too_large naming max_payload, bundles and stdin_file", natsStatus(rep), rep.Data)
 	}
 	// A request larger than a message never leaves the client: nats.go refuses it.
 	body, _ = json.Marshal(schemas.ExecutionRequest{ModuleID: devBig.ID, Stdin: strings.Repeat("s", 9<<20)})
 	if _, err := nc.Request(schemas.APISubject(schemas.OpExecutionsCreate), body, 10*time.Second); !errors.Is(err, nats.ErrMaxPayload) {
 		t.Errorf("9 MiB of stdin over NATS: %v, want %v", err, nats.ErrMaxPayload)
+	}
+	// The way round it, over NATS: the 12 MiB file of the bundle above (uploaded by dev too)
+	// is echo's stdin, and all of it comes back as its stdout.
+	if br, _ := s.uploadBundle(t, s.DevKey, tarball(t, tarFile{name: "big.bin", body: string(bigFile)})); br.Status != http.StatusCreated {
+		t.Fatalf("dev's bundle: %d %s", br.Status, br.Body)
+	}
+	echo := s.upload(t, s.DevKey, "echo", fixtures.Wasm("echo"))
+	body, _ = json.Marshal(schemas.ExecutionRequest{ModuleID: echo.ID, Mounts: []schemas.Mount{{Bundle: bundle.ID, Path: "/in"}}, StdinFile: "/in/big.bin"})
+	var se schemas.Execution
+	if rep := natsMsg(t, nc, schemas.OpExecutionsCreate, s.DevKey, body); natsStatus(rep) != 200 || json.Unmarshal(rep.Data, &se) != nil ||
+		se.Status != schemas.StatusSucceeded || se.StdoutURL == "" {
+		t.Fatalf("12 MiB of stdin from a bundle over NATS: %d %.300s", natsStatus(rep), rep.Data)
+	}
+	if r := s.do(t, http.MethodGet, se.StdoutURL, s.DevKey, "", nil); r.Status != 200 || !bytes.Equal(r.Body, bigFile) {
+		t.Errorf("GET %s: %d, %d bytes, want the %d of the file", se.StdoutURL, r.Status, len(r.Body), len(bigFile))
 	}
 
 	// A module that uses the exception-handling proposal: 422 naming it.

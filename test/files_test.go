@@ -292,6 +292,9 @@ func TestDev_Files(t *testing.T) {
 		{"file in a read-only mount", schemas.ExecutionRequest{Mounts: []schemas.Mount{{Bundle: b.ID, Path: "/d"}},
 			Files: map[string]schemas.FileContent{"/d/x": {Text: "x"}}}, "inside the bundle mounted read-only"},
 		{"big inline", schemas.ExecutionRequest{Files: map[string]schemas.FileContent{"/a": {Text: strings.Repeat("x", 2<<20)}}}, "inline files are over"},
+		{"stdin_file and stdin", schemas.ExecutionRequest{StdinFile: "/in/a", Stdin: "x"}, "give stdin_file or stdin"},
+		{"relative stdin_file", schemas.ExecutionRequest{StdinFile: "in/a"}, "stdin_file: "},
+		{"stdin_file /dev/stdin", schemas.ExecutionRequest{StdinFile: "/dev/stdin"}, "not a file of the request"},
 	} {
 		tc.req.ModuleID = om.ID
 		r, _ := s.execute(t, other, tc.req)

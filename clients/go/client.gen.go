@@ -424,6 +424,11 @@ type ExecutionRequest struct {
 	// StdinBase64 stdin as base64, for binary input
 	StdinBase64 *string `json:"stdin_base64,omitempty"`
 
+	// StdinFile a file of the guest's file system (in a mounted bundle, or an inline file) read as its stdin, instead of stdin or stdin_base64: the way to give a program more input than a request carries (stdin is bounded by the tier's stdin_max and by a NATS message; a bundle by the tier's bundle_bytes)
+	//
+	// Examples: /in/input.txt
+	StdinFile *string `json:"stdin_file,omitempty"`
+
 	// TimeoutMs wall-time limit; default and maximum: the tier's
 	TimeoutMs *int64 `json:"timeout_ms,omitempty"`
 

@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 
+	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
+
 	"github.com/wasmwiz/wasmwiz/bundle"
 	"github.com/wasmwiz/wasmwiz/executor/worker/guestfs"
 	"github.com/wasmwiz/wasmwiz/schemas"
@@ -47,6 +49,44 @@ func (w *worker) guestFS(job *RunJob, stdin io.Reader, stdout, stderr io.Writer)
 		}
 	}
 	return fsys, nil
+}
+
+// stdinReader is the guest's stdin (fd 0 and /dev/stdin): the job's bytes, or the file named by
+// RunJob.StdinFile once the guest's file system holds it.
+type stdinReader struct{ r io.Reader }
+
+func (s *stdinReader) Read(p []byte) (int, error) { return s.r.Read(p) }
+
+// openStdin opens a file of the guest's file system to read as its stdin. An error is the
+// request's fault (no such file, a directory) and is reported as a failed run.
+func openStdin(fsys *guestfs.FS, p string) (io.Reader, error) {
+	st, errno := fsys.Stat(p)
+	if errno == 0 && st.Mode.IsDir() {
+		errno = experimentalsys.EISDIR
+	}
+	var f experimentalsys.File
+	if errno == 0 {
+		f, errno = fsys.OpenFile(p, experimentalsys.O_RDONLY, 0)
+	}
+	if errno != 0 {
+		return nil, fmt.Errorf("stdin_file %s: %w", p, errno)
+	}
+	return fileReader{f}, nil
+}
+
+// fileReader reads a guest file as an io.Reader. The file lives as long as the run's file
+// system and holds nothing of the host's, so it is never closed.
+type fileReader struct{ f experimentalsys.File }
+
+func (r fileReader) Read(p []byte) (int, error) {
+	n, errno := r.f.Read(p)
+	switch {
+	case errno != 0:
+		return n, errno
+	case n == 0 && len(p) > 0:
+		return 0, io.EOF
+	}
+	return n, nil
 }
 
 // collectOutputs puts the requested files and the scratch figures into res.

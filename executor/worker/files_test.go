@@ -178,3 +178,37 @@ func TestWorker_Files_Hostile(t *testing.T) {
 		})
 	}
 }
+
+// TestWorker_StdinFile: a file of the guest's file system, from a bundle or an inline file, is
+// its stdin (RunJob.StdinFile), read as the guest reads it: echo copies it to stdout whole, 3 MiB
+// of it. A path that is not a file fails the run with a message naming it.
+func TestWorker_StdinFile(t *testing.T) {
+	big := strings.Repeat("0123456789abcdef", 3<<20/16)
+	archive := makeTar(t, []tarEntry{{Name: "in/", Dir: true}, {Name: "in/big.txt", Body: big}})
+	echo := fixtures.Wasm("echo")
+	c := startClient(t)
+	for _, tc := range []struct {
+		name, file, stdout, errText string
+		files                       []InlineFile
+	}{
+		{name: "bundle", file: "/data/in/big.txt", stdout: big},
+		{name: "inline", file: "/work/in.txt", files: []InlineFile{{Path: "/work/in.txt", Data: []byte("inline input")}}, stdout: "inline input"},
+		{name: "missing", file: "/data/in/none.txt", errText: "stdin_file /data/in/none.txt: no such file or directory"},
+		{name: "directory", file: "/data/in", errText: "stdin_file /data/in: is a directory"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			job := RunJob{Stdin: []byte("not this"), StdinFile: tc.file, StdoutMax: 4 << 20, ScratchMax: 1 << 20,
+				Mounts: []Mount{c.bundleMount(archive, "/data")}, Files: tc.files}
+			res, _ := c.run(echo, job)
+			if tc.errText != "" {
+				if res.Status != schemas.StatusFailed || res.Error != tc.errText {
+					t.Fatalf("status %s error %q, want failed %q", res.Status, res.Error, tc.errText)
+				}
+				return
+			}
+			if res.Status != schemas.StatusSucceeded || string(res.Stdout) != tc.stdout {
+				t.Fatalf("status %s error %q, %d bytes of stdout, want the %d of the file", res.Status, res.Error, len(res.Stdout), len(tc.stdout))
+			}
+		})
+	}
+}

@@ -66,6 +66,7 @@ type RunJob struct {
 	Args        []string
 	Env         []string // KEY=value
 	Stdin       []byte
+	StdinFile   string        // a file of the guest's file system to read as stdin instead (after Files and Mounts)
 	Timeout     time.Duration // the deadline, timed and enforced by the node (it kills the worker); the worker does not look at it
 	MemoryPages uint32        // linear memory limit in 64 KiB pages; the guest's whole memory is held to it (see Memory)
 	StdoutMax   int

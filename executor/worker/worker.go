@@ -413,8 +413,11 @@ func (w *worker) run(ctx context.Context, job *RunJob, send func(*Response) erro
 
 	stdout := &cappedWriter{max: job.StdoutMax}
 	stderr := &cappedWriter{max: job.StderrMax}
-	stdin := bytes.NewReader(job.Stdin)
+	stdin := &stdinReader{r: bytes.NewReader(job.Stdin)}
 	fsys, err := w.guestFS(job, stdin, stdout, stderr)
+	if err == nil && job.StdinFile != "" {
+		stdin.r, err = openStdin(fsys, job.StdinFile) // files.go
+	}
 	if err != nil {
 		stopReports()
 		res.Duration = time.Since(start)

@@ -699,6 +699,11 @@ export interface components {
             /** @description stdin as base64, for binary input */
             stdin_base64?: string;
             /**
+             * @description a file of the guest's file system (in a mounted bundle, or an inline file) read as its stdin, instead of stdin or stdin_base64: the way to give a program more input than a request carries (stdin is bounded by the tier's stdin_max and by a NATS message; a bundle by the tier's bundle_bytes)
+             * @example /in/input.txt
+             */
+            stdin_file?: string;
+            /**
              * Format: int64
              * @description wall-time limit; default and maximum: the tier's
              */
