@@ -168,7 +168,7 @@ func (t *RESTTarget) Execute(ctx context.Context, body []byte) string {
 		base := urls[(first+attempt)%len(urls)]
 		status, b, outcome := t.post(ctx, base, body, key)
 		if status == http.StatusOK || status == http.StatusAccepted {
-			var e schemas.Execution
+			var e executionStatus
 			if err := json.Unmarshal(b, &e); err != nil || e.ID == "" {
 				return "error:decode"
 			}
@@ -227,10 +227,16 @@ func (t *RESTTarget) do(ctx context.Context, req *http.Request) (int, []byte, st
 	if err != nil {
 		return 0, nil, "error:read"
 	}
-	if resp.StatusCode != http.StatusOK {
-		return resp.StatusCode, b, strconv.Itoa(resp.StatusCode)
-	}
-	return resp.StatusCode, b, executionOutcome(b)
+	// A 200's outcome depends on the execution's status: the caller decodes the body once.
+	return resp.StatusCode, b, strconv.Itoa(resp.StatusCode)
+}
+
+// executionStatus is what the load generator reads of an execution: the whole of it was decoded
+// twice per request (its status, then the execution), ~16 µs per execution of the bench
+// process's CPU that rest paid and bare, whose client reads no body, did not.
+type executionStatus struct {
+	ID     string         `json:"id"`
+	Status schemas.Status `json:"status"`
 }
 
 // retryable: no answer, or an answer that says "not now" rather than "no".
@@ -261,12 +267,12 @@ func (t *RESTTarget) poll(ctx context.Context, at int, id string) string {
 		status, b, outcome := t.do(ctx, req)
 		switch {
 		case status == http.StatusOK:
-			var e schemas.Execution
+			var e executionStatus
 			if err := json.Unmarshal(b, &e); err != nil {
 				return "error:decode"
 			}
 			if e.Status.Final() {
-				return outcome
+				return statusOutcome(e.Status)
 			}
 		case !retryable(status, outcome):
 			return outcome
