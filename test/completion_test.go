@@ -30,7 +30,7 @@ var completionCases = []completionCase{
 	{line: "wasmwiz executions wa", want: []string{"wait"}, exact: true, after: "wasmwiz executions wait "},
 	{line: "wasmwiz mo", want: []string{"modules"}, exact: true, after: "wasmwiz modules "},
 	{line: "wasmwiz modules list --j", want: []string{"--json"}, exact: true, after: "wasmwiz modules list --json "},
-	{line: "wasmwiz run --st", want: []string{"--stdin"}, exact: true},
+	{line: "wasmwiz run --st", want: []string{"--stdin", "--stdin-file"}, exact: true},
 	{line: "wasmwiz context use ", want: []string{"dev", "prod", "staging"}, exact: true},
 	{line: "wasmwiz keys list --context st", want: []string{"staging"}, exact: true, after: "wasmwiz keys list --context staging "},
 	// Not a command, flag or context: the shell's own file names.

@@ -393,6 +393,12 @@ func TestDev_FilesCLI(t *testing.T) {
 		}
 	}
 	run() // the same directory again: found by hash, not uploaded twice
+	// A file of the mounted directory as stdin: echo prints it.
+	echo := filepath.Join(base, "echo.wasm")
+	os.WriteFile(echo, fixtures.Wasm("echo"), 0o644)
+	if out, errOut, code := cli(t, "run", "--url", s.URL, "--key", s.DevKey, "--mount", share+":/share", "--stdin-file", "/share/a.txt", echo); code != 0 || out != "hello cli" {
+		t.Errorf("wasmwiz run --stdin-file: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
 	var list schemas.BundleList
 	s.do(t, http.MethodGet, "/v1/bundles", s.DevKey, "", nil).decode(t, &list)
 	if len(list.Bundles) != 1 || list.Bundles[0].Files != 2 {

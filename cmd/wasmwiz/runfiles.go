@@ -26,6 +26,7 @@ import (
 type runFiles struct {
 	mounts, files, outputs repeatFlag
 	workdir, outputDir     *string
+	stdinFile              *string
 }
 
 // repeatFlag is a repeatable string flag, each value kept whole (paths may hold commas).
@@ -40,6 +41,7 @@ func addRunFileFlags(fs *flagSet) *runFiles {
 	fs.Var(&f.files, "file", "LOCAL_FILE:/GUEST/PATH: send a small file inline (repeatable)")
 	fs.Var(&f.outputs, "output", "a guest path or pattern of files to bring back, e.g. '/out/*' (repeatable)")
 	f.workdir = fs.String("workdir", "", "the guest's working directory")
+	f.stdinFile = fs.String("stdin-file", "", "a guest path (in a --mount or a --file) read as the guest's stdin instead of --stdin: for input larger than a request carries")
 	f.outputDir = fs.String("output-dir", "wasmwiz-outputs", "where output files are written, under their guest paths")
 	return f
 }
@@ -77,6 +79,7 @@ func (f *runFiles) apply(ctx context.Context, c *client, req *wasmwiz.ExecutionR
 		req.Files[guest] = wasmwiz.FileContent{Base64: new(base64.StdEncoding.EncodeToString(b))}
 	}
 	req.Workdir = optional(*f.workdir)
+	req.StdinFile = optional(*f.stdinFile)
 	req.Outputs = f.outputs
 	return nil
 }
