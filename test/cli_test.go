@@ -97,6 +97,28 @@ func TestDev_CLIContexts(t *testing.T) {
 		t.Errorf("executions wait, for people: exit %d\n%s%s", code, out, errOut)
 	}
 
+	// The operator commands dial NATS with the context's URL and identity: dev-admin's is the
+	// admin role's, which reads the events; the current context dev's is tenant dev's, which
+	// the servers refuse there (at once, not after a minute of retries); a flag's wins.
+	out, errOut, code = cli("events", "tail", "--context", "dev-admin", "--follow=false", "--type", "execution.*")
+	if code != 0 || !strings.Contains(out, `"execution_id":"`+ex.ID+`"`) {
+		t.Errorf("events tail --context dev-admin: exit %d\n%s%s", code, out, errOut)
+	}
+	if out, errOut, code = cli("dlq", "list", "--context", "dev-admin"); code != 0 || !strings.Contains(out, "0 dead letters") {
+		t.Errorf("dlq list --context dev-admin: exit %d\n%s%s", code, out, errOut)
+	}
+	if out, errOut, code = cli("accounting", "reconcile", "--context", "dev-admin", "--results=false"); code == 2 || !strings.Contains(out, "events ") {
+		t.Errorf("accounting reconcile --context dev-admin: exit %d\n%s%s", code, out, errOut)
+	}
+	if _, errOut, code = cli("events", "tail", "--follow=false"); code != 1 || !strings.Contains(errOut, "context dev") ||
+		!strings.Contains(errOut, "--context dev-admin") || strings.Contains(errOut, "no progress") {
+		t.Errorf("events tail as tenant dev: exit %d %s", code, errOut)
+	}
+	adminSeed := filepath.Join(s.DataDir, "nats", "nats-admin.nk")
+	if _, errOut, code = cli("dlq", "list", "--nats-nkey", adminSeed); code != 0 {
+		t.Errorf("dlq list --nats-nkey (admin) with context dev's URL: exit %d %s", code, errOut)
+	}
+
 	// load finds the key of the context saved for its --url, too.
 	if out, errOut, code = cli("load", "--url", s.URL, "--module", "hello.wasm", "--requests", "3", "--concurrency", "1"); code != 0 || !strings.Contains(out, "3 requests") {
 		t.Errorf("load with the dev context's key: exit %d\n%s%s", code, out, errOut)

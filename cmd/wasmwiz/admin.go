@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wasmwiz/wasmwiz/gateway"
@@ -23,11 +22,10 @@ import (
 // printed once (and written to --key-file with mode 0600 when given).
 func runAdmin(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "bootstrap" {
-		return usageError{"usage: wasmwiz admin bootstrap [--nats-url URL] [--replicas N] [--key-file F]"}
+		return usageError{"usage: wasmwiz admin bootstrap [--context NAME | --nats-url URL] [--replicas N] [--key-file F]"}
 	}
 	fs := newFlagSet("admin bootstrap", getenv, stderr)
-	natsURL := fs.String("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
-	auth := natsAuthFlags(fs)
+	conn := opsNATSFlags(fs)
 	replicas := fs.Int("replicas", 1, "JetStream replicas for streams and buckets (3 on a cluster)")
 	keyFile := fs.String("key-file", "", "also write the key to this file (mode 0600)")
 	resultsTTL := fs.Duration("results-ttl", 0, "how long execution results stay readable (default: as the bucket has it, 24h when new); roles keep what is set here")
@@ -42,7 +40,7 @@ func runAdmin(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return usageError{err.Error()}
 	}
-	nc, err := auth.connect(*natsURL, "wasmwiz-admin")
+	nc, err := conn.connect("wasmwiz-admin")
 	if err != nil {
 		return err
 	}

@@ -28,8 +28,9 @@ type cliConfig struct {
 
 // cliContext is one API to talk to.
 type cliContext struct {
-	URL string `json:"url"`
-	Key string `json:"key"`
+	URL  string       `json:"url"`
+	Key  string       `json:"key"`
+	NATS *natsContext `json:"nats,omitempty"` // for the operator commands that dial NATS
 }
 
 const defaultAPIURL = "http://127.0.0.1:8080"
@@ -233,7 +234,10 @@ const contextUsage = `usage: wasmwiz context <command>
 
 Contexts are saved by 'wasmwiz login' and 'wasmwiz dev', in config.json in the user's config
 directory ($WASMWIZ_CONFIG_DIR, else $XDG_CONFIG_HOME/wasmwiz, else ~/.config/wasmwiz).
---url/--key (WASMWIZ_URL/WASMWIZ_KEY) override a context; --context (WASMWIZ_CONTEXT) picks one.`
+--url/--key (WASMWIZ_URL/WASMWIZ_KEY) override a context; --context (WASMWIZ_CONTEXT) picks one.
+A context may keep a NATS URL and identity too (login --nats-url …; dev saves them): the operator
+commands (events tail, dlq, accounting reconcile, admin bootstrap) connect with it unless
+--nats-url or the --nats-* credential flags say otherwise.`
 
 // runContext lists, switches and removes contexts.
 func runContext(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -280,12 +284,17 @@ func runContext(args []string, getenv func(string) string, stdout, stderr io.Wri
 			Name    string `json:"name"`
 			URL     string `json:"url"`
 			Key     string `json:"key_prefix"`
+			NATS    string `json:"nats_url,omitempty"`
 			Current bool   `json:"current"`
 		}
 		rows := []row{}
 		for _, n := range slices.Sorted(mapKeys(cfg.Contexts)) {
 			c := cfg.Contexts[n]
-			rows = append(rows, row{Name: n, URL: c.URL, Key: keyHint(c.Key), Current: n == cfg.Current})
+			r := row{Name: n, URL: c.URL, Key: keyHint(c.Key), Current: n == cfg.Current}
+			if c.NATS != nil {
+				r.NATS = redactURLs(c.NATS.URL)
+			}
+			rows = append(rows, r)
 		}
 		if *asJSON {
 			return writeJSON(stdout, rows)
@@ -294,9 +303,9 @@ func runContext(args []string, getenv func(string) string, stdout, stderr io.Wri
 			fmt.Fprintf(stderr, "no contexts in %s: wasmwiz login --url URL --key KEY, or wasmwiz dev\n", filepath.Join(dir, "config.json"))
 			return nil
 		}
-		t := newTable(stdout, "CURRENT", "NAME", "URL", "KEY")
+		t := newTable(stdout, "CURRENT", "NAME", "URL", "KEY", "NATS")
 		for _, r := range rows {
-			t.row(map[bool]string{true: "*"}[r.Current], r.Name, r.URL, r.Key)
+			t.row(map[bool]string{true: "*"}[r.Current], r.Name, r.URL, r.Key, r.NATS)
 		}
 		return t.flush()
 	case "use":
@@ -340,14 +349,31 @@ func runContext(args []string, getenv func(string) string, stdout, stderr io.Wri
 		if err != nil {
 			return err
 		}
+		var nc *natsContext // the context's NATS settings, for the operator commands
+		if dir, err := configDir(getenv); err == nil && t.Context != "" {
+			if cfg, err := loadConfig(dir); err == nil {
+				nc = cfg.Contexts[t.Context].NATS
+			}
+		}
 		if *asJSON {
-			return writeJSON(stdout, map[string]string{"url": t.URL, "context": t.Context, "key_prefix": keyHint(t.Key)})
+			m := map[string]string{"url": t.URL, "context": t.Context, "key_prefix": keyHint(t.Key)}
+			if nc != nil {
+				m["nats_url"], m["nats_nkey"], m["nats_creds"] = redactURLs(nc.URL), nc.NKey, nc.Creds
+			}
+			return writeJSON(stdout, m)
 		}
 		from := t.Context
 		if from == "" {
 			from = "(none)"
 		}
 		fmt.Fprintf(stdout, "url      %s\ncontext  %s\nkey      %s\n", t.URL, from, keyHint(t.Key))
+		if nc != nil {
+			id := map[bool]string{true: "nkey " + nc.NKey, false: "creds " + nc.Creds}[nc.NKey != ""]
+			if nc.NKey == "" && nc.Creds == "" {
+				id = "no credentials"
+			}
+			fmt.Fprintf(stdout, "nats     %s  (%s)\n", redactURLs(nc.URL), id)
+		}
 	default:
 		return usageError{"unknown context command " + sub + "\n\n" + contextUsage}
 	}

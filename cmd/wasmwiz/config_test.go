@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/nats-io/nats.go"
 )
 
 func envOf(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -246,14 +248,14 @@ func TestContexts_DevSaves(t *testing.T) {
 	if err := os.WriteFile(adminKey, []byte("ww_admin\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, cur, err := saveDevContexts(env, "http://127.0.0.1:1234", devKey, adminKey); err != nil || cur != "dev" {
+	if _, cur, err := saveDevContexts(env, "http://127.0.0.1:1234", devKey, adminKey, "nats://127.0.0.1:5678", filepath.Join(dir, "nats")); err != nil || cur != "dev" {
 		t.Fatalf("first dev: current %q, %v", cur, err)
 	}
 	if _, err := saveContext(env, "prod", cliContext{URL: "https://p", Key: "kp"}, true); err != nil {
 		t.Fatal(err)
 	}
 	// A restart on another port updates both, and leaves prod current.
-	if _, cur, err := saveDevContexts(env, "http://127.0.0.1:4321", devKey, adminKey); err != nil || cur != "prod" {
+	if _, cur, err := saveDevContexts(env, "http://127.0.0.1:4321", devKey, adminKey, "nats://127.0.0.1:8765", filepath.Join(dir, "nats")); err != nil || cur != "prod" {
 		t.Fatalf("dev after login: current %q, %v", cur, err)
 	}
 	if tg, err := resolveTarget(env, "", "", "dev-admin"); err != nil || tg.URL != "http://127.0.0.1:4321" || tg.Key != "ww_admin" {
@@ -261,5 +263,77 @@ func TestContexts_DevSaves(t *testing.T) {
 	}
 	if tg, err := resolveTarget(env, "http://127.0.0.1:4321", "", ""); err != nil || tg.Key != "ww_dev" || tg.Context != "dev" {
 		t.Errorf("--url of dev's API: %+v %v", tg, err)
+	}
+	// NATS: the new port, and the admin role's seed for dev-admin, tenant dev's for dev.
+	cfg, err := loadConfig(filepath.Join(dir, "cfg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, seed := range map[string]string{"dev": "nats-tenant-dev.nk", "dev-admin": "nats-admin.nk"} {
+		if n := cfg.Contexts[name].NATS; n == nil || n.URL != "nats://127.0.0.1:8765" || n.NKey != filepath.Join(dir, "nats", seed) {
+			t.Errorf("context %s: NATS %+v", name, n)
+		}
+	}
+}
+
+// The operator commands' NATS URL and identity: flags and environment first, else the context's,
+// whose identity is only offered to its own NATS URL.
+func TestContexts_OperatorNATS(t *testing.T) {
+	dir := t.TempDir()
+	env := map[string]string{"WASMWIZ_CONFIG_DIR": dir}
+	resolve := func(args ...string) (*opsNATS, string, error) {
+		t.Helper()
+		fs := newFlagSet("events tail", envOf(env), io.Discard)
+		o := opsNATSFlags(fs)
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		url, err := o.resolve()
+		return o, url, err
+	}
+	// No context: the default URL, no identity.
+	if o, url, err := resolve(); err != nil || url != nats.DefaultURL || *o.auth.nkey != "" || o.from != "" {
+		t.Errorf("no context: %q nkey %q from %q %v", url, *o.auth.nkey, o.from, err)
+	}
+	ops := &natsContext{URL: "nats://10.0.0.1:4222", NKey: "/s/admin.nk", TLSCA: "/s/ca.pem"}
+	if _, err := saveContext(envOf(env), "ops", cliContext{URL: "https://api", Key: "k", NATS: ops}, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := saveContext(envOf(env), "plain", cliContext{URL: "https://api2", Key: "k2"}, false); err != nil {
+		t.Fatal(err)
+	}
+	o, url, err := resolve()
+	if err != nil || url != ops.URL || *o.auth.nkey != ops.NKey || *o.auth.tlsCA != ops.TLSCA || o.from != "ops" {
+		t.Errorf("current context: %q nkey %q ca %q from %q %v", url, *o.auth.nkey, *o.auth.tlsCA, o.from, err)
+	}
+	// The same URL given: the context's identity still; another URL: none of it.
+	if o, url, err := resolve("--nats-url", ops.URL+"/"); err != nil || url != ops.URL+"/" || *o.auth.nkey != ops.NKey {
+		t.Errorf("--nats-url of the context: %q nkey %q %v", url, *o.auth.nkey, err)
+	}
+	if o, url, err := resolve("--nats-url", "nats://evil:4222"); err != nil || url != "nats://evil:4222" || *o.auth.nkey != "" || *o.auth.tlsCA != "" || o.from != "" {
+		t.Errorf("--nats-url of another server: %q nkey %q ca %q from %q %v", url, *o.auth.nkey, *o.auth.tlsCA, o.from, err)
+	}
+	// A flag's (or variable's) identity wins, and the context's TLS stays.
+	env["WASMWIZ_NATS_CREDS"] = "/mine.creds"
+	if o, url, err := resolve(); err != nil || url != ops.URL || *o.auth.nkey != "" || *o.auth.creds != "/mine.creds" || *o.auth.tlsCA != ops.TLSCA || o.from != "" {
+		t.Errorf("$WASMWIZ_NATS_CREDS: %q nkey %q creds %q ca %q from %q %v", url, *o.auth.nkey, *o.auth.creds, *o.auth.tlsCA, o.from, err)
+	}
+	delete(env, "WASMWIZ_NATS_CREDS")
+	// --context picks another; one without NATS settings needs --nats-url.
+	if _, _, err := resolve("--context", "plain"); err == nil || !strings.Contains(err.Error(), "no NATS settings") {
+		t.Errorf("--context plain: %v", err)
+	}
+	if o, url, err := resolve("--context", "plain", "--nats-url", "nats://n:1"); err != nil || url != "nats://n:1" || *o.auth.nkey != "" {
+		t.Errorf("--context plain --nats-url: %q %q %v", url, *o.auth.nkey, err)
+	}
+	if _, _, err := resolve("--context", "nope"); err == nil || !strings.Contains(err.Error(), `no context "nope"`) {
+		t.Errorf("--context nope: %v", err)
+	}
+	// load --nats finds the context saved for its URL.
+	if c, ok := contextForNATS(envOf(env), ops.URL); !ok || c.Key != "k" || c.NATS.NKey != ops.NKey {
+		t.Errorf("contextForNATS: %+v %v", c, ok)
+	}
+	if _, ok := contextForNATS(envOf(env), "nats://other:4222"); ok {
+		t.Error("contextForNATS of an unknown URL found one")
 	}
 }

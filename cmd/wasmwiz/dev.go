@@ -78,7 +78,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	fmt.Fprintf(stdout, "  NATS:      %s  (no anonymous connections)\n", natsURL)
 	fmt.Fprintf(stdout, "    tenant dev connects with the nkey seed %s, e.g.\n      nats --server %s --nkey %s req wasmwiz.api.v1.modules.list '' -H \"Authorization:Bearer $(cat %s)\"\n",
 		filepath.Join(natsDir, natsTenantSeed("dev")), natsURL, filepath.Join(natsDir, natsTenantSeed("dev")), filepath.Join(*dataDir, "dev-api-key"))
-	fmt.Fprintf(stdout, "    operator tools (events tail, accounting reconcile): --nats-nkey %s\n    another tenant: wasmwiz secrets nats-tenant --dir %s <tenant>, then restart dev\n",
+	fmt.Fprintf(stdout, "    operator tools (events tail, dlq, accounting reconcile): --context dev-admin, or --nats-nkey %s\n    another tenant: wasmwiz secrets nats-tenant --dir %s <tenant>, then restart dev\n",
 		filepath.Join(natsDir, natsRoleSeed("admin")), natsDir)
 	fmt.Fprintf(stdout, "  data dir:  %s\n", *dataDir)
 	if keys.created {
@@ -88,7 +88,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		fmt.Fprintf(stdout, "  keys:      %s, %s\n", keys.adminFile, keys.devFile)
 	}
 	if *saveCtx {
-		switch path, current, err := saveDevContexts(getenv, url, keys.devFile, keys.adminFile); {
+		switch path, current, err := saveDevContexts(getenv, url, keys.devFile, keys.adminFile, natsURL, natsDir); {
 		case err != nil:
 			log.Warn("cannot save the dev contexts; client commands need --url and --key", "err", err)
 		case current == "dev" || current == "dev-admin":

@@ -25,7 +25,9 @@ const dlqUsage = `usage: wasmwiz dlq <command> [flags]
   replay SEQ... | --all     publish the requests again, with their execution ids, and remove them from the dead letters
   purge SEQ... | --all      remove dead letters without replaying them
 
-Every command takes --nats-url. A replayed request whose execution already ran is answered from
+Every command dials NATS with the context's NATS URL and identity (--context NAME, else the
+current one; beside wasmwiz dev: --context dev-admin), or --nats-url and the --nats-* credential
+flags. A replayed request whose execution already ran is answered from
 its stored result (its event is published if it was missing), never run twice.`
 
 // HeaderReplayedFrom is set on a request replayed from the dead letters: its sequence there.
@@ -64,8 +66,7 @@ func runDLQ(ctx context.Context, args []string, getenv func(string) string, stdo
 	}
 	cmd := args[0]
 	fs := newFlagSet("dlq "+cmd, getenv, stderr)
-	natsURL := fs.String("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
-	auth := natsAuthFlags(fs)
+	conn := opsNATSFlags(fs)
 	asJSON := fs.Bool("json", false, "list: JSON lines")
 	full := fs.Bool("full", false, "show: print stdin and env values too (they may hold tenants' data)")
 	all := fs.Bool("all", false, "replay, purge: every dead letter")
@@ -97,7 +98,7 @@ func runDLQ(ctx context.Context, args []string, getenv func(string) string, stdo
 	default:
 		return usageError{dlqUsage}
 	}
-	nc, js, err := connectJetStream(*natsURL, "wasmwiz-dlq", auth)
+	nc, js, err := connectJetStream(conn, "wasmwiz-dlq")
 	if err != nil {
 		return err
 	}

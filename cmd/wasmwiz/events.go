@@ -18,7 +18,7 @@ import (
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
-const eventsUsage = "usage: wasmwiz events tail [--type T]... [--tenant ID]... [--since-seq N | --since TIME] [--follow=false] [--nats-url URL]"
+const eventsUsage = "usage: wasmwiz events tail [--type T]... [--tenant ID]... [--since-seq N | --since TIME] [--follow=false] [--context NAME | --nats-url URL]"
 
 // listFlag is a repeatable, comma-separated string flag.
 type listFlag []string
@@ -45,8 +45,7 @@ func runEvents(ctx context.Context, args []string, getenv func(string) string, s
 		return usageError{eventsUsage}
 	}
 	fs := newFlagSet("events tail", getenv, stderr)
-	natsURL := fs.String("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
-	auth := natsAuthFlags(fs)
+	conn := opsNATSFlags(fs)
 	var types, tenants listFlag
 	fs.Var(&types, "type", "only events of this type, e.g. execution.completed or execution.* (repeatable, comma separated)")
 	fs.Var(&tenants, "tenant", "only this tenant's events (repeatable, comma separated)")
@@ -78,7 +77,7 @@ func runEvents(ctx context.Context, args []string, getenv func(string) string, s
 	case !*follow:
 		cfg.DeliverPolicy = jetstream.DeliverAllPolicy // nothing new would ever end the command
 	}
-	nc, js, err := connectJetStream(*natsURL, "wasmwiz-events-tail", auth)
+	nc, js, err := connectJetStream(conn, "wasmwiz-events-tail")
 	if err != nil {
 		return err
 	}
@@ -118,6 +117,9 @@ func runEvents(ctx context.Context, args []string, getenv func(string) string, s
 		var fe fnError
 		if errors.As(err, &fe) {
 			return fe.err
+		}
+		if nc.IsClosed() { // refused (opsNATS.connect): nothing to read on with
+			return err
 		}
 		if last != before {
 			delay = 100 * time.Millisecond
@@ -224,8 +226,8 @@ func parseTime(s string) (time.Time, error) {
 	return time.Parse(time.DateOnly, s)
 }
 
-func connectJetStream(url, name string, auth *natsAuth) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := auth.connect(url, name)
+func connectJetStream(conn *opsNATS, name string) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := conn.connect(name)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -284,6 +286,9 @@ func readStream(ctx context.Context, js jetstream.JetStream, stream string, filt
 		}
 		if err != nil {
 			lastErr = err
+		}
+		if js.Conn().IsClosed() { // refused (opsNATS.connect): no retry can read on
+			return lastErr
 		}
 		if time.Since(tried) > readPatience {
 			return fmt.Errorf("%s stream: no progress for %v (read up to sequence %d of %d): %w", stream, readPatience, last, end, lastErr)

@@ -24,7 +24,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	fs := newFlagSet("load", getenv, stderr)
 	var urls listFlag
 	fs.Var(&urls, "url", "REST API URL (e.g. http://127.0.0.1:8080), repeatable or comma separated: requests start on each in turn, and a retried one moves to the next; give --url or --nats")
-	natsURL := fs.String("nats", "", "NATS URL for the direct NATS API (e.g. nats://127.0.0.1:4222)")
+	natsURL := fs.String("nats", "", "NATS URL for the direct NATS API (e.g. nats://127.0.0.1:4222); without credential flags, the key and NATS identity of a context saved for it")
 	auth := natsAuthFlags(fs)
 	key := fs.String("key", "", "API key (default, over REST beside a dev system: a key made for the run on the unlimited tier, with ./wasmwiz-data/admin-api-key; else the key of a context saved for --url; else ./wasmwiz-data/dev-api-key)")
 	module := fs.String("module", "", "module file (uploaded first) or an uploaded module's sha256:id")
@@ -80,6 +80,13 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 			k = t.Key
 		}
 	}
+	natsCtx, fromCtx := cliContext{}, false
+	if !rest {
+		natsCtx, fromCtx = contextForNATS(getenv, *natsURL)
+		if k == "" && fromCtx {
+			k = natsCtx.Key // the key of the context saved for this NATS URL
+		}
+	}
 	if k == "" {
 		if b, err := os.ReadFile(filepath.Join("wasmwiz-data", "dev-api-key")); err == nil {
 			k = strings.TrimSpace(string(b))
@@ -109,7 +116,9 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 		t = rt
 	} else {
 		if *auth.user == "" && *auth.creds == "" && *auth.nkey == "" {
-			if seed := filepath.Join("wasmwiz-data", "nats", natsTenantSeed("dev")); fileExists(seed) {
+			if fromCtx { // the identity of the context saved for this NATS URL
+				auth.fillFrom(natsCtx.NATS)
+			} else if seed := filepath.Join("wasmwiz-data", "nats", natsTenantSeed("dev")); fileExists(seed) {
 				*auth.nkey = seed // beside a dev system: its tenant dev
 			}
 		}

@@ -8,17 +8,20 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	wasmwiz "github.com/wasmwiz/wasmwiz/clients/go"
 )
 
-const loginUsage = `usage: wasmwiz login --url URL --key KEY [--name NAME] [--no-use]
+const loginUsage = `usage: wasmwiz login --url URL --key KEY [--name NAME] [--no-use] [--nats-url URL [--nats-nkey F | --nats-creds F] [--nats-tls-ca F]]
 
 Checks the key against the API and saves URL and key as a context (default name: the URL's
 host and port), which becomes the current one: every client command then works from any
-directory. --key - reads the key from stdin, so that it stays out of the shell's history.`
+directory. --key - reads the key from stdin, so that it stays out of the shell's history.
+With --nats-url the context also keeps how to reach NATS directly (checked by connecting), for
+the operator commands: events tail, dlq, accounting reconcile, admin bootstrap.`
 
 // runLogin saves a context after checking that the API knows the key.
 func runLogin(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -27,6 +30,7 @@ func runLogin(ctx context.Context, args []string, getenv func(string) string, st
 	key := fs.String("key", "", "API key; - reads it from stdin")
 	name := fs.String("name", "", "context name (default: the URL's host and port)")
 	noUse := fs.Bool("no-use", false, "save the context without making it the current one")
+	natsFlags := addNATSContextFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), loginUsage)
 		fs.PrintDefaults()
@@ -59,11 +63,20 @@ func runLogin(ctx context.Context, args []string, getenv func(string) string, st
 	if !validContextName(n) {
 		return usageError{fmt.Sprintf("--name %q: letters, digits, '-', '_' and '.', at most 64", n)}
 	}
+	nc, err := natsFlags.context()
+	if err != nil {
+		return err
+	}
 	who, err := whoAmI(ctx, *u, k)
 	if err != nil {
 		return err
 	}
-	path, err := saveContext(getenv, n, cliContext{URL: strings.TrimRight(*u, "/"), Key: k}, !*noUse)
+	if nc != nil {
+		if err := nc.check(); err != nil {
+			return err
+		}
+	}
+	path, err := saveContext(getenv, n, cliContext{URL: strings.TrimRight(*u, "/"), Key: k, NATS: nc}, !*noUse)
 	if err != nil {
 		return err
 	}
@@ -101,8 +114,10 @@ func whoAmI(ctx context.Context, baseURL, key string) (string, error) {
 }
 
 // saveDevContexts points contexts "dev" (tenant dev's key) and "dev-admin" (the admin key) at a
-// dev system's real URL; "dev" becomes the current context when there is none.
-func saveDevContexts(getenv func(string) string, apiURL, devKeyFile, adminKeyFile string) (path, current string, err error) {
+// dev system's real URL, and their NATS settings at its NATS URL (natsURL) with the nkey seeds in
+// natsDir: tenant dev's for "dev", the admin role's for "dev-admin" (what the operator commands
+// connect as). "dev" becomes the current context when there is none.
+func saveDevContexts(getenv func(string) string, apiURL, devKeyFile, adminKeyFile, natsURL, natsDir string) (path, current string, err error) {
 	read := func(p string) (string, error) {
 		b, err := os.ReadFile(p)
 		return strings.TrimSpace(string(b)), err
@@ -115,9 +130,15 @@ func saveDevContexts(getenv func(string) string, apiURL, devKeyFile, adminKeyFil
 	if err != nil {
 		return "", "", err
 	}
+	seeds, err := filepath.Abs(natsDir)
+	if err != nil {
+		return "", "", err
+	}
 	path, err = updateConfig(getenv, func(cfg *cliConfig) error {
-		cfg.Contexts["dev"] = cliContext{URL: apiURL, Key: dk}
-		cfg.Contexts["dev-admin"] = cliContext{URL: apiURL, Key: ak}
+		cfg.Contexts["dev"] = cliContext{URL: apiURL, Key: dk,
+			NATS: &natsContext{URL: natsURL, NKey: filepath.Join(seeds, natsTenantSeed("dev"))}}
+		cfg.Contexts["dev-admin"] = cliContext{URL: apiURL, Key: ak,
+			NATS: &natsContext{URL: natsURL, NKey: filepath.Join(seeds, natsRoleSeed("admin"))}}
 		if _, ok := cfg.Contexts[cfg.Current]; !ok {
 			cfg.Current = "dev"
 		}

@@ -18,7 +18,7 @@ import (
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
-const reconcileUsage = "usage: wasmwiz accounting reconcile [--from TIME] [--to TIME] [--tenant ID] [--results=false] [--json] [--nats-url URL]"
+const reconcileUsage = "usage: wasmwiz accounting reconcile [--from TIME] [--to TIME] [--tenant ID] [--results=false] [--json] [--context NAME | --nats-url URL]"
 
 // Reconcile's exit codes: 0 all matched, 1 something is missing, duplicated or inconsistent,
 // 2 it could not tell (the events stream, the results or accounting could not be read; or a
@@ -82,8 +82,7 @@ func (r *ReconcileReport) Failed() bool {
 // duplicated or inconsistent, 2 when it could not read what it compares.
 func runReconcile(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("accounting reconcile", getenv, stderr)
-	natsURL := fs.String("nats-url", nats.DefaultURL, "NATS server URL(s), comma separated")
-	auth := natsAuthFlags(fs)
+	conn := opsNATSFlags(fs)
 	fromArg := fs.String("from", "", "start of the range, by finish time (RFC 3339 or YYYY-MM-DD); default: UTC midnight 30 days before --to")
 	toArg := fs.String("to", "", "end of the range, exclusive (RFC 3339 or YYYY-MM-DD); default: now")
 	tenant := fs.String("tenant", "", "only this tenant (default: all)")
@@ -119,7 +118,7 @@ func runReconcile(ctx context.Context, args []string, getenv func(string) string
 	if !from.Before(to) {
 		return usageError{"--from must be before --to"}
 	}
-	nc, js, err := connectJetStream(*natsURL, "wasmwiz-reconcile", auth)
+	nc, js, err := connectJetStream(conn, "wasmwiz-reconcile")
 	if err != nil {
 		return exitError{err.Error(), reconcileCannotRead}
 	}

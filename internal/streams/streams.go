@@ -309,6 +309,9 @@ func EnsureWithRetry(ctx context.Context, js jetstream.JetStream, o Options) err
 		if err = Ensure(ctx, js, o); err == nil {
 			return nil
 		}
+		if js.Conn().IsClosed() { // closed for good: no retry can succeed
+			return err
+		}
 		select {
 		case <-ctx.Done():
 			return errors.Join(ctx.Err(), err)
