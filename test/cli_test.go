@@ -135,4 +135,15 @@ func TestDev_CLIContexts(t *testing.T) {
 	if out, _, _ = cli("context", "show"); !strings.Contains(out, "context  mine") {
 		t.Errorf("context show after login:\n%s", out)
 	}
+	// login --nats-url saves a NATS identity with the context (after connecting with it).
+	out, errOut, code = cli("login", "--url", s.URL, "--key", s.AdminKey, "--name", "ops", "--nats-url", s.NATSURL, "--nats-nkey", adminSeed)
+	if code != 0 {
+		t.Errorf("login --nats-url: exit %d\n%s%s", code, out, errOut)
+	}
+	if out, errOut, code = cli("dlq", "list"); code != 0 || !strings.Contains(out, "0 dead letters") {
+		t.Errorf("dlq list with context ops: exit %d\n%s%s", code, out, errOut)
+	}
+	if _, errOut, code = cli("login", "--url", s.URL, "--key", s.AdminKey, "--name", "ops2", "--nats-url", "nats://127.0.0.1:1"); code != 1 || !strings.Contains(errOut, "connect to NATS") {
+		t.Errorf("login with a NATS URL nothing listens on: exit %d %s", code, errOut)
+	}
 }
