@@ -394,6 +394,9 @@ func (n *Node) run(ctx context.Context, log *slog.Logger, tier schemas.Tier, req
 	res.Stdout, res.Stderr = wres.Stdout, wres.Stderr
 	res.StdoutTruncated, res.StderrTruncated = wres.StdoutTruncated, wres.StderrTruncated
 	res.StdoutBytes, res.StderrBytes = wres.StdoutBytes, wres.StderrBytes
+	if req.StdinFile != "" {
+		res.StdinBytes = wres.StdinFileBytes // what the guest read of it, billed as stdin
+	}
 	res.DurationMS = ms(wres.Duration)
 	res.CPUMS = ms(wres.CPU)
 	res.MemoryPeakBytes = wres.MemoryPeakBytes

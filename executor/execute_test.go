@@ -140,3 +140,15 @@ func TestNode_Metrics(t *testing.T) {
 		}
 	}
 }
+
+// TestNode_Execute_StdinFile: a file of the guest's file system (here an inline file) is its
+// stdin, and what the guest read of it is its stdin_bytes, as inline stdin's length is.
+func TestNode_Execute_StdinFile(t *testing.T) {
+	e := startEnv(t, nil)
+	req := newRequest(schemas.TierFree, e.putModule(fixtures.Wasm("echo")))
+	req.Files = map[string][]byte{"/in/a.txt": []byte("from a file")}
+	req.StdinFile = "/in/a.txt"
+	if res := e.execute(req); res.Status != schemas.StatusSucceeded || string(res.Stdout) != "from a file" || res.StdinBytes != 11 {
+		t.Fatalf("%s %q: stdout %q, stdin_bytes %d", res.Status, res.Error, res.Stdout, res.StdinBytes)
+	}
+}

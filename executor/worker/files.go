@@ -52,10 +52,17 @@ func (w *worker) guestFS(job *RunJob, stdin io.Reader, stdout, stderr io.Writer)
 }
 
 // stdinReader is the guest's stdin (fd 0 and /dev/stdin): the job's bytes, or the file named by
-// RunJob.StdinFile once the guest's file system holds it.
-type stdinReader struct{ r io.Reader }
+// RunJob.StdinFile once the guest's file system holds it. n counts the bytes read.
+type stdinReader struct {
+	r io.Reader
+	n int64
+}
 
-func (s *stdinReader) Read(p []byte) (int, error) { return s.r.Read(p) }
+func (s *stdinReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	s.n += int64(n)
+	return n, err
+}
 
 // openStdin opens a file of the guest's file system to read as its stdin. An error is the
 // request's fault (no such file, a directory) and is reported as a failed run.

@@ -206,8 +206,8 @@ func TestWorker_StdinFile(t *testing.T) {
 				}
 				return
 			}
-			if res.Status != schemas.StatusSucceeded || string(res.Stdout) != tc.stdout {
-				t.Fatalf("status %s error %q, %d bytes of stdout, want the %d of the file", res.Status, res.Error, len(res.Stdout), len(tc.stdout))
+			if res.Status != schemas.StatusSucceeded || string(res.Stdout) != tc.stdout || res.StdinFileBytes != int64(len(tc.stdout)) {
+				t.Fatalf("status %s error %q, %d bytes of stdout and %d read, want the %d of the file", res.Status, res.Error, len(res.Stdout), res.StdinFileBytes, len(tc.stdout))
 			}
 		})
 	}

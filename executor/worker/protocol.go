@@ -149,6 +149,7 @@ type RunResult struct {
 	StderrTruncated bool
 	StdoutBytes     int64 // everything the guest wrote, kept or not
 	StderrBytes     int64
+	StdinFileBytes  int64         // read by the guest from RunJob.StdinFile
 	Duration        time.Duration // setting up args and env, instantiate, _start
 	CompileDuration time.Duration
 	CompileCacheHit bool

@@ -474,6 +474,9 @@ func (w *worker) run(ctx context.Context, job *RunJob, send func(*Response) erro
 	res.Duration = time.Since(start)
 	res.Stdout, res.StdoutBytes, res.StdoutTruncated = stdout.buf, stdout.n, stdout.n > int64(len(stdout.buf))
 	res.Stderr, res.StderrBytes, res.StderrTruncated = stderr.buf, stderr.n, stderr.n > int64(len(stderr.buf))
+	if job.StdinFile != "" {
+		res.StdinFileBytes = stdin.n
+	}
 	classify(res, err)
 	overMemory(res, job)
 	collectOutputs(job, fsys, res)
