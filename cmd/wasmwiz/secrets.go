@@ -154,7 +154,11 @@ func runSecretsNATSTenant(args []string, getenv func(string) string, stdout, std
 	if err := ensureNATSTenant(*dir, pos[0], *force, wrote); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "tenant %s connects with the nkey seed %s (and the CA %s); reload the NATS servers to apply (docker-compose kill -s HUP nats1 nats2 nats3)\n",
-		pos[0], filepath.Join(*dir, natsTenantSeed(pos[0])), filepath.Join(*dir, natsCA))
+	ca := ""
+	if fileExists(filepath.Join(*dir, natsCA)) { // a deployment's servers speak TLS; dev's do not
+		ca = fmt.Sprintf(" (and the CA %s)", filepath.Join(*dir, natsCA))
+	}
+	fmt.Fprintf(stdout, "tenant %s connects with the nkey seed %s%s; reload the NATS servers to apply (docker-compose kill -s HUP nats1 nats2 nats3; wasmwiz dev: restart it)\n",
+		pos[0], filepath.Join(*dir, natsTenantSeed(pos[0])), ca)
 	return nil
 }

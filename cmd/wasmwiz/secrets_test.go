@@ -134,7 +134,9 @@ func TestSecretsGenerate_NATS(t *testing.T) {
 	if out := wasmwiz("secrets", "generate", "--dir", dir); strings.Contains(out, "wrote") {
 		t.Errorf("second run wrote: %s", out)
 	}
-	wasmwiz("secrets", "nats-tenant", "--dir", dir, "acme")
+	if out := wasmwiz("secrets", "nats-tenant", "--dir", dir, "acme"); !strings.Contains(out, "(and the CA "+filepath.Join(dir, natsCA)+")") {
+		t.Errorf("nats-tenant beside a CA does not name it: %s", out)
+	}
 	pub, err := readSeedPublic(filepath.Join(dir, natsTenantSeed("acme")))
 	if err != nil {
 		t.Fatal(err)
@@ -145,6 +147,14 @@ func TestSecretsGenerate_NATS(t *testing.T) {
 	wasmwiz("secrets", "nats-tenant", "--dir", dir, "--remove", "acme")
 	if tc := read(natsTenantsConf); strings.Contains(tc, "acme") {
 		t.Errorf("removed tenant still listed: %s", tc)
+	}
+	// dev's directory has no CA (its NATS speaks no TLS): none is named.
+	devDir := t.TempDir()
+	if _, err := devNATSConfig(devDir); err != nil {
+		t.Fatal(err)
+	}
+	if out := wasmwiz("secrets", "nats-tenant", "--dir", devDir, "acme"); strings.Contains(out, "CA") || !strings.Contains(out, "restart") {
+		t.Errorf("nats-tenant without a CA: %s", out)
 	}
 	var errb bytes.Buffer
 	if code := run(context.Background(), []string{"secrets", "nats-tenant", "--dir", dir, "../x"}, func(string) string { return "" }, &bytes.Buffer{}, &errb); code != 2 {
