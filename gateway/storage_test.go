@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wasmwiz/wasmwiz/internal/natstest"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
@@ -14,15 +17,26 @@ import (
 // between are answered from its copy and send nothing. A result it relays that was cut to fit
 // makes it read again at once (forget), and so does a copy older than resultUsageFresh.
 func TestCheckResultQuota_ReadsOncePerFresh(t *testing.T) {
-	g := startTestGateway(t, Config{}).g
+	tg := startTestGateway(t, Config{})
+	g := tg.g
 	ctx := context.Background()
+	// The usage bucket on a connection of its own, whose sent messages are the checks' reads
+	// alone (the gateway's connection carries its watches too).
+	nc := natstest.Connect(t, tg.srv)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.storage, err = js.KeyValue(ctx, schemas.BucketStorage); err != nil {
+		t.Fatal(err)
+	}
 	tier := schemas.DefaultTiers()[schemas.TierBasic]
 	tier.ResultBytes = 1 << 20
 	p := &Principal{TenantID: "acme", Tier: tier}
 	sent := func(f func()) uint64 {
-		before := g.nc.Stats().OutMsgs
+		before := nc.Stats().OutMsgs
 		f()
-		return g.nc.Stats().OutMsgs - before
+		return nc.Stats().OutMsgs - before
 	}
 	check := func() error { return g.checkResultQuota(ctx, p) }
 	if n := sent(func() {
