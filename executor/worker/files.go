@@ -43,6 +43,7 @@ func (w *worker) guestFS(job *RunJob, stdin io.Reader, stdout, stderr io.Writer)
 			return nil, fmt.Errorf("cannot write %s: %w", f.Path, err)
 		}
 	}
+	fsys.MakeOutputDirs(job.Outputs)
 	if job.Workdir != "" {
 		if err := fsys.MkdirAll(job.Workdir); err != nil {
 			return nil, fmt.Errorf("cannot make the working directory %s: %w", job.Workdir, err)

@@ -212,3 +212,30 @@ func TestWorker_StdinFile(t *testing.T) {
 		})
 	}
 }
+
+// TestWorker_OutputDirs: the directory an output pattern collects from exists when the guest
+// starts, as yosys's `synth_ice40 -json /out/a.json` expects (it does not make /out and failed
+// with "Can't open output file" before): C and Go guests write into /out/net and /res without
+// making them, with no mount, inline file or workdir there. A pattern inside a read-only mount
+// makes nothing and the run still starts.
+func TestWorker_OutputDirs(t *testing.T) {
+	archive := makeTar(t, []tarEntry{{Name: "./", Dir: true}, {Name: "./a.txt", Body: "a"}})
+	for _, g := range guests {
+		t.Run(g.name, func(t *testing.T) {
+			wasm := g.build(t)
+			c := startClient(t)
+			for _, path := range []string{"/out/net/a.bin", "/res/result.json"} {
+				res, _ := c.run(wasm, RunJob{Args: []string{"big", path, "1"}, ScratchMax: 4 << 20, OutputsMax: 4 << 20,
+					Outputs: []string{"/out/net/*.bin", "/res/result.json", "/share/gen/*"}, Mounts: []Mount{c.bundleMount(archive, "/share")}})
+				if res.Status != schemas.StatusSucceeded || len(res.Outputs) != 1 || res.Outputs[0].Path != path || res.Outputs[0].Size != 1<<20 {
+					t.Fatalf("%s: status %s exit %d error %q stdout %q outputs %+v", path, res.Status, res.ExitCode, res.Error, res.Stdout, len(res.Outputs))
+				}
+			}
+			// Without outputs asked for, no directory appears.
+			res, _ := c.run(wasm, RunJob{Args: []string{"big", "/out/net/a.bin", "1"}, ScratchMax: 4 << 20})
+			if res.Status != schemas.StatusFailed {
+				t.Errorf("no outputs: status %s, want failed (no /out/net)", res.Status)
+			}
+		})
+	}
+}

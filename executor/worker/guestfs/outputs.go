@@ -54,6 +54,27 @@ func (f *FS) Collect(patterns []string, maxBytes int64, maxFiles int) ([]Output,
 	return out, more
 }
 
+// MakeOutputDirs makes the directory each output pattern collects from, where it is missing: the
+// components before the first one with a wildcard ("/out/*.wav": /out; "/out/a/*/x": /out/a)
+// or, for a plain path, its parent ("/res/result.json": /res). A program told to write
+// /out/a.json finds /out, as it would find a directory mounted there under wasmtime or wazero;
+// a run that asks for no outputs sees no such directory. A pattern whose directory cannot be
+// made (inside a read-only mount, a file in the way, no scratch space) is left alone: the
+// guest sees what is there and nothing is collected from it.
+func (f *FS) MakeOutputDirs(patterns []string) {
+	for _, p := range patterns {
+		comps := splitPath(p)
+		if len(comps) == 0 {
+			continue
+		}
+		i := slices.IndexFunc(comps, func(c string) bool { return strings.ContainsAny(c, `*?[\`) })
+		if i < 0 {
+			i = len(comps) - 1
+		}
+		_, _ = f.mkdirAll(comps[:i]) // see above: left alone when it cannot be made
+	}
+}
+
 func (f *FS) match(dir *node, at []string, rest []string, seen map[string]*node) {
 	if len(rest) == 0 || dir.kind != kindDir {
 		return
