@@ -54,6 +54,8 @@ type Index struct {
 	Entries []Entry
 	Files   int   // regular files
 	Bytes   int64 // file data bytes
+
+	walked int // parent directories looked at while checking entries (tests bound it)
 }
 
 // Limits bound what Scan accepts. Zero means no limit.
@@ -204,13 +206,16 @@ func Scan(r io.Reader, lim Limits, w io.Writer) (*Index, error) {
 			return nil, invalid("%s appears twice", quote(p))
 		}
 		// Parents: every one must be a directory (listed or implicit), never a file or a link,
-		// so that a path inside the bundle names what it says.
+		// so that a path inside the bundle names what it says. The nearest known one decides:
+		// a directory's own parents were checked when it was added, so the walk stops there
+		// (walking on made a deep tree cost depth × path length for every entry in it).
 		for dir := path.Dir(p); dir != "."; dir = path.Dir(dir) {
+			idx.walked++
 			if k, ok := kinds[dir]; ok {
 				if k != TypeDir {
 					return nil, invalid("%s is inside %s, which is not a directory", quote(p), quote(dir))
 				}
-				continue
+				break
 			}
 		}
 		if err := addParents(p, kinds, func(e Entry) error {

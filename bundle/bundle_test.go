@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"errors"
 	"io"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -119,5 +120,46 @@ func TestDecompress_Bomb(t *testing.T) {
 	var se *schemas.Error
 	if !errors.As(err, &se) || se.Code != schemas.CodeTooLarge {
 		t.Fatalf("got %v, want too_large", err)
+	}
+}
+
+// deepArchive is a bundle of files files in one directory depth levels deep ("a/a/…/a/f0").
+func deepArchive(t testing.TB, depth, files int) []byte {
+	dir := strings.Repeat("a/", depth)
+	var es []entry
+	for i := range files {
+		es = append(es, entry{name: dir + "f" + strconv.Itoa(i)})
+	}
+	return archive(t, es...)
+}
+
+// TestSecurity_DeepBundlePathQuadratic: checking an entry's parents walked every one of them up
+// to the root, each step cleaning the whole path, so a gzip of 15 KB (a directory 1,990 levels
+// deep holding 1,000 empty files) took the gateway 13 s of CPU, and 5,000 files outlasted the
+// REST body timeout (a 422 "i/o timeout" after 60 s; over NATS nothing bounds it). A directory's
+// own parents are checked when it is added, so the walk stops at the nearest known one: each
+// entry costs one step beyond the directories it adds.
+func TestSecurity_DeepBundlePathQuadratic(t *testing.T) {
+	const depth, files = 1990, 300
+	idx, err := ScanBytes(deepArchive(t, depth, files), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(idx.Entries) != depth+files || idx.Files != files {
+		t.Fatalf("%d entries, %d files; want %d, %d", len(idx.Entries), idx.Files, depth+files, files)
+	}
+	// The first file adds the depth directories (depth steps); every other file looks at one.
+	if limit := 2 * len(idx.Entries); idx.walked > limit {
+		t.Errorf("checking the parents of %d entries looked at %d directories, want at most %d", len(idx.Entries), idx.walked, limit)
+	}
+	// The walk still finds a file above an entry however deep it is.
+	bad := archive(t, entry{name: "x"}, entry{name: "x/" + strings.Repeat("b/", 500) + "c"})
+	if _, err := ScanBytes(bad, Limits{}); err == nil || !strings.Contains(err.Error(), "not a directory") {
+		t.Errorf("an entry under a file: %v", err)
+	}
+	mixed := archive(t, entry{name: strings.Repeat("d/", 100) + "f"}, entry{name: "d/d/g", typ: tar.TypeSymlink, link: "f"},
+		entry{name: "d/d/g/" + strings.Repeat("e/", 100) + "h"})
+	if _, err := ScanBytes(mixed, Limits{}); err == nil || !strings.Contains(err.Error(), "not a directory") {
+		t.Errorf("an entry under a link: %v", err)
 	}
 }

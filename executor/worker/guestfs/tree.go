@@ -36,13 +36,16 @@ func NewBundle(idx *bundle.Index, src io.ReaderAt, seq uint32) (*Bundle, error) 
 		return n
 	}
 	b := &Bundle{root: mk(kindDir, 0o555), Files: idx.Files, Bytes: idx.Bytes}
+	// The directories by path, so that placing an entry costs one lookup, not a walk from the
+	// root (a walk made a deep tree cost depth × entries).
+	dirs := map[string]*node{}
 	for _, e := range idx.Entries {
 		dir, name := path.Split(e.Path)
 		parent := b.root
 		if dir != "" {
-			var err error
-			if parent, err = b.dir(strings.TrimSuffix(dir, "/")); err != nil {
-				return nil, err
+			dir = strings.TrimSuffix(dir, "/")
+			if parent = dirs[dir]; parent == nil {
+				return nil, fmt.Errorf("bundle: %q is not a directory", dir)
 			}
 		}
 		if _, dup := parent.children[name]; dup {
@@ -65,20 +68,11 @@ func NewBundle(idx *bundle.Index, src io.ReaderAt, seq uint32) (*Bundle, error) 
 		t := e.ModTime.UnixNano()
 		n.atim, n.mtim, n.ctim = t, t, t
 		parent.children[name] = n
+		if n.kind == kindDir {
+			dirs[e.Path] = n
+		}
 	}
 	return b, nil
-}
-
-func (b *Bundle) dir(p string) (*node, error) {
-	cur := b.root
-	for _, c := range strings.Split(p, "/") {
-		next := cur.children[c]
-		if next == nil || next.kind != kindDir {
-			return nil, fmt.Errorf("bundle: %q is not a directory", p)
-		}
-		cur = next
-	}
-	return cur, nil
 }
 
 // ErrNoSpace is returned when inline files do not fit the scratch budget.
