@@ -22,13 +22,15 @@ var zipMagic = [][]byte{[]byte("PK\x03\x04"), []byte("PK\x05\x06")}
 // written out as a tar stream in the order of that directory. Either way, at most limit
 // decompressed bytes are read (a zip bomb stops there with too_large), and what Scan then checks
 // (paths, types, links, limits) applies to zip entries exactly as to tar entries. Close removes
-// the temporary file. limit <= 0 means no limit.
-func Open(r io.Reader, limit int64) (io.ReadCloser, error) {
+// the temporary file. limit <= 0 means no limit. maxEntries (> 0) bounds the entries of a zip's
+// directory before archive/zip reads it (it holds every entry in memory, ~256 bytes each, before
+// Scan's own count could refuse them): more is a too_large error.
+func Open(r io.Reader, limit int64, maxEntries int) (io.ReadCloser, error) {
 	br := bufio.NewReader(r)
 	magic, _ := br.Peek(4)
 	for _, m := range zipMagic {
 		if bytes.Equal(magic, m) {
-			return openZip(br, limit)
+			return openZip(br, limit, maxEntries)
 		}
 	}
 	out, err := Decompress(br, limit)
@@ -50,7 +52,7 @@ func (z *zipTar) Close() error {
 	return os.Remove(z.spool.Name())
 }
 
-func openZip(r io.Reader, limit int64) (io.ReadCloser, error) {
+func openZip(r io.Reader, limit int64, maxEntries int) (io.ReadCloser, error) {
 	spool, err := os.CreateTemp("", "wasmwiz-bundle-*.zip")
 	if err != nil {
 		return nil, err
@@ -71,7 +73,19 @@ func openZip(r io.Reader, limit int64) (io.ReadCloser, error) {
 		}
 		return fail(err)
 	}
-	zr, err := zip.NewReader(spool, size)
+	var src2 io.ReaderAt = spool
+	var counter *dirCounter
+	if maxEntries > 0 {
+		counter = &dirCounter{r: spool, max: maxEntries}
+		src2 = counter
+	}
+	zr, err := zip.NewReader(src2, size)
+	if counter != nil {
+		counter.done = true // entries' data is read through it too: that is not counted
+	}
+	if counter != nil && counter.over {
+		return fail(schemas.Errorf(schemas.CodeTooLarge, "bundle has more than %d files and directories", maxEntries))
+	}
 	if err != nil {
 		return fail(invalid("not a valid zip archive (%v)", err))
 	}
@@ -164,3 +178,43 @@ func readSmall(f *zip.File, max int) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// dirCounter is the spooled zip as zip.NewReader reads it: it counts the central directory
+// signatures ("PK\x01\x02") in what is read and fails the read that passes max of them, so that
+// a directory of millions of tiny entries (46 bytes each) is refused before archive/zip holds
+// them all. Every entry archive/zip reads starts with the signature, so the count is at least
+// the entries read so far (a name may hold the signature too: that only counts more). A
+// signature split between two consecutive reads is counted once.
+type dirCounter struct {
+	r     io.ReaderAt
+	max   int
+	n     int
+	end   int64   // where the previous read ended
+	tail  [3]byte // its last bytes
+	ntail int
+	over  bool
+	done  bool // the directory has been read
+}
+
+var errTooManyEntries = errors.New("too many zip entries")
+
+func (c *dirCounter) ReadAt(p []byte, off int64) (int, error) {
+	n, err := c.r.ReadAt(p, off)
+	if c.done {
+		return n, err
+	}
+	b := p[:n]
+	if off == c.end && c.ntail > 0 { // signatures across the seam
+		joined := append(append([]byte{}, c.tail[:c.ntail]...), b[:min(len(b), 3)]...)
+		c.n += bytes.Count(joined, zipDirSig)
+	}
+	c.n += bytes.Count(b, zipDirSig)
+	c.end, c.ntail = off+int64(n), copy(c.tail[:], b[max(0, len(b)-3):])
+	if c.n > c.max {
+		c.over = true
+		return 0, errTooManyEntries
+	}
+	return n, err
+}
+
+var zipDirSig = []byte("PK\x01\x02")

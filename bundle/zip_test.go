@@ -3,9 +3,11 @@ package bundle
 import (
 	"archive/zip"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"io/fs"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -44,7 +46,7 @@ func zipArchive(t testing.TB, entries ...zipEntry) []byte {
 // scanUpload is what the gateway does with an upload: Open, then Scan into a stored copy.
 func scanUpload(t testing.TB, upload []byte, limit int64, lim Limits) (*Index, []byte, error) {
 	t.Helper()
-	r, err := Open(bytes.NewReader(upload), limit)
+	r, err := Open(bytes.NewReader(upload), limit, lim.MaxEntries)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -154,5 +156,66 @@ func TestOpen_ZipLyingSize(t *testing.T) {
 	var se *schemas.Error
 	if !errors.As(err, &se) || se.Code != schemas.CodeInvalid || !strings.Contains(se.Message, "zip: not a valid zip file") {
 		t.Fatalf("got %v, want invalid: zip: not a valid zip file", err)
+	}
+}
+
+// tinyEntriesZip is a zip whose directory lists n entries named "a", each 46+1 bytes, all
+// pointing at one empty local file: the most entries a zip of its size can declare.
+func tinyEntriesZip(n int) []byte {
+	var b bytes.Buffer
+	le := binary.LittleEndian
+	b.Write(le.AppendUint32(nil, 0x04034b50))
+	b.Write(make([]byte, 22)) // version, flags, method, time, date, crc, sizes: all zero
+	b.Write(le.AppendUint16(le.AppendUint16(nil, 1), 0))
+	b.WriteString("a")
+	dirStart := b.Len()
+	entry := le.AppendUint32(nil, 0x02014b50)
+	entry = append(entry, 20, 0, 20, 0)
+	entry = append(entry, make([]byte, 20)...)            // flags … sizes
+	entry = le.AppendUint16(entry, 1)                     // name length
+	entry = append(entry, make([]byte, 8)...)             // extra, comment, disk, internal attributes
+	entry = le.AppendUint32(le.AppendUint32(entry, 0), 0) // external attributes, local header at 0
+	entry = append(entry, 'a')
+	b.Write(bytes.Repeat(entry, n))
+	end := le.AppendUint32(nil, 0x06054b50)
+	end = le.AppendUint16(le.AppendUint16(end, 0), 0)
+	end = le.AppendUint16(le.AppendUint16(end, uint16(n)), uint16(n))
+	end = le.AppendUint32(le.AppendUint32(end, uint32(b.Len()-dirStart)), uint32(dirStart))
+	b.Write(le.AppendUint16(end, 0))
+	return b.Bytes()
+}
+
+// TestSecurity_ZipDirectoryEntriesUnbounded: archive/zip reads a zip's whole directory into
+// memory (~256 bytes an entry) before Scan could count the entries against the tier's
+// bundle_files, so an 18 MB zip from a free tenant (390,000 entries of 47 bytes) took ~100 MB
+// of the gateway's memory, and a pro tenant's largest archive (~460 MB) ~2.6 GB, only to be
+// refused afterwards. Now the directory's entries are counted as archive/zip reads them and the
+// read stops past the limit: 413 too_large, with memory bounded by the limit.
+func TestSecurity_ZipDirectoryEntriesUnbounded(t *testing.T) {
+	const limitEntries = 1000
+	z := tinyEntriesZip(200_000)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	r, err := Open(bytes.NewReader(z), int64(len(z))+1, limitEntries)
+	runtime.ReadMemStats(&after)
+	if err == nil {
+		r.Close()
+	}
+	var se *schemas.Error
+	if !errors.As(err, &se) || se.Code != schemas.CodeTooLarge {
+		t.Fatalf("a zip of 200,000 entries with a limit of %d: %v, want too_large", limitEntries, err)
+	}
+	// The zip itself is spooled through a 32 KiB copy buffer; its entries must not be held.
+	if got := after.TotalAlloc - before.TotalAlloc; got > 4<<20 {
+		t.Errorf("opening it allocated %d bytes, want at most 4 MiB (the entries are ~%d MB)", got, 200_000*256>>20)
+	}
+	// Entries' data is not counted: a zip holding a zip (whose directory signatures are
+	// data here) opens under a limit far below the signatures it carries.
+	inner := tinyEntriesZip(5000)
+	outer := zipArchive(t, zipEntry{name: "inner.zip", body: string(inner)})
+	idx, _, err := scanUpload(t, outer, 1<<30, Limits{MaxEntries: 10})
+	if err != nil || idx.Files != 1 {
+		t.Fatalf("a zip inside a zip: %v", err)
 	}
 }

@@ -32,7 +32,7 @@ func (g *Server) uploadBundle(ctx context.Context, p *Principal, name string, bo
 		return nil, err
 	}
 	lim := p.Tier.FileLimits()
-	r, err := bundle.Open(body, lim.MaxArchiveBytes())
+	r, err := bundle.Open(body, lim.MaxArchiveBytes(), lim.BundleFiles)
 	if err != nil {
 		return nil, err
 	}
