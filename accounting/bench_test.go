@@ -14,6 +14,7 @@ import (
 	"github.com/wasmwiz/wasmwiz/accounting"
 	"github.com/wasmwiz/wasmwiz/accounting/storetest"
 	"github.com/wasmwiz/wasmwiz/internal/natstest"
+	"github.com/wasmwiz/wasmwiz/internal/streams"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
@@ -28,6 +29,9 @@ func BenchmarkConsumer_Ingest(b *testing.B) {
 				nc := natstest.Connect(b, s)
 				js, err := jetstream.New(nc)
 				if err != nil {
+					b.Fatal(err)
+				}
+				if err := streams.Ensure(context.Background(), js, streams.Options{}); err != nil {
 					b.Fatal(err)
 				}
 				c, err := accounting.New(accounting.Config{Store: store, BatchSize: batch, BatchWait: 50 * time.Millisecond,

@@ -69,7 +69,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 		c.log.Info("accounting draining: not ready")
 	})
 	defer stop()
-	if err := streams.EnsureWithRetry(ctx, c.js, streams.Options{Replicas: c.cfg.Replicas, Tiers: c.cfg.Tiers}); err != nil {
+	// The gateway (or admin bootstrap) makes the streams; accounting may not (SECURITY.md).
+	if err := streams.Wait(ctx, c.js, streams.Options{Tiers: c.cfg.Tiers}, func(missing string) {
+		c.log.Warn("accounting waiting for the streams the gateway or `wasmwiz admin bootstrap` makes", "missing", missing)
+	}); err != nil {
 		return fmt.Errorf("accounting: streams: %w", err)
 	}
 	cons, err := c.consumer(ctx)

@@ -21,6 +21,7 @@ import (
 	"github.com/wasmwiz/wasmwiz/accounting"
 	"github.com/wasmwiz/wasmwiz/accounting/storetest"
 	"github.com/wasmwiz/wasmwiz/internal/natstest"
+	"github.com/wasmwiz/wasmwiz/internal/streams"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
@@ -147,6 +148,10 @@ func (e *env) start(t *testing.T, mod func(*accounting.Config)) *running {
 	}
 	if mod != nil {
 		mod(&cfg)
+	}
+	// What the gateway does at start: accounting only waits for the streams.
+	if err := streams.Ensure(context.Background(), e.js, streams.Options{Replicas: cfg.Replicas, Tiers: cfg.Tiers}); err != nil {
+		t.Fatal(err)
 	}
 	c, err := accounting.New(cfg, e.nc)
 	if err != nil {

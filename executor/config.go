@@ -32,7 +32,7 @@ type Config struct {
 	// some time per MiB of the module, set in the tier table); a compile past its budget is
 	// killed with its worker. Zero: the tiers' budgets alone.
 	CompileTimeout time.Duration
-	Replicas       int                   // stream replicas for streams.Ensure; default 1
+	Replicas       int                   // the streams' replicas (reads from the results bucket's leader when > 1); default 1
 	Logger         *slog.Logger          // default slog.Default()
 	Registerer     prometheus.Registerer // may be nil: metrics are kept but not exported
 

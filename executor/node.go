@@ -127,8 +127,11 @@ func (n *Node) Ready() bool {
 // fetched but did not start, lets started executions finish (each is bounded by its deadline
 // and the compile timeout), stops the workers and returns.
 func (n *Node) Run(ctx context.Context) error {
-	if err := streams.EnsureWithRetry(ctx, n.js, streams.Options{Replicas: n.cfg.Replicas, Tiers: n.cfg.Tiers}); err != nil {
-		return fmt.Errorf("executor: ensure streams: %w", err)
+	// The gateway (or admin bootstrap) makes the streams; an executor may not (SECURITY.md).
+	if err := streams.Wait(ctx, n.js, streams.Options{Tiers: n.cfg.Tiers}, func(missing string) {
+		n.log.Warn("executor waiting for the streams the gateway or `wasmwiz admin bootstrap` makes", "missing", missing)
+	}); err != nil {
+		return fmt.Errorf("executor: streams: %w", err)
 	}
 	var err error
 	if n.results, err = n.js.KeyValue(ctx, schemas.BucketResults); err != nil {

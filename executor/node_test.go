@@ -26,6 +26,7 @@ import (
 	"github.com/wasmwiz/wasmwiz/executor/worker"
 	"github.com/wasmwiz/wasmwiz/internal/fixtures"
 	"github.com/wasmwiz/wasmwiz/internal/natstest"
+	"github.com/wasmwiz/wasmwiz/internal/streams"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
@@ -93,6 +94,10 @@ func (e *env) startNode(mod func(*Config)) *Node {
 	cfg := testConfig(e.tb)
 	if mod != nil {
 		mod(&cfg)
+	}
+	// What the gateway does at start: an executor only waits for the streams.
+	if err := streams.Ensure(context.Background(), natstest.JetStream(e.tb, e.srv), streams.Options{Replicas: cfg.Replicas, Tiers: cfg.Tiers}); err != nil {
+		e.tb.Fatal(err)
 	}
 	node, err := New(cfg, natstest.Connect(e.tb, e.srv))
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.yaml.in/yaml/v3"
 	"sigs.k8s.io/kustomize/api/krusty"
@@ -486,9 +487,13 @@ func TestOps_Compose(t *testing.T) {
 			nopts.Cluster.Port, len(nopts.Routes), nopts.Cluster.TLSConfig != nil, nopts.Cluster.TLSConfig != nil && nopts.Cluster.TLSConfig.ClientAuth == tls.RequireAndVerifyClientCert, nopts.TLSConfig != nil)
 	}
 	// Each role's seed is a user of account WASMWIZ, which sees its storage limit, as the
-	// collector will.
+	// collector will (the executor and accounting on their own inbox prefix, as they connect).
 	for _, role := range []string{"gateway", "executor", "accounting", "admin"} {
-		nc := ns.mustConnect(t, "nats-"+role+".nk")
+		var opts []nats.Option
+		if role == "executor" || role == "accounting" {
+			opts = append(opts, nats.CustomInboxPrefix("_INBOX_"+role))
+		}
+		nc := ns.mustConnect(t, "nats-"+role+".nk", opts...)
 		js, _ := jetstream.New(nc.Conn)
 		ai, err := js.AccountInfo(context.Background())
 		if err != nil || ai.Limits.MaxStore <= 0 {

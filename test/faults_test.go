@@ -97,6 +97,10 @@ func TestFaults_AccountingWaitsForPostgres(t *testing.T) {
 	realAddr, relayAddr := u.Host, freeAddr(t)
 	u.Host = relayAddr
 	srv := natstest.RunJetStream(t)
+	// The streams, as a gateway makes them (accounting only waits for them).
+	if err := streams.Ensure(context.Background(), natstest.JetStream(t, srv), streams.Options{}); err != nil {
+		t.Fatal(err)
+	}
 	opsAddr := freeAddr(t)
 	ac := start(t, []string{"WASMWIZ_NATS_URL=" + srv.ClientURL(), "DATABASE_URL=" + u.String(), "WASMWIZ_METRICS_ADDR=" + opsAddr}, "accounting")
 	get := func(path string) int {

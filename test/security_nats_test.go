@@ -94,7 +94,7 @@ type conn struct {
 }
 
 // connect connects with the seed file (none: anonymous) over TLS with the deployment's CA.
-func (n *shippedNATS) connect(seed string) (*conn, error) {
+func (n *shippedNATS) connect(seed string, more ...nats.Option) (*conn, error) {
 	c := &conn{errs: make(chan error, 64)}
 	opts := []nats.Option{
 		nats.RootCAs(filepath.Join(n.dir, "nats-ca.pem")),
@@ -113,7 +113,7 @@ func (n *shippedNATS) connect(seed string) (*conn, error) {
 		}
 		opts = append(opts, o)
 	}
-	nc, err := nats.Connect(n.url, opts...)
+	nc, err := nats.Connect(n.url, append(opts, more...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -121,9 +121,9 @@ func (n *shippedNATS) connect(seed string) (*conn, error) {
 	return c, nil
 }
 
-func (n *shippedNATS) mustConnect(t *testing.T, seed string) *conn {
+func (n *shippedNATS) mustConnect(t *testing.T, seed string, more ...nats.Option) *conn {
 	t.Helper()
-	c, err := n.connect(seed)
+	c, err := n.connect(seed, more...)
 	if err != nil {
 		t.Fatalf("connect with %s: %v", seed, err)
 	}
@@ -423,6 +423,138 @@ func TestSecurity_AnonymousNATS(t *testing.T) {
 		}
 		acme.refused(t, "publish", "_INBOX.gateway")
 	})
+
+	// The executor's and accounting's own seeds (issue 12, defence in depth): with everything
+	// they need to serve (the system above runs on them), they can neither read nor write the
+	// API keys, nor change a stream so that it copies the keys where they can read them.
+	for _, role := range []string{"executor", "accounting"} {
+		t.Run(role+"'s seed", func(t *testing.T) {
+			inbox := "_INBOX_" + role
+			c := n.mustConnect(t, "nats-"+role+".nk", nats.CustomInboxPrefix(inbox))
+			cjs, err := jetstream.New(c.Conn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			keysKV, err := js.KeyValue(ctx, schemas.BucketKeys)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hashes, err := keysKV.ListKeys(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var hash string
+			for h := range hashes.Keys() {
+				hash = h
+			}
+			if hash == "" {
+				t.Fatal("the keys bucket is empty: nothing to steal")
+			}
+			keysStream := "KV_" + schemas.BucketKeys
+
+			// Each library call gets a context of its own: a refused request waits it out.
+			short := func() context.Context {
+				c, cancel := context.WithTimeout(ctx, 2*time.Second)
+				t.Cleanup(cancel)
+				return c
+			}
+			// Read a key record, as the library does and by hand.
+			kv, err := cjs.KeyValue(short(), schemas.BucketKeys) // (its stream's info is not secret)
+			if err != nil {
+				t.Fatalf("%s looking up the keys bucket: %v", role, err)
+			}
+			if e, err := kv.Get(short(), hash); err == nil {
+				t.Fatalf("%s read key record %s: %d bytes", role, hash, len(e.Value()))
+			}
+			c.refused(t, "publish", "$JS.API.DIRECT.GET."+keysStream+".$KV."+schemas.BucketKeys+"."+hash)
+			for _, subj := range []string{
+				"$JS.API.STREAM.MSG.GET." + keysStream,
+				"$JS.API.DIRECT.GET." + keysStream,
+				"$JS.API.CONSUMER.CREATE." + keysStream,
+				"$JS.API.CONSUMER.CREATE." + keysStream + ".spy.$KV." + schemas.BucketKeys + ".>",
+				"$JS.API.CONSUMER.DURABLE.CREATE." + keysStream + ".spy",
+			} {
+				if err := c.PublishRequest(subj, inbox+".spy", []byte(`{"last_by_subj":"$KV.wasmwiz_keys.`+hash+`"}`)); err != nil {
+					t.Fatal(err)
+				}
+				c.refused(t, "publish", subj)
+			}
+			// Watch the keys' subjects, or every inbox (the gateway's key lookups come back
+			// on its inbox; the API's replies on _R_).
+			for _, subj := range []string{"$KV." + schemas.BucketKeys + ".>", "_INBOX.>", "_R_.>", ">"} {
+				if _, err := c.Subscribe(subj, func(*nats.Msg) { spied.Add(1) }); err != nil {
+					t.Fatal(err)
+				}
+				c.refused(t, "subscription", subj)
+			}
+			// Republish the keys bucket onto its own inbox, or source it into a new stream.
+			st, err := js.Stream(ctx, keysStream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := st.Info(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := info.Config
+			cfg.RePublish = &jetstream.RePublish{Source: ">", Destination: inbox + ".keys.>"}
+			if _, err := cjs.UpdateStream(short(), cfg); err == nil {
+				t.Errorf("%s updated %s", role, keysStream)
+			}
+			c.refused(t, "publish", "$JS.API.STREAM.UPDATE."+keysStream)
+			if _, err := cjs.CreateStream(short(), jetstream.StreamConfig{Name: "SPY_" + role,
+				Sources: []*jetstream.StreamSource{{Name: keysStream}}}); err == nil {
+				t.Errorf("%s created a stream sourcing %s", role, keysStream)
+			}
+			c.refused(t, "publish", "$JS.API.STREAM.CREATE.SPY_"+role)
+			// Any stream: its own events, a tier's queue.
+			ev, err := js.Stream(ctx, schemas.StreamEvents)
+			if err != nil {
+				t.Fatal(err)
+			}
+			evInfo, err := ev.Info(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			evCfg := evInfo.Config
+			evCfg.RePublish = &jetstream.RePublish{Source: ">", Destination: inbox + ".events.>"}
+			if _, err := cjs.UpdateStream(short(), evCfg); err == nil {
+				t.Errorf("%s updated %s", role, schemas.StreamEvents)
+			}
+			c.refused(t, "publish", "$JS.API.STREAM.UPDATE."+schemas.StreamEvents)
+			for _, subj := range []string{"$JS.API.STREAM.PURGE." + schemas.ExecStream("basic"), "$JS.API.STREAM.DELETE." + schemas.StreamEvents} {
+				if err := c.PublishRequest(subj, inbox+".spy", nil); err != nil {
+					t.Fatal(err)
+				}
+				c.refused(t, "publish", subj)
+			}
+			// Forge a key.
+			forged := strings.Repeat("cd", 32)
+			subj := "$KV." + schemas.BucketKeys + "." + forged
+			if err := c.Publish(subj, []byte(`{"id":"forged","tenant_id":"acme","admin":true}`)); err != nil {
+				t.Fatal(err)
+			}
+			c.refused(t, "publish", subj)
+
+			// Nothing changed: no republish, no spy stream, no forged key.
+			if info, err := st.Info(ctx); err != nil || info.Config.RePublish != nil {
+				t.Errorf("%s after the attack: %v, republish %+v", keysStream, err, info.Config.RePublish)
+			}
+			if info, err := ev.Info(ctx); err != nil || info.Config.RePublish != nil {
+				t.Errorf("%s after the attack: %v", schemas.StreamEvents, err)
+			}
+			if _, err := js.Stream(ctx, "SPY_"+role); !errors.Is(err, jetstream.ErrStreamNotFound) {
+				t.Errorf("stream SPY_%s: %v", role, err)
+			}
+			if _, err := keysKV.Get(ctx, forged); !errors.Is(err, jetstream.ErrKeyNotFound) {
+				t.Errorf("the forged key record: %v", err)
+			}
+			// What the role needs still works on this connection: the results bucket.
+			if _, err := cjs.KeyValue(ctx, schemas.BucketResults); err != nil {
+				t.Errorf("%s cannot look up the results bucket: %v", role, err)
+			}
+		})
+	}
 
 	if got := spied.Load(); got != 0 {
 		t.Errorf("acme's subscriptions received %d messages", got)

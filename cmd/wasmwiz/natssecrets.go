@@ -110,17 +110,70 @@ func ensureUserSeed(path string, force bool, wrote func(string)) (string, error)
 	return kp.PublicKey()
 }
 
+// natsRoleInbox is the inbox prefix of the roles whose users have permissions (the executor and
+// accounting): their replies and JetStream deliveries come there, and they may subscribe to
+// nothing else but their own service subjects, so none can read another's inbox traffic (the
+// gateway's key lookups, the API's replies).
+func natsRoleInbox(role string) (string, bool) {
+	if natsRolePermissions(role) == "" {
+		return "", false
+	}
+	return "_INBOX_" + role, true
+}
+
+// natsRolePermissions is what nats-roles.conf gives role's user ("": everything in WASMWIZ).
+// The executor and accounting subscribe only to their inbox and their own service subjects, and
+// may publish anything but what would let them read or write the API keys (the keys bucket's
+// subjects and JetStream API) or change any stream: creating, updating, deleting, purging,
+// snapshotting or restoring one (an update could republish the keys bucket onto a subject the
+// role reads). They look the streams up; the gateway and `wasmwiz admin bootstrap` make them.
+func natsRolePermissions(role string) string {
+	var sub []string
+	switch role {
+	case "executor":
+		sub = []string{"_INBOX_executor.>", "wasmwiz.executor.v1.>"}
+	case "accounting":
+		sub = []string{"_INBOX_accounting.>", "wasmwiz.accounting.v1.>", "$SRV.>"}
+	default:
+		return ""
+	}
+	keys := "KV_" + schemas.BucketKeys
+	deny := []string{
+		"$JS.API.STREAM.CREATE.>", "$JS.API.STREAM.UPDATE.>", "$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>",
+		"$JS.API.STREAM.SNAPSHOT.>", "$JS.API.STREAM.RESTORE.>", "$JS.API.ACCOUNT.PURGE.>",
+		"$JS.API.STREAM.MSG.GET." + keys, "$JS.API.STREAM.MSG.DELETE." + keys,
+		"$JS.API.DIRECT.GET." + keys, "$JS.API.DIRECT.GET." + keys + ".>",
+		"$JS.API.CONSUMER.*." + keys, "$JS.API.CONSUMER.*." + keys + ".>", "$JS.API.CONSUMER.*.*." + keys + ".>",
+		"$KV." + schemas.BucketKeys + ".>",
+	}
+	q := func(l []string) string {
+		var b strings.Builder
+		for i, x := range l {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "%q", x)
+		}
+		return b.String()
+	}
+	return fmt.Sprintf("permissions: {publish: {deny: [%s]}, subscribe: {allow: [%s]}}", q(deny), q(sub))
+}
+
 // ensureNATSRoles makes each role's seed (keeping those that exist unless force) and writes
 // nats-roles.conf with their public keys.
 func ensureNATSRoles(dir string, force bool, wrote func(string)) error {
 	var b strings.Builder
-	b.WriteString("# Made by `wasmwiz secrets generate` (or `wasmwiz dev`): the WasmWiz roles' users in account\n# WASMWIZ, by nkey public key; each role holds its seed (nats-<role>.nk). Do not edit.\nusers: [\n")
+	b.WriteString("# Made by `wasmwiz secrets generate` (or `wasmwiz dev`): the WasmWiz roles' users in account\n# WASMWIZ, by nkey public key; each role holds its seed (nats-<role>.nk). The executor and\n# accounting may not change streams nor touch the API keys (SECURITY.md). Do not edit.\nusers: [\n")
 	for _, role := range natsRoles {
 		pub, err := ensureUserSeed(filepath.Join(dir, natsRoleSeed(role)), force, wrote)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(&b, "  {nkey: %q} # %s\n", pub, role)
+		if p := natsRolePermissions(role); p != "" {
+			fmt.Fprintf(&b, "  {nkey: %q, %s} # %s\n", pub, p, role)
+		} else {
+			fmt.Fprintf(&b, "  {nkey: %q} # %s\n", pub, role)
+		}
 	}
 	b.WriteString("]\n")
 	return writeIfChanged(filepath.Join(dir, natsRolesConf), []byte(b.String()), wrote)

@@ -37,9 +37,14 @@ func newRegistry() *prometheus.Registry {
 	return reg
 }
 
-// connect dials NATS and keeps reconnecting for ever: roles ride out a NATS restart.
-func connect(url, name string, auth *natsAuth, log *slog.Logger) (*nats.Conn, error) {
-	return auth.connect(url, name,
+// connect dials NATS as role (its own inbox prefix where its user has permissions) and keeps
+// reconnecting for ever: roles ride out a NATS restart.
+func connect(url, role string, auth *natsAuth, log *slog.Logger) (*nats.Conn, error) {
+	var opts []nats.Option
+	if prefix, ok := natsRoleInbox(role); ok {
+		opts = append(opts, nats.CustomInboxPrefix(prefix))
+	}
+	return auth.connect(url, "wasmwiz-"+role, append(opts,
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -48,7 +53,7 @@ func connect(url, name string, auth *natsAuth, log *slog.Logger) (*nats.Conn, er
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
-	)
+	)...)
 }
 
 // setupTracing starts OpenTelemetry for a role (an exporter only when OTEL_EXPORTER_OTLP_ENDPOINT
@@ -166,7 +171,7 @@ func (rc *roleCommon) start(ctx context.Context, fs *flagSet, args []string, get
 	}
 	e := &roleEnv{tiers: tiers, log: newLogger(stderr, getenv, false), reg: newRegistry(), replicas: *rc.replicas}
 	e.stopTracing = setupTracing(ctx, "wasmwiz-"+rc.name, getenv, e.log)
-	if e.nc, err = connect(*rc.natsURL, "wasmwiz-"+rc.name, rc.natsAuth, e.log); err != nil {
+	if e.nc, err = connect(*rc.natsURL, rc.name, rc.natsAuth, e.log); err != nil {
 		e.stopTracing()
 		return nil, err
 	}

@@ -114,6 +114,9 @@ func (s *system) startNATS() (err error) {
 // dial connects to the embedded server, as role's own user when cfg.NATSDir is set.
 func (s *system) dial(name, role string) (*nats.Conn, error) {
 	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1)}
+	if prefix, ok := natsRoleInbox(role); ok {
+		opts = append(opts, nats.CustomInboxPrefix(prefix))
+	}
 	if s.cfg.NATSDir != "" {
 		seed, err := nats.NkeyOptionFromSeed(filepath.Join(s.cfg.NATSDir, natsRoleSeed(role)))
 		if err != nil {

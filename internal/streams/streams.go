@@ -1,6 +1,8 @@
 // Package streams declares WasmWiz's JetStream streams, consumers, KV buckets and object store,
-// and creates or updates them. Every role calls Ensure at start; it is idempotent, so several
-// replicas starting at once agree.
+// and creates or updates them. The gateway and `wasmwiz admin bootstrap` (and `wasmwiz dev`)
+// call Ensure at start; it is idempotent, so several replicas starting at once agree. The
+// executor and accounting only Wait for what Ensure made: their NATS users may not create or
+// update streams (SECURITY.md, "per-role NATS permissions").
 package streams
 
 import (
@@ -299,6 +301,57 @@ func StoreBudget(accountMaxStore int64, replicas int) Budget {
 	}
 	per := accountMaxStore / int64(max(replicas, 1))
 	return Budget{Modules: per / 4, Bundles: per / 8, Results: per * 5 / 16, Outputs: per / 16, Compiled: per / 16}
+}
+
+// Wait returns once every stream, bucket, object store and execution consumer that Ensure makes
+// for o's tiers exists (it looks them up; it creates nothing), or when ctx ends. waiting is
+// called with what is still missing when Wait first finds something missing and every ten
+// seconds after, so that a role started before the gateway says what it waits for.
+func Wait(ctx context.Context, js jetstream.JetStream, o Options, waiting func(missing string)) error {
+	o.defaults()
+	names := []string{schemas.StreamEvents, schemas.StreamDLQ, schemas.StreamHistory}
+	for name := range o.Tiers {
+		names = append(names, schemas.ExecStream(name))
+	}
+	for _, b := range []string{schemas.BucketResults, schemas.BucketStorage, schemas.BucketKeys, schemas.BucketTenants,
+		schemas.BucketModuleOwner, schemas.BucketBundleOwner, schemas.BucketKeyUsage, schemas.BucketIdempotency} {
+		names = append(names, "KV_"+b)
+	}
+	for _, b := range []string{schemas.ObjectModules, schemas.ObjectBundles, schemas.ObjectCompiled, schemas.ObjectOutputs} {
+		names = append(names, "OBJ_"+b)
+	}
+	missing := func() (string, error) {
+		for _, name := range names {
+			if _, err := js.Stream(ctx, name); err != nil {
+				return "stream " + name, err
+			}
+		}
+		for name := range o.Tiers {
+			if _, err := js.Consumer(ctx, schemas.ExecStream(name), schemas.ExecConsumer(name)); err != nil {
+				return "consumer " + schemas.ExecConsumer(name), err
+			}
+		}
+		return "", nil
+	}
+	var told time.Time
+	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 2*time.Second) {
+		what, err := missing()
+		if err == nil {
+			return nil
+		}
+		if js.Conn().IsClosed() {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		if waiting != nil && time.Since(told) >= 10*time.Second {
+			told = time.Now()
+			waiting(fmt.Sprintf("%s (%v)", what, err))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w", what, errors.Join(ctx.Err(), err))
+		case <-time.After(delay):
+		}
+	}
 }
 
 // EnsureWithRetry calls Ensure until it succeeds or ctx ends; a cluster that is still electing

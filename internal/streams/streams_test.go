@@ -2,6 +2,7 @@ package streams_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,5 +59,47 @@ func TestEnsure_ResultsTTL(t *testing.T) {
 		if got := ttl(); got != step.want {
 			t.Errorf("ensure with ResultsTTL %v: bucket TTL %v, want %v", step.set, got, step.want)
 		}
+	}
+}
+
+// Wait creates nothing: it says what is missing until Ensure (the gateway's) has made
+// everything, then returns; and it gives up when its context ends.
+func TestWait(t *testing.T) {
+	srv := natstest.RunJetStream(t)
+	js := natstest.JetStream(t, srv)
+	ctx := context.Background()
+
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	var told []string
+	if err := streams.Wait(short, js, streams.Options{}, func(m string) { told = append(told, m) }); err == nil {
+		t.Fatal("Wait returned with no streams")
+	}
+	if len(told) != 1 || !strings.Contains(told[0], "stream "+schemas.StreamEvents) {
+		t.Errorf("Wait said %q, want once that stream %s is missing", told, schemas.StreamEvents)
+	}
+	if names := js.StreamNames(ctx); names.Err() == nil {
+		for n := range names.Name() {
+			t.Errorf("Wait made stream %s", n)
+		}
+	}
+
+	done := make(chan error, 1)
+	go func() { done <- streams.Wait(ctx, js, streams.Options{}, nil) }()
+	select {
+	case err := <-done:
+		t.Fatalf("Wait returned before Ensure: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if err := streams.Ensure(ctx, js, streams.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Wait did not return after Ensure")
 	}
 }
