@@ -46,7 +46,9 @@ type Config struct {
 	// WorkerMemoryLimit is the data-size limit (RLIMIT_DATA: private writable memory) set on
 	// each worker process, an OS-level backstop behind wazero's memory limit for what wazero
 	// does not count (tables, compiled code, runtime structures): a worker past it dies and its
-	// job ends as "worker crashed". Default: the largest tier's memory and scratch space plus 1 GiB. RLIMIT_AS
+	// job ends as "worker crashed". Default: the largest tier's memory and scratch space, plus
+	// compiledCodeFactor times the largest module a tier allows (its machine code is mapped
+	// writable while it loads, its decoded form lives in the heap), plus 1 GiB. RLIMIT_AS
 	// would be the classic choice but counts address space the Go runtime merely reserves
 	// (about 2 GiB in an idle worker), so it can only be loose; RLIMIT_DATA counts what can be
 	// written to, which includes a guest's linear memory (one reservation of its limit, see
@@ -113,14 +115,23 @@ func (c Config) withDefaults() (Config, error) {
 		c.ModuleCacheBytes = 4 << 30
 	}
 	if c.WorkerMemoryLimit == 0 {
-		var most int64 // linear memory and scratch files, both in the worker's heap or mappings
+		var most, module int64 // linear memory and scratch files, both in the worker's heap or mappings
 		for _, t := range c.Tiers {
 			most = max(most, int64(t.MemoryMB)*schemas.MiB+t.FileLimits().ScratchBytes)
+			module = max(module, t.ModuleSize)
 		}
-		c.WorkerMemoryLimit = most + 1<<30
+		c.WorkerMemoryLimit = most + compiledCodeFactor*module + 1<<30
 	}
 	return c, nil
 }
+
+// compiledCodeFactor bounds what loading a compiled module costs a worker's RLIMIT_DATA per
+// byte of the module: wazero's machine code is about 4.2 times the module's bytes (yosys 30.8
+// MB -> 130 MB, clang 75.5 MB -> 307 MB; TestCompiledCodeFactor measures it) and is mapped
+// writable while it is read from the compilation cache, next to the module's decoded form in
+// the heap. Without it a worker whose spare guest memory was reserved by an earlier run failed
+// to load clang ("error mmapping executable (len=305683034): cannot allocate memory").
+const compiledCodeFactor = 6
 
 // WorkerBinary is the name of the slim worker binary (cmd/wasmwiz-worker).
 const WorkerBinary = "wasmwiz-worker"

@@ -24,7 +24,7 @@ func TestConfig_Validate(t *testing.T) {
 	}
 	if c.Workers != max(4, 3*runtime.NumCPU()) || c.LongRunning != runtime.NumCPU() || c.CompileTimeout != 0 ||
 		len(c.WorkerCommand) != 2 || c.WorkerCommand[1] != "worker" || c.NodeID == "" || len(c.Tiers) != len(schemas.DefaultTiers()) ||
-		c.WorkerMemoryLimit != 512*schemas.MiB+256*schemas.MiB+1<<30 || c.Logger == nil || c.Replicas != 1 || c.SpareWorkers != 1 {
+		c.WorkerMemoryLimit != 512*schemas.MiB+256*schemas.MiB+compiledCodeFactor*256*schemas.MiB+1<<30 || c.Logger == nil || c.Replicas != 1 || c.SpareWorkers != 1 {
 		t.Errorf("defaults: %+v", c)
 	}
 	// Compile budgets come from the tier table (base + per MiB, at most the tier's max);
