@@ -603,12 +603,24 @@ func (n *Node) deadLetter(ctx context.Context, msg jetstream.Msg, reason string)
 func fitResult(res *schemas.Result, limit int) ([]byte, error) {
 	for {
 		b, err := json.Marshal(res)
-		if err != nil || len(b) <= limit || len(res.Stdout)+len(res.Stderr)+outputBytes(res) == 0 {
+		if err != nil || len(b) <= limit {
 			return b, err
 		}
 		over := len(b) - limit
-		cut := over*3/4 + 1024       // base64 expands by 4/3
-		if cutOutputFile(res, cut) { // files.go
+		cut := over*3/4 + 1024 // base64 expands by 4/3
+		if len(res.Stdout)+len(res.Stderr)+outputBytes(res) == 0 {
+			// Only the output files' records are left: the last ones go, roughly as many as
+			// the excess takes (their paths are bounded, but a small max_payload may still not
+			// hold a thousand of them). Never a result too big to store: that would run the
+			// guest again at each redelivery.
+			if len(res.Files) == 0 {
+				return b, nil
+			}
+			drop := min(len(res.Files), 1+len(res.Files)*over/len(b))
+			res.Files, res.FilesTruncated = res.Files[:len(res.Files)-drop], true
+			continue
+		}
+		if cutOutputFiles(res, cut) { // files.go
 			continue
 		}
 		// A stored output's inline part is only a preview: cutting it loses nothing.

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -150,5 +152,35 @@ func TestNode_Execute_StdinFile(t *testing.T) {
 	req.StdinFile = "/in/a.txt"
 	if res := e.execute(req); res.Status != schemas.StatusSucceeded || string(res.Stdout) != "from a file" || res.StdinBytes != 11 {
 		t.Fatalf("%s %q: stdout %q, stdin_bytes %d", res.Status, res.Error, res.Stdout, res.StdinBytes)
+	}
+}
+
+// TestSecurity_ResultTooBigToStore: fitResult cut only output data, one file per encoding,
+// and gave up once no data was left, so a result whose output files' records alone were over
+// the message limit (1,000 paths of 25.6 KB, before guestfs bounded output paths) was returned
+// too big: storing it failed with "maximum payload exceeded", and the execution was run again at
+// every redelivery until it went to the dead letters. Now the last records go when only records
+// are left, and a result always fits.
+func TestSecurity_ResultTooBigToStore(t *testing.T) {
+	const limit = 1<<20 - 16<<10
+	res := &schemas.Result{ID: "x", Stdout: []byte("ok\n")}
+	for i := range 1000 {
+		res.Files = append(res.Files, schemas.OutputFile{Path: "/" + strings.Repeat("p", 25_000) + strconv.Itoa(i), Data: []byte("x"), Size: 1})
+	}
+	b, err := fitResult(res, limit)
+	if err != nil || len(b) > limit {
+		t.Fatalf("%d bytes (limit %d), %v", len(b), limit, err)
+	}
+	if !res.FilesTruncated || len(res.Files) == 0 || len(res.Files) >= 1000 {
+		t.Errorf("%d files kept, files_truncated %v; want some, and truncated", len(res.Files), res.FilesTruncated)
+	}
+	// Output data is cut across files in one pass: 200 files of 8 KiB over a 1 MiB limit are
+	// cut to fit, each marked truncated, and nothing is dropped.
+	res = &schemas.Result{ID: "y"}
+	for i := range 200 {
+		res.Files = append(res.Files, schemas.OutputFile{Path: "/out/" + strconv.Itoa(i), Data: bytes.Repeat([]byte{byte(i)}, 8<<10), Size: 8 << 10})
+	}
+	if b, err := fitResult(res, 1<<20); err != nil || len(b) > 1<<20 || len(res.Files) != 200 || res.FilesTruncated {
+		t.Fatalf("%d bytes, %d files, files_truncated %v, %v", len(b), len(res.Files), res.FilesTruncated, err)
 	}
 }

@@ -99,19 +99,27 @@ func outputBytes(res *schemas.Result) int {
 	return n
 }
 
-// cutOutputFile cuts up to cut bytes from the largest output file if it is larger than stdout
-// and stderr, marking it truncated; it reports whether it did (fitResult).
-func cutOutputFile(res *schemas.Result, cut int) bool {
-	big := -1
-	for i, f := range res.Files {
-		if big < 0 || len(f.Data) > len(res.Files[big].Data) {
-			big = i
+// cutOutputFiles cuts up to cut bytes from the output files, the largest first, while they are
+// larger than stdout and stderr, marking them truncated; it reports whether it cut anything
+// (fitResult). All of cut is taken in one call, across as many files as it needs: cutting one
+// file per call made fitResult encode the whole result again for each of up to 1,000 files.
+func cutOutputFiles(res *schemas.Result, cut int) bool {
+	did := false
+	for cut > 0 {
+		big := -1
+		for i, f := range res.Files {
+			if big < 0 || len(f.Data) > len(res.Files[big].Data) {
+				big = i
+			}
 		}
+		if big < 0 || len(res.Files[big].Data) == 0 || len(res.Files[big].Data) < max(len(res.Stdout), len(res.Stderr)) {
+			return did
+		}
+		f := &res.Files[big]
+		take := min(cut, len(f.Data))
+		f.Data, f.Truncated = f.Data[:len(f.Data)-take], true
+		cut -= take
+		did = true
 	}
-	if big < 0 || len(res.Files[big].Data) == 0 || len(res.Files[big].Data) < max(len(res.Stdout), len(res.Stderr)) {
-		return false
-	}
-	f := &res.Files[big]
-	f.Data, f.Truncated = f.Data[:max(0, len(f.Data)-cut)], true
-	return true
+	return did
 }

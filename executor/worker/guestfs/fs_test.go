@@ -278,3 +278,30 @@ func TestSecurity_DeepBundlePathQuadratic(t *testing.T) {
 		t.Errorf("the deepest file: %v", errno)
 	}
 }
+
+// TestSecurity_OutputPathsUnbounded: wildcards match names of up to 255 bytes, so a 205-byte
+// pattern ("/*" 102 times) returned 1,000 files whose paths were 25.6 KB each, a 25 MB result
+// that no NATS message could carry: storing it failed, the execution was delivered (and run)
+// again until it went to the dead letters, and stayed "running" meanwhile. Output paths are
+// bounded like every path a request names.
+func TestSecurity_OutputPathsUnbounded(t *testing.T) {
+	f := New(Config{ScratchMax: 64 << 20})
+	name := strings.Repeat("d", 255)
+	deep := "/o" + strings.Repeat("/"+name, 100)
+	for i := range 50 {
+		if err := f.AddFile(deep+"/"+strings.Repeat("f", 200)+string(rune('a'+i%26))+strings.Repeat("g", i/26), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.AddFile("/o/"+name+"/"+name+"/short", []byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	outs, _ := f.Collect([]string{strings.Repeat("/*", 102), "/o/*/*/*"}, 1<<20, 1000)
+	if len(outs) != 1 || outs[0].Path != "/o/"+name+"/"+name+"/short" {
+		paths := 0
+		for _, o := range outs {
+			paths += len(o.Path)
+		}
+		t.Fatalf("%d outputs with %d bytes of paths, want only the one whose path is at most %d bytes", len(outs), paths, 1024)
+	}
+}

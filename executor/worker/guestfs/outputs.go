@@ -4,6 +4,8 @@ import (
 	"path"
 	"slices"
 	"strings"
+
+	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
 // Output is a file collected after a run.
@@ -18,11 +20,14 @@ type Output struct {
 // path.Match wildcards: "/out/*.wav", "/tmp/result.json"), each once, sorted by path. Files
 // are read in full while maxBytes lasts, then cut (Truncated); at most maxFiles are returned
 // and more is reported by the second result. Symbolic links are not followed (a link is not
-// an output; the file it names may be).
+// an output; the file it names may be). A file whose path is longer than schemas.MaxGuestPath
+// (1,024 bytes, as for every path a request names) is not an output either: wildcards match
+// names of up to 255 bytes each, so without the bound a pattern of 1,024 bytes named paths of
+// 130 KB, and 1,000 of them made a result too big to store.
 func (f *FS) Collect(patterns []string, maxBytes int64, maxFiles int) ([]Output, bool) {
 	seen := map[string]*node{}
 	for _, p := range patterns {
-		f.match(f.root, nil, splitPath(p), seen)
+		f.match(f.root, nil, 0, splitPath(p), seen)
 	}
 	paths := make([]string, 0, len(seen))
 	for p := range seen {
@@ -75,18 +80,22 @@ func (f *FS) MakeOutputDirs(patterns []string) {
 	}
 }
 
-func (f *FS) match(dir *node, at []string, rest []string, seen map[string]*node) {
+// match adds the files under dir (at, whose path is size bytes long) that rest matches.
+func (f *FS) match(dir *node, at []string, size int, rest []string, seen map[string]*node) {
 	if len(rest) == 0 || dir.kind != kindDir {
 		return
 	}
 	c, last := rest[0], len(rest) == 1
 	visit := func(name string, n *node) {
+		if size+1+len(name) > schemas.MaxGuestPath {
+			return
+		}
 		p := append(slices.Clip(at), name)
 		switch {
 		case last && n.kind == kindFile:
 			seen["/"+strings.Join(p, "/")] = n
 		case !last && n.kind == kindDir:
-			f.match(n, p, rest[1:], seen)
+			f.match(n, p, size+1+len(name), rest[1:], seen)
 		}
 	}
 	if !strings.ContainsAny(c, `*?[\`) {
