@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -311,7 +312,7 @@ func (n *Node) run(ctx context.Context, log *slog.Logger, tier schemas.Tier, req
 	job := &worker.RunJob{
 		ModulePath:  path,
 		ModuleHash:  hexDigest,
-		Name:        req.ModuleName,
+		Name:        cmp.Or(req.Argv0, req.ModuleName),
 		Args:        req.Args,
 		Stdin:       req.Stdin,
 		StdinFile:   req.StdinFile,

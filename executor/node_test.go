@@ -285,6 +285,8 @@ func TestNode_Execute(t *testing.T) {
 		{name: "probe args env", edit: func(r *schemas.ExecRequest) {
 			r.ModuleID, r.Args, r.Env = probe, []string{"args", "a b"}, map[string]string{"Z": "1", "A": "2"}
 		}, status: schemas.StatusSucceeded, stdout: "guest.wasm\nargs\na b\n--\nA=2\nZ=1\n"},
+		{name: "probe argv0", edit: func(r *schemas.ExecRequest) { r.ModuleID, r.Argv0, r.Args = probe, "wasm-ld", []string{"args"} },
+			status: schemas.StatusSucceeded, stdout: "wasm-ld\nargs\n--\n"},
 		{name: "exit7", module: "exit7", status: schemas.StatusFailed, exit: 7, event: schemas.EventExecutionCompleted},
 		{name: "trap", module: "trap", status: schemas.StatusFailed, exit: -1, errorHas: "trap: unreachable", event: schemas.EventExecutionFailed},
 		{name: "divzero", module: "divzero", status: schemas.StatusFailed, exit: -1, errorHas: "trap: integer divide by zero"},

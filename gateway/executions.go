@@ -466,7 +466,7 @@ func validateRequest(p *Principal, req *schemas.ExecutionRequest, inline bool) (
 	t := p.Tier
 	er := &schemas.ExecRequest{
 		TenantID: p.TenantID, KeyID: p.KeyID, Tier: t.Name, Async: req.Async,
-		Args: req.Args, Env: req.Env, CreatedAt: time.Now().UTC(), Seed: req.Seed, Clock: req.Clock,
+		Argv0: req.Argv0, Args: req.Args, Env: req.Env, CreatedAt: time.Now().UTC(), Seed: req.Seed, Clock: req.Clock,
 		StdoutMax: t.StdoutMax, StderrMax: t.StdoutMax,
 	}
 	if !schemas.ValidClock(req.Clock) {
@@ -492,7 +492,11 @@ func validateRequest(p *Principal, req *schemas.ExecutionRequest, inline bool) (
 	default:
 		er.MemoryMB = req.MemoryMB
 	}
-	if err := checkArgsEnv(t, req.Args, req.Env); err != nil {
+	args := req.Args
+	if req.Argv0 != "" {
+		args = append([]string{req.Argv0}, req.Args...) // counted and checked like an arg
+	}
+	if err := checkArgsEnv(t, args, req.Env); err != nil {
 		return nil, err
 	}
 	switch {

@@ -16,7 +16,8 @@ type ExecutionRequest struct {
 	Stdin        string            `json:"stdin,omitempty" doc:"stdin as text"`
 	StdinBase64  string            `json:"stdin_base64,omitempty" doc:"stdin as base64, for binary input"`
 	StdinFile    string            `json:"stdin_file,omitempty" doc:"a file of the guest's file system (in a mounted bundle, or an inline file) read as its stdin, instead of stdin or stdin_base64: the way to give a program more input than a request carries (stdin is bounded by the tier's stdin_max and by a NATS message; a bundle by the tier's bundle_bytes)" example:"/in/input.txt"`
-	Args         []string          `json:"args,omitempty" doc:"argv[1:]; argv[0] is the module's name. The tier bounds how many (args_max) and, with env, how many bytes (args_env_bytes)" maxItems:"65536"`
+	Argv0        string            `json:"argv0,omitempty" doc:"argv[0] (default: the module's name), for multi-call programs that act by the name they run under, such as LLVM's (clang, wasm-ld) or busybox; counted with args in args_env_bytes" example:"wasm-ld"`
+	Args         []string          `json:"args,omitempty" doc:"argv[1:]; argv[0] is the module's name, or argv0. The tier bounds how many (args_max) and, with env, how many bytes (args_env_bytes)" maxItems:"65536"`
 	Env          map[string]string `json:"env,omitempty" doc:"environment variables; the tier bounds how many (env_max) and, with args, how many bytes (args_env_bytes)"`
 	TimeoutMS    int64             `json:"timeout_ms,omitempty" doc:"wall-time limit; default and maximum: the tier's" minimum:"0"`
 	MemoryMB     int               `json:"memory_mb,omitempty" doc:"linear memory cap; default and maximum: the tier's" minimum:"0"`

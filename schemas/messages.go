@@ -26,8 +26,9 @@ type ExecRequest struct {
 	TenantID    string            `json:"tenant_id"`
 	KeyID       string            `json:"key_id"`
 	Tier        string            `json:"tier"`
-	ModuleID    string            `json:"module_id"`   // sha256:<hex>
-	ModuleName  string            `json:"module_name"` // argv[0]
+	ModuleID    string            `json:"module_id"`       // sha256:<hex>
+	ModuleName  string            `json:"module_name"`     // argv[0] unless Argv0 is set
+	Argv0       string            `json:"argv0,omitempty"` // argv[0] the request asked for
 	Stdin       []byte            `json:"stdin,omitempty"`
 	Args        []string          `json:"args,omitempty"`
 	Env         map[string]string `json:"env,omitempty"`

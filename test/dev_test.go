@@ -105,6 +105,11 @@ func TestDev_REST(t *testing.T) {
 		if want := "probe\nargs\nx y\n--\nGREETING=hi\n"; e.Stdout != want {
 			t.Errorf("args/env: %q, want %q", e.Stdout, want)
 		}
+		// argv0 names the program as a multi-call binary (LLVM's clang and wasm-ld) needs it.
+		e = s.run(t, key, schemas.ExecutionRequest{ModuleID: probe.ID, Argv0: "wasm-ld", Args: []string{"args"}})
+		if want := "wasm-ld\nargs\n--\n"; e.Stdout != want {
+			t.Errorf("argv0: %q, want %q", e.Stdout, want)
+		}
 		e = s.run(t, key, schemas.ExecutionRequest{ModuleBase64: base64.StdEncoding.EncodeToString(fixtures.Wasm("echo")), Stdin: "inline"})
 		if e.Stdout != "inline" {
 			t.Errorf("inline module: %+v", e)

@@ -174,6 +174,9 @@ func TestSecurity_ArgsEnvAmplification(t *testing.T) {
 		"env over the count":  {ModuleID: m.ID, Env: env(free.EnvMax + 1)},
 		"args over the count": {ModuleID: m.ID, Args: args(free.ArgsMax+1, 1)},
 		"args over the bytes": {ModuleID: m.ID, Args: args(2, free.ArgsEnvBytes/2)},
+		// argv0 counts with the args: these args alone fit.
+		"argv0 and args over the bytes": {ModuleID: m.ID, Argv0: "abc", Args: args(2, free.ArgsEnvBytes/2-2)},
+		"argv0 with NUL":                {ModuleID: m.ID, Argv0: "a\x00b"},
 	}
 	for name, req := range over {
 		body := mustJSON(req)

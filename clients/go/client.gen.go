@@ -381,8 +381,13 @@ type ExecutionList struct {
 
 // ExecutionRequest defines model for ExecutionRequest.
 type ExecutionRequest struct {
-	// Args argv[1:]; argv[0] is the module's name. The tier bounds how many (args_max) and, with env, how many bytes (args_env_bytes)
+	// Args argv[1:]; argv[0] is the module's name, or argv0. The tier bounds how many (args_max) and, with env, how many bytes (args_env_bytes)
 	Args []string `json:"args,omitempty"`
+
+	// Argv0 argv[0] (default: the module's name), for multi-call programs that act by the name they run under, such as LLVM's (clang, wasm-ld) or busybox; counted with args in args_env_bytes
+	//
+	// Examples: wasm-ld
+	Argv0 *string `json:"argv0,omitempty"`
 
 	// Async answer 202 at once and run in the background; poll GET /v1/executions/{id}
 	Async *bool `json:"async,omitempty"`

@@ -149,6 +149,7 @@ func runClientRun(ctx context.Context, args []string, getenv func(string) string
 	memory := fs.Int("memory-mb", 0, "memory limit (default: the tier's)")
 	async := fs.Bool("async", false, "queue it and print the execution id")
 	asJSON := fs.Bool("json", false, "print the whole execution as JSON")
+	argv0 := fs.String("argv0", "", "the guest's argv[0] (default: the module's name), for multi-call programs such as LLVM's: --argv0 wasm-ld")
 	env := envFlag{}
 	fs.Var(env, "env", "NAME=value for the module's environment (repeatable)")
 	files := addRunFileFlags(fs) // runfiles.go
@@ -167,7 +168,7 @@ func runClientRun(ctx context.Context, args []string, getenv func(string) string
 	if err != nil {
 		return err
 	}
-	req := wasmwiz.ExecutionRequest{Args: guestArgs, TimeoutMs: optional(*timeout), MemoryMb: optional(int64(*memory)), Async: optional(*async)}
+	req := wasmwiz.ExecutionRequest{Argv0: optional(*argv0), Args: guestArgs, TimeoutMs: optional(*timeout), MemoryMb: optional(int64(*memory)), Async: optional(*async)}
 	if len(env) > 0 {
 		req.Env = env
 	}

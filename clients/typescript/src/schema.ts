@@ -650,8 +650,13 @@ export interface components {
             next_cursor?: string;
         };
         ExecutionRequest: {
-            /** @description argv[1:]; argv[0] is the module's name. The tier bounds how many (args_max) and, with env, how many bytes (args_env_bytes) */
+            /** @description argv[1:]; argv[0] is the module's name, or argv0. The tier bounds how many (args_max) and, with env, how many bytes (args_env_bytes) */
             args?: string[] | null;
+            /**
+             * @description argv[0] (default: the module's name), for multi-call programs that act by the name they run under, such as LLVM's (clang, wasm-ld) or busybox; counted with args in args_env_bytes
+             * @example wasm-ld
+             */
+            argv0?: string;
             /** @description answer 202 at once and run in the background; poll GET /v1/executions/{id} */
             async?: boolean;
             /**
