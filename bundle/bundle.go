@@ -20,6 +20,8 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
+	"os"
 	"path"
 	"strings"
 	"time"
@@ -131,6 +133,21 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// uploadError is the uploader's error for err, an error reading the upload itself (not its
+// format), or nil when err is not one: the body did not arrive in time (timeout), or its
+// connection failed (bad_request). Such errors were a 422 blaming the archive, naming the
+// gateway's own address ("read tcp 127.0.0.1:8080->…: i/o timeout").
+func uploadError(err error) error {
+	var ne net.Error
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return schemas.Errorf(schemas.CodeTimeout, "the bundle did not arrive in time")
+	case errors.As(err, &ne):
+		return schemas.Errorf(schemas.CodeBadRequest, "the bundle could not be read: the connection failed")
+	}
+	return nil
+}
+
 // Scan reads a tar archive to its end and checks every entry. w, if not nil, receives a copy of
 // every byte read (the archive to store). It returns the index, or a *schemas.Error saying what
 // is wrong (code invalid, or too_large for the limits).
@@ -163,6 +180,9 @@ func Scan(r io.Reader, lim Limits, w io.Writer) (*Index, error) {
 			}
 			if se := (*schemas.Error)(nil); errors.As(err, &se) { // from Open's zip reader
 				return nil, se
+			}
+			if ue := uploadError(err); ue != nil {
+				return nil, ue
 			}
 			return nil, invalid("not a valid tar archive (%v)", err)
 		}
@@ -255,6 +275,9 @@ func Scan(r io.Reader, lim Limits, w io.Writer) (*Index, error) {
 		}
 		if se := (*schemas.Error)(nil); errors.As(err, &se) {
 			return nil, se
+		}
+		if ue := uploadError(err); ue != nil {
+			return nil, ue
 		}
 		return nil, invalid("reading the archive: %v", err)
 	}

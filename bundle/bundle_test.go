@@ -6,8 +6,11 @@ import (
 	"compress/gzip"
 	"errors"
 	"io"
+	"net"
+	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/wasmwiz/wasmwiz/schemas"
@@ -161,5 +164,56 @@ func TestSecurity_DeepBundlePathQuadratic(t *testing.T) {
 		entry{name: "d/d/g/" + strings.Repeat("e/", 100) + "h"})
 	if _, err := ScanBytes(mixed, Limits{}); err == nil || !strings.Contains(err.Error(), "not a directory") {
 		t.Errorf("an entry under a link: %v", err)
+	}
+}
+
+// failingReader yields data, then fails with err.
+type failingReader struct {
+	data []byte
+	err  error
+}
+
+func (r *failingReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, r.err
+	}
+	n := copy(p, r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
+
+// TestSecurity_BundleUploadReadErrorBlamesArchive: an upload whose body stopped arriving (the
+// REST read timeout) or whose connection failed was answered 422 "not a valid tar archive",
+// with the gateway's own address in the detail ("read tcp 127.0.0.1:8080->127.0.0.1:37018: i/o
+// timeout"). Now it is a timeout, or a bad request, naming no address; tar, tar.gz and zip.
+func TestSecurity_BundleUploadReadErrorBlamesArchive(t *testing.T) {
+	addr := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}
+	timeout := &net.OpError{Op: "read", Net: "tcp", Addr: addr, Err: os.ErrDeadlineExceeded}
+	reset := &net.OpError{Op: "read", Net: "tcp", Addr: addr, Err: syscall.ECONNRESET}
+	full := archive(t, entry{name: "a.txt", body: strings.Repeat("a", 4096)}, entry{name: "b.txt", body: "b"})
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(full)
+	zw.Close()
+	for _, c := range []struct {
+		name   string
+		upload []byte
+		err    error
+		code   schemas.Code
+	}{
+		{"tar timeout", full[:1024], timeout, schemas.CodeTimeout},
+		{"tar reset", full[:1024], reset, schemas.CodeBadRequest},
+		{"tar.gz timeout", gz.Bytes()[:20], timeout, schemas.CodeTimeout},
+		{"zip reset", []byte("PK\x03\x04 and then nothing"), reset, schemas.CodeBadRequest},
+	} {
+		r, err := Open(&failingReader{data: c.upload, err: c.err}, 1<<20, 100)
+		if err == nil {
+			_, err = Scan(r, Limits{}, nil)
+			r.Close()
+		}
+		var se *schemas.Error
+		if !errors.As(err, &se) || se.Code != c.code || strings.Contains(se.Message, "127.0.0.1") {
+			t.Errorf("%s: %v, want %s naming no address", c.name, err, c.code)
+		}
 	}
 }

@@ -71,6 +71,9 @@ func openZip(r io.Reader, limit int64, maxEntries int) (io.ReadCloser, error) {
 		if errors.Is(err, errTooLarge) {
 			return fail(schemas.Errorf(schemas.CodeTooLarge, "bundle archive is larger than allowed"))
 		}
+		if ue := uploadError(err); ue != nil {
+			return fail(ue)
+		}
 		return fail(err)
 	}
 	var src2 io.ReaderAt = spool

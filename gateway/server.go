@@ -15,6 +15,8 @@ import (
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/net/netutil"
+
+	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
 // HTTP server defaults (Config fields of the same names override them).
@@ -73,8 +75,9 @@ func (g *Server) secure(next http.Handler) http.Handler {
 		}
 		if headerBytes(r) > g.cfg.MaxHeaderBytes {
 			w.Header().Set("Connection", "close")
-			writeProblem(w, newProblem(http.StatusRequestHeaderFieldsTooLarge,
-				fmt.Sprintf("request headers are over %d bytes", g.cfg.MaxHeaderBytes)))
+			p := newProblem(http.StatusRequestHeaderFieldsTooLarge, fmt.Sprintf("request headers are over %d bytes", g.cfg.MaxHeaderBytes))
+			p.Code = schemas.CodeTooLarge // no code has status 431; CodeForStatus would say internal
+			writeProblem(w, p)
 			return
 		}
 		next.ServeHTTP(w, r)
