@@ -27,7 +27,7 @@ type ExecutionRequest struct {
 
 	Files   map[string]FileContent `json:"files,omitempty" doc:"small input files by absolute path, written into the guest's scratch space before it starts; together at most the tier's inline_files_bytes"`
 	Mounts  []Mount                `json:"mounts,omitempty" doc:"uploaded bundles (POST /v1/bundles) mounted read-only" maxItems:"16"`
-	Workdir string                 `json:"workdir,omitempty" doc:"the guest's working directory (made if missing; $PWD is set to it: Go's wasip1 runtime starts there, wasi-libc programs start at /)" example:"/work"`
+	Workdir string                 `json:"workdir,omitempty" doc:"the guest's working directory (made if missing; $PWD is set to it, where Go's wasip1 runtime starts; it is preopened as \".\" after \"/\" and the top-level directories, so wasi-libc programs, which start at /, open relative paths in it, as under wasmtime --dir .)" example:"/work"`
 	Outputs []string               `json:"outputs,omitempty" doc:"files to return after the run: absolute paths, each component may use * ? [ ] wildcards; at most the tier's outputs_bytes in all" maxItems:"64" example:"[\"/out/*.wav\", \"/tmp/result.json\"]"`
 }
 

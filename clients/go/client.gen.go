@@ -437,7 +437,7 @@ type ExecutionRequest struct {
 	// TimeoutMs wall-time limit; default and maximum: the tier's
 	TimeoutMs *int64 `json:"timeout_ms,omitempty"`
 
-	// Workdir the guest's working directory (made if missing; $PWD is set to it: Go's wasip1 runtime starts there, wasi-libc programs start at /)
+	// Workdir the guest's working directory (made if missing; $PWD is set to it, where Go's wasip1 runtime starts; it is preopened as "." after "/" and the top-level directories, so wasi-libc programs, which start at /, open relative paths in it, as under wasmtime --dir .)
 	//
 	// Examples: /work
 	Workdir *string `json:"workdir,omitempty"`

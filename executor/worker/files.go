@@ -48,6 +48,7 @@ func (w *worker) guestFS(job *RunJob, stdin io.Reader, stdout, stderr io.Writer)
 		if err := fsys.MkdirAll(job.Workdir); err != nil {
 			return nil, fmt.Errorf("cannot make the working directory %s: %w", job.Workdir, err)
 		}
+		fsys.PreopenWorkdir(job.Workdir)
 	}
 	return fsys, nil
 }

@@ -714,7 +714,7 @@ export interface components {
              */
             timeout_ms?: number;
             /**
-             * @description the guest's working directory (made if missing; $PWD is set to it: Go's wasip1 runtime starts there, wasi-libc programs start at /)
+             * @description the guest's working directory (made if missing; $PWD is set to it, where Go's wasip1 runtime starts; it is preopened as "." after "/" and the top-level directories, so wasi-libc programs, which start at /, open relative paths in it, as under wasmtime --dir .)
              * @example /work
              */
             workdir?: string;

@@ -142,6 +142,21 @@ type FS struct {
 	stderr  io.Writer
 
 	preopens []string // directories preopened under their own names besides "/" (FSConfig)
+	workdir  string   // preopened as "." (FSConfig); "" for none
+}
+
+// PreopenWorkdir asks FSConfig to make dir (absolute) the directory wasi-libc resolves relative
+// paths in. wasi-libc starts every program in "/" whatever $PWD says and resolves a path through
+// the preopen with the longest matching name, the names stripped of "/" and "./" ("/" and "."
+// both match anything, the later one winning). So FSConfig preopens dir as "." after "/", and
+// each top-level directory under its own absolute name ("/share", "/tmp"), so that an absolute
+// path still reaches its directory: fopen("data.dat") opens <dir>/data.dat, as under wasmtime
+// --dir . in that directory, and fopen("/share/x") opens /share/x. What it cannot tell apart: a
+// path naming a file at the top level ("/a.txt") or a top-level directory made after the start
+// reaches dir instead. Go's wasip1 runtime (which starts in $PWD) matches preopens by their
+// whole names and is not affected.
+func (f *FS) PreopenWorkdir(dir string) {
+	f.workdir = path.Clean("/" + dir)
 }
 
 // Preopen asks FSConfig to preopen dir (relative to the root, e.g. "fs-tests.dir") under that

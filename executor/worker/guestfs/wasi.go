@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/tetratelabs/wazero"
@@ -36,7 +37,20 @@ func FSConfig(f *FS) wazero.FSConfig {
 	for _, d := range f.preopens {
 		c = c.(sysfs.FSConfig).WithSysFSMount(f.Sub(d), d)
 	}
-	return c
+	if f.workdir == "" || f.workdir == "/" {
+		return c
+	}
+	names := make([]string, 0, len(f.root.children))
+	for name, n := range f.root.children {
+		if n.kind == kindDir && !slices.Contains(f.preopens, name) {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		c = c.(sysfs.FSConfig).WithSysFSMount(f.Sub("/"+name), "/"+name)
+	}
+	return c.(sysfs.FSConfig).WithSysFSMount(f.Sub(f.workdir), ".") // last: see PreopenWorkdir
 }
 
 // WASI error numbers this package answers itself (WASI preview 1 errno).
