@@ -1,7 +1,13 @@
 package test
 
 import (
+	"archive/tar"
+	"archive/zip"
+	"bytes"
+	"compress/gzip"
 	"encoding/json"
+	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -55,4 +61,67 @@ func TestSecurity_OutputPathsUnbounded(t *testing.T) {
 		t.Fatalf("nats: %s %.300s", status, data)
 	}
 	check("nats", &ne)
+}
+
+// TestSecurity_HostileBundles: bundles whose checks cost the gateway far more than their size,
+// over REST and NATS. A directory 1,990 levels deep holding 5,000 empty files (a 75 KB
+// .tar.gz) took the gateway over a minute of CPU: REST answered 422 "i/o timeout" when its body
+// timeout struck, NATS nothing within a minute; now both store it at once. A zip of 5,000 tiny
+// entries from a free tenant (bundle_files 1,000) was read whole into memory, then refused
+// with a 422 about its contents; now it is a 413 too_large as its directory is read.
+func TestSecurity_HostileBundles(t *testing.T) {
+	s := startDev(t, t.TempDir())
+	nc, err := s.connectNATS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	upload := func(how, key, contentType string, archive []byte) (string, []byte) {
+		t.Helper()
+		if how == "rest" {
+			r := s.do(t, http.MethodPost, "/v1/bundles?name=hostile", key, contentType, archive)
+			return strconv.Itoa(r.Status), r.Body
+		}
+		status, data := natsCall(t, nc, schemas.OpBundlesUpload, key, archive, schemas.HeaderBundleName, "hostile")
+		if status == "200" { // a NATS reply without an error: created
+			status = "201"
+		}
+		return status, data
+	}
+
+	var tarb bytes.Buffer
+	tw := tar.NewWriter(&tarb)
+	dir := strings.Repeat("a/", 1990)
+	for i := range 5000 {
+		if err := tw.WriteHeader(&tar.Header{Name: dir + "f" + strconv.Itoa(i), Mode: 0o644, Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tw.Close()
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(tarb.Bytes())
+	zw.Close()
+	for _, how := range []string{"rest", "nats"} {
+		if status, body := upload(how, s.DevKey, "application/gzip", gz.Bytes()); status != "201" {
+			t.Errorf("%s: a %d-byte tar.gz of a 1,990-level directory: %s %.300s, want 201", how, gz.Len(), status, body)
+		}
+	}
+
+	free := s.newTenant(t, "zip-entries", schemas.TierFree)
+	var zb bytes.Buffer
+	zipw := zip.NewWriter(&zb)
+	for i := range 5000 {
+		if _, err := zipw.CreateHeader(&zip.FileHeader{Name: "f" + strconv.Itoa(i), Method: zip.Store}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	zipw.Close()
+	for _, how := range []string{"rest", "nats"} {
+		status, body := upload(how, free, "application/zip", zb.Bytes())
+		var p struct{ Code string }
+		if json.Unmarshal(body, &p); status != "413" || p.Code != string(schemas.CodeTooLarge) {
+			t.Errorf("%s: a zip of 5,000 entries from a free tenant: %s %.300s, want 413 too_large", how, status, body)
+		}
+	}
 }
