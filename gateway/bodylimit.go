@@ -1,8 +1,12 @@
 package gateway
 
 import (
+	"cmp"
 	"errors"
+	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/danielgtaylor/huma/v2/adapters/humago"
@@ -43,7 +47,8 @@ func (g *Server) limitBody(api huma.API) func(huma.Context, func(huma.Context)) 
 			return
 		}
 		var limit int64
-		if o := g.opByID[ctx.Operation().OperationID]; o != nil && o.BodyLimit != nil {
+		o := g.opByID[ctx.Operation().OperationID]
+		if o != nil && o.BodyLimit != nil {
 			limit = o.BodyLimit(p.Tier)
 		}
 		if limit <= 0 {
@@ -55,6 +60,9 @@ func (g *Server) limitBody(api huma.API) func(huma.Context, func(huma.Context)) 
 			// was too large, so it closes the connection gracefully after the answer.
 			_, _ = http.MaxBytesReader(w, r.Body, 0).Read(make([]byte, 1))
 			e := bodyTooLarge(limit, p.Tier.Name)
+			if o.BodyLimitSetting != "" {
+				e = settingTooLarge(g.cfg.Tiers, o, p.Tier, r.ContentLength)
+			}
 			_ = huma.WriteErr(api, ctx, e.Code.Status(), e.Message)
 			return
 		}
@@ -66,6 +74,32 @@ func (g *Server) limitBody(api huma.API) func(huma.Context, func(huma.Context)) 
 // bodyTooLarge is the 413 of a request over its tier's limit.
 func bodyTooLarge(limit int64, tier string) *schemas.Error {
 	return schemas.Errorf(schemas.CodeTooLarge, "request body is over the %s tier's limit of %d bytes for this operation", tier, limit)
+}
+
+// settingTooLarge is the 413 of a body of size bytes over a tier setting (op.BodyLimitSetting),
+// naming the tiers that allow it: "a body of 75532134 bytes is over the pro tier's module_size
+// of 52428800 bytes; unlimited allows 268435456".
+func settingTooLarge(tiers map[string]schemas.Tier, op *operation, t schemas.Tier, size int64) *schemas.Error {
+	var others []schemas.Tier // the tiers that allow it, smallest limit first
+	for name, other := range tiers {
+		if name != t.Name && op.BodyLimit(other) >= size {
+			others = append(others, other)
+		}
+	}
+	slices.SortFunc(others, func(a, b schemas.Tier) int {
+		return cmp.Or(cmp.Compare(op.BodyLimit(a), op.BodyLimit(b)), cmp.Compare(a.Name, b.Name))
+	})
+	var allow []string
+	for _, other := range others {
+		allow = append(allow, fmt.Sprintf("%s allows %d", other.Name, op.BodyLimit(other)))
+	}
+	msg := fmt.Sprintf("a body of %d bytes is over the %s tier's %s of %d bytes", size, t.Name, op.BodyLimitSetting, op.BodyLimit(t))
+	if len(allow) > 0 {
+		msg += "; " + strings.Join(allow, ", ")
+	} else {
+		msg += "; no tier allows it"
+	}
+	return schemas.Errorf(schemas.CodeTooLarge, "%s", msg)
 }
 
 // asBodyLimit finds a body-limit refusal among the errors Huma reports for a failed body read

@@ -30,6 +30,9 @@ type operation struct {
 	Stream bool   // long-lived (SSE): not counted in the tenant's concurrent requests
 	// BodyLimit is the most bytes a caller of tier t may send (0 or nil: Huma's MaxBodyBytes).
 	BodyLimit func(t schemas.Tier) int64
+	// BodyLimitSetting names the tier setting BodyLimit is, when it is one ("module_size"): a
+	// body over it is refused naming it and the tiers that allow it.
+	BodyLimitSetting string
 	// Doc is what the OpenAPI document says beyond the fields above: tags, summary,
 	// description, statuses, request body media types.
 	Doc huma.Operation
@@ -102,7 +105,7 @@ func (g *Server) operations() []operation {
 
 		// Modules (modules.go, uploads.go).
 		{ID: "upload-module", Method: http.MethodPost, Path: "/v1/modules", NATS: schemas.OpModulesUpload, Scope: schemas.ScopeModulesWrite,
-			BodyLimit: func(t schemas.Tier) int64 { return t.ModuleSize },
+			BodyLimit: func(t schemas.Tier) int64 { return t.ModuleSize }, BodyLimitSetting: "module_size",
 			Doc: huma.Operation{Tags: []string{"modules"}, Summary: "Upload a module",
 				Description: "Validates a WASI preview 1 command module, stores it content-addressed and compiles it on an executor (within the tier's compile budget: a base plus some time per MiB). The same bytes return the same id. " +
 					"Answers 201 with the module once compiled; a compile still running after 30 s is answered 202 with `status: compiling` and a Location to poll (GET /v1/modules/{id} says `ready`, or `failed` with `error`); `?wait=true` waits for the compile however long its budget. " +

@@ -76,8 +76,13 @@ func TestDev_REST(t *testing.T) {
 		big := make([]byte, 11<<20)
 		copy(big, fixtures.Wasm("hello"))
 		r := s.do(t, http.MethodPost, "/v1/modules", freeKey, "application/wasm", big)
-		if code, _ := r.problem(t); r.Status != 413 || code != "too_large" {
-			t.Errorf("11 MiB on free: %d %s", r.Status, r.Body)
+		// The refusal names the setting and the tiers that allow the module (a 75.5 MB clang
+		// on pro said only "request body is over the pro tier's limit of 52428800 bytes").
+		tiers := schemas.DefaultTiers()
+		want := fmt.Sprintf("a body of %d bytes is over the free tier's module_size of %d bytes; basic allows %d, pro allows %d, unlimited allows %d",
+			len(big), tiers["free"].ModuleSize, tiers["basic"].ModuleSize, tiers["pro"].ModuleSize, tiers["unlimited"].ModuleSize)
+		if code, detail := r.problem(t); r.Status != 413 || code != "too_large" || detail != want {
+			t.Errorf("11 MiB on free: %d %s, want detail %q", r.Status, r.Body, want)
 		}
 	})
 
