@@ -20,6 +20,13 @@ const MaxPayload = 8 << 20
 // RunJetStream starts a single JetStream-enabled server on a free port.
 func RunJetStream(tb testing.TB) *server.Server {
 	tb.Helper()
+	return RunJetStreamWith(tb, nil)
+}
+
+// RunJetStreamWith starts a server as RunJetStream does, with options edited by edit first
+// (users and their permissions, say).
+func RunJetStreamWith(tb testing.TB, edit func(*server.Options)) *server.Server {
+	tb.Helper()
 	opts := &server.Options{
 		Host:       "127.0.0.1",
 		Port:       -1,
@@ -28,6 +35,9 @@ func RunJetStream(tb testing.TB) *server.Server {
 		MaxPayload: MaxPayload,
 		NoLog:      true,
 		NoSigs:     true,
+	}
+	if edit != nil {
+		edit(opts)
 	}
 	return run(tb, opts)
 }

@@ -5,10 +5,13 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 )
 
 // AsidePrefix begins the names PutAside gives its objects; nothing else is named so.
@@ -19,8 +22,10 @@ const AsidePrefix = "aside-"
 // must not answer sooner for it. An upload of bytes another tenant uploaded does this where an
 // upload of new bytes stores them, so that its time does not tell that someone else uploaded
 // them (issue 12, upload timing; see SECURITY.md). The object is never read; a store too full
-// for it refuses it as it would refuse the object itself. It is removed by purging its chunks
-// and its metadata from the bucket's stream, so that, unlike a Delete, it leaves no marker.
+// for it refuses it as it would refuse the object itself. It is removed by deleting its chunks
+// and its metadata from the bucket's stream (DeleteMessages), so that, unlike a Delete, it
+// leaves no marker, and so that a caller who may not purge streams (the executor's NATS user,
+// nats-roles.conf) can remove it.
 func PutAside(ctx context.Context, js jetstream.JetStream, bucket string, store jetstream.ObjectStore, r io.Reader) error {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
@@ -34,11 +39,71 @@ func PutAside(ctx context.Context, js jetstream.JetStream, bucket string, store 
 	if err != nil {
 		return fmt.Errorf("remove %s: %w", name, err)
 	}
-	if err := s.Purge(ctx, jetstream.WithPurgeSubject(fmt.Sprintf("$O.%s.C.%s", bucket, info.NUID))); err != nil {
-		return fmt.Errorf("remove %s: %w", name, err)
-	}
-	if err := s.Purge(ctx, jetstream.WithPurgeSubject(fmt.Sprintf("$O.%s.M.%s", bucket, base64.URLEncoding.EncodeToString([]byte(name))))); err != nil {
+	chunks := fmt.Sprintf("$O.%s.C.%s", bucket, info.NUID)
+	meta := fmt.Sprintf("$O.%s.M.%s", bucket, base64.URLEncoding.EncodeToString([]byte(name)))
+	if err := DeleteMessages(ctx, s, chunks, meta); err != nil {
 		return fmt.Errorf("remove %s: %w", name, err)
 	}
 	return nil
+}
+
+// deleteConcurrency is how many message deletes DeleteMessages has in flight at once.
+const deleteConcurrency = 16
+
+// DeleteMessages removes every message of stream s on the given subjects, as a purge of them
+// would, by deleting each message: the executor's NATS user may delete messages but not purge
+// streams (nats-roles.conf), and a request it may not make is not refused, it times out. It
+// finds the messages' sequences with an ephemeral consumer that delivers headers only, and
+// deletes them 16 at a time.
+func DeleteMessages(ctx context.Context, s jetstream.Stream, subjects ...string) error {
+	c, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		FilterSubjects:    subjects,
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		AckPolicy:         jetstream.AckNonePolicy,
+		HeadersOnly:       true,
+		InactiveThreshold: time.Minute, // if the delete below does not happen
+	})
+	if err != nil {
+		return fmt.Errorf("finding messages to delete: %w", err)
+	}
+	defer func() { _ = s.DeleteConsumer(ctx, c.CachedInfo().Name) }()
+	want := c.CachedInfo().NumPending
+	seqs := make([]uint64, 0, want)
+	for uint64(len(seqs)) < want {
+		batch, err := c.FetchNoWait(int(min(want-uint64(len(seqs)), 1024)))
+		if err != nil {
+			return fmt.Errorf("finding messages to delete: %w", err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			md, err := m.Metadata()
+			if err != nil {
+				return fmt.Errorf("finding messages to delete: %w", err)
+			}
+			seqs = append(seqs, md.Sequence.Stream)
+			n++
+		}
+		if err := batch.Error(); err != nil {
+			return fmt.Errorf("finding messages to delete: %w", err)
+		}
+		if n == 0 {
+			break // deleted by someone else meanwhile
+		}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(deleteConcurrency)
+	for _, seq := range seqs {
+		g.Go(func() error {
+			if err := s.DeleteMsg(gctx, seq); err != nil && !isMsgNotFound(err) {
+				return fmt.Errorf("deleting message %d: %w", seq, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+func isMsgNotFound(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeMessageNotFound
 }
