@@ -393,6 +393,18 @@ func TestDev_FilesCLI(t *testing.T) {
 		}
 	}
 	run() // the same directory again: found by hash, not uploaded twice
+	// --json prints the execution and still writes the files --output asked for (it wrote none:
+	// a script using --json for the status lost its outputs).
+	got2 := filepath.Join(base, "got-json")
+	out, errOut, code := cli(t, "run", "--url", s.URL, "--key", s.DevKey, "--json", "--mount", share+":/share", "--output", "/out/*",
+		"--output-dir", got2, wasm, "--", "files", "/share", "/out")
+	var ex schemas.Execution
+	if err := json.Unmarshal([]byte(out), &ex); err != nil || code != 0 || ex.Status != schemas.StatusSucceeded {
+		t.Fatalf("wasmwiz run --json: exit %d, %v, stdout %q, stderr %q", code, err, out, errOut)
+	}
+	if b, err := os.ReadFile(filepath.Join(got2, "out", "upper.txt")); err != nil || string(b) != "HELLO CLI" {
+		t.Errorf("wasmwiz run --json --output-dir: upper.txt %q %v", b, err)
+	}
 	// A file of the mounted directory as stdin: echo prints it.
 	echo := filepath.Join(base, "echo.wasm")
 	os.WriteFile(echo, fixtures.Wasm("echo"), 0o644)

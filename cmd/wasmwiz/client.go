@@ -216,6 +216,11 @@ func runClientRun(ctx context.Context, args []string, getenv func(string) string
 		}
 	}
 	if *asJSON || *async {
+		if !*async { // the output files a --json run asked for are written as without it
+			if err := files.save(ctx, c, ex, stderr); err != nil {
+				return err
+			}
+		}
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(ex)
