@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wasmwiz/wasmwiz/internal/streams"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
@@ -236,7 +237,8 @@ func cutCopy(res *schemas.Result) *schemas.Result {
 }
 
 // deleteOutputs removes the stdout, stderr and output file objects stored for res (storeOutputs) after its
-// result was cut to fit its tenant's quota; one left behind expires with the results.
+// result was cut to fit its tenant's quota, by deleting their messages (streams.DeleteObject: the
+// executor may not purge); one left behind expires with the results.
 func (n *Node) deleteOutputs(ctx context.Context, res *schemas.Result) {
 	for _, o := range []struct {
 		stream string
@@ -245,7 +247,7 @@ func (n *Node) deleteOutputs(ctx context.Context, res *schemas.Result) {
 		if !o.stored || n.outputs == nil {
 			continue
 		}
-		if err := n.outputs.Delete(ctx, schemas.OutputObjectName(res.ID, o.stream)); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		if err := streams.DeleteObject(ctx, n.js, schemas.ObjectOutputs, n.outputs, schemas.OutputObjectName(res.ID, o.stream)); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
 			n.log.Warn("delete an output cut by the storage quota", "execution_id", res.ID, "stream", o.stream, "err", err)
 		}
 	}
@@ -253,7 +255,7 @@ func (n *Node) deleteOutputs(ctx context.Context, res *schemas.Result) {
 		if !f.Stored || n.outputs == nil {
 			continue
 		}
-		if err := n.outputs.Delete(ctx, schemas.OutputFileObjectName(res.ID, f.Index)); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		if err := streams.DeleteObject(ctx, n.js, schemas.ObjectOutputs, n.outputs, schemas.OutputFileObjectName(res.ID, f.Index)); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
 			n.log.Warn("delete an output file cut by the storage quota", "execution_id", res.ID, "path", f.Path, "err", err)
 		}
 	}

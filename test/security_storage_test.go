@@ -1,6 +1,7 @@
 package test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -8,6 +9,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wasmwiz/wasmwiz/internal/fixtures"
 	"github.com/wasmwiz/wasmwiz/schemas"
@@ -192,5 +196,53 @@ func TestSecurity_Hole9_RacingUploadsStayWithinQuota(t *testing.T) {
 	}
 	if len(l.Modules) == 0 {
 		t.Error("no upload was stored")
+	}
+}
+
+// Hole 9 (stored outputs): a result cut to its tenant's quota drops the outputs the executor had
+// stored as objects (a stdout over 1 MiB) with them. The executor's NATS user may not purge
+// streams (nats-roles.conf), and an object store's Delete purges the object's chunks: so the
+// delete waited out the JetStream timeout before the result was answered, and the chunks stayed
+// in the outputs store, uncounted, until they expired.
+func TestSecurity_Hole9_CutOutputsRemoved(t *testing.T) {
+	s := startDevTiers(t, `{"free": {"result_bytes": 1500000, "stdin_max": 2097152, "stdout_max": 2097152, "exec_per_minute": 100}}`)
+	key := s.newTenant(t, "big-stdout", schemas.TierFree)
+	m := s.upload(t, key, "echo", fixtures.Wasm("echo"))
+	nc, err := s.connectNATSAs("nats-admin.nk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	outputs := func() uint64 {
+		t.Helper()
+		st, err := js.Stream(ctx, "OBJ_"+schemas.ObjectOutputs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Msgs
+	}
+	before := outputs()
+	start := time.Now()
+	// 1.6 MB of stdout: its first MiB inline and the whole stored as an object, together over
+	// the quota, so the result is cut and the object deleted.
+	e := s.run(t, key, schemas.ExecutionRequest{ModuleID: m.ID, Stdin: strings.Repeat("o", 1_600_000)})
+	took := time.Since(start)
+	if e.Status != schemas.StatusSucceeded || !e.StorageQuotaExceeded || !e.StdoutTruncated {
+		t.Fatalf("execution: %s, storage_quota_exceeded=%v, stdout_truncated=%v", e.Status, e.StorageQuotaExceeded, e.StdoutTruncated)
+	}
+	if after := outputs(); after != before {
+		t.Errorf("the outputs store holds %d messages after the cut result, %d before: its stored stdout was not removed", after, before)
+	}
+	if took > 4*time.Second {
+		t.Errorf("the cut result took %v to answer (a purge the executor may not make waits out its timeout)", took)
 	}
 }

@@ -39,12 +39,35 @@ func PutAside(ctx context.Context, js jetstream.JetStream, bucket string, store 
 	if err != nil {
 		return fmt.Errorf("remove %s: %w", name, err)
 	}
-	chunks := fmt.Sprintf("$O.%s.C.%s", bucket, info.NUID)
-	meta := fmt.Sprintf("$O.%s.M.%s", bucket, base64.URLEncoding.EncodeToString([]byte(name)))
-	if err := DeleteMessages(ctx, s, chunks, meta); err != nil {
+	if err := DeleteMessages(ctx, s, chunkSubject(bucket, info.NUID), metaSubject(bucket, name)); err != nil {
 		return fmt.Errorf("remove %s: %w", name, err)
 	}
 	return nil
+}
+
+// DeleteObject removes the object name from the object store bucket: its chunks and its
+// metadata, by deleting their messages (DeleteMessages), for a caller who may not purge streams
+// (the executor), where ObjectStore.Delete purges the chunks. Unlike Delete it leaves no
+// deleted marker: the object is simply not there any more. An object that is not there is
+// jetstream.ErrObjectNotFound.
+func DeleteObject(ctx context.Context, js jetstream.JetStream, bucket string, store jetstream.ObjectStore, name string) error {
+	info, err := store.GetInfo(ctx, name, jetstream.GetObjectInfoShowDeleted())
+	if err != nil {
+		return err
+	}
+	s, err := js.Stream(ctx, "OBJ_"+bucket)
+	if err != nil {
+		return err
+	}
+	return DeleteMessages(ctx, s, chunkSubject(bucket, info.NUID), metaSubject(bucket, name))
+}
+
+// chunkSubject and metaSubject are the subjects of an object's chunks and of its metadata in
+// its bucket's stream, as nats.go's object store names them.
+func chunkSubject(bucket, nuid string) string { return fmt.Sprintf("$O.%s.C.%s", bucket, nuid) }
+
+func metaSubject(bucket, name string) string {
+	return fmt.Sprintf("$O.%s.M.%s", bucket, base64.URLEncoding.EncodeToString([]byte(name)))
 }
 
 // deleteConcurrency is how many message deletes DeleteMessages has in flight at once.

@@ -3,6 +3,7 @@ package streams_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -65,27 +66,7 @@ func TestPutAside(t *testing.T) {
 // of known bytes answered 5 s late, which told its tenant that someone had uploaded them) and
 // the aside object stayed in the store. It removes its messages one by one, as the executor may.
 func TestPutAside_WithoutPurge(t *testing.T) {
-	srv := natstest.RunJetStreamWith(t, func(o *server.Options) {
-		o.Users = []*server.User{
-			{Username: "admin", Password: "a"},
-			{Username: "executor", Password: "e", Permissions: &server.Permissions{
-				Publish: &server.SubjectPermission{Deny: []string{"$JS.API.STREAM.PURGE.>"}},
-			}},
-		}
-	})
-	connect := func(user, pass string) jetstream.JetStream {
-		nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo(user, pass))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		js, err := jetstream.New(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return js
-	}
-	admin, js := connect("admin", "a"), connect("executor", "e")
+	admin, js := noPurgeServer(t)
 	ctx := context.Background()
 	if _, err := admin.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "aside"}); err != nil {
 		t.Fatal(err)
@@ -127,4 +108,83 @@ func TestPutAside_WithoutPurge(t *testing.T) {
 	if got, err := store.GetBytes(ctx, "kept"); err != nil || !bytes.Equal(got, data) {
 		t.Errorf("the stored object after PutAside: %d bytes, %v", len(got), err)
 	}
+}
+
+// TestDeleteObject: an object deleted by a user that may not purge (the executor deletes the
+// outputs of a result cut to its tenant's quota) is gone, chunks and metadata, and the others
+// stay. ObjectStore.Delete waited out the JetStream timeout on its purge and left the chunks.
+func TestDeleteObject(t *testing.T) {
+	admin, js := noPurgeServer(t)
+	ctx := context.Background()
+	if _, err := admin.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "outs"}); err != nil {
+		t.Fatal(err)
+	}
+	store, err := js.ObjectStore(ctx, "outs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("out!"), 300<<10)
+	for _, name := range []string{"kept", "gone"} {
+		if _, err := store.PutBytes(ctx, name, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := admin.Stream(ctx, "OBJ_outs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := info.State.Msgs
+	start := time.Now()
+	if err := streams.DeleteObject(ctx, js, "outs", store, "gone"); err != nil {
+		t.Fatalf("DeleteObject: %v (after %v)", err, time.Since(start))
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("DeleteObject took %v", took)
+	}
+	if info, err = s.Info(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != held/2 {
+		t.Errorf("stream after DeleteObject: %d messages, want %d (the other object's)", info.State.Msgs, held/2)
+	}
+	if _, err := store.GetInfo(ctx, "gone", jetstream.GetObjectInfoShowDeleted()); !errors.Is(err, jetstream.ErrObjectNotFound) {
+		t.Errorf("the deleted object: %v, want not found", err)
+	}
+	if got, err := store.GetBytes(ctx, "kept"); err != nil || !bytes.Equal(got, data) {
+		t.Errorf("the other object: %d bytes, %v", len(got), err)
+	}
+	if err := streams.DeleteObject(ctx, js, "outs", store, "gone"); !errors.Is(err, jetstream.ErrObjectNotFound) {
+		t.Errorf("deleting it again: %v, want not found", err)
+	}
+}
+
+// noPurgeServer starts a server with two users: admin, who may do anything, and one that may
+// not purge streams, as the executor's NATS user (nats-roles.conf).
+func noPurgeServer(t *testing.T) (admin, js jetstream.JetStream) {
+	t.Helper()
+	srv := natstest.RunJetStreamWith(t, func(o *server.Options) {
+		o.Users = []*server.User{
+			{Username: "admin", Password: "a"},
+			{Username: "executor", Password: "e", Permissions: &server.Permissions{
+				Publish: &server.SubjectPermission{Deny: []string{"$JS.API.STREAM.PURGE.>"}},
+			}},
+		}
+	})
+	connect := func(user, pass string) jetstream.JetStream {
+		nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo(user, pass))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return js
+	}
+	return connect("admin", "a"), connect("executor", "e")
 }
