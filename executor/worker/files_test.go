@@ -235,3 +235,31 @@ func TestWorker_OutputDirs(t *testing.T) {
 		})
 	}
 }
+
+// TestWorker_ScratchFileMemory: a file written to scratch costs its worker about its size, not
+// the garbage of a growing copy. Files used to be one slice grown by doubling, so writing 64 MiB
+// in 1 MiB writes left 1+2+…+32 MiB of old copies behind with the 64 MiB file, all counted in
+// the guest's memory: CPython writing a 100 MiB file with a 200 MiB memory limit was killed for
+// "holding 234 MiB". Here the file is 64 MiB and the limit 96 MiB (128 MiB with the headroom).
+func TestWorker_ScratchFileMemory(t *testing.T) {
+	for _, g := range guests {
+		t.Run(g.name, func(t *testing.T) {
+			wasm := g.build(t)
+			c := startClient(t)
+			const mib = 64
+			res, _ := c.run(wasm, RunJob{Args: []string{"big", "/tmp/big", "64"}, ScratchMax: 128 << 20, MemoryPages: 96 * 16,
+				Outputs: []string{"/tmp/big"}, OutputsMax: 1 << 20})
+			if res.Status != schemas.StatusSucceeded || len(res.Outputs) != 1 || res.Outputs[0].Size != mib<<20 {
+				t.Fatalf("status %s exit %d error %q stdout %q outputs %d", res.Status, res.ExitCode, res.Error, res.Stdout, len(res.Outputs))
+			}
+			if o := res.Outputs[0]; len(o.Data) != 1<<20 || strings.Trim(string(o.Data), "b") != "" {
+				t.Errorf("output: %d bytes, not all 'b'", len(o.Data))
+			}
+			// The guest's own linear memory is a few MiB (a 1 MiB block and its runtime).
+			if limit := int64(mib+24) << 20; res.MemoryPeakBytes > limit {
+				t.Errorf("memory peak %d MiB for a %d MiB file, want at most %d MiB", res.MemoryPeakBytes>>20, mib, limit>>20)
+			}
+			t.Logf("memory peak %.1f MiB, scratch peak %.1f MiB", float64(res.MemoryPeakBytes)/(1<<20), float64(res.ScratchPeak)/(1<<20))
+		})
+	}
+}

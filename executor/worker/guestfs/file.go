@@ -78,7 +78,7 @@ func (f *file) Pread(buf []byte, off int64) (int, experimentalsys.Errno) {
 	}
 	want := min(int64(len(buf)), size-off)
 	if f.n.src == nil {
-		return copy(buf, f.n.data[off:off+want]), 0
+		return f.n.data.readAt(buf[:want], off), 0
 	}
 	n, err := f.n.src.ReadAt(buf[:want], f.n.off+off)
 	if err != nil && err != io.EOF {
@@ -193,7 +193,7 @@ func (f *file) Pwrite(buf []byte, off int64) (int, experimentalsys.Errno) {
 	} else if f.n.ro || f.n.src != nil {
 		return 0, experimentalsys.EROFS
 	}
-	return copy(f.n.data[off:], buf), 0
+	return f.n.data.writeAt(buf, off), 0
 }
 
 func (f *file) Truncate(size int64) experimentalsys.Errno {

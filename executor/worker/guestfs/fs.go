@@ -64,7 +64,7 @@ type node struct {
 
 	children map[string]*node // kindDir
 
-	data []byte      // kindFile in scratch
+	data fileData    // kindFile in scratch
 	src  io.ReaderAt // kindFile of a bundle: size bytes at off
 	off  int64
 	size int64
@@ -86,7 +86,7 @@ func (n *node) length() int64 {
 	if n.src != nil {
 		return n.size
 	}
-	return int64(len(n.data))
+	return n.data.len()
 }
 
 func (n *node) mode() fs.FileMode {
@@ -401,12 +401,12 @@ func (f *FS) resize(n *node, size int64) experimentalsys.Errno {
 	if n.ro || n.src != nil {
 		return experimentalsys.EROFS
 	}
-	old := int64(len(n.data))
+	old := n.data.len()
 	switch {
 	case size == old:
 		return 0
 	case size < old:
-		n.data = n.data[:size]
+		n.data.resize(size)
 		f.used -= old - size
 		return 0
 	}
@@ -417,16 +417,7 @@ func (f *FS) resize(n *node, size int64) experimentalsys.Errno {
 	if errno := f.charge(size - old); errno != 0 {
 		return errno
 	}
-	if size <= int64(cap(n.data)) {
-		n.data = n.data[:size]
-		clear(n.data[old:]) // bytes left by an earlier shrink
-		return 0
-	}
-	// Grow by doubling, but never reserve more than the budget left allows.
-	c := max(size, min(2*int64(cap(n.data)), size+f.max-f.used))
-	d := make([]byte, size, c)
-	copy(d, n.data)
-	n.data = d
+	n.data.resize(size) // memory comes with the writes (fileData)
 	return 0
 }
 
@@ -556,8 +547,8 @@ func (f *FS) release(n *node) {
 	if n.ro {
 		return
 	}
-	f.used -= n.charged + int64(len(n.data))
-	n.charged, n.data = 0, nil
+	f.used -= n.charged + n.data.len()
+	n.charged, n.data = 0, fileData{}
 	delete(f.dirs, n.ino)
 }
 

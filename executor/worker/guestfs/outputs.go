@@ -48,7 +48,7 @@ func (f *FS) Collect(patterns []string, maxBytes int64, maxFiles int) ([]Output,
 		if take > 0 {
 			o.Data = make([]byte, take)
 			if n.src == nil {
-				copy(o.Data, n.data)
+				n.data.readAt(o.Data, 0)
 			} else if k, _ := n.src.ReadAt(o.Data, n.off); int64(k) < take {
 				o.Data, o.Truncated = o.Data[:k], true
 			}

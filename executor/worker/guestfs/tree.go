@@ -151,7 +151,7 @@ func (f *FS) AddFile(p string, data []byte) error {
 	if errno := f.resize(n, int64(len(data))); errno != 0 {
 		return ErrNoSpace
 	}
-	copy(n.data, data)
+	n.data.writeAt(data, 0)
 	return nil
 }
 
@@ -199,10 +199,10 @@ func (f *FS) copyDir(src, dst *node) error {
 			n.target = c.target
 			n.charged += int64(len(c.target))
 		case kindFile:
-			if errno := f.resize(n, c.length()); errno != 0 {
+			if errno := f.charge(c.length()); errno != 0 {
 				return ErrNoSpace
 			}
-			if k, err := c.src.ReadAt(n.data, c.off); int64(k) != c.size {
+			if err := n.data.readFrom(c.src, c.off, c.size); err != nil {
 				return fmt.Errorf("reading the bundle: %v", err)
 			}
 		}
