@@ -81,14 +81,19 @@ func (n *Node) guestFiles(ctx context.Context, tier schemas.Tier, req *schemas.E
 }
 
 // filesResult puts a run's output files and scratch use into res. The scratch space a guest's
-// files held is billed as memory: it is added to MemoryPeakBytes.
+// files held is billed as memory, and is in MemoryPeakBytes already: the files' bytes are Go
+// heap the worker grew for the guest, which it counts (worker.memoryUsage), and which its memory
+// limit is enforced on. Adding ScratchPeak counted them twice: a guest writing a 64 MiB file was
+// billed 140 MiB, and reported holding more than the limit it ran within. The peak is at least
+// the scratch peak, though: the worker's heap count can miss what the collector freed of garbage
+// that was there before the run.
 func filesResult(res *schemas.Result, wres *worker.RunResult) {
 	for _, o := range wres.Outputs {
 		res.Files = append(res.Files, schemas.OutputFile{Path: o.Path, Data: o.Data, Size: o.Size, Truncated: o.Truncated})
 	}
 	res.FilesTruncated = wres.OutputsMore
 	res.ScratchPeakBytes = wres.ScratchPeak
-	res.MemoryPeakBytes += wres.ScratchPeak
+	res.MemoryPeakBytes = max(res.MemoryPeakBytes, wres.ScratchPeak)
 }
 
 func outputBytes(res *schemas.Result) int {

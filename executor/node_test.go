@@ -613,6 +613,31 @@ func TestSecurity_TableGrowthMemoryCapped(t *testing.T) {
 	}
 }
 
+// TestNode_Execute_ScratchBilledOnce: a guest's scratch files count in its memory once. The
+// worker counts them (their bytes are heap it grew for the guest, within the memory limit), and
+// the node added the scratch peak on top: a guest writing a 48 MiB file with a 64 MiB limit
+// succeeded and was billed and reported ~100 MiB, more than the 96 MiB it is killed past.
+func TestNode_Execute_ScratchBilledOnce(t *testing.T) {
+	e := startEnv(t, nil)
+	const fileMiB, memMiB = 48, 64
+	req := newRequest(schemas.TierPro, e.putModule(fixtures.FilesGo(t)))
+	req.Args = []string{"big", "/tmp/big", strconv.Itoa(fileMiB)}
+	req.MemoryMB = memMiB
+	res := e.execute(req)
+	if res.Status != schemas.StatusSucceeded {
+		t.Fatalf("big: %s exit %d %q stdout %q", res.Status, res.ExitCode, res.Error, res.Stdout)
+	}
+	t.Logf("%d MiB file: memory peak %.1f MiB, scratch peak %.1f MiB", fileMiB, float64(res.MemoryPeakBytes)/schemas.MiB, float64(res.ScratchPeakBytes)/schemas.MiB)
+	if res.ScratchPeakBytes < fileMiB*schemas.MiB || res.MemoryPeakBytes < res.ScratchPeakBytes {
+		t.Errorf("scratch peak %d, memory peak %d: want the file in both", res.ScratchPeakBytes, res.MemoryPeakBytes)
+	}
+	// The Go guest's linear memory is a few MiB (its runtime and a 1 MiB block).
+	if max := int64(fileMiB+24) * schemas.MiB; res.MemoryPeakBytes > max || res.MemoryPeakBytes > worker.MemoryLimit(memMiB*16) {
+		t.Errorf("memory peak %d MiB for a %d MiB file, want at most %d MiB (and within the %d MiB it may hold)",
+			res.MemoryPeakBytes>>20, fileMiB, max>>20, worker.MemoryLimit(memMiB*16)>>20)
+	}
+}
+
 // redelivered is a fetched message as prepare sees it, with a chosen delivery count.
 type redelivered struct {
 	jetstream.Msg
