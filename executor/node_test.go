@@ -628,8 +628,10 @@ func TestNode_Execute_ScratchBilledOnce(t *testing.T) {
 		t.Fatalf("big: %s exit %d %q stdout %q", res.Status, res.ExitCode, res.Error, res.Stdout)
 	}
 	t.Logf("%d MiB file: memory peak %.1f MiB, scratch peak %.1f MiB", fileMiB, float64(res.MemoryPeakBytes)/schemas.MiB, float64(res.ScratchPeakBytes)/schemas.MiB)
-	if res.ScratchPeakBytes < fileMiB*schemas.MiB || res.MemoryPeakBytes < res.ScratchPeakBytes {
-		t.Errorf("scratch peak %d, memory peak %d: want the file in both", res.ScratchPeakBytes, res.MemoryPeakBytes)
+	// The file and the guest's linear memory (at least its 1 MiB block) together, even when the
+	// worker's heap count missed the file (the collector freed older garbage meanwhile).
+	if res.ScratchPeakBytes < fileMiB*schemas.MiB || res.MemoryPeakBytes < res.ScratchPeakBytes+schemas.MiB {
+		t.Errorf("scratch peak %d, memory peak %d: want the file and the guest's linear memory", res.ScratchPeakBytes, res.MemoryPeakBytes)
 	}
 	// The Go guest's linear memory is a few MiB (its runtime and a 1 MiB block).
 	if max := int64(fileMiB+24) * schemas.MiB; res.MemoryPeakBytes > max || res.MemoryPeakBytes > worker.MemoryLimit(memMiB*16) {

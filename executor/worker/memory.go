@@ -17,10 +17,16 @@ import (
 // hold; a table grown a million entries at a time holds two to three times its size. Counting the heap, not resident pages, also
 // counts memory allocated and not yet touched (a table grown and never filled), and does not
 // count what the worker keeps between guests (compiled code, zeroed spare memories).
+//
+// The guest's scratch files are Go heap too, and the heap's growth can miss them: the collector
+// may free, during the run, garbage that was there before it (a compile's, a previous run's),
+// which offsets what the run grew (a Python guest writing a 16 MiB file grew the heap by nothing
+// measurable). So the heap is counted as at least the scratch space in use (scratch).
 type memoryUsage struct {
-	linear *atomic.Int64
-	heap0  int64
-	peak   atomic.Int64
+	linear  *atomic.Int64
+	scratch func() int64 // the scratch space in use; nil for none. Set before reports start.
+	heap0   int64
+	peak    atomic.Int64
 }
 
 func newMemoryUsage(linear *atomic.Int64) *memoryUsage {
@@ -37,7 +43,11 @@ func MemoryLimit(pages uint32) int64 { return int64(pages)*65536 + MemoryHeadroo
 
 // now is what the guest holds now; it also raises the peak.
 func (u *memoryUsage) now() int64 {
-	n := u.linear.Load() + u.heapGrowth()
+	heap := u.heapGrowth()
+	if u.scratch != nil {
+		heap = max(heap, u.scratch())
+	}
+	n := u.linear.Load() + heap
 	for {
 		p := u.peak.Load()
 		if n <= p || u.peak.CompareAndSwap(p, n) {

@@ -409,21 +409,22 @@ func (w *worker) run(ctx context.Context, job *RunJob, send func(*Response) erro
 	w.used = mem
 	usage := newMemoryUsage(&mem.bytes)
 	start := time.Now()
-	stopReports := reportMemory(usage, send)
 
 	stdout := &cappedWriter{max: job.StdoutMax}
 	stderr := &cappedWriter{max: job.StderrMax}
 	stdin := &stdinReader{r: bytes.NewReader(job.Stdin)}
-	fsys, err := w.guestFS(job, stdin, stdout, stderr)
+	fsys, err := w.guestFS(job, stdin, stdout, stderr) // within the scratch cap, counted from heap0
 	if err == nil && job.StdinFile != "" {
 		stdin.r, err = openStdin(fsys, job.StdinFile) // files.go
 	}
 	if err != nil {
-		stopReports()
 		res.Duration = time.Since(start)
 		res.Status, res.Error = schemas.StatusFailed, err.Error()
 		return finish()
 	}
+	usage.scratch = fsys.Used // its files are heap it holds (see memoryUsage)
+	stopReports := reportMemory(usage, send)
+
 	// The guest's file system is its own (guestfs), nothing of the host's. Its clock is
 	// wazero's deterministic fake unless the job asks for the real one; it never sleeps on the
 	// host unless so. Its randomness is its own (guestRand). No start functions: _start is

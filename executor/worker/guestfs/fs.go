@@ -23,6 +23,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
 	"github.com/tetratelabs/wazero/sys"
@@ -131,7 +132,7 @@ type FS struct {
 	experimentalsys.UnimplementedFS
 	root    *node
 	max     int64
-	used    int64
+	used    atomic.Int64 // written by the guest's goroutine only; read by any (Used)
 	peak    int64
 	nextIno uint64
 	full    bool              // a write was refused for lack of scratch space
@@ -226,8 +227,9 @@ func (f *FS) newNode(k kind, perm fs.FileMode) *node {
 	return n
 }
 
-// Used is the scratch space in use now, Peak the most it held, in bytes.
-func (f *FS) Used() int64 { return f.used }
+// Used is the scratch space in use now, Peak the most it held, in bytes. Used may be called from
+// any goroutine while the guest runs (the worker's memory reports read it).
+func (f *FS) Used() int64 { return f.used.Load() }
 func (f *FS) Peak() int64 { return f.peak }
 
 // Full reports whether a write was ever refused for lack of scratch space.
@@ -240,15 +242,14 @@ func (f *FS) ScratchMax() int64 { return f.max }
 // worker's WASI overrides turn it into ENOSPC).
 func (f *FS) charge(n int64) experimentalsys.Errno {
 	if n <= 0 {
-		f.used += n
+		f.used.Add(n)
 		return 0
 	}
-	if f.used+n > f.max {
+	if f.used.Load()+n > f.max {
 		f.full, f.noSpace = true, true
 		return experimentalsys.EIO
 	}
-	f.used += n
-	f.peak = max(f.peak, f.used)
+	f.peak = max(f.peak, f.used.Add(n))
 	return 0
 }
 
@@ -407,7 +408,7 @@ func (f *FS) resize(n *node, size int64) experimentalsys.Errno {
 		return 0
 	case size < old:
 		n.data.resize(size)
-		f.used -= old - size
+		f.used.Add(-(old - size))
 		return 0
 	}
 	if size > f.max {
@@ -512,7 +513,7 @@ func (f *FS) Rename(from, to string) experimentalsys.Errno {
 	// The name's share of the cost follows the name.
 	delta := int64(len(dst.name) - len(src.name))
 	src.n.charged += delta
-	f.used += delta
+	f.used.Add(delta)
 	return 0
 }
 
@@ -531,7 +532,7 @@ func (f *FS) remove(parent *node, name string, n *node) {
 		n.nlink--
 	}
 	if n.nlink > 0 {
-		f.used -= int64(nodeCost + len(name)) // another name still holds it: refund this name only
+		f.used.Add(-int64(nodeCost + len(name))) // another name still holds it: refund this name only
 		n.charged -= int64(nodeCost + len(name))
 		return
 	}
@@ -547,7 +548,7 @@ func (f *FS) release(n *node) {
 	if n.ro {
 		return
 	}
-	f.used -= n.charged + n.data.len()
+	f.used.Add(-(n.charged + n.data.len()))
 	n.charged, n.data = 0, fileData{}
 	delete(f.dirs, n.ino)
 }
@@ -641,7 +642,7 @@ func (f *FS) Symlink(target, linkName string) experimentalsys.Errno {
 	}
 	n, errno := f.add(r.parent, r.name, kindSymlink, 0o777)
 	if errno != 0 {
-		f.used -= int64(len(target))
+		f.used.Add(-int64(len(target)))
 		return errno
 	}
 	n.target = target
