@@ -359,7 +359,7 @@ func (n *Node) run(ctx context.Context, log *slog.Logger, tier schemas.Tier, req
 			fail(schemas.StatusKilled, worker.MemoryExceeded(killed.held, int64(job.MemoryPages)*65536))
 		default:
 			// The deadline's only enforcement: the guest runs without checks of its own.
-			fail(schemas.StatusTimedOut, "execution exceeded its time limit")
+			fail(schemas.StatusTimedOut, timeLimitExceeded(job.Timeout, tier.Name, tier.WallTime))
 		}
 		// Billed up to the kill: its wall time, its CPU time and the most it held.
 		res.DurationMS, res.CPUMS, res.MemoryPeakBytes = ms(killed.after), ms(killed.cpu), killed.held
@@ -633,6 +633,16 @@ func fitResult(res *schemas.Result, limit int) ([]byte, error) {
 			res.StderrTruncated = res.StderrTruncated || !res.StderrStored
 		}
 	}
+}
+
+// timeLimitExceeded is the error of an execution stopped at its deadline: it names the limit
+// and where it came from, so that a user sees whether asking for more, or a higher tier, would
+// help.
+func timeLimitExceeded(limit time.Duration, tier string, wallTime time.Duration) string {
+	if limit < wallTime {
+		return fmt.Sprintf("execution exceeded its time limit of %v, the request's timeout_ms (the %s tier allows %v)", limit, tier, wallTime)
+	}
+	return fmt.Sprintf("execution exceeded its time limit of %v, the %s tier's wall time", limit, tier)
 }
 
 func clampDuration(asked, limit time.Duration) time.Duration {

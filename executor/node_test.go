@@ -475,7 +475,7 @@ func TestNode_Execute_KillsDeadlineIgnorer(t *testing.T) {
 	start := time.Now()
 	res := e.execute(req)
 	took := time.Since(start)
-	if res.Status != schemas.StatusTimedOut || res.Error != "execution exceeded its time limit" {
+	if res.Status != schemas.StatusTimedOut || res.Error != "execution exceeded its time limit of 500ms, the request's timeout_ms (the free tier allows 5s)" {
 		t.Fatalf("expcalls: %s %q", res.Status, res.Error)
 	}
 	if took > 500*time.Millisecond+time.Second {
@@ -765,5 +765,21 @@ func TestNode_Execute_RedeliveryWaitsForTheOtherNode(t *testing.T) {
 	}
 	if evs := e.events(req.ExecutionID); len(evs) != 1 || evs[0].Execution.NodeID != "other-node" {
 		t.Errorf("events %+v, want the other node's result's", evs)
+	}
+}
+
+// The timeout's error names the limit and where it came from: a user stopped at the tier's
+// wall time needs a higher tier, one stopped at its own timeout_ms may just ask for more.
+func TestTimeLimitExceeded(t *testing.T) {
+	for _, c := range []struct {
+		limit time.Duration
+		want  string
+	}{
+		{5 * time.Second, "execution exceeded its time limit of 5s, the free tier's wall time"},
+		{1500 * time.Millisecond, "execution exceeded its time limit of 1.5s, the request's timeout_ms (the free tier allows 5s)"},
+	} {
+		if got := timeLimitExceeded(c.limit, "free", 5*time.Second); got != c.want {
+			t.Errorf("limit %v: %q, want %q", c.limit, got, c.want)
+		}
 	}
 }

@@ -123,7 +123,7 @@ console.log('listed', os.readdir('/js')[0].filter(n => n.endsWith('.js')).sort()
 	})
 	t.Run("endless loop", func(t *testing.T) {
 		e, _ := run(t, free, "--mount", dir+":/js", qjs, "--", "/js/loop.js") // the free tier's 5 s
-		if e.Status != schemas.StatusTimedOut || e.DurationMS < 5000 || e.DurationMS > 7000 || !strings.Contains(e.Error, "time limit") {
+		if e.Status != schemas.StatusTimedOut || e.DurationMS < 5000 || e.DurationMS > 7000 || !strings.Contains(e.Error, "time limit of 5s, the free tier's wall time") {
 			t.Errorf("status %s, %.0f ms, error %q", e.Status, e.DurationMS, e.Error)
 		}
 	})
