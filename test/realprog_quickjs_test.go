@@ -18,7 +18,7 @@ import (
 // from inline files with a working directory; its std and os modules reading and writing files
 // (an output file returned); a CPU-bound script; and the error paths a user meets on the free
 // tier: an uncaught exception, an endless loop stopped at the tier's wall time, and a memory
-// blowup stopped at the tier's memory.
+// blowup stopped at the tier's memory. It also runs the README's QuickJS block as written.
 //
 // It is opt-in: WASMWIZ_REALPROG_DIR holds either the published qjs-wasi.wasm or QuickJS-ng's
 // sources in quickjs-ng/ (then the test builds quickjs-ng/qjs.wasm with clang and wasi-libc,
@@ -125,6 +125,37 @@ console.log('listed', os.readdir('/js')[0].filter(n => n.endsWith('.js')).sort()
 		e, _ := run(t, free, "--mount", dir+":/js", qjs, "--", "/js/loop.js") // the free tier's 5 s
 		if e.Status != schemas.StatusTimedOut || e.DurationMS < 5000 || e.DurationMS > 7000 || !strings.Contains(e.Error, "time limit of 5s, the free tier's wall time") {
 			t.Errorf("status %s, %.0f ms, error %q", e.Status, e.DurationMS, e.Error)
+		}
+	})
+	t.Run("README", func(t *testing.T) {
+		// The README's QuickJS block ("Files for guests"), as written, with bash -e.
+		readme, err := os.ReadFile("../README.md")
+		if err != nil {
+			t.Fatal(err)
+		}
+		block := ""
+		for _, part := range strings.Split(string(readme), "```sh\n")[1:] {
+			if b, _, _ := strings.Cut(part, "```"); strings.Contains(b, "qjs-wasi.wasm") {
+				block = b
+				break
+			}
+		}
+		if block == "" {
+			t.Fatal("the README has no sh block running qjs-wasi.wasm")
+		}
+		wd := filepath.Join(base, "readme")
+		os.MkdirAll(wd, 0o755)
+		b, err := os.ReadFile(qjs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(wd, "qjs-wasi.wasm"), b, 0o644)
+		cmd := exec.Command("bash", "-e", "-c", block)
+		cmd.Dir = wd
+		cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(bin())+string(os.PathListSeparator)+os.Getenv("PATH"), "WASMWIZ_URL="+s.URL, "WASMWIZ_KEY="+pro)
+		out, err := cmd.CombinedOutput()
+		if err != nil || string(out) != "42\nwrote /out/square.txt\n144" {
+			t.Errorf("the README's block: %v\n%s", err, out)
 		}
 	})
 	t.Run("memory blowup", func(t *testing.T) {
