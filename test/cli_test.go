@@ -3,11 +3,13 @@ package test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/wasmwiz/wasmwiz/internal/fixtures"
 	"github.com/wasmwiz/wasmwiz/schemas"
@@ -39,7 +41,7 @@ func TestDev_CLIContexts(t *testing.T) {
 	env := []string{"WASMWIZ_CONFIG_DIR=" + cfgDir}
 	s := startDevEnv(t, filepath.Join(t.TempDir(), "wasmwiz-data"), append(env, "WASMWIZ_SAVE_CONTEXT=true")...)
 	home := t.TempDir() // no wasmwiz-data here: everything comes from the contexts
-	for _, f := range []string{"hello", "exit7"} {
+	for _, f := range []string{"hello", "exit7", "clock"} {
 		if err := os.WriteFile(filepath.Join(home, f+".wasm"), fixtures.Wasm(f), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -86,6 +88,27 @@ func TestDev_CLIContexts(t *testing.T) {
 	out, errOut, code = cli("run", "hello.wasm", "--", "--json")
 	if code != 0 || out == "" || strings.HasPrefix(out, "{") {
 		t.Errorf("run hello.wasm -- --json: the guest's output, not JSON: exit %d\n%s%s", code, out, errOut)
+	}
+	// --clock and --seed are the request's clock and seed: a JavaScript engine seeds Math.random
+	// from the clock, so under the fixed clock its numbers repeat; --clock real varies them.
+	clock := func(args ...string) (stamp, random string) {
+		t.Helper()
+		out, errOut, code := cli(append(append([]string{"run"}, args...), "clock.wasm")...)
+		stamp, random, ok := strings.Cut(strings.TrimSpace(out), " ")
+		if code != 0 || !ok {
+			t.Fatalf("run %v clock.wasm: exit %d\n%s%s", args, code, out, errOut)
+		}
+		return stamp, random
+	}
+	fixed, _ := clock()
+	if real, _ := clock("--clock", "real"); real <= fixed || real < fmt.Sprintf("%016x", time.Now().Add(-time.Hour).UnixNano()) {
+		t.Errorf("run --clock real: wall clock %s, the fixed one %s", real, fixed)
+	}
+	if _, r1 := clock("--seed", "7"); func() bool { _, r2 := clock("--seed", "7"); return r1 != r2 }() {
+		t.Errorf("run --seed 7 twice: other random bytes")
+	}
+	if _, errOut, code := cli("run", "--clock", "slow", "clock.wasm"); code != 2 || !strings.Contains(errOut, "fixed or real") {
+		t.Errorf("run --clock slow: exit %d %s", code, errOut)
 	}
 	out, errOut, code = cli("run", "--async", "hello.wasm")
 	var ex schemas.Execution

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -150,6 +151,8 @@ func runClientRun(ctx context.Context, args []string, getenv func(string) string
 	async := fs.Bool("async", false, "queue it and print the execution id")
 	asJSON := fs.Bool("json", false, "print the whole execution as JSON")
 	argv0 := fs.String("argv0", "", "the guest's argv[0] (default: the module's name), for multi-call programs such as LLVM's: --argv0 wasm-ld")
+	clock := fs.String("clock", "", "the guest's clocks: fixed (the default: from 2022-01-01, 1 ms a reading, so whatever a guest seeds from the clock, such as QuickJS's Math.random, repeats) or real")
+	seed := fs.String("seed", "", "an integer that makes the guest's random bytes (WASI random_get) reproducible (default: new ones every run)")
 	env := envFlag{}
 	fs.Var(env, "env", "NAME=value for the module's environment (repeatable)")
 	files := addRunFileFlags(fs) // runfiles.go
@@ -169,6 +172,20 @@ func runClientRun(ctx context.Context, args []string, getenv func(string) string
 		return err
 	}
 	req := wasmwiz.ExecutionRequest{Argv0: optional(*argv0), Args: guestArgs, TimeoutMs: optional(*timeout), MemoryMb: optional(int64(*memory)), Async: optional(*async)}
+	switch ck := wasmwiz.ExecutionRequestClock(*clock); {
+	case ck == "":
+	case ck.Valid():
+		req.Clock = &ck
+	default:
+		return usageError{fmt.Sprintf("--clock %q: fixed or real", *clock)}
+	}
+	if *seed != "" {
+		n, err := strconv.ParseInt(*seed, 10, 64)
+		if err != nil {
+			return usageError{fmt.Sprintf("--seed %q: an integer", *seed)}
+		}
+		req.Seed = &n
+	}
 	if len(env) > 0 {
 		req.Env = env
 	}
