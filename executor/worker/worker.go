@@ -28,10 +28,12 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -386,7 +388,11 @@ func (w *worker) run(ctx context.Context, job *RunJob, send func(*Response) erro
 		res.RuntimeBytes = runtimeBytes()
 		return res
 	}
-	if err != nil {
+	switch below := memoryBelowMinimum(err); {
+	case below != nil:
+		res.Status, res.Error = schemas.StatusFailed, below.Error() // the request's memory_mb, not the module
+		return finish()
+	case err != nil:
 		res.Status = schemas.StatusFailed
 		res.Error = InvalidModulePrefix + cleanError(err)
 		return finish()
@@ -578,6 +584,38 @@ func classify(res *RunResult, err error) {
 
 // cleanError keeps the first line of a wazero error, without the "wasm error: " prefix and the
 // stack trace that follows it.
+// memoryMinimumError is a compile refused because the module's memory minimum is over the
+// memory limit it was compiled for: a valid module run with too small a memory_mb.
+type memoryMinimumError struct{ min, limit uint64 } // pages
+
+func (e *memoryMinimumError) Error() string {
+	mib := func(pages uint64) string { return strconv.FormatFloat(float64(pages)/16, 'f', -1, 64) + " MiB" }
+	return fmt.Sprintf("the module's memory minimum of %d pages (%s) is over the execution's memory limit of %s: give it a memory_mb of at least %d",
+		e.min, mib(e.min), mib(e.limit), (e.min+15)/16)
+}
+
+// wazeroMemoryMin matches wazero's refusal of a memory whose minimum is over the runtime's
+// limit (internal/wasm.Memory.Validate, from the memory or the import section).
+var wazeroMemoryMin = regexp.MustCompile(`min (\d+) pages \([^)]*\) over limit of (\d+) pages`)
+
+// memoryBelowMinimum is err as a memoryMinimumError when it is wazero's refusal of a memory
+// minimum over the limit, else nil.
+func memoryBelowMinimum(err error) *memoryMinimumError {
+	if err == nil {
+		return nil
+	}
+	m := wazeroMemoryMin.FindStringSubmatch(err.Error())
+	if m == nil {
+		return nil
+	}
+	lo, err1 := strconv.ParseUint(m[1], 10, 32)
+	limit, err2 := strconv.ParseUint(m[2], 10, 32)
+	if err1 != nil || err2 != nil {
+		return nil
+	}
+	return &memoryMinimumError{min: lo, limit: limit}
+}
+
 func cleanError(err error) string {
 	s := err.Error()
 	if i := strings.IndexByte(s, '\n'); i >= 0 {

@@ -160,7 +160,7 @@ func TestWorker_Run(t *testing.T) {
 		{name: "sleep", status: schemas.StatusSucceeded, stdout: "woke\n"},
 		{name: "nostart", status: schemas.StatusFailed, exit: -1, errorHas: "no _start"},
 		{name: "badimport", status: schemas.StatusFailed, exit: -1, errorHas: "cannot instantiate module: module[env] not instantiated"},
-		{name: "bigmem", status: schemas.StatusFailed, exit: -1, errorHas: "invalid module"},
+		{name: "bigmem", status: schemas.StatusFailed, exit: -1, errorHas: "the module's memory minimum of 65536 pages (4096 MiB) is over the execution's memory limit of 128 MiB"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -374,5 +374,32 @@ func TestWorker_Run_MemoryReports(t *testing.T) {
 	// A short run usually sends none; a loaded machine may stretch it past the first report.
 	if res, _ = c.run(fixtures.Wasm("hello"), RunJob{}); res.Status != schemas.StatusSucceeded || len(c.memory) > 1 {
 		t.Errorf("hello: %s, memory reports %v", res.Status, c.memory)
+	}
+}
+
+// TestWorker_Run_MemoryBelowMinimum: an execution whose memory limit is below the minimum its
+// module declares fails naming both and the memory_mb that would do, not as an invalid module
+// (wazero's "invalid module: section memory: min 160 pages (10 Mi) over limit of 16 pages
+// (1 Mi)", which CPython's 26 MB WASI build got with memory_mb 1, though the module is fine).
+func TestWorker_Run_MemoryBelowMinimum(t *testing.T) {
+	// (module (memory 40) (func (export "_start"))): a 2.5 MiB minimum, 40 pages.
+	wasm := []byte{0, 'a', 's', 'm', 1, 0, 0, 0,
+		1, 4, 1, 0x60, 0, 0, // type section: () -> ()
+		3, 2, 1, 0, // function section
+		5, 3, 1, 0, 40, // memory section: min 40 pages
+		7, 10, 1, 6, '_', 's', 't', 'a', 'r', 't', 0, 0, // export _start
+		10, 4, 1, 2, 0, 0x0b} // code: an empty body
+	c := startClient(t)
+	res, _ := c.run(wasm, RunJob{MemoryPages: 16})
+	want := "the module's memory minimum of 40 pages (2.5 MiB) is over the execution's memory limit of 1 MiB: give it a memory_mb of at least 3"
+	if res.Status != schemas.StatusFailed || res.Error != want {
+		t.Errorf("1 MiB: %s %q, want failed %q", res.Status, res.Error, want)
+	}
+	if res, _ := c.run(wasm, RunJob{MemoryPages: 48}); res.Status != schemas.StatusSucceeded {
+		t.Errorf("3 MiB: %s %q", res.Status, res.Error)
+	}
+	// A module that does not compile is still an invalid module.
+	if res, _ := c.run(wasm[:len(wasm)-3], RunJob{}); res.Status != schemas.StatusFailed || !strings.HasPrefix(res.Error, InvalidModulePrefix) {
+		t.Errorf("cut short: %s %q, want an invalid module", res.Status, res.Error)
 	}
 }
