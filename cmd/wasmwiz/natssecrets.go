@@ -19,6 +19,7 @@ import (
 
 	"github.com/nats-io/nkeys"
 
+	"github.com/wasmwiz/wasmwiz/internal/natsroles"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
@@ -110,41 +111,15 @@ func ensureUserSeed(path string, force bool, wrote func(string)) (string, error)
 	return kp.PublicKey()
 }
 
-// natsRoleInbox is the inbox prefix of the roles whose users have permissions (the executor and
-// accounting): their replies and JetStream deliveries come there, and they may subscribe to
-// nothing else but their own service subjects, so none can read another's inbox traffic (the
-// gateway's key lookups, the API's replies).
-func natsRoleInbox(role string) (string, bool) {
-	if natsRolePermissions(role) == "" {
-		return "", false
-	}
-	return "_INBOX_" + role, true
-}
+// natsRoleInbox is the inbox prefix of the roles whose users have permissions (natsroles.Inbox).
+func natsRoleInbox(role string) (string, bool) { return natsroles.Inbox(role) }
 
-// natsRolePermissions is what nats-roles.conf gives role's user ("": everything in WASMWIZ).
-// The executor and accounting subscribe only to their inbox and their own service subjects, and
-// may publish anything but what would let them read or write the API keys (the keys bucket's
-// subjects and JetStream API) or change any stream: creating, updating, deleting, purging,
-// snapshotting or restoring one (an update could republish the keys bucket onto a subject the
-// role reads). They look the streams up; the gateway and `wasmwiz admin bootstrap` make them.
+// natsRolePermissions is what nats-roles.conf gives role's user ("": everything in WASMWIZ), as
+// natsroles.Permissions says.
 func natsRolePermissions(role string) string {
-	var sub []string
-	switch role {
-	case "executor":
-		sub = []string{"_INBOX_executor.>", "wasmwiz.executor.v1.>"}
-	case "accounting":
-		sub = []string{"_INBOX_accounting.>", "wasmwiz.accounting.v1.>", "$SRV.>"}
-	default:
+	deny, sub, ok := natsroles.Permissions(role)
+	if !ok {
 		return ""
-	}
-	keys := "KV_" + schemas.BucketKeys
-	deny := []string{
-		"$JS.API.STREAM.CREATE.>", "$JS.API.STREAM.UPDATE.>", "$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>",
-		"$JS.API.STREAM.SNAPSHOT.>", "$JS.API.STREAM.RESTORE.>", "$JS.API.ACCOUNT.PURGE.>",
-		"$JS.API.STREAM.MSG.GET." + keys, "$JS.API.STREAM.MSG.DELETE." + keys,
-		"$JS.API.DIRECT.GET." + keys, "$JS.API.DIRECT.GET." + keys + ".>",
-		"$JS.API.CONSUMER.*." + keys, "$JS.API.CONSUMER.*." + keys + ".>", "$JS.API.CONSUMER.*.*." + keys + ".>",
-		"$KV." + schemas.BucketKeys + ".>",
 	}
 	q := func(l []string) string {
 		var b strings.Builder

@@ -110,10 +110,11 @@ func RunCluster(tb testing.TB, n int) []*server.Server {
 	return servers
 }
 
-// Connect connects to s and closes the connection when the test ends.
-func Connect(tb testing.TB, s *server.Server) *nats.Conn {
+// Connect connects to s (with opts, say a user's credentials) and closes the connection when
+// the test ends.
+func Connect(tb testing.TB, s *server.Server, opts ...nats.Option) *nats.Conn {
 	tb.Helper()
-	nc, err := nats.Connect(s.ClientURL(), nats.Name(tb.Name()))
+	nc, err := nats.Connect(s.ClientURL(), append([]nats.Option{nats.Name(tb.Name())}, opts...)...)
 	if err != nil {
 		tb.Fatalf("natstest: connect: %v", err)
 	}
