@@ -408,6 +408,47 @@ func TestNode_Execute_LargeOutput(t *testing.T) {
 	}
 }
 
+// A redelivered execution whose first attempt had stored its stdout (the node died before the
+// result) stores it again, replacing the object. nats.go's Put purges the old object's chunks,
+// which the executor's NATS user may not: the purge waited out the store's minute before the
+// result was answered, and the old chunks stayed. The old object is deleted first now.
+func TestNode_Execute_LargeOutputStoredAgain(t *testing.T) {
+	e := startEnv(t, nil)
+	req := newRequest(schemas.TierUnlimited, e.putModule(fixtures.Wasm("stdoutbig")))
+	ctx := context.Background()
+	outputs, err := e.js.ObjectStore(ctx, schemas.ObjectOutputs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the first attempt stored.
+	if _, err := outputs.PutBytes(ctx, schemas.OutputObjectName(req.ExecutionID, schemas.StreamStdout), bytes.Repeat([]byte("x"), 3<<20)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	res := e.execute(req)
+	if took := time.Since(start); took > 15*time.Second {
+		t.Errorf("the redelivered execution answered after %v", took)
+	}
+	if res.Status != schemas.StatusSucceeded || !res.StdoutStored {
+		t.Fatalf("stdoutbig: %s, stored %v", res.Status, res.StdoutStored)
+	}
+	all, err := outputs.GetBytes(ctx, schemas.OutputObjectName(req.ExecutionID, schemas.StreamStdout))
+	if err != nil || len(all) != 12<<20 {
+		t.Fatalf("stored stdout: %d bytes, %v", len(all), err)
+	}
+	s, err := e.js.Stream(ctx, "OBJ_"+schemas.ObjectOutputs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := uint64(12<<20/(128<<10) + 1); info.State.Msgs != want { // the new object's chunks and metadata
+		t.Errorf("the outputs store holds %d messages, want the new object's %d (the first attempt's chunks stayed)", info.State.Msgs, want)
+	}
+}
+
 func truncate(b []byte) string {
 	if len(b) > 100 {
 		return string(b[:100]) + "…"

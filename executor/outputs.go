@@ -2,10 +2,14 @@ package executor
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 	"unicode/utf8"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wasmwiz/wasmwiz/internal/streams"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
@@ -18,7 +22,7 @@ const outputsTimeout = time.Minute
 // message: the result keeps its first part (cut where a UTF-8 character starts) and is marked
 // StdoutStored / StderrStored. A store that refuses (full, unreachable) leaves the output cut
 // and marked truncated instead: the execution's result never waits on its output. Storing the
-// same execution's output again (a redelivery) replaces the object with the same bytes. It
+// same execution's output again (a redelivery) replaces the object with the same bytes (putOutput). It
 // returns the bytes stored in objects, which count against the tenant's result_bytes
 // (chargeResult).
 func (n *Node) storeOutputs(ctx context.Context, log *slog.Logger, res *schemas.Result) (stored int64) {
@@ -35,7 +39,7 @@ func (n *Node) storeOutputs(ctx context.Context, log *slog.Logger, res *schemas.
 			continue
 		}
 		pctx, cancel := context.WithTimeout(ctx, outputsTimeout)
-		_, err := n.outputs.PutBytes(pctx, schemas.OutputObjectName(res.ID, o.stream), *o.data)
+		err := n.putOutput(pctx, schemas.OutputObjectName(res.ID, o.stream), *o.data)
 		cancel()
 		if err != nil {
 			log.Error("store large output; the result keeps its first part only", "stream", o.stream, "bytes", len(*o.data), "err", err)
@@ -54,7 +58,7 @@ func (n *Node) storeOutputs(ctx context.Context, log *slog.Logger, res *schemas.
 			continue
 		}
 		pctx, cancel := context.WithTimeout(ctx, outputsTimeout)
-		_, err := n.outputs.PutBytes(pctx, schemas.OutputFileObjectName(res.ID, files), f.Data)
+		err := n.putOutput(pctx, schemas.OutputFileObjectName(res.ID, files), f.Data)
 		cancel()
 		if err != nil {
 			log.Error("store large output file; the result keeps its first part only", "bytes", len(f.Data), "err", err)
@@ -66,6 +70,18 @@ func (n *Node) storeOutputs(ctx context.Context, log *slog.Logger, res *schemas.
 		files++
 	}
 	return stored
+}
+
+// putOutput stores data as the outputs object name. One of that name that an earlier attempt
+// of the execution stored (a redelivery) is deleted first, by deleting its messages
+// (streams.DeleteObject): a Put over it purges the old chunks, which the executor's NATS user
+// may not, and waited out its context (a minute) for the answer that never came.
+func (n *Node) putOutput(ctx context.Context, name string, data []byte) error {
+	if err := streams.DeleteObject(ctx, n.js, schemas.ObjectOutputs, n.outputs, name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return err
+	}
+	_, err := n.outputs.PutBytes(ctx, name, data)
+	return err
 }
 
 // runeStart is the largest i <= n at which a UTF-8 character of b starts (n when b is not
