@@ -20,7 +20,8 @@ import (
 // script from stdin, a mounted script importing a module beside it that reads a data file,
 // lists and walks directories, uses json, re, hashlib, datetime and tempfile and writes an
 // output file; inline files with a working directory; the standard library taken out of the
-// module and mounted with PYTHONHOME; a CPU-bound loop; a 100 MiB file in scratch within
+// module and mounted with PYTHONHOME; a CPU-bound loop; time.sleep with the real clock and the
+// fixed one; a 100 MiB file in scratch within
 // memory_mb 200; and the error paths: a traceback (exit 1), sys.exit(3), MemoryError under
 // memory_mb 64, a time-out, a memory_mb below the module's minimum, and an upload on basic,
 // whose module_size (25 MiB) the module is over by 52 KB. It also runs the README's Python
@@ -144,6 +145,18 @@ print("wrote", json.dumps(result, sort_keys=True))
 		e, _ := run(t, pro, "--mount", dir+":/app", python, "--", "/app/cpu.py", "300000")
 		ok(t, e, "266000\n")
 		t.Logf("300,000 iterations: %.0f ms", e.DurationMS)
+	})
+	t.Run("time.sleep", func(t *testing.T) {
+		// time.sleep is clock_nanosleep with TIMER_ABSTIME, which raised OSError: [Errno 58] Not
+		// supported before the worker made such sleeps relative (wazero refuses them).
+		code := "import time\nt = time.monotonic()\ntime.sleep(0.3)\nprint(time.monotonic() - t >= 0.3)"
+		e, _ := run(t, pro, "--clock", "real", python, "--", "-c", code)
+		ok(t, e, "True\n")
+		if e.DurationMS < 300 {
+			t.Errorf("real clock: ran %.0f ms, want the 300 ms sleep", e.DurationMS)
+		}
+		e, _ = run(t, pro, python, "--", "-c", "import time\ntime.sleep(30)\nprint('back')") // the fixed clock: at once
+		ok(t, e, "back\n")
 	})
 	t.Run("100 MiB file in scratch", func(t *testing.T) {
 		// Within memory_mb 200: the file and the interpreter's ~12 MiB. Before the guest file

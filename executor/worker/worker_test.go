@@ -403,3 +403,23 @@ func TestWorker_Run_MemoryBelowMinimum(t *testing.T) {
 		t.Errorf("cut short: %s %q, want an invalid module", res.Status, res.Error)
 	}
 }
+
+// TestWorker_SleepUntil: a guest sleeping until a time (clock_nanosleep with TIMER_ABSTIME: a
+// poll_oneoff clock subscription with the abstime flag, what CPython 3.12's time.sleep does)
+// sleeps, with the real clock, or returns at once, with the fixed clock, like one sleeping for a
+// duration. wazero answers that subscription ENOTSUP, so time.sleep(0.2) raised "OSError:
+// [Errno 58] Not supported".
+func TestWorker_SleepUntil(t *testing.T) {
+	wasm := fixtures.FilesC(t)
+	c := startClient(t)
+	res, _ := c.run(wasm, RunJob{Args: []string{"sleepuntil", "300"}, RealClock: true})
+	var slept int
+	if _, err := fmt.Sscanf(string(res.Stdout), "clock_nanosleep: ok, slept %d ms\n", &slept); err != nil || res.Status != schemas.StatusSucceeded ||
+		slept < 300 || slept > 2300 || res.Duration < 300*time.Millisecond {
+		t.Errorf("real clock: %s %q, stdout %q, ran %v; want a 300 ms sleep", res.Status, res.Error, res.Stdout, res.Duration)
+	}
+	res, _ = c.run(wasm, RunJob{Args: []string{"sleepuntil", "3000"}})
+	if !strings.HasPrefix(string(res.Stdout), "clock_nanosleep: ok, slept ") || res.Status != schemas.StatusSucceeded || res.Duration > 2*time.Second {
+		t.Errorf("fixed clock: %s %q, stdout %q, ran %v; want it back at once", res.Status, res.Error, res.Stdout, res.Duration)
+	}
+}

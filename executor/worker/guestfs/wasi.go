@@ -82,7 +82,7 @@ func wasiErrno(e experimentalsys.Errno) uint64 {
 	return wasiEIO
 }
 
-// Instantiate instantiates wazero's wasi_snapshot_preview1 in r with three of its functions
+// Instantiate instantiates wazero's wasi_snapshot_preview1 in r with four of its functions
 // wrapped:
 //
 //   - path_filestat_get of a path that climbs out of its directory (".." first, after
@@ -92,6 +92,11 @@ func wasiErrno(e experimentalsys.Errno) uint64 {
 //     inode, which wazero never does for "..", so scandir and everything built on it failed.
 //   - fd_write and fd_pwrite report a write refused for lack of scratch space as ENOSPC, which
 //     wazero's error set cannot express (it would be EIO).
+//   - poll_oneoff takes clock subscriptions with the abstime flag, which wazero refuses with
+//     ENOTSUP: each is turned into the relative timeout it means by the guest's own clock
+//     (wazero's clock_time_get, so the fixed clock where the guest has it) for the call. That is
+//     clock_nanosleep with TIMER_ABSTIME, which CPython 3.11+ uses for time.sleep: it raised
+//     "OSError: [Errno 58] Not supported".
 //
 // Everything else is wazero's own implementation, called as it is.
 func Instantiate(ctx context.Context, r wazero.Runtime) error {
@@ -121,9 +126,16 @@ func Instantiate(ctx context.Context, r wazero.Runtime) error {
 	if err != nil {
 		return err
 	}
+	clockTimeGet, _, err := original("clock_time_get")
+	if err != nil {
+		return err
+	}
 	wrap := map[string]func(api.GoModuleFunction) api.GoModuleFunction{
 		"path_filestat_get": func(orig api.GoModuleFunction) api.GoModuleFunction {
 			return pathFilestatGet(orig, fdFilestat)
+		},
+		"poll_oneoff": func(orig api.GoModuleFunction) api.GoModuleFunction {
+			return pollOneoff(orig, clockTimeGet)
 		},
 		"fd_write":  noSpace,
 		"fd_pwrite": noSpace,
@@ -152,6 +164,62 @@ func noSpace(orig api.GoModuleFunction) api.GoModuleFunction {
 			if f := fromContext(ctx); f != nil && f.takeNoSpace() {
 				stack[0] = wasiENOSPC
 			}
+		}
+	})
+}
+
+// pollOneoff answers poll_oneoff(in, out, nsubscriptions, result.nevents) as wazero does, once
+// every clock subscription with the abstime flag (subscription_clock_abstime) is made relative:
+// its timeout becomes the time left until it by the subscription's clock, read with wazero's
+// clock_time_get (the guest's clock, fixed or real), and its flag is cleared. The subscriptions
+// are the guest's input: they are put back as they were after the call.
+func pollOneoff(orig, clockTimeGet api.GoModuleFunction) api.GoModuleFunction {
+	const (
+		subSize    = 48
+		eventClock = 0
+		abstime    = 1
+	)
+	return api.GoModuleFunc(func(ctx context.Context, mod api.Module, stack []uint64) {
+		in, out, n := uint32(stack[0]), uint32(stack[1]), uint32(stack[2])
+		mem := mod.Memory()
+		subs, ok := mem.Read(in, n*subSize)
+		if n == 0 || n > 1<<16 || !ok {
+			orig.Call(ctx, mod, stack)
+			return
+		}
+		type saved struct {
+			at      uint32
+			timeout uint64
+			flags   uint16
+		}
+		var restore []saved
+		for i := range n {
+			sub := subs[i*subSize:]
+			if sub[8] != eventClock || binary.LittleEndian.Uint16(sub[40:])&abstime == 0 {
+				continue
+			}
+			r := saved{at: i * subSize, timeout: binary.LittleEndian.Uint64(sub[24:]), flags: binary.LittleEndian.Uint16(sub[40:])}
+			// The clock's time now, written by clock_time_get into the events buffer, which
+			// poll_oneoff clears and fills anyway.
+			st := []uint64{uint64(binary.LittleEndian.Uint32(sub[16:])), 1, uint64(out)}
+			clockTimeGet.Call(ctx, mod, st)
+			now, ok := mem.ReadUint64Le(out)
+			if st[0] != wasiESUCCESS || !ok {
+				continue // left to wazero, which refuses it as before
+			}
+			restore = append(restore, r)
+			until := r.timeout
+			left := uint64(0)
+			if until > now {
+				left = until - now
+			}
+			binary.LittleEndian.PutUint64(sub[24:], left)
+			binary.LittleEndian.PutUint16(sub[40:], r.flags&^abstime)
+		}
+		orig.Call(ctx, mod, stack)
+		for _, r := range restore {
+			binary.LittleEndian.PutUint64(subs[r.at+24:], r.timeout)
+			binary.LittleEndian.PutUint16(subs[r.at+40:], r.flags)
 		}
 	})
 }
