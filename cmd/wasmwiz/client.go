@@ -148,7 +148,7 @@ func runClientRun(ctx context.Context, args []string, getenv func(string) string
 	stdinArg := fs.String("stdin", "", "stdin for the module; '-' reads this command's stdin")
 	timeout := fs.Int64("timeout-ms", 0, "wall-time limit (default: the tier's)")
 	memory := fs.Int("memory-mb", 0, "memory limit (default: the tier's)")
-	async := fs.Bool("async", false, "queue it and print the execution id")
+	async := fs.Bool("async", false, "queue it and print the queued execution as JSON (its id is .id; wasmwiz executions wait <id>)")
 	asJSON := fs.Bool("json", false, "print the whole execution as JSON")
 	argv0 := fs.String("argv0", "", "the guest's argv[0] (default: the module's name), for multi-call programs such as LLVM's: --argv0 wasm-ld")
 	clock := fs.String("clock", "", "the guest's clocks: fixed (the default: from 2022-01-01, 1 ms a reading, so whatever a guest seeds from the clock, such as QuickJS's Math.random, repeats) or real")
