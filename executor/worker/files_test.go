@@ -263,3 +263,16 @@ func TestWorker_ScratchFileMemory(t *testing.T) {
 		})
 	}
 }
+
+// TestWorker_ScratchFilesOverMemory: files a guest writes are memory it holds: 100 MiB of them
+// under a 64 MiB limit (96 MiB with the headroom) end the run as over its memory, and the error
+// says that files count, which a Python user writing a big file could not guess from "linear
+// memory, tables and other runtime memory".
+func TestWorker_ScratchFilesOverMemory(t *testing.T) {
+	wasm := fixtures.FilesC(t)
+	c := startClient(t)
+	res, _ := c.run(wasm, RunJob{Args: []string{"big", "/tmp/big", "100"}, ScratchMax: 128 << 20, MemoryPages: 64 * 16})
+	if res.Status != schemas.StatusKilled || !strings.Contains(res.Error, "the files it wrote") || res.MemoryPeakBytes < 100<<20 {
+		t.Errorf("status %s, error %q, memory peak %d MiB", res.Status, res.Error, res.MemoryPeakBytes>>20)
+	}
+}

@@ -492,7 +492,7 @@ func (w *worker) run(ctx context.Context, job *RunJob, send func(*Response) erro
 
 // MemoryExceeded is the error of a guest that held more memory than its limit.
 func MemoryExceeded(held, limit int64) string {
-	return fmt.Sprintf("memory limit exceeded: the guest held %d MiB (linear memory, tables and other runtime memory), its limit is %d MiB", held>>20, limit>>20)
+	return fmt.Sprintf("memory limit exceeded: the guest held %d MiB (linear memory, tables, the files it wrote and other runtime memory), its limit is %d MiB", held>>20, limit>>20)
 }
 
 // overMemory turns a run whose guest ended holding more than its limit (grown between two
