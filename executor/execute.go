@@ -360,6 +360,11 @@ func (n *Node) run(ctx context.Context, log *slog.Logger, tier schemas.Tier, req
 		default:
 			// The deadline's only enforcement: the guest runs without checks of its own.
 			fail(schemas.StatusTimedOut, timeLimitExceeded(job.Timeout, tier.Name, tier.WallTime))
+			if o := killed.output; o != nil { // what it had printed until just before
+				res.Stdout, res.Stderr = o.Stdout, o.Stderr
+				res.StdoutBytes, res.StderrBytes = o.StdoutBytes, o.StderrBytes
+				res.StdoutTruncated, res.StderrTruncated = o.StdoutBytes > int64(len(o.Stdout)), o.StderrBytes > int64(len(o.Stderr))
+			}
 		}
 		// Billed up to the kill: its wall time, its CPU time and the most it held.
 		res.DurationMS, res.CPUMS, res.MemoryPeakBytes = ms(killed.after), ms(killed.cpu), killed.held

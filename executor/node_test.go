@@ -531,6 +531,26 @@ func TestNode_Execute_Timeout(t *testing.T) {
 	}
 }
 
+// A guest stopped at its deadline returns what it had printed: it is killed with its worker,
+// and its output (kept in the worker) was lost with it, so a script that printed its progress
+// and then looped forever came back with empty stdout and stderr.
+func TestNode_Execute_TimeoutKeepsOutput(t *testing.T) {
+	e := startEnv(t, nil)
+	mod := e.putModule(fixtures.Wasm("printloop"))
+	for _, timeout := range []int64{500, 1000} {
+		req := newRequest(schemas.TierFree, mod)
+		req.TimeoutMS = timeout
+		res := e.execute(req)
+		if res.Status != schemas.StatusTimedOut || string(res.Stdout) != "progress\n" || string(res.Stderr) != "working\n" ||
+			res.StdoutBytes != 9 || res.StderrBytes != 8 || res.StdoutTruncated {
+			t.Errorf("timeout %d ms: %s, stdout %q (%d bytes), stderr %q (%d bytes), error %q", timeout, res.Status, res.Stdout, res.StdoutBytes, res.Stderr, res.StderrBytes, res.Error)
+		}
+		if stored := e.stored(req.ExecutionID); string(stored.Stdout) != "progress\n" {
+			t.Errorf("timeout %d ms: stored stdout %q", timeout, stored.Stdout)
+		}
+	}
+}
+
 // TestNode_Execute_KillsDeadlineIgnorer runs a loop-free exponential call tree, which no
 // per-loop deadline check would stop: like every guest reaching its deadline, it is stopped by
 // killing its worker, reported timed out and billed up to the kill, and a spare takes the

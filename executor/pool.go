@@ -56,6 +56,7 @@ type killedError struct {
 	after     time.Duration   // from the guest's start (or the job's) to the kill
 	held      int64           // the most the guest held, as reported (worker.Memory) or resident, 0 if never
 	started   *worker.Started // how the module was found, if the worker said (nil: found compiled, as expected)
+	output    *worker.Output  // what the guest had written just before its deadline, if the worker said
 }
 
 func (e *killedError) Error() string {
@@ -633,8 +634,9 @@ func (p *pool) exchange(pr *proc, req *worker.Request, first, second time.Durati
 	start := time.Now()
 	started := req.Run != nil && req.Run.Warm
 	var startedFrame *worker.Started
-	cpu0 := pr.cpu // the worker's CPU time when the guest started
-	var held int64 // what the guest held, as last reported
+	var output *worker.Output // the guest's output just before its deadline (worker.Output)
+	cpu0 := pr.cpu            // the worker's CPU time when the guest started
+	var held int64            // what the guest held, as last reported
 	deadline := first
 	if started {
 		deadline = second
@@ -677,6 +679,8 @@ func (p *pool) exchange(pr *proc, req *worker.Request, first, second time.Durati
 				rss.stop()
 				rss = watchRSS(pr, base, memLimit+rssSlack)
 			}
+		case r.Output != nil:
+			output = r.Output
 		case r.Memory != nil:
 			held = max(held, r.Memory.Bytes)
 			if memLimit > 0 && r.Memory.Bytes > memLimit {
@@ -709,7 +713,7 @@ func (p *pool) exchange(pr *proc, req *worker.Request, first, second time.Durati
 	if pr.killed.Load() {
 		p.lose(pr, pr.lossReason(started), true)
 		ke := pr.killedError(started, start, cpu0, held, rss)
-		ke.started = startedFrame
+		ke.started, ke.output = startedFrame, output
 		return resp, true, ke
 	}
 	p.lose(pr, "crashed", true)

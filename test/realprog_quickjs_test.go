@@ -66,7 +66,7 @@ console.log('listed', os.readdir('/js')[0].filter(n => n.endsWith('.js')).sort()
 `)
 	write("fib.js", "function fib(n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }\nconsole.log('fib', fib(Number(scriptArgs[1])));\n")
 	write("throw.js", "function f() { throw new TypeError('boom ' + 42); }\nf();\n")
-	write("loop.js", "for (;;) {}\n")
+	write("loop.js", "console.log('started');\nfor (;;) {}\n")
 	write("mem.js", "const a = [];\nfor (;;) a.push(new Array(1 << 16).fill(1));\n")
 
 	// run runs qjs with the CLI and returns the execution; the CLI's exit code is the guest's.
@@ -123,8 +123,9 @@ console.log('listed', os.readdir('/js')[0].filter(n => n.endsWith('.js')).sort()
 	})
 	t.Run("endless loop", func(t *testing.T) {
 		e, _ := run(t, free, "--mount", dir+":/js", qjs, "--", "/js/loop.js") // the free tier's 5 s
-		if e.Status != schemas.StatusTimedOut || e.DurationMS < 5000 || e.DurationMS > 7000 || !strings.Contains(e.Error, "time limit of 5s, the free tier's wall time") {
-			t.Errorf("status %s, %.0f ms, error %q", e.Status, e.DurationMS, e.Error)
+		if e.Status != schemas.StatusTimedOut || e.DurationMS < 5000 || e.DurationMS > 7000 || !strings.Contains(e.Error, "time limit of 5s, the free tier's wall time") ||
+			e.Stdout != "started\n" {
+			t.Errorf("status %s, %.0f ms, error %q, stdout %q (what it printed before its loop)", e.Status, e.DurationMS, e.Error, e.Stdout)
 		}
 	})
 	t.Run("README", func(t *testing.T) {

@@ -11,7 +11,7 @@ import (
 // []byte fields are copied as they are, so a round trip costs little beyond the payload).
 //
 //	node → worker: Hello, then any number of Run or Compile, one at a time
-//	worker → node: Ready; per Run: [Compiling, Started,] [Memory...] Run; per Compile: Compile
+//	worker → node: Ready; per Run: [Compiling, Started,] [Memory...] [Output] [Memory...] Run; per Compile: Compile
 //
 // A Run whose module the worker has compiled already, as the supervisor expected (RunJob.Warm),
 // is answered with the Run frame alone: the supervisor held it to the execution deadline from
@@ -20,8 +20,10 @@ import (
 // runs (back to the execution deadline); so is a hit the supervisor did not expect, by Started
 // alone. A guest that runs past MemoryReportEvery is followed by Memory frames whenever what it
 // holds has changed, so that the node can kill a guest over its memory limit and knows how much
-// a guest it kills was holding. The worker never stops a guest itself: the node times the
-// deadline and kills the worker when it passes. Exactly
+// a guest it kills was holding. A guest still running just before its deadline is followed by
+// one Output frame, its stdout and stderr so far, which the node returns with a guest it kills
+// there. The worker never stops a guest itself: the node times the deadline and kills the
+// worker when it passes. Exactly
 // one field of a Request or Response is set.
 
 // Request is one frame from the node to a worker.
@@ -37,6 +39,7 @@ type Response struct {
 	Compiling *Compiling
 	Started   *Started
 	Memory    *Memory
+	Output    *Output
 	Run       *RunResult
 	Compile   *CompileResult
 }
@@ -133,6 +136,20 @@ type Started struct {
 type Memory struct {
 	Bytes int64
 }
+
+// Output is what a guest still running OutputBefore its deadline has written so far (as capped
+// by its job), sent once: the node kills a guest that reaches its deadline with its worker, and
+// without this frame what it had printed (a script's progress before its endless loop) was lost.
+type Output struct {
+	Stdout, Stderr           []byte
+	StdoutBytes, StderrBytes int64 // written, capped or not
+}
+
+// OutputBefore is how long before its deadline a running guest's output is sent (Output), by
+// the memory reports' tick (every MemoryReportEvery): output written in the last 175 to 200 ms
+// is lost with the worker, and a worker slowed down by that much (a loaded machine) still sends
+// it in time. A deadline shorter than that sends it at the first tick.
+const OutputBefore = 8 * MemoryReportEvery
 
 // MemoryReportEvery is how often a running guest's memory is looked at. A guest that finishes
 // sooner sends no report: its result carries its memory.

@@ -397,7 +397,9 @@ func (w *worker) run(ctx context.Context, job *RunJob, send func(*Response) erro
 		res.Error = InvalidModulePrefix + cleanError(err)
 		return finish()
 	}
+	deadlineFrom := t0 // where the node times the guest's deadline from: the job's arrival, or Started
 	if (!hit || !job.Warm) && sendErr == nil {
+		deadlineFrom = time.Now()
 		sendErr = send(&Response{Started: &Started{CompileCacheHit: hit, CompileDuration: res.CompileDuration, CPU: cpu0}})
 	}
 	if sendErr != nil {
@@ -429,7 +431,16 @@ func (w *worker) run(ctx context.Context, job *RunJob, send func(*Response) erro
 		return finish()
 	}
 	usage.scratch = fsys.Used // its files are heap it holds (see memoryUsage)
-	stopReports := reportMemory(usage, send)
+	var outputAt time.Time    // its output goes to the node just before the deadline (Output)
+	if job.Timeout > 0 {
+		outputAt = deadlineFrom.Add(job.Timeout - OutputBefore)
+	}
+	stopReports := reportMemory(usage, send, outputAt, func() *Output {
+		o := &Output{}
+		o.Stdout, o.StdoutBytes = stdout.snapshot()
+		o.Stderr, o.StderrBytes = stderr.snapshot()
+		return o
+	})
 
 	// The guest's file system is its own (guestfs), nothing of the host's. Its clock is
 	// wazero's deterministic fake unless the job asks for the real one; it never sleeps on the
@@ -505,10 +516,11 @@ func overMemory(res *RunResult, job *RunJob) {
 }
 
 // reportMemory sends a Memory frame every MemoryReportEvery while the guest runs, when what
-// the guest holds has changed since the last one. stop waits for a report being sent, so that no frame follows
+// the guest holds has changed since the last one, and once the guest runs past outputAt (zero:
+// never), an Output frame with what output returns. stop waits for a report being sent, so that no frame follows
 // it: the run's other frames are sent by the caller, never at the same time as a report. It
 // costs a short run nothing but arming and stopping a timer.
-func reportMemory(usage *memoryUsage, send func(*Response) error) (stop func()) {
+func reportMemory(usage *memoryUsage, send func(*Response) error, outputAt time.Time, output func() *Output) (stop func()) {
 	var (
 		mu      sync.Mutex
 		stopped bool
@@ -527,6 +539,12 @@ func reportMemory(usage *memoryUsage, send func(*Response) error) (stop func()) 
 			last = n
 			if send(&Response{Memory: &Memory{Bytes: n}}) != nil {
 				return // the node is gone; the run's end will find out
+			}
+		}
+		if !outputAt.IsZero() && !time.Now().Before(outputAt) {
+			outputAt = time.Time{}
+			if send(&Response{Output: output()}) != nil {
+				return
 			}
 		}
 		t.Reset(MemoryReportEvery)
@@ -632,17 +650,27 @@ func cleanError(err error) string {
 // cappedWriter keeps the first max bytes written and counts all of them. It never fails and
 // never blocks, so a guest flooding its output only fills a counter.
 type cappedWriter struct {
+	mu  sync.Mutex // the memory reports read it while the guest writes (snapshot)
 	max int
 	buf []byte
 	n   int64
 }
 
 func (c *cappedWriter) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.n += int64(len(p))
 	if room := c.max - len(c.buf); room > 0 {
 		c.buf = append(c.buf, p[:min(room, len(p))]...)
 	}
 	return len(p), nil
+}
+
+// snapshot is a copy of what has been written so far, and how many bytes were written.
+func (c *cappedWriter) snapshot() ([]byte, int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return bytes.Clone(c.buf), c.n
 }
 
 func compilerSupported() bool {
