@@ -169,6 +169,13 @@ print("wrote", json.dumps(result, sort_keys=True))
 			t.Errorf("memory peak %d MiB, want the 100 MiB file and the interpreter", e.MemoryPeakBytes>>20)
 		}
 	})
+	t.Run("100 MiB file over memory_mb 64", func(t *testing.T) {
+		e, _ := run(t, pro, "--memory-mb", "64", python, "--", "-c",
+			"f = open('/tmp/big', 'wb')\nb = b'x' * (1 << 20)\nfor i in range(100): f.write(b)")
+		if e.Status != schemas.StatusKilled || !strings.Contains(e.Error, "the files it wrote") {
+			t.Errorf("status %s, error %q", e.Status, e.Error)
+		}
+	})
 	t.Run("traceback", func(t *testing.T) {
 		e, _ := run(t, pro, python, "--", "-c", "def f():\n    raise ValueError('boom')\nf()")
 		if e.Status != schemas.StatusFailed || exitCode(e) != 1 || !strings.Contains(e.Stderr, "Traceback (most recent call last)") ||
