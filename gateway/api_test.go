@@ -641,15 +641,20 @@ func TestAPI(t *testing.T) {
 		})
 	}
 
-	// Accounting gone: usage is a 503 on both transports, naming only what is unavailable.
+	// Accounting gone: usage is a 503 on both transports, naming only what is unavailable, with
+	// Retry-After (a dependency that did not answer: the same 503 as a NATS cluster without
+	// quorum gives, which had none).
 	t.Run("UsageUnavailable", func(t *testing.T) {
 		if err := s.accounting.Unsubscribe(); err != nil {
 			t.Fatal(err)
 		}
 		for _, tr := range transports {
-			status, body := tr.call(t, s, s.op(t, "get-usage"), s.key, apiCall{})
+			status, h, body := tr.do(t, s, s.op(t, "get-usage"), s.key, apiCall{})
 			if status != http.StatusServiceUnavailable || !bytes.Contains(body, []byte("accounting is unavailable")) {
 				t.Errorf("%s: usage without accounting: %d %s, want 503 naming accounting", tr.name, status, body)
+			}
+			if ra := h.Get("Retry-After"); ra != strconv.Itoa(unavailableRetryAfter) {
+				t.Errorf("%s: usage without accounting: Retry-After %q, want %d", tr.name, ra, unavailableRetryAfter)
 			}
 		}
 	})

@@ -18,7 +18,9 @@ func (g *Server) publicError(ctx context.Context, op string, err error) *schemas
 	var de *dependencyError
 	if errors.As(err, &de) {
 		g.log.ErrorContext(ctx, "dependency failed", "op", op, "request_id", requestIDFrom(ctx), "dependency", de.what, "err", de.err)
-		return schemas.Errorf(schemas.CodeUnavailable, "%s is unavailable; try again shortly", de.what)
+		e := schemas.Errorf(schemas.CodeUnavailable, "%s is unavailable; try again shortly", de.what)
+		e.RetryAfter = unavailableRetryAfter
+		return e
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return schemas.Errorf(schemas.CodeTimeout, "the request was cancelled or timed out")
@@ -34,6 +36,14 @@ func truncateID(s string) string {
 	}
 	return strings.ToValidUTF8(s, "?")
 }
+
+// unavailableRetryAfter is the Retry-After (seconds) of a 503 for a dependency that could not
+// answer: by then the gateway has ridden out a leader election (storeRetryFor, publishRetryFor),
+// so what is wrong lasts longer: a NATS cluster without quorum (two servers of three down),
+// a partition, PostgreSQL unreachable. Without it, clients of a cluster that had lost its quorum
+// were refused 503 with no Retry-After (55 of 55 refusals in the fault suite's "quorum" fault),
+// and the API promises one with every 503 that means "try again".
+const unavailableRetryAfter = 5
 
 // unavailable wraps the failure of a dependency (a store, accounting): publicError logs it
 // once and answers a caller-safe 503 naming only what was unavailable.

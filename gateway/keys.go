@@ -328,7 +328,7 @@ func (k *keyring) lookupKey(ctx context.Context, token string) (schemas.Key, err
 			if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
 				return schemas.Key{}, errUnauthorized
 			}
-			return schemas.Key{}, schemas.Errorf(schemas.CodeUnavailable, "key store unreachable")
+			return schemas.Key{}, &schemas.Error{Code: schemas.CodeUnavailable, Message: "key store unreachable", RetryAfter: unavailableRetryAfter}
 		}
 		if e.Operation() != jetstream.KeyValuePut || json.Unmarshal(e.Value(), &ent.rec) != nil {
 			return schemas.Key{}, errUnauthorized

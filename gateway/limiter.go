@@ -131,7 +131,8 @@ func windows(t schemas.Tier) []window {
 }
 
 // errLimiterUnavailable makes the gateway refuse (503) rather than let traffic through.
-var errLimiterUnavailable = schemas.Errorf(schemas.CodeUnavailable, "rate limiter is unavailable; the request was not admitted, try again shortly")
+var errLimiterUnavailable = &schemas.Error{Code: schemas.CodeUnavailable, RetryAfter: unavailableRetryAfter,
+	Message: "rate limiter is unavailable; the request was not admitted, try again shortly"}
 
 // Admit counts one execution for tenant, or refuses it. Both windows are published to at once;
 // if one refuses, the other's admission is deleted again, so a refused request never uses quota.
