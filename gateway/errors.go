@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/wasmwiz/wasmwiz/schemas"
@@ -14,6 +15,12 @@ func (g *Server) publicError(ctx context.Context, op string, err error) *schemas
 	var se *schemas.Error
 	if errors.As(err, &se) {
 		return se
+	}
+	var ue *unconfirmedError
+	if errors.As(err, &ue) {
+		g.log.ErrorContext(ctx, "execution queue did not confirm a publish", "op", op, "request_id", requestIDFrom(ctx), "execution_id", ue.id, "err", ue.err)
+		return &schemas.Error{Code: schemas.CodeUnavailable, RetryAfter: unavailableRetryAfter,
+			Message: fmt.Sprintf("the execution queue did not confirm execution %s in time: it may still run. Send the request again with the same Idempotency-Key to learn what became of it (it will not run twice), or look it up with GET /v1/executions/%s", ue.id, ue.id)}
 	}
 	var de *dependencyError
 	if errors.As(err, &de) {

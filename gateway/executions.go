@@ -161,6 +161,11 @@ func (g *Server) execute(ctx context.Context, p *Principal, req *schemas.Executi
 	// Only a random id is surely new: an idempotency key names the same execution every time,
 	// and its result may outlive the key's record.
 	if err := g.publishExec(ctx, er, time.Now().Add(wait), idemKey == ""); err != nil {
+		if ue := (*unconfirmedError)(nil); errors.As(err, &ue) {
+			// It may still run: it keeps its admission and its Idempotency-Key, whose next
+			// send replays it (the queue's duplicate window keeps one copy) or answers its result.
+			return nil, err
+		}
 		release()
 		if claim != nil {
 			g.unclaimIdempotencyKey(ctx, claim)
@@ -453,6 +458,9 @@ func (g *Server) publishExec(ctx context.Context, er *schemas.ExecRequest, deadl
 		if strings.Contains(err.Error(), "maximum messages per subject exceeded") {
 			return &limitedError{err: &schemas.Error{Code: schemas.CodeRateLimited, RetryAfter: 1,
 				Message: fmt.Sprintf("too many executions in flight: the %s tier allows %d queued or running at once; retry when one finishes", er.Tier, g.cfg.Tiers[er.Tier].InFlight)}}
+		}
+		if ue := (*unconfirmedError)(nil); errors.As(err, &ue) {
+			return err
 		}
 		return unavailable("execution queue", err)
 	}

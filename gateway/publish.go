@@ -23,18 +23,32 @@ const publishRetryFor = 10 * time.Second
 // leader), until until. A try that timed out may have been stored, so the tries after it carry
 // the execution id as Nats-Msg-Id (the stream's duplicate window keeps one copy) and no
 // "new execution" mark (an executor given a copy anyway looks for the result first).
+//
+// When it gives up and a try timed out, the message may yet be stored: a stream leader that lost
+// its quorum keeps the proposal and commits it once its peers are back (the fault suite's
+// "quorum" fault ran 9 executions whose requests had been refused). The error is then an
+// *unconfirmedError: not a refusal, but an answer that says the execution may still run.
 func (g *Server) publishExecMsg(ctx context.Context, msg *nats.Msg, id string, until time.Time) error {
 	if u := time.Now().Add(publishRetryFor); u.Before(until) {
 		until = u
 	}
 	delay := 50 * time.Millisecond
+	maybeStored := false
 	for try := 1; ; try++ {
 		actx, cancel := context.WithTimeout(ctx, min(2*time.Second, max(time.Until(until), 100*time.Millisecond)))
-		_, err := g.js.PublishMsg(actx, msg)
+		// One request per try (the client library would try again on "no responders" itself,
+		// and a try cut short in its wait would look like one that went unanswered).
+		_, err := g.js.PublishMsg(actx, msg, jetstream.WithRetryAttempts(0))
 		cancel()
+		if err != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) {
+			maybeStored = true
+		}
 		if err == nil || !retryablePublish(err) || ctx.Err() != nil || time.Now().Add(delay).After(until) {
 			if err != nil && try > 1 {
-				g.log.Warn("execution queue: publish failed after retries", "execution_id", id, "tries", try, "err", err)
+				g.log.Warn("execution queue: publish failed after retries", "execution_id", id, "tries", try, "maybe_stored", maybeStored, "err", err)
+			}
+			if err != nil && maybeStored && retryablePublish(err) {
+				return &unconfirmedError{id: id, err: err}
 			}
 			return err
 		}
@@ -53,6 +67,18 @@ func (g *Server) publishExecMsg(ctx context.Context, msg *nats.Msg, id string, u
 		delay = min(2*delay, time.Second)
 	}
 }
+
+// unconfirmedError is a publish of execution id that JetStream neither took nor refused in time:
+// it may have been stored, and then runs.
+type unconfirmedError struct {
+	id  string
+	err error
+}
+
+func (e *unconfirmedError) Error() string {
+	return "execution " + e.id + " not confirmed by the queue: " + e.err.Error()
+}
+func (e *unconfirmedError) Unwrap() error { return e.err }
 
 // retryablePublish reports whether a publish failed because JetStream could not take it for
 // the moment, rather than because it refused the message.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,15 +40,15 @@ func TestPublishExecMsg_RidesOutNoResponders(t *testing.T) {
 	before := inMsgs()
 	done := make(chan error, 1)
 	go func() { done <- g.publishExecMsg(ctx, msg, "ex_noleader", time.Now().Add(publishRetryFor)) }()
-	// Each publish call sends up to three requests (the client library retries twice on no
-	// responders): more than nine means the gateway itself tried again, past that half second.
+	// Each try is one request (the client library's own retries are off): more than three
+	// means the gateway tried again.
 	natstest.CheckFor(t, 10*time.Second, poll, state(func() bool {
 		select {
 		case err := <-done:
 			t.Fatalf("publish ended while no stream could take it: %v", err)
 		default:
 		}
-		return inMsgs()-before > 9
+		return inMsgs()-before > 3
 	}, func() string { return "the gateway did not publish again" }))
 
 	stream := schemas.ExecStream(schemas.TierFree)
@@ -125,5 +126,56 @@ func TestClaimIdempotencyKey_RidesOutNoLeader(t *testing.T) {
 	}
 	if _, err := kv.Get(ctx, idempotencyKV("acme", "k1")); err != nil {
 		t.Errorf("the claim is not stored: %v", err)
+	}
+}
+
+// A stream leader that lost its quorum takes a publish and answers nothing: the proposal stays
+// in its log and is committed once its peers are back, so the execution runs after all. The
+// gateway must not call that a refusal: its 503 says the execution may still run and names it
+// (the fault suite's quorum fault ran 9 executions whose clients had been answered a plain 503),
+// while a publish nothing took (no responders) stays a refusal.
+func TestPublishExecMsg_TimeoutIsNotARefusal(t *testing.T) {
+	srv := natstest.RunJetStream(t)
+	js := natstest.JetStream(t, srv)
+	nc := natstest.Connect(t, srv)
+	g := &Server{js: js, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	ctx := context.Background()
+	subject := schemas.ExecSubject(schemas.TierFree, "acme")
+	newMsg := func() *nats.Msg {
+		msg := nats.NewMsg(subject)
+		msg.Data = []byte(`{}`)
+		msg.Header.Set(schemas.HeaderNewExecution, "true")
+		return msg
+	}
+
+	// Nothing takes it: a refusal.
+	err := g.publishExecMsg(ctx, newMsg(), "ex_refused", time.Now().Add(time.Second))
+	if err == nil || errors.As(err, new(*unconfirmedError)) {
+		t.Fatalf("publish that nothing took: %v, want a refusal", err)
+	}
+	if se := g.publicError(ctx, "execute", unavailable("execution queue", err)); se.Code != schemas.CodeUnavailable || se.RetryAfter == 0 || strings.Contains(se.Message, "ex_refused") {
+		t.Errorf("refusal: %+v, want a 503 with Retry-After that names no execution", se)
+	}
+
+	// Something takes it and never answers, as a leader without quorum does.
+	sub, err := nc.SubscribeSync(subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	err = g.publishExecMsg(ctx, newMsg(), "ex_unconfirmed", time.Now().Add(3*time.Second))
+	var ue *unconfirmedError
+	if !errors.As(err, &ue) || ue.id != "ex_unconfirmed" {
+		t.Fatalf("publish taken and never acknowledged: %v, want unconfirmed", err)
+	}
+	se := g.publicError(ctx, "execute", err)
+	if se.Code != schemas.CodeUnavailable || se.RetryAfter == 0 || !strings.Contains(se.Message, "ex_unconfirmed") || !strings.Contains(se.Message, "may still run") {
+		t.Errorf("unconfirmed: %+v, want a 503 with Retry-After saying ex_unconfirmed may still run", se)
+	}
+	if n, _, _ := sub.Pending(); n < 2 {
+		t.Errorf("%d tries reached the stream, want it tried again", n)
 	}
 }
