@@ -455,12 +455,12 @@ func (g *Server) publishExec(ctx context.Context, er *schemas.ExecRequest, deadl
 		}
 	}
 	if err != nil {
+		if ue := (*unconfirmedError)(nil); errors.As(err, &ue) {
+			return err
+		}
 		if strings.Contains(err.Error(), "maximum messages per subject exceeded") {
 			return &limitedError{err: &schemas.Error{Code: schemas.CodeRateLimited, RetryAfter: 1,
 				Message: fmt.Sprintf("too many executions in flight: the %s tier allows %d queued or running at once; retry when one finishes", er.Tier, g.cfg.Tiers[er.Tier].InFlight)}}
-		}
-		if ue := (*unconfirmedError)(nil); errors.As(err, &ue) {
-			return err
 		}
 		return unavailable("execution queue", err)
 	}

@@ -40,14 +40,14 @@ func (g *Server) publishExecMsg(ctx context.Context, msg *nats.Msg, id string, u
 		// and a try cut short in its wait would look like one that went unanswered).
 		_, err := g.js.PublishMsg(actx, msg, jetstream.WithRetryAttempts(0))
 		cancel()
-		if err != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) {
+		if err != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || inProcess(err)) {
 			maybeStored = true
 		}
 		if err == nil || !retryablePublish(err) || ctx.Err() != nil || time.Now().Add(delay).After(until) {
 			if err != nil && try > 1 {
 				g.log.Warn("execution queue: publish failed after retries", "execution_id", id, "tries", try, "maybe_stored", maybeStored, "err", err)
 			}
-			if err != nil && maybeStored && retryablePublish(err) {
+			if err != nil && maybeStored {
 				return &unconfirmedError{id: id, err: err}
 			}
 			return err
@@ -89,7 +89,18 @@ func retryablePublish(err error) bool {
 	}
 	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
-		(errors.As(err, &apiErr) && apiErr.Code == 503)
+		(errors.As(err, &apiErr) && apiErr.Code == 503) || inProcess(err)
+}
+
+// errCodeDuplicateInProcess is JetStream's "duplicate message id is in process" (409): a message
+// with this Nats-Msg-Id was proposed and not yet committed, as when a try timed out at a leader
+// that lost its quorum. It is not a refusal: the message is committed (and the next try answered
+// as a duplicate) or dropped with that leader (and the next try stores it).
+const errCodeDuplicateInProcess = 10158
+
+func inProcess(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeDuplicateInProcess
 }
 
 // isInFlightRefusal reports whether the execution stream refused a publish because the tenant

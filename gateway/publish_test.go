@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -177,5 +178,30 @@ func TestPublishExecMsg_TimeoutIsNotARefusal(t *testing.T) {
 	}
 	if n, _, _ := sub.Pending(); n < 2 {
 		t.Errorf("%d tries reached the stream, want it tried again", n)
+	}
+	sub.Unsubscribe()
+
+	// What the quorum fault showed: the first try unanswered, the next ones answered 409
+	// "duplicate message id is in process" (the first is proposed, not committed). Those are
+	// tried again, and the execution may still run; it did, after a plain 503.
+	var tries atomic.Int32
+	inproc, err := nc.Subscribe(subject, func(m *nats.Msg) {
+		if tries.Add(1) > 1 {
+			_ = m.Respond([]byte(`{"type":"io.nats.jetstream.api.v1.pub_ack_response","error":{"code":409,"err_code":10158,"description":"duplicate message id is in process"}}`))
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inproc.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	err = g.publishExecMsg(ctx, newMsg(), "ex_inprocess", time.Now().Add(3*time.Second))
+	if !errors.As(err, &ue) || ue.id != "ex_inprocess" {
+		t.Fatalf("publish unanswered, then in process: %v, want unconfirmed", err)
+	}
+	if n := tries.Load(); n < 3 {
+		t.Errorf("%d tries, want the in-process answers tried again", n)
 	}
 }

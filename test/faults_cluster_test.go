@@ -46,7 +46,9 @@ import (
 //
 //	go test -tags faults -run TestFaults_Cluster -v -timeout 30m ./test
 //
-// One fault: -run 'TestFaults_Cluster/leader' (executor, follower, leader, accounting, gateway).
+// One fault: -run 'TestFaults_Cluster/leader' (executor, follower, leader, accounting, gateway,
+// and those of faults_quorum_test.go: quorum, quorum-leader, partition, gateway-partition,
+// executor-partition).
 // WASMWIZ_FAULTS_RATE (default 20/s) and WASMWIZ_FAULTS_SECONDS (default 30) size each load.
 
 const faultsTenant = "faults"
@@ -144,12 +146,17 @@ type faultCluster struct {
 	allProcs  []namedProc
 	acct      *role
 	pgRelay   *tcpRelay
-	dbURL     string // straight to the schema, for the checks
-	key       string
-	hello     string
-	loop      string
-	js        jetstream.JetStream
-	started   time.Time
+	// routeRelays[i][j] carries node i's routes to node j; gatewayRelays[i] the first gateway's
+	// connections to node i, executorRelays[i] the second executor's.
+	routeRelays    [][]*tcpRelay
+	gatewayRelays  []*tcpRelay
+	executorRelays []*tcpRelay
+	dbURL          string // straight to the schema, for the checks
+	key            string
+	hello          string
+	loop           string
+	js             jetstream.JetStream
+	started        time.Time
 }
 
 func startFaultCluster(t *testing.T) *faultCluster {
@@ -182,6 +189,27 @@ func startFaultCluster(t *testing.T) *faultCluster {
 	for range 3 {
 		ps = append(ps, ports{freePortOf(t), freePortOf(t), freePortOf(t)})
 	}
+	// Every route from one node to another goes through a relay of its own (routeRelays[i][j]:
+	// node i dialling node j), so that the test can partition a node from the others. A node's
+	// advertised route address is one nothing listens on: a node told about another by gossip
+	// cannot reach it around the relays (an implicit route is tried once). Clients are not told
+	// the servers' addresses either (no_advertise), so that a role reaching NATS through relays
+	// (the first gateway) stays behind them when it reconnects.
+	c.routeRelays = make([][]*tcpRelay, len(ps))
+	for i := range ps {
+		c.routeRelays[i] = make([]*tcpRelay, len(ps))
+		for j := range ps {
+			if i != j {
+				c.routeRelays[i][j] = newTCPRelay(t, freeAddr(t), "127.0.0.1:"+ps[j].cluster)
+			}
+		}
+	}
+	routeTo := func(i, j int) string {
+		if i == j {
+			return "nats://127.0.0.1:" + ps[j].cluster
+		}
+		return "nats://" + c.routeRelays[i][j].addr
+	}
 	var urls []string
 	for i, p := range ps {
 		text := string(conf)
@@ -189,10 +217,10 @@ func startFaultCluster(t *testing.T) *faultCluster {
 			"port: 4222":             "port: " + p.client,
 			`http: "127.0.0.1:8222"`: `http: "127.0.0.1:` + p.http + `"`,
 			"store_dir: /data":       fmt.Sprintf("store_dir: %q", filepath.Join(c.dir, fmt.Sprintf("data-n%d", i))),
-			"port: 6222":             "port: " + p.cluster,
-			"nats://nats1:6222":      "nats://127.0.0.1:" + ps[0].cluster,
-			"nats://nats2:6222":      "nats://127.0.0.1:" + ps[1].cluster,
-			"nats://nats3:6222":      "nats://127.0.0.1:" + ps[2].cluster,
+			"port: 6222":             fmt.Sprintf("port: %s\n  advertise: %q\n  no_advertise: true", p.cluster, freeAddr(t)),
+			"nats://nats1:6222":      routeTo(i, 0),
+			"nats://nats2:6222":      routeTo(i, 1),
+			"nats://nats3:6222":      routeTo(i, 2),
 		} {
 			if !strings.Contains(text, old) {
 				t.Fatalf("deploy/nats/nats.conf has no %q any more: update the fault suite", old)
@@ -228,15 +256,38 @@ func startFaultCluster(t *testing.T) *faultCluster {
 	}
 
 	adminKey := bootstrap(t, c.adminEnv, c.dir)
-	for range 2 {
+	// The first gateway and the second executor reach each server through relays of their own
+	// (gatewayRelays, executorRelays), to be cut off.
+	relayed := func() ([]*tcpRelay, string) {
+		var rs []*tcpRelay
+		var urls []string
+		for _, n := range c.nodes {
+			r := newTCPRelay(t, freeAddr(t), strings.TrimPrefix(n.clientURL, "nats://"))
+			rs = append(rs, r)
+			urls = append(urls, "nats://"+r.addr)
+		}
+		return rs, strings.Join(urls, ",")
+	}
+	var gwURLs, exURLs string
+	c.gatewayRelays, gwURLs = relayed()
+	c.executorRelays, exURLs = relayed()
+	for i := range 2 {
 		addr := freeAddr(t)
-		c.gateways = append(c.gateways, startRole(t, "gateway", addr, append(roleEnv("gateway"), "WASMWIZ_HTTP_ADDR="+addr), "gateway"))
+		env := append(roleEnv("gateway"), "WASMWIZ_HTTP_ADDR="+addr)
+		if i == 0 {
+			env = append(env, "WASMWIZ_NATS_URL="+gwURLs)
+		}
+		c.gateways = append(c.gateways, startRole(t, "gateway", addr, env, "gateway"))
 	}
 	for i := range 2 {
 		addr := freeAddr(t)
-		c.executors = append(c.executors, startRole(t, "executor", addr, append(roleEnv("executor"),
+		env := append(roleEnv("executor"),
 			"WASMWIZ_CACHE_DIR="+filepath.Join(c.dir, fmt.Sprintf("cache%d", i)), "WASMWIZ_WORKERS=2", "WASMWIZ_METRICS_ADDR="+addr,
-			fmt.Sprintf("WASMWIZ_NODE_ID=ex%d", i), "WASMWIZ_LOG_LEVEL=debug"), "executor"))
+			fmt.Sprintf("WASMWIZ_NODE_ID=ex%d", i), "WASMWIZ_LOG_LEVEL=debug")
+		if i == 1 {
+			env = append(env, "WASMWIZ_NATS_URL="+exURLs)
+		}
+		c.executors = append(c.executors, startRole(t, "executor", addr, env, "executor"))
 		c.exProcs = append(c.exProcs, c.executors[i].p)
 	}
 	u, err := url.Parse(dbURL)
@@ -502,7 +553,8 @@ func (c *faultCluster) runsPerExecution() map[string]int {
 }
 
 // check waits for every accepted execution to be final and stored, and fills the row.
-func (c *faultCluster) check(t *testing.T, row *faultRow, ids []string, rep *loadReport) {
+// allow says which final client errors the fault may cause (nil: none).
+func (c *faultCluster) check(t *testing.T, row *faultRow, ids []string, rep *loadReport, allow func(outcome string) bool) {
 	t.Helper()
 	row.accepted = len(ids)
 	// Every accepted execution final (through the gateway that is not killed).
@@ -573,7 +625,16 @@ func (c *faultCluster) check(t *testing.T, row *faultRow, ids []string, rep *loa
 	if len(rep.Retried) > 0 {
 		row.clientErrors = fmt.Sprintf("%d (retried %s)", rep.Errors, compactCounts(rep.Retried))
 	}
-	if row.lost != 0 || row.usageRows != row.accepted || rep.Errors != 0 {
+	var failed []string
+	for k, n := range rep.Outcomes {
+		if !strings.HasPrefix(k, "200") {
+			row.clientErrors += fmt.Sprintf(", failed %s×%d", k, n)
+			if allow == nil || !allow(k) {
+				failed = append(failed, k)
+			}
+		}
+	}
+	if row.lost != 0 || row.usageRows != row.accepted || len(failed) > 0 {
 		t.Errorf("%s: accepted %d, completed %d, usage rows %d, client errors %d (outcomes %v)",
 			row.fault, row.accepted, row.completed, row.usageRows, rep.Errors, rep.Outcomes)
 	}
@@ -623,11 +684,19 @@ func TestFaults_Cluster(t *testing.T) {
 		}
 	}()
 
+	var phaseAllow func(t *testing.T, name, fault string, strict bool, allow func(string) bool, inject func(t *testing.T, l *loadRun) (extra []string, recovery time.Duration, what string)) *faultRow
 	// phase runs a load, injects the fault once the load is under way, and checks.
 	// strict: clients must not even see an error they could retry (a NATS node's death is the
 	// cluster's to ride out, within the requests' 10 s and more).
-	phase := func(t *testing.T, name, fault string, strict bool, inject func(t *testing.T, l *loadRun) (extra []string, recovery time.Duration, what string)) {
-		l := c.startLoad(t, name, rate, time.Duration(seconds)*time.Second)
+	phase := func(t *testing.T, name, fault string, strict bool, inject func(t *testing.T, l *loadRun) (extra []string, recovery time.Duration, what string)) *faultRow {
+		return phaseAllow(t, name, fault, strict, nil, inject)
+	}
+	phaseAllow = func(t *testing.T, name, fault string, strict bool, allow func(string) bool, inject func(t *testing.T, l *loadRun) (extra []string, recovery time.Duration, what string)) *faultRow {
+		d := time.Duration(seconds) * time.Second
+		if allow != nil { // the no-quorum and partition faults last 15 s: the load outlasts them
+			d = max(d, 35*time.Second)
+		}
+		l := c.startLoad(t, name, rate, d)
 		eventually(t, time.Minute, "the load has not got going", func() bool { return len(l.accepted(t)) >= int(rate*5) })
 		var toolsDone sync.WaitGroup
 		// Reconcile reads accounting's rows too: not while accounting is the fault.
@@ -642,7 +711,7 @@ func TestFaults_Cluster(t *testing.T) {
 		}
 		row := &faultRow{fault: fault, recovery: recovery, recoveryWhat: what}
 		rows = append(rows, row)
-		c.check(t, row, ids, rep)
+		c.check(t, row, ids, rep, allow)
 		if strict && len(rep.Retried) > 0 {
 			t.Errorf("%s: clients saw %v (and retried): want no error at all", fault, rep.Retried)
 		}
@@ -652,6 +721,7 @@ func TestFaults_Cluster(t *testing.T) {
 			}
 		}
 		t.Logf("%s: load %+v", fault, rep)
+		return row
 	}
 
 	t.Run("executor", func(t *testing.T) {
@@ -770,6 +840,112 @@ func TestFaults_Cluster(t *testing.T) {
 			c.allProcs = append(c.allProcs, namedProc{"gateway", g.p})
 			waitReady(t, g.opsURL, g.p)
 			return nil, disruption(l.accepted(t), killed), "client disruption, from the kill"
+		})
+	})
+	// No quorum and partitions (faults_quorum_test.go). While the cluster cannot store, the
+	// answer is a 503 with Retry-After (the load retries it on the other gateway until its 30 s
+	// deadline, and only a 503 may be its final answer); nothing accepted is lost.
+	only503 := func(k string) bool { return k == "503" }
+	quorumPhase := func(t *testing.T, name, fault string, inject func(t *testing.T) (end time.Time, what string)) {
+		var probe *probeSummary
+		row := phaseAllow(t, name, fault, false, only503, func(t *testing.T, l *loadRun) ([]string, time.Duration, string) {
+			pr := c.startProber(t, name)
+			end, what := inject(t)
+			served := c.waitServed(t)
+			servedAfter := time.Since(end)
+			time.Sleep(2 * time.Second)
+			probe = pr.finish(t)
+			d := disruption(l.accepted(t), end)
+			t.Logf("%s: both gateways accept again %v after the fault ended; %s; 503s to requests sent from %v to %v from the fault's end",
+				fault, servedAfter.Round(time.Millisecond), probe, probe.first503.Sub(end).Round(time.Millisecond), probe.last503.Sub(end).Round(time.Millisecond))
+			return append(served, probe.accepted...), max(d, servedAfter), what
+		})
+		ran := c.refusedRan(t, probe.refused)
+		row.clientErrors += fmt.Sprintf("; %s; refused yet ran %d", probe, len(ran))
+		for _, b := range probe.bad {
+			t.Errorf("%s: %s", fault, b)
+		}
+		for _, r := range ran {
+			t.Errorf("%s: refused with a 503 yet ran: %s", fault, r)
+		}
+	}
+	const down = 15 * time.Second
+	t.Run("quorum", func(t *testing.T) {
+		quorumPhase(t, "quorum", "two NATS servers kill -9 at once (15 s down)", func(t *testing.T) (time.Time, string) {
+			lead := c.execStreamLeader(t)
+			var victims []*natsNode
+			for _, n := range c.nodes {
+				if n != lead {
+					victims = append(victims, n)
+				}
+			}
+			for _, v := range victims {
+				kill9(t, v.p)
+			}
+			time.Sleep(down)
+			for _, v := range victims {
+				v.start(c.t, c.natsBin)
+			}
+			end := time.Now()
+			c.waitNATS(t)
+			t.Logf("nats-servers %s and %s back and healthy %v after their restart", victims[0].name, victims[1].name, time.Since(end).Round(time.Millisecond))
+			return end, "client disruption and both gateways serving, from the restart"
+		})
+	})
+	t.Run("partition", func(t *testing.T) {
+		quorumPhase(t, "partition", "exec stream leader's routes partitioned (15 s)", func(t *testing.T) (time.Time, string) {
+			v := c.execStreamLeader(t)
+			c.partitionNode(c.nodeIndex(v), true)
+			time.Sleep(down)
+			c.partitionNode(c.nodeIndex(v), false)
+			end := time.Now()
+			c.waitNATS(t)
+			t.Logf("nats-server %s partitioned from the others for %v; healthy %v after the heal", v.name, down, time.Since(end).Round(time.Millisecond))
+			return end, "client disruption and both gateways serving, from the heal"
+		})
+	})
+	t.Run("quorum-leader", func(t *testing.T) {
+		quorumPhase(t, "quorum-leader", "exec stream leader and a follower kill -9 at once (15 s down)", func(t *testing.T) (time.Time, string) {
+			lead := c.execStreamLeader(t)
+			victims := []*natsNode{lead}
+			for _, n := range c.nodes {
+				if n != lead && len(victims) < 2 {
+					victims = append(victims, n)
+				}
+			}
+			for _, v := range victims {
+				kill9(t, v.p)
+			}
+			time.Sleep(down)
+			for _, v := range victims {
+				v.start(c.t, c.natsBin)
+			}
+			end := time.Now()
+			c.waitNATS(t)
+			t.Logf("nats-servers %s (leader) and %s back and healthy %v after their restart", victims[0].name, victims[1].name, time.Since(end).Round(time.Millisecond))
+			return end, "client disruption and both gateways serving, from the restart"
+		})
+	})
+	cutOff := func(rs []*tcpRelay) time.Time {
+		for _, r := range rs {
+			r.blackhole()
+		}
+		time.Sleep(down)
+		for _, r := range rs {
+			r.heal()
+		}
+		return time.Now()
+	}
+	t.Run("gateway-partition", func(t *testing.T) {
+		quorumPhase(t, "gateway-partition", "gateway cut off from NATS (15 s)", func(t *testing.T) (time.Time, string) {
+			return cutOff(c.gatewayRelays), "client disruption and both gateways serving, from the heal"
+		})
+	})
+	t.Run("executor-partition", func(t *testing.T) {
+		quorumPhase(t, "executor-partition", "executor cut off from NATS (15 s)", func(t *testing.T) (time.Time, string) {
+			end := cutOff(c.executorRelays)
+			waitReady(t, c.executors[1].opsURL, c.executors[1].p)
+			return end, "client disruption and both gateways serving, from the heal"
 		})
 	})
 }

@@ -3,7 +3,6 @@ package test
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -230,10 +229,15 @@ func TestFaults_UnpublishedEventIsVisibleAndReplayed(t *testing.T) {
 
 // tcpRelay forwards connections from its address to another: a dependency the test can make
 // unreachable (cut: the listener and every relayed connection closed, so connecting is refused
-// and connections in use break) and reachable again (open, on the same address).
+// and connections in use break) and reachable again (open, on the same address), or partition
+// (blackhole: connections stay open but nothing crosses, in either direction, and a new
+// connection is taken but goes nowhere, as when a network drops packets; heal lets them through
+// again).
 type tcpRelay struct {
 	addr, target string
 	mu           sync.Mutex
+	gate         *sync.Cond // signalled when hole clears
+	hole         bool
 	ln           net.Listener
 	conns        map[net.Conn]bool
 }
@@ -242,6 +246,7 @@ type tcpRelay struct {
 func newTCPRelay(t testing.TB, addr, target string) *tcpRelay {
 	t.Helper()
 	r := &tcpRelay{addr: addr, target: target, conns: map[net.Conn]bool{}}
+	r.gate = sync.NewCond(&r.mu)
 	if err := r.open(); err != nil {
 		t.Fatal(err)
 	}
@@ -269,28 +274,64 @@ func (r *tcpRelay) open() error {
 	return nil
 }
 
+// pass waits while the relay is partitioned; false once it was cut or c closed meanwhile.
+func (r *tcpRelay) pass(c net.Conn) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for r.hole {
+		r.gate.Wait()
+	}
+	return r.ln != nil && (c == nil || r.conns[c])
+}
+
 func (r *tcpRelay) relay(c net.Conn) {
+	r.mu.Lock()
+	r.conns[c] = true
+	r.mu.Unlock()
+	if !r.pass(c) {
+		c.Close()
+		return
+	}
 	d, err := net.Dial("tcp", r.target)
 	if err != nil {
 		c.Close()
 		return
 	}
 	r.mu.Lock()
-	if r.ln == nil { // cut meanwhile
+	if r.ln == nil || !r.conns[c] { // cut meanwhile
 		r.mu.Unlock()
 		c.Close()
 		d.Close()
 		return
 	}
-	r.conns[c], r.conns[d] = true, true
+	r.conns[d] = true
 	r.mu.Unlock()
-	go func() { _, _ = io.Copy(d, c); d.Close() }()
-	_, _ = io.Copy(c, d)
+	go func() { r.copy(d, c); d.Close() }()
+	r.copy(c, d)
 	c.Close()
 	r.mu.Lock()
 	delete(r.conns, c)
 	delete(r.conns, d)
 	r.mu.Unlock()
+}
+
+// copy forwards src to dst; a partition holds what was read until it heals.
+func (r *tcpRelay) copy(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if !r.pass(src) {
+				return
+			}
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // cut closes the listener and every relayed connection.
@@ -305,4 +346,21 @@ func (r *tcpRelay) cut() {
 		c.Close()
 		delete(r.conns, c)
 	}
+	r.hole = false
+	r.gate.Broadcast()
+}
+
+// blackhole partitions the relay: nothing crosses until heal.
+func (r *tcpRelay) blackhole() {
+	r.mu.Lock()
+	r.hole = true
+	r.mu.Unlock()
+}
+
+// heal ends a partition: what was held and what comes next crosses again.
+func (r *tcpRelay) heal() {
+	r.mu.Lock()
+	r.hole = false
+	r.gate.Broadcast()
+	r.mu.Unlock()
 }
