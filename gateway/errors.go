@@ -18,9 +18,13 @@ func (g *Server) publicError(ctx context.Context, op string, err error) *schemas
 	}
 	var ue *unconfirmedError
 	if errors.As(err, &ue) {
-		g.log.ErrorContext(ctx, "execution queue did not confirm a publish", "op", op, "request_id", requestIDFrom(ctx), "execution_id", ue.id, "err", ue.err)
+		g.log.ErrorContext(ctx, "execution not confirmed", "op", op, "request_id", requestIDFrom(ctx), "execution_id", ue.id, "queued", ue.queued, "err", ue.err)
+		what := fmt.Sprintf("the execution queue did not confirm execution %s in time: it may still run", ue.id)
+		if ue.queued {
+			what = fmt.Sprintf("execution %s is queued, but the results store could not record it, so it cannot be looked up yet: it will run", ue.id)
+		}
 		return &schemas.Error{Code: schemas.CodeUnavailable, RetryAfter: unavailableRetryAfter,
-			Message: fmt.Sprintf("the execution queue did not confirm execution %s in time: it may still run. Send the request again with the same Idempotency-Key to learn what became of it (it will not run twice), or look it up with GET /v1/executions/%s", ue.id, ue.id)}
+			Message: what + fmt.Sprintf(". Send the request again with the same Idempotency-Key to learn what became of it (it will not run twice), or look it up later with GET /v1/executions/%s", ue.id)}
 	}
 	var de *dependencyError
 	if errors.As(err, &de) {

@@ -188,8 +188,11 @@ func (g *Server) execute(ctx context.Context, p *Principal, req *schemas.Executi
 			}
 		})
 	}
-	out := g.await(ctx, er, req.Async, replies, wait)
+	out, err := g.await(ctx, er, req.Async, replies, wait)
 	status.Wait()
+	if err != nil {
+		return nil, err // queued, but not recorded: it keeps its admission and its key
+	}
 	out.Limit = limit
 	return out, nil
 }
@@ -340,10 +343,14 @@ func (g *Server) rejected(ctx context.Context, p *Principal, limit, reason strin
 const queuedRecordAfter = 50 * time.Millisecond
 
 // await waits for a published execution's result, up to wait; then the results KV decides.
-func (g *Server) await(ctx context.Context, er *schemas.ExecRequest, async bool, replies <-chan *nats.Msg, wait time.Duration) *execOutcome {
+// An execution answered 202 can be looked up: when its queued record cannot be stored (the
+// results bucket without a quorum), the answer is an *unconfirmedError instead, which names it.
+func (g *Server) await(ctx context.Context, er *schemas.ExecRequest, async bool, replies <-chan *nats.Msg, wait time.Duration) (*execOutcome, error) {
 	if async {
-		g.storeQueued(ctx, er)
-		return &execOutcome{Execution: queuedView(er), Accepted: true}
+		if err := g.storeQueued(ctx, er); err != nil {
+			return nil, &unconfirmedError{id: er.ExecutionID, err: err, queued: true}
+		}
+		return &execOutcome{Execution: queuedView(er), Accepted: true}, nil
 	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
@@ -358,7 +365,7 @@ wait:
 				if r.StorageQuotaExceeded {
 					g.usageReads.forget(r.TenantID) // storage.go
 				}
-				return &execOutcome{Execution: schemas.ExecutionView(&r)}
+				return &execOutcome{Execution: schemas.ExecutionView(&r)}, nil
 			}
 			break wait
 		case <-record.C:
@@ -373,13 +380,16 @@ wait:
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
 	if r, err := g.loadResult(lctx, er.ExecutionID); err == nil && r.Status.Final() {
-		return &execOutcome{Execution: schemas.ExecutionView(r)}
+		return &execOutcome{Execution: schemas.ExecutionView(r)}, nil
 	}
-	g.storeQueued(lctx, er)
+	serr := g.storeQueued(lctx, er)
 	if r, err := g.loadResult(lctx, er.ExecutionID); err == nil {
-		return &execOutcome{Execution: schemas.ExecutionView(r), Accepted: !r.Status.Final()}
+		return &execOutcome{Execution: schemas.ExecutionView(r), Accepted: !r.Status.Final()}, nil
 	}
-	return &execOutcome{Execution: queuedView(er), Accepted: true}
+	if serr != nil {
+		return nil, &unconfirmedError{id: er.ExecutionID, err: serr, queued: true}
+	}
+	return &execOutcome{Execution: queuedView(er), Accepted: true}, nil
 }
 
 func sha256Sum(s string) []byte {
@@ -392,7 +402,7 @@ func queuedView(er *schemas.ExecRequest) *schemas.Execution {
 }
 
 // storeQueued records a queued execution unless the executor has written something already.
-func (g *Server) storeQueued(ctx context.Context, er *schemas.ExecRequest) {
+func (g *Server) storeQueued(ctx context.Context, er *schemas.ExecRequest) error {
 	r := schemas.Result{ID: er.ExecutionID, TenantID: er.TenantID, KeyID: er.KeyID, Tier: er.Tier, ModuleID: er.ModuleID, Status: schemas.StatusQueued, ExitCode: -1, CreatedAt: er.CreatedAt}
 	b, _ := json.Marshal(r)
 	// Until it is stored the execution reads as 404, unless an executor has started it.
@@ -402,7 +412,9 @@ func (g *Server) storeQueued(ctx context.Context, er *schemas.ExecRequest) {
 	})
 	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
 		g.log.Warn("store queued execution", "execution_id", er.ExecutionID, "err", err)
+		return err
 	}
+	return nil
 }
 
 // syncWait is how long a synchronous request waits: the execution's own timeout plus room for

@@ -69,13 +69,19 @@ func (g *Server) publishExecMsg(ctx context.Context, msg *nats.Msg, id string, u
 }
 
 // unconfirmedError is a publish of execution id that JetStream neither took nor refused in time:
-// it may have been stored, and then runs.
+// it may have been stored, and then runs. With queued, the queue took it (it runs) but its
+// queued record could not be stored, so it could not be looked up: a 202 would be followed by
+// 404s (the quorum fault's load saw one).
 type unconfirmedError struct {
-	id  string
-	err error
+	id     string
+	err    error
+	queued bool
 }
 
 func (e *unconfirmedError) Error() string {
+	if e.queued {
+		return "execution " + e.id + " queued but not recorded: " + e.err.Error()
+	}
 	return "execution " + e.id + " not confirmed by the queue: " + e.err.Error()
 }
 func (e *unconfirmedError) Unwrap() error { return e.err }
