@@ -856,8 +856,11 @@ func TestFaults_Cluster(t *testing.T) {
 			time.Sleep(2 * time.Second)
 			probe = pr.finish(t)
 			d := disruption(l.accepted(t), end)
-			t.Logf("%s: both gateways accept again %v after the fault ended; %s; 503s to requests sent from %v to %v from the fault's end",
-				fault, servedAfter.Round(time.Millisecond), probe, probe.first503.Sub(end).Round(time.Millisecond), probe.last503.Sub(end).Round(time.Millisecond))
+			t.Logf("%s: both gateways accept again %v after the fault ended; %s", fault, servedAfter.Round(time.Millisecond), probe)
+			if !probe.first503.IsZero() {
+				t.Logf("%s: 503s to probes sent from %v to %v from the fault's end", fault,
+					probe.first503.Sub(end).Round(time.Millisecond), probe.last503.Sub(end).Round(time.Millisecond))
+			}
 			return append(served, probe.accepted...), max(d, servedAfter), what
 		})
 		ran := c.refusedRan(t, probe.refused)

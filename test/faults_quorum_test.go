@@ -28,9 +28,9 @@ import (
 // 15 s deadline of its own, and records every answer: what it may be is a 202, or a 503 with
 // Retry-After; a 500, a 503 without Retry-After or no answer within the deadline is a failure.
 // After the fault, every probe refused with a 503 must not have run (a refusal is not an
-// acceptance), and every probe that got no answer, or a 503 saying its execution may still run
-// (the queue neither took nor refused it in time), is sent again with its key: what is then
-// accepted counts as accepted, like the load's executions.
+// acceptance), and every probe that got no answer, or a 503 that names its execution (the queue
+// neither took nor refused it in time, or took it and it could not be recorded), is sent again
+// with its key: what is then accepted counts as accepted, like the load's executions.
 
 // probeDeadline is the prober's client deadline: an answer must come within it.
 const probeDeadline = 15 * time.Second
@@ -114,8 +114,8 @@ func (p *prober) send(gw, key string) {
 		} else {
 			r.kind = fmt.Sprintf("%d undecodable", status)
 		}
-	case status == http.StatusServiceUnavailable && h.Get("Retry-After") != "" && bytes.Contains(b, []byte("may still run")):
-		r.kind = "503 may still run" // not a refusal: resolved below like an unanswered probe
+	case status == http.StatusServiceUnavailable && h.Get("Retry-After") != "" && bytes.Contains(b, []byte(probeExecutionID(key))):
+		r.kind = "503 naming its execution" // it may run: not a refusal, resolved below like an unanswered probe
 	case status == http.StatusServiceUnavailable && h.Get("Retry-After") != "":
 		r.kind = "503"
 	case status == http.StatusServiceUnavailable:
@@ -170,7 +170,7 @@ func (p *prober) finish(t *testing.T) *probeSummary {
 				s.last503 = r.sent
 			}
 			s.refused = append(s.refused, probeExecutionID(r.key))
-		case "no answer in 15 s", "transport", "503 may still run":
+		case "no answer in 15 s", "transport", "503 naming its execution":
 			if r.kind == "no answer in 15 s" {
 				s.bad = append(s.bad, fmt.Sprintf("%s to %s: no answer in %v", r.key, r.gateway, probeDeadline))
 			}
