@@ -97,6 +97,9 @@ func (g *Server) execute(ctx context.Context, p *Principal, req *schemas.Executi
 	// Buckets whose stream elects a leader are tried again up to here (as the queue is): half
 	// the request's wait, at most storeRetryFor.
 	storeUntil := time.Now().Add(min(storeRetryFor, g.syncWait(p.Tier, er.TimeoutMS)/2))
+	// All of the request's ride-outs (the rate limiter, the module, the queue, the queued
+	// record too) end there: the client gets its answer within about that.
+	ctx = withRideOutBudget(ctx, storeUntil)
 	var bodyHash string // identifies the request as sent, for Idempotency-Key conflict checks
 	replay := false
 	if idemKey != "" {
@@ -376,8 +379,9 @@ wait:
 			break wait
 		}
 	}
-	// The reply did not come in time (or was lost): the results KV is the source of truth.
-	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	// The reply did not come in time (or was lost): the results KV is the source of truth. The
+	// request's ride-out budget ended long ago (its wait is the execution's own): 2 s here.
+	lctx, cancel := context.WithTimeout(withRideOutBudget(context.WithoutCancel(ctx), time.Now().Add(2*time.Second)), 2*time.Second)
 	defer cancel()
 	if r, err := g.loadResult(lctx, er.ExecutionID); err == nil && r.Status.Final() {
 		return &execOutcome{Execution: schemas.ExecutionView(r)}, nil

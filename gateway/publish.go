@@ -32,6 +32,7 @@ func (g *Server) publishExecMsg(ctx context.Context, msg *nats.Msg, id string, u
 	if u := time.Now().Add(publishRetryFor); u.Before(until) {
 		until = u
 	}
+	until = rideOutUntil(ctx, until)
 	delay := 50 * time.Millisecond
 	maybeStored := false
 	for try := 1; ; try++ {
@@ -124,7 +125,12 @@ const storeRetryFor = 10 * time.Second
 // unavailable" while a stream elects a leader), or until passes; each try gets at most 2 s.
 // A bucket's leader dying made the gateway answer 503 for the 5–6 s of the election (159
 // retried answers in a fault run) although the queue itself rode it out.
+//
+// An execution request's steps share one budget (withRideOutBudget): each step had a bound of its
+// own, and a request whose steps waited in turn (idempotency record, rate limiter, module, queue,
+// queued record) went unanswered for more than 15 s while two NATS servers of three were down.
 func (g *Server) rideOut(ctx context.Context, what string, until time.Time, op func(context.Context) error) error {
+	until = rideOutUntil(ctx, until)
 	delay := 50 * time.Millisecond
 	for try := 1; ; try++ {
 		actx, cancel := context.WithTimeout(ctx, min(2*time.Second, max(time.Until(until), 100*time.Millisecond)))
@@ -146,4 +152,20 @@ func (g *Server) rideOut(ctx context.Context, what string, until time.Time, op f
 		}
 		delay = min(2*delay, time.Second)
 	}
+}
+
+type rideOutBudgetKey struct{}
+
+// withRideOutBudget bounds every ride-out under ctx at until: the steps of one request share it.
+func withRideOutBudget(ctx context.Context, until time.Time) context.Context {
+	return context.WithValue(ctx, rideOutBudgetKey{}, until)
+}
+
+// rideOutUntil is until, or ctx's budget if that ends first. A step that starts after the
+// budget still makes one short try.
+func rideOutUntil(ctx context.Context, until time.Time) time.Time {
+	if b, ok := ctx.Value(rideOutBudgetKey{}).(time.Time); ok && b.Before(until) {
+		return b
+	}
+	return until
 }

@@ -69,3 +69,45 @@ func TestExecute_QueuedButUnrecordedIsNotA202(t *testing.T) {
 		t.Errorf("%s ran %d times", id, runs)
 	}
 }
+
+// The steps of one execution request ride out a stream without a leader each for up to 10 s;
+// in turn, they kept a client waiting for longer than that (more than 15 s while two NATS
+// servers of three were down). They share one budget now: here the queue comes back after 5 s
+// and the results bucket never does, which took 15 s (5 s publishing, then 10 s for the queued
+// record) before the budget.
+func TestExecute_RideOutsShareOneBudget(t *testing.T) {
+	s := startAPISuite(t)
+	mod := s.uploadModule(t, s.key, "hello")
+	ctx := context.Background()
+	js := natstest.JetStream(t, s.srv)
+	name := schemas.ExecStream(schemas.TierBasic)
+	st, err := js.Stream(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	if err := js.DeleteStream(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteKeyValue(ctx, schemas.BucketResults); err != nil {
+		t.Fatal(err)
+	}
+	back := make(chan error, 1)
+	go func() {
+		time.Sleep(5 * time.Second)
+		_, err := js.CreateStream(ctx, cfg)
+		back <- err
+	}()
+	start := time.Now()
+	resp, b := s.doBody(t, http.MethodPost, "/v1/executions", "Bearer "+s.key, `{"module_id":"`+mod+`","async":true}`, "Content-Type", "application/json")
+	took := time.Since(start)
+	if err := <-back; err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(b), "will run") {
+		t.Errorf("queue back after 5 s, results bucket never: %d %s, want a 503 saying the execution will run", resp.StatusCode, b)
+	}
+	if budget := storeRetryFor + 2*time.Second; took > budget {
+		t.Errorf("answered after %v, want within the request's ride-out budget and a last try (%v)", took.Round(time.Millisecond), budget)
+	}
+}
