@@ -2,8 +2,6 @@ package test
 
 import (
 	"archive/zip"
-	"bytes"
-	"encoding/json"
 	"io"
 	"os"
 	"os/exec"
@@ -44,16 +42,7 @@ func TestRealProgramPython(t *testing.T) {
 	s := startDev(t, filepath.Join(base, "wasmwiz-data"))
 	pro := s.newTenant(t, "py-pro", schemas.TierPro) // the module is over basic's module_size
 	dir := filepath.Join(base, "app")
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := treeWriter(t, dir)
 	write("mymod.py", "import re\n\nWORD = re.compile(r'[A-Za-z]+')\n\ndef words(text):\n    return [w.lower() for w in WORD.findall(text)]\n")
 	write("data/input.txt", "the cat and the dog\nThe end.\n")
 	write("data/sub/deep.txt", "x\n")
@@ -82,22 +71,9 @@ print("wrote", json.dumps(result, sort_keys=True))
 	// run runs python.wasm with the CLI and returns the execution and the CLI's stderr.
 	run := func(t *testing.T, key string, args ...string) (*schemas.Execution, string) {
 		t.Helper()
-		cmd := exec.Command(bin(), append([]string{"run", "--url", s.URL, "--key", key, "--json", "--output-dir", filepath.Join(base, "got")}, args...)...)
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		_ = cmd.Run()
-		var e schemas.Execution
-		if err := json.Unmarshal(stdout.Bytes(), &e); err != nil {
-			t.Fatalf("wasmwiz run %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, tail(stdout.String()), tail(stderr.String()))
-		}
-		return &e, stderr.String()
+		return runJSON(t, s, key, filepath.Join(base, "got"), args...)
 	}
-	ok := func(t *testing.T, e *schemas.Execution, stdout string) {
-		t.Helper()
-		if e.Status != schemas.StatusSucceeded || e.Stdout != stdout {
-			t.Errorf("status %s, exit code %d, stdout %q (want %q), stderr %q, error %q", e.Status, exitCode(e), e.Stdout, stdout, tail(e.Stderr), e.Error)
-		}
-	}
+	ok := wantSucceeded
 	got := func(t *testing.T, guest string) []byte {
 		t.Helper()
 		b, err := os.ReadFile(filepath.Join(base, "got", guest))
@@ -218,32 +194,8 @@ print("wrote", json.dumps(result, sort_keys=True))
 	})
 	t.Run("README", func(t *testing.T) {
 		// The README's Python block ("Files for guests"), as written, with bash -e.
-		readme, err := os.ReadFile("../README.md")
-		if err != nil {
-			t.Fatal(err)
-		}
-		block := ""
-		for _, part := range strings.Split(string(readme), "```sh\n")[1:] {
-			if b, _, _ := strings.Cut(part, "```"); strings.Contains(b, "python.wasm") {
-				block = b
-				break
-			}
-		}
-		if block == "" {
-			t.Fatal("the README has no sh block running python.wasm")
-		}
-		wd := filepath.Join(base, "readme")
-		os.MkdirAll(wd, 0o755)
-		b, err := os.ReadFile(python)
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.WriteFile(filepath.Join(wd, "python.wasm"), b, 0o644)
-		cmd := exec.Command("bash", "-e", "-c", block)
-		cmd.Dir = wd
-		cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(bin())+string(os.PathListSeparator)+os.Getenv("PATH"), "WASMWIZ_URL="+s.URL, "WASMWIZ_KEY="+pro)
-		out, err := cmd.CombinedOutput()
-		if want := "42\nwrote /out/square.json\n{\"square\": 144}"; err != nil || string(out) != want {
+		out, err := runREADMEBlock(t, s, pro, python, "python.wasm", filepath.Join(base, "readme"))
+		if want := "42\nwrote /out/square.json\n{\"square\": 144}"; err != nil || out != want {
 			t.Errorf("the README's block: %v\n%s\nwant:\n%s", err, out, want)
 		}
 	})

@@ -1,8 +1,6 @@
 package test
 
 import (
-	"bytes"
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,16 +40,7 @@ func TestRealProgramJS(t *testing.T) {
 	pro := s.newTenant(t, "js-pro", schemas.TierPro)
 	free := s.newTenant(t, "js-free", schemas.TierFree)
 	dir := filepath.Join(base, "js")
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := treeWriter(t, dir)
 	write("lib.js", "export function square(x) { return x * x; }\n")
 	write("main.js", "import { square } from './lib.js';\nconsole.log('square', square(7));\n")
 	write("data.txt", "the quick brown fox\n")
@@ -72,22 +61,9 @@ console.log('listed', os.readdir('/js')[0].filter(n => n.endsWith('.js')).sort()
 	// run runs qjs with the CLI and returns the execution; the CLI's exit code is the guest's.
 	run := func(t *testing.T, key string, args ...string) (*schemas.Execution, string) {
 		t.Helper()
-		cmd := exec.Command(bin(), append([]string{"run", "--url", s.URL, "--key", key, "--json", "--output-dir", filepath.Join(base, "got")}, args...)...)
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		_ = cmd.Run()
-		var e schemas.Execution
-		if err := json.Unmarshal(stdout.Bytes(), &e); err != nil {
-			t.Fatalf("wasmwiz run %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, tail(stdout.String()), tail(stderr.String()))
-		}
-		return &e, stderr.String()
+		return runJSON(t, s, key, filepath.Join(base, "got"), args...)
 	}
-	ok := func(t *testing.T, e *schemas.Execution, stdout string) {
-		t.Helper()
-		if e.Status != schemas.StatusSucceeded || e.Stdout != stdout {
-			t.Errorf("status %s, exit code %d, stdout %q (want %q), stderr %q, error %q", e.Status, exitCode(e), e.Stdout, stdout, e.Stderr, e.Error)
-		}
-	}
+	ok := wantSucceeded
 
 	t.Run("stdin", func(t *testing.T) {
 		e, _ := run(t, pro, "--stdin", "console.log('from stdin', [1, 2, 3].map(x => x * 2))", qjs, "--", "/dev/stdin")
@@ -130,32 +106,8 @@ console.log('listed', os.readdir('/js')[0].filter(n => n.endsWith('.js')).sort()
 	})
 	t.Run("README", func(t *testing.T) {
 		// The README's QuickJS block ("Files for guests"), as written, with bash -e.
-		readme, err := os.ReadFile("../README.md")
-		if err != nil {
-			t.Fatal(err)
-		}
-		block := ""
-		for _, part := range strings.Split(string(readme), "```sh\n")[1:] {
-			if b, _, _ := strings.Cut(part, "```"); strings.Contains(b, "qjs-wasi.wasm") {
-				block = b
-				break
-			}
-		}
-		if block == "" {
-			t.Fatal("the README has no sh block running qjs-wasi.wasm")
-		}
-		wd := filepath.Join(base, "readme")
-		os.MkdirAll(wd, 0o755)
-		b, err := os.ReadFile(qjs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.WriteFile(filepath.Join(wd, "qjs-wasi.wasm"), b, 0o644)
-		cmd := exec.Command("bash", "-e", "-c", block)
-		cmd.Dir = wd
-		cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(bin())+string(os.PathListSeparator)+os.Getenv("PATH"), "WASMWIZ_URL="+s.URL, "WASMWIZ_KEY="+pro)
-		out, err := cmd.CombinedOutput()
-		if err != nil || string(out) != "42\nwrote /out/square.txt\n144" {
+		out, err := runREADMEBlock(t, s, pro, qjs, "qjs-wasi.wasm", filepath.Join(base, "readme"))
+		if err != nil || out != "42\nwrote /out/square.txt\n144" {
 			t.Errorf("the README's block: %v\n%s", err, out)
 		}
 	})
@@ -200,16 +152,4 @@ func quickJSWasm(t *testing.T, root string) string {
 		t.Fatal(err)
 	}
 	return out
-}
-
-func exitCode(e *schemas.Execution) int {
-	if e.ExitCode == nil {
-		return -2
-	}
-	return *e.ExitCode
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
 }

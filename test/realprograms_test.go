@@ -2,11 +2,14 @@ package test
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
 // dumpResources writes a YoWASP package's resource tree (gen/resources-*.js: files inline as
@@ -50,13 +53,7 @@ func TestRealPrograms(t *testing.T) {
 	base := t.TempDir()
 	s := startDev(t, filepath.Join(base, "wasmwiz-data"))
 	key := s.newTenant(t, "realprog", "unlimited")
-	write := func(name, content string) string {
-		p := filepath.Join(base, name)
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := treeWriter(t, base)
 	run := func(t *testing.T, args ...string) string {
 		t.Helper()
 		cmd := exec.Command(bin(), append([]string{"run", "--url", s.URL, "--key", key, "--output-dir", filepath.Join(base, "got")}, args...)...)
@@ -149,6 +146,84 @@ func TestRealPrograms(t *testing.T) {
 			t.Errorf("hello.wav: %d bytes, starts %q", len(wav), wav[:min(4, len(wav))])
 		}
 	})
+}
+
+// treeWriter returns a function that writes a file of dir (making its directories) and returns
+// its path.
+func treeWriter(t *testing.T, dir string) func(name, content string) string {
+	return func(name, content string) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+}
+
+// runJSON runs wasmwiz run --json against s with key, writing output files under outDir, and
+// returns the execution and the CLI's stderr; the CLI's exit code is the guest's, not an error.
+func runJSON(t *testing.T, s *system, key, outDir string, args ...string) (*schemas.Execution, string) {
+	t.Helper()
+	cmd := exec.Command(bin(), append([]string{"run", "--url", s.URL, "--key", key, "--json", "--output-dir", outDir}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	_ = cmd.Run()
+	var e schemas.Execution
+	if err := json.Unmarshal(stdout.Bytes(), &e); err != nil {
+		t.Fatalf("wasmwiz run %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, tail(stdout.String()), tail(stderr.String()))
+	}
+	return &e, stderr.String()
+}
+
+// wantSucceeded fails t unless e succeeded and printed exactly stdout.
+func wantSucceeded(t *testing.T, e *schemas.Execution, stdout string) {
+	t.Helper()
+	if e.Status != schemas.StatusSucceeded || e.Stdout != stdout {
+		t.Errorf("status %s, exit code %d, stdout %q (want %q), stderr %q, error %q", e.Status, exitCode(e), e.Stdout, stdout, tail(e.Stderr), e.Error)
+	}
+}
+
+// runREADMEBlock runs the README's sh block of "Files for guests" that names wasmName as
+// written, with bash -e, in dir holding the module wasm under that name, with wasmwiz on PATH
+// and WASMWIZ_URL and WASMWIZ_KEY set to s and key. It returns the block's combined output.
+func runREADMEBlock(t *testing.T, s *system, key, wasm, wasmName, dir string) (string, error) {
+	t.Helper()
+	block := ""
+	for _, b := range readmeBlocks(t, "## Files for guests") {
+		if strings.Contains(b, wasmName) {
+			block = b
+			break
+		}
+	}
+	if block == "" {
+		t.Fatalf("the README has no sh block running %s", wasmName)
+	}
+	b, err := os.ReadFile(wasm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	treeWriter(t, dir)(wasmName, string(b))
+	cmd := exec.Command("bash", "-e", "-c", block)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(bin())+string(os.PathListSeparator)+os.Getenv("PATH"), "WASMWIZ_URL="+s.URL, "WASMWIZ_KEY="+key)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func exitCode(e *schemas.Execution) int {
+	if e.ExitCode == nil {
+		return -2
+	}
+	return *e.ExitCode
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 func tail(s string) string {
