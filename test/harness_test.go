@@ -221,6 +221,36 @@ func (s *system) connectNATSAs(seedFile string, opts ...nats.Option) (*nats.Conn
 	return nats.Connect(s.NATSURL, opts...)
 }
 
+// adminJetStream is JetStream on a connection of dev's admin role, closed when t ends.
+func (s *system) adminJetStream(t testing.TB) jetstream.JetStream {
+	t.Helper()
+	nc, err := s.connectNATSAs("nats-admin.nk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// objectStoreState is the state of the stream behind the object store bucket.
+func objectStoreState(t testing.TB, js jetstream.JetStream, bucket string) jetstream.StreamState {
+	t.Helper()
+	ctx := context.Background()
+	st, err := js.Stream(ctx, "OBJ_"+bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State
+}
+
 // natsRoleEnv is what a role process needs to join a dev system's NATS as role (gateway,
 // executor, accounting or admin).
 func (s *system) natsRoleEnv(role string) []string {

@@ -1,7 +1,6 @@
 package test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -10,8 +9,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wasmwiz/wasmwiz/internal/fixtures"
 	"github.com/wasmwiz/wasmwiz/schemas"
@@ -208,28 +205,8 @@ func TestSecurity_Hole9_CutOutputsRemoved(t *testing.T) {
 	s := startDevTiers(t, `{"free": {"result_bytes": 1500000, "stdin_max": 2097152, "stdout_max": 2097152, "exec_per_minute": 100}}`)
 	key := s.newTenant(t, "big-stdout", schemas.TierFree)
 	m := s.upload(t, key, "echo", fixtures.Wasm("echo"))
-	nc, err := s.connectNATSAs("nats-admin.nk")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	outputs := func() uint64 {
-		t.Helper()
-		st, err := js.Stream(ctx, "OBJ_"+schemas.ObjectOutputs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		info, err := st.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info.State.Msgs
-	}
+	js := s.adminJetStream(t)
+	outputs := func() uint64 { return objectStoreState(t, js, schemas.ObjectOutputs).Msgs }
 	before := outputs()
 	start := time.Now()
 	// 1.6 MB of stdout: its first MiB inline and the whole stored as an object, together over

@@ -455,45 +455,14 @@ func TestSecurity_UploadTimingSamePath(t *testing.T) {
 	s := startDev(t, t.TempDir())
 	a := s.newTenant(t, "tenant-a", schemas.TierPro)
 	b := s.newTenant(t, "tenant-b", schemas.TierPro)
-	nc, err := s.connectNATSAs("nats-admin.nk")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	lastSeq := func(bucket string) uint64 {
-		t.Helper()
-		st, err := js.Stream(ctx, "OBJ_"+bucket)
-		if err != nil {
-			t.Fatal(err)
-		}
-		info, err := st.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info.State.LastSeq
-	}
+	js := s.adminJetStream(t)
+	lastSeq := func(bucket string) uint64 { return objectStoreState(t, js, bucket).LastSeq }
 	metric := func(name string) float64 {
 		t.Helper()
 		v, _ := strconv.ParseFloat(metricSum(string(s.do(t, http.MethodGet, "/metrics", "", "", nil).Body), name), 64)
 		return v
 	}
-	held := func(bucket string) uint64 {
-		t.Helper()
-		st, err := js.Stream(ctx, "OBJ_"+bucket)
-		if err != nil {
-			t.Fatal(err)
-		}
-		info, err := st.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info.State.Msgs
-	}
+	held := func(bucket string) uint64 { return objectStoreState(t, js, bucket).Msgs }
 	type work struct {
 		modules, compiled uint64  // messages written to the module and artifact stores
 		kept              int64   // messages the artifact store holds more after the upload
