@@ -40,13 +40,21 @@ func TestPutAside(t *testing.T) {
 	if err := streams.PutAside(ctx, js, "aside", store, bytes.NewReader(data)); err != nil {
 		t.Fatal(err)
 	}
-	after, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	after := wantLeftAsBefore(t, s, before, store, data)
 	chunks := uint64((len(data) + 128<<10 - 1) / (128 << 10))
 	if written := after.State.LastSeq - before.State.LastSeq; written != chunks+1 {
 		t.Errorf("PutAside wrote %d messages, want the %d chunks and the metadata a Put writes", written, chunks)
+	}
+}
+
+// wantLeftAsBefore fails t unless PutAside left the bucket's stream s as before (no message,
+// no deleted marker) and its one object, "kept", whole; it returns the stream's info after.
+func wantLeftAsBefore(t *testing.T, s jetstream.Stream, before *jetstream.StreamInfo, store jetstream.ObjectStore, data []byte) *jetstream.StreamInfo {
+	t.Helper()
+	ctx := context.Background()
+	after, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if after.State.Msgs != before.State.Msgs || after.State.Bytes != before.State.Bytes {
 		t.Errorf("stream after PutAside: %d messages, %d bytes; before: %d, %d", after.State.Msgs, after.State.Bytes, before.State.Msgs, before.State.Bytes)
@@ -58,6 +66,7 @@ func TestPutAside(t *testing.T) {
 	if got, err := store.GetBytes(ctx, "kept"); err != nil || !bytes.Equal(got, data) {
 		t.Errorf("the stored object after PutAside: %d bytes, %v", len(got), err)
 	}
+	return after
 }
 
 // TestPutAside_WithoutPurge: the executor's NATS user may not purge any stream
@@ -94,20 +103,7 @@ func TestPutAside_WithoutPurge(t *testing.T) {
 	if took := time.Since(start); took > 2*time.Second {
 		t.Errorf("PutAside took %v (a denied request waits out the JetStream timeout)", took)
 	}
-	after, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if after.State.Msgs != before.State.Msgs || after.State.Bytes != before.State.Bytes {
-		t.Errorf("stream after PutAside: %d messages, %d bytes; before: %d, %d", after.State.Msgs, after.State.Bytes, before.State.Msgs, before.State.Bytes)
-	}
-	objs, err := store.List(ctx, jetstream.ListObjectsShowDeleted())
-	if err != nil || len(objs) != 1 || objs[0].Name != "kept" {
-		t.Fatalf("objects after PutAside: %v %v", objs, err)
-	}
-	if got, err := store.GetBytes(ctx, "kept"); err != nil || !bytes.Equal(got, data) {
-		t.Errorf("the stored object after PutAside: %d bytes, %v", len(got), err)
-	}
+	wantLeftAsBefore(t, s, before, store, data)
 }
 
 // TestDeleteObject: an object deleted by a user that may not purge (the executor deletes the
