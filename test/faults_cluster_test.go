@@ -873,6 +873,29 @@ func TestFaults_Cluster(t *testing.T) {
 		}
 	}
 	const down = 15 * time.Second
+	// downTogether kills victims at once (kill -9), keeps them down for down, starts them again
+	// and waits for the cluster to be healthy; it returns when they were started again.
+	downTogether := func(t *testing.T, lead *natsNode, victims []*natsNode) (time.Time, string) {
+		for _, v := range victims {
+			kill9(t, v.p)
+		}
+		time.Sleep(down)
+		for _, v := range victims {
+			v.start(c.t, c.natsBin)
+		}
+		end := time.Now()
+		c.waitNATS(t)
+		var names []string
+		for _, v := range victims {
+			if v == lead {
+				names = append(names, v.name+" (leader)")
+			} else {
+				names = append(names, v.name)
+			}
+		}
+		t.Logf("nats-servers %s back and healthy %v after their restart", strings.Join(names, " and "), time.Since(end).Round(time.Millisecond))
+		return end, "client disruption and both gateways serving, from the restart"
+	}
 	t.Run("quorum", func(t *testing.T) {
 		quorumPhase(t, "quorum", "two NATS servers kill -9 at once (15 s down)", func(t *testing.T) (time.Time, string) {
 			lead := c.execStreamLeader(t)
@@ -882,17 +905,7 @@ func TestFaults_Cluster(t *testing.T) {
 					victims = append(victims, n)
 				}
 			}
-			for _, v := range victims {
-				kill9(t, v.p)
-			}
-			time.Sleep(down)
-			for _, v := range victims {
-				v.start(c.t, c.natsBin)
-			}
-			end := time.Now()
-			c.waitNATS(t)
-			t.Logf("nats-servers %s and %s back and healthy %v after their restart", victims[0].name, victims[1].name, time.Since(end).Round(time.Millisecond))
-			return end, "client disruption and both gateways serving, from the restart"
+			return downTogether(t, lead, victims)
 		})
 	})
 	t.Run("partition", func(t *testing.T) {
@@ -916,17 +929,7 @@ func TestFaults_Cluster(t *testing.T) {
 					victims = append(victims, n)
 				}
 			}
-			for _, v := range victims {
-				kill9(t, v.p)
-			}
-			time.Sleep(down)
-			for _, v := range victims {
-				v.start(c.t, c.natsBin)
-			}
-			end := time.Now()
-			c.waitNATS(t)
-			t.Logf("nats-servers %s (leader) and %s back and healthy %v after their restart", victims[0].name, victims[1].name, time.Since(end).Round(time.Millisecond))
-			return end, "client disruption and both gateways serving, from the restart"
+			return downTogether(t, lead, victims)
 		})
 	})
 	cutOff := func(rs []*tcpRelay) time.Time {
