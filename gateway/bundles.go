@@ -70,18 +70,10 @@ func (g *Server) uploadBundle(ctx context.Context, p *Principal, name string, bo
 	}
 	// Stored whether or not another tenant has the same bundle (aside when the store has it),
 	// so that the upload's time does not tell (issue 12, upload timing; as storeModule).
-	objName := schemas.BundleObjectName(digest)
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return nil, unavailable("bundle upload", err)
 	}
-	_, err = g.bundles.GetInfo(ctx, objName)
-	switch {
-	case err == nil:
-		err = streams.PutAside(ctx, g.js, schemas.ObjectBundles, g.bundles, tmp)
-	case errors.Is(err, jetstream.ErrObjectNotFound):
-		_, err = g.bundles.Put(ctx, jetstream.ObjectMeta{Name: objName}, tmp)
-	}
-	if err != nil {
+	if err := streams.PutOrAside(ctx, g.js, schemas.ObjectBundles, g.bundles, schemas.BundleObjectName(digest), tmp); err != nil {
 		return nil, unavailable("bundle store", err)
 	}
 	b := &schemas.Bundle{

@@ -104,18 +104,8 @@ func (g *Server) storeModule(ctx context.Context, p *Principal, name string, src
 	// removed again), so that this upload costs what one of new bytes does and its time does
 	// not tell what other tenants uploaded (issue 12, upload timing; the executor's compile
 	// does likewise).
-	objName := schemas.ModuleObjectName(digest)
 	body := io.NewSectionReader(src.r, 0, src.size)
-	_, err = g.modules.GetInfo(ctx, objName)
-	switch {
-	case err == nil:
-		err = streams.PutAside(ctx, g.js, schemas.ObjectModules, g.modules, body)
-	case errors.Is(err, jetstream.ErrObjectNotFound):
-		_, err = g.modules.Put(ctx, jetstream.ObjectMeta{Name: objName}, body)
-	default:
-		return nil, unavailable("module store", err)
-	}
-	if err != nil {
+	if err := streams.PutOrAside(ctx, g.js, schemas.ObjectModules, g.modules, schemas.ModuleObjectName(digest), body); err != nil {
 		if strings.Contains(err.Error(), "maximum bytes") { // the store's share of the account is full (streams.StoreBudget)
 			g.log.ErrorContext(ctx, "module store is full", "err", err)
 			return nil, schemas.Errorf(schemas.CodeUnavailable, "the module store is full; uploads are refused until an operator makes room")

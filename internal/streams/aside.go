@@ -17,6 +17,20 @@ import (
 // AsidePrefix begins the names PutAside gives its objects; nothing else is named so.
 const AsidePrefix = "aside-"
 
+// PutOrAside stores r as the object name of the object store bucket or, when the store has that
+// object already, aside (PutAside): the same work either way, so that an upload's time does not
+// tell whether someone else stored the object. A store it cannot ask is an error.
+func PutOrAside(ctx context.Context, js jetstream.JetStream, bucket string, store jetstream.ObjectStore, name string, r io.Reader) error {
+	_, err := store.GetInfo(ctx, name)
+	switch {
+	case err == nil:
+		return PutAside(ctx, js, bucket, store, r)
+	case errors.Is(err, jetstream.ErrObjectNotFound):
+		_, err = store.Put(ctx, jetstream.ObjectMeta{Name: name}, r)
+	}
+	return err
+}
+
 // PutAside stores r in the object store bucket under a name of its own and removes it again:
 // the work of storing an object, for a caller whose object the store already holds and who
 // must not answer sooner for it. An upload of bytes another tenant uploaded does this where an
