@@ -49,11 +49,7 @@ func PutAside(ctx context.Context, js jetstream.JetStream, bucket string, store 
 		return err
 	}
 	ctx = context.WithoutCancel(ctx) // what was stored goes, even for a caller gone
-	s, err := js.Stream(ctx, "OBJ_"+bucket)
-	if err != nil {
-		return fmt.Errorf("remove %s: %w", name, err)
-	}
-	if err := DeleteMessages(ctx, s, chunkSubject(bucket, info.NUID), metaSubject(bucket, name)); err != nil {
+	if err := deleteObjectMessages(ctx, js, bucket, name, info.NUID); err != nil {
 		return fmt.Errorf("remove %s: %w", name, err)
 	}
 	return nil
@@ -69,11 +65,17 @@ func DeleteObject(ctx context.Context, js jetstream.JetStream, bucket string, st
 	if err != nil {
 		return err
 	}
+	return deleteObjectMessages(ctx, js, bucket, name, info.NUID)
+}
+
+// deleteObjectMessages deletes the messages of the object name of bucket, whose chunks are
+// those of nuid: its chunks and its metadata.
+func deleteObjectMessages(ctx context.Context, js jetstream.JetStream, bucket, name, nuid string) error {
 	s, err := js.Stream(ctx, "OBJ_"+bucket)
 	if err != nil {
 		return err
 	}
-	return DeleteMessages(ctx, s, chunkSubject(bucket, info.NUID), metaSubject(bucket, name))
+	return DeleteMessages(ctx, s, chunkSubject(bucket, nuid), metaSubject(bucket, name))
 }
 
 // chunkSubject and metaSubject are the subjects of an object's chunks and of its metadata in
