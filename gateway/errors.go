@@ -23,7 +23,7 @@ func (g *Server) publicError(ctx context.Context, op string, err error) *schemas
 		if ue.queued {
 			what = fmt.Sprintf("execution %s is queued, but the results store could not record it, so it cannot be looked up yet: it will run", ue.id)
 		}
-		return &schemas.Error{Code: schemas.CodeUnavailable, RetryAfter: unavailableRetryAfter,
+		return &schemas.Error{Code: schemas.CodeUnavailable, RetryAfter: unavailableRetryAfter, ExecutionID: ue.id,
 			Message: what + fmt.Sprintf(". Send the request again with the same Idempotency-Key to learn what became of it (it will not run twice), or look it up later with GET /v1/executions/%s", ue.id)}
 	}
 	var de *dependencyError

@@ -12,13 +12,15 @@ import (
 
 // Problem is an RFC 9457 problem+json body with WasmWiz's stable error code.
 type Problem struct {
-	Type    string              `json:"type,omitempty"`
-	Title   string              `json:"title"`
-	Status  int                 `json:"status"`
-	Code    schemas.Code        `json:"code" doc:"stable machine-readable error code"`
-	Detail  string              `json:"detail,omitempty"`
-	Errors  []*huma.ErrorDetail `json:"errors,omitempty"`
-	headers http.Header
+	Type   string              `json:"type,omitempty"`
+	Title  string              `json:"title"`
+	Status int                 `json:"status"`
+	Code   schemas.Code        `json:"code" doc:"stable machine-readable error code"`
+	Detail string              `json:"detail,omitempty"`
+	Errors []*huma.ErrorDetail `json:"errors,omitempty"`
+	// ExecutionID is set on a 503 whose execution may still run (see schemas.Error.ExecutionID).
+	ExecutionID string `json:"execution_id,omitempty" doc:"on a 503 whose execution may still run: the execution to look up (GET /v1/executions/{id}) or to ask about again with the same Idempotency-Key"`
+	headers     http.Header
 }
 
 func (p *Problem) Error() string             { return p.Detail }
@@ -50,7 +52,7 @@ func init() {
 
 // problemFrom turns a schemas.Error into a Problem.
 func problemFrom(e *schemas.Error) *Problem {
-	p := &Problem{Title: http.StatusText(e.Code.Status()), Status: e.Code.Status(), Code: e.Code, Detail: e.Message}
+	p := &Problem{Title: http.StatusText(e.Code.Status()), Status: e.Code.Status(), Code: e.Code, Detail: e.Message, ExecutionID: e.ExecutionID}
 	if e.RetryAfter > 0 {
 		p.headers = http.Header{"Retry-After": []string{strconv.Itoa(e.RetryAfter)}}
 	}

@@ -154,7 +154,7 @@ func TestPublishExecMsg_TimeoutIsNotARefusal(t *testing.T) {
 	if err == nil || errors.As(err, new(*unconfirmedError)) {
 		t.Fatalf("publish that nothing took: %v, want a refusal", err)
 	}
-	if se := g.publicError(ctx, "execute", unavailable("execution queue", err)); se.Code != schemas.CodeUnavailable || se.RetryAfter == 0 || strings.Contains(se.Message, "ex_refused") {
+	if se := g.publicError(ctx, "execute", unavailable("execution queue", err)); se.Code != schemas.CodeUnavailable || se.RetryAfter == 0 || strings.Contains(se.Message, "ex_refused") || se.ExecutionID != "" {
 		t.Errorf("refusal: %+v, want a 503 with Retry-After that names no execution", se)
 	}
 
@@ -173,8 +173,11 @@ func TestPublishExecMsg_TimeoutIsNotARefusal(t *testing.T) {
 		t.Fatalf("publish taken and never acknowledged: %v, want unconfirmed", err)
 	}
 	se := g.publicError(ctx, "execute", err)
-	if se.Code != schemas.CodeUnavailable || se.RetryAfter == 0 || !strings.Contains(se.Message, "ex_unconfirmed") || !strings.Contains(se.Message, "may still run") {
-		t.Errorf("unconfirmed: %+v, want a 503 with Retry-After saying ex_unconfirmed may still run", se)
+	if se.Code != schemas.CodeUnavailable || se.RetryAfter == 0 || !strings.Contains(se.Message, "ex_unconfirmed") || !strings.Contains(se.Message, "may still run") || se.ExecutionID != "ex_unconfirmed" {
+		t.Errorf("unconfirmed: %+v, want a 503 with Retry-After saying ex_unconfirmed may still run, and naming it in execution_id", se)
+	}
+	if p := problemFrom(se); p.ExecutionID != "ex_unconfirmed" {
+		t.Errorf("problem+json of the unconfirmed 503 has execution_id %q, want ex_unconfirmed", p.ExecutionID)
 	}
 	if n, _, _ := sub.Pending(); n < 2 {
 		t.Errorf("%d tries reached the stream, want it tried again", n)

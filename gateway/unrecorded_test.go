@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -44,6 +45,13 @@ func TestExecute_QueuedButUnrecordedIsNotA202(t *testing.T) {
 		!strings.Contains(string(b), id) || !strings.Contains(string(b), "will run") {
 		t.Fatalf("async execution the results bucket cannot record: %d Retry-After %q %s, want a 503 with Retry-After naming %s as queued",
 			resp.StatusCode, resp.Header.Get("Retry-After"), b, id)
+	}
+	var problem struct {
+		Code        schemas.Code `json:"code"`
+		ExecutionID string       `json:"execution_id"`
+	}
+	if err := json.Unmarshal(b, &problem); err != nil || problem.Code != schemas.CodeUnavailable || problem.ExecutionID != id {
+		t.Errorf("503 body %s: want code %q and execution_id %q for a client to look it up without parsing the detail (%v)", b, schemas.CodeUnavailable, id, err)
 	}
 
 	// The bucket back: the same request again answers the same execution.

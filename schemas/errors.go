@@ -80,6 +80,10 @@ type Error struct {
 	Code       Code   `json:"code"`
 	Message    string `json:"message"`
 	RetryAfter int    `json:"retry_after,omitempty"` // seconds, with rate_limited / unavailable
+	// ExecutionID names the execution an unavailable answer is about when it may still run (the
+	// queue did not confirm it in time, or it is queued but not yet recorded): the caller can
+	// look it up, or send the request again with its Idempotency-Key, without parsing Message.
+	ExecutionID string `json:"execution_id,omitempty"`
 }
 
 func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }

@@ -605,9 +605,12 @@ type Problem struct {
 	Code   string        `json:"code"`
 	Detail *string       `json:"detail,omitempty"`
 	Errors []ErrorDetail `json:"errors,omitempty"`
-	Status int64         `json:"status"`
-	Title  string        `json:"title"`
-	Type   *string       `json:"type,omitempty"`
+
+	// ExecutionID on a 503 whose execution may still run: the execution to look up (GET /v1/executions/{id}) or to ask about again with the same Idempotency-Key
+	ExecutionID *string `json:"execution_id,omitempty"`
+	Status      int64   `json:"status"`
+	Title       string  `json:"title"`
+	Type        *string `json:"type,omitempty"`
 }
 
 // RateLimitEvent defines model for RateLimitEvent.

@@ -862,6 +862,8 @@ export interface components {
             code: string;
             detail?: string;
             errors?: components["schemas"]["ErrorDetail"][] | null;
+            /** @description on a 503 whose execution may still run: the execution to look up (GET /v1/executions/{id}) or to ask about again with the same Idempotency-Key */
+            execution_id?: string;
             /** Format: int64 */
             status: number;
             title: string;
