@@ -76,102 +76,139 @@ func (g *Server) createExecution(ctx context.Context, p *Principal, req *schemas
 func (g *Server) execute(ctx context.Context, p *Principal, req *schemas.ExecutionRequest, idemKey string, inline *inlineModule) (*execOutcome, error) {
 	g.inflight.Add(1)
 	defer g.inflight.Done()
-	if len(idemKey) > maxIdemKeyBytes {
-		return nil, schemas.Errorf(schemas.CodeInvalid, "Idempotency-Key is longer than %d bytes", maxIdemKeyBytes)
-	}
-	if inline != nil {
-		req.ModuleID, req.ModuleBase64 = "", "" // the compat endpoint sets neither
-	}
-	er, err := validateRequest(p, req, inline != nil)
+	er, inline, err := prepareExecution(p, req, idemKey, inline)
 	if err != nil {
 		return nil, err
 	}
-	if inline == nil && req.ModuleBase64 != "" {
-		wasm, _ := base64.StdEncoding.DecodeString(req.ModuleBase64) // checked by validateRequest
-		inline = &inlineModule{name: "inline", wasm: wasm}
-	}
-	if inline != nil && !p.can(schemas.ScopeModulesWrite) {
-		return nil, errInlineNeedsWrite
-	}
-	er.ExecutionID = newExecutionID(p.TenantID, idemKey)
 	// Buckets whose stream elects a leader are tried again up to here (as the queue is): half
 	// the request's wait, at most storeRetryFor.
 	storeUntil := time.Now().Add(min(storeRetryFor, g.syncWait(p.Tier, er.TimeoutMS)/2))
 	// All of the request's ride-outs (the rate limiter, the module, the queue, the queued
 	// record too) end there: the client gets its answer within about that.
 	ctx = withRideOutBudget(ctx, storeUntil)
+	a, done, err := g.admitExecution(ctx, p, req, er, idemKey, inline, storeUntil)
+	if err != nil || done != nil {
+		return done, err
+	}
+	return g.runExecution(ctx, p, req.Async, er, a)
+}
+
+// prepareExecution checks what needs no lookup and makes the execution request, with the
+// inline module decoded from module_base64 if the request carries one.
+func prepareExecution(p *Principal, req *schemas.ExecutionRequest, idemKey string, inline *inlineModule) (*schemas.ExecRequest, *inlineModule, error) {
+	if len(idemKey) > maxIdemKeyBytes {
+		return nil, nil, schemas.Errorf(schemas.CodeInvalid, "Idempotency-Key is longer than %d bytes", maxIdemKeyBytes)
+	}
+	if inline != nil {
+		req.ModuleID, req.ModuleBase64 = "", "" // the compat endpoint sets neither
+	}
+	er, err := validateRequest(p, req, inline != nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	if inline == nil && req.ModuleBase64 != "" {
+		wasm, _ := base64.StdEncoding.DecodeString(req.ModuleBase64) // checked by validateRequest
+		inline = &inlineModule{name: "inline", wasm: wasm}
+	}
+	if inline != nil && !p.can(schemas.ScopeModulesWrite) {
+		return nil, nil, errInlineNeedsWrite
+	}
+	er.ExecutionID = newExecutionID(p.TenantID, idemKey)
+	return er, inline, nil
+}
+
+// admission is what an execution holds once admitted: its rate-limit admission (nil for a
+// replay, which uses none) and its Idempotency-Key's claim (nil without a key, or for a replay).
+type admission struct {
+	p      *Principal
+	limit  *Decision
+	claim  *idemClaim
+	idem   bool // the request has an Idempotency-Key
+	replay bool
+}
+
+// release gives back the rate-limit admission of a request that will not run.
+func (a *admission) release(ctx context.Context, g *Server) {
+	if a.limit != nil {
+		g.limiter.Release(context.WithoutCancel(ctx), a.p.Tier.Name, a.limit)
+		a.limit = nil
+	}
+}
+
+// admitExecution is the order execute's comment gives: a replay of an admitted request, or
+// the result quota and the rate limit, then the module and mounts, then the Idempotency-Key's
+// claim. done is set when the request is answered already (a replay of a finished execution).
+func (g *Server) admitExecution(ctx context.Context, p *Principal, req *schemas.ExecutionRequest, er *schemas.ExecRequest, idemKey string, inline *inlineModule, storeUntil time.Time) (a *admission, done *execOutcome, err error) {
+	a = &admission{p: p, idem: idemKey != ""}
 	var bodyHash string // identifies the request as sent, for Idempotency-Key conflict checks
-	replay := false
-	if idemKey != "" {
+	if a.idem {
 		bodyHash = requestHash(req)
-		var done *schemas.Result
-		if replay, done, err = g.findIdempotencyKey(ctx, p, er.ExecutionID, idemKey, bodyHash, storeUntil); err != nil {
-			return nil, err
+		var res *schemas.Result
+		if a.replay, res, err = g.findIdempotencyKey(ctx, p, er.ExecutionID, idemKey, bodyHash, storeUntil); err != nil {
+			return nil, nil, err
 		}
-		if done != nil {
-			return &execOutcome{Execution: schemas.ExecutionView(done)}, nil
+		if res != nil {
+			return nil, &execOutcome{Execution: schemas.ExecutionView(res)}, nil
 		}
 	}
 	// A replay of an admitted request uses no quota: it was counted when it was admitted.
-	var limit *Decision
-	if !replay {
+	if !a.replay {
 		if err := g.checkResultQuota(ctx, p); err != nil { // storage.go
-			return nil, err
+			return nil, nil, err
 		}
-		if limit, err = g.admit(ctx, p); err != nil {
-			return nil, err
-		}
-	}
-	release := func() {
-		if limit != nil {
-			g.limiter.Release(context.WithoutCancel(ctx), p.Tier.Name, limit)
-			limit = nil
+		if a.limit, err = g.admit(ctx, p); err != nil {
+			return nil, nil, err
 		}
 	}
 	if err := g.resolveModule(ctx, p, req, inline, er); err != nil {
-		release()
-		return nil, err
+		a.release(ctx, g)
+		return nil, nil, err
 	}
 	if err := g.resolveMounts(ctx, p, er); err != nil { // files.go
-		release()
-		return nil, err
+		a.release(ctx, g)
+		return nil, nil, err
 	}
-	var claim *idemClaim
-	if idemKey != "" && !replay {
-		if claim, err = g.claimIdempotencyKey(ctx, p, er, idemKey, bodyHash, storeUntil); err != nil {
-			release()
-			return nil, err
+	if !a.idem || a.replay {
+		return a, nil, nil
+	}
+	if a.claim, err = g.claimIdempotencyKey(ctx, p, er, idemKey, bodyHash, storeUntil); err != nil {
+		a.release(ctx, g)
+		return nil, nil, err
+	}
+	if a.claim == nil {
+		// Another request with this key was admitted a moment ago: this one is its replay.
+		a.release(ctx, g)
+		var res *schemas.Result
+		if _, res, err = g.findIdempotencyKey(ctx, p, er.ExecutionID, idemKey, bodyHash, storeUntil); err != nil {
+			return nil, nil, err
 		}
-		if claim == nil {
-			// Another request with this key was admitted a moment ago: this one is its replay.
-			release()
-			var done *schemas.Result
-			if _, done, err = g.findIdempotencyKey(ctx, p, er.ExecutionID, idemKey, bodyHash, storeUntil); err != nil {
-				return nil, err
-			}
-			if done != nil {
-				return &execOutcome{Execution: schemas.ExecutionView(done)}, nil
-			}
+		if res != nil {
+			return nil, &execOutcome{Execution: schemas.ExecutionView(res)}, nil
 		}
 	}
+	return a, nil, nil
+}
+
+// runExecution publishes an admitted execution and, unless async, waits for its result.
+func (g *Server) runExecution(ctx context.Context, p *Principal, async bool, er *schemas.ExecRequest, a *admission) (*execOutcome, error) {
 	wait := g.syncWait(p.Tier, er.TimeoutMS)
 	var replies <-chan *nats.Msg
-	if !req.Async {
+	if !async {
 		ch, done := g.waiters.add(er.ExecutionID)
 		defer done()
 		replies = ch
 	}
 	// Only a random id is surely new: an idempotency key names the same execution every time,
 	// and its result may outlive the key's record.
-	if err := g.publishExec(ctx, er, time.Now().Add(wait), idemKey == ""); err != nil {
+	if err := g.publishExec(ctx, er, time.Now().Add(wait), !a.idem); err != nil {
 		if ue := (*unconfirmedError)(nil); errors.As(err, &ue) {
 			// It may still run: it keeps its admission and its Idempotency-Key, whose next
 			// send replays it (the queue's duplicate window keeps one copy) or answers its result.
 			return nil, err
 		}
-		release()
-		if claim != nil {
-			g.unclaimIdempotencyKey(ctx, claim)
+		a.release(ctx, g)
+		if a.claim != nil {
+			g.unclaimIdempotencyKey(ctx, a.claim)
 		}
 		if le := (*limitedError)(nil); errors.As(err, &le) {
 			g.rejected(ctx, p, "in_flight", le.err.Message)
@@ -179,24 +216,24 @@ func (g *Server) execute(ctx context.Context, p *Principal, req *schemas.Executi
 		return nil, err
 	}
 	g.metrics.executionsPublished.WithLabelValues(p.Tier.Name).Inc()
-	if req.Async {
+	if async {
 		g.recordQueued(ctx, er) // history.go; a synchronous execution's waits for queuedRecordAfter (await)
 	}
 	// Remaining and Reset are two reads; they run while the execution does.
 	var status sync.WaitGroup
-	if limit != nil && limit.Limit > 0 {
+	if limit := a.limit; limit != nil && limit.Limit > 0 {
 		status.Go(func() {
 			if err := g.limiter.Status(context.WithoutCancel(ctx), p.TenantID, p.Tier, limit); err != nil {
 				g.log.Warn("rate limit status", "tenant_id", p.TenantID, "err", err)
 			}
 		})
 	}
-	out, err := g.await(ctx, er, req.Async, replies, wait)
+	out, err := g.await(ctx, er, async, replies, wait)
 	status.Wait()
 	if err != nil {
 		return nil, err // queued, but not recorded: it keeps its admission and its key
 	}
-	out.Limit = limit
+	out.Limit = a.limit
 	return out, nil
 }
 
