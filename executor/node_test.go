@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -548,6 +549,22 @@ func TestNode_Execute_TimeoutKeepsOutput(t *testing.T) {
 		if stored := e.stored(req.ExecutionID); string(stored.Stdout) != "progress\n" {
 			t.Errorf("timeout %d ms: stored stdout %q", timeout, stored.Stdout)
 		}
+	}
+}
+
+// A guest that prints shortly before its deadline: its output went to the node once, 200 ms
+// before the deadline, so what it printed after that was lost with its worker. Its output now
+// goes on to the node until the kill (latepoll prints "late" 100 ms before its 500 ms deadline).
+func TestNode_Execute_TimeoutKeepsLateOutput(t *testing.T) {
+	e := startEnv(t, nil)
+	mod := e.putModule(fixtures.Wasm("latepoll"))
+	req := newRequest(schemas.TierFree, mod)
+	req.TimeoutMS, req.Clock = 500, schemas.ClockReal
+	req.Stdin = binary.LittleEndian.AppendUint64(nil, uint64(400*time.Millisecond))
+	res := e.execute(req)
+	if res.Status != schemas.StatusTimedOut || string(res.Stdout) != "early\nlate\n" || string(res.Stderr) != "late\n" ||
+		res.StdoutBytes != 11 || res.StderrBytes != 5 {
+		t.Errorf("%s, stdout %q (%d bytes), stderr %q (%d bytes), error %q; want timed_out with early and late", res.Status, res.Stdout, res.StdoutBytes, res.Stderr, res.StderrBytes, res.Error)
 	}
 }
 

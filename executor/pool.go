@@ -621,6 +621,18 @@ func (p *pool) do(ctx context.Context, key string, req *worker.Request, first, s
 	}
 }
 
+// appendOutput adds an Output frame (what the guest wrote since the previous one) to what the
+// earlier frames brought, o (nil for none).
+func appendOutput(o, more *worker.Output) *worker.Output {
+	if o == nil {
+		o = &worker.Output{}
+	}
+	o.Stdout = append(o.Stdout, more.Stdout...)
+	o.Stderr = append(o.Stderr, more.Stderr...)
+	o.StdoutBytes, o.StderrBytes = more.StdoutBytes, more.StderrBytes
+	return o
+}
+
 // exchange runs one job on pr, which the caller has acquired; exchange releases or loses it.
 //
 // A Run the worker should find compiled (Warm) runs its guest at once, under the second
@@ -634,7 +646,7 @@ func (p *pool) exchange(pr *proc, req *worker.Request, first, second time.Durati
 	start := time.Now()
 	started := req.Run != nil && req.Run.Warm
 	var startedFrame *worker.Started
-	var output *worker.Output // the guest's output just before its deadline (worker.Output)
+	var output *worker.Output // the guest's output from just before its deadline on (worker.Output)
 	cpu0 := pr.cpu            // the worker's CPU time when the guest started
 	var held int64            // what the guest held, as last reported
 	deadline := first
@@ -680,7 +692,7 @@ func (p *pool) exchange(pr *proc, req *worker.Request, first, second time.Durati
 				rss = watchRSS(pr, base, memLimit+rssSlack)
 			}
 		case r.Output != nil:
-			output = r.Output
+			output = appendOutput(output, r.Output)
 		case r.Memory != nil:
 			held = max(held, r.Memory.Bytes)
 			if memLimit > 0 && r.Memory.Bytes > memLimit {

@@ -21,8 +21,8 @@ import (
 // alone. A guest that runs past MemoryReportEvery is followed by Memory frames whenever what it
 // holds has changed, so that the node can kill a guest over its memory limit and knows how much
 // a guest it kills was holding. A guest still running just before its deadline is followed by
-// one Output frame, its stdout and stderr so far, which the node returns with a guest it kills
-// there. The worker never stops a guest itself: the node times the deadline and kills the
+// Output frames, its stdout and stderr so far and then what it adds, which the node returns
+// with a guest it kills there. The worker never stops a guest itself: the node times the deadline and kills the
 // worker when it passes. Exactly
 // one field of a Request or Response is set.
 
@@ -137,18 +137,21 @@ type Memory struct {
 	Bytes int64
 }
 
-// Output is what a guest still running OutputBefore its deadline has written so far (as capped
-// by its job), sent once: the node kills a guest that reaches its deadline with its worker, and
-// without this frame what it had printed (a script's progress before its endless loop) was lost.
+// Output is what a guest still running OutputBefore its deadline has written (as capped by its
+// job) since the previous Output frame: the first carries everything so far, the next ones,
+// at the memory reports' tick, what came after. The node kills a guest that reaches its
+// deadline with its worker, and without these frames what it had printed (a script's progress
+// before its endless loop) was lost with it; the node returns their concatenation.
 type Output struct {
-	Stdout, Stderr           []byte
-	StdoutBytes, StderrBytes int64 // written, capped or not
+	Stdout, Stderr           []byte // kept since the previous frame
+	StdoutBytes, StderrBytes int64  // written in all, capped or not
 }
 
-// OutputBefore is how long before its deadline a running guest's output is sent (Output), by
-// the memory reports' tick (every MemoryReportEvery): output written in the last 175 to 200 ms
-// is lost with the worker, and a worker slowed down by that much (a loaded machine) still sends
-// it in time. A deadline shorter than that sends it at the first tick.
+// OutputBefore is how long before its deadline a running guest's output starts going to the
+// node (Output), by the memory reports' tick (every MemoryReportEvery) until the kill: output
+// written in the last tick (25 ms) before the kill is lost with the worker. Sent from this far
+// ahead, it leaves a worker slowed down by that much (a loaded machine) time to send what came
+// before; a deadline shorter than that sends it from the first tick on.
 const OutputBefore = 8 * MemoryReportEvery
 
 // MemoryReportEvery is how often a running guest's memory is looked at. A guest that finishes

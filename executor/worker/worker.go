@@ -431,14 +431,22 @@ func (w *worker) run(ctx context.Context, job *RunJob, send func(*Response) erro
 		return finish()
 	}
 	usage.scratch = fsys.Used // its files are heap it holds (see memoryUsage)
-	var outputAt time.Time    // its output goes to the node just before the deadline (Output)
+	var outputAt time.Time    // its output goes to the node from just before the deadline (Output)
 	if job.Timeout > 0 {
 		outputAt = deadlineFrom.Add(job.Timeout - OutputBefore)
 	}
+	// What the Output frames have brought the node so far: bytes kept, and written in all.
+	var sentOut, sentErr int
+	var wroteOut, wroteErr int64 = -1, -1 // -1: no frame yet
 	stopReports := reportMemory(usage, send, outputAt, func() *Output {
 		o := &Output{}
-		o.Stdout, o.StdoutBytes = stdout.snapshot()
-		o.Stderr, o.StderrBytes = stderr.snapshot()
+		o.Stdout, o.StdoutBytes = stdout.since(sentOut)
+		o.Stderr, o.StderrBytes = stderr.since(sentErr)
+		if o.StdoutBytes == wroteOut && o.StderrBytes == wroteErr {
+			return nil // nothing new since the last frame
+		}
+		sentOut, sentErr = sentOut+len(o.Stdout), sentErr+len(o.Stderr)
+		wroteOut, wroteErr = o.StdoutBytes, o.StderrBytes
 		return o
 	})
 
@@ -516,8 +524,9 @@ func overMemory(res *RunResult, job *RunJob) {
 }
 
 // reportMemory sends a Memory frame every MemoryReportEvery while the guest runs, when what
-// the guest holds has changed since the last one, and once the guest runs past outputAt (zero:
-// never), an Output frame with what output returns. stop waits for a report being sent, so that no frame follows
+// the guest holds has changed since the last one, and from the time the guest runs past
+// outputAt (zero: never) on, an Output frame with what output returns when that is not nil
+// (what the guest wrote since the last one). stop waits for a report being sent, so that no frame follows
 // it: the run's other frames are sent by the caller, never at the same time as a report. It
 // costs a short run nothing but arming and stopping a timer.
 func reportMemory(usage *memoryUsage, send func(*Response) error, outputAt time.Time, output func() *Output) (stop func()) {
@@ -542,8 +551,7 @@ func reportMemory(usage *memoryUsage, send func(*Response) error, outputAt time.
 			}
 		}
 		if !outputAt.IsZero() && !time.Now().Before(outputAt) {
-			outputAt = time.Time{}
-			if send(&Response{Output: output()}) != nil {
+			if o := output(); o != nil && send(&Response{Output: o}) != nil {
 				return
 			}
 		}
@@ -666,11 +674,11 @@ func (c *cappedWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// snapshot is a copy of what has been written so far, and how many bytes were written.
-func (c *cappedWriter) snapshot() ([]byte, int64) {
+// since is a copy of what has been kept from byte off on, and how many bytes were written.
+func (c *cappedWriter) since(off int) ([]byte, int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return bytes.Clone(c.buf), c.n
+	return bytes.Clone(c.buf[min(off, len(c.buf)):]), c.n
 }
 
 func compilerSupported() bool {
