@@ -1,12 +1,15 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"io"
 	"maps"
 	"slices"
 	"strings"
+
+	"github.com/danielgtaylor/huma/v2"
 
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
@@ -198,25 +201,27 @@ type outputFileOutput struct {
 	ContentType string `header:"Content-Type"`
 	Size        int64  `header:"Wasmwiz-File-Size" doc:"the file's whole size"`
 	Truncated   bool   `header:"Wasmwiz-File-Truncated" doc:"true when only the first bytes are returned"`
-	Body        []byte
+	Body        func(huma.Context)
 }
 
-// restOutputFile is GET /v1/executions/{id}/files/{path}: the file's bytes.
+// restOutputFile is GET /v1/executions/{id}/files/{path}: the file's bytes, streamed from the
+// outputs store when it is stored there (outputs.go).
 func (g *Server) restOutputFile(ctx context.Context, p *Principal, in *outputFileInput) (*outputFileOutput, error) {
 	f, err := g.getOutputFile(ctx, p, in.ID, in.Path)
 	if err != nil {
 		return nil, err
 	}
-	data := f.Data
+	what := "output file " + f.Path + " of execution " + in.ID
+	rc, size := io.ReadCloser(io.NopCloser(bytes.NewReader(f.Data))), int64(len(f.Data))
 	if f.Stored { // over 1 MiB: in the outputs store (at most the tier's outputs_bytes)
-		rc, _, err := g.openOutput(ctx, schemas.OutputFileObjectName(in.ID, f.Index), "output file "+f.Path+" of execution "+in.ID)
-		if err != nil {
+		if rc, size, err = g.openOutput(ctx, schemas.OutputFileObjectName(in.ID, f.Index), what); err != nil {
 			return nil, err
 		}
-		defer rc.Close()
-		if data, err = io.ReadAll(rc); err != nil {
-			return nil, unavailable("outputs store", err)
-		}
 	}
-	return &outputFileOutput{ContentType: "application/octet-stream", Size: f.Size, Truncated: f.Truncated, Body: data}, nil
+	d, err := startDownload(rc, size)
+	if err != nil {
+		return nil, err
+	}
+	return &outputFileOutput{ContentType: "application/octet-stream", Size: f.Size, Truncated: f.Truncated,
+		Body: func(hctx huma.Context) { g.serveDownload(ctx, hctx, d, what) }}, nil
 }

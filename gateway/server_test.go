@@ -43,7 +43,8 @@ type testGateway struct {
 	adminKey string
 }
 
-func startTestGateway(t *testing.T, cfg Config) *testGateway {
+// startTestGateway starts one; setup, if any, changes the opened gateway before it serves.
+func startTestGateway(t *testing.T, cfg Config, setup ...func(*Server)) *testGateway {
 	t.Helper()
 	srv := natstest.RunJetStream(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -76,6 +77,9 @@ func startTestGateway(t *testing.T, cfg Config) *testGateway {
 			t.Fatal(err)
 		}
 		*tenant.key = k.Key
+	}
+	for _, f := range setup {
+		f(g)
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)

@@ -5,11 +5,17 @@ import (
 	"archive/zip"
 	"bytes"
 	"compress/gzip"
+	"context"
+	"crypto/sha256"
 	"encoding/json"
+	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/wasmwiz/wasmwiz/internal/fixtures"
 	"github.com/wasmwiz/wasmwiz/schemas"
@@ -123,5 +129,83 @@ func TestSecurity_HostileBundles(t *testing.T) {
 		if json.Unmarshal(body, &p); status != "413" || p.Code != string(schemas.CodeTooLarge) {
 			t.Errorf("%s: a zip of 5,000 entries from a free tenant: %s %.300s, want 413 too_large", how, status, body)
 		}
+	}
+}
+
+// TestMeasure_DownloadPeakRSS measures a separate gateway process's peak RSS (VmHWM) while
+// eight clients of one unlimited tenant download the same 64 MiB output file (the tier's
+// outputs_bytes) at once: first reading as fast as they can, then each stalling 3 s after its
+// first MiB (a slow client keeps its download open while the store goes on sending). Every
+// client checks the bytes it got. It is a measurement, run on request:
+//
+//	WASMWIZ_MEASURE=1 go test ./test -run TestMeasure_DownloadPeakRSS -v
+func TestMeasure_DownloadPeakRSS(t *testing.T) {
+	if os.Getenv("WASMWIZ_MEASURE") == "" {
+		t.Skip("a measurement: set WASMWIZ_MEASURE=1")
+	}
+	const size, clients = 64 << 20, 8
+	s := startDevEnv(t, t.TempDir())
+	key := s.newTenant(t, "downloader", schemas.TierUnlimited)
+	file := make([]byte, size)
+	for i := range file {
+		file[i] = byte(i % 251)
+	}
+	want := sha256.Sum256(file)
+	br, bundle := s.uploadBundle(t, key, tarball(t, tarFile{name: "big.bin", body: string(file)}))
+	if br.Status != http.StatusCreated {
+		t.Fatalf("bundle: %d %s", br.Status, br.Body)
+	}
+	rw := false
+	hello := s.upload(t, key, "hello", fixtures.Wasm("hello"))
+	ex := s.run(t, key, schemas.ExecutionRequest{ModuleID: hello.ID, Mounts: []schemas.Mount{{Bundle: bundle.ID, Path: "/out", ReadOnly: &rw}}, Outputs: []string{"/out/*"}})
+	if ex.Status != schemas.StatusSucceeded || len(ex.Files) != 1 || ex.Files[0].Size != size || ex.Files[0].Truncated || ex.Files[0].URL == "" {
+		t.Fatalf("output file: %s %s, files %+v", ex.Status, ex.Error, ex.Files)
+	}
+
+	addr := freeAddr(t)
+	gw := start(t, append(s.natsRoleEnv("gateway"), "WASMWIZ_HTTP_ADDR="+addr), "gateway")
+	waitReady(t, "http://"+addr, gw)
+	pid := gw.cmd.Process.Pid
+	download := func(stall time.Duration) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+ex.Files[0].URL, nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Errorf("download: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		h := sha256.New()
+		n, err := io.CopyN(h, resp.Body, 1<<20)
+		if err == nil {
+			time.Sleep(stall)
+			var m int64
+			m, err = io.Copy(h, resp.Body)
+			n += m
+		}
+		if resp.StatusCode != 200 || err != nil || n != size || resp.ContentLength != size || !bytes.Equal(h.Sum(nil), want[:]) {
+			t.Errorf("download: %d, %d bytes (Content-Length %d), %v", resp.StatusCode, n, resp.ContentLength, err)
+		}
+	}
+	base := procMem(t, pid)
+	var wg sync.WaitGroup
+	began := time.Now()
+	for range clients {
+		wg.Go(func() { download(0) })
+	}
+	wg.Wait()
+	fast, fastTook := procMem(t, pid), time.Since(began)
+	began = time.Now()
+	for range clients {
+		wg.Go(func() { download(3 * time.Second) })
+	}
+	wg.Wait()
+	slow, slowTook := procMem(t, pid), time.Since(began)
+	t.Logf("gateway VmHWM: idle %.0f MiB; after %d concurrent downloads of a 64 MiB output file %.0f MiB (%.1f s); after %d more, each stalling 3 s after its first MiB, %.0f MiB (%.1f s); VmRSS now %.0f MiB",
+		mib(base.hwm), clients, mib(fast.hwm), fastTook.Seconds(), clients, mib(slow.hwm), slowTook.Seconds(), mib(slow.rss))
+	if grow := slow.hwm - base.hwm; grow > 256<<20 {
+		t.Errorf("the gateway's peak RSS grew by %.0f MiB for %d downloads it should stream", mib(grow), 2*clients)
 	}
 }
