@@ -458,17 +458,18 @@ func (n *Node) finish(ctx context.Context, log *slog.Logger, msg jetstream.Msg, 
 		}
 	}
 	n.reply(log, msg.Headers(), res, b)
-	// The history record goes out beside the event; both must be stored before the ack, so
-	// that a redelivery repeats whichever was lost (each is stored once: Nats-Msg-Id).
-	hist, herr := n.recordHistory(res, moduleName)
+	// The history record goes out beside the event, with the tenant's other records ending at
+	// the same moment (history.Batches); both must be stored before the ack, so that a redelivery
+	// repeats whichever was lost (the event is stored once: Nats-Msg-Id; a record stored twice
+	// is merged when listed).
+	hist := n.history.Record(n.js, res.TenantID, schemas.SummaryOf(res, moduleName))
 	if err := n.publishEvent(ctx, msg.Headers(), res); err != nil {
 		return err
 	}
-	if herr == nil {
-		herr = awaitAck(ctx, hist)
-	}
-	if herr != nil {
-		return fmt.Errorf("record history: %w", herr)
+	wctx, cancel := context.WithTimeout(ctx, natsTimeout)
+	defer cancel()
+	if err := hist.Wait(wctx); err != nil {
+		return fmt.Errorf("record history: %w", err)
 	}
 	// Ack, not AckSync: a lost ack only means a redelivery, which finds the stored result and
 	// repeats the idempotent steps above without running the guest; waiting for the server's
@@ -477,32 +478,6 @@ func (n *Node) finish(ctx context.Context, log *slog.Logger, msg jetstream.Msg, 
 		log.Warn("ack", "err", err)
 	}
 	return nil
-}
-
-// recordHistory publishes the history record of a final result (internal/history) without
-// waiting for the stream's answer.
-func (n *Node) recordHistory(res *schemas.Result, moduleName string) (jetstream.PubAckFuture, error) {
-	m, err := history.Msg(res.TenantID, schemas.SummaryOf(res, moduleName))
-	if err != nil {
-		return nil, err
-	}
-	return n.js.PublishMsgAsync(m)
-}
-
-// awaitAck waits for an asynchronous publish's acknowledgement, at most natsTimeout.
-func awaitAck(ctx context.Context, f jetstream.PubAckFuture) error {
-	t := time.NewTimer(natsTimeout)
-	defer t.Stop()
-	select {
-	case <-f.Ok():
-		return nil
-	case err := <-f.Err():
-		return err
-	case <-t.C:
-		return errors.New("no acknowledgement in time")
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // eventType is execution.completed when the guest ran to an exit code, execution.failed

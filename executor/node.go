@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wasmwiz/wasmwiz/internal/backoff"
+	"github.com/wasmwiz/wasmwiz/internal/history"
 	"github.com/wasmwiz/wasmwiz/internal/streams"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
@@ -66,6 +67,7 @@ type Node struct {
 	modRefs   jetstream.KeyValue // the gateways' module records, read while a module compiles (artifacts.go)
 	storage   jetstream.KeyValue // per-tenant result usage (storage.go)
 	charges   chargeQueues       // one tenant's results charged in batches (storage.go)
+	history   history.Batches    // the history records of the executions it ends
 	// resultsTTL is the results bucket's TTL: how long a stored result counts against its tenant.
 	resultsTTL time.Duration
 	sched      *scheduler

@@ -34,26 +34,27 @@ type Server struct {
 	id      string
 	metrics *metrics
 
-	results     jetstream.KeyValue
-	moduleRefs  jetstream.KeyValue
-	idempotency jetstream.KeyValue
-	tenants     jetstream.KeyValue
-	keysKV      jetstream.KeyValue
-	modules     jetstream.ObjectStore
-	bundleRefs  jetstream.KeyValue    // bundles.go
-	bundles     jetstream.ObjectStore // bundles.go
-	outputs     jetstream.ObjectStore // outputs.go
-	history     *history.Lister       // history.go
-	storage     jetstream.KeyValue    // per-tenant result usage (storage.go)
-	usageReads  usageReads            // result usage as last read, per tenant (storage.go)
-	resultsTTL  time.Duration         // the results bucket's: how long a result counts against its tenant
-	keyring     *keyring
-	waiters     *waiters
-	limiter     *Limiter
-	slots       *requestSlots
-	keyUsage    *keyUsage
-	refCache    moduleRefCache
-	compiles    sync.WaitGroup // compiles running in the background (compiling.go)
+	results        jetstream.KeyValue
+	moduleRefs     jetstream.KeyValue
+	idempotency    jetstream.KeyValue
+	tenants        jetstream.KeyValue
+	keysKV         jetstream.KeyValue
+	modules        jetstream.ObjectStore
+	bundleRefs     jetstream.KeyValue    // bundles.go
+	bundles        jetstream.ObjectStore // bundles.go
+	outputs        jetstream.ObjectStore // outputs.go
+	history        *history.Lister       // history.go
+	historyBatches history.Batches       // queued records, stored a tenant's minute at a time (history.go)
+	storage        jetstream.KeyValue    // per-tenant result usage (storage.go)
+	usageReads     usageReads            // result usage as last read, per tenant (storage.go)
+	resultsTTL     time.Duration         // the results bucket's: how long a result counts against its tenant
+	keyring        *keyring
+	waiters        *waiters
+	limiter        *Limiter
+	slots          *requestSlots
+	keyUsage       *keyUsage
+	refCache       moduleRefCache
+	compiles       sync.WaitGroup // compiles running in the background (compiling.go)
 
 	ops       []operation           // the API (ops.go)
 	opByID    map[string]*operation // ops by id

@@ -11,18 +11,20 @@ import (
 )
 
 // recordQueued writes the history record of an execution just published (internal/history), in
-// the background: the caller does not wait for it. An execution whose record is lost is still
-// listed once its executor records its end.
+// the background, with the tenant's other records of the moment (history.Batches): the caller
+// does not wait for it. An execution whose record is lost is still listed once its executor
+// records its end.
 func (g *Server) recordQueued(ctx context.Context, er *schemas.ExecRequest) {
 	s := &schemas.ExecutionSummary{
 		ID: er.ExecutionID, Status: schemas.StatusQueued, ModuleID: er.ModuleID, ModuleName: er.ModuleName,
 		KeyID: er.KeyID, CreatedAt: er.CreatedAt,
 	}
+	p := g.historyBatches.Record(g.js, er.TenantID, s)
 	ctx = context.WithoutCancel(ctx)
 	g.inflight.Go(func() {
 		hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		if err := history.Publish(hctx, g.js, er.TenantID, s); err != nil {
+		if err := p.Wait(hctx); err != nil {
 			g.log.Warn("record execution history", "execution_id", er.ExecutionID, "tenant_id", er.TenantID, "err", err)
 		}
 	})

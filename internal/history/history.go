@@ -1,6 +1,7 @@
 // Package history records and lists executions per tenant, newest first, in the JetStream
 // stream schemas.StreamHistory: one small record (schemas.ExecutionSummary) per execution and
-// state, on a subject per tenant and minute of creation. The gateway records an execution when
+// state, on a subject per tenant and minute of creation (a message holds one record, or several
+// recorded at once: Batches). The gateway records an execution when
 // it is queued, the executor when it ends; a listing reads the tenant's minute subjects from the
 // newest down and merges the records of each execution (RATIONALE.md, "Why is the execution
 // history a stream of minute subjects?").
@@ -33,6 +34,42 @@ func Msg(tenant string, s *schemas.ExecutionSummary) (*nats.Msg, error) {
 	m.Data = b
 	m.Header.Set(schemas.HeaderMsgID, s.ID+":"+string(s.Status))
 	return m, nil
+}
+
+// BatchMsg is one message holding the records recs (a JSON array), all on subject (one tenant's
+// minute: schemas.HistorySubject). A node that ends several executions of a tenant at once
+// records them together (executor: historyBatcher). It carries no Nats-Msg-Id: a record stored
+// again by a redelivery is merged with its copy when listed.
+func BatchMsg(subject string, recs []*schemas.ExecutionSummary) (*nats.Msg, error) {
+	b, err := json.Marshal(recs)
+	if err != nil {
+		return nil, err
+	}
+	m := nats.NewMsg(subject)
+	m.Data = b
+	return m, nil
+}
+
+// decode appends the records of one stored message, a record (Msg) or an array of them
+// (BatchMsg), to recs; what this version does not understand is skipped.
+func decode(recs []*schemas.ExecutionSummary, data []byte) []*schemas.ExecutionSummary {
+	if len(data) > 0 && data[0] == '[' {
+		var batch []*schemas.ExecutionSummary
+		if json.Unmarshal(data, &batch) != nil {
+			return recs
+		}
+		for _, s := range batch {
+			if s != nil && schemas.ValidExecutionID(s.ID) {
+				recs = append(recs, s)
+			}
+		}
+		return recs
+	}
+	var s schemas.ExecutionSummary
+	if json.Unmarshal(data, &s) != nil || !schemas.ValidExecutionID(s.ID) {
+		return recs
+	}
+	return append(recs, &s)
 }
 
 // Publish records s and waits for the stream to store it.
@@ -223,10 +260,12 @@ func merge(recs []*schemas.ExecutionSummary) []*schemas.ExecutionSummary {
 }
 
 // readBucket reads every record of one minute subject with batched direct gets. want is the
-// count the stream leader reported; a replica that answers with fewer (it has not applied the
-// latest writes yet) is asked again a few times before its answer is taken.
+// count of messages the stream leader reported (a message holds one record or a batch); a
+// replica that answers with fewer (it has not applied the latest writes yet) is asked again a
+// few times before its answer is taken.
 func (l *Lister) readBucket(ctx context.Context, subject string, want uint64) ([]*schemas.ExecutionSummary, error) {
 	var recs []*schemas.ExecutionSummary
+	var msgs uint64
 	var err error
 	for attempt := 0; attempt < 4; attempt++ {
 		if attempt > 0 {
@@ -236,7 +275,7 @@ func (l *Lister) readBucket(ctx context.Context, subject string, want uint64) ([
 			case <-time.After(time.Duration(attempt) * 20 * time.Millisecond):
 			}
 		}
-		if recs, err = l.directBatch(ctx, subject, want); err != nil || uint64(len(recs)) >= want {
+		if recs, msgs, err = l.directBatch(ctx, subject, want); err != nil || msgs >= want {
 			break
 		}
 	}
@@ -251,22 +290,21 @@ const (
 
 // directBatch reads the records on subject with the direct get API's batches (nats-server 2.11
 // and later): each request answers up to maxBatch messages and an end-of-batch message that
-// says how many more there are.
-func (l *Lister) directBatch(ctx context.Context, subject string, want uint64) ([]*schemas.ExecutionSummary, error) {
+// says how many more there are. msgs is how many messages held them.
+func (l *Lister) directBatch(ctx context.Context, subject string, want uint64) (recs []*schemas.ExecutionSummary, msgs uint64, err error) {
 	inbox := l.NC.NewRespInbox()
 	sub, err := l.NC.SubscribeSync(inbox)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	var recs []*schemas.ExecutionSummary
 	seq := uint64(0)
 	for {
 		req, _ := json.Marshal(map[string]any{
 			"seq": seq, "next_by_subj": subject, "batch": min(max(want, 1)+8, maxBatch), "max_bytes": maxBatchBytes,
 		})
 		if err := l.NC.PublishRequest("$JS.API.DIRECT.GET."+schemas.StreamHistory, inbox, req); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		pending := uint64(0)
 		for {
@@ -274,31 +312,28 @@ func (l *Lister) directBatch(ctx context.Context, subject string, want uint64) (
 			m, err := sub.NextMsgWithContext(rctx)
 			cancel()
 			if err != nil {
-				return nil, fmt.Errorf("history direct get: %w", err)
+				return nil, 0, fmt.Errorf("history direct get: %w", err)
 			}
 			switch m.Header.Get("Status") {
 			case "":
 			case "404": // nothing (more) on the subject
-				return recs, nil
+				return recs, msgs, nil
 			case "204": // end of batch
 				pending, _ = strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
 				if last, err := strconv.ParseUint(m.Header.Get("Nats-Last-Sequence"), 10, 64); err == nil && last > 0 {
 					seq = last + 1
 				}
 			default:
-				return nil, fmt.Errorf("history direct get: status %s %s", m.Header.Get("Status"), m.Header.Get("Description"))
+				return nil, 0, fmt.Errorf("history direct get: status %s %s", m.Header.Get("Status"), m.Header.Get("Description"))
 			}
 			if m.Header.Get("Status") == "204" {
 				break
 			}
-			var s schemas.ExecutionSummary
-			if err := json.Unmarshal(m.Data, &s); err != nil || !schemas.ValidExecutionID(s.ID) {
-				continue // not a record this version understands
-			}
-			recs = append(recs, &s)
+			msgs++
+			recs = decode(recs, m.Data)
 		}
 		if pending == 0 || seq == 0 {
-			return recs, nil
+			return recs, msgs, nil
 		}
 	}
 }

@@ -331,3 +331,49 @@ func benchSetup(b *testing.B) *fixture {
 	}
 	return &fixture{js: js, results: results, lister: &history.Lister{NC: nc, Stream: st, Results: results}}
 }
+
+// Records stored in batches (BatchMsg: a node ending several executions of a tenant at once)
+// list like records stored one by one, beside them in the same minutes, and a minute whose
+// stream count is of messages, not records, is read whole.
+func TestList_Batches(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	base := time.Now().UTC().Add(-time.Hour).Truncate(time.Minute)
+	var want []string
+	for m := range 3 { // three minutes: a batch of 5, then one record alone, in each
+		created := base.Add(time.Duration(m) * time.Minute)
+		var batch []*schemas.ExecutionSummary
+		for i := range 5 {
+			s := &schemas.ExecutionSummary{ID: id("acme", m*10+i), Status: schemas.StatusSucceeded, ModuleID: modA, CreatedAt: created.Add(time.Duration(i) * time.Second)}
+			batch = append(batch, s)
+			want = append(want, s.ID)
+		}
+		msg, err := history.BatchMsg(schemas.HistorySubject("acme", created), batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.js.PublishMsg(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+		f.record(t, "acme", m*10+9, created.Add(30*time.Second), modA, schemas.StatusSucceeded)
+		want = append(want, id("acme", m*10+9))
+	}
+	got := ids(f.all(t, "acme", history.Query{Limit: 4}))
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("listed %v, want %v", got, want)
+	}
+	// A record stored twice (once alone, once in a batch: a redelivery) is listed once.
+	s := &schemas.ExecutionSummary{ID: id("acme", 0), Status: schemas.StatusSucceeded, ModuleID: modA, CreatedAt: base}
+	msg, err := history.BatchMsg(schemas.HistorySubject("acme", base), []*schemas.ExecutionSummary{s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.js.PublishMsg(ctx, msg); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.all(t, "acme", history.Query{Limit: 100}); len(got) != len(want) {
+		t.Errorf("after a copy: %d executions listed, want %d", len(got), len(want))
+	}
+}

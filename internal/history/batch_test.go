@@ -1,0 +1,95 @@
+package history
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wasmwiz/wasmwiz/internal/natstest"
+	"github.com/wasmwiz/wasmwiz/internal/streams"
+	"github.com/wasmwiz/wasmwiz/schemas"
+)
+
+// The history records of one tenant's minute that come while a message of it is on its way go
+// together in the next message: 1 + 1 messages for 1 + 20 records here, each record's Wait
+// ending once its own message is stored, and every record listed. A record alone goes at once.
+func TestBatches_TenantMinuteTogether(t *testing.T) {
+	s := natstest.RunJetStream(t)
+	js := natstest.JetStream(t, s)
+	ctx := context.Background()
+	if err := streams.Ensure(ctx, js, streams.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, schemas.StreamHistory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := func() uint64 {
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Msgs
+	}
+	created := time.Now().UTC().Truncate(time.Minute)
+	rec := func(i int) *schemas.ExecutionSummary {
+		return &schemas.ExecutionSummary{ID: fmt.Sprintf("ex_%026d", i), Status: schemas.StatusSucceeded, CreatedAt: created.Add(time.Duration(i) * time.Millisecond)}
+	}
+	var h Batches
+
+	// Alone: published at once.
+	if err := h.Record(js, "acme", rec(0)).Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := stored(); n != 1 {
+		t.Fatalf("%d messages for one record, want 1", n)
+	}
+
+	// A message of the subject on its way (held here): the next 20 records wait, then go in one.
+	subject := schemas.HistorySubject("acme", created)
+	hold := &queue{tenant: "acme"}
+	h.mu.Lock()
+	h.subjects[subject] = hold
+	h.mu.Unlock()
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for i := 1; i <= 20; i++ {
+		p := h.Record(js, "acme", rec(i))
+		wg.Go(func() { errs <- p.Wait(ctx) })
+	}
+	if n := stored(); n != 1 {
+		t.Fatalf("%d messages while one is on its way, want the records to wait", n)
+	}
+	go h.publish(js, subject, hold) // the message on its way is stored: the waiting go
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := stored(); n != 2 {
+		t.Errorf("%d messages for 21 records, want 2", n)
+	}
+	h.mu.Lock()
+	left := len(h.subjects)
+	h.mu.Unlock()
+	if left != 0 {
+		t.Errorf("%d subjects left busy", left)
+	}
+
+	results, err := js.KeyValue(ctx, schemas.BucketResults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &Lister{NC: natstest.Connect(t, s), Stream: st, Results: results}
+	list, err := l.List(ctx, "acme", Query{Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Executions) != 21 {
+		t.Errorf("%d executions listed, want 21", len(list.Executions))
+	}
+}
