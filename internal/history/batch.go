@@ -2,9 +2,11 @@ package history
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wasmwiz/wasmwiz/schemas"
@@ -37,9 +39,10 @@ type Pending struct {
 	err  error
 }
 
-// maxBatchRecords bounds the records of one message (~300 bytes each); more go in several messages,
-// one after another.
-const maxBatchRecords = 200
+// maxRecordsBytes bounds one message of records (~300 bytes each, more with a long error or
+// module name): the records past it go in the next message, one message after another, so a
+// batch never nears the server's max_payload.
+const maxRecordsBytes = 128 << 10
 
 // publishTimeout bounds one message's publish.
 const publishTimeout = 10 * time.Second
@@ -81,27 +84,49 @@ func (h *Batches) publish(js jetstream.JetStream, subject string, q *queue) {
 		}
 		q.next = nil
 		h.mu.Unlock()
-		for recs := p.recs; len(recs) > 0 && p.err == nil; recs = recs[min(len(recs), maxBatchRecords):] {
-			p.err = publishRecords(js, q.tenant, subject, recs[:min(len(recs), maxBatchRecords)])
-		}
+		p.err = publishRecords(js, q.tenant, subject, p.recs)
 		close(p.done)
 	}
 }
 
-// publishRecords stores recs in one message: a record alone as Msg makes it (its Nats-Msg-Id
-// drops a copy a redelivery publishes within the duplicate window), several as BatchMsg does.
+// publishRecords stores recs: a record alone as Msg makes it (its Nats-Msg-Id drops a copy a
+// redelivery publishes within the duplicate window), several as BatchMsg does, in messages of at
+// most maxRecordsBytes (a record larger than that alone), one after another.
 func publishRecords(js jetstream.JetStream, tenant, subject string, recs []*schemas.ExecutionSummary) error {
-	m, err := BatchMsg(subject, recs)
-	if len(recs) == 1 {
-		m, err = Msg(tenant, recs[0])
-	}
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
-	_, err = js.PublishMsg(ctx, m)
-	return err
+	if len(recs) == 1 {
+		m, err := Msg(tenant, recs[0])
+		if err != nil {
+			return err
+		}
+		_, err = js.PublishMsg(ctx, m)
+		return err
+	}
+	data := []byte{'['}
+	flush := func() error {
+		m := nats.NewMsg(subject)
+		m.Data = append(data, ']')
+		_, err := js.PublishMsg(ctx, m)
+		data = []byte{'['}
+		return err
+	}
+	for _, s := range recs {
+		b, err := json.Marshal(s)
+		if err != nil {
+			return err
+		}
+		if len(data) > 1 && len(data)+len(b)+2 > maxRecordsBytes {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		if len(data) > 1 {
+			data = append(data, ',')
+		}
+		data = append(data, b...)
+	}
+	return flush()
 }
 
 // Wait waits until p's message is stored (nil) or refused, or ctx ends.

@@ -3,6 +3,7 @@ package history
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -91,5 +92,59 @@ func TestBatches_TenantMinuteTogether(t *testing.T) {
 	}
 	if len(list.Executions) != 21 {
 		t.Errorf("%d executions listed, want 21", len(list.Executions))
+	}
+}
+
+// Records that come together past maxRecordsBytes go in several messages, none over it (a
+// tenant's long error texts or module names could otherwise make one message bigger than the
+// server takes), and all are listed.
+func TestBatches_SplitByBytes(t *testing.T) {
+	s := natstest.RunJetStream(t)
+	js := natstest.JetStream(t, s)
+	ctx := context.Background()
+	if err := streams.Ensure(ctx, js, streams.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	created := time.Now().UTC().Truncate(time.Minute)
+	var recs []*schemas.ExecutionSummary
+	for i := range 100 {
+		recs = append(recs, &schemas.ExecutionSummary{ID: fmt.Sprintf("ex_%026d", i), Status: schemas.StatusFailed,
+			Error: strings.Repeat("x", 4000), CreatedAt: created})
+	}
+	subject := schemas.HistorySubject("acme", created)
+	if err := publishRecords(js, "acme", subject, recs); err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, schemas.StreamHistory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if least := uint64(100 * 4000 / maxRecordsBytes); info.State.Msgs <= least || info.State.Msgs >= 100 {
+		t.Errorf("%d messages for 100 records of 4 KB, want a few over %d", info.State.Msgs, least)
+	}
+	for seq := uint64(1); seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(m.Data) > maxRecordsBytes {
+			t.Errorf("message %d holds %d bytes, over %d", seq, len(m.Data), maxRecordsBytes)
+		}
+	}
+	results, err := js.KeyValue(ctx, schemas.BucketResults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &Lister{NC: natstest.Connect(t, s), Stream: st, Results: results}
+	list, err := l.List(ctx, "acme", Query{Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Executions) != 100 {
+		t.Errorf("%d executions listed, want 100", len(list.Executions))
 	}
 }
