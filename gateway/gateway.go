@@ -85,7 +85,7 @@ func New(cfg Config, nc *nats.Conn) (*Server, error) {
 	}
 	g.keyring = newKeyring(nil, nil, cfg.Tiers, g.log) // buckets set by open
 	g.keyUsage = &keyUsage{m: map[string]time.Time{}}
-	g.waiters = newWaiters(nc, "_INBOX.wasmwiz."+g.id)
+	g.waiters = newWaiters(nc, schemas.ExecutorReplyPrefix+"."+g.id)
 	g.limiter = NewLimiter(js)
 	g.slots = newRequestSlots()
 	g.ops = g.operations()
@@ -259,7 +259,10 @@ func (g *Server) Run(ctx context.Context) error {
 func (g *Server) pingExecutors(ctx context.Context) {
 	for {
 		interval := 2 * time.Second
-		if _, err := g.nc.Request(schemas.SubjectExecutorPing, nil, time.Second); err == nil {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := g.waiters.request(pctx, schemas.SubjectExecutorPing, nil)
+		cancel()
+		if err == nil {
 			g.lastPing.Store(time.Now().UnixNano())
 		} else {
 			interval = 250 * time.Millisecond

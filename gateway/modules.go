@@ -171,7 +171,7 @@ func (g *Server) compile(ctx context.Context, digest, tier string, timeout time.
 	req, _ := json.Marshal(schemas.CompileRequest{ModuleID: schemas.ModuleID(digest), Tier: tier})
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	msg, err := g.nc.RequestWithContext(cctx, schemas.SubjectCompile, req)
+	msg, err := g.waiters.request(cctx, schemas.SubjectCompile, req)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
 			return 0, schemas.Errorf(schemas.CodeUnavailable, "no executor is available to compile the module; try again shortly")

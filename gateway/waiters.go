@@ -1,13 +1,16 @@
 package gateway
 
 import (
+	"context"
 	"sync"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
 )
 
 // waiters routes executor replies to the requests waiting for them. One wildcard subscription
-// per gateway (<prefix>.*) serves every execution; the last token is the execution id.
+// per gateway (<prefix>.*) serves every execution and every request to executors (request); the
+// last token is the execution id, or the request's own.
 type waiters struct {
 	nc     *nats.Conn
 	prefix string
@@ -71,5 +74,27 @@ func (w *waiters) add(id string) (<-chan *nats.Msg, func()) {
 		} else {
 			w.m[id] = list
 		}
+	}
+}
+
+// request sends data to an executor subject and waits for the first answer, as
+// nats.Conn.RequestWithContext does, but with the reply subject under the waiters' prefix
+// (schemas.ExecutorReplyPrefix): the executor's NATS user may answer there and nowhere else of
+// the gateway's. No subscriber is nats.ErrNoResponders.
+func (w *waiters) request(ctx context.Context, subject string, data []byte) (*nats.Msg, error) {
+	id := "req-" + nuid.Next()
+	ch, done := w.add(id)
+	defer done()
+	if err := w.nc.PublishRequest(subject, w.subject(id), data); err != nil {
+		return nil, err
+	}
+	select {
+	case msg := <-ch:
+		if len(msg.Data) == 0 && msg.Header.Get("Status") == "503" {
+			return nil, nats.ErrNoResponders
+		}
+		return msg, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 }

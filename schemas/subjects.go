@@ -34,6 +34,13 @@ const (
 	// running elsewhere waits for that run instead of starting a second one.
 	SubjectExecutorRunning = "wasmwiz.executor.v1.running"
 	QueueExecutors         = "wasmwiz-executors"
+
+	// ExecutorReplyPrefix begins every subject an executor answers a gateway on: an execution's
+	// reply (HeaderReply) and the answers to compile and ping requests, all on
+	// <ExecutorReplyPrefix>.<gateway id>.<id>. The executor's NATS user may publish replies there
+	// and nowhere else of the gateway's (internal/natsroles), so a request to an executor must
+	// carry a reply subject under it.
+	ExecutorReplyPrefix = "_INBOX.wasmwiz"
 )
 
 // NATS headers carried by execution requests and API calls.
