@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
@@ -112,7 +113,8 @@ func (s *recordingStore) counts() (inserted, duplicates int) {
 }
 
 type env struct {
-	nc    *nats.Conn
+	srv   *server.Server
+	nc    *nats.Conn // the test's own: the gateway's and executors' side
 	js    jetstream.JetStream
 	store *recordingStore
 	reg   *prometheus.Registry
@@ -120,13 +122,13 @@ type env struct {
 
 func newEnv(t *testing.T, store accounting.Store) *env {
 	t.Helper()
-	s := natstest.RunJetStream(t)
+	s := natstest.RunJetStreamRoles(t, "accounting") // the consumer may do only what deployed accounting may
 	nc := natstest.Connect(t, s)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{nc: nc, js: js, store: &recordingStore{Store: store}, reg: prometheus.NewRegistry()}
+	return &env{srv: s, nc: nc, js: js, store: &recordingStore{Store: store}, reg: prometheus.NewRegistry()}
 }
 
 type running struct {
@@ -153,7 +155,7 @@ func (e *env) start(t *testing.T, mod func(*accounting.Config)) *running {
 	if err := streams.Ensure(context.Background(), e.js, streams.Options{Replicas: cfg.Replicas, Tiers: cfg.Tiers}); err != nil {
 		t.Fatal(err)
 	}
-	c, err := accounting.New(cfg, e.nc)
+	c, err := accounting.New(cfg, natstest.ConnectRole(t, e.srv, "accounting"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -62,7 +62,7 @@ func BenchmarkNode_Execute_Parallel(b *testing.B) {
 		b.Fatalf("warm-up: %s", res.Status)
 	}
 	var waiting sync.Map // execution id → chan *nats.Msg
-	sub, err := e.nc.Subscribe("bench.reply.*", func(m *nats.Msg) {
+	sub, err := e.nc.Subscribe(schemas.ExecutorReplyPrefix+".bench.*", func(m *nats.Msg) {
 		if ch, ok := waiting.Load(m.Header.Get(schemas.HeaderExecutionID)); ok {
 			ch.(chan *nats.Msg) <- m
 		}
@@ -84,7 +84,7 @@ func BenchmarkNode_Execute_Parallel(b *testing.B) {
 			m.Header.Set(schemas.HeaderMsgID, req.ExecutionID)
 			m.Header.Set(schemas.HeaderExecutionID, req.ExecutionID)
 			m.Header.Set(schemas.HeaderNewExecution, "true")
-			m.Header.Set(schemas.HeaderReply, "bench.reply."+req.ExecutionID)
+			m.Header.Set(schemas.HeaderReply, schemas.ExecutorReplyPrefix+".bench."+req.ExecutionID)
 			waiting.Store(req.ExecutionID, ch)
 			if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
 				b.Error(err)

@@ -26,7 +26,6 @@ import (
 
 	"github.com/wasmwiz/wasmwiz/executor/worker"
 	"github.com/wasmwiz/wasmwiz/internal/fixtures"
-	"github.com/wasmwiz/wasmwiz/internal/natsroles"
 	"github.com/wasmwiz/wasmwiz/internal/natstest"
 	"github.com/wasmwiz/wasmwiz/internal/streams"
 	"github.com/wasmwiz/wasmwiz/schemas"
@@ -73,8 +72,10 @@ func testConfig(tb testing.TB) Config {
 
 func startEnv(tb testing.TB, mod func(*Config)) *env {
 	tb.Helper()
-	s := runJetStreamRoles(tb)
-	e := &env{tb: tb, srv: s, nc: natstest.Connect(tb, s)}
+	s := natstest.RunJetStreamRoles(tb, "executor") // the node may do only what a deployed executor may
+	// The test's own connection stands for a gateway: its inboxes are where the executor's user
+	// may answer (schemas.ExecutorReplyPrefix).
+	e := &env{tb: tb, srv: s, nc: natstest.Connect(tb, s, nats.CustomInboxPrefix(schemas.ExecutorReplyPrefix+".test"))}
 	e.startNode(mod)
 	var err error
 	if e.js, err = jetstream.New(e.nc); err != nil {
@@ -90,31 +91,6 @@ func startEnv(tb testing.TB, mod func(*Config)) *env {
 	return e
 }
 
-// runJetStreamRoles starts a server whose users are an admin (anonymous connections are it: the
-// test's own, as the gateway's) and the executor, with the permissions nats-roles.conf gives it,
-// so that the nodes under test may do only what a deployed executor may.
-func runJetStreamRoles(tb testing.TB) *server.Server {
-	tb.Helper()
-	deny, sub, _ := natsroles.Permissions("executor")
-	return natstest.RunJetStreamWith(tb, func(o *server.Options) {
-		o.Users = []*server.User{
-			{Username: "admin", Password: "admin"},
-			{Username: "executor", Password: "executor", Permissions: &server.Permissions{
-				Publish:   &server.SubjectPermission{Deny: deny},
-				Subscribe: &server.SubjectPermission{Allow: sub},
-			}},
-		}
-		o.NoAuthUser = "admin"
-	})
-}
-
-// connectExecutor connects to s as the executor role does: its user, its inbox prefix.
-func connectExecutor(tb testing.TB, s *server.Server) *nats.Conn {
-	tb.Helper()
-	inbox, _ := natsroles.Inbox("executor")
-	return natstest.Connect(tb, s, nats.UserInfo("executor", "executor"), nats.CustomInboxPrefix(inbox))
-}
-
 // startNode starts a node (another one, if one runs already) on the env's server.
 func (e *env) startNode(mod func(*Config)) *Node {
 	e.tb.Helper()
@@ -126,7 +102,7 @@ func (e *env) startNode(mod func(*Config)) *Node {
 	if err := streams.Ensure(context.Background(), natstest.JetStream(e.tb, e.srv), streams.Options{Replicas: cfg.Replicas, Tiers: cfg.Tiers}); err != nil {
 		e.tb.Fatal(err)
 	}
-	node, err := New(cfg, connectExecutor(e.tb, e.srv))
+	node, err := New(cfg, natstest.ConnectRole(e.tb, e.srv, "executor"))
 	if err != nil {
 		e.tb.Fatal(err)
 	}

@@ -128,11 +128,26 @@ func start(t testing.TB, env []string, args ...string) *proc {
 	go func() { p.err = p.cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
 		p.stop(t)
+		if line := natsRefusal(p.output()); line != "" {
+			t.Errorf("wasmwiz %s: the NATS server refused one of its roles something its work needs (natsroles): %s", strings.Join(args, " "), line)
+		}
 		if t.Failed() {
 			t.Logf("output of wasmwiz %s:\n%s", strings.Join(args, " "), lastLines(p.output(), 60))
 		}
 	})
 	return p
+}
+
+// natsRefusal is the first line of a role's log that says the NATS server refused it a publish
+// or a subscription (a permissions violation, logged as "nats error"): a subject missing from
+// the role's permissions, which the role may only wait out (a lost reply or ack).
+func natsRefusal(out string) string {
+	for line := range strings.Lines(out) {
+		if strings.Contains(line, "nats error") && strings.Contains(strings.ToLower(line), "permissions violation") {
+			return strings.TrimSpace(line)
+		}
+	}
+	return ""
 }
 
 func lastLines(s string, n int) string {

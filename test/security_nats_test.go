@@ -556,10 +556,122 @@ func TestSecurity_AnonymousNATS(t *testing.T) {
 		})
 	}
 
+	// Beyond the keys: the executor and accounting may publish only what their work publishes
+	// (natsroles.For, allow lists). Each refusal is checked in the state it would have changed.
+	execQueued := func(t *testing.T) uint64 {
+		t.Helper()
+		st, err := js.Stream(ctx, schemas.ExecStream("free"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.LastSeq
+	}
+	events, err := js.Stream(ctx, schemas.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noEvent := func(t *testing.T, subj string) {
+		t.Helper()
+		if _, err := events.GetLastMsgForSubject(ctx, subj); !errors.Is(err, jetstream.ErrMsgNotFound) {
+			t.Errorf("the events stream has a message on %s: %v", subj, err)
+		}
+	}
+	kvOf := func(t *testing.T, bucket string) jetstream.KeyValue {
+		t.Helper()
+		kv, err := js.KeyValue(ctx, bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return kv
+	}
+	t.Run("executor's seed publishes only its work", func(t *testing.T) {
+		c := n.mustConnect(t, "nats-executor.nk", nats.CustomInboxPrefix("_INBOX_executor"))
+		// (a) An execution request into a tier's queue, as any tenant.
+		before := execQueued(t)
+		subj := schemas.ExecSubject("free", "globex")
+		if err := c.Publish(subj, body); err != nil {
+			t.Fatal(err)
+		}
+		c.refused(t, "publish", subj)
+		if after := execQueued(t); after != before {
+			t.Errorf("%s went from %d to %d messages", schemas.ExecStream("free"), before, after)
+		}
+		// (b) Events that are not an execution's (those it publishes: its job, and billed).
+		for _, typ := range []string{schemas.EventKeyCreated, schemas.EventModuleUploaded, schemas.EventRateLimitRejected} {
+			subj := schemas.EventSubject(typ, "forged") // a tenant with no events of its own
+			if err := c.Publish(subj, []byte(`{"type":"`+typ+`","tenant_id":"forged"}`)); err != nil {
+				t.Fatal(err)
+			}
+			c.refused(t, "publish", subj)
+			noEvent(t, subj)
+		}
+		// (c) Buckets it never writes (it writes results and result usage): acme's tenant
+		// record (its tier), a module record making a module globex's, an idempotency record;
+		// and the API as anyone, and a gateway's inbox outside the executors' reply prefix.
+		tenants := kvOf(t, schemas.BucketTenants)
+		acmeBefore, err := tenants.Get(ctx, "acme")
+		if err != nil {
+			t.Fatal(err)
+		}
+		forgedRef := "globex." + strings.Repeat("ef", 32)
+		for _, subj := range []string{
+			"$KV." + schemas.BucketTenants + ".acme",
+			"$KV." + schemas.BucketModuleOwner + "." + forgedRef,
+			"$KV." + schemas.BucketIdempotency + ".acme.forged",
+			schemas.APISubject(schemas.OpExecutionsCreate),
+			"_INBOX.gateway",
+		} {
+			if err := c.Publish(subj, []byte(`{"id":"acme","tier":"unlimited"}`)); err != nil {
+				t.Fatal(err)
+			}
+			c.refused(t, "publish", subj)
+		}
+		if after, err := tenants.Get(ctx, "acme"); err != nil || after.Revision() != acmeBefore.Revision() {
+			t.Errorf("acme's tenant record after the attack: %v (revision %d, was %d)", err, after.Revision(), acmeBefore.Revision())
+		}
+		if _, err := kvOf(t, schemas.BucketModuleOwner).Get(ctx, forgedRef); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			t.Errorf("the forged module record: %v", err)
+		}
+		if _, err := kvOf(t, schemas.BucketIdempotency).Get(ctx, "acme.forged"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			t.Errorf("the forged idempotency record: %v", err)
+		}
+	})
+	t.Run("accounting's seed publishes only its work", func(t *testing.T) {
+		c := n.mustConnect(t, "nats-accounting.nk", nats.CustomInboxPrefix("_INBOX_accounting"))
+		before := execQueued(t)
+		forgedEvent := schemas.EventSubject(schemas.EventExecutionCompleted, "forged")
+		for _, subj := range []string{
+			schemas.ExecSubject("free", "globex"),
+			"$KV." + schemas.BucketResults + ".forged-by-accounting",
+			forgedEvent,
+			"$JS.API.CONSUMER.MSG.NEXT." + schemas.ExecStream("basic") + "." + schemas.ExecConsumer("basic"),
+		} {
+			if err := c.PublishRequest(subj, "_INBOX_accounting.x", []byte(`{"status":"succeeded","stdout":"forged"}`)); err != nil {
+				t.Fatal(err)
+			}
+			c.refused(t, "publish", subj)
+		}
+		if after := execQueued(t); after != before {
+			t.Errorf("%s went from %d to %d messages", schemas.ExecStream("free"), before, after)
+		}
+		if _, err := kvOf(t, schemas.BucketResults).Get(ctx, "forged-by-accounting"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			t.Errorf("the result forged by accounting: %v", err)
+		}
+		noEvent(t, forgedEvent)
+	})
+
 	if got := spied.Load(); got != 0 {
 		t.Errorf("acme's subscriptions received %d messages", got)
 	}
-	// The system still serves after all that.
+	// The system still serves after all that, usage included (accounting answers the gateway
+	// through allow_responses). The roles' logs show no refusal (start's cleanup checks).
+	if st, data := natsCall(t, globex.Conn, schemas.OpUsage, keyB, nil); st != "200" {
+		t.Errorf("globex usage: %s %s", st, data)
+	}
 	st, data = natsCall(t, globex.Conn, schemas.OpExecutionsCreate, keyB, body)
 	if st != "200" {
 		t.Errorf("globex after the attacks: %s %s", st, data)

@@ -115,9 +115,9 @@ func ensureUserSeed(path string, force bool, wrote func(string)) (string, error)
 func natsRoleInbox(role string) (string, bool) { return natsroles.Inbox(role) }
 
 // natsRolePermissions is what nats-roles.conf gives role's user ("": everything in WASMWIZ), as
-// natsroles.Permissions says.
+// natsroles.For says.
 func natsRolePermissions(role string) string {
-	deny, sub, ok := natsroles.Permissions(role)
+	p, ok := natsroles.For(role)
 	if !ok {
 		return ""
 	}
@@ -131,14 +131,22 @@ func natsRolePermissions(role string) string {
 		}
 		return b.String()
 	}
-	return fmt.Sprintf("permissions: {publish: {deny: [%s]}, subscribe: {allow: [%s]}}", q(deny), q(sub))
+	pub := fmt.Sprintf("allow: [%s]", q(p.Publish))
+	if len(p.PublishDeny) > 0 {
+		pub += fmt.Sprintf(", deny: [%s]", q(p.PublishDeny))
+	}
+	s := fmt.Sprintf("permissions: {publish: {%s}, subscribe: {allow: [%s]}", pub, q(p.Subscribe))
+	if p.Responses > 0 {
+		s += fmt.Sprintf(", allow_responses: {max: 1, expires: %q}", p.Responses.String())
+	}
+	return s + "}"
 }
 
 // ensureNATSRoles makes each role's seed (keeping those that exist unless force) and writes
 // nats-roles.conf with their public keys.
 func ensureNATSRoles(dir string, force bool, wrote func(string)) error {
 	var b strings.Builder
-	b.WriteString("# Made by `wasmwiz secrets generate` (or `wasmwiz dev`): the WasmWiz roles' users in account\n# WASMWIZ, by nkey public key; each role holds its seed (nats-<role>.nk). The executor and\n# accounting may not change streams nor touch the API keys (SECURITY.md). Do not edit.\nusers: [\n")
+	b.WriteString("# Made by `wasmwiz secrets generate` (or `wasmwiz dev`): the WasmWiz roles' users in account\n# WASMWIZ, by nkey public key; each role holds its seed (nats-<role>.nk). The executor and\n# accounting may publish only what their work publishes (SECURITY.md). Do not edit.\nusers: [\n")
 	for _, role := range natsRoles {
 		pub, err := ensureUserSeed(filepath.Join(dir, natsRoleSeed(role)), force, wrote)
 		if err != nil {

@@ -53,7 +53,21 @@ func connect(url, role string, auth *natsAuth, log *slog.Logger) (*nats.Conn, er
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
+		natsErrorLog(log),
 	)...)
+}
+
+// natsErrorLog logs what the server refused on a role's connection. A publish the role's user
+// may not make (nats-roles.conf) is refused asynchronously: a reply or an ack is lost, a
+// JetStream call times out; this line says which subject it was.
+func natsErrorLog(log *slog.Logger) nats.Option {
+	return nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		if sub != nil {
+			log.Error("nats error", "subject", sub.Subject, "err", err)
+			return
+		}
+		log.Error("nats error", "err", err)
+	})
 }
 
 // setupTracing starts OpenTelemetry for a role (an exporter only when OTEL_EXPORTER_OTLP_ENDPOINT

@@ -113,7 +113,7 @@ func (s *system) startNATS() (err error) {
 
 // dial connects to the embedded server, as role's own user when cfg.NATSDir is set.
 func (s *system) dial(name, role string) (*nats.Conn, error) {
-	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1)}
+	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1), natsErrorLog(s.cfg.Logger.With("conn", name))}
 	if prefix, ok := natsRoleInbox(role); ok {
 		opts = append(opts, nats.CustomInboxPrefix(prefix))
 	}

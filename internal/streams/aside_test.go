@@ -70,7 +70,7 @@ func wantLeftAsBefore(t *testing.T, s jetstream.Stream, before *jetstream.Stream
 }
 
 // TestPutAside_WithoutPurge: the executor's NATS user may not purge any stream
-// (nats-roles.conf denies $JS.API.STREAM.PURGE.>), yet it stores compiled artifacts aside.
+// (nats-roles.conf does not allow $JS.API.STREAM.PURGE.>), yet it stores compiled artifacts aside.
 // PutAside purged, so for the executor each purge waited out the JetStream timeout (an upload
 // of known bytes answered 5 s late, which told its tenant that someone had uploaded them) and
 // the aside object stayed in the store. It removes its messages one by one, as the executor may.
