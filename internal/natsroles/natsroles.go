@@ -45,8 +45,9 @@ const ResponsesFor = 10 * time.Minute
 // the streams up. Neither reads or writes the API keys.
 //
 // The executor's list, by what it does (executor/, internal/streams):
-//   - look up every stream and its tier consumers (streams.Wait, KeyValue, ObjectStore, metrics):
-//     $JS.API.INFO, STREAM.INFO.*, CONSUMER.INFO.*.*;
+//   - look up every stream but the keys bucket (with a subjects filter, its info lists the keys'
+//     hashes) and its tier consumers (streams.Wait, KeyValue, ObjectStore, metrics): $JS.API.INFO,
+//     STREAM.INFO.*, CONSUMER.INFO.*.*;
 //   - pull its tiers' requests and ack them: CONSUMER.MSG.NEXT.*.* and $JS.ACK.> (tiers are
 //     configurable, so their streams are not named: these exclude the events stream, whose only
 //     pull consumer is accounting's, and the keys bucket);
@@ -66,7 +67,7 @@ const ResponsesFor = 10 * time.Minute
 // to, so it could send itself a request with any reply subject and then publish there once,
 // whatever the lists say. Its replies are on the subjects listed instead.
 //
-// Accounting looks the streams up, makes and reads its own durable consumer on the events
+// Accounting looks the streams up (but the keys bucket), makes and reads its own durable consumer on the events
 // stream and acks it, and answers the requests to its micro service (usage, reconcile, $SRV)
 // through allow_responses: it publishes nothing it subscribes to, and nobody but the gateway and
 // operators can send it a request, so a reply subject is always an asker's.
@@ -87,7 +88,7 @@ func For(role string) (Permissions, bool) {
 				schemas.ExecutorReplyPrefix + ".>", "_INBOX_executor.>", schemas.SubjectExecutorRunning,
 			},
 			PublishDeny: []string{
-				"$JS.API.CONSUMER.INFO." + keys + ".*",
+				"$JS.API.STREAM.INFO." + keys, "$JS.API.CONSUMER.INFO." + keys + ".*",
 				"$JS.API.CONSUMER.MSG.NEXT." + events + ".*", "$JS.API.CONSUMER.MSG.NEXT." + keys + ".*",
 				// Acks: $JS.ACK.<stream>.<consumer>.…, or with the server's v2 ack format
 				// $JS.ACK.<domain>.<account hash>.<stream>.<consumer>.…
@@ -117,7 +118,7 @@ func For(role string) (Permissions, bool) {
 				"$JS.API.CONSUMER.MSG.NEXT." + consumer,
 				"$JS.ACK." + consumer + ".>", "$JS.ACK.*.*." + consumer + ".>",
 			},
-			PublishDeny: []string{"$JS.API.CONSUMER.INFO." + keys + ".*"},
+			PublishDeny: []string{"$JS.API.STREAM.INFO." + keys, "$JS.API.CONSUMER.INFO." + keys + ".*"},
 			Responses:   ResponsesFor,
 		}, true
 	}

@@ -361,6 +361,7 @@ func TestFor_Executor(t *testing.T) {
 		"$JS.API.STREAM.MSG.GET.KV_" + schemas.BucketKeys,
 		"$JS.API.DIRECT.GET.KV_" + schemas.BucketTenants,
 		"$JS.API.CONSUMER.INFO.KV_" + schemas.BucketKeys + ".x",
+		"$JS.API.STREAM.INFO.KV_" + schemas.BucketKeys,
 		"$JS.API.STREAM.PURGE." + schemas.ExecStream("free"),
 		"$JS.API.STREAM.UPDATE." + schemas.StreamEvents,
 		"$JS.API.CONSUMER.DELETE." + schemas.ExecStream("free") + "." + schemas.ExecConsumer("free"),
@@ -485,6 +486,7 @@ func TestFor_Accounting(t *testing.T) {
 		"$JS.API.DIRECT.GET." + schemas.StreamEvents,
 		"$JS.API.STREAM.MSG.DELETE." + schemas.StreamEvents,
 		"$JS.API.STREAM.PURGE." + schemas.StreamEvents,
+		"$JS.API.STREAM.INFO.KV_" + schemas.BucketKeys,
 	} {
 		ac.refusedPublish(t, subj)
 	}

@@ -304,7 +304,9 @@ func StoreBudget(accountMaxStore int64, replicas int) Budget {
 }
 
 // Wait returns once every stream, bucket, object store and execution consumer that Ensure makes
-// for o's tiers exists (it looks them up; it creates nothing), or when ctx ends. waiting is
+// for o's tiers exists (it looks them up; it creates nothing), but the keys bucket, or when ctx
+// ends: the executor and accounting, which call it, may not even look the keys bucket up
+// (nats-roles.conf; its stream's info would list the keys' hashes). waiting is
 // called with what is still missing when Wait first finds something missing and every ten
 // seconds after, so that a role started before the gateway says what it waits for.
 func Wait(ctx context.Context, js jetstream.JetStream, o Options, waiting func(missing string)) error {
@@ -313,7 +315,7 @@ func Wait(ctx context.Context, js jetstream.JetStream, o Options, waiting func(m
 	for name := range o.Tiers {
 		names = append(names, schemas.ExecStream(name))
 	}
-	for _, b := range []string{schemas.BucketResults, schemas.BucketStorage, schemas.BucketKeys, schemas.BucketTenants,
+	for _, b := range []string{schemas.BucketResults, schemas.BucketStorage, schemas.BucketTenants,
 		schemas.BucketModuleOwner, schemas.BucketBundleOwner, schemas.BucketKeyUsage, schemas.BucketIdempotency} {
 		names = append(names, "KV_"+b)
 	}
