@@ -39,7 +39,7 @@ func TestInspect_Fixtures(t *testing.T) {
 		}},
 		{name: "exit7"}, {name: "echo"}, {name: "trap"}, {name: "divzero"}, {name: "loop"},
 		{name: "recursion"}, {name: "memgrow"}, {name: "stdoutflood"}, {name: "stdoutbig"}, {name: "stderrflood"},
-		{name: "sleep"}, {name: "clock"}, {name: "nap"}, {name: "spin"}, {name: "printloop"},
+		{name: "sleep"}, {name: "clock"}, {name: "nap"}, {name: "spin"}, {name: "printloop"}, {name: "latepoll"},
 		{name: "exit_0"}, {name: "exit_1"}, {name: "exit_255"}, {name: "exit_256"}, {name: "exit_2p31"}, {name: "exit_max"},
 		{name: "intoverflow"}, {name: "oob"}, {name: "indirectnull"}, {name: "indirectsig"},
 		{name: "nowasifn", wantErr: "wasi_snapshot_preview1.does_not_exist"},
