@@ -229,7 +229,7 @@ func Check(info *Info, p Policy) error {
 		if info.HasStart {
 			return invalid("module is not a WASI command: its _start export is not a function with no parameters and no results")
 		}
-		return invalid("module is not a WASI command: it exports no _start function")
+		return invalid("module is not a WASI command: it exports no _start function%s", notCommandHint(info))
 	}
 	for _, name := range info.Imports {
 		mod, fn, _ := strings.Cut(name, ".")
@@ -274,6 +274,33 @@ func Check(info *Info, p Policy) error {
 		}
 	}
 	return nil
+}
+
+// notCommandHint says what a module without _start is when that is plain: a WASI reactor (it
+// exports _initialize), such as ruby.wasm's npm builds, which their JavaScript host initializes
+// and then calls function by function; and which host modules other than WASI's it imports. A
+// user who uploaded one then knows to look for the program's command build instead of for a
+// flag.
+func notCommandHint(info *Info) string {
+	var hint string
+	if slices.Contains(info.Exports, "_initialize") {
+		hint = "; it is a WASI reactor (it exports _initialize): a library whose functions a host program calls, not a program WasmWiz can run"
+	}
+	var hosts []string
+	for _, name := range info.Imports {
+		if mod, _, _ := strings.Cut(name, "."); mod != WASIModule && !slices.Contains(hosts, mod) {
+			hosts = append(hosts, mod)
+		}
+	}
+	if len(hosts) > 0 {
+		if hint == "" {
+			hint = "; it"
+		} else {
+			hint += "; it also"
+		}
+		hint += " imports functions of " + strings.Join(hosts, ", ") + ", which only its own host provides"
+	}
+	return hint
 }
 
 // wasiFunctions are the functions of WASI preview 1 (wasi_snapshot_preview1), sorted.

@@ -171,6 +171,13 @@ func TestCheck_Rules(t *testing.T) {
 	}{
 		{"size", func(i *Info) { i.Size = 10*schemas.MiB + 1 }, schemas.CodeTooLarge, "module is 10485761 bytes, over the limit of 10485760 bytes"},
 		{"start not nullary", func(i *Info) { i.IsCommand = false }, schemas.CodeInvalidModule, "its _start export is not a function with no parameters and no results"},
+		// What ruby.wasm's npm packages (@ruby/3.4-wasm-wasi) ship: a WASI reactor for their
+		// JavaScript host, which provides the rb-js-abi-host functions it imports.
+		{"reactor", func(i *Info) {
+			i.IsCommand, i.HasStart, i.Exports = false, false, []string{"_initialize", "memory", "ruby-init: func(args: list<string>) -> ()"}
+			i.Imports = append(i.Imports, "rb-js-abi-host.js-value-equal: func(lhs: handle<js-abi-value>, rhs: handle<js-abi-value>) -> bool", "rb-js-abi-host.reflect-apply: func(target: handle<js-abi-value>)")
+		}, schemas.CodeInvalidModule, "module is not a WASI command: it exports no _start function; it is a WASI reactor (it exports _initialize): a library whose functions a host program calls, not a program WasmWiz can run; it also imports functions of rb-js-abi-host, which only its own host provides"},
+		{"no start, no reactor", func(i *Info) { i.IsCommand, i.HasStart, i.Exports = false, false, []string{"memory"} }, schemas.CodeInvalidModule, "module is not a WASI command: it exports no _start function"},
 		{"unknown wasi function", func(i *Info) { i.Imports = []string{"wasi_snapshot_preview1.sock_open"} }, schemas.CodeInvalidModule, "import wasi_snapshot_preview1.sock_open is not a WASI preview 1 function"},
 		{"imported memory", func(i *Info) { i.OtherImports = []string{"env.memory (memory)"} }, schemas.CodeInvalidModule, "import env.memory (memory) is not allowed"},
 		{"no memory export", func(i *Info) { i.HasMemory = false }, schemas.CodeInvalidModule, "exports no memory named \"memory\""},
