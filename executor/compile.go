@@ -97,10 +97,17 @@ func (n *Node) compileModule(ctx context.Context, m *nats.Msg) *schemas.CompileR
 	res, err := n.pool.compile(actx, &worker.CompileJob{ModulePath: path, ModuleHash: hexDigest, MemoryPages: uint32(tier.MemoryMB * 16), Share: true}, budget)
 	var killed *killedError
 	switch {
+	case errors.As(err, &killed) && killed.starved:
+		// The node's load, not the module's cost: the gateway sends it again.
+		log.Warn("compile starved", "err", err)
+		return &schemas.CompileReply{
+			Error:     schemas.Errorf(schemas.CodeUnavailable, "executor too busy: the compile had less than its budget of %v of CPU time in %v and was stopped; it may compile when uploaded again", budget, killed.after.Round(time.Millisecond)),
+			CompileMS: ms(killed.after),
+		}
 	case errors.As(err, &killed):
 		log.Warn("compile killed", "err", err)
 		return &schemas.CompileReply{
-			Error:     schemas.Errorf(schemas.CodeInvalidModule, "module too expensive to compile: compilation ran past its budget of %v (the %s tier's for a module of this size) and was stopped", budget, tier.Name),
+			Error:     schemas.Errorf(schemas.CodeInvalidModule, "module too expensive to compile: compilation used its budget of %v of CPU time (the %s tier's for a module of this size) and was stopped", budget, tier.Name),
 			CompileMS: ms(killed.after),
 		}
 	case errors.Is(err, errWorkerCrashed):

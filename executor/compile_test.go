@@ -3,9 +3,12 @@ package executor
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -250,4 +253,82 @@ func TestSecurity_UploadOfKnownBytesCompilesAgain(t *testing.T) {
 	if got := counterValue(t, e.node.m.cacheHits.WithLabelValues("compiled")); got > 2 {
 		t.Errorf("compiled-cache hits %v: an upload was answered from the cache", got)
 	}
+}
+
+// TestNode_Compile_BudgetIsCPUTime: a compile's budget is CPU time, not time on the wall
+// clock. A busy node gives a compile less than a core: @ruby's ruby (a 20 MB module, 19 s of
+// CPU to compile) on a basic tenant's 30 s budget was stopped at 30 s of wall time with 20 s
+// of CPU on a loaded node and called "too expensive", and compiled when uploaded again. Here a
+// compile that needs well under its budget of CPU is starved of it (its worker stopped with
+// SIGSTOP) past the budget: it must still compile, within three times the budget on the wall. And a
+// compile starved until three times its budget is answered as the executor's load (unavailable, sent
+// again by the gateway), not as the module's cost.
+func TestNode_Compile_BudgetIsCPUTime(t *testing.T) {
+	const budget = 1500 * time.Millisecond
+	e := startEnv(t, func(c *Config) { c.CompileTimeout = budget })
+	// starve sends a compile of module, stops its worker for d once the compile holds it, and
+	// returns the reply.
+	starve := func(t *testing.T, module string, d time.Duration) *schemas.CompileReply {
+		t.Helper()
+		replies, err := e.nc.SubscribeSync(e.nc.NewRespInbox())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer replies.Unsubscribe()
+		b, _ := json.Marshal(schemas.CompileRequest{ModuleID: module, Tier: schemas.TierFree})
+		if err := e.nc.PublishRequest(schemas.SubjectCompile, replies.Subject, b); err != nil {
+			t.Fatal(err)
+		}
+		var busy *proc
+		natstest.CheckFor(t, time.Minute, time.Millisecond, func() error {
+			p := e.node.pool
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			for pr := range p.all {
+				if !slices.Contains(p.idle, pr) {
+					busy = pr
+					return nil
+				}
+			}
+			return errors.New("no worker holds the compile yet")
+		})
+		if err := syscall.Kill(busy.pid, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(d)
+		_ = syscall.Kill(busy.pid, syscall.SIGCONT)
+		m, err := replies.NextMsg(time.Minute)
+		if err != nil {
+			t.Fatalf("compile reply: %v", err)
+		}
+		var r schemas.CompileReply
+		if err := json.Unmarshal(m.Data, &r); err != nil {
+			t.Fatal(err)
+		}
+		return &r
+	}
+
+	t.Run("starved past the budget", func(t *testing.T) {
+		small := e.putModule(compileBomb(100, 2_000)) // a fraction of the budget's CPU
+		start := time.Now()
+		if r := starve(t, small, budget+500*time.Millisecond); r.Error != nil {
+			t.Fatalf("a compile stopped for %v, past its budget of %v of CPU: %v", budget+500*time.Millisecond, budget, r.Error)
+		}
+		t.Logf("compiled in %v", time.Since(start))
+	})
+	t.Run("starved past three times the budget", func(t *testing.T) {
+		bomb := e.putModule(compileBomb(1000, 20_000)) // far more than the budget's CPU
+		r := starve(t, bomb, 3*budget+500*time.Millisecond)
+		if r.Error == nil || r.Error.Code != schemas.CodeUnavailable || !strings.Contains(r.Error.Message, "busy") {
+			t.Fatalf("a compile stopped until past three times its budget: %+v, want unavailable (the executor was busy)", r.Error)
+		}
+		t.Log(r.Error.Message)
+	})
+	t.Run("too expensive", func(t *testing.T) {
+		// Not starved: killed once it has had its budget of CPU, as before.
+		r := e.compile(e.putModule(compileBomb(1000, 20_000)), schemas.TierFree)
+		if r.Error == nil || r.Error.Code != schemas.CodeInvalidModule || !strings.HasPrefix(r.Error.Message, "module too expensive to compile: ") {
+			t.Fatalf("compile bomb: %+v", r.Error)
+		}
+	})
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/wasmwiz/wasmwiz/executor/worker"
+	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
 var (
@@ -57,10 +58,17 @@ type killedError struct {
 	held      int64           // the most the guest held, as reported (worker.Memory) or resident, 0 if never
 	started   *worker.Started // how the module was found, if the worker said (nil: found compiled, as expected)
 	output    *worker.Output  // what the guest had written just before its deadline, if the worker said
+	// starved: a compile job (worker.Request.Compile) stopped at schemas.CompileWallFactor
+	// times its budget on the wall clock before its worker had had its budget of CPU time: the
+	// node was too busy to give it one (see compileDeadline), which says nothing of the
+	// module's cost.
+	starved bool
 }
 
 func (e *killedError) Error() string {
 	switch {
+	case e.starved:
+		return fmt.Sprintf("compilation got too little CPU time in %v and was killed with its worker", e.after)
 	case e.compiling:
 		return fmt.Sprintf("compilation ran past %v and was killed with its worker", e.after)
 	case e.memory:
@@ -653,7 +661,19 @@ func (p *pool) exchange(pr *proc, req *worker.Request, first, second time.Durati
 	if started {
 		deadline = second
 	}
-	timer := time.AfterFunc(deadline, func() { pr.killFor(causeDeadline) })
+	var starved atomic.Bool
+	var timer *time.Timer
+	timer = time.AfterFunc(deadline, func() {
+		if req.Compile != nil {
+			if more, ok := compileDeadline(pr, cpu0, first, time.Since(start)); ok {
+				timer.Reset(more)
+				return
+			} else if more < 0 {
+				starved.Store(true)
+			}
+		}
+		pr.killFor(causeDeadline)
+	})
 	defer timer.Stop()
 	var rss *rssWatch
 	if started && memLimit > 0 {
@@ -725,7 +745,7 @@ func (p *pool) exchange(pr *proc, req *worker.Request, first, second time.Durati
 	if pr.killed.Load() {
 		p.lose(pr, pr.lossReason(started), true)
 		ke := pr.killedError(started, start, cpu0, held, rss)
-		ke.started, ke.output = startedFrame, output
+		ke.started, ke.output, ke.starved = startedFrame, output, starved.Load()
 		return resp, true, ke
 	}
 	p.lose(pr, "crashed", true)
@@ -814,6 +834,30 @@ func (w *rssWatch) peak() int64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.grown
+}
+
+// compileDeadline says whether a compile job that started at cpu0 of its worker's CPU time,
+// with a budget of CPU time and after elapsed on the wall clock, may go on, and for how long
+// before it is looked at again. A compile's budget is CPU time: on a busy node (other
+// compiles, guests, other processes) a compile gets less than a core, and one that needs 19 s
+// of CPU took 28 s on a loaded 2-core machine, and was called too expensive by a 30 s budget
+// on the wall clock when it was the node that was slow. It may take schemas.CompileWallFactor
+// (3) times its budget on the wall clock: past that, or when its CPU time is unknown (not
+// Linux), it is stopped; more < 0 then says it was stopped there short of CPU (starved), not
+// for its cost.
+func compileDeadline(pr *proc, cpu0, budget, elapsed time.Duration) (more time.Duration, ok bool) {
+	used, err := processCPU(pr.pid)
+	if err != nil {
+		return 0, false
+	}
+	left := budget - (used - cpu0)
+	if left <= 0 {
+		return 0, false
+	}
+	if wall := schemas.CompileWallFactor*budget - elapsed; wall > 0 {
+		return max(min(left, wall), 10*time.Millisecond), true
+	}
+	return -1, false
 }
 
 // guestCPU is the CPU time a guest used in a worker that died running it: the dead process's

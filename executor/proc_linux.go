@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -63,4 +64,31 @@ func residentBytes(pid int) (int64, error) {
 	}
 	pages, err := strconv.ParseInt(string(f[1]), 10, 64)
 	return pages * pageSize, err
+}
+
+// clockTicks is the unit of /proc's CPU times: USER_HZ, 100 on every Linux the node runs on.
+const clockTicks = 100
+
+// processCPU is the CPU time process pid has used, user and system, all its threads
+// (/proc/<pid>/stat, fields 14 and 15).
+func processCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) is in parentheses and may hold spaces: count from its end.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, errors.New("stat: no command name")
+	}
+	f := bytes.Fields(b[i+1:]) // from field 3, the state
+	if len(f) < 13 {
+		return 0, errors.New("stat: short")
+	}
+	utime, err1 := strconv.ParseInt(string(f[11]), 10, 64)
+	stime, err2 := strconv.ParseInt(string(f[12]), 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return time.Duration(utime+stime) * time.Second / clockTicks, nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"syscall"
+	"time"
 )
 
 // Elsewhere than Linux, workers are plain child processes: no process group, no parent-death
@@ -25,3 +26,5 @@ func limitWorker(pid int, memory int64) error { return nil }
 func waitExited(pid int) {}
 
 func residentBytes(pid int) (int64, error) { return 0, errors.ErrUnsupported }
+
+func processCPU(pid int) (time.Duration, error) { return 0, errors.ErrUnsupported }

@@ -33,7 +33,7 @@ const compileSlack = 30 * time.Second
 
 // compileRequestTimeout is how long a compile of size bytes on tier t may take to answer.
 func compileRequestTimeout(t schemas.Tier, size int64) time.Duration {
-	return t.CompileBudget(size) + compileSlack
+	return t.CompileWall(size) + compileSlack
 }
 
 // compileDeadline is when a compile of size bytes on tier t started now must have ended, all

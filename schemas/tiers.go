@@ -52,8 +52,8 @@ type Tier struct {
 	// time and the compiled code grow with them.
 	MaxFunctions int `json:"max_functions"`
 	// A module's compile budget is CompileBase plus CompilePerMiB for each MiB of the module, at
-	// most CompileMax (see CompileBudget): a compile past it is stopped (its worker killed), the
-	// module refused and the time billed. Zero fields take the Default* values below.
+	// most CompileMax (see CompileBudget), in CPU time: a compile past it is stopped (its worker
+	// killed), the module refused and the time billed. Zero fields take the Default* values below.
 	CompileBase   time.Duration `json:"compile_base"`
 	CompilePerMiB time.Duration `json:"compile_per_mib"`
 	CompileMax    time.Duration `json:"compile_max"`
@@ -90,6 +90,16 @@ func (t Tier) CompileBudget(size int64) time.Duration {
 	}
 	mib := (max(size, 0) + MiB - 1) / MiB
 	return min(most, base+time.Duration(mib)*per)
+}
+
+// CompileWallFactor is how many times its budget (CPU time) a compile may take on the wall
+// clock: on a busy executor a compile gets less than a core. One that has not had its budget of
+// CPU by then is stopped as the executor's load (unavailable, sent again), not the module's cost.
+const CompileWallFactor = 3
+
+// CompileWall is how long a compile of size bytes on t may take on the wall clock.
+func (t Tier) CompileWall(size int64) time.Duration {
+	return CompileWallFactor * t.CompileBudget(size)
 }
 
 // DefaultMaxKeys is a tier's cap on live API keys per tenant when it sets none.

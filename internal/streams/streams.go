@@ -58,15 +58,15 @@ func (o *Options) defaults() {
 // once); only the audit stream would hold it twice, under the same id.
 const EventsDuplicateWindow = 10 * time.Minute
 
-// CompilingMaxAge, plus three times the tier's largest compile budget (a compile is sent up to
+// CompilingMaxAge, plus three times the wall time of the tier's largest compile (sent up to
 // three times), is how long a compile in flight counts against its tenant if the gateway that
 // started it never says it ended (the gateway died): longer than any compile may wait for.
 const CompilingMaxAge = 2 * time.Minute
 
 // CompilingAge is how long a compile slot of tier t lasts at most: CompilingMaxAge plus three
-// times the tier's largest compile budget.
+// times the wall time of the tier's largest compile (schemas.Tier.CompileWall).
 func CompilingAge(t schemas.Tier) time.Duration {
-	return CompilingMaxAge + t.CompileBudget(t.ModuleSize)*3
+	return CompilingMaxAge + t.CompileWall(t.ModuleSize)*3
 }
 
 // DefaultResultsTTL is a new results bucket's TTL when none is given.
