@@ -212,6 +212,14 @@ func startDevEnv(t testing.TB, dataDir string, env ...string) *system {
 	}, env...), "dev")
 	s := &system{URL: "http://" + httpAddr, NATSURL: "nats://" + natsAddr, DataDir: dataDir, procs: []*proc{p}}
 	waitReady(t, s.URL, p)
+	// The API answers ready before dev has finished setting up for its user (the saved
+	// contexts): dev says "ready:" once it has, and that is what a user waits for.
+	natstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if !strings.Contains(p.output(), "ready: ") {
+			return fmt.Errorf("dev has not said it is ready")
+		}
+		return nil
+	})
 	s.AdminKey = readKey(t, filepath.Join(dataDir, "admin-api-key"))
 	s.DevKey = readKey(t, filepath.Join(dataDir, "dev-api-key"))
 	return s
