@@ -279,24 +279,7 @@ func TestNode_Compile_BudgetIsCPUTime(t *testing.T) {
 		if err := e.nc.PublishRequest(schemas.SubjectCompile, replies.Subject, b); err != nil {
 			t.Fatal(err)
 		}
-		var busy *proc
-		natstest.CheckFor(t, time.Minute, time.Millisecond, func() error {
-			p := e.node.pool
-			p.mu.Lock()
-			defer p.mu.Unlock()
-			for pr := range p.all {
-				if !slices.Contains(p.idle, pr) {
-					busy = pr
-					return nil
-				}
-			}
-			return errors.New("no worker holds the compile yet")
-		})
-		if err := syscall.Kill(busy.pid, syscall.SIGSTOP); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(d)
-		_ = syscall.Kill(busy.pid, syscall.SIGCONT)
+		stopBusyWorker(t, e, d)
 		m, err := replies.NextMsg(time.Minute)
 		if err != nil {
 			t.Fatalf("compile reply: %v", err)
@@ -344,24 +327,7 @@ func TestNode_Execute_ColdCompileBudgetIsCPUTime(t *testing.T) {
 	starve := func(t *testing.T, module string, d time.Duration) *schemas.Result {
 		t.Helper()
 		sub := e.publish(newRequest(schemas.TierFree, module), "")
-		var busy *proc
-		natstest.CheckFor(t, time.Minute, time.Millisecond, func() error {
-			p := e.node.pool
-			p.mu.Lock()
-			defer p.mu.Unlock()
-			for pr := range p.all {
-				if !slices.Contains(p.idle, pr) && !pr.dead.Load() {
-					busy = pr
-					return nil
-				}
-			}
-			return errors.New("no worker holds the execution yet")
-		})
-		if err := syscall.Kill(busy.pid, syscall.SIGSTOP); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(d)
-		_ = syscall.Kill(busy.pid, syscall.SIGCONT)
+		stopBusyWorker(t, e, d)
 		return e.wait(sub, time.Minute)
 	}
 	t.Run("starved past the budget", func(t *testing.T) {
@@ -376,4 +342,28 @@ func TestNode_Execute_ColdCompileBudgetIsCPUTime(t *testing.T) {
 			t.Fatalf("a cold run stopped until past three times its compile budget: %s %q, want it run again and succeed", res.Status, res.Error)
 		}
 	})
+}
+
+// stopBusyWorker waits for a worker of e's node to take a job (the only one under way), stops
+// it with SIGSTOP for d, as a node too busy to give it a CPU would, and lets it go on.
+func stopBusyWorker(t *testing.T, e *env, d time.Duration) {
+	t.Helper()
+	var busy *proc
+	natstest.CheckFor(t, time.Minute, time.Millisecond, func() error {
+		p := e.node.pool
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for pr := range p.all {
+			if !slices.Contains(p.idle, pr) && !pr.dead.Load() {
+				busy = pr
+				return nil
+			}
+		}
+		return errors.New("no worker holds the job yet")
+	})
+	if err := syscall.Kill(busy.pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(d)
+	_ = syscall.Kill(busy.pid, syscall.SIGCONT)
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/wasmwiz/wasmwiz/internal/natstest"
 	"github.com/wasmwiz/wasmwiz/internal/streams"
 	"github.com/wasmwiz/wasmwiz/schemas"
@@ -81,17 +83,8 @@ func TestBatches_TenantMinuteTogether(t *testing.T) {
 		t.Errorf("%d subjects left busy", left)
 	}
 
-	results, err := js.KeyValue(ctx, schemas.BucketResults)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &Lister{NC: natstest.Connect(t, s), Stream: st, Results: results}
-	list, err := l.List(ctx, "acme", Query{Limit: 100})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(list.Executions) != 21 {
-		t.Errorf("%d executions listed, want 21", len(list.Executions))
+	if n := listed(t, s, "acme"); n != 21 {
+		t.Errorf("%d executions listed, want 21", n)
 	}
 }
 
@@ -135,16 +128,28 @@ func TestBatches_SplitByBytes(t *testing.T) {
 			t.Errorf("message %d holds %d bytes, over %d", seq, len(m.Data), maxRecordsBytes)
 		}
 	}
+	if n := listed(t, s, "acme"); n != 100 {
+		t.Errorf("%d executions listed, want 100", n)
+	}
+}
+
+// listed is how many executions of tenant the first page of 100 lists.
+func listed(t *testing.T, s *server.Server, tenant string) int {
+	t.Helper()
+	ctx := context.Background()
+	js := natstest.JetStream(t, s)
+	st, err := js.Stream(ctx, schemas.StreamHistory)
+	if err != nil {
+		t.Fatal(err)
+	}
 	results, err := js.KeyValue(ctx, schemas.BucketResults)
 	if err != nil {
 		t.Fatal(err)
 	}
 	l := &Lister{NC: natstest.Connect(t, s), Stream: st, Results: results}
-	list, err := l.List(ctx, "acme", Query{Limit: 100})
+	list, err := l.List(ctx, tenant, Query{Limit: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(list.Executions) != 100 {
-		t.Errorf("%d executions listed, want 100", len(list.Executions))
-	}
+	return len(list.Executions)
 }
