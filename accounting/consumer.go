@@ -70,7 +70,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	})
 	defer stop()
 	// The gateway (or admin bootstrap) makes the streams; accounting may not (SECURITY.md).
-	if err := streams.Wait(ctx, c.js, streams.Options{Tiers: c.cfg.Tiers}, func(missing string) {
+	if err := streams.Wait(ctx, c.js, streams.AccountingLookups(), func(missing string) {
 		c.log.Warn("accounting waiting for the streams the gateway or `wasmwiz admin bootstrap` makes", "missing", missing)
 	}); err != nil {
 		return fmt.Errorf("accounting: streams: %w", err)

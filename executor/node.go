@@ -130,7 +130,7 @@ func (n *Node) Ready() bool {
 // and the compile timeout), stops the workers and returns.
 func (n *Node) Run(ctx context.Context) error {
 	// The gateway (or admin bootstrap) makes the streams; an executor may not (SECURITY.md).
-	if err := streams.Wait(ctx, n.js, streams.Options{Tiers: n.cfg.Tiers}, func(missing string) {
+	if err := streams.Wait(ctx, n.js, streams.ExecutorLookups(streams.TierNames(n.cfg.Tiers)), func(missing string) {
 		n.log.Warn("executor waiting for the streams the gateway or `wasmwiz admin bootstrap` makes", "missing", missing)
 	}); err != nil {
 		return fmt.Errorf("executor: streams: %w", err)

@@ -547,9 +547,14 @@ func TestSecurity_AnonymousNATS(t *testing.T) {
 			if _, err := keysKV.Get(ctx, forged); !errors.Is(err, jetstream.ErrKeyNotFound) {
 				t.Errorf("the forged key record: %v", err)
 			}
-			// What the role needs still works on this connection: the results bucket.
-			if _, err := cjs.KeyValue(ctx, schemas.BucketResults); err != nil {
-				t.Errorf("%s cannot look up the results bucket: %v", role, err)
+			// What the role needs still works on this connection: the results bucket
+			// (executor), the events stream (accounting).
+			if role == "executor" {
+				if _, err := cjs.KeyValue(ctx, schemas.BucketResults); err != nil {
+					t.Errorf("%s cannot look up the results bucket: %v", role, err)
+				}
+			} else if _, err := cjs.Stream(ctx, schemas.StreamEvents); err != nil {
+				t.Errorf("%s cannot look up %s: %v", role, schemas.StreamEvents, err)
 			}
 		})
 	}
@@ -586,8 +591,46 @@ func TestSecurity_AnonymousNATS(t *testing.T) {
 		}
 		return kv
 	}
+	// notListed checks that c's user may not look up the streams named (whose info, with a
+	// subjects filter, lists tenant ids and execution ids), through the library as a leaked seed
+	// would, nor list the streams; and that it may look up those of keep, with their subjects.
+	notListed := func(t *testing.T, c *conn, keep []string, names ...string) {
+		t.Helper()
+		cjs, err := jetstream.New(c.Conn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range keep {
+			st, err := cjs.Stream(ctx, name)
+			if err == nil {
+				_, err = st.Info(ctx, jetstream.WithSubjectFilter(">"))
+			}
+			if err != nil {
+				t.Errorf("cannot look up %s, which it uses: %v", name, err)
+			}
+		}
+		for _, name := range names {
+			short, cancel := context.WithTimeout(ctx, 500*time.Millisecond) // refused: it times out
+			_, err := cjs.Stream(short, name)
+			cancel()
+			if err == nil {
+				t.Errorf("looked up %s", name)
+			}
+			c.refused(t, "publish", "$JS.API.STREAM.INFO."+name)
+		}
+		for _, subj := range []string{"$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST"} {
+			if err := c.PublishRequest(subj, "_INBOX_x", []byte(`{}`)); err != nil {
+				t.Fatal(err)
+			}
+			c.refused(t, "publish", subj)
+		}
+	}
 	t.Run("executor's seed publishes only its work", func(t *testing.T) {
 		c := n.mustConnect(t, "nats-executor.nk", nats.CustomInboxPrefix("_INBOX_executor"))
+		// (0) It looks up only the streams it uses: not the gateway's records and rate limits.
+		notListed(t, c, []string{schemas.ExecStream("free"), "KV_" + schemas.BucketResults, "OBJ_" + schemas.ObjectModules, schemas.StreamHistory},
+			"KV_"+schemas.BucketIdempotency, "KV_"+schemas.BucketTenants, "KV_"+schemas.BucketBundleOwner, "KV_"+schemas.BucketKeyUsage,
+			schemas.RateLimitStream("free", schemas.WindowMinute), schemas.RateLimitStream("pro", schemas.WindowDay))
 		// (a) An execution request into a tier's queue, as any tenant.
 		before := execQueued(t)
 		subj := schemas.ExecSubject("free", "globex")
@@ -640,6 +683,10 @@ func TestSecurity_AnonymousNATS(t *testing.T) {
 	})
 	t.Run("accounting's seed publishes only its work", func(t *testing.T) {
 		c := n.mustConnect(t, "nats-accounting.nk", nats.CustomInboxPrefix("_INBOX_accounting"))
+		// It looks up the events stream only: not the history, results, queues, records.
+		notListed(t, c, []string{schemas.StreamEvents},
+			schemas.StreamHistory, "KV_"+schemas.BucketResults, "KV_"+schemas.BucketModuleOwner, "KV_"+schemas.BucketIdempotency,
+			schemas.ExecStream("free"), schemas.RateLimitStream("free", schemas.WindowMinute), "OBJ_"+schemas.ObjectModules)
 		before := execQueued(t)
 		forgedEvent := schemas.EventSubject(schemas.EventExecutionCompleted, "forged")
 		for _, subj := range []string{

@@ -164,13 +164,13 @@ func keyFileValid(ctx context.Context, a *gateway.Admin, path string) bool {
 
 // devNATSConfig makes (first start) or keeps the roles' and tenant dev's nkey seeds in dir,
 // writes the account layout the shipped deployments use beside them, and returns the path of
-// the server configuration that includes it.
-func devNATSConfig(dir string) (string, error) {
+// the server configuration that includes it. The roles' permissions are for tiers.
+func devNATSConfig(dir string, tiers map[string]schemas.Tier) (string, error) {
 	if err := mkdirData(dir); err != nil {
 		return "", err
 	}
 	quiet := func(string) {}
-	if err := ensureNATSRoles(dir, false, quiet); err != nil {
+	if err := ensureNATSRoles(dir, tiers, false, quiet); err != nil {
 		return "", err
 	}
 	if err := ensureNATSTenant(dir, "dev", false, quiet); err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/wasmwiz/wasmwiz/internal/natsroles"
+	"github.com/wasmwiz/wasmwiz/internal/streams"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
@@ -114,10 +115,10 @@ func ensureUserSeed(path string, force bool, wrote func(string)) (string, error)
 // natsRoleInbox is the inbox prefix of the roles whose users have permissions (natsroles.Inbox).
 func natsRoleInbox(role string) (string, bool) { return natsroles.Inbox(role) }
 
-// natsRolePermissions is what nats-roles.conf gives role's user ("": everything in WASMWIZ), as
-// natsroles.For says.
-func natsRolePermissions(role string) string {
-	p, ok := natsroles.For(role)
+// natsRolePermissions is what nats-roles.conf gives role's user ("": everything in WASMWIZ) in a
+// deployment of tiers, as natsroles.For says.
+func natsRolePermissions(role string, tiers map[string]schemas.Tier) string {
+	p, ok := natsroles.For(role, streams.TierNames(tiers))
 	if !ok {
 		return ""
 	}
@@ -143,16 +144,18 @@ func natsRolePermissions(role string) string {
 }
 
 // ensureNATSRoles makes each role's seed (keeping those that exist unless force) and writes
-// nats-roles.conf with their public keys.
-func ensureNATSRoles(dir string, force bool, wrote func(string)) error {
+// nats-roles.conf with their public keys and permissions for a deployment of tiers: the
+// executor's names each tier's queue (natsroles.For), so a tier added later needs the file
+// written again.
+func ensureNATSRoles(dir string, tiers map[string]schemas.Tier, force bool, wrote func(string)) error {
 	var b strings.Builder
-	b.WriteString("# Made by `wasmwiz secrets generate` (or `wasmwiz dev`): the WasmWiz roles' users in account\n# WASMWIZ, by nkey public key; each role holds its seed (nats-<role>.nk). The executor and\n# accounting may publish only what their work publishes (SECURITY.md). Do not edit.\nusers: [\n")
+	b.WriteString("# Made by `wasmwiz secrets generate` (or `wasmwiz dev`): the WasmWiz roles' users in account\n# WASMWIZ, by nkey public key; each role holds its seed (nats-<role>.nk). The executor and\n# accounting may publish only what their work publishes, for the tiers of the tiers file it was\n# made with (SECURITY.md). Do not edit.\nusers: [\n")
 	for _, role := range natsRoles {
 		pub, err := ensureUserSeed(filepath.Join(dir, natsRoleSeed(role)), force, wrote)
 		if err != nil {
 			return err
 		}
-		if p := natsRolePermissions(role); p != "" {
+		if p := natsRolePermissions(role, tiers); p != "" {
 			fmt.Fprintf(&b, "  {nkey: %q, %s} # %s\n", pub, p, role)
 		} else {
 			fmt.Fprintf(&b, "  {nkey: %q} # %s\n", pub, role)

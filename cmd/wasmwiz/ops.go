@@ -2,13 +2,13 @@ package main
 
 import (
 	"context"
-	"sort"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wasmwiz/wasmwiz/internal/opsmetrics"
+	"github.com/wasmwiz/wasmwiz/internal/streams"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
@@ -19,19 +19,16 @@ const (
 	opsAccounting             // + the accounting consumer and WASMWIZ_EVENTS
 )
 
-// registerOps registers the scrape-time JetStream collector for the given roles on reg.
-func registerOps(reg prometheus.Registerer, nc *nats.Conn, roles int) error {
+// registerOps registers the scrape-time JetStream collector for the given roles on reg, in a
+// deployment of tiers: the executor reports its tiers' queues, which are all its NATS user may
+// look up (natsroles.For).
+func registerOps(reg prometheus.Registerer, nc *nats.Conn, roles int, tiers map[string]schemas.Tier) error {
 	var cfg opsmetrics.Config
 	if roles&opsGateway != 0 { // the stores uploads and results fill (see streams.StoreBudget)
 		cfg.Streams = append(cfg.Streams, "OBJ_"+schemas.ObjectModules, "OBJ_"+schemas.ObjectBundles, "KV_"+schemas.BucketResults)
 	}
 	if roles&opsExecutor != 0 {
-		tiers := make([]string, 0, len(schemas.DefaultTiers()))
-		for name := range schemas.DefaultTiers() {
-			tiers = append(tiers, name)
-		}
-		sort.Strings(tiers)
-		for _, name := range tiers {
+		for _, name := range streams.TierNames(tiers) {
 			cfg.Consumers = append(cfg.Consumers, opsmetrics.ConsumerRef{Stream: schemas.ExecStream(name), Consumer: schemas.ExecConsumer(name)})
 			cfg.Streams = append(cfg.Streams, schemas.ExecStream(name))
 		}

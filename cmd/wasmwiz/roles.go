@@ -189,7 +189,7 @@ func (rc *roleCommon) start(ctx context.Context, fs *flagSet, args []string, get
 		e.stopTracing()
 		return nil, err
 	}
-	if err := registerOps(e.reg, e.nc, ops); err != nil {
+	if err := registerOps(e.reg, e.nc, ops, tiers); err != nil {
 		e.close()
 		return nil, err
 	}

@@ -17,7 +17,7 @@ import (
 // Secrets), each mode 0600 in a 0700 directory, never overwriting one that exists unless
 // --force:
 //
-//	wasmwiz secrets generate [--dir secrets] [--postgres-host postgres] [--postgres-db wasmwiz] [--postgres-user wasmwiz] [--nats-hosts H,...] [--force]
+//	wasmwiz secrets generate [--dir secrets] [--postgres-host postgres] [--postgres-db wasmwiz] [--postgres-user wasmwiz] [--nats-hosts H,...] [--tiers-file F] [--force]
 //	wasmwiz secrets nats-tenant [--dir secrets] [--force] <tenant-id>
 //
 //	postgres-password  the PostgreSQL password (POSTGRES_PASSWORD_FILE of the postgres image)
@@ -36,7 +36,7 @@ func runSecrets(ctx context.Context, args []string, getenv func(string) string, 
 		return runSecretsNATSTenant(args[1:], getenv, stdout, stderr)
 	}
 	if len(args) == 0 || args[0] != "generate" {
-		return usageError{"usage: wasmwiz secrets generate [--dir DIR] [--postgres-host H] [--postgres-db D] [--postgres-user U] [--nats-hosts H,...] [--force]\n       wasmwiz secrets nats-tenant [--dir DIR] [--force] TENANT"}
+		return usageError{"usage: wasmwiz secrets generate [--dir DIR] [--postgres-host H] [--postgres-db D] [--postgres-user U] [--nats-hosts H,...] [--tiers-file F] [--force]\n       wasmwiz secrets nats-tenant [--dir DIR] [--force] TENANT"}
 	}
 	fs := newFlagSet("secrets generate", getenv, stderr)
 	dir := fs.String("dir", "secrets", "directory for the secret files (created with mode 0700)")
@@ -45,8 +45,13 @@ func runSecrets(ctx context.Context, args []string, getenv func(string) string, 
 	pgUser := fs.String("postgres-user", "wasmwiz", "PostgreSQL user the pgpass entry is for")
 	natsHosts := fs.String("nats-hosts", defaultNATSHosts, "names (and IPs) the NATS servers' certificate is made for, comma separated")
 	force := fs.Bool("force", false, "replace existing files (rotates every secret: restart what uses them)")
+	loadTiers := fs.tiersFlag() // nats-roles.conf names each tier's queue for the executor
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
+	}
+	tiers, err := loadTiers()
+	if err != nil {
+		return usageError{err.Error()}
 	}
 	if fs.NArg() > 0 {
 		return usageError{"unexpected arguments: " + strings.Join(fs.Args(), " ")}
@@ -112,7 +117,7 @@ func runSecrets(ctx context.Context, args []string, getenv func(string) string, 
 	if err := os.Chmod(jwt, 0o600); err != nil {
 		return err
 	}
-	if err := ensureNATSRoles(*dir, *force, wrote); err != nil {
+	if err := ensureNATSRoles(*dir, tiers, *force, wrote); err != nil {
 		return err
 	}
 	if err := writeNATSTenants(*dir, wrote); err != nil {

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/wasmwiz/wasmwiz/gateway"
+	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
 func TestSecretsGenerate(t *testing.T) {
@@ -150,7 +151,7 @@ func TestSecretsGenerate_NATS(t *testing.T) {
 	}
 	// dev's directory has no CA (its NATS speaks no TLS): none is named.
 	devDir := t.TempDir()
-	if _, err := devNATSConfig(devDir); err != nil {
+	if _, err := devNATSConfig(devDir, schemas.DefaultTiers()); err != nil {
 		t.Fatal(err)
 	}
 	if out := wasmwiz("secrets", "nats-tenant", "--dir", devDir, "acme"); strings.Contains(out, "CA") || !strings.Contains(out, "restart") {

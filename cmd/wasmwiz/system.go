@@ -77,6 +77,9 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 	if s.workers <= 0 {
 		s.workers = executor.DefaultWorkers()
 	}
+	if s.cfg.Tiers == nil { // the roles' defaults; the executor's NATS user is made for them
+		s.cfg.Tiers = schemas.DefaultTiers()
+	}
 	if err := s.startNATS(); err != nil {
 		return nil, err
 	}
@@ -103,7 +106,7 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 func (s *system) startNATS() (err error) {
 	natsConf := ""
 	if s.cfg.NATSDir != "" {
-		if natsConf, err = devNATSConfig(s.cfg.NATSDir); err != nil {
+		if natsConf, err = devNATSConfig(s.cfg.NATSDir, s.cfg.Tiers); err != nil {
 			return fmt.Errorf("NATS credentials: %w", err)
 		}
 	}
@@ -157,7 +160,7 @@ func (s *system) prepare(ctx context.Context) error {
 	if s.store, err = stores.Open(ctx, s.cfg.DatabaseURL, sqlitePath); err != nil {
 		return fmt.Errorf("open accounting store: %w", err)
 	}
-	if err := registerOps(s.cfg.Registry, boot, opsGateway|opsExecutor|opsAccounting); err != nil {
+	if err := registerOps(s.cfg.Registry, boot, opsGateway|opsExecutor|opsAccounting, s.cfg.Tiers); err != nil {
 		return err
 	}
 	return registerDatabaseUp(s.cfg.Registry, s.store.Ping)

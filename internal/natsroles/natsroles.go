@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/wasmwiz/wasmwiz/internal/streams"
 	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
@@ -18,7 +19,7 @@ import (
 // deliveries come there, and it may subscribe to nothing else but its own service subjects, so
 // none can read another's inbox traffic (the gateway's key lookups, the API's replies).
 func Inbox(role string) (string, bool) {
-	if _, ok := For(role); !ok {
+	if _, ok := For(role, nil); !ok {
 		return "", false
 	}
 	return "_INBOX_" + role, true
@@ -37,27 +38,32 @@ type Permissions struct {
 // longest any asker waits (`wasmwiz accounting reconcile`: a minute).
 const ResponsesFor = 10 * time.Minute
 
-// For is what role's user may do (ok false: the role's user may do everything in WASMWIZ). The
-// executor and accounting may publish exactly what their work publishes, subscribe only to
-// their inbox and their own service subjects, and change no stream: creating, updating,
-// deleting, purging, snapshotting or restoring one (an update could republish the keys bucket
-// onto a subject the role reads) is the gateway's and `wasmwiz admin bootstrap`'s; they look
-// the streams up. Neither reads or writes the API keys.
+// For is what role's user may do when the deployment's tiers are those named (ok false: the
+// role's user may do everything in WASMWIZ). The executor and accounting may publish exactly
+// what their work publishes, subscribe only to their inbox and their own service subjects, and
+// change no stream: creating, updating, deleting, purging, snapshotting or restoring one (an
+// update could republish the keys bucket onto a subject the role reads) is the gateway's and
+// `wasmwiz admin bootstrap`'s. They look up only the streams and consumers of their
+// streams.Lookups, by name: a stream's info with a subjects filter lists its subjects, which
+// carry tenant ids, execution ids and the keys' hashes, so the buckets and streams of the
+// gateway (keys, tenants, idempotency records, bundle records, key usage, rate limits), and for
+// accounting all but the events, stay unlisted. Nor may they list the streams
+// (STREAM.LIST/NAMES). Tiers are configurable and a stream name is one subject token, which no
+// wildcard can match by its prefix: the tiers' streams, consumers and acks are named one by one,
+// so `wasmwiz secrets generate` and dev take the tiers file the roles read.
 //
 // The executor's list, by what it does (executor/, internal/streams):
-//   - look up every stream but the keys bucket (with a subjects filter, its info lists the keys'
-//     hashes) and its tier consumers (streams.Wait, KeyValue, ObjectStore, metrics): $JS.API.INFO,
-//     STREAM.INFO.*, CONSUMER.INFO.*.*;
-//   - pull its tiers' requests and ack them: CONSUMER.MSG.NEXT.*.* and $JS.ACK.> (tiers are
-//     configurable, so their streams are not named: these exclude the events stream, whose only
-//     pull consumer is accounting's, and the keys bucket);
+//   - look up its streams and its tiers' consumers (streams.Wait, KeyValue, ObjectStore,
+//     metrics): $JS.API.INFO, STREAM.INFO.<stream>, CONSUMER.INFO.<tier queue>.<tier consumer>;
+//   - pull its tiers' requests and ack them: CONSUMER.MSG.NEXT.<tier queue>.<tier consumer>
+//     and $JS.ACK.<tier queue>.<tier consumer>.> (both ack formats);
 //   - read and write the results and result-usage buckets ($KV.<bucket>.>, message get for
 //     leader reads, direct get), read the module records (gets only);
 //   - read modules and bundles, read and write compiled artifacts, write outputs: the object
 //     stores' direct and message gets (object info), an ordered consumer per object read
-//     (consumer create and delete, $JS.FC.> flow control), $O.<bucket>.> for the two it writes,
-//     and the single message deletes of DeleteObject and PutAside with the consumer that finds
-//     them, on those two only;
+//     (consumer create and delete, $JS.FC.<store>.> flow control), $O.<bucket>.> for the two it
+//     writes, and the single message deletes of DeleteObject and PutAside with the consumer
+//     that finds them (its pulls), on those two only;
 //   - publish its execution events, history records and dead letters: exactly
 //     wasmwiz.events.execution.{completed,failed}.*, wasmwiz.history.*.*, wasmwiz.dlq.exec;
 //   - reply to the gateways (executions, compiles, pings) under schemas.ExecutorReplyPrefix,
@@ -67,34 +73,26 @@ const ResponsesFor = 10 * time.Minute
 // to, so it could send itself a request with any reply subject and then publish there once,
 // whatever the lists say. Its replies are on the subjects listed instead.
 //
-// Accounting looks the streams up (but the keys bucket), makes and reads its own durable consumer on the events
-// stream and acks it, and answers the requests to its micro service (usage, reconcile, $SRV)
+// Accounting looks up the events stream and its own durable consumer there, makes, reads and
+// acks that consumer, and answers the requests to its micro service (usage, reconcile, $SRV)
 // through allow_responses: it publishes nothing it subscribes to, and nobody but the gateway and
 // operators can send it a request, so a reply subject is always an asker's.
-func For(role string) (Permissions, bool) {
-	keys := "KV_" + schemas.BucketKeys
-	events := schemas.StreamEvents
+func For(role string, tiers []string) (Permissions, bool) {
 	switch role {
 	case "executor":
+		l := streams.ExecutorLookups(tiers)
 		p := Permissions{
 			Subscribe: []string{"_INBOX_executor.>", "wasmwiz.executor.v1.>"},
-			Publish: []string{
-				"$JS.API.INFO", "$JS.API.STREAM.INFO.*", "$JS.API.CONSUMER.INFO.*.*",
-				"$JS.API.CONSUMER.MSG.NEXT.*.*", "$JS.ACK.>", "$JS.FC.>",
-				"$KV." + schemas.BucketResults + ".>", "$KV." + schemas.BucketStorage + ".>",
-				"$O." + schemas.ObjectCompiled + ".>", "$O." + schemas.ObjectOutputs + ".>",
+			Publish: append(lookups(l),
+				"$KV."+schemas.BucketResults+".>", "$KV."+schemas.BucketStorage+".>",
+				"$O."+schemas.ObjectCompiled+".>", "$O."+schemas.ObjectOutputs+".>",
 				schemas.EventSubject(schemas.EventExecutionCompleted, "*"), schemas.EventSubject(schemas.EventExecutionFailed, "*"),
 				schemas.HistorySubjectAll, schemas.SubjectDLQ,
-				schemas.ExecutorReplyPrefix + ".>", "_INBOX_executor.>", schemas.SubjectExecutorRunning,
-			},
-			PublishDeny: []string{
-				"$JS.API.STREAM.INFO." + keys, "$JS.API.CONSUMER.INFO." + keys + ".*",
-				"$JS.API.CONSUMER.MSG.NEXT." + events + ".*", "$JS.API.CONSUMER.MSG.NEXT." + keys + ".*",
-				// Acks: $JS.ACK.<stream>.<consumer>.…, or with the server's v2 ack format
-				// $JS.ACK.<domain>.<account hash>.<stream>.<consumer>.…
-				"$JS.ACK." + events + ".>", "$JS.ACK.*.*." + events + ".>",
-				"$JS.ACK." + keys + ".>", "$JS.ACK.*.*." + keys + ".>",
-			},
+				schemas.ExecutorReplyPrefix+".>", "_INBOX_executor.>", schemas.SubjectExecutorRunning,
+			),
+		}
+		for _, tier := range tiers {
+			p.Publish = append(p.Publish, pulls(schemas.ExecStream(tier)+"."+schemas.ExecConsumer(tier))...)
 		}
 		for _, kv := range []string{schemas.BucketResults, schemas.BucketStorage, schemas.BucketModuleOwner} {
 			p.Publish = append(p.Publish, gets("KV_"+kv)...)
@@ -102,27 +100,44 @@ func For(role string) (Permissions, bool) {
 		for _, obj := range []string{schemas.ObjectModules, schemas.ObjectBundles, schemas.ObjectCompiled, schemas.ObjectOutputs} {
 			s := "OBJ_" + obj
 			p.Publish = append(p.Publish, gets(s)...)
-			p.Publish = append(p.Publish, "$JS.API.CONSUMER.CREATE."+s+".>", "$JS.API.CONSUMER.DELETE."+s+".*")
+			p.Publish = append(p.Publish, "$JS.API.CONSUMER.CREATE."+s+".>", "$JS.API.CONSUMER.DELETE."+s+".*",
+				"$JS.FC."+s+".>", "$JS.FC.*.*."+s+".>")
 		}
 		for _, obj := range []string{schemas.ObjectCompiled, schemas.ObjectOutputs} {
-			p.Publish = append(p.Publish, "$JS.API.STREAM.MSG.DELETE.OBJ_"+obj)
+			s := "OBJ_" + obj
+			p.Publish = append(p.Publish, "$JS.API.STREAM.MSG.DELETE."+s, "$JS.API.CONSUMER.MSG.NEXT."+s+".*")
 		}
 		return p, true
 	case "accounting":
-		consumer := events + "." + schemas.ConsumerAccounting
+		consumer := schemas.StreamEvents + "." + schemas.ConsumerAccounting
 		return Permissions{
 			Subscribe: []string{"_INBOX_accounting.>", "wasmwiz.accounting.v1.>", "$SRV.>"},
-			Publish: []string{
-				"$JS.API.INFO", "$JS.API.STREAM.INFO.*", "$JS.API.CONSUMER.INFO.*.*",
-				"$JS.API.CONSUMER.CREATE." + consumer + ".>",
-				"$JS.API.CONSUMER.MSG.NEXT." + consumer,
-				"$JS.ACK." + consumer + ".>", "$JS.ACK.*.*." + consumer + ".>",
-			},
-			PublishDeny: []string{"$JS.API.STREAM.INFO." + keys, "$JS.API.CONSUMER.INFO." + keys + ".*"},
-			Responses:   ResponsesFor,
+			Publish: append(lookups(streams.AccountingLookups()),
+				append(pulls(consumer), "$JS.API.CONSUMER.INFO."+consumer, "$JS.API.CONSUMER.CREATE."+consumer+".>")...),
+			Responses: ResponsesFor,
 		}, true
 	}
 	return Permissions{}, false
+}
+
+// lookups are the subjects that look up l's streams and consumers: account info, each
+// stream's info, each tier consumer's info.
+func lookups(l streams.Lookups) []string {
+	subjects := []string{"$JS.API.INFO"}
+	for _, s := range l.Streams {
+		subjects = append(subjects, "$JS.API.STREAM.INFO."+s)
+	}
+	for _, tier := range l.Tiers {
+		subjects = append(subjects, "$JS.API.CONSUMER.INFO."+schemas.ExecStream(tier)+"."+schemas.ExecConsumer(tier))
+	}
+	return subjects
+}
+
+// pulls are the subjects that pull from consumer (<stream>.<consumer>) and ack what it
+// delivers: $JS.ACK.<stream>.<consumer>.…, or with the server's v2 ack format
+// $JS.ACK.<domain>.<account hash>.<stream>.<consumer>.…
+func pulls(consumer string) []string {
+	return []string{"$JS.API.CONSUMER.MSG.NEXT." + consumer, "$JS.ACK." + consumer + ".>", "$JS.ACK.*.*." + consumer + ".>"}
 }
 
 // gets are the subjects that read one message of stream: message get (answered by the leader),

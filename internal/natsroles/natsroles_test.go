@@ -111,23 +111,91 @@ func setup(t *testing.T) (*server.Server, jetstream.JetStream, context.Context) 
 	return s, admin, ctx
 }
 
+// onlyLookups checks that u may look up, by the client library, every stream of l and its
+// tiers' consumers, and that the server refuses it the info of every other stream the gateway
+// made (the keys, tenants, idempotency, bundle records and key usage buckets, the rate-limit
+// streams: with a subjects filter their info lists tenant ids, execution ids, keys' hashes),
+// the consumers of those, and the stream listings.
+func onlyLookups(t *testing.T, ctx context.Context, admin jetstream.JetStream, u *user, l streams.Lookups) {
+	t.Helper()
+	for _, name := range l.Streams {
+		st, err := u.js.Stream(ctx, name)
+		if err != nil {
+			t.Fatalf("stream %s: %v", name, err)
+		}
+		// What the role's user may look up, it may look up with a subjects filter too.
+		if _, err := st.Info(ctx, jetstream.WithSubjectFilter(">")); err != nil {
+			t.Fatalf("stream %s with subjects: %v", name, err)
+		}
+	}
+	for _, tier := range l.Tiers {
+		if _, err := u.js.Consumer(ctx, schemas.ExecStream(tier), schemas.ExecConsumer(tier)); err != nil {
+			t.Fatalf("consumer %s: %v", schemas.ExecConsumer(tier), err)
+		}
+	}
+	u.allowed(t, "its lookups")
+	others := 0
+	for name := range admin.StreamNames(ctx).Name() {
+		if slices.Contains(l.Streams, name) {
+			continue
+		}
+		others++
+		u.refusedPublish(t, "$JS.API.STREAM.INFO."+name)
+		u.refusedPublish(t, "$JS.API.CONSUMER.LIST."+name)
+		u.refusedPublish(t, "$JS.API.CONSUMER.NAMES."+name)
+		u.refusedPublish(t, "$JS.API.CONSUMER.INFO."+name+".x")
+	}
+	// The gateway's buckets and the rate-limit streams are among those refused.
+	for _, name := range []string{"KV_" + schemas.BucketKeys, "KV_" + schemas.BucketIdempotency, "KV_" + schemas.BucketTenants,
+		"KV_" + schemas.BucketBundleOwner, "KV_" + schemas.BucketKeyUsage, schemas.RateLimitStream(schemas.TierFree, schemas.WindowMinute)} {
+		if slices.Contains(l.Streams, name) {
+			t.Errorf("%s may look up %s", u.nc.Opts.User, name)
+		}
+	}
+	if others < 6 {
+		t.Fatalf("%d streams refused, want the gateway's buckets and rate limits at least", others)
+	}
+	for _, subj := range []string{"$JS.API.STREAM.LIST", "$JS.API.STREAM.NAMES", "$JS.API.CONSUMER.INFO.x.y"} {
+		u.refusedPublish(t, subj)
+	}
+	// Through the library, as a leaked seed would: the lookups fail.
+	short, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	if _, err := u.js.KeyValue(short, schemas.BucketIdempotency); err == nil {
+		t.Errorf("%s looked up the idempotency records", u.nc.Opts.User)
+	}
+	u.waitRefused(t, "$JS.API.STREAM.INFO.KV_"+schemas.BucketIdempotency)
+	short, cancel = context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	if names := u.js.StreamNames(short); names.Err() == nil {
+		for range names.Name() {
+		}
+		if names.Err() == nil {
+			t.Errorf("%s listed the streams", u.nc.Opts.User)
+		}
+	}
+	u.waitRefused(t, "$JS.API.STREAM.NAMES")
+}
+
 // TestFor_Executor does, as the executor's user, each kind of call the executor makes
 // (executor/, internal/streams), through the client library as the executor does: none is
 // refused. Leader reads and multi-chunk object reads, which a single-server test of the node
-// does not reach, are among them. Then what it never does is refused: publishing an execution,
+// does not reach, are among them; it looks up every stream it uses and no other
+// (onlyLookups). Then what it never does is refused: publishing an execution,
 // an event that is not an execution's, writing the buckets and object stores of the other
 // roles, calling the API, answering on another inbox of the gateway, reading accounting's
 // consumer, deleting the events' messages.
 func TestFor_Executor(t *testing.T) {
 	s, admin, ctx := setup(t)
 	ex := connect(t, s, "executor")
-	if err := streams.Wait(ctx, ex.js, streams.Options{}, nil); err != nil {
+	if err := streams.Wait(ctx, ex.js, streams.ExecutorLookups(streams.TierNames(schemas.DefaultTiers())), nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ex.js.AccountInfo(ctx); err != nil {
 		t.Fatal(err)
 	}
 	ex.allowed(t, "looking up the streams")
+	onlyLookups(t, ctx, admin, ex, streams.ExecutorLookups(streams.TierNames(schemas.DefaultTiers())))
 
 	// Results and result usage: create, update, put, read (direct and leader), status.
 	for _, bucket := range []string{schemas.BucketResults, schemas.BucketStorage} {
@@ -370,7 +438,8 @@ func TestFor_Executor(t *testing.T) {
 	}
 }
 
-// TestFor_Accounting does, as accounting's user, what accounting does: look the streams up, make
+// TestFor_Accounting does, as accounting's user, what accounting does: look up the events stream
+// and no other (onlyLookups), make
 // its durable consumer, fetch, ack, nak, terminate, read its info, and answer its micro
 // service's requests (allow_responses); none is refused. Then what it never does is refused:
 // publishing executions, events or results, a second answer to one request, an unasked reply,
@@ -378,12 +447,14 @@ func TestFor_Executor(t *testing.T) {
 func TestFor_Accounting(t *testing.T) {
 	s, admin, ctx := setup(t)
 	ac := connect(t, s, "accounting")
-	if err := streams.Wait(ctx, ac.js, streams.Options{}, nil); err != nil {
+	if err := streams.Wait(ctx, ac.js, streams.AccountingLookups(), nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ac.js.AccountInfo(ctx); err != nil {
 		t.Fatal(err)
 	}
+	ac.allowed(t, "looking up the events")
+	onlyLookups(t, ctx, admin, ac, streams.AccountingLookups())
 	for i := range 3 {
 		if _, err := admin.Publish(ctx, schemas.EventSubject(schemas.EventExecutionCompleted, "acme"), fmt.Appendf(nil, `{"n":%d}`, i)); err != nil {
 			t.Fatal(err)

@@ -9,17 +9,23 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/wasmwiz/wasmwiz/internal/natsroles"
+	"github.com/wasmwiz/wasmwiz/schemas"
 )
 
 // RunJetStreamRoles starts a server as RunJetStream does whose anonymous connections are an
 // admin that may do anything (the test's own, standing for the gateway), and which has a user
 // for each of roles (password: its name) with the permissions nats-roles.conf gives it
-// (natsroles.For): the role's code under test may do only what it may in a deployment.
+// (natsroles.For) for the default tiers: the role's code under test may do only what it may in a
+// deployment.
 func RunJetStreamRoles(tb testing.TB, roles ...string) *server.Server {
 	tb.Helper()
 	users := []*server.User{{Username: "admin", Password: "admin"}}
+	tierNames := make([]string, 0, len(schemas.DefaultTiers()))
+	for name := range schemas.DefaultTiers() {
+		tierNames = append(tierNames, name)
+	}
 	for _, role := range roles {
-		p, ok := natsroles.For(role)
+		p, ok := natsroles.For(role, tierNames)
 		if !ok {
 			tb.Fatalf("natstest: role %s has no permissions", role)
 		}

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -303,32 +304,59 @@ func StoreBudget(accountMaxStore int64, replicas int) Budget {
 	return Budget{Modules: per / 4, Bundles: per / 8, Results: per * 5 / 16, Outputs: per / 16, Compiled: per / 16}
 }
 
-// Wait returns once every stream, bucket, object store and execution consumer that Ensure makes
-// for o's tiers exists (it looks them up; it creates nothing), but the keys bucket, or when ctx
-// ends: the executor and accounting, which call it, may not even look the keys bucket up
-// (nats-roles.conf; its stream's info would list the keys' hashes). waiting is
-// called with what is still missing when Wait first finds something missing and every ten
-// seconds after, so that a role started before the gateway says what it waits for.
-func Wait(ctx context.Context, js jetstream.JetStream, o Options, waiting func(missing string)) error {
-	o.defaults()
-	names := []string{schemas.StreamEvents, schemas.StreamDLQ, schemas.StreamHistory}
-	for name := range o.Tiers {
-		names = append(names, schemas.ExecStream(name))
+// Lookups are the streams (by name) and the tiers' execution consumers that a role looks up:
+// what Wait waits for, and all the JetStream info its NATS user may read (natsroles.For). A
+// stream's info, asked with a subjects filter, lists its subjects, which carry tenant and
+// execution ids, so a role looks up only the streams it reads, writes or publishes to.
+type Lookups struct {
+	Streams, Tiers []string
+}
+
+// ExecutorLookups are the executor's for the named tiers: the tiers' queues and consumers, the
+// events, history and dead-letter streams it publishes to, the results, result-usage and
+// module-record buckets, the four object stores. Not the keys, tenants, bundle records, key
+// usage or idempotency buckets, nor the rate-limit streams: the gateway's.
+func ExecutorLookups(tiers []string) Lookups {
+	l := Lookups{Streams: []string{schemas.StreamEvents, schemas.StreamDLQ, schemas.StreamHistory}, Tiers: tiers}
+	for _, name := range tiers {
+		l.Streams = append(l.Streams, schemas.ExecStream(name))
 	}
-	for _, b := range []string{schemas.BucketResults, schemas.BucketStorage, schemas.BucketTenants,
-		schemas.BucketModuleOwner, schemas.BucketBundleOwner, schemas.BucketKeyUsage, schemas.BucketIdempotency} {
-		names = append(names, "KV_"+b)
+	for _, b := range []string{schemas.BucketResults, schemas.BucketStorage, schemas.BucketModuleOwner} {
+		l.Streams = append(l.Streams, "KV_"+b)
 	}
 	for _, b := range []string{schemas.ObjectModules, schemas.ObjectBundles, schemas.ObjectCompiled, schemas.ObjectOutputs} {
-		names = append(names, "OBJ_"+b)
+		l.Streams = append(l.Streams, "OBJ_"+b)
 	}
+	return l
+}
+
+// AccountingLookups are accounting's: the events stream, on which it makes its consumer.
+func AccountingLookups() Lookups { return Lookups{Streams: []string{schemas.StreamEvents}} }
+
+// TierNames are the names of tiers, sorted.
+func TierNames(tiers map[string]schemas.Tier) []string {
+	names := make([]string, 0, len(tiers))
+	for name := range tiers {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Wait returns once every stream and execution consumer of l exists (it looks them up; it
+// creates nothing; Ensure, the gateway's, makes them), or when ctx ends. The executor and
+// accounting call it with their Lookups: their NATS users may look nothing else up
+// (nats-roles.conf). waiting is called with what is still missing when Wait first finds
+// something missing and every ten seconds after, so that a role started before the gateway says
+// what it waits for.
+func Wait(ctx context.Context, js jetstream.JetStream, l Lookups, waiting func(missing string)) error {
 	missing := func() (string, error) {
-		for _, name := range names {
+		for _, name := range l.Streams {
 			if _, err := js.Stream(ctx, name); err != nil {
 				return "stream " + name, err
 			}
 		}
-		for name := range o.Tiers {
+		for _, name := range l.Tiers {
 			if _, err := js.Consumer(ctx, schemas.ExecStream(name), schemas.ExecConsumer(name)); err != nil {
 				return "consumer " + schemas.ExecConsumer(name), err
 			}

@@ -68,11 +68,12 @@ func TestWait(t *testing.T) {
 	srv := natstest.RunJetStream(t)
 	js := natstest.JetStream(t, srv)
 	ctx := context.Background()
+	all := streams.ExecutorLookups(streams.TierNames(schemas.DefaultTiers()))
 
 	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
 	var told []string
-	if err := streams.Wait(short, js, streams.Options{}, func(m string) { told = append(told, m) }); err == nil {
+	if err := streams.Wait(short, js, all, func(m string) { told = append(told, m) }); err == nil {
 		t.Fatal("Wait returned with no streams")
 	}
 	if len(told) != 1 || !strings.Contains(told[0], "stream "+schemas.StreamEvents) {
@@ -85,7 +86,7 @@ func TestWait(t *testing.T) {
 	}
 
 	done := make(chan error, 1)
-	go func() { done <- streams.Wait(ctx, js, streams.Options{}, nil) }()
+	go func() { done <- streams.Wait(ctx, js, all, nil) }()
 	select {
 	case err := <-done:
 		t.Fatalf("Wait returned before Ensure: %v", err)
