@@ -169,3 +169,46 @@ func TestSecretsGenerate_NATS(t *testing.T) {
 		}
 	}
 }
+
+// TestSecretsGenerate_TiersFile: nats-roles.conf names the tiers' queues one by one (a stream
+// name is one subject token, no wildcard matches its prefix), so generate takes the tiers file
+// the roles read: a tier it adds is the executor's to look up and pull, and without the file
+// it is not.
+func TestSecretsGenerate_TiersFile(t *testing.T) {
+	tiers := filepath.Join(t.TempDir(), "tiers.json")
+	if err := os.WriteFile(tiers, []byte(`{"team": {"memory_mb": 256, "wall_time_ms": 10000, "module_size": 26214400,
+		"in_flight": 5, "stdin_max": 1048576, "stdout_max": 1048576, "priority": 2}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	team := []string{`"$JS.API.STREAM.INFO.WASMWIZ_EXEC_TEAM"`, `"$JS.API.CONSUMER.INFO.WASMWIZ_EXEC_TEAM.exec-team"`,
+		`"$JS.API.CONSUMER.MSG.NEXT.WASMWIZ_EXEC_TEAM.exec-team"`, `"$JS.ACK.WASMWIZ_EXEC_TEAM.exec-team.>"`}
+	for _, tc := range []struct {
+		args     []string
+		withTeam bool
+	}{{nil, false}, {[]string{"--tiers-file", tiers}, true}} {
+		dir := t.TempDir()
+		var out, errb bytes.Buffer
+		args := append([]string{"secrets", "generate", "--dir", dir}, tc.args...)
+		if code := run(context.Background(), args, func(string) string { return "" }, &out, &errb); code != 0 {
+			t.Fatalf("%v: exit %d: %s", tc.args, code, errb.String())
+		}
+		b, err := os.ReadFile(filepath.Join(dir, natsRolesConf))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conf := string(b)
+		for _, s := range team {
+			if strings.Contains(conf, s) != tc.withTeam {
+				t.Errorf("%v: nats-roles.conf has %s: %v, want %v", tc.args, s, !tc.withTeam, tc.withTeam)
+			}
+		}
+		if !strings.Contains(conf, `"$JS.API.STREAM.INFO.WASMWIZ_EXEC_FREE"`) || strings.Contains(conf, `"$JS.API.STREAM.INFO.*"`) {
+			t.Errorf("%v: the free tier's queue not named, or every stream's info allowed:\n%s", tc.args, conf)
+		}
+	}
+	var errb bytes.Buffer
+	if code := run(context.Background(), []string{"secrets", "generate", "--dir", t.TempDir(), "--tiers-file", filepath.Join(t.TempDir(), "none.json")},
+		func(string) string { return "" }, &bytes.Buffer{}, &errb); code != 2 {
+		t.Errorf("a missing tiers file: exit %d, want 2 (%s)", code, errb.String())
+	}
+}
