@@ -18,9 +18,10 @@ const maxOutputFiles = 1000
 
 // guestFS makes the file system of one run: scratch with /tmp and /dev, the inline files, the
 // mounted bundles and the working directory. An error is the request's fault (a path that
-// cannot be made, files larger than the scratch space) and is reported as a failed run.
-func (w *worker) guestFS(job *RunJob, stdin io.Reader, stdout, stderr io.Writer) (*guestfs.FS, error) {
-	fsys := guestfs.New(guestfs.Config{ScratchMax: job.ScratchMax, Stdin: stdin, Stdout: stdout, Stderr: stderr})
+// cannot be made, files larger than the scratch space) and is reported as a failed run. random
+// is the run's random source (guestRand), read by /dev/urandom as by random_get.
+func (w *worker) guestFS(job *RunJob, stdin io.Reader, stdout, stderr io.Writer, random io.Reader) (*guestfs.FS, error) {
+	fsys := guestfs.New(guestfs.Config{ScratchMax: job.ScratchMax, Stdin: stdin, Stdout: stdout, Stderr: stderr, Random: random})
 	for _, m := range job.Mounts {
 		b, err := w.bundles.get(m.BundleHash, m.BundlePath)
 		if err != nil {

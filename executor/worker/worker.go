@@ -421,7 +421,8 @@ func (w *worker) run(ctx context.Context, job *RunJob, send func(*Response) erro
 	stdout := &cappedWriter{max: job.StdoutMax}
 	stderr := &cappedWriter{max: job.StderrMax}
 	stdin := &stdinReader{r: bytes.NewReader(job.Stdin)}
-	fsys, err := w.guestFS(job, stdin, stdout, stderr) // within the scratch cap, counted from heap0
+	random := guestRand(job.Seed)                              // random_get's and /dev/urandom's: one stream, one seed
+	fsys, err := w.guestFS(job, stdin, stdout, stderr, random) // within the scratch cap, counted from heap0
 	if err == nil && job.StdinFile != "" {
 		stdin.r, err = openStdin(fsys, job.StdinFile) // files.go
 	}
@@ -457,7 +458,7 @@ func (w *worker) run(ctx context.Context, job *RunJob, send func(*Response) erro
 	// so that its memory can be measured after it exits.
 	mc := wazero.NewModuleConfig().
 		WithName("").
-		WithRandSource(guestRand(job.Seed)).
+		WithRandSource(random).
 		WithArgs(append([]string{job.Name}, job.Args...)...).
 		WithStdin(stdin).
 		WithFSConfig(guestfs.FSConfig(fsys)).

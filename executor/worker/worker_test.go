@@ -301,6 +301,29 @@ func TestSecurity_RandomSeedPerExecution(t *testing.T) {
 	}
 }
 
+// TestRun_DevURandom: /dev/urandom gives a run what random_get gives it, so a program seeding
+// itself from it (SQLite's random() and randomblob(), which fall back to the clock, fixed by
+// default, without it) gets new bytes every run and the same ones for the same seed.
+func TestRun_DevURandom(t *testing.T) {
+	c := startClient(t)
+	probe := fixtures.Probe(t)
+	read := func(job RunJob) string {
+		t.Helper()
+		job.Args = []string{"read", "/dev/urandom", "16"}
+		res, _ := c.run(probe, job)
+		if res.Status != schemas.StatusSucceeded {
+			t.Fatalf("probe read /dev/urandom: %s exit %d %q stderr %q", res.Status, res.ExitCode, res.Error, res.Stderr)
+		}
+		return string(res.Stdout)
+	}
+	a, b := read(RunJob{}), read(RunJob{})
+	seed, other := int64(42), int64(-7)
+	s1, s2, s3 := read(RunJob{Seed: &seed}), read(RunJob{Seed: &seed}), read(RunJob{Seed: &other})
+	if a == b || s1 != s2 || s1 == s3 || s1 == a {
+		t.Errorf("unseeded %q then %q; seed 42 %q then %q, seed -7 %q: want new bytes unseeded, the same for one seed", a, b, s1, s2, s3)
+	}
+}
+
 // TestSecurity_EnvSetupCountsAgainstDeadline (issue 12, hole 7, the worker's side): building a
 // guest's environment is part of its run. Thousands of env entries cost wazero time quadratic
 // in their number; that time is in the run's duration and CPU time (and so in its bill), and,

@@ -6,7 +6,8 @@
 // so a guest cannot make its worker allocate more than its tier allows; a write past the cap
 // fails with ENOSPC. Read-only bundles are mounted by sharing their index (Bundle): files are
 // read in place from the node's cached archive, never copied per execution. /dev holds null,
-// stdin, stdout and stderr, wired to the execution's own streams.
+// stdin, stdout and stderr, wired to the execution's own streams, and random and urandom, which
+// read the execution's own random source (the one WASI's random_get reads).
 //
 // Symbolic links are resolved inside the tree, lexically, as paths relative to the link's
 // directory (or to the root for absolute targets): a link can name only another path of the
@@ -18,6 +19,7 @@
 package guestfs
 
 import (
+	"crypto/rand"
 	"io"
 	"io/fs"
 	"path"
@@ -45,6 +47,7 @@ const (
 	devStdin
 	devStdout
 	devStderr
+	devRandom // /dev/random and /dev/urandom
 )
 
 // nodeCost is what one inode costs the scratch budget besides its data and name: a guest making
@@ -125,6 +128,9 @@ type Config struct {
 	Stdin      io.Reader
 	Stdout     io.Writer
 	Stderr     io.Writer
+	// Random is what /dev/random and /dev/urandom read: the execution's random source, the
+	// one its WASI random_get reads, so a seed reproduces both; nil means crypto/rand.
+	Random io.Reader
 }
 
 // FS is one execution's file system. It implements experimentalsys.FS; mount it at "/".
@@ -141,6 +147,7 @@ type FS struct {
 	stdin   io.Reader
 	stdout  io.Writer
 	stderr  io.Writer
+	random  io.Reader
 
 	preopens []string // directories preopened under their own names besides "/" (FSConfig)
 	workdir  string   // preopened as "." (FSConfig); "" for none
@@ -172,7 +179,10 @@ func New(cfg Config) *FS {
 	if cfg.ScratchMax <= 0 {
 		cfg.ScratchMax = 64 << 20
 	}
-	f := &FS{max: cfg.ScratchMax, nextIno: 1, dirs: map[uint64]string{}, stdin: cfg.Stdin, stdout: cfg.Stdout, stderr: cfg.Stderr}
+	f := &FS{max: cfg.ScratchMax, nextIno: 1, dirs: map[uint64]string{}, stdin: cfg.Stdin, stdout: cfg.Stdout, stderr: cfg.Stderr, random: cfg.Random}
+	if f.random == nil {
+		f.random = rand.Reader
+	}
 	if f.stdin == nil {
 		f.stdin = strings.NewReader("")
 	}
@@ -205,7 +215,7 @@ var devDir = func() *node {
 	for _, d := range []struct {
 		name string
 		dev  device
-	}{{"null", devNull}, {"stdin", devStdin}, {"stdout", devStdout}, {"stderr", devStderr}} {
+	}{{"null", devNull}, {"random", devRandom}, {"stderr", devStderr}, {"stdin", devStdin}, {"stdout", devStdout}, {"urandom", devRandom}} {
 		n := mk(kindDevice, 0o666)
 		n.dev = d.dev
 		dev.children[d.name] = n

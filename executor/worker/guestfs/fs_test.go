@@ -45,7 +45,7 @@ func TestFS_Tree(t *testing.T) {
 	if got := names(t, f, "."); got != "dev tmp" {
 		t.Fatalf("root holds %q", got)
 	}
-	if got := names(t, f, "dev"); got != "null stderr stdin stdout" {
+	if got := names(t, f, "dev"); got != "null random stderr stdin stdout urandom" {
 		t.Fatalf("/dev holds %q", got)
 	}
 	h := mustOpen(t, f, "dev/stdout", experimentalsys.O_WRONLY|experimentalsys.O_TRUNC)
@@ -81,6 +81,41 @@ func TestFS_Tree(t *testing.T) {
 	f.Symlink("a", "tmp/b")
 	if _, errno := f.Stat("tmp/a"); errno != experimentalsys.ELOOP {
 		t.Fatalf("loop: %v", errno)
+	}
+}
+
+// TestFS_DevRandom: /dev/urandom and /dev/random read the execution's random source, as many
+// bytes as asked, so that a program seeding itself from them (SQLite) gets what random_get
+// gives: new bytes every run, the same ones for the same seed.
+func TestFS_DevRandom(t *testing.T) {
+	src := bytes.Repeat([]byte("0123456789abcdef"), 4)
+	f := New(Config{ScratchMax: 1 << 20, Random: bytes.NewReader(src)})
+	var got []byte
+	for _, p := range []string{"dev/urandom", "dev/random"} {
+		h := mustOpen(t, f, p, experimentalsys.O_RDONLY)
+		buf := make([]byte, 24)
+		if n, errno := h.Read(buf); n != len(buf) || errno != 0 {
+			t.Fatalf("read %s: %d %v", p, n, errno)
+		}
+		if st, errno := h.Stat(); errno != 0 || st.Mode&fs.ModeCharDevice == 0 {
+			t.Errorf("stat %s: mode %v %v, want a character device", p, st.Mode, errno)
+		}
+		h.Close()
+		got = append(got, buf...)
+	}
+	if !bytes.Equal(got, src[:48]) {
+		t.Errorf("read %q, want the random source's first 48 bytes", got)
+	}
+	if errno := f.Unlink("dev/urandom"); errno != experimentalsys.EROFS {
+		t.Errorf("unlink /dev/urandom: %v", errno)
+	}
+	// Without a source it is crypto/rand's: two reads differ.
+	f = New(Config{ScratchMax: 1 << 20})
+	a, b := make([]byte, 16), make([]byte, 16)
+	mustOpen(t, f, "dev/urandom", experimentalsys.O_RDONLY).Read(a)
+	mustOpen(t, f, "dev/urandom", experimentalsys.O_RDONLY).Read(b)
+	if bytes.Equal(a, b) {
+		t.Errorf("two reads of /dev/urandom gave %x", a)
 	}
 }
 
