@@ -243,15 +243,36 @@ func runClientRun(ctx context.Context, args []string, getenv func(string) string
 		return enc.Encode(ex)
 	}
 	// An output over 1 MiB comes whole from its own download; the result holds its first MiB.
+	outW, errW := &countingWriter{w: stdout}, &countingWriter{w: stderr}
 	if ex.StdoutURL == nil {
-		writeOutput(stdout, ex.Stdout, str(ex.StdoutEncoding))
-	} else if err := download(stdout)(c.api.GetExecutionStdout(ctx, ex.ID)); err != nil {
+		writeOutput(outW, ex.Stdout, str(ex.StdoutEncoding))
+	} else if err := download(outW)(c.api.GetExecutionStdout(ctx, ex.ID)); err != nil {
 		return err
 	}
 	if ex.StderrURL == nil {
-		writeOutput(stderr, ex.Stderr, str(ex.StderrEncoding))
-	} else if err := download(stderr)(c.api.GetExecutionStderr(ctx, ex.ID)); err != nil {
+		writeOutput(errW, ex.Stderr, str(ex.StderrEncoding))
+	} else if err := download(errW)(c.api.GetExecutionStderr(ctx, ex.ID)); err != nil {
 		return err
+	}
+	// A cut stream is said, as a cut output file is: piped to a file, it would otherwise pass
+	// for the whole output (zstd -dc > file got 1 MiB and exit code 0).
+	for _, o := range []struct {
+		name string
+		cut  bool
+		w    *countingWriter
+	}{{"stdout", ex.StdoutTruncated, outW}, {"stderr", ex.StderrTruncated, errW}} {
+		if !o.cut {
+			continue
+		}
+		sep := ""
+		if o.w == errW && !errW.endsInNewline() {
+			sep = "\n"
+		}
+		why := "at the tier's stdout_max"
+		if ex.StorageQuotaExceeded != nil && *ex.StorageQuotaExceeded {
+			why = "to fit the tier's result_bytes, which your stored results filled"
+		}
+		fmt.Fprintf(stderr, "%swasmwiz run: %s was cut %s: only its first %d bytes came back (write larger output to a file and --output it)\n", sep, o.name, why, o.w.n)
 	}
 	if err := files.save(ctx, c, ex, stderr); err != nil {
 		return err
@@ -269,6 +290,25 @@ func runClientRun(ctx context.Context, args []string, getenv func(string) string
 	}
 	return nil
 }
+
+// countingWriter counts the bytes written to w and keeps the last one.
+type countingWriter struct {
+	w    io.Writer
+	n    int64
+	last byte
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	if n > 0 {
+		c.last = p[n-1]
+	}
+	return n, err
+}
+
+// endsInNewline reports whether nothing was written or the last byte was a newline.
+func (c *countingWriter) endsInNewline() bool { return c.n == 0 || c.last == '\n' }
 
 // download copies a raw download's body to w.
 func download(w io.Writer) func(*http.Response, error) error {
