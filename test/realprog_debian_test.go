@@ -21,7 +21,7 @@ import (
 // every run and the same for a seed (it seeds itself from /dev/urandom), and a database
 // outgrowing basic's 64 MiB scratch ("database or disk is full", the error naming the scratch
 // cap; the shell exits 1). zstd: a mounted file compressed to an output file and back, stdin to stdout both ways
-// (binary), --rm in a writable mount, -t and -l, an existing output it refuses to overwrite and
+// (binary), a stdout over basic's 1 MiB (the CLI says it was cut), --rm in a writable mount, -t and -l, an existing output it refuses to overwrite and
 // overwrites when stdin answers y. bc: -l from stdin, a mounted script, an error message. It
 // also runs the README's SQLite and zstd block as written.
 //
@@ -213,6 +213,17 @@ select count(*), sum(i % 7), count(distinct v) from n;
 			}
 			if d := raw(t, c, zstd, "--", "-dc"); string(d) != text.String() {
 				t.Errorf("decompressed stdout: %d bytes, want %d", len(d), text.Len())
+			}
+		})
+		t.Run("stdout over stdout_max", func(t *testing.T) {
+			// -dcf passes a file that is not zstd's through: 2.1 MB to stdout, over basic's 1 MiB.
+			big := filepath.Dir(write("zbig/big.txt", strings.Repeat(text.String(), 3)))
+			cmd := exec.Command(bin(), "run", "--url", s.URL, "--key", key, "--mount", big+":/in", zstd, "--", "-dcf", "/in/big.txt")
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			if err != nil || stdout.Len() != 1<<20 || !strings.Contains(stderr.String(), "wasmwiz run: stdout was cut at the tier's stdout_max: only its first 1048576 bytes came back") {
+				t.Errorf("%v, %d bytes of stdout, stderr %q: want 1 MiB and the cut said", err, stdout.Len(), tail(stderr.String()))
 			}
 		})
 		t.Run("rm in a writable mount", func(t *testing.T) {
