@@ -573,7 +573,8 @@ func validateRequest(p *Principal, req *schemas.ExecutionRequest, inline bool) (
 		er.Stdin = []byte(req.Stdin)
 	}
 	if len(er.Stdin) > t.StdinMax {
-		return nil, schemas.Errorf(schemas.CodeTooLarge, "stdin is %d bytes; the %s tier allows %d", len(er.Stdin), t.Name, t.StdinMax)
+		return nil, schemas.Errorf(schemas.CodeTooLarge, "stdin is %d bytes; the %s tier allows %d: put larger input in a file of a mount or an inline file and name it in stdin_file (wasmwiz run --stdin-file)",
+			len(er.Stdin), t.Name, t.StdinMax)
 	}
 	switch {
 	case inline:

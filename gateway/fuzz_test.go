@@ -66,3 +66,17 @@ func FuzzParseCompatForm(f *testing.F) {
 		}
 	})
 }
+
+// TestValidateRequest_StdinTooLargeNamesStdinFile: stdin over the tier's stdin_max is a 413 that
+// says how to give a guest more input (zstd -c of 1.5 MB piped to wasmwiz run got only "stdin is
+// 1500000 bytes; the pro tier allows 1048576").
+func TestValidateRequest_StdinTooLargeNamesStdinFile(t *testing.T) {
+	tier := schemas.DefaultTiers()[schemas.TierPro]
+	p := &Principal{TenantID: "acme", KeyID: "key_1", Tier: tier}
+	req := schemas.ExecutionRequest{ModuleID: "sha256:" + strings.Repeat("0", 64), Stdin: strings.Repeat("x", tier.StdinMax+1)}
+	_, err := validateRequest(p, &req, false)
+	se := schemas.AsError(err)
+	if se == nil || se.Code != schemas.CodeTooLarge || !strings.Contains(se.Message, "stdin_file") || !strings.Contains(se.Message, "1048577 bytes") {
+		t.Fatalf("stdin over stdin_max: %v, want too_large naming stdin_file", err)
+	}
+}
