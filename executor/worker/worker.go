@@ -37,6 +37,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/experimental"
@@ -606,7 +607,57 @@ func classify(res *RunResult, err error) {
 		res.Error = "invalid module: " + err.Error()
 		return
 	}
-	res.Error = "trap: " + cleanError(err)
+	res.Error = "trap: " + cleanError(err) + trapWhere(err.Error())
+}
+
+// trapFrames is how many functions of a trap's stack its error names, innermost first.
+const trapFrames = 5
+
+// trapWhere is " (in f, called from g, h)": the functions a trap happened in, from wazero's stack
+// trace (the module's name section, else $<index>), on one line, or "" without a trace. The
+// names are the guest's own; each is cut to 64 bytes of printable characters.
+func trapWhere(s string) string {
+	_, trace, ok := strings.Cut(s, "wasm stack trace:\n")
+	if !ok {
+		return ""
+	}
+	var frames []string
+	more := false
+	for _, line := range strings.Split(trace, "\n") {
+		f, ok := strings.CutPrefix(line, "\t")
+		if !ok || strings.HasPrefix(f, "\t") || strings.HasPrefix(f, "...") || f == "" {
+			continue // a source line under a frame, or wazero's note of frames left out
+		}
+		if len(frames) == trapFrames {
+			more = true
+			break
+		}
+		if i := strings.IndexByte(f, '('); i >= 0 {
+			f = f[:i]
+		}
+		f = strings.TrimPrefix(f, ".") // the guest module is named ""; host modules keep theirs
+		f = strings.Map(func(r rune) rune {
+			if unicode.IsPrint(r) {
+				return r
+			}
+			return -1
+		}, f)
+		if len(f) > 64 {
+			f = strings.ToValidUTF8(f[:64], "") + "…"
+		}
+		frames = append(frames, f)
+	}
+	if len(frames) == 0 {
+		return ""
+	}
+	w := " (in " + frames[0]
+	if len(frames) > 1 {
+		w += ", called from " + strings.Join(frames[1:], ", ")
+	}
+	if more {
+		w += ", …"
+	}
+	return w + ")"
 }
 
 // cleanError keeps the first line of a wazero error, without the "wasm error: " prefix and the

@@ -301,6 +301,36 @@ func TestSecurity_RandomSeedPerExecution(t *testing.T) {
 	}
 }
 
+// namedTrapModule is a WASI command whose _start calls deep_in_guest, which executes
+// unreachable, with a name section naming both (as clang and Go emit one): wasm bytes by hand.
+func namedTrapModule() []byte {
+	section := func(id byte, body ...byte) []byte { return append([]byte{id, byte(len(body))}, body...) }
+	name := func(s string) []byte { return append([]byte{byte(len(s))}, s...) }
+	m := []byte("\x00asm\x01\x00\x00\x00")
+	m = append(m, section(1, 1, 0x60, 0, 0)...) // type 0: [] -> []
+	m = append(m, section(3, 2, 0, 0)...)       // functions 0 and 1 of type 0
+	m = append(m, section(5, 1, 0, 1)...)       // a memory of one page
+	exports := append([]byte{2}, append(name("_start"), 0, 0)...)
+	exports = append(exports, append(name("memory"), 2, 0)...)
+	m = append(m, section(7, exports...)...)
+	m = append(m, section(10, 2, 4, 0, 0x10, 1, 0x0b, 3, 0, 0x00, 0x0b)...) // call 1; unreachable
+	names := append([]byte{2}, append([]byte{0}, name("_start")...)...)
+	names = append(names, append([]byte{1}, name("deep_in_guest")...)...)
+	m = append(m, section(0, append(name("name"), append([]byte{1, byte(len(names))}, names...)...)...)...)
+	return m
+}
+
+// TestRun_TrapNamesWhere: a trap's error names the functions it happened in, innermost first,
+// from the module's name section, on one line, as the wazero CLI's stack trace does: SQLite's
+// "trap: invalid table access" said nothing of robust_open, where the wazero CLI named it.
+func TestRun_TrapNamesWhere(t *testing.T) {
+	c := startClient(t)
+	res, _ := c.run(namedTrapModule(), RunJob{})
+	if res.Status != schemas.StatusFailed || res.Error != "trap: unreachable (in deep_in_guest, called from _start)" {
+		t.Fatalf("%s, error %q", res.Status, res.Error)
+	}
+}
+
 // TestRun_DevURandom: /dev/urandom gives a run what random_get gives it, so a program seeding
 // itself from it (SQLite's random() and randomblob(), which fall back to the clock, fixed by
 // default, without it) gets new bytes every run and the same ones for the same seed.
