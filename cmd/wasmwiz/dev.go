@@ -57,6 +57,10 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		return fmt.Errorf("data dir: %w", err)
 	}
 	var keys *devKeys
+	var saved struct { // the client contexts, saved before the API answers (BeforeServe)
+		path, current string
+		err           error
+	}
 	sys, err := startSystem(ctx, systemConfig{
 		DataDir: *dataDir, NATSDir: filepath.Join(*dataDir, "nats"), NATSAddr: *natsAddr, HTTPAddr: *httpAddr, DatabaseURL: *dbURL,
 		Workers: *workers, CompileTimeout: *compileTimeout, SyncWait: *syncWait, UploadWait: *uploadWait, ResultsTTL: *resultsTTL,
@@ -64,6 +68,12 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		Bootstrap: func(ctx context.Context, js jetstream.JetStream) (err error) {
 			if keys, err = bootstrapKeys(ctx, js, tiers, *dataDir); err != nil {
 				return fmt.Errorf("create dev keys: %w", err)
+			}
+			return nil
+		},
+		BeforeServe: func(apiURL, natsURL string) error {
+			if *saveCtx {
+				saved.path, saved.current, saved.err = saveDevContexts(getenv, apiURL, keys.devFile, keys.adminFile, natsURL, filepath.Join(*dataDir, "nats"))
 			}
 			return nil
 		},
@@ -88,7 +98,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		fmt.Fprintf(stdout, "  keys:      %s, %s\n", keys.adminFile, keys.devFile)
 	}
 	if *saveCtx {
-		switch path, current, err := saveDevContexts(getenv, url, keys.devFile, keys.adminFile, natsURL, natsDir); {
+		switch path, current, err := saved.path, saved.current, saved.err; {
 		case err != nil:
 			log.Warn("cannot save the dev contexts; client commands need --url and --key", "err", err)
 		case current == "dev" || current == "dev-admin":

@@ -45,6 +45,10 @@ type systemConfig struct {
 	// Bootstrap, when set, runs once the streams and buckets exist and before any role starts
 	// (so before the API answers): dev makes its keys there, bench its tenant.
 	Bootstrap func(ctx context.Context, js jetstream.JetStream) error
+	// BeforeServe, when set, runs once the API's address is known (apiURL) and before any role
+	// starts, so before the API answers ready: dev saves its client contexts there, so that a
+	// script that waits for /health/ready finds them.
+	BeforeServe func(apiURL, natsURL string) error
 }
 
 // system is a running WasmWiz: an embedded nats-server with JetStream, the gateway, an executor
@@ -89,6 +93,11 @@ func startSystem(ctx context.Context, cfg systemConfig) (_ *system, err error) {
 	node, acct, gw, err := s.newRoles()
 	if err != nil {
 		return nil, err
+	}
+	if s.cfg.BeforeServe != nil {
+		if err := s.cfg.BeforeServe(s.url, s.ns.ClientURL()); err != nil {
+			return nil, err
+		}
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	s.cancel = cancel
