@@ -316,34 +316,6 @@ func TestNode_Compile_BudgetIsCPUTime(t *testing.T) {
 	})
 }
 
-// An execution whose module this node has not compiled compiles it first, under the same
-// budget of CPU time as an upload's compile (TestNode_Compile_BudgetIsCPUTime): starved of CPU
-// past the budget on the wall clock, it goes on and runs; starved past three times the budget,
-// the request is tried again (redelivered) rather than failed as "too expensive to compile".
-func TestNode_Execute_ColdCompileBudgetIsCPUTime(t *testing.T) {
-	const budget = 1500 * time.Millisecond
-	e := startEnv(t, func(c *Config) { c.CompileTimeout = budget })
-	// starve runs module cold, stops the worker that holds it for d, and returns the result.
-	starve := func(t *testing.T, module string, d time.Duration) *schemas.Result {
-		t.Helper()
-		sub := e.publish(newRequest(schemas.TierFree, module), "")
-		stopBusyWorker(t, e, d)
-		return e.wait(sub, time.Minute)
-	}
-	t.Run("starved past the budget", func(t *testing.T) {
-		res := starve(t, e.putModule(compileBomb(100, 2_000)), budget+500*time.Millisecond)
-		if res.Status != schemas.StatusSucceeded {
-			t.Fatalf("a cold run stopped for %v, past its compile budget of %v of CPU: %s %q", budget+500*time.Millisecond, budget, res.Status, res.Error)
-		}
-	})
-	t.Run("starved past three times the budget", func(t *testing.T) {
-		res := starve(t, e.putModule(compileBomb(100, 2_001)), 3*budget+500*time.Millisecond)
-		if res.Status != schemas.StatusSucceeded {
-			t.Fatalf("a cold run stopped until past three times its compile budget: %s %q, want it run again and succeed", res.Status, res.Error)
-		}
-	})
-}
-
 // stopBusyWorker waits for a worker of e's node to take a job (the only one under way), stops
 // it with SIGSTOP for d, as a node too busy to give it a CPU would, and lets it go on.
 func stopBusyWorker(t *testing.T, e *env, d time.Duration) {

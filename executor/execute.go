@@ -344,10 +344,6 @@ func (n *Node) run(ctx context.Context, log *slog.Logger, tier schemas.Tier, req
 		crashed *crashedError
 	)
 	switch {
-	case errors.As(err, &killed) && killed.starved:
-		// This node was too busy to give the module's compile its budget of CPU time, which
-		// says nothing of the module: the request is tried again (redelivered), not failed.
-		return fmt.Errorf("compile starved: %w", err)
 	case errors.As(err, &killed):
 		if !killed.compiling {
 			if st := killed.started; st == nil {
@@ -358,7 +354,7 @@ func (n *Node) run(ctx context.Context, log *slog.Logger, tier schemas.Tier, req
 		}
 		switch {
 		case killed.compiling:
-			fail(schemas.StatusKilled, "module too expensive to compile: compilation used its budget of "+budget.String()+" of CPU time and was killed with its worker")
+			fail(schemas.StatusKilled, "module too expensive to compile: compilation ran past its budget of "+budget.String()+" and was killed with its worker")
 		case killed.memory:
 			fail(schemas.StatusKilled, worker.MemoryExceeded(killed.held, int64(job.MemoryPages)*65536))
 		default:

@@ -58,10 +58,10 @@ type killedError struct {
 	held      int64           // the most the guest held, as reported (worker.Memory) or resident, 0 if never
 	started   *worker.Started // how the module was found, if the worker said (nil: found compiled, as expected)
 	output    *worker.Output  // what the guest had written just before its deadline, if the worker said
-	// starved: a compile (a compile job, or a run's compile before its guest started)
-	// stopped at schemas.CompileWallFactor times its budget on the wall clock before its worker
-	// had had its budget of CPU time: the node was too busy to give it one (see
-	// compileDeadline), which says nothing of the module's cost.
+	// starved: a compile job (worker.Request.Compile) stopped at schemas.CompileWallFactor
+	// times its budget on the wall clock before its worker had had its budget of CPU time: the
+	// node was too busy to give it one (see compileDeadline), which says nothing of the
+	// module's cost.
 	starved bool
 }
 
@@ -662,15 +662,10 @@ func (p *pool) exchange(pr *proc, req *worker.Request, first, second time.Durati
 		deadline = second
 	}
 	var starved atomic.Bool
-	// compiling: the job is compiling, under the first deadline, a budget of CPU time
-	// (compileDeadline): a compile job, or a run until its worker says the guest started.
-	var compiling atomic.Bool
-	compiling.Store(!started)
-	compileStart, compileCPU0 := start, cpu0
 	var timer *time.Timer
 	timer = time.AfterFunc(deadline, func() {
-		if compiling.Load() {
-			if more, ok := compileDeadline(pr, compileCPU0, first, time.Since(compileStart)); ok {
+		if req.Compile != nil {
+			if more, ok := compileDeadline(pr, cpu0, first, time.Since(start)); ok {
 				timer.Reset(more)
 				return
 			} else if more < 0 {
@@ -700,7 +695,6 @@ func (p *pool) exchange(pr *proc, req *worker.Request, first, second time.Durati
 				continue // the kill is under way; the channel will close
 			}
 			started = false
-			compiling.Store(true)
 			rss.stop()
 			timer.Reset(first)
 		case r.Started != nil:
@@ -708,7 +702,6 @@ func (p *pool) exchange(pr *proc, req *worker.Request, first, second time.Durati
 				continue // the kill is under way; the channel will close
 			}
 			started, cpu0, startedFrame = true, r.Started.CPU, r.Started
-			compiling.Store(false)
 			start = time.Now()
 			timer.Reset(second)
 			if memLimit > 0 {
