@@ -2,7 +2,6 @@ package history
 
 import (
 	"context"
-	"encoding/json"
 	"sync"
 	"time"
 
@@ -14,7 +13,7 @@ import (
 
 // Batches stores the history records a process publishes, those of one tenant and minute (one
 // history subject) together: the records that come while a message of their subject is on its
-// way wait for it and then go in one message (BatchMsg). A node ending many executions of a
+// way wait for it and then go in one message (BatchMsgs). A node ending many executions of a
 // tenant at once, or a gateway recording many queued ones, stores a record each with fewer
 // publishes and stream writes; one recording one at a time publishes each at once (Msg), as
 // before. A record's Pending says when its message is stored, so that a caller that must not go
@@ -38,11 +37,6 @@ type Pending struct {
 	done chan struct{}
 	err  error
 }
-
-// maxRecordsBytes bounds one message of records (~300 bytes each, more with a long error or
-// module name): the records past it go in the next message, one message after another, so a
-// batch never nears the server's max_payload.
-const maxRecordsBytes = 128 << 10
 
 // publishTimeout bounds one message's publish.
 const publishTimeout = 10 * time.Second
@@ -90,43 +84,29 @@ func (h *Batches) publish(js jetstream.JetStream, subject string, q *queue) {
 }
 
 // publishRecords stores recs: a record alone as Msg makes it (its Nats-Msg-Id drops a copy a
-// redelivery publishes within the duplicate window), several as BatchMsg does, in messages of at
-// most maxRecordsBytes (a record larger than that alone), one after another.
+// redelivery publishes within the duplicate window), several as BatchMsgs does, one message
+// after another.
 func publishRecords(js jetstream.JetStream, tenant, subject string, recs []*schemas.ExecutionSummary) error {
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
+	var msgs []*nats.Msg
+	var err error
 	if len(recs) == 1 {
-		m, err := Msg(tenant, recs[0])
-		if err != nil {
-			return err
-		}
-		_, err = js.PublishMsg(ctx, m)
+		var m *nats.Msg
+		m, err = Msg(tenant, recs[0])
+		msgs = []*nats.Msg{m}
+	} else {
+		msgs, err = BatchMsgs(subject, recs)
+	}
+	if err != nil {
 		return err
 	}
-	data := []byte{'['}
-	flush := func() error {
-		m := nats.NewMsg(subject)
-		m.Data = append(data, ']')
-		_, err := js.PublishMsg(ctx, m)
-		data = []byte{'['}
-		return err
-	}
-	for _, s := range recs {
-		b, err := json.Marshal(s)
-		if err != nil {
+	for _, m := range msgs {
+		if _, err := js.PublishMsg(ctx, m); err != nil {
 			return err
 		}
-		if len(data) > 1 && len(data)+len(b)+2 > maxRecordsBytes {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
-		if len(data) > 1 {
-			data = append(data, ',')
-		}
-		data = append(data, b...)
 	}
-	return flush()
+	return nil
 }
 
 // Wait waits until p's message is stored (nil) or refused, or ctx ends.

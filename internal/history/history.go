@@ -36,22 +36,44 @@ func Msg(tenant string, s *schemas.ExecutionSummary) (*nats.Msg, error) {
 	return m, nil
 }
 
-// BatchMsg is one message holding the records recs (a JSON array), all on subject (one tenant's
-// minute: schemas.HistorySubject). A node that ends several executions of a tenant at once
-// records them together (executor: historyBatcher). It carries no Nats-Msg-Id: a record stored
-// again by a redelivery is merged with its copy when listed.
-func BatchMsg(subject string, recs []*schemas.ExecutionSummary) (*nats.Msg, error) {
-	b, err := json.Marshal(recs)
-	if err != nil {
-		return nil, err
+// maxRecordsBytes bounds one message of records (~300 bytes each, more with a long error or
+// module name): the records past it go in the next message, one message after another, so a
+// batch never nears the server's max_payload.
+const maxRecordsBytes = 128 << 10
+
+// BatchMsgs is the records recs, all on subject (one tenant's minute: schemas.HistorySubject),
+// in messages each holding a JSON array of at most maxRecordsBytes (a record larger than that
+// alone), so that none nears the server's max_payload. A process that ends several executions
+// of a tenant at once records them together (Batches). They carry no Nats-Msg-Id: a record
+// stored again by a redelivery is merged with its copy when listed.
+func BatchMsgs(subject string, recs []*schemas.ExecutionSummary) ([]*nats.Msg, error) {
+	var msgs []*nats.Msg
+	data := []byte{'['}
+	flush := func() {
+		m := nats.NewMsg(subject)
+		m.Data = append(data, ']')
+		msgs = append(msgs, m)
+		data = []byte{'['}
 	}
-	m := nats.NewMsg(subject)
-	m.Data = b
-	return m, nil
+	for _, s := range recs {
+		b, err := json.Marshal(s)
+		if err != nil {
+			return nil, err
+		}
+		if len(data) > 1 && len(data)+len(b)+2 > maxRecordsBytes {
+			flush()
+		}
+		if len(data) > 1 {
+			data = append(data, ',')
+		}
+		data = append(data, b...)
+	}
+	flush()
+	return msgs, nil
 }
 
 // decode appends the records of one stored message, a record (Msg) or an array of them
-// (BatchMsg), to recs; what this version does not understand is skipped.
+// (BatchMsgs), to recs; what this version does not understand is skipped.
 func decode(recs []*schemas.ExecutionSummary, data []byte) []*schemas.ExecutionSummary {
 	if len(data) > 0 && data[0] == '[' {
 		var batch []*schemas.ExecutionSummary

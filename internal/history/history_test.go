@@ -332,12 +332,11 @@ func benchSetup(b *testing.B) *fixture {
 	return &fixture{js: js, results: results, lister: &history.Lister{NC: nc, Stream: st, Results: results}}
 }
 
-// Records stored in batches (BatchMsg: a node ending several executions of a tenant at once)
+// Records stored in batches (BatchMsgs: a node ending several executions of a tenant at once)
 // list like records stored one by one, beside them in the same minutes, and a minute whose
 // stream count is of messages, not records, is read whole.
 func TestList_Batches(t *testing.T) {
 	f := setup(t)
-	ctx := context.Background()
 	base := time.Now().UTC().Add(-time.Hour).Truncate(time.Minute)
 	var want []string
 	for m := range 3 { // three minutes: a batch of 5, then one record alone, in each
@@ -348,13 +347,7 @@ func TestList_Batches(t *testing.T) {
 			batch = append(batch, s)
 			want = append(want, s.ID)
 		}
-		msg, err := history.BatchMsg(schemas.HistorySubject("acme", created), batch)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.js.PublishMsg(ctx, msg); err != nil {
-			t.Fatal(err)
-		}
+		f.publishBatch(t, schemas.HistorySubject("acme", created), batch)
 		f.record(t, "acme", m*10+9, created.Add(30*time.Second), modA, schemas.StatusSucceeded)
 		want = append(want, id("acme", m*10+9))
 	}
@@ -366,14 +359,22 @@ func TestList_Batches(t *testing.T) {
 	}
 	// A record stored twice (once alone, once in a batch: a redelivery) is listed once.
 	s := &schemas.ExecutionSummary{ID: id("acme", 0), Status: schemas.StatusSucceeded, ModuleID: modA, CreatedAt: base}
-	msg, err := history.BatchMsg(schemas.HistorySubject("acme", base), []*schemas.ExecutionSummary{s})
+	f.publishBatch(t, schemas.HistorySubject("acme", base), []*schemas.ExecutionSummary{s})
+	if got := f.all(t, "acme", history.Query{Limit: 100}); len(got) != len(want) {
+		t.Errorf("after a copy: %d executions listed, want %d", len(got), len(want))
+	}
+}
+
+// publishBatch stores recs as a process storing them together does (history.BatchMsgs).
+func (f *fixture) publishBatch(t *testing.T, subject string, recs []*schemas.ExecutionSummary) {
+	t.Helper()
+	msgs, err := history.BatchMsgs(subject, recs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.js.PublishMsg(ctx, msg); err != nil {
-		t.Fatal(err)
-	}
-	if got := f.all(t, "acme", history.Query{Limit: 100}); len(got) != len(want) {
-		t.Errorf("after a copy: %d executions listed, want %d", len(got), len(want))
+	for _, m := range msgs {
+		if _, err := f.js.PublishMsg(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
