@@ -60,10 +60,7 @@ import (
 // build leaves a null pointer: "trap: invalid table access" here and in the wazero CLI (which has
 // no /tmp unless mounted, where it is "disk I/O error").
 func TestRealProgramsDebian(t *testing.T) {
-	root := os.Getenv("WASMWIZ_REALPROG_DIR")
-	if root == "" {
-		t.Skip("WASMWIZ_REALPROG_DIR is not set (see the test's comment for what it holds)")
-	}
+	root := realprogDir(t)
 	base := t.TempDir()
 	s := startDev(t, filepath.Join(base, "wasmwiz-data"))
 	key := s.newTenant(t, "debian", schemas.TierBasic)

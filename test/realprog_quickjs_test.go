@@ -30,10 +30,7 @@ import (
 //	# or the sources, built by the test (apt-get install clang lld wasi-libc libclang-rt-14-dev-wasm32):
 //	mkdir quickjs-ng && curl -L https://github.com/quickjs-ng/quickjs/archive/refs/tags/v0.16.2.tar.gz | tar xz --strip-components=1 -C quickjs-ng
 func TestRealProgramJS(t *testing.T) {
-	root := os.Getenv("WASMWIZ_REALPROG_DIR")
-	if root == "" {
-		t.Skip("WASMWIZ_REALPROG_DIR is not set (see the test's comment for what it holds)")
-	}
+	root := realprogDir(t)
 	qjs := quickJSWasm(t, root)
 	base := t.TempDir()
 	s := startDev(t, filepath.Join(base, "wasmwiz-data"))

@@ -44,10 +44,7 @@ import (
 //	  --with-ext=json,date,stringio,strscan,pathname,digest,monitor,etc,rbconfig/sizeof,cgi/escape,ripper
 //	make -j2 install
 func TestRealProgramRuby(t *testing.T) {
-	root := os.Getenv("WASMWIZ_REALPROG_DIR")
-	if root == "" {
-		t.Skip("WASMWIZ_REALPROG_DIR is not set (see the test's comment for what it holds)")
-	}
+	root := realprogDir(t)
 	npm := filepath.Join(root, "ruby", "package", "dist", "ruby+stdlib.wasm")
 	command := filepath.Join(root, "ruby-wasi", "usr", "local", "bin", "ruby")
 	if !fileExists(npm) && !fileExists(command) {

@@ -46,10 +46,7 @@ walk(m.filesystem, out);
 // it as wasm-ld (--argv0), and the result runs. flite writes a WAV file. Each compiles cold
 // (seconds to a minute on 2 cores) within its tier's compile budget.
 func TestRealPrograms(t *testing.T) {
-	root := os.Getenv("WASMWIZ_REALPROG_DIR")
-	if root == "" {
-		t.Skip("WASMWIZ_REALPROG_DIR is not set (see the test's comment for what it holds)")
-	}
+	root := realprogDir(t)
 	base := t.TempDir()
 	s := startDev(t, filepath.Join(base, "wasmwiz-data"))
 	key := s.newTenant(t, "realprog", "unlimited")
@@ -231,4 +228,15 @@ func tail(s string) string {
 		return "…" + s[len(s)-2000:]
 	}
 	return s
+}
+
+// realprogDir is WASMWIZ_REALPROG_DIR, where the opt-in real-program tests find the programs
+// their comments say how to fetch or build; the test is skipped when it is not set.
+func realprogDir(t *testing.T) string {
+	t.Helper()
+	root := os.Getenv("WASMWIZ_REALPROG_DIR")
+	if root == "" {
+		t.Skip("WASMWIZ_REALPROG_DIR is not set (see the test's comment for what it holds)")
+	}
+	return root
 }
