@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wasmwiz/wasmwiz/internal/natstest"
 	"github.com/wasmwiz/wasmwiz/internal/streams"
@@ -19,12 +20,8 @@ import (
 // together in the next message: 1 + 1 messages for 1 + 20 records here, each record's Wait
 // ending once its own message is stored, and every record listed. A record alone goes at once.
 func TestBatches_TenantMinuteTogether(t *testing.T) {
-	s := natstest.RunJetStream(t)
-	js := natstest.JetStream(t, s)
+	s, js := historyServer(t)
 	ctx := context.Background()
-	if err := streams.Ensure(ctx, js, streams.Options{}); err != nil {
-		t.Fatal(err)
-	}
 	st, err := js.Stream(ctx, schemas.StreamHistory)
 	if err != nil {
 		t.Fatal(err)
@@ -92,12 +89,8 @@ func TestBatches_TenantMinuteTogether(t *testing.T) {
 // tenant's long error texts or module names could otherwise make one message bigger than the
 // server takes), and all are listed.
 func TestBatches_SplitByBytes(t *testing.T) {
-	s := natstest.RunJetStream(t)
-	js := natstest.JetStream(t, s)
+	s, js := historyServer(t)
 	ctx := context.Background()
-	if err := streams.Ensure(ctx, js, streams.Options{}); err != nil {
-		t.Fatal(err)
-	}
 	created := time.Now().UTC().Truncate(time.Minute)
 	var recs []*schemas.ExecutionSummary
 	for i := range 100 {
@@ -152,4 +145,15 @@ func listed(t *testing.T, s *server.Server, tenant string) int {
 		t.Fatal(err)
 	}
 	return len(list.Executions)
+}
+
+// historyServer is an embedded server with WasmWiz's streams, and JetStream on it.
+func historyServer(t *testing.T) (*server.Server, jetstream.JetStream) {
+	t.Helper()
+	s := natstest.RunJetStream(t)
+	js := natstest.JetStream(t, s)
+	if err := streams.Ensure(context.Background(), js, streams.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	return s, js
 }
